@@ -1,0 +1,51 @@
+# taskorch developer commands. `make serve` and `make test` are the README's two commands:
+# each sets up everything it needs on a fresh machine (Python 3.11 + pip).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+
+PROTO_FILES := $(wildcard proto/taskorch/v1/*.proto)
+GOOGLEAPIS  := third_party/googleapis
+DESCRIPTOR  := gateway/taskorch.pb
+
+.PHONY: install proto proto-check lint test serve clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Regenerate the Python stubs (with .pyi) and Envoy's descriptor set from proto/.
+proto: install
+	$(PY) -m grpc_tools.protoc -I proto -I $(GOOGLEAPIS) \
+	  --python_out=src --pyi_out=src --grpc_python_out=src $(PROTO_FILES)
+	$(PY) -m grpc_tools.protoc -I proto -I $(GOOGLEAPIS) \
+	  --include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR) \
+	  $(PROTO_FILES) google/rpc/status.proto google/rpc/error_details.proto
+
+# Fails when the committed generated code differs from what proto/ produces.
+proto-check: proto
+	git diff --exit-code --stat -- src/taskorch/v1 $(DESCRIPTOR)
+	test -z "$$(git status --porcelain -- src/taskorch/v1 gateway)"
+
+lint: install
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code proto
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: install proto-check lint
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+serve: install
+	$(BIN)/taskorch serve
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,38 @@
+"""The ``taskorch`` command: ``serve``, ``task …`` (and more sub-commands as they land)."""
+
+from __future__ import annotations
+
+import typer
+
+from taskorch import __version__
+from taskorch.cli.serve import serve
+from taskorch.cli.tasks import app as task_app
+
+app = typer.Typer(
+    name="taskorch",
+    help="Queue, schedule, run and stream AI tasks over gRPC (REST through Envoy).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(help="Run the server: gRPC API, in-process workers, REST gateway and metrics.")(serve)
+app.add_typer(task_app, name="task", help="Submit, inspect, list, watch and cancel tasks.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"taskorch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """taskorch: AI task orchestration over gRPC."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,88 @@
+"""``taskorch serve``: run the server until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from taskorch import logs
+from taskorch.config import (
+    DEFAULT_GRPC_ADDR,
+    DEFAULT_HTTP_ADDR,
+    DEFAULT_METRICS_ADDR,
+    DEFAULT_MODELS_DIR,
+    Settings,
+)
+from taskorch.store.database import DEFAULT_URL
+
+
+def serve(
+    grpc_addr: str = typer.Option(
+        DEFAULT_GRPC_ADDR, envvar="TASKORCH_GRPC_ADDR", help="Where the gRPC API listens."
+    ),
+    http_addr: str = typer.Option(
+        DEFAULT_HTTP_ADDR,
+        envvar="TASKORCH_HTTP_ADDR",
+        help="Where Envoy serves REST (and gRPC passthrough).",
+    ),
+    metrics_addr: str = typer.Option(
+        DEFAULT_METRICS_ADDR,
+        envvar="TASKORCH_METRICS_ADDR",
+        help="Where Prometheus metrics are served ('' to turn off).",
+    ),
+    database_url: str = typer.Option(
+        DEFAULT_URL,
+        envvar="TASKORCH_DATABASE_URL",
+        help="sqlite:///FILE (default) or postgresql+asyncpg://USER@HOST/DB.",
+    ),
+    models_dir: Path = typer.Option(
+        DEFAULT_MODELS_DIR,
+        envvar="TASKORCH_MODELS_DIR",
+        help="Model repository: one folder per ONNX model.",
+    ),
+    no_gateway: bool = typer.Option(
+        False, "--no-gateway", envvar="TASKORCH_NO_GATEWAY", help="Do not start Envoy."
+    ),
+    workers: int = typer.Option(
+        4,
+        envvar="TASKORCH_WORKERS",
+        min=0,
+        help="Subtasks run at once by in-process workers (0: only remote workers run work).",
+    ),
+    lease_seconds: float = typer.Option(
+        30.0, envvar="TASKORCH_LEASE_SECONDS", min=1.0, help="Lease length of in-process work."
+    ),
+    drain_seconds: float = typer.Option(
+        30.0,
+        envvar="TASKORCH_DRAIN_SECONDS",
+        min=0.0,
+        help="On SIGTERM, how long running work may finish before it is re-queued.",
+    ),
+    log_level: str = typer.Option("info", envvar="TASKORCH_LOG_LEVEL", help="debug|info|warning"),
+    log_format: str = typer.Option(
+        "auto", envvar="TASKORCH_LOG_FORMAT", help="json|console|auto (console on a terminal)."
+    ),
+) -> None:
+    logs.configure(log_level, log_format)
+    settings = Settings(
+        grpc_addr=grpc_addr,
+        http_addr=http_addr,
+        metrics_addr=metrics_addr,
+        database_url=database_url,
+        models_dir=models_dir,
+        gateway=not no_gateway,
+        workers=workers,
+        lease_seconds=lease_seconds,
+        drain_seconds=drain_seconds,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    from taskorch.server.app import TaskorchServer
+
+    try:
+        asyncio.run(TaskorchServer(settings).serve())
+    except OSError as exc:
+        typer.echo(f"taskorch: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -1,0 +1,45 @@
+"""The taskorch Python SDK.
+
+from taskorch.client import Client
+
+with Client("127.0.0.1:50051") as client:
+    task = client.create_task(text="Multimodal is building AI-powered tools.")
+    done = client.wait_for_task(task.task_id)
+    print(done.result["top_words"])
+"""
+
+from taskorch.client._client import AsyncClient, Client
+from taskorch.client._errors import (
+    ConflictError,
+    DeadlineExceededError,
+    FieldViolation,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    TaskorchClientError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from taskorch.client._models import ResourceUsage, Task, TaskEvent, TaskPage
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ConflictError",
+    "DeadlineExceededError",
+    "FieldViolation",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "ResourceUsage",
+    "Task",
+    "TaskEvent",
+    "TaskPage",
+    "TaskorchClientError",
+    "UnauthenticatedError",
+    "UnavailableError",
+]

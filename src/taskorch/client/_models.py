@@ -1,0 +1,183 @@
+"""The SDK's value types: plain dataclasses built from the API's messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from taskorch import structs
+from taskorch.v1 import status_pb2
+from taskorch.v1 import task_service_pb2 as pb
+
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, name)
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def _struct(message: Any, name: str) -> dict[str, Any] | None:
+    if not message.HasField(name):
+        return None
+    value: struct_pb2.Struct = getattr(message, name)
+    return structs.to_dict(value)
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    model_name: str
+    inference_time_seconds: float
+    memory_used_gb: float
+    cpu_time_seconds: float
+    execution_provider: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as the server last described it. ``status`` is a word such as ``"PENDING"``."""
+
+    task_id: str
+    status: str
+    task_type: str
+    model_name: str = ""
+    template: str = ""
+    text: str = ""
+    input_data: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None
+    priority: int = 5
+    depends_on: tuple[str, ...] = ()
+    result: dict[str, Any] | None = None
+    error: str = ""
+    error_code: str = ""
+    progress: float = 0.0
+    progress_message: str = ""
+    worker_id: str = ""
+    request_id: str = ""
+    attempt: int = 0
+    max_attempts: int = 0
+    sequence: int = 0
+    timeout_seconds: float = 0.0
+    resource_usage: ResourceUsage | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    estimated_completion: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_proto(cls, m: pb.Task) -> Task:
+        usage = None
+        if m.HasField("resource_usage"):
+            u = m.resource_usage
+            usage = ResourceUsage(
+                u.model_name,
+                u.inference_time_seconds,
+                u.memory_used_gb,
+                u.cpu_time_seconds,
+                u.execution_provider,
+            )
+        return cls(
+            task_id=m.task_id,
+            status=_status(m.status),
+            task_type=m.task_type,
+            model_name=m.model_name,
+            template=m.template,
+            text=m.text,
+            input_data=_struct(m, "input_data"),
+            parameters=_struct(m, "parameters"),
+            priority=m.priority,
+            depends_on=tuple(m.depends_on),
+            result=_struct(m, "result"),
+            error=m.error,
+            error_code=m.error_code,
+            progress=m.progress,
+            progress_message=m.progress_message,
+            worker_id=m.worker_id,
+            request_id=m.request_id,
+            attempt=m.attempt,
+            max_attempts=m.max_attempts,
+            sequence=m.sequence,
+            timeout_seconds=m.timeout_seconds,
+            resource_usage=usage,
+            created_at=_time(m, "created_at"),
+            updated_at=_time(m, "updated_at"),
+            started_at=_time(m, "started_at"),
+            completed_at=_time(m, "completed_at"),
+            cancelled_at=_time(m, "cancelled_at"),
+            estimated_completion=_time(m, "estimated_completion"),
+        )
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One change of a task from a watch: ``type`` is SNAPSHOT, STATUS_CHANGED, PROGRESS or
+    OUTPUT; ``task`` is set on the snapshot and on the final event."""
+
+    task_id: str
+    sequence: int
+    type: str
+    status: str
+    progress: float
+    message: str
+    output_delta: str
+    data: dict[str, Any] | None
+    created_at: datetime | None
+    task: Task | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in ("STATUS_CHANGED", "SNAPSHOT") and self.status in TERMINAL
+
+    @classmethod
+    def from_proto(cls, m: pb.TaskEvent) -> TaskEvent:
+        return cls(
+            task_id=m.task_id,
+            sequence=m.sequence,
+            type=pb.TaskEvent.Type.Name(m.type),
+            status=_status(m.status),
+            progress=m.progress,
+            message=m.message,
+            output_delta=m.output_delta,
+            data=_struct(m, "data"),
+            created_at=_time(m, "created_at"),
+            task=Task.from_proto(m.task) if m.HasField("task") else None,
+        )
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task]
+    total: int
+    limit: int
+    offset: int
+    page: int
+    pages: int
+    next_page_token: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, m: pb.ListTasksResponse) -> TaskPage:
+        return cls(
+            tasks=[Task.from_proto(t) for t in m.tasks],
+            total=m.total,
+            limit=m.limit,
+            offset=m.offset,
+            page=m.pagination.page,
+            pages=m.pagination.pages,
+            next_page_token=m.next_page_token,
+        )
+
+
+def _status(number: int) -> str:
+    return status_pb2.Status.Name(number)

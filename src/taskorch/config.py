@@ -1,0 +1,41 @@
+"""Settings of a taskorch server, from command-line flags and their TASKORCH_* twins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskorch.store.database import DEFAULT_URL
+
+DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
+DEFAULT_HTTP_ADDR = "127.0.0.1:8080"
+DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
+DEFAULT_MODELS_DIR = Path("var/models")
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_addr: str = DEFAULT_GRPC_ADDR
+    http_addr: str = DEFAULT_HTTP_ADDR
+    metrics_addr: str = DEFAULT_METRICS_ADDR
+    database_url: str = DEFAULT_URL
+    models_dir: Path | None = DEFAULT_MODELS_DIR
+    gateway: bool = True
+    workers: int = 4
+    lease_seconds: float = 30.0
+    drain_seconds: float = 30.0
+    db_pool_size: int = 4
+    log_level: str = "info"
+    log_format: str = "auto"
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` → ``("127.0.0.1", 8080)``; ``"[::1]:80"`` works too.
+
+    Raises:
+        ValueError: no port, or a port out of range.
+    """
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{addr!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)

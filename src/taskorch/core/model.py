@@ -1,0 +1,206 @@
+"""The domain's value types: tasks, subtasks, events and their states.
+
+These are plain frozen dataclasses; the store maps them to rows and the server to protobuf
+messages, so nothing below server/ speaks protobuf.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JSON = dict[str, Any]
+
+DEFAULT_TENANT = "default"
+DEFAULT_PRIORITY = 5
+MIN_PRIORITY = 1
+MAX_PRIORITY = 10
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+class Status(enum.IntEnum):
+    """Lifecycle state of a task or subtask; the numbers are the proto enum's."""
+
+    PENDING = 1
+    RUNNING = 2
+    COMPLETED = 3
+    FAILED = 4
+    CANCELLED = 5
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @classmethod
+    def parse(cls, word: str) -> Status:
+        """Parses a status word in any case, with the seeds' synonyms.
+
+        Raises:
+            KeyError: the word names no status.
+        """
+        key = word.strip().upper()
+        return cls[STATUS_SYNONYMS.get(key, key)]
+
+
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+# Seed 002 says "queued", seed 003 says "PROCESSING", seed 001 "canceled" is common US spelling.
+STATUS_SYNONYMS: Mapping[str, str] = {
+    "QUEUED": "PENDING",
+    "WAITING": "PENDING",
+    "PROCESSING": "RUNNING",
+    "IN_PROGRESS": "RUNNING",
+    "STARTED": "RUNNING",
+    "SUCCEEDED": "COMPLETED",
+    "SUCCESS": "COMPLETED",
+    "DONE": "COMPLETED",
+    "ERROR": "FAILED",
+    "CANCELED": "CANCELLED",
+}
+
+
+class EventType(enum.IntEnum):
+    """Kind of a task event; the numbers are the proto enum's."""
+
+    SNAPSHOT = 1
+    STATUS_CHANGED = 2
+    PROGRESS = 3
+    OUTPUT = 4
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    model_name: str = ""
+    inference_time_seconds: float = 0.0
+    memory_used_gb: float = 0.0
+    cpu_time_seconds: float = 0.0
+    execution_provider: str = ""
+
+    def to_json(self) -> JSON:
+        return {
+            "model_name": self.model_name,
+            "inference_time_seconds": self.inference_time_seconds,
+            "memory_used_gb": self.memory_used_gb,
+            "cpu_time_seconds": self.cpu_time_seconds,
+            "execution_provider": self.execution_provider,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> ResourceUsage | None:
+        if not data:
+            return None
+        return cls(
+            model_name=str(data.get("model_name", "")),
+            inference_time_seconds=float(data.get("inference_time_seconds", 0.0)),
+            memory_used_gb=float(data.get("memory_used_gb", 0.0)),
+            cpu_time_seconds=float(data.get("cpu_time_seconds", 0.0)),
+            execution_provider=str(data.get("execution_provider", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    tenant_id: str
+    status: Status
+    task_type: str
+    created_at: datetime
+    updated_at: datetime
+    model_name: str = ""
+    template: str = ""
+    text: str | None = None
+    input_data: JSON | None = None
+    parameters: JSON | None = None
+    priority: int = DEFAULT_PRIORITY
+    depends_on: tuple[str, ...] = ()
+    result: JSON | None = None
+    error: str | None = None
+    error_code: str | None = None
+    progress: float = 0.0
+    progress_message: str | None = None
+    worker_id: str | None = None
+    request_id: str | None = None
+    attempt: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout_seconds: float | None = None
+    resource_usage: ResourceUsage | None = None
+    sequence: int = 0
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Subtask:
+    subtask_id: str
+    task_id: str
+    tenant_id: str
+    kind: str
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    position: int = 0
+    name: str = ""
+    model_name: str = ""
+    input: JSON | None = None
+    progress: float = 0.0
+    result: JSON | None = None
+    error: str | None = None
+    error_code: str | None = None
+    attempt: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    priority: int = DEFAULT_PRIORITY
+    ready: bool = True
+    available_at: datetime | None = None
+    lease_id: str | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    timeout_seconds: float | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One stored change of a task; ``sequence`` increases by one per task."""
+
+    task_id: str
+    tenant_id: str
+    sequence: int
+    type: EventType
+    status: Status
+    created_at: datetime
+    progress: float | None = None
+    message: str | None = None
+    output_delta: str | None = None
+    data: JSON | None = None
+    task: Task | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type is EventType.STATUS_CHANGED and self.status.is_terminal
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on one subtask until ``expires_at``; renewed by heartbeats."""
+
+    subtask: Subtask
+    task: Task
+    lease_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list, with the counts the seeds' list responses carry."""
+
+    items: tuple[Task, ...]
+    total: int
+    limit: int
+    offset: int
+    next_page_token: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)

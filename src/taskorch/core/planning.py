@@ -1,0 +1,184 @@
+"""From a create request to the subtasks that do the work.
+
+A :class:`TaskSpec` is what a client asked for, already checked for shape. The
+:class:`Catalog` finds the :class:`Planner` for its task type, which validates the payload
+(before anything is queued) and returns a :class:`Plan`: the task type to record and the
+subtasks to run, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from taskorch.core.errors import InvalidArgument, UnsupportedTaskType
+from taskorch.core.model import JSON
+from taskorch.core.text_analysis import MAX_TEXT_LENGTH
+
+TEXT_ANALYSIS = "text_analysis"
+ECHO = "echo"
+MAX_ECHO_DELAY = 600.0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A create request, transport-neutral. Empty strings mean "not given"."""
+
+    text: str | None = None
+    task_type: str = ""
+    model_name: str = ""
+    input_data: JSON | None = None
+    parameters: JSON | None = None
+    template: str = ""
+    priority: int = 0
+    depends_on: tuple[str, ...] = ()
+    request_id: str = ""
+    max_attempts: int = 0
+    timeout_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One subtask to create: ``kind`` selects the worker handler that runs it."""
+
+    kind: str
+    input: JSON
+    name: str = ""
+    model_name: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    task_type: str
+    steps: tuple[Step, ...]
+    model_name: str = ""
+    input_data: JSON | None = None
+    extra: JSON = field(default_factory=dict)
+
+
+class Planner(Protocol):
+    """Turns the specs of some task types into plans."""
+
+    def task_types(self) -> Sequence[str]:
+        """The canonical task types this planner accepts."""
+        ...
+
+    def canonical(self, task_type: str) -> str | None:
+        """The canonical spelling of ``task_type`` if this planner accepts it."""
+        ...
+
+    def plan(self, spec: TaskSpec, task_type: str) -> Plan:
+        """Validates ``spec`` and plans it. Raises InvalidArgument, ModelNotFound, ..."""
+        ...
+
+
+class Catalog:
+    """Every task type the server accepts, each with the planner that plans it."""
+
+    def __init__(self, planners: Iterable[Planner] = ()) -> None:
+        self._planners: list[Planner] = list(planners)
+
+    def add(self, planner: Planner) -> None:
+        self._planners.append(planner)
+
+    def task_types(self) -> list[str]:
+        return sorted({t for p in self._planners for t in p.task_types()})
+
+    def plan(self, spec: TaskSpec) -> Plan:
+        if spec.template:
+            if spec.text is not None or spec.task_type:
+                raise InvalidArgument(
+                    "give either template, or text, or task_type, not several", field="template"
+                )
+            return self._plan_type(spec, "template")
+        task_type = spec.task_type.strip()
+        if not task_type:
+            if spec.text is None:
+                raise InvalidArgument(
+                    "one of text, task_type or template is required", field="task_type"
+                )
+            task_type = TEXT_ANALYSIS
+        return self._plan_type(spec, task_type)
+
+    def _plan_type(self, spec: TaskSpec, task_type: str) -> Plan:
+        for planner in self._planners:
+            canonical = planner.canonical(task_type)
+            if canonical is not None:
+                return planner.plan(spec, canonical)
+        raise UnsupportedTaskType(task_type, self.task_types())
+
+
+def normalise_type(task_type: str) -> str:
+    """``Text-Generation`` → ``text_generation``."""
+    return task_type.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+class TextAnalysisPlanner:
+    """Seed 003's ``{text}`` task: word count and top words, at most 4000 characters."""
+
+    def task_types(self) -> Sequence[str]:
+        return (TEXT_ANALYSIS,)
+
+    def canonical(self, task_type: str) -> str | None:
+        return TEXT_ANALYSIS if normalise_type(task_type) == TEXT_ANALYSIS else None
+
+    def plan(self, spec: TaskSpec, task_type: str) -> Plan:
+        text = spec.text
+        field_name = "text"
+        if text is None and spec.input_data is not None:
+            value = spec.input_data.get("text", spec.input_data.get("inputs"))
+            field_name = "input_data.text"
+            if not isinstance(value, str):
+                raise InvalidArgument("input_data.text must be a string", field=field_name)
+            text = value
+        if text is None or not text.strip():
+            raise InvalidArgument("text must not be empty", field=field_name)
+        if len(text) > MAX_TEXT_LENGTH:
+            raise InvalidArgument(
+                f"text is {len(text)} characters long; the limit is {MAX_TEXT_LENGTH}",
+                field=field_name,
+                reason="TEXT_TOO_LONG",
+            )
+        top_n = (spec.parameters or {}).get("top_n", 5)
+        if not isinstance(top_n, int | float) or isinstance(top_n, bool) or not 1 <= top_n <= 100:
+            raise InvalidArgument(
+                "parameters.top_n must be between 1 and 100", field="parameters.top_n"
+            )
+        return Plan(
+            task_type=TEXT_ANALYSIS,
+            steps=(Step(kind=TEXT_ANALYSIS, input={"text": text, "top_n": int(top_n)}),),
+        )
+
+
+class EchoPlanner:
+    """A diagnostic task that returns its input, optionally after a delay with progress.
+
+    ``input_data``: anything; ``delay_seconds`` (<= 600) to take that long, reporting progress
+    ``progress_steps`` times; ``fail_attempts`` to fail that many first attempts (to see
+    retries and backoff at work). Useful to smoke-test a deployment and its workers.
+    """
+
+    def task_types(self) -> Sequence[str]:
+        return (ECHO,)
+
+    def canonical(self, task_type: str) -> str | None:
+        return ECHO if normalise_type(task_type) == ECHO else None
+
+    def plan(self, spec: TaskSpec, task_type: str) -> Plan:
+        data = dict(spec.input_data or {})
+        _number(data, "delay_seconds", 0.0, MAX_ECHO_DELAY)
+        _number(data, "progress_steps", 1, 1000)
+        _number(data, "fail_attempts", 0, 100)
+        return Plan(task_type=ECHO, steps=(Step(kind=ECHO, input=data),))
+
+
+def _number(data: JSON, name: str, low: float, high: float) -> None:
+    value = data.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidArgument(
+            f"input_data.{name} must be a number between {low:g} and {high:g}",
+            field=f"input_data.{name}",
+        )

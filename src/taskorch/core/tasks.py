@@ -1,0 +1,514 @@
+"""The task lifecycle as clients see it: create, get, list, cancel and watch."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from taskorch.core import validation
+from taskorch.core.caller import Caller
+from taskorch.core.errors import AlreadyExists, InvalidArgument, TaskNotCancellable, TaskNotFound
+from taskorch.core.hub import EventHub
+from taskorch.core.lifecycle import record
+from taskorch.core.model import (
+    DEFAULT_MAX_ATTEMPTS,
+    TERMINAL_STATUSES,
+    EventType,
+    Page,
+    Status,
+    Subtask,
+    Task,
+    TaskEvent,
+)
+from taskorch.core.planning import Catalog, Plan, TaskSpec
+from taskorch.events.bus import SubscriptionLagged
+from taskorch.store import subtasks as subtask_store
+from taskorch.store import tasks as task_store
+from taskorch.store.database import Database, Transaction
+from taskorch.store.schema import utcnow
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+MAX_DEPENDENCIES = 100
+# How long a watch waits for a live event before re-reading the store (a safety net for
+# events published by another replica or lost by a crash between commit and publish).
+WATCH_RECHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """A list call as clients make it; see :meth:`TaskService.list`."""
+
+    status: str = ""
+    task_type: str = ""
+    model_name: str = ""
+    template: str = ""
+    limit: int = 0
+    offset: int = 0
+    page: int = 0
+    sort_by: str = ""
+    sort_order: str = ""
+    page_token: str = ""
+
+
+class TaskService:
+    """Creates, reads, lists, cancels and streams tasks of the caller's tenant."""
+
+    def __init__(
+        self,
+        db: Database,
+        hub: EventHub,
+        catalog: Catalog,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.catalog = catalog
+        self.clock = clock
+        self.estimator = DurationEstimator()
+        hub.add_listener(self.estimator.observe)
+
+    # -- create --------------------------------------------------------------------------------
+
+    async def create(self, caller: Caller, spec: TaskSpec) -> Task:
+        """Validates, plans and durably queues a task; idempotent on ``spec.request_id``.
+
+        Raises:
+            InvalidArgument: a field is invalid (named in the error).
+            UnsupportedTaskType, ModelNotFound, TemplateNotFound: nothing can run it.
+            AlreadyExists: ``request_id`` was used before for a different request.
+        """
+        priority = validation.priority(spec.priority)
+        max_attempts = validation.bounded_int(
+            spec.max_attempts, "max_attempts", low=1, high=100, default=DEFAULT_MAX_ATTEMPTS
+        )
+        timeout = validation.seconds(spec.timeout_seconds, "timeout_seconds")
+        request_id = validation.short_text(spec.request_id, "request_id")
+        depends_on = _dependencies(spec.depends_on)
+        plan = self.catalog.plan(spec)
+        now = self.clock()
+        task = Task(
+            task_id=str(uuid.uuid4()),
+            tenant_id=caller.tenant_id,
+            status=Status.PENDING,
+            task_type=plan.task_type,
+            model_name=plan.model_name or spec.model_name,
+            template=spec.template,
+            text=spec.text,
+            input_data=plan.input_data if plan.input_data is not None else spec.input_data,
+            parameters=spec.parameters,
+            priority=priority,
+            depends_on=depends_on,
+            request_id=request_id or None,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout,
+            sequence=1,
+            created_at=now,
+            updated_at=now,
+        )
+
+        def insert(tx: Transaction) -> Task:
+            if request_id:
+                earlier = task_store.find_by_request_id(tx.conn, caller.tenant_id, request_id)
+                if earlier is not None:
+                    return _same_request(earlier, task)
+            ready = self._check_dependencies(tx, caller, depends_on)
+            task_store.insert_task(tx.conn, task)
+            subtask_store.insert_subtasks(tx.conn, _subtasks(task, plan, ready=ready, now=now))
+            event = TaskEvent(
+                task_id=task.task_id,
+                tenant_id=task.tenant_id,
+                sequence=1,
+                type=EventType.STATUS_CHANGED,
+                status=Status.PENDING,
+                created_at=now,
+                progress=0.0,
+                message="queued",
+            )
+            task_store.insert_event(tx.conn, event)
+            tx.after_commit(lambda: self.hub.publish(event))
+            tx.after_commit(self.hub.work.notify)
+            return task
+
+        try:
+            return await self.db.write(insert)
+        except IntegrityError:
+            if not request_id:
+                raise
+            # Another replica inserted the same request_id between our check and insert.
+            earlier = await self.db.read(
+                lambda conn: task_store.find_by_request_id(conn, caller.tenant_id, request_id)
+            )
+            if earlier is None:
+                raise
+            return _same_request(earlier, task)
+
+    def _check_dependencies(
+        self, tx: Transaction, caller: Caller, depends_on: tuple[str, ...]
+    ) -> bool:
+        """Raises on unknown dependencies; True when all of them already completed."""
+        if not depends_on:
+            return True
+        found = task_store.get_tasks(tx.conn, caller.tenant_id, depends_on)
+        missing = sorted(set(depends_on) - {t.task_id for t in found})
+        if missing:
+            raise InvalidArgument(
+                f"depends_on names unknown tasks: {', '.join(missing)}", field="depends_on"
+            )
+        ended = [t for t in found if t.status in (Status.FAILED, Status.CANCELLED)]
+        if ended:
+            raise InvalidArgument(
+                f"depends_on task {ended[0].task_id} is {ended[0].status.name}; "
+                "this task could never run",
+                field="depends_on",
+            )
+        return all(t.status is Status.COMPLETED for t in found)
+
+    # -- read ----------------------------------------------------------------------------------
+
+    async def get(self, caller: Caller, task_id: str) -> Task:
+        """Raises TaskNotFound, also for another tenant's task."""
+        key = validation.parse_id(task_id)
+        task = await self.db.read(lambda conn: task_store.get_task(conn, caller.tenant_scope, key))
+        if task is None:
+            raise TaskNotFound(task_id)
+        return task
+
+    async def list(self, caller: Caller, request: ListRequest) -> Page:
+        """One page of the caller's tasks, with offset, page or keyset (token) paging."""
+        query, page_number = _query(caller, request)
+        items, total = await self.db.read(lambda conn: task_store.list_tasks(conn, query))
+        token = ""
+        if len(items) == query.limit and (
+            query.after is not None or query.offset + len(items) < total
+        ):
+            token = _encode_token(query, items[-1])
+        return Page(
+            items=tuple(items),
+            total=total,
+            limit=query.limit,
+            offset=query.offset,
+            next_page_token=token,
+            extra={"page": page_number},
+        )
+
+    async def counts(self, caller: Caller) -> dict[Status, int]:
+        return await self.db.read(
+            lambda conn: task_store.count_by_status(conn, caller.tenant_scope)
+        )
+
+    def estimate_completion(self, task: Task) -> datetime | None:
+        return self.estimator.estimate(task, self.clock())
+
+    # -- cancel --------------------------------------------------------------------------------
+
+    async def cancel(self, caller: Caller, task_id: str, reason: str = "") -> Task:
+        """Cancels a pending or running task and tells its running worker to stop.
+
+        Cancelling a cancelled task answers it again.
+
+        Raises:
+            TaskNotFound: no such task for this caller.
+            TaskNotCancellable: the task already completed or failed.
+        """
+        key = validation.parse_id(task_id)
+        reason = validation.short_text(reason, "reason", limit=1000)
+
+        def cancel(tx: Transaction) -> Task:
+            task = task_store.get_task(tx.conn, caller.tenant_scope, key)
+            if task is None:
+                raise TaskNotFound(task_id)
+            if task.status is Status.CANCELLED:
+                return task
+            if task.status in TERMINAL_STATUSES:
+                raise TaskNotCancellable(task.task_id, task.status.name)
+            now = self.clock()
+            subtask_store.end_active_subtasks(tx.conn, key, Status.CANCELLED, now)
+            recorded = record(
+                tx,
+                self.hub,
+                key,
+                {
+                    "status": int(Status.CANCELLED),
+                    "cancelled_at": now,
+                    "completed_at": now,
+                    "cancel_reason": reason or None,
+                    "progress_message": f"cancelled: {reason}" if reason else "cancelled",
+                },
+                EventType.STATUS_CHANGED,
+                now=now,
+                only_if_status=(Status.PENDING, Status.RUNNING),
+                message=reason or "cancelled by client",
+            )
+            assert recorded is not None  # the status was checked in this transaction
+            return recorded[0]
+
+        return await self.db.write(cancel)
+
+    # -- watch ---------------------------------------------------------------------------------
+
+    async def watch(
+        self, caller: Caller, task_id: str, after_sequence: int = 0
+    ) -> AsyncIterator[TaskEvent]:
+        """Yields the task's state, then every change, ending after the terminal event.
+
+        It subscribes before reading, so no event between the read and the subscription is
+        lost; with ``after_sequence`` it replays the stored events after that number first.
+        Events are deduplicated and ordered by sequence number.
+        """
+        key = validation.parse_id(task_id)
+        if after_sequence < 0:
+            raise InvalidArgument("after_sequence must not be negative", field="after_sequence")
+        subscription = self.hub.subscribe(key)
+        try:
+            task = await self.db.read(
+                lambda conn: task_store.get_task(conn, caller.tenant_scope, key)
+            )
+            if task is None:
+                raise TaskNotFound(task_id)
+            last = after_sequence
+            if after_sequence == 0:
+                yield _snapshot(task)
+                last = task.sequence
+                if task.status.is_terminal:
+                    return
+            done = False
+            async for event in self._replay(caller, key, last):
+                yield event
+                last = event.sequence
+                done = event.is_terminal
+            while not done:
+                try:
+                    live = await subscription.get(timeout=WATCH_RECHECK_SECONDS)
+                except SubscriptionLagged:
+                    live = None
+                if live is not None and live.sequence <= last:
+                    continue
+                if live is not None and live.sequence == last + 1:
+                    yield live
+                    last, done = live.sequence, live.is_terminal
+                    continue
+                # A gap, a lagged buffer or a quiet period: the store has the truth.
+                async for event in self._replay(caller, key, last):
+                    yield event
+                    last, done = event.sequence, event.is_terminal
+        finally:
+            subscription.close()
+
+    async def _replay(self, caller: Caller, task_id: str, after: int) -> AsyncIterator[TaskEvent]:
+        while True:
+            read_events = partial(task_store.events_after, task_id=task_id, after_sequence=after)
+            events = await self.db.read(read_events)
+            for event in events:
+                if event.is_terminal:
+                    task = await self.db.read(
+                        lambda conn: task_store.get_task(conn, caller.tenant_scope, task_id)
+                    )
+                    event = replace(event, task=task)
+                yield event
+                after = event.sequence
+                if event.is_terminal:
+                    return
+            if len(events) < 1000:
+                return
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _dependencies(ids: tuple[str, ...]) -> tuple[str, ...]:
+    if len(ids) > MAX_DEPENDENCIES:
+        raise InvalidArgument(
+            f"depends_on lists {len(ids)} tasks; the limit is {MAX_DEPENDENCIES}",
+            field="depends_on",
+        )
+    parsed = [validation.parse_id(value, f"depends_on[{i}]") for i, value in enumerate(ids)]
+    return tuple(dict.fromkeys(parsed))
+
+
+def _subtasks(task: Task, plan: Plan, *, ready: bool, now: datetime) -> list[Subtask]:
+    return [
+        Subtask(
+            subtask_id=str(uuid.uuid4()),
+            task_id=task.task_id,
+            tenant_id=task.tenant_id,
+            kind=step.kind,
+            name=step.name,
+            model_name=step.model_name,
+            position=position,
+            input=step.input,
+            status=Status.PENDING,
+            max_attempts=task.max_attempts,
+            priority=task.priority,
+            # Steps run one after another: only the first is ready when dependencies are.
+            ready=ready and position == 0,
+            available_at=now,
+            timeout_seconds=task.timeout_seconds,
+            created_at=now,
+            updated_at=now,
+        )
+        for position, step in enumerate(plan.steps)
+    ]
+
+
+def _same_request(earlier: Task, task: Task) -> Task:
+    """The earlier task of an idempotent retry; a different request with the key is refused."""
+    fields = ("task_type", "model_name", "template", "text", "input_data", "parameters")
+    if any(getattr(earlier, f) != getattr(task, f) for f in fields):
+        raise AlreadyExists(
+            f"request_id {task.request_id!r} was already used for a different request "
+            f"(task {earlier.task_id})",
+            reason="REQUEST_ID_REUSED",
+        )
+    return earlier
+
+
+def _snapshot(task: Task) -> TaskEvent:
+    return TaskEvent(
+        task_id=task.task_id,
+        tenant_id=task.tenant_id,
+        sequence=task.sequence,
+        type=EventType.SNAPSHOT,
+        status=task.status,
+        created_at=task.updated_at,
+        progress=task.progress,
+        message=task.progress_message,
+        task=task,
+    )
+
+
+def _query(caller: Caller, request: ListRequest) -> tuple[task_store.TaskQuery, int]:
+    status: Status | None = None
+    if request.status.strip():
+        try:
+            status = Status.parse(request.status)
+        except KeyError:
+            words = ", ".join(s.name for s in Status)
+            raise InvalidArgument(
+                f"status {request.status!r} is not one of {words} (any case; queued and "
+                "processing are accepted too)",
+                field="status",
+            ) from None
+    if request.limit < 0:
+        raise InvalidArgument("limit must not be negative", field="limit")
+    if request.offset < 0:
+        raise InvalidArgument("offset must not be negative", field="offset")
+    if request.page < 0:
+        raise InvalidArgument("page must be 1 or more", field="page")
+    if request.page and request.offset:
+        raise InvalidArgument("give either page or offset, not both", field="page")
+    limit = min(request.limit or DEFAULT_LIMIT, MAX_LIMIT)
+    sort_by = (request.sort_by or "created_at").strip().lower()
+    if sort_by not in task_store.SORTABLE:
+        raise InvalidArgument(
+            f"sort_by {request.sort_by!r} is not one of {', '.join(task_store.SORTABLE)}",
+            field="sort_by",
+        )
+    order = (request.sort_order or "desc").strip().lower()
+    if order not in ("asc", "desc"):
+        raise InvalidArgument(f"sort order {order!r} must be asc or desc", field="sort_order")
+    offset = (request.page - 1) * limit if request.page else request.offset
+    query = task_store.TaskQuery(
+        tenant_id=caller.tenant_scope,
+        status=status,
+        task_type=request.task_type.strip() or None,
+        model_name=request.model_name.strip() or None,
+        template=request.template.strip() or None,
+        sort_by=sort_by,
+        descending=order == "desc",
+        limit=limit,
+        offset=offset,
+    )
+    if request.page_token:
+        query = replace(query, offset=0, after=_decode_token(request.page_token, query))
+    return query, offset // limit + 1
+
+
+def _fingerprint(query: task_store.TaskQuery) -> str:
+    key: list[object] = [
+        query.tenant_id,
+        query.status,
+        query.task_type,
+        query.model_name,
+        query.template,
+    ]
+    key += [query.sort_by, query.descending]
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
+
+
+def _encode_token(query: task_store.TaskQuery, last: Task) -> str:
+    value: Any = getattr(last, query.sort_by)
+    if isinstance(value, datetime):
+        value = {"t": value.isoformat()}
+    elif isinstance(value, Status):
+        value = int(value)
+    body = {"v": 1, "f": _fingerprint(query), "k": value, "id": last.task_id}
+    return base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
+
+
+def _decode_token(token: str, query: task_store.TaskQuery) -> tuple[Any, str]:
+    try:
+        body = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if body.get("v") != 1:
+            raise ValueError
+        value = body["k"]
+        if isinstance(value, dict):
+            value = datetime.fromisoformat(value["t"])
+        task_id = str(uuid.UUID(body["id"]))
+    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise InvalidArgument(
+            "page_token is not a token this server issued", field="page_token"
+        ) from None
+    if body.get("f") != _fingerprint(query):
+        raise InvalidArgument(
+            "page_token belongs to a list with other filters or sort; repeat them unchanged",
+            field="page_token",
+        )
+    return value, task_id
+
+
+class DurationEstimator:
+    """Estimates when a task will finish from recent run times of its task type (EWMA)."""
+
+    ALPHA = 0.2
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+        self._started: dict[str, tuple[str, datetime]] = {}
+
+    def observe(self, event: TaskEvent) -> None:
+        task = event.task
+        if task is None or event.status is not Status.COMPLETED or task.started_at is None:
+            return
+        assert task.completed_at is not None
+        took = (task.completed_at - task.started_at).total_seconds()
+        if not math.isfinite(took) or took < 0:
+            return
+        previous = self._seconds.get(task.task_type)
+        self._seconds[task.task_type] = (
+            took if previous is None else previous + self.ALPHA * (took - previous)
+        )
+
+    def estimate(self, task: Task, now: datetime) -> datetime | None:
+        if task.status.is_terminal:
+            return None
+        seconds = self._seconds.get(task.task_type)
+        if seconds is None:
+            return None
+        start = task.started_at or now
+        return max(start + timedelta(seconds=seconds), now)

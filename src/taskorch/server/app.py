@@ -1,0 +1,237 @@
+"""The composition root: assembles store, core, workers and the gRPC server, and runs them.
+
+Start-up order: database (and migrations) → work left running by a previous run is
+re-queued → in-process workers → gRPC server (health NOT_SERVING until the first check) →
+metrics → gateway. Shutdown (SIGTERM/SIGINT) reverses it: health goes NOT_SERVING, workers
+stop taking work and finish or re-queue what runs, then the server and database close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from taskorch import __version__
+from taskorch.config import Settings, split_addr
+from taskorch.core.hub import EventHub
+from taskorch.core.planning import Catalog, EchoPlanner, TextAnalysisPlanner
+from taskorch.core.scheduler import Scheduler
+from taskorch.core.tasks import TaskService
+from taskorch.server import metrics, routes
+from taskorch.server.health import HealthReporter
+from taskorch.server.interceptors import ServerInterceptor
+from taskorch.server.tasks import TaskServicer
+from taskorch.store.database import Database
+from taskorch.v1 import task_service_pb2_grpc
+from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
+from taskorch.workers.source import LocalWorkSource
+from taskorch.workers.worker import Worker
+
+log = structlog.get_logger("taskorch.server")
+
+LOCAL_WORKER_PREFIX = "local"
+RESCUE_INTERVAL = 1.0
+STATS_INTERVAL = 5.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Refuse to share a port with another process instead of splitting its traffic.
+    ("grpc.so_reuseport", 0),
+    # Ping idle streams so a dead watcher or worker is noticed within a minute.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+@dataclass
+class Endpoints:
+    """Where the running server listens (ports resolved when 0 was asked for)."""
+
+    grpc: str = ""
+    http: str = ""
+    metrics: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class TaskorchServer:
+    """One taskorch server process: API, workers, metrics (and the gateway, when enabled)."""
+
+    def __init__(self, settings: Settings, *, handlers: HandlerRegistry | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
+        self.hub = EventHub()
+        self.catalog = Catalog([TextAnalysisPlanner(), EchoPlanner()])
+        self.tasks = TaskService(self.db, self.hub, self.catalog)
+        self.scheduler = Scheduler(self.db, self.hub)
+        self.handlers = handlers or builtin_handlers()
+        self.workers: list[Worker] = []
+        self.endpoints = Endpoints()
+        self._grpc: grpc.aio.Server | None = None
+        self._health_servicer = health.aio.HealthServicer()
+        self._health: HealthReporter | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._metrics_server: Any = None
+        self._stopped = asyncio.Event()
+        self.hub.add_listener(metrics.observe_task_event)
+
+    @property
+    def local_worker_prefix(self) -> str:
+        return f"{LOCAL_WORKER_PREFIX}-{socket.gethostname()}-"
+
+    async def start(self) -> None:
+        log.info("starting taskorch", version=__version__, database=self.db.describe())
+        await self.db.open()
+        if self.db.is_sqlite:
+            # One SQLite file has one server: whatever its local workers held was lost.
+            await self.scheduler.expire_leases_of(self.local_worker_prefix)
+        self._start_workers()
+        await self._start_grpc()
+        self._start_metrics()
+        self._health = HealthReporter(
+            self._health_servicer,
+            self.db,
+            [s.full_name for s in routes.services()],
+            workers_alive=lambda: all(w.alive for w in self.workers),
+        )
+        await self._health.check()
+        self._background += [
+            asyncio.create_task(self._health.run(), name="health"),
+            asyncio.create_task(self._rescue_leases(), name="lease-rescuer"),
+            asyncio.create_task(self._refresh_stats(), name="stats"),
+        ]
+        self._announce()
+
+    def _start_workers(self) -> None:
+        if self.settings.workers <= 0:
+            log.info("no in-process workers: work runs only on remote workers")
+            return
+        import os
+
+        worker = Worker(
+            LocalWorkSource(self.scheduler, self.hub),
+            self.handlers,
+            worker_id=f"{self.local_worker_prefix}{os.getpid()}",
+            concurrency=self.settings.workers,
+            lease_seconds=self.settings.lease_seconds,
+        )
+        worker.start()
+        self.workers.append(worker)
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server(interceptors=[ServerInterceptor()], options=GRPC_OPTIONS)
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, server)
+        names = [s.full_name for s in routes.services()]
+        reflection.enable_server_reflection(
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        host, port = split_addr(self.settings.grpc_addr)
+        bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.settings.grpc_addr} (is it in use?)")
+        await server.start()
+        self._grpc = server
+        self.endpoints.grpc = f"{_bracket(host)}:{bound}"
+
+    def _start_metrics(self) -> None:
+        if not self.settings.metrics_addr:
+            return
+        host, port = split_addr(self.settings.metrics_addr)
+        server, _thread = start_http_server(port, addr=host)
+        self._metrics_server = server
+        self.endpoints.metrics = f"http://{_bracket(host)}:{server.server_port}/metrics"
+
+    def _announce(self) -> None:
+        log.info(
+            "taskorch is serving",
+            grpc=self.endpoints.grpc,
+            metrics=self.endpoints.metrics or "off",
+            rest=self.endpoints.http or "off (no gateway)",
+            workers=self.settings.workers,
+            kinds=list(self.handlers.kinds()),
+        )
+        for route in routes.routes():
+            log.info(
+                "route",
+                http=f"{route.http_method} {route.path}",
+                rpc=f"{route.service}/{route.rpc}",
+                stream=route.server_streaming or None,
+            )
+
+    async def _rescue_leases(self) -> None:
+        while True:
+            await asyncio.sleep(RESCUE_INTERVAL)
+            try:
+                await self.scheduler.rescue_expired()
+            except Exception as exc:
+                log.warning("lease rescue failed", error=str(exc))
+
+    async def _refresh_stats(self) -> None:
+        from taskorch.core.caller import SYSTEM
+
+        while True:
+            try:
+                counts = await self.tasks.counts(SYSTEM)
+                for status, count in counts.items():
+                    metrics.TASKS_BY_STATUS.labels(status.name.lower()).set(count)
+            except Exception as exc:
+                log.debug("stats refresh failed", error=str(exc))
+            await asyncio.sleep(STATS_INTERVAL)
+
+    async def stop(self) -> None:
+        """Drains workers, then stops serving and closes the database."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down", drain_seconds=self.settings.drain_seconds)
+        if self._health is not None:
+            await self._health.shutdown()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*(w.stop(self.settings.drain_seconds) for w in self.workers))
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2.0)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        await self.db.close()
+        log.info("stopped")
+
+    async def serve(self) -> None:
+        """Starts, then runs until SIGTERM or SIGINT, then shuts down gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,149 @@
+"""Between protobuf messages and the domain's types (the only place that knows both)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from taskorch import structs
+from taskorch.core.errors import InvalidArgument
+from taskorch.core.model import JSON, Page, ResourceUsage, Task, TaskEvent
+from taskorch.core.planning import TaskSpec
+from taskorch.core.tasks import ListRequest
+from taskorch.v1 import task_service_pb2 as pb
+
+MAX_STRUCT_DEPTH = 32
+
+
+def struct_to_dict(struct: struct_pb2.Struct, field: str) -> JSON:
+    """A request's Struct as JSON, refusing absurd nesting (it would only exhaust the stack)."""
+    data = structs.to_dict(struct)
+    if structs.depth(data) > MAX_STRUCT_DEPTH:
+        raise InvalidArgument(
+            f"{field} is nested more than {MAX_STRUCT_DEPTH} levels deep", field=field
+        )
+    return data
+
+
+def set_time(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
+    if value is not None:
+        target.FromDatetime(value)
+
+
+def spec_from_proto(request: pb.CreateTaskRequest, idempotency_key: str = "") -> TaskSpec:
+    return TaskSpec(
+        text=request.text if request.HasField("text") else None,
+        task_type=request.task_type,
+        model_name=request.model_name,
+        input_data=(
+            struct_to_dict(request.input_data, "input_data")
+            if request.HasField("input_data")
+            else None
+        ),
+        parameters=(
+            struct_to_dict(request.parameters, "parameters")
+            if request.HasField("parameters")
+            else None
+        ),
+        template=request.template,
+        priority=request.priority,
+        depends_on=tuple(request.depends_on),
+        request_id=request.request_id or idempotency_key,
+        max_attempts=request.max_attempts,
+        timeout_seconds=request.timeout_seconds,
+    )
+
+
+def list_request_from_proto(request: pb.ListTasksRequest) -> ListRequest:
+    return ListRequest(
+        status=request.status,
+        task_type=request.task_type,
+        model_name=request.model_name,
+        template=request.template,
+        limit=request.limit,
+        offset=request.offset,
+        page=request.page,
+        sort_by=request.sort_by,
+        sort_order=request.sort_order or request.order,
+        page_token=request.page_token,
+    )
+
+
+def task_to_proto(task: Task, estimated_completion: datetime | None = None) -> pb.Task:
+    message = pb.Task(
+        task_id=task.task_id,
+        id=task.task_id,
+        status=task.status.name,
+        task_type=task.task_type,
+        model_name=task.model_name,
+        template=task.template,
+        text=task.text or "",
+        priority=task.priority,
+        depends_on=task.depends_on,
+        error=task.error or "",
+        error_code=task.error_code or "",
+        progress=task.progress,
+        progress_message=task.progress_message or "",
+        worker_id=task.worker_id or "",
+        request_id=task.request_id or "",
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
+        sequence=task.sequence,
+        timeout_seconds=task.timeout_seconds or 0.0,
+    )
+    if task.input_data is not None:
+        message.input_data.update(task.input_data)
+    if task.parameters is not None:
+        message.parameters.update(task.parameters)
+    if task.result is not None:
+        message.result.update(task.result)
+    if task.resource_usage is not None:
+        _usage_to_proto(task.resource_usage, message.resource_usage)
+    set_time(message.created_at, task.created_at)
+    set_time(message.updated_at, task.updated_at)
+    set_time(message.started_at, task.started_at)
+    set_time(message.completed_at, task.completed_at)
+    set_time(message.cancelled_at, task.cancelled_at)
+    set_time(message.estimated_completion, estimated_completion)
+    return message
+
+
+def _usage_to_proto(usage: ResourceUsage, target: pb.ResourceUsage) -> None:
+    target.model_name = usage.model_name
+    target.inference_time_seconds = usage.inference_time_seconds
+    target.memory_used_gb = usage.memory_used_gb
+    target.cpu_time_seconds = usage.cpu_time_seconds
+    target.execution_provider = usage.execution_provider
+
+
+def page_to_proto(page: Page, tasks: list[pb.Task]) -> pb.ListTasksResponse:
+    page_number = int(page.extra.get("page", 1))
+    pages = math.ceil(page.total / page.limit) if page.limit else 0
+    return pb.ListTasksResponse(
+        tasks=tasks,
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+        pagination=pb.Pagination(page=page_number, limit=page.limit, total=page.total, pages=pages),
+        next_page_token=page.next_page_token,
+    )
+
+
+def event_to_proto(event: TaskEvent, task: pb.Task | None = None) -> pb.TaskEvent:
+    message = pb.TaskEvent(
+        task_id=event.task_id,
+        sequence=event.sequence,
+        type=event.type.name,
+        status=event.status.name,
+        progress=event.progress or 0.0,
+        message=event.message or "",
+        output_delta=event.output_delta or "",
+    )
+    if event.data is not None:
+        message.data.update(event.data)
+    set_time(message.created_at, event.created_at)
+    if task is not None:
+        message.task.CopyFrom(task)
+    return message

@@ -1,0 +1,69 @@
+"""gRPC health (grpc.health.v1): SERVING only while the database answers and workers run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import structlog
+from grpc_health.v1 import health, health_pb2
+
+from taskorch.core.errors import Unavailable
+from taskorch.store.database import Database
+
+log = structlog.get_logger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthReporter:
+    """Checks the database and workers every ``interval`` seconds and publishes the result."""
+
+    def __init__(
+        self,
+        servicer: health.aio.HealthServicer,
+        db: Database,
+        services: Sequence[str],
+        workers_alive: Callable[[], bool] = lambda: True,
+        interval: float = 2.0,
+    ) -> None:
+        self.servicer = servicer
+        self.db = db
+        self.services = ["", *services]
+        self.workers_alive = workers_alive
+        self.interval = interval
+        self.healthy = False
+        self.problem = "starting"
+
+    async def check(self) -> bool:
+        problem = ""
+        try:
+            await asyncio.wait_for(self.db.ping(), timeout=self.interval * 2)
+        except (Unavailable, TimeoutError) as exc:
+            problem = f"database: {exc or 'no answer'}"
+        if not problem and not self.workers_alive():
+            problem = "workers are not running"
+        healthy = not problem
+        if healthy != self.healthy:
+            if healthy:
+                log.info("healthy")
+            else:
+                log.warning("unhealthy", problem=problem)
+        self.healthy, self.problem = healthy, problem
+        status = SERVING if healthy else NOT_SERVING
+        for service in self.services:
+            await self.servicer.set(service, status)
+        return healthy
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:
+                log.exception("health check failed")
+            await asyncio.sleep(self.interval)
+
+    async def shutdown(self) -> None:
+        self.healthy, self.problem = False, "shutting down"
+        await self.servicer.enter_graceful_shutdown()

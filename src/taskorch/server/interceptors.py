@@ -1,0 +1,168 @@
+"""The gRPC server interceptor every call goes through.
+
+It gives each call a request id (the caller's ``x-request-id`` if sane, else a new one, sent
+back in the response metadata), binds it to the logs, resolves the caller, times the call
+for metrics, and turns errors into gRPC statuses (server/errors.py): a TaskorchError into its
+code and details, anything else into INTERNAL after logging it with the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from grpc_status import rpc_status
+
+from taskorch.core.caller import ANONYMOUS, Caller
+from taskorch.core.errors import TaskorchError
+from taskorch.server import errors
+from taskorch.server.metrics import RPC_DURATION
+
+log = structlog.get_logger("taskorch.rpc")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str
+    method: str
+    caller: Caller
+    metadata: dict[str, str]
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("taskorch_request", default=None)
+
+
+def current() -> RequestContext:
+    context = _current.get()
+    if context is None:
+        raise RuntimeError("no request in progress")
+    return context
+
+
+def current_caller() -> Caller:
+    context = _current.get()
+    return context.caller if context is not None else ANONYMOUS
+
+
+Authenticator = Callable[[str, dict[str, str]], Awaitable[Caller]]
+
+
+async def open_access(_method: str, _metadata: dict[str, str]) -> Caller:
+    return ANONYMOUS
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Request ids, logging context, authentication, metrics and error mapping."""
+
+    def __init__(self, authenticate: Authenticator = open_access) -> None:
+        self.authenticate = authenticate
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # no client-streaming RPCs in the API
+
+    async def _begin(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> RequestContext:
+        metadata = _metadata(context.invocation_metadata())
+        given = metadata.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4()}"
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+        await context.send_initial_metadata((("x-request-id", request_id),))
+        caller = await self.authenticate(method, metadata)
+        structlog.contextvars.bind_contextvars(tenant=caller.tenant_id)
+        request = RequestContext(request_id, method, caller, metadata)
+        _current.set(request)
+        return request
+
+    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            request_id = "-"
+            try:
+                request_id = (await self._begin(method, context)).request_id
+                return await behavior(request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                code, status = _status_of(exc, request_id)
+                await context.abort_with_status(rpc_status.to_status(status))
+            finally:
+                RPC_DURATION.labels(method, code).observe(time.perf_counter() - started)
+                structlog.contextvars.clear_contextvars()
+
+        return unary
+
+    def _stream(
+        self, behavior: Callable[..., AsyncIterator[Any]], method: str
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = "OK"
+            request_id = "-"
+            try:
+                request_id = (await self._begin(method, context)).request_id
+                async for response in behavior(request, context):
+                    yield response
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                code, status = _status_of(exc, request_id)
+                await context.abort_with_status(rpc_status.to_status(status))
+            finally:
+                RPC_DURATION.labels(method, code).observe(time.perf_counter() - started)
+                structlog.contextvars.clear_contextvars()
+
+        return stream
+
+
+def _status_of(exc: Exception, request_id: str) -> tuple[str, Any]:
+    """The gRPC code name and status for ``exc``, logged; unexpected errors hide internals."""
+    if isinstance(exc, TaskorchError):
+        level = log.error if exc.status.value == "INTERNAL" else log.info
+        level("request refused", code=exc.status.value, reason=exc.reason, error=exc.message)
+        return exc.status.value, errors.status_for(exc, request_id)
+    log.exception("unexpected error")
+    return "INTERNAL", errors.internal_status(request_id)
+
+
+def _metadata(pairs: Sequence[tuple[str, Any]] | None) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for key, value in pairs or ():
+        if isinstance(value, str):
+            result.setdefault(key.lower(), value)
+    return result

@@ -1,0 +1,42 @@
+"""Prometheus metrics: seed 001's task counters and processing-time histogram, RPC latency.
+
+Exposed on ``--metrics-addr`` (and through Envoy at ``/metrics``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from taskorch.core.model import EventType, TaskEvent
+
+TASKS_TOTAL = Counter(
+    "task_manager_tasks",
+    "Total number of tasks processed, by the status they reached",
+    ["status"],
+)
+PROCESSING_TIME = Histogram(
+    "task_manager_processing_time_seconds",
+    "Task processing time, from start to completion",
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+)
+TASKS_BY_STATUS = Gauge(
+    "taskorch_tasks",
+    "Tasks stored, by current status (refreshed every few seconds)",
+    ["status"],
+)
+RPC_DURATION = Histogram(
+    "taskorch_rpc_duration_seconds",
+    "gRPC call latency by method and status code",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+
+
+def observe_task_event(event: TaskEvent) -> None:
+    """Counts status changes; times completed tasks."""
+    if event.type is not EventType.STATUS_CHANGED:
+        return
+    TASKS_TOTAL.labels(event.status.name.lower()).inc()
+    task = event.task
+    if task is not None and task.started_at is not None and task.completed_at is not None:
+        PROCESSING_TIME.observe((task.completed_at - task.started_at).total_seconds())

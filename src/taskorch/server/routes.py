@@ -1,0 +1,59 @@
+"""The REST routes of the API, read from the google.api.http options of the protos.
+
+Used to print routes at start-up and to build the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor
+
+from taskorch.v1 import task_service_pb2
+
+SERVICE_FILES = (task_service_pb2,)
+
+
+@dataclass(frozen=True)
+class Route:
+    http_method: str
+    path: str
+    body: str
+    service: str
+    rpc: str
+    server_streaming: bool
+    primary: bool
+
+
+def services() -> list[descriptor.ServiceDescriptor]:
+    return [s for module in SERVICE_FILES for s in module.DESCRIPTOR.services_by_name.values()]
+
+
+def routes() -> Iterator[Route]:
+    for service in services():
+        for method in service.methods:
+            options = method.GetOptions()
+            if not options.HasExtension(annotations_pb2.http):
+                continue
+            rule = options.Extensions[annotations_pb2.http]
+            for index, binding in enumerate([rule, *rule.additional_bindings]):
+                verb, path = _verb_path(binding)
+                yield Route(
+                    http_method=verb,
+                    path=path,
+                    body=binding.body,
+                    service=service.full_name,
+                    rpc=method.name,
+                    server_streaming=method.server_streaming,
+                    primary=index == 0,
+                )
+
+
+def _verb_path(rule: http_pb2.HttpRule) -> tuple[str, str]:
+    kind = rule.WhichOneof("pattern")
+    if kind == "custom":
+        return rule.custom.kind.upper(), rule.custom.path
+    assert kind is not None
+    return kind.upper(), getattr(rule, kind)

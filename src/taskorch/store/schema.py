@@ -1,0 +1,199 @@
+"""The tables, as SQLAlchemy Core metadata shared by the repository and the migrations.
+
+One schema serves SQLite and PostgreSQL. The schema itself is only ever created and changed
+by the Alembic migrations in ``store/migrations``; a test checks that they produce exactly
+this metadata.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json: Any = JSON().with_variant(JSONB(), "postgresql")
+EventId: Any = BigInteger().with_variant(Integer(), "sqlite")
+
+TENANT = 64
+ID = 36
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(ID), primary_key=True),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("task_type", String(64), nullable=False),
+    Column("model_name", String(200), nullable=False, server_default=""),
+    Column("template", String(200), nullable=False, server_default=""),
+    Column("text", Text),
+    Column("input_data", Json),
+    Column("parameters", Json),
+    Column("priority", SmallInteger, nullable=False),
+    # The task ids this task waits for (the edges also live in task_dependencies).
+    Column("depends_on", Json),
+    Column("result", Json),
+    Column("error", Text),
+    Column("error_code", String(64)),
+    Column("progress", Float, nullable=False, server_default=text("0")),
+    Column("progress_message", Text),
+    Column("worker_id", String(200)),
+    Column("request_id", String(200)),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_seconds", Float),
+    Column("resource_usage", Json),
+    Column("sequence", Integer, nullable=False, server_default=text("0")),
+    Column("cancel_reason", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("cancelled_at", UTCDateTime),
+    UniqueConstraint("tenant_id", "request_id"),
+    # List filters, each ordered by creation for the default sort and keyset pagination.
+    Index(None, "tenant_id", "created_at", "task_id"),
+    Index(None, "tenant_id", "status", "created_at"),
+    Index(None, "tenant_id", "task_type", "created_at"),
+    Index(None, "tenant_id", "model_name", "created_at"),
+    Index(None, "tenant_id", "template", "created_at"),
+    Index(None, "tenant_id", "updated_at"),
+    Index(None, "status"),
+)
+
+task_dependencies = Table(
+    "task_dependencies",
+    metadata,
+    Column(
+        "task_id",
+        String(ID),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("depends_on_id", String(ID), ForeignKey("tasks.task_id"), nullable=False),
+    PrimaryKeyConstraint("task_id", "depends_on_id"),
+    Index(None, "depends_on_id"),
+)
+
+subtasks = Table(
+    "subtasks",
+    metadata,
+    Column("subtask_id", String(ID), primary_key=True),
+    Column(
+        "task_id",
+        String(ID),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("kind", String(100), nullable=False),
+    # The model the work needs, so a worker can take only work for models it serves.
+    Column("model_name", String(200), nullable=False, server_default=""),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("position", Integer, nullable=False, server_default=text("0")),
+    Column("input", Json),
+    Column("status", SmallInteger, nullable=False),
+    Column("progress", Float, nullable=False, server_default=text("0")),
+    Column("result", Json),
+    Column("error", Text),
+    Column("error_code", String(64)),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    # False while the task's dependencies (or earlier steps) have not completed.
+    Column("ready", Boolean, nullable=False, server_default=true()),
+    # Not runnable before this time (retry backoff).
+    Column("available_at", UTCDateTime, nullable=False),
+    Column("lease_id", String(ID)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("worker_id", String(200)),
+    Column("timeout_seconds", Float),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Index(None, "task_id", "position"),
+    # The work queue: runnable subtasks by priority, then age.
+    Index(None, "status", "ready", "kind", "priority", "created_at"),
+    # The lease rescuer: running subtasks by lease deadline.
+    Index(None, "status", "lease_expires_at"),
+)
+
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("event_id", EventId, primary_key=True, autoincrement=True),
+    Column(
+        "task_id",
+        String(ID),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("type", SmallInteger, nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("progress", Float),
+    Column("message", Text),
+    Column("output_delta", Text),
+    Column("data", Json),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("task_id", "sequence"),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

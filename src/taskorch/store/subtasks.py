@@ -1,0 +1,255 @@
+"""Repository of subtasks: the work queue and its leases (synchronous SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
+
+from taskorch.core.model import Status, Subtask
+from taskorch.store.schema import subtasks
+
+ACTIVE = (int(Status.PENDING), int(Status.RUNNING))
+
+
+def subtask_from_row(row: RowMapping) -> Subtask:
+    return Subtask(
+        subtask_id=row["subtask_id"],
+        task_id=row["task_id"],
+        tenant_id=row["tenant_id"],
+        kind=row["kind"],
+        model_name=row["model_name"],
+        name=row["name"],
+        position=row["position"],
+        input=row["input"],
+        status=Status(row["status"]),
+        progress=row["progress"],
+        result=row["result"],
+        error=row["error"],
+        error_code=row["error_code"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        priority=row["priority"],
+        ready=row["ready"],
+        available_at=row["available_at"],
+        lease_id=row["lease_id"],
+        lease_expires_at=row["lease_expires_at"],
+        worker_id=row["worker_id"],
+        timeout_seconds=row["timeout_seconds"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+def insert_subtasks(conn: Connection, items: Sequence[Subtask]) -> None:
+    if not items:
+        return
+    conn.execute(
+        insert(subtasks),
+        [
+            {
+                "subtask_id": s.subtask_id,
+                "task_id": s.task_id,
+                "tenant_id": s.tenant_id,
+                "kind": s.kind,
+                "model_name": s.model_name,
+                "name": s.name,
+                "position": s.position,
+                "input": s.input,
+                "status": int(s.status),
+                "progress": s.progress,
+                "attempt": s.attempt,
+                "max_attempts": s.max_attempts,
+                "priority": s.priority,
+                "ready": s.ready,
+                "available_at": s.available_at or s.created_at,
+                "timeout_seconds": s.timeout_seconds,
+                "created_at": s.created_at,
+                "updated_at": s.updated_at,
+            }
+            for s in items
+        ],
+    )
+
+
+def get_subtask(conn: Connection, tenant_id: str | None, subtask_id: str) -> Subtask | None:
+    stmt = select(subtasks).where(subtasks.c.subtask_id == subtask_id)
+    if tenant_id is not None:
+        stmt = stmt.where(subtasks.c.tenant_id == tenant_id)
+    row = conn.execute(stmt).mappings().first()
+    return subtask_from_row(row) if row else None
+
+
+def subtasks_of(conn: Connection, task_id: str) -> list[Subtask]:
+    rows = conn.execute(
+        select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.position)
+    ).mappings()
+    return [subtask_from_row(row) for row in rows]
+
+
+def runnable_candidates(
+    conn: Connection,
+    *,
+    kinds: Iterable[str],
+    models: Iterable[str] = (),
+    tenant_ids: Iterable[str] | None = None,
+    now: datetime,
+    limit: int,
+    skip_locked: bool,
+) -> list[str]:
+    """Ids of the subtasks a worker would take next: highest priority first, then oldest."""
+    stmt = (
+        select(subtasks.c.subtask_id)
+        .where(
+            subtasks.c.status == int(Status.PENDING),
+            subtasks.c.ready.is_(True),
+            subtasks.c.available_at <= now,
+        )
+        .order_by(subtasks.c.priority.desc(), subtasks.c.created_at, subtasks.c.subtask_id)
+        .limit(limit)
+    )
+    kind_list = list(kinds)
+    if kind_list:
+        stmt = stmt.where(subtasks.c.kind.in_(kind_list))
+    model_list = list(models)
+    if model_list:
+        stmt = stmt.where(subtasks.c.model_name.in_([*model_list, ""]))
+    if tenant_ids is not None:
+        stmt = stmt.where(subtasks.c.tenant_id.in_(list(tenant_ids)))
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return [row[0] for row in conn.execute(stmt)]
+
+
+def update_subtask(
+    conn: Connection,
+    subtask_id: str,
+    values: Mapping[str, Any],
+    *,
+    only_if_status: Iterable[Status] | None = None,
+    lease_id: str | None = None,
+) -> Subtask | None:
+    """Updates one subtask if it is (still) in the given status and lease; else None."""
+    stmt = (
+        update(subtasks)
+        .where(subtasks.c.subtask_id == subtask_id)
+        .values(**values)
+        .returning(*subtasks.c)
+    )
+    if only_if_status is not None:
+        stmt = stmt.where(subtasks.c.status.in_([int(s) for s in only_if_status]))
+    if lease_id is not None:
+        stmt = stmt.where(subtasks.c.lease_id == lease_id)
+    row = conn.execute(stmt).mappings().first()
+    return subtask_from_row(row) if row else None
+
+
+def lease(
+    conn: Connection,
+    subtask_id: str,
+    lease_id: str,
+    expires: datetime,
+    worker_id: str,
+    now: datetime,
+) -> Subtask | None:
+    """Leases a pending subtask to a worker, counting the attempt; None if it was taken."""
+    return update_subtask(
+        conn,
+        subtask_id,
+        {
+            "status": int(Status.RUNNING),
+            "lease_id": lease_id,
+            "lease_expires_at": expires,
+            "worker_id": worker_id,
+            "attempt": subtasks.c.attempt + 1,
+            "started_at": now,
+            "updated_at": now,
+        },
+        only_if_status=(Status.PENDING,),
+    )
+
+
+def unlease(conn: Connection, subtask_id: str, lease_id: str, now: datetime) -> Subtask | None:
+    """Puts a leased subtask back in the queue without counting the attempt."""
+    return update_subtask(
+        conn,
+        subtask_id,
+        {
+            "status": int(Status.PENDING),
+            "lease_id": None,
+            "lease_expires_at": None,
+            "worker_id": None,
+            "attempt": subtasks.c.attempt - 1,
+            "available_at": now,
+            "updated_at": now,
+        },
+        only_if_status=(Status.RUNNING,),
+        lease_id=lease_id,
+    )
+
+
+def end_active_subtasks(
+    conn: Connection, task_id: str, status: Status, now: datetime, error: str | None = None
+) -> list[Subtask]:
+    """Moves the task's pending and running subtasks to ``status``; returns them as they were."""
+    rows = conn.execute(
+        select(subtasks).where(subtasks.c.task_id == task_id, subtasks.c.status.in_(ACTIVE))
+    ).mappings()
+    ended = [subtask_from_row(row) for row in rows]
+    if ended:
+        conn.execute(
+            update(subtasks)
+            .where(subtasks.c.task_id == task_id, subtasks.c.status.in_(ACTIVE))
+            .values(
+                status=int(status),
+                lease_id=None,
+                lease_expires_at=None,
+                error=error,
+                updated_at=now,
+                completed_at=now,
+            )
+        )
+    return ended
+
+
+def expired_leases(conn: Connection, now: datetime, *, limit: int = 100) -> list[Subtask]:
+    rows = conn.execute(
+        select(subtasks)
+        .where(subtasks.c.status == int(Status.RUNNING), subtasks.c.lease_expires_at < now)
+        .order_by(subtasks.c.lease_expires_at)
+        .limit(limit)
+    ).mappings()
+    return [subtask_from_row(row) for row in rows]
+
+
+def count_unfinished(conn: Connection, task_id: str) -> int:
+    return conn.execute(
+        select(func.count())
+        .select_from(subtasks)
+        .where(subtasks.c.task_id == task_id, subtasks.c.status != int(Status.COMPLETED))
+    ).scalar_one()
+
+
+def next_wakeup(conn: Connection, now: datetime) -> datetime | None:
+    """When the earliest backed-off subtask becomes runnable (None if none waits)."""
+    return conn.execute(
+        select(func.min(subtasks.c.available_at)).where(
+            subtasks.c.status == int(Status.PENDING),
+            subtasks.c.ready.is_(True),
+            subtasks.c.available_at > now,
+        )
+    ).scalar_one_or_none()
+
+
+def running_leases_of_workers(conn: Connection, worker_prefix: str) -> list[Subtask]:
+    rows = conn.execute(
+        select(subtasks).where(
+            subtasks.c.status == int(Status.RUNNING),
+            subtasks.c.worker_id.startswith(worker_prefix, autoescape=True),
+        )
+    ).mappings()
+    return [subtask_from_row(row) for row in rows]

@@ -1,0 +1,302 @@
+"""Repository of tasks, their dependencies and their events (synchronous SQLAlchemy Core).
+
+Functions take a ``Connection`` so that core/ can compose several of them in one
+transaction (see ``Database.write``). ``tenant_id=None`` means "every tenant" (admins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+
+from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
+from taskorch.store.schema import task_dependencies, task_events, tasks
+
+SORTABLE = {
+    "created_at": tasks.c.created_at,
+    "updated_at": tasks.c.updated_at,
+    "started_at": tasks.c.started_at,
+    "completed_at": tasks.c.completed_at,
+    "status": tasks.c.status,
+    "priority": tasks.c.priority,
+    "task_type": tasks.c.task_type,
+    "model_name": tasks.c.model_name,
+}
+
+
+def task_from_row(row: RowMapping) -> Task:
+    return Task(
+        task_id=row["task_id"],
+        tenant_id=row["tenant_id"],
+        status=Status(row["status"]),
+        task_type=row["task_type"],
+        model_name=row["model_name"],
+        template=row["template"],
+        text=row["text"],
+        input_data=row["input_data"],
+        parameters=row["parameters"],
+        priority=row["priority"],
+        depends_on=tuple(row["depends_on"] or ()),
+        result=row["result"],
+        error=row["error"],
+        error_code=row["error_code"],
+        progress=row["progress"],
+        progress_message=row["progress_message"],
+        worker_id=row["worker_id"],
+        request_id=row["request_id"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        timeout_seconds=row["timeout_seconds"],
+        resource_usage=ResourceUsage.from_json(row["resource_usage"]),
+        sequence=row["sequence"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        cancelled_at=row["cancelled_at"],
+    )
+
+
+def task_values(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "tenant_id": task.tenant_id,
+        "status": int(task.status),
+        "task_type": task.task_type,
+        "model_name": task.model_name,
+        "template": task.template,
+        "text": task.text,
+        "input_data": task.input_data,
+        "parameters": task.parameters,
+        "priority": task.priority,
+        "depends_on": list(task.depends_on) or None,
+        "result": task.result,
+        "error": task.error,
+        "error_code": task.error_code,
+        "progress": task.progress,
+        "progress_message": task.progress_message,
+        "worker_id": task.worker_id,
+        "request_id": task.request_id,
+        "attempt": task.attempt,
+        "max_attempts": task.max_attempts,
+        "timeout_seconds": task.timeout_seconds,
+        "resource_usage": task.resource_usage.to_json() if task.resource_usage else None,
+        "sequence": task.sequence,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "started_at": task.started_at,
+        "completed_at": task.completed_at,
+        "cancelled_at": task.cancelled_at,
+    }
+
+
+def event_from_row(row: RowMapping) -> TaskEvent:
+    return TaskEvent(
+        task_id=row["task_id"],
+        tenant_id=row["tenant_id"],
+        sequence=row["sequence"],
+        type=EventType(row["type"]),
+        status=Status(row["status"]),
+        created_at=row["created_at"],
+        progress=row["progress"],
+        message=row["message"],
+        output_delta=row["output_delta"],
+        data=row["data"],
+    )
+
+
+def _tenant_clause(tenant_id: str | None) -> ColumnElement[bool]:
+    return tasks.c.tenant_id == tenant_id if tenant_id is not None else true()
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+def insert_task(conn: Connection, task: Task) -> None:
+    conn.execute(insert(tasks), task_values(task))
+    if task.depends_on:
+        conn.execute(
+            insert(task_dependencies),
+            [{"task_id": task.task_id, "depends_on_id": dep} for dep in task.depends_on],
+        )
+
+
+def get_task(conn: Connection, tenant_id: str | None, task_id: str) -> Task | None:
+    row = (
+        conn.execute(select(tasks).where(tasks.c.task_id == task_id, _tenant_clause(tenant_id)))
+        .mappings()
+        .first()
+    )
+    return task_from_row(row) if row else None
+
+
+def get_tasks(conn: Connection, tenant_id: str | None, task_ids: Iterable[str]) -> list[Task]:
+    ids = list(task_ids)
+    if not ids:
+        return []
+    rows = conn.execute(
+        select(tasks).where(tasks.c.task_id.in_(ids), _tenant_clause(tenant_id))
+    ).mappings()
+    return [task_from_row(row) for row in rows]
+
+
+def find_by_request_id(conn: Connection, tenant_id: str, request_id: str) -> Task | None:
+    row = (
+        conn.execute(
+            select(tasks).where(tasks.c.tenant_id == tenant_id, tasks.c.request_id == request_id)
+        )
+        .mappings()
+        .first()
+    )
+    return task_from_row(row) if row else None
+
+
+def update_task(
+    conn: Connection,
+    task_id: str,
+    values: Mapping[str, Any],
+    *,
+    only_if_status: Iterable[Status] | None = None,
+) -> Task | None:
+    """Updates one task, bumping its event sequence; None if it is not in ``only_if_status``.
+
+    The sequence bump reserves the sequence number of the event the caller appends next.
+    """
+    stmt = (
+        update(tasks)
+        .where(tasks.c.task_id == task_id)
+        .values(**values, sequence=tasks.c.sequence + 1)
+        .returning(*tasks.c)
+    )
+    if only_if_status is not None:
+        stmt = stmt.where(tasks.c.status.in_([int(s) for s in only_if_status]))
+    row = conn.execute(stmt).mappings().first()
+    return task_from_row(row) if row else None
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    """Filters, sort and page of a task list. Keyset ``after`` comes from a page token."""
+
+    tenant_id: str | None
+    status: Status | None = None
+    task_type: str | None = None
+    model_name: str | None = None
+    template: str | None = None
+    sort_by: str = "created_at"
+    descending: bool = True
+    limit: int = 50
+    offset: int = 0
+    after: tuple[Any, str] | None = None  # (last sort value, last task_id)
+
+
+def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
+    clauses = [_tenant_clause(query.tenant_id)]
+    if query.status is not None:
+        clauses.append(tasks.c.status == int(query.status))
+    if query.task_type:
+        clauses.append(tasks.c.task_type == query.task_type)
+    if query.model_name:
+        clauses.append(tasks.c.model_name == query.model_name)
+    if query.template:
+        clauses.append(tasks.c.template == query.template)
+    return clauses
+
+
+def list_tasks(conn: Connection, query: TaskQuery) -> tuple[list[Task], int]:
+    """One page of tasks and the number of tasks matching the filters."""
+    column = SORTABLE[query.sort_by]
+    filters = _filters(query)
+    total = conn.execute(select(func.count()).select_from(tasks).where(*filters)).scalar_one()
+    stmt = select(tasks).where(*filters)
+    if query.after is not None:
+        stmt = stmt.where(_after(column, query.descending, *query.after))
+    key = column.desc() if query.descending else column.asc()
+    tiebreak = tasks.c.task_id.desc() if query.descending else tasks.c.task_id.asc()
+    stmt = stmt.order_by(key.nulls_last(), tiebreak).limit(query.limit)
+    if query.after is None and query.offset:
+        stmt = stmt.offset(query.offset)
+    rows = conn.execute(stmt).mappings()
+    return [task_from_row(row) for row in rows], total
+
+
+def _after(column: Any, descending: bool, value: Any, task_id: str) -> ColumnElement[bool]:
+    """Rows strictly after (value, task_id) in ORDER BY column [DESC] NULLS LAST, task_id."""
+    beyond_id = tasks.c.task_id < task_id if descending else tasks.c.task_id > task_id
+    if value is None:  # already in the trailing NULL block
+        return and_(column.is_(None), beyond_id)
+    beyond_value = column < value if descending else column > value
+    return or_(beyond_value, and_(column == value, beyond_id), column.is_(None))
+
+
+def count_by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:
+    rows = conn.execute(
+        select(tasks.c.status, func.count())
+        .where(_tenant_clause(tenant_id))
+        .group_by(tasks.c.status)
+    )
+    counts = {status: 0 for status in Status}
+    for status, count in rows:
+        counts[Status(status)] = count
+    return counts
+
+
+def existing_task_ids(conn: Connection, tenant_id: str, task_ids: Sequence[str]) -> set[str]:
+    if not task_ids:
+        return set()
+    rows = conn.execute(
+        select(tasks.c.task_id).where(tasks.c.tenant_id == tenant_id, tasks.c.task_id.in_(task_ids))
+    )
+    return {row[0] for row in rows}
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def insert_event(conn: Connection, event: TaskEvent) -> None:
+    conn.execute(
+        insert(task_events),
+        {
+            "task_id": event.task_id,
+            "tenant_id": event.tenant_id,
+            "sequence": event.sequence,
+            "type": int(event.type),
+            "status": int(event.status),
+            "progress": event.progress,
+            "message": event.message,
+            "output_delta": event.output_delta,
+            "data": event.data,
+            "created_at": event.created_at,
+        },
+    )
+
+
+def events_after(
+    conn: Connection, task_id: str, after_sequence: int, *, limit: int = 1000
+) -> list[TaskEvent]:
+    rows = conn.execute(
+        select(task_events)
+        .where(task_events.c.task_id == task_id, task_events.c.sequence > after_sequence)
+        .order_by(task_events.c.sequence)
+        .limit(limit)
+    ).mappings()
+    return [event_from_row(row) for row in rows]
+
+
+def now_or(value: datetime | None, now: datetime) -> datetime:
+    return value if value is not None else now
