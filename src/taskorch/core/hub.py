@@ -9,7 +9,7 @@ from collections.abc import Callable
 import structlog
 
 from taskorch.core.model import TaskEvent
-from taskorch.events.bus import EventBus, Subscription
+from taskorch.events.bus import DEFAULT_BUFFER, EventBus, Subscription
 
 log = structlog.get_logger(__name__)
 
@@ -36,8 +36,11 @@ class WorkSignal:
 class EventHub:
     """Publishes committed task events. Call :meth:`publish` only after the commit."""
 
-    def __init__(self, bus: EventBus[TaskEvent] | None = None) -> None:
+    def __init__(
+        self, bus: EventBus[TaskEvent] | None = None, *, watch_buffer: int = DEFAULT_BUFFER
+    ) -> None:
         self.bus: EventBus[TaskEvent] = bus or EventBus()
+        self.watch_buffer = watch_buffer
         self.work = WorkSignal()
         self._listeners: list[Callable[[TaskEvent], None]] = []
 
@@ -53,4 +56,4 @@ class EventHub:
                 log.exception("event listener failed", task_id=event.task_id)
 
     def subscribe(self, task_id: str) -> Subscription[TaskEvent]:
-        return self.bus.subscribe(task_id)
+        return self.bus.subscribe(task_id, buffer=self.watch_buffer)

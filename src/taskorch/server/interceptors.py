@@ -19,10 +19,11 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from taskorch.core.caller import ANONYMOUS, Caller
-from taskorch.core.errors import TaskorchError
+from taskorch.core.errors import InvalidArgument, TaskorchError
 from taskorch.server import errors
 from taskorch.server.metrics import RPC_DURATION
 
@@ -76,16 +77,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method: str = details.method
+        # Requests are parsed here, not by grpc, so that a malformed message gets
+        # INVALID_ARGUMENT instead of grpc's UNKNOWN.
+        parse = handler.request_deserializer or (lambda raw: raw)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                self._unary(handler.unary_unary, method, parse),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                self._stream(handler.unary_stream, method, parse),
                 response_serializer=handler.response_serializer,
             )
         return handler  # no client-streaming RPCs in the API
@@ -104,14 +106,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         _current.set(request)
         return request
 
-    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    def _unary(
+        self, behavior: Callable[..., Awaitable[Any]], method: str, parse: Callable[[bytes], Any]
+    ) -> Callable[..., Any]:
+        async def unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = "OK"
             request_id = "-"
             try:
                 request_id = (await self._begin(method, context)).request_id
-                return await behavior(request, context)
+                return await behavior(_parse(parse, raw), context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 code = "CANCELLED"
                 raise
@@ -125,17 +129,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return unary
 
     def _stream(
-        self, behavior: Callable[..., AsyncIterator[Any]], method: str
+        self,
+        behavior: Callable[..., AsyncIterator[Any]],
+        method: str,
+        parse: Callable[[bytes], Any],
     ) -> Callable[..., AsyncIterator[Any]]:
         async def stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = "OK"
             request_id = "-"
             try:
                 request_id = (await self._begin(method, context)).request_id
-                async for response in behavior(request, context):
+                async for response in behavior(_parse(parse, raw), context):
                     yield response
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 code = "CANCELLED"
@@ -148,6 +155,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 structlog.contextvars.clear_contextvars()
 
         return stream
+
+
+def _parse(parse: Callable[[bytes], Any], raw: bytes) -> Any:
+    try:
+        return parse(raw)
+    except DecodeError as exc:
+        raise InvalidArgument(f"the request is not a valid message: {exc}"[:300]) from None
 
 
 def _status_of(exc: Exception, request_id: str) -> tuple[str, Any]:

@@ -1,0 +1,5 @@
+"""``python -m taskorch`` is the ``taskorch`` command."""
+
+from taskorch.cli import main
+
+main()

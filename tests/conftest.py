@@ -1,0 +1,49 @@
+"""Shared fixtures: real servers over real sockets with real database files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ServerProcess, sqlite_url
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Starts servers on a fresh SQLite file (or the given URL); stops them all afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(
+        *args: str,
+        database_url: str | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> ServerProcess:
+        workdir = tmp_path / f"server{len(started)}"
+        workdir.mkdir()
+        server = ServerProcess(
+            workdir=workdir,
+            database_url=database_url or sqlite_url(tmp_path / "taskorch.db"),
+            args=args,
+            env=env or {},
+        )
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server shared by a test module (tests must not assume an empty database)."""
+    workdir = tmp_path_factory.mktemp("server")
+    process = ServerProcess(workdir=workdir, database_url=sqlite_url(workdir / "taskorch.db"))
+    process.start()
+    yield process
+    process.kill()

@@ -1,0 +1,129 @@
+"""Real taskorch server processes for tests: free ports, a database file, health waits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from taskorch.client import AsyncClient, Client
+
+STARTUP_SECONDS = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """One ``taskorch serve`` process started by a test."""
+
+    workdir: Path
+    database_url: str
+    args: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    grpc_port: int = 0
+    metrics_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def grpc_addr(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"server-{self.starts}.log"
+
+    def start(self, *, wait: bool = True) -> ServerProcess:
+        self.grpc_port = self.grpc_port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
+        self.starts += 1
+        command = [
+            sys.executable,
+            "-m",
+            "taskorch",
+            "serve",
+            "--grpc-addr",
+            self.grpc_addr,
+            "--metrics-addr",
+            f"127.0.0.1:{self.metrics_port}",
+            "--database-url",
+            self.database_url,
+            "--no-gateway",
+            "--log-format",
+            "json",
+            *self.args,
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.grpc_addr) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.logs()}")
+                try:
+                    answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"server not healthy after {timeout} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("server-*.log"))
+        )
+
+    def client(self, **kwargs: object) -> Client:
+        return Client(self.grpc_addr, **kwargs)  # type: ignore[arg-type]
+
+    def async_client(self, **kwargs: object) -> AsyncClient:
+        return AsyncClient(self.grpc_addr, **kwargs)  # type: ignore[arg-type]
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait for the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"

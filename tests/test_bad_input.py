@@ -1,0 +1,133 @@
+"""Bad input gets INVALID_ARGUMENT naming the field, never INTERNAL, a hang or a crash."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from taskorch.client import InvalidArgumentError
+from taskorch.v1 import task_service_pb2 as pb
+from taskorch.v1 import task_service_pb2_grpc as pb_grpc
+from tests.servers import ServerProcess
+
+
+def _refused(server: ServerProcess, call: str, **kwargs: object) -> InvalidArgumentError:
+    with server.client() as client, pytest.raises(InvalidArgumentError) as caught:
+        getattr(client, call)(**kwargs)
+    assert caught.value.code == "INVALID_ARGUMENT"
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "words"),
+    [
+        ({"text": "a" * 4001}, "text", "4001 characters"),
+        ({"text": ""}, "text", "must not be empty"),
+        ({"text": "   "}, "text", "must not be empty"),
+        ({}, "task_type", "one of text, task_type or template"),
+        ({"text": "x", "priority": 11}, "priority", "between 1 and 10"),
+        ({"text": "x", "priority": -1}, "priority", "between 1 and 10"),
+        ({"text": "x", "max_attempts": 101}, "max_attempts", "between 1 and 100"),
+        ({"text": "x", "timeout_seconds": -5}, "timeout_seconds", "between 0"),
+        ({"text": "x", "depends_on": ["not-a-uuid"]}, "depends_on[0]", "not a valid UUID"),
+        (
+            {"text": "x", "depends_on": ["0d9b9c0e-0c33-4b8e-9a36-1c5bd0a4e1f1"]},
+            "depends_on",
+            "unknown tasks",
+        ),
+        ({"text": "x", "template": "t"}, "template", "not several"),
+        (
+            {"task_type": "echo", "input_data": {"delay_seconds": "soon"}},
+            "input_data.delay_seconds",
+            "number",
+        ),
+        ({"text": "x", "request_id": "k" * 201}, "request_id", "longer than 200"),
+    ],
+)
+def test_create_refuses_bad_fields(
+    server: ServerProcess, kwargs: dict[str, object], field: str, words: str
+) -> None:
+    error = _refused(server, "create_task", **kwargs)
+    assert error.field_violations, error
+    assert error.field_violations[0].field == field
+    assert words in error.message
+
+
+def test_text_of_exactly_4000_characters_is_accepted(server: ServerProcess) -> None:
+    with server.client() as client:
+        task = client.create_task(text="word " * 800)
+        assert client.wait_for_task(task.task_id, timeout=30).status == "COMPLETED"
+
+
+@pytest.mark.parametrize("bad_id", ["nope", "1234", "g" * 36, "../../etc/passwd", "' OR 1=1 --"])
+def test_malformed_task_ids_are_refused(server: ServerProcess, bad_id: str) -> None:
+    for call in ("get_task", "cancel_task"):
+        error = _refused(server, call, task_id=bad_id)
+        assert error.field_violations[0].field == "task_id"
+        assert "not a valid UUID" in error.message
+
+
+def test_watch_with_a_malformed_id_is_refused(server: ServerProcess) -> None:
+    with server.client() as client, pytest.raises(InvalidArgumentError):
+        list(client.watch_task("nope"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"limit": -1}, "limit"),
+        ({"offset": -3}, "offset"),
+        ({"page": -1}, "page"),
+        ({"page": 2, "offset": 5}, "page"),
+        ({"sort_by": "password"}, "sort_by"),
+        ({"sort_order": "sideways"}, "sort_order"),
+        ({"status": "sleeping"}, "status"),
+        ({"page_token": "not-a-token"}, "page_token"),
+    ],
+)
+def test_list_refuses_bad_parameters(
+    server: ServerProcess, kwargs: dict[str, object], field: str
+) -> None:
+    error = _refused(server, "list_tasks", **kwargs)
+    assert error.field_violations[0].field == field
+
+
+def test_oversized_limit_is_reduced_not_refused(server: ServerProcess) -> None:
+    with server.client() as client:
+        assert client.list_tasks(limit=100_000).limit == 1000
+
+
+def _nested(levels: int) -> dict[str, object]:
+    nested: dict[str, object] = {}
+    inner = nested
+    for _ in range(levels - 1):
+        inner["x"] = {}
+        inner = inner["x"]  # type: ignore[assignment]
+    return nested
+
+
+def test_deeply_nested_input_is_refused(server: ServerProcess) -> None:
+    error = _refused(server, "create_task", task_type="echo", input_data=_nested(33))
+    assert error.field_violations[0].field == "input_data"
+    assert "nested more than 32 levels" in error.message
+
+
+def test_input_too_deep_to_parse_is_refused(server: ServerProcess) -> None:
+    error = _refused(server, "create_task", task_type="echo", input_data=_nested(60))
+    assert "not a valid message" in error.message
+
+
+def test_garbage_bytes_get_a_clean_error_and_the_server_keeps_serving(
+    server: ServerProcess,
+) -> None:
+    with grpc.insecure_channel(server.grpc_addr) as channel:
+        raw = channel.unary_unary(
+            "/taskorch.v1.TaskService/CreateTask",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(b"\xff\xff\xff\xff garbage", timeout=10)
+        assert caught.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+        stub = pb_grpc.TaskServiceStub(channel)
+        assert stub.CreateTask(pb.CreateTaskRequest(text="still fine"), timeout=10).task_id
