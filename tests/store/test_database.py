@@ -1,0 +1,140 @@
+"""The store: migrations build exactly the declared schema; group commit keeps its promises."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, func, insert, select, text
+
+from taskorch.core.errors import Unavailable
+from taskorch.store.database import Database, Transaction
+from taskorch.store.migrate import current_revision, head_revision
+from taskorch.store.schema import metadata, tasks, utcnow
+
+
+def _row(task_id: str) -> dict[str, object]:
+    now = utcnow()
+    return {
+        "task_id": task_id,
+        "tenant_id": "default",
+        "status": 1,
+        "task_type": "echo",
+        "priority": 5,
+        "max_attempts": 3,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await database.open()
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+def _diff(conn: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+
+async def test_migrations_build_exactly_the_declared_schema(db: Database) -> None:
+    assert await db.read(_diff) == []
+    assert await db.read(current_revision) == head_revision()
+
+
+async def test_reopening_a_migrated_database_is_a_no_op(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    for _ in range(2):
+        database = Database(url)
+        await database.open()
+        assert await database.read(current_revision) == head_revision()
+        await database.close()
+
+
+async def test_a_failing_operation_is_rolled_back_alone(db: Database) -> None:
+    def good(tx: Transaction) -> str:
+        task_id = str(uuid.uuid4())
+        tx.conn.execute(insert(tasks), _row(task_id))
+        return task_id
+
+    def bad(tx: Transaction) -> None:
+        tx.conn.execute(insert(tasks), _row("half-written"))
+        raise ValueError("changed my mind")
+
+    def duplicate(tx: Transaction) -> None:
+        tx.conn.execute(insert(tasks), _row("dup"))
+        tx.conn.execute(insert(tasks), _row("dup"))
+
+    ops = [good, bad, good, duplicate, good, bad, good]
+    results = await asyncio.gather(*(db.write(op) for op in ops), return_exceptions=True)
+    assert isinstance(results[1], ValueError) and isinstance(results[5], ValueError)
+    assert "UNIQUE" in str(results[3])
+    kept = [r for r in results if isinstance(r, str)]
+    assert len(kept) == 4
+    stored = await db.read(lambda c: {r[0] for r in c.execute(select(tasks.c.task_id))})
+    assert stored == set(kept)
+
+
+async def test_after_commit_hooks_run_in_commit_order(db: Database) -> None:
+    seen: list[int] = []
+
+    def op(n: int):  # type: ignore[no-untyped-def]
+        def run(tx: Transaction) -> int:
+            tx.conn.execute(insert(tasks), _row(str(uuid.uuid4())))
+            tx.after_commit(lambda: seen.append(n))
+            return n
+
+        return run
+
+    results = await asyncio.gather(*(db.write(op(n)) for n in range(100)))
+    assert results == list(range(100))
+    assert seen == list(range(100))
+
+
+async def test_many_concurrent_writes_are_all_durable(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    database = Database(url)
+    await database.open()
+
+    def op(tx: Transaction) -> None:
+        tx.conn.execute(insert(tasks), _row(str(uuid.uuid4())))
+
+    await asyncio.gather(*(database.write(op) for _ in range(2000)))
+    await database.close()
+    reopened = Database(url)
+    await reopened.open()
+    count = await reopened.read(
+        lambda c: c.execute(select(func.count()).select_from(tasks)).scalar()
+    )
+    await reopened.close()
+    assert count == 2000
+
+
+async def test_sqlite_uses_wal_and_full_sync(db: Database) -> None:
+    assert await db.read(lambda c: c.execute(text("PRAGMA journal_mode")).scalar()) == "wal"
+    assert await db.read(lambda c: c.execute(text("PRAGMA synchronous")).scalar()) == 2
+    assert await db.read(lambda c: c.execute(text("PRAGMA foreign_keys")).scalar()) == 1
+
+
+async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await database.open()
+    await database.close()
+    with pytest.raises(Unavailable):
+        await database.write(lambda tx: None)
+
+
+def test_in_memory_sqlite_is_refused_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match="SQLite needs a file"):
+        asyncio.run(Database("sqlite:///:memory:").open())
+
+
+def test_unknown_backends_are_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported database 'mysql'"):
+        Database("mysql://root@localhost/test")

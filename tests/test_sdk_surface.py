@@ -1,0 +1,37 @@
+"""The SDK's public surface is exactly what it documents."""
+
+from __future__ import annotations
+
+import taskorch.client
+
+PUBLIC = {
+    "AsyncClient",
+    "Client",
+    "ConflictError",
+    "DeadlineExceededError",
+    "FieldViolation",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "ResourceUsage",
+    "Task",
+    "TaskEvent",
+    "TaskPage",
+    "TaskorchClientError",
+    "UnauthenticatedError",
+    "UnavailableError",
+}
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    assert set(taskorch.client.__all__) == PUBLIC
+    assert {n for n in dir(taskorch.client) if not n.startswith("_")} >= PUBLIC
+
+
+def test_every_error_is_a_taskorch_client_error() -> None:
+    for name in PUBLIC:
+        value = getattr(taskorch.client, name)
+        if name.endswith("Error") and name != "TaskorchClientError":
+            assert issubclass(value, taskorch.client.TaskorchClientError), name
