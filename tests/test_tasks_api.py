@@ -104,7 +104,7 @@ def test_request_id_comes_back_in_response_metadata(server: ServerProcess) -> No
             metadata=(("x-request-id", "my-trace-123"),),
             timeout=10,
         )
-    assert ("x-request-id", "my-trace-123") in call.initial_metadata()
+    assert ("x-request-id", "my-trace-123") in call.trailing_metadata()
 
 
 def test_idempotent_create_returns_the_first_task(server: ServerProcess) -> None:

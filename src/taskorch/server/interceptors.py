@@ -1,9 +1,10 @@
 """The gRPC server interceptor every call goes through.
 
 It gives each call a request id (the caller's ``x-request-id`` if sane, else a new one, sent
-back in the response metadata), binds it to the logs, resolves the caller, times the call
-for metrics, and turns errors into gRPC statuses (server/errors.py): a TaskorchError into its
-code and details, anything else into INTERNAL after logging it with the request id.
+back in the trailing metadata; Envoy passes us its own id and returns it to REST clients),
+binds it to the logs, resolves the caller, times the call for metrics, and turns errors into
+gRPC statuses (server/errors.py): a TaskorchError into its code and details, anything else
+into INTERNAL after logging it with the request id.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         given = metadata.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4()}"
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-        await context.send_initial_metadata((("x-request-id", request_id),))
+        # Trailing metadata rides on the status frame: no extra frame per call.
+        context.set_trailing_metadata((("x-request-id", request_id),))
         caller = await self.authenticate(method, metadata)
         structlog.contextvars.bind_contextvars(tenant=caller.tenant_id)
         request = RequestContext(request_id, method, caller, metadata)

@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from taskorch.core.model import Status, Subtask
+from taskorch.store import statements
 from taskorch.store.schema import subtasks
 
 ACTIVE = (int(Status.PENDING), int(Status.RUNNING))
@@ -77,17 +78,18 @@ def insert_subtasks(conn: Connection, items: Sequence[Subtask]) -> None:
 
 
 def get_subtask(conn: Connection, tenant_id: str | None, subtask_id: str) -> Subtask | None:
-    stmt = select(subtasks).where(subtasks.c.subtask_id == subtask_id)
-    if tenant_id is not None:
-        stmt = stmt.where(subtasks.c.tenant_id == tenant_id)
-    row = conn.execute(stmt).mappings().first()
+    stmt = statements.select_by_id(subtasks, tenant=tenant_id is not None)
+    row = conn.execute(stmt, {"_id": subtask_id, "_tenant": tenant_id}).mappings().first()
     return subtask_from_row(row) if row else None
 
 
+_SUBTASKS_OF = (
+    select(subtasks).where(subtasks.c.task_id == bindparam("task_id")).order_by(subtasks.c.position)
+)
+
+
 def subtasks_of(conn: Connection, task_id: str) -> list[Subtask]:
-    rows = conn.execute(
-        select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.position)
-    ).mappings()
+    rows = conn.execute(_SUBTASKS_OF, {"task_id": task_id}).mappings()
     return [subtask_from_row(row) for row in rows]
 
 
@@ -134,18 +136,50 @@ def update_subtask(
     lease_id: str | None = None,
 ) -> Subtask | None:
     """Updates one subtask if it is (still) in the given status and lease; else None."""
-    stmt = (
-        update(subtasks)
-        .where(subtasks.c.subtask_id == subtask_id)
-        .values(**values)
-        .returning(*subtasks.c)
+    stmt = statements.update_by_id(
+        subtasks,
+        tuple(sorted(values)),
+        statuses=statements.statuses(only_if_status),
+        match_lease=lease_id is not None,
     )
-    if only_if_status is not None:
-        stmt = stmt.where(subtasks.c.status.in_([int(s) for s in only_if_status]))
-    if lease_id is not None:
-        stmt = stmt.where(subtasks.c.lease_id == lease_id)
-    row = conn.execute(stmt).mappings().first()
+    params = statements.update_params(subtask_id, dict(values), lease_id)
+    row = conn.execute(stmt, params).mappings().first()
     return subtask_from_row(row) if row else None
+
+
+_LEASE = (
+    update(subtasks)
+    .where(subtasks.c.subtask_id == bindparam("_id"), subtasks.c.status == int(Status.PENDING))
+    .values(
+        status=int(Status.RUNNING),
+        lease_id=bindparam("new_lease"),
+        lease_expires_at=bindparam("expires", type_=subtasks.c.lease_expires_at.type),
+        worker_id=bindparam("worker"),
+        attempt=subtasks.c.attempt + 1,
+        started_at=bindparam("now", type_=subtasks.c.started_at.type),
+        updated_at=bindparam("now", type_=subtasks.c.updated_at.type),
+    )
+    .returning(subtasks)
+)
+
+_UNLEASE = (
+    update(subtasks)
+    .where(
+        subtasks.c.subtask_id == bindparam("_id"),
+        subtasks.c.status == int(Status.RUNNING),
+        subtasks.c.lease_id == bindparam("_lease"),
+    )
+    .values(
+        status=int(Status.PENDING),
+        lease_id=None,
+        lease_expires_at=None,
+        worker_id=None,
+        attempt=subtasks.c.attempt - 1,
+        available_at=bindparam("now", type_=subtasks.c.available_at.type),
+        updated_at=bindparam("now", type_=subtasks.c.updated_at.type),
+    )
+    .returning(subtasks)
+)
 
 
 def lease(
@@ -157,39 +191,22 @@ def lease(
     now: datetime,
 ) -> Subtask | None:
     """Leases a pending subtask to a worker, counting the attempt; None if it was taken."""
-    return update_subtask(
-        conn,
-        subtask_id,
-        {
-            "status": int(Status.RUNNING),
-            "lease_id": lease_id,
-            "lease_expires_at": expires,
-            "worker_id": worker_id,
-            "attempt": subtasks.c.attempt + 1,
-            "started_at": now,
-            "updated_at": now,
-        },
-        only_if_status=(Status.PENDING,),
-    )
+    params = {
+        "_id": subtask_id,
+        "new_lease": lease_id,
+        "expires": expires,
+        "worker": worker_id,
+        "now": now,
+    }
+    row = conn.execute(_LEASE, params).mappings().first()
+    return subtask_from_row(row) if row else None
 
 
 def unlease(conn: Connection, subtask_id: str, lease_id: str, now: datetime) -> Subtask | None:
     """Puts a leased subtask back in the queue without counting the attempt."""
-    return update_subtask(
-        conn,
-        subtask_id,
-        {
-            "status": int(Status.PENDING),
-            "lease_id": None,
-            "lease_expires_at": None,
-            "worker_id": None,
-            "attempt": subtasks.c.attempt - 1,
-            "available_at": now,
-            "updated_at": now,
-        },
-        only_if_status=(Status.RUNNING,),
-        lease_id=lease_id,
-    )
+    params = {"_id": subtask_id, "_lease": lease_id, "now": now}
+    row = conn.execute(_UNLEASE, params).mappings().first()
+    return subtask_from_row(row) if row else None
 
 
 def end_active_subtasks(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,10 +20,10 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    update,
 )
 
 from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
+from taskorch.store import statements
 from taskorch.store.schema import task_dependencies, task_events, tasks
 
 SORTABLE = {
@@ -137,11 +136,8 @@ def insert_task(conn: Connection, task: Task) -> None:
 
 
 def get_task(conn: Connection, tenant_id: str | None, task_id: str) -> Task | None:
-    row = (
-        conn.execute(select(tasks).where(tasks.c.task_id == task_id, _tenant_clause(tenant_id)))
-        .mappings()
-        .first()
-    )
+    stmt = statements.select_by_id(tasks, tenant=tenant_id is not None)
+    row = conn.execute(stmt, {"_id": task_id, "_tenant": tenant_id}).mappings().first()
     return task_from_row(row) if row else None
 
 
@@ -177,15 +173,13 @@ def update_task(
 
     The sequence bump reserves the sequence number of the event the caller appends next.
     """
-    stmt = (
-        update(tasks)
-        .where(tasks.c.task_id == task_id)
-        .values(**values, sequence=tasks.c.sequence + 1)
-        .returning(*tasks.c)
+    stmt = statements.update_by_id(
+        tasks,
+        tuple(sorted(values)),
+        statuses=statements.statuses(only_if_status),
+        bump_sequence=True,
     )
-    if only_if_status is not None:
-        stmt = stmt.where(tasks.c.status.in_([int(s) for s in only_if_status]))
-    row = conn.execute(stmt).mappings().first()
+    row = conn.execute(stmt, statements.update_params(task_id, dict(values))).mappings().first()
     return task_from_row(row) if row else None
 
 
@@ -296,7 +290,3 @@ def events_after(
         .limit(limit)
     ).mappings()
     return [event_from_row(row) for row in rows]
-
-
-def now_or(value: datetime | None, now: datetime) -> datetime:
-    return value if value is not None else now

@@ -252,9 +252,11 @@ class Worker:
             log.warning("could not report a failure; the lease will expire", error=str(exc))
 
     async def _give_back(self, lease: Lease) -> None:
-        self.stats.released += 1
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.shield(self.source.release(lease, reason="worker shutting down"))
+            self.stats.released += 1
+        except Exception as exc:
+            log.warning("could not hand work back; its lease will expire", error=str(exc))
 
     async def _heartbeats(self, lease: Lease, cancel: Callable[[str], None]) -> None:
         interval = self.lease_seconds / 3

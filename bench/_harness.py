@@ -1,0 +1,119 @@
+"""What the benchmarks share: servers to measure, the raw gRPC ceiling, percentiles, tables."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.servers import ServerProcess, free_port, sqlite_url
+
+EMPTY_SERVER = Path(__file__).with_name("_empty_server.py")
+
+
+def machine() -> str:
+    import grpc as grpc_module
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"grpcio {grpc_module.__version__}"
+    )
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def summary_ms(values: list[float]) -> str:
+    return f"p50 {percentile(values, 50) * 1e3:.1f} ms, p99 {percentile(values, 99) * 1e3:.1f} ms"
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+@contextmanager
+def taskorch_server(*args: str, database_url: str | None = None) -> Iterator[ServerProcess]:
+    with tempfile.TemporaryDirectory(prefix="taskorch-bench-") as workdir:
+        path = Path(workdir)
+        server = ServerProcess(
+            workdir=path,
+            database_url=database_url or sqlite_url(path / "bench.db"),
+            args=("--log-level", "warning", *args),
+        )
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@contextmanager
+def empty_server() -> Iterator[str]:
+    """A grpc.aio server whose one method does nothing: the Python gRPC ceiling here."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(EMPTY_SERVER), str(port)])
+    target = f"127.0.0.1:{port}"
+    try:
+        with grpc.insecure_channel(target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=20)
+        yield target
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def closed_loop(
+    call: Callable[[], Awaitable[object]], *, concurrency: int, seconds: float
+) -> tuple[float, list[float]]:
+    """Runs ``call`` from ``concurrency`` loops for ``seconds``; returns (calls/s, latencies)."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - started), latencies
+
+
+async def raw_unary_rate(target: str, *, concurrency: int = 32, seconds: float = 5.0) -> float:
+    channel = grpc.aio.insecure_channel(target)
+    empty = channel.unary_unary(
+        "/bench.Empty/Call", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    await closed_loop(lambda: empty(b""), concurrency=concurrency, seconds=1.0)  # warm up
+    rate, _ = await closed_loop(lambda: empty(b""), concurrency=concurrency, seconds=seconds)
+    await channel.close()
+    return rate
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
