@@ -28,6 +28,7 @@ proto: install
 	$(PY) -m grpc_tools.protoc -I proto -I $(GOOGLEAPIS) \
 	  --include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR) \
 	  $(PROTO_FILES) google/rpc/status.proto google/rpc/error_details.proto
+	$(PY) -m taskorch.gateway.openapi $(DESCRIPTOR) gateway/openapi.json
 
 # Fails when the committed generated code differs from what proto/ produces.
 proto-check: proto

@@ -22,6 +22,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         database_url: str | None = None,
         wait: bool = True,
         env: dict[str, str] | None = None,
+        gateway: bool = False,
     ) -> ServerProcess:
         workdir = tmp_path / f"server{len(started)}"
         workdir.mkdir()
@@ -30,6 +31,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
             database_url=database_url or sqlite_url(tmp_path / "taskorch.db"),
             args=args,
             env=env or {},
+            gateway=gateway,
         )
         started.append(server)
         return server.start(wait=wait)
@@ -47,3 +49,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process.start()
     yield process
     process.kill()
+
+
+@pytest.fixture(scope="module")
+def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server with its Envoy gateway (rate limiting off), shared by a test module."""
+    workdir = tmp_path_factory.mktemp("gateway")
+    process = ServerProcess(
+        workdir=workdir, database_url=sqlite_url(workdir / "taskorch.db"), gateway=True
+    )
+    process.start()
+    yield process
+    process.stop()

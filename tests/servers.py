@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +38,23 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     grpc_port: int = 0
     metrics_port: int = 0
+    gateway: bool = False
+    http_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
     @property
     def grpc_addr(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """The gateway's base URL (REST and gRPC passthrough)."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def http_addr(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -54,7 +67,11 @@ class ServerProcess:
     def start(self, *, wait: bool = True) -> ServerProcess:
         self.grpc_port = self.grpc_port or free_port()
         self.metrics_port = self.metrics_port or free_port()
+        self.http_port = self.http_port or (free_port() if self.gateway else 0)
         self.starts += 1
+        gateway = ["--http-addr", self.http_addr] if self.gateway else ["--no-gateway"]
+        if self.gateway and not any(a.startswith("--rate-limit") for a in self.args):
+            gateway += ["--rate-limit", "off"]
         command = [
             sys.executable,
             "-m",
@@ -66,7 +83,7 @@ class ServerProcess:
             f"127.0.0.1:{self.metrics_port}",
             "--database-url",
             self.database_url,
-            "--no-gateway",
+            *gateway,
             "--log-format",
             "json",
             *self.args,
@@ -89,7 +106,9 @@ class ServerProcess:
                     raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.logs()}")
                 try:
                     answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING and (
+                        not self.gateway or _answers(f"{self.http_url}/health")
+                    ):
                         return
                 except grpc.RpcError:
                     pass
@@ -123,6 +142,14 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except (OSError, urllib.error.HTTPError):
+        return False
 
 
 def sqlite_url(path: Path) -> str:

@@ -22,6 +22,7 @@ class Settings:
     models_dir: Path | None = DEFAULT_MODELS_DIR
     gateway: bool = True
     workers: int = 4
+    rate_limit: str = "100/60s,20/10s"
     lease_seconds: float = 30.0
     drain_seconds: float = 30.0
     db_pool_size: int = 4

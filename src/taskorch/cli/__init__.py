@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from taskorch import __version__
+from taskorch.cli.gateway import app as gateway_app
 from taskorch.cli.serve import serve
 from taskorch.cli.tasks import app as task_app
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command(help="Run the server: gRPC API, in-process workers, REST gateway and metrics.")(serve)
 app.add_typer(task_app, name="task", help="Submit, inspect, list, watch and cancel tasks.")
+app.add_typer(gateway_app, name="gateway", help="Envoy configuration and OpenAPI document.")
 
 
 def _version(value: bool) -> None:

@@ -45,6 +45,11 @@ def serve(
     no_gateway: bool = typer.Option(
         False, "--no-gateway", envvar="TASKORCH_NO_GATEWAY", help="Do not start Envoy."
     ),
+    rate_limit: str = typer.Option(
+        "100/60s,20/10s",
+        envvar="TASKORCH_RATE_LIMIT",
+        help="Gateway limit per client address: SUSTAINED[,BURST] as TOKENS/PERIOD, or 'off'.",
+    ),
     workers: int = typer.Option(
         4,
         envvar="TASKORCH_WORKERS",
@@ -74,15 +79,23 @@ def serve(
         models_dir=models_dir,
         gateway=not no_gateway,
         workers=workers,
+        rate_limit=rate_limit,
         lease_seconds=lease_seconds,
         drain_seconds=drain_seconds,
         log_level=log_level,
         log_format=log_format,
     )
+    from taskorch.gateway.config import RateLimit
+    from taskorch.gateway.launcher import GatewayError
     from taskorch.server.app import TaskorchServer
 
     try:
-        asyncio.run(TaskorchServer(settings).serve())
-    except OSError as exc:
+        RateLimit.parse(rate_limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rate-limit") from None
+    try:
+        code = asyncio.run(TaskorchServer(settings).serve())
+    except (OSError, GatewayError) as exc:
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(1) from None
+    raise typer.Exit(code)

@@ -8,18 +8,25 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from taskorch.core import validation
 from taskorch.core.caller import Caller
-from taskorch.core.errors import AlreadyExists, InvalidArgument, TaskNotCancellable, TaskNotFound
+from taskorch.core.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    TaskNotCancellable,
+    TaskNotFound,
+)
 from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import (
@@ -206,6 +213,61 @@ class TaskService:
             next_page_token=token,
             extra={"page": page_number},
         )
+
+    async def by_status(self, caller: Caller, limit: int = 0) -> dict[Status, Sequence[Task]]:
+        """The newest ``limit`` tasks of each status (seed 002's grouped view)."""
+        if limit < 0:
+            raise InvalidArgument("limit must not be negative", field="limit")
+        per_status = min(limit or 100, MAX_LIMIT)
+        scope = caller.tenant_scope
+
+        def read(conn: Connection) -> dict[Status, Sequence[Task]]:
+            return {
+                status: task_store.list_tasks(
+                    conn,
+                    task_store.TaskQuery(tenant_id=scope, status=status, limit=per_status),
+                    count=False,
+                )[0]
+                for status in Status
+            }
+
+        return await self.db.read(read)
+
+    async def update_priority(self, caller: Caller, task_id: str, priority: int) -> Task:
+        """Changes the priority of a task that has not finished (and of its queued work).
+
+        Raises:
+            TaskNotFound, InvalidArgument, Conflict (the task already finished).
+        """
+        key = validation.parse_id(task_id)
+        value = validation.priority(priority, default=None)
+
+        def change(tx: Transaction) -> Task:
+            task = task_store.get_task(tx.conn, caller.tenant_scope, key)
+            if task is None:
+                raise TaskNotFound(task_id)
+            if task.status.is_terminal:
+                raise Conflict(
+                    f"Task '{key}' is already {task.status.name}; its priority cannot change",
+                    reason="TASK_FINISHED",
+                )
+            if task.priority == value:
+                return task
+            subtask_store.set_priority(tx.conn, key, value, self.clock())
+            recorded = record(
+                tx,
+                self.hub,
+                key,
+                {"priority": value},
+                EventType.PROGRESS,
+                now=self.clock(),
+                only_if_status=(Status.PENDING, Status.RUNNING),
+                message=f"priority changed from {task.priority} to {value}",
+            )
+            assert recorded is not None
+            return recorded[0]
+
+        return await self.db.write(change)
 
     async def counts(self, caller: Caller) -> dict[Status, int]:
         return await self.db.read(

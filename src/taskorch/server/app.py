@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import socket
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,12 +30,16 @@ from taskorch.core.hub import EventHub
 from taskorch.core.planning import Catalog, EchoPlanner, TextAnalysisPlanner
 from taskorch.core.scheduler import Scheduler
 from taskorch.core.tasks import TaskService
+from taskorch.gateway.config import GatewaySettings, RateLimit
+from taskorch.gateway.descriptor import service_names
+from taskorch.gateway.launcher import Gateway, write_descriptor
 from taskorch.server import metrics, routes
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import ServerInterceptor
+from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
 from taskorch.store.database import Database
-from taskorch.v1 import task_service_pb2_grpc
+from taskorch.v1 import system_service_pb2_grpc, task_service_pb2_grpc
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
 from taskorch.workers.source import LocalWorkSource
 from taskorch.workers.worker import Worker
@@ -83,10 +90,18 @@ class TaskorchServer:
         self.endpoints = Endpoints()
         self._grpc: grpc.aio.Server | None = None
         self._health_servicer = health.aio.HealthServicer()
-        self._health: HealthReporter | None = None
+        self._health = HealthReporter(
+            self._health_servicer,
+            self.db,
+            [s.full_name for s in routes.services()],
+            workers_alive=lambda: all(w.alive for w in self.workers),
+        )
         self._background: list[asyncio.Task[None]] = []
         self._metrics_server: Any = None
         self._stopped = asyncio.Event()
+        self._fatal = asyncio.Event()
+        self.gateway: Gateway | None = None
+        self._gateway_dir: Path | None = None
         self.hub.add_listener(metrics.observe_task_event)
 
     @property
@@ -102,13 +117,9 @@ class TaskorchServer:
         self._start_workers()
         await self._start_grpc()
         self._start_metrics()
-        self._health = HealthReporter(
-            self._health_servicer,
-            self.db,
-            [s.full_name for s in routes.services()],
-            workers_alive=lambda: all(w.alive for w in self.workers),
-        )
         await self._health.check()
+        if self.settings.gateway:
+            await self._start_gateway()
         self._background += [
             asyncio.create_task(self._health.run(), name="health"),
             asyncio.create_task(self._rescue_leases(), name="lease-rescuer"),
@@ -135,6 +146,9 @@ class TaskorchServer:
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=GRPC_OPTIONS)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks), server)
+        system_service_pb2_grpc.add_SystemServiceServicer_to_server(
+            SystemServicer(self.tasks, self._health, self.workers), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, server)
         names = [s.full_name for s in routes.services()]
         reflection.enable_server_reflection(
@@ -146,7 +160,10 @@ class TaskorchServer:
             server,
         )
         host, port = split_addr(self.settings.grpc_addr)
-        bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
+        try:
+            bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
+        except RuntimeError:
+            bound = 0
         if bound == 0:
             raise OSError(f"cannot listen on {self.settings.grpc_addr} (is it in use?)")
         await server.start()
@@ -160,6 +177,33 @@ class TaskorchServer:
         server, _thread = start_http_server(port, addr=host)
         self._metrics_server = server
         self.endpoints.metrics = f"http://{_bracket(host)}:{server.server_port}/metrics"
+
+    async def _start_gateway(self) -> None:
+        self._gateway_dir = Path(tempfile.mkdtemp(prefix="taskorch-gateway-"))
+        descriptor = write_descriptor(self._gateway_dir)
+        metrics_target = None
+        if self.endpoints.metrics:
+            metrics_target = self.endpoints.metrics.removeprefix("http://").removesuffix("/metrics")
+        settings = GatewaySettings(
+            listen=self.settings.http_addr,
+            upstreams=[self.endpoints.grpc],
+            descriptor=descriptor,
+            admin=f"127.0.0.1:{free_port()}",
+            metrics=metrics_target,
+            rate_limit=RateLimit.parse(self.settings.rate_limit),
+            services=service_names(),
+        )
+        self.gateway = Gateway(settings, self._gateway_dir)
+        await self.gateway.start()
+        self.endpoints.http = f"http://{self.settings.http_addr}"
+        self._background.append(asyncio.create_task(self._watch_gateway(), name="gateway"))
+
+    async def _watch_gateway(self) -> None:
+        assert self.gateway is not None
+        code = await self.gateway.wait()
+        if not self.gateway.stopping:
+            log.error("the gateway (envoy) died; shutting down", exit_code=code)
+            self._fatal.set()
 
     def _announce(self) -> None:
         log.info(
@@ -204,33 +248,51 @@ class TaskorchServer:
             return
         self._stopped.set()
         log.info("shutting down", drain_seconds=self.settings.drain_seconds)
-        if self._health is not None:
-            await self._health.shutdown()
+        await self._health.shutdown()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.gather(*(w.stop(self.settings.drain_seconds) for w in self.workers))
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self._gateway_dir is not None:
+            shutil.rmtree(self._gateway_dir, ignore_errors=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.db.close()
         log.info("stopped")
 
-    async def serve(self) -> None:
-        """Starts, then runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    async def serve(self) -> int:
+        """Starts, then runs until SIGTERM or SIGINT, then shuts down gracefully.
+
+        Returns:
+            The exit code: 0, or 1 when a part the server needs (the gateway) died.
+        """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
-            await stop.wait()
+            stopped = asyncio.create_task(stop.wait())
+            fatal = asyncio.create_task(self._fatal.wait())
+            await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            fatal.cancel()
+            return 1 if self._fatal.is_set() else 0
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
             await self.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _bracket(host: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from taskorch import structs
 from taskorch.core.errors import InvalidArgument
@@ -128,6 +129,13 @@ def page_to_proto(page: Page, tasks: list[pb.Task]) -> pb.ListTasksResponse:
         offset=page.offset,
         pagination=pb.Pagination(page=page_number, limit=page.limit, total=page.total, pages=pages),
         next_page_token=page.next_page_token,
+    )
+
+
+def to_json(message: Message) -> JSON:
+    """A message as the REST gateway prints it (proto field names, every scalar field)."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import grpc
 import structlog
@@ -25,7 +26,7 @@ from grpc_status import rpc_status
 
 from taskorch.core.caller import ANONYMOUS, Caller
 from taskorch.core.errors import InvalidArgument, TaskorchError
-from taskorch.server import errors
+from taskorch.server import errors, routes
 from taskorch.server.metrics import RPC_DURATION
 
 log = structlog.get_logger("taskorch.rpc")
@@ -93,20 +94,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler  # no client-streaming RPCs in the API
 
-    async def _begin(
+    def _identify(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> RequestContext:
+    ) -> tuple[str, dict[str, str]]:
         metadata = _metadata(context.invocation_metadata())
         given = metadata.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4()}"
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
         # Trailing metadata rides on the status frame: no extra frame per call.
         context.set_trailing_metadata((("x-request-id", request_id),))
+        return request_id, metadata
+
+    async def _begin(self, method: str, request_id: str, metadata: dict[str, str]) -> None:
+        _refuse_query_overriding_path(method, metadata)
         caller = await self.authenticate(method, metadata)
         structlog.contextvars.bind_contextvars(tenant=caller.tenant_id)
-        request = RequestContext(request_id, method, caller, metadata)
-        _current.set(request)
-        return request
+        _current.set(RequestContext(request_id, method, caller, metadata))
 
     def _unary(
         self, behavior: Callable[..., Awaitable[Any]], method: str, parse: Callable[[bytes], Any]
@@ -114,9 +117,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         async def unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = "OK"
-            request_id = "-"
+            request_id, metadata = self._identify(method, context)
             try:
-                request_id = (await self._begin(method, context)).request_id
+                await self._begin(method, request_id, metadata)
                 return await behavior(_parse(parse, raw), context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 code = "CANCELLED"
@@ -141,9 +144,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         ) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = "OK"
-            request_id = "-"
+            request_id, metadata = self._identify(method, context)
             try:
-                request_id = (await self._begin(method, context)).request_id
+                await self._begin(method, request_id, metadata)
                 async for response in behavior(_parse(parse, raw), context):
                     yield response
             except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -157,6 +160,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 structlog.contextvars.clear_contextvars()
 
         return stream
+
+
+def _refuse_query_overriding_path(method: str, metadata: dict[str, str]) -> None:
+    """Refuses ``GET /v1/tasks/abc?task_id=other``: the gateway would let the query parameter
+    replace the path's id, so a call could be redirected to another resource."""
+    original = metadata.get("x-envoy-original-path", "")
+    if "?" not in original:
+        return
+    bound = routes.path_variables().get(method, frozenset())
+    for name, _ in parse_qsl(original.split("?", 1)[1], keep_blank_values=True):
+        if name in bound:
+            raise InvalidArgument(
+                f"query parameter {name!r} may not override the {name} in the path", field=name
+            )
 
 
 def _parse(parse: Callable[[bytes], Any], raw: bytes) -> Any:

@@ -5,15 +5,18 @@ Used to print routes at start-up and to build the OpenAPI document.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor
 
-from taskorch.v1 import task_service_pb2
+from taskorch.v1 import system_service_pb2, task_service_pb2
 
-SERVICE_FILES = (task_service_pb2,)
+SERVICE_FILES = (task_service_pb2, system_service_pb2)
+_VARIABLE = re.compile(r"\{([^}=]+)")
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,13 @@ def _verb_path(rule: http_pb2.HttpRule) -> tuple[str, str]:
         return rule.custom.kind.upper(), rule.custom.path
     assert kind is not None
     return kind.upper(), getattr(rule, kind)
+
+
+@cache
+def path_variables() -> dict[str, frozenset[str]]:
+    """For each gRPC method path (``/pkg.Service/Method``), the fields its REST paths bind."""
+    found: dict[str, set[str]] = {}
+    for route in routes():
+        method = f"/{route.service}/{route.rpc}"
+        found.setdefault(method, set()).update(_VARIABLE.findall(route.path))
+    return {method: frozenset(names) for method, names in found.items()}

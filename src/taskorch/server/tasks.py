@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, TypeAlias
 
-from taskorch.core.model import Task
-from taskorch.core.tasks import TaskService
+from google.api import httpbody_pb2
+
+from taskorch.core.model import Status, Task
+from taskorch.core.tasks import ListRequest, TaskService
 from taskorch.server import convert
 from taskorch.server.interceptors import current, current_caller
 from taskorch.v1 import task_service_pb2 as pb
@@ -35,8 +39,36 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
-        page = await self.tasks.list(current_caller(), convert.list_request_from_proto(request))
+        page = await self.tasks.list(current_caller(), _list_request(request))
         return convert.page_to_proto(page, [self._task(t) for t in page.items])
+
+    async def ListTasksJson(
+        self, request: pb.ListTasksRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        page = await self.tasks.list(current_caller(), _list_request(request))
+        body = [convert.to_json(self._task(t)) for t in page.items]
+        return httpbody_pb2.HttpBody(
+            content_type="application/json",
+            data=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+        )
+
+    async def GetTasksByStatus(
+        self, request: pb.GetTasksByStatusRequest, context: Context
+    ) -> pb.TasksByStatus:
+        groups = await self.tasks.by_status(current_caller(), request.limit)
+        return pb.TasksByStatus(
+            queued=[self._task(t) for t in groups[Status.PENDING]],
+            running=[self._task(t) for t in groups[Status.RUNNING]],
+            completed=[self._task(t) for t in groups[Status.COMPLETED]],
+            failed=[self._task(t) for t in groups[Status.FAILED]],
+            cancelled=[self._task(t) for t in groups[Status.CANCELLED]],
+        )
+
+    async def UpdateTaskPriority(
+        self, request: pb.UpdateTaskPriorityRequest, context: Context
+    ) -> pb.Task:
+        task = await self.tasks.update_priority(current_caller(), request.task_id, request.priority)
+        return self._task(task)
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: Context) -> pb.Task:
         return self._task(
@@ -50,3 +82,17 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         async for event in events:
             task = self._task(event.task) if event.task is not None else None
             yield convert.event_to_proto(event, task)
+
+
+# The seed documents disagree on the default page size; each REST surface keeps its own.
+_SURFACE_LIMITS = (("/api/v1/", 100), ("/v1/", 10))
+_DEFAULT_LIMIT = 50
+
+
+def _list_request(request: pb.ListTasksRequest) -> ListRequest:
+    listing = convert.list_request_from_proto(request)
+    if listing.limit:
+        return listing
+    path = current().metadata.get("x-envoy-original-path", "")
+    limit = next((n for prefix, n in _SURFACE_LIMITS if path.startswith(prefix)), _DEFAULT_LIMIT)
+    return replace(listing, limit=limit)

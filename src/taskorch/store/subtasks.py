@@ -209,6 +209,15 @@ def unlease(conn: Connection, subtask_id: str, lease_id: str, now: datetime) -> 
     return subtask_from_row(row) if row else None
 
 
+def set_priority(conn: Connection, task_id: str, priority: int, now: datetime) -> None:
+    """Re-prioritises the task's work that has not finished."""
+    conn.execute(
+        update(subtasks)
+        .where(subtasks.c.task_id == task_id, subtasks.c.status.in_(ACTIVE))
+        .values(priority=priority, updated_at=now)
+    )
+
+
 def end_active_subtasks(
     conn: Connection, task_id: str, status: Status, now: datetime, error: str | None = None
 ) -> list[Subtask]:

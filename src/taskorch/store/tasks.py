@@ -212,11 +212,13 @@ def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def list_tasks(conn: Connection, query: TaskQuery) -> tuple[list[Task], int]:
-    """One page of tasks and the number of tasks matching the filters."""
+def list_tasks(conn: Connection, query: TaskQuery, *, count: bool = True) -> tuple[list[Task], int]:
+    """One page of tasks and the number of tasks matching the filters (-1 unless ``count``)."""
     column = SORTABLE[query.sort_by]
     filters = _filters(query)
-    total = conn.execute(select(func.count()).select_from(tasks).where(*filters)).scalar_one()
+    total = -1
+    if count:
+        total = conn.execute(select(func.count()).select_from(tasks).where(*filters)).scalar_one()
     stmt = select(tasks).where(*filters)
     if query.after is not None:
         stmt = stmt.where(_after(column, query.descending, *query.after))

@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from taskorch.v1 import status_pb2 as _status_pb2
@@ -182,6 +183,34 @@ class CancelTaskRequest(_message.Message):
     task_id: str
     reason: str
     def __init__(self, task_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetTasksByStatusRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class TasksByStatus(_message.Message):
+    __slots__ = ("queued", "running", "completed", "failed", "cancelled")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    queued: _containers.RepeatedCompositeFieldContainer[Task]
+    running: _containers.RepeatedCompositeFieldContainer[Task]
+    completed: _containers.RepeatedCompositeFieldContainer[Task]
+    failed: _containers.RepeatedCompositeFieldContainer[Task]
+    cancelled: _containers.RepeatedCompositeFieldContainer[Task]
+    def __init__(self, queued: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., completed: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., failed: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., cancelled: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+
+class UpdateTaskPriorityRequest(_message.Message):
+    __slots__ = ("task_id", "priority")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    priority: int
+    def __init__(self, task_id: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
     __slots__ = ("task_id", "after_sequence")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from taskorch.v1 import task_service_pb2 as taskorch_dot_v1_dot_task__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -54,6 +55,21 @@ class TaskServiceStub:
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.ListTasksRequest.SerializeToString,
                 response_deserializer=taskorch_dot_v1_dot_task__service__pb2.ListTasksResponse.FromString,
                 _registered_method=True)
+        self.ListTasksJson = channel.unary_unary(
+                '/taskorch.v1.TaskService/ListTasksJson',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.GetTasksByStatus = channel.unary_unary(
+                '/taskorch.v1.TaskService/GetTasksByStatus',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.GetTasksByStatusRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.TasksByStatus.FromString,
+                _registered_method=True)
+        self.UpdateTaskPriority = channel.unary_unary(
+                '/taskorch.v1.TaskService/UpdateTaskPriority',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.UpdateTaskPriorityRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.Task.FromString,
+                _registered_method=True)
         self.CancelTask = channel.unary_unary(
                 '/taskorch.v1.TaskService/CancelTask',
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.CancelTaskRequest.SerializeToString,
@@ -94,6 +110,31 @@ class TaskServiceServicer:
 
     def ListTasks(self, request, context):
         """Lists tasks with filters, sorting and offset, page or keyset pagination.
+
+        On the /v1 surface `limit` defaults to 10 (seed 003), on /tasks to 50 (seed 001).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasksJson(self, request, context):
+        """The same list as a bare JSON array of tasks (what clients of the /api/v1 seed
+        document expect; `limit` defaults to 100 there). The body is JSON with the field names
+        and value formats of the other REST responses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTasksByStatus(self, request, context):
+        """Current tasks grouped by status (the newest 100 of each), as seed 002 shows them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTaskPriority(self, request, context):
+        """Changes the priority of a task that has not started yet (1-10, higher runs first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +175,21 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListTasks,
                     request_deserializer=taskorch_dot_v1_dot_task__service__pb2.ListTasksRequest.FromString,
                     response_serializer=taskorch_dot_v1_dot_task__service__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'ListTasksJson': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasksJson,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.ListTasksRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'GetTasksByStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTasksByStatus,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.GetTasksByStatusRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.TasksByStatus.SerializeToString,
+            ),
+            'UpdateTaskPriority': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaskPriority,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.UpdateTaskPriorityRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.Task.SerializeToString,
             ),
             'CancelTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTask,
@@ -232,6 +288,87 @@ class TaskService:
             '/taskorch.v1.TaskService/ListTasks',
             taskorch_dot_v1_dot_task__service__pb2.ListTasksRequest.SerializeToString,
             taskorch_dot_v1_dot_task__service__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasksJson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/ListTasksJson',
+            taskorch_dot_v1_dot_task__service__pb2.ListTasksRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTasksByStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/GetTasksByStatus',
+            taskorch_dot_v1_dot_task__service__pb2.GetTasksByStatusRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.TasksByStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaskPriority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/UpdateTaskPriority',
+            taskorch_dot_v1_dot_task__service__pb2.UpdateTaskPriorityRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.Task.FromString,
             options,
             channel_credentials,
             insecure,

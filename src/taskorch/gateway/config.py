@@ -1,0 +1,560 @@
+"""Renders the Envoy configuration of the gateway (``envoy.yaml`` is its default rendering).
+
+One listener serves REST (HTTP/1.1 or h2c, transcoded to gRPC) and native gRPC (passed
+through) on the same port. The filter chain, in order:
+
+1. ``header_mutation`` strips ``grpc-*`` headers from REST responses (switched off on the gRPC
+   passthrough route, where they are the protocol);
+2. two ``local_ratelimit`` filters per client address: a sustained rate (X-RateLimit-* headers)
+   and a burst limit; gRPC clients get RESOURCE_EXHAUSTED;
+3. ``lua`` gives seed 001's ``POST /tasks`` its 201, seed 002's ``DELETE /api/v1/tasks/{id}``
+   its 204, ``/health`` a 503 when unhealthy, and error bodies the keys each seed document
+   promises: ``error`` (a string on /v1, an object with the error code on seed 001's /tasks),
+   ``detail`` (seed 002's /api/v1), ``request_id`` everywhere, added to the google.rpc.Status
+   JSON (``code``, ``message``, ``details``). It must come before the transcoder;
+4. ``grpc_json_transcoder`` with snake_case names, enums as names, every scalar printed,
+   server streams as Server-Sent Events, unknown paths and query parameters refused;
+5. ``router``.
+
+Local replies to REST clients (the transcoder's own 400/404, 429, 503) get a JSON body.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taskorch.config import split_addr
+
+GRPC_HEALTH_SERVICE = "taskorch.v1.TaskService"
+
+_LUA = r"""
+-- What the gRPC-JSON transcoder cannot express: HTTP statuses other than 200 for OK, and
+-- the error bodies the seed documents promise (added to the google.rpc.Status JSON).
+local function strip_query(path)
+  return (string.gsub(path, "%?.*$", ""))
+end
+
+function envoy_on_request(request_handle)
+  local headers = request_handle:headers()
+  local path = strip_query(headers:get(":path") or "")
+  local method = headers:get(":method") or ""
+  local rule = ""
+  if method == "POST" and string.match(path, "^/tasks/?$") then
+    rule = "created"
+  elseif method == "DELETE" and string.match(path, "^/api/v1/tasks/[^/]+/?$")
+      and request_handle:streamInfo():protocol() ~= "HTTP/2" then
+    -- Over HTTP/2 a 204 cannot be followed by the transcoder's trailers; those clients
+    -- get 200 with the cancelled task.
+    rule = "no_content"
+  elseif method == "GET" and (path == "/health" or path == "/v1/health") then
+    rule = "health"
+  end
+  local surface = "canonical"
+  if string.match(path, "^/api/v1/") then
+    surface = "seed002"
+  elseif string.match(path, "^/tasks") then
+    surface = "seed001"
+  end
+  local meta = request_handle:streamInfo():dynamicMetadata()
+  meta:set("taskorch.gateway", "rule", rule)
+  meta:set("taskorch.gateway", "surface", surface)
+  meta:set("taskorch.gateway", "request_id", headers:get("x-request-id") or "")
+end
+
+-- The JSON string literal (quotes and escapes kept) that follows "key":
+local function string_after(body, key)
+  local first = string.find(body, '"' .. key .. '":"', 1, true)
+  if not first then
+    return nil
+  end
+  local i = first + #key + 4
+  local j = i
+  while j <= #body do
+    local c = string.sub(body, j, j)
+    if c == "\\" then
+      j = j + 2
+    elseif c == '"' then
+      return '"' .. string.sub(body, i, j - 1) .. '"'
+    else
+      j = j + 1
+    end
+  end
+  return nil
+end
+
+local FALLBACK_REASON = {
+  ["400"] = "VALIDATION_ERROR", ["401"] = "UNAUTHENTICATED", ["403"] = "PERMISSION_DENIED",
+  ["404"] = "NOT_FOUND", ["409"] = "CONFLICT", ["413"] = "VALIDATION_ERROR",
+  ["429"] = "RATE_LIMITED", ["503"] = "SERVICE_UNAVAILABLE", ["504"] = "TIMEOUT",
+}
+
+local function seed_error_body(response_handle, status, meta)
+  local headers = response_handle:headers()
+  local kind = headers:get("content-type") or ""
+  if not string.find(kind, "json", 1, true) then
+    return
+  end
+  local body = response_handle:body()
+  local text = body:getBytes(0, body:length())
+  if string.sub(text, 1, 1) ~= "{" or string.find(text, '"request_id":"', 1, true) == 2 then
+    return
+  end
+  local message = string_after(text, "message") or '"error"'
+  local reason = string.match(text, '"reason":"([%w_]+)"') or FALLBACK_REASON[status]
+    or "INTERNAL_ERROR"
+  local request_id = meta["request_id"] or ""
+  if request_id == "" then
+    request_id = headers:get("x-request-id") or ""
+  end
+  local prefix = '{"request_id":"' .. request_id .. '",'
+  local surface = meta["surface"]
+  if surface == "seed002" then
+    prefix = prefix .. '"detail":' .. message .. ","
+  elseif surface == "seed001" then
+    local field = string_after(text, "field") or '""'
+    prefix = prefix .. '"error":{"code":"' .. reason .. '","message":' .. message
+      .. ',"details":{"field":' .. field .. ',"reason":' .. message .. '}},'
+      .. '"timestamp":"' .. os.date("!%Y-%m-%dT%H:%M:%SZ") .. '",'
+  else
+    prefix = prefix .. '"error":' .. message .. ',"reason":"' .. reason .. '",'
+  end
+  local shaped = prefix .. string.sub(text, 2)
+  body:setBytes(shaped)
+  -- The headers object does not survive the wait for the body: ask for it again.
+  response_handle:headers():replace("content-length", tostring(#shaped))
+end
+
+function envoy_on_response(response_handle)
+  local meta = response_handle:streamInfo():dynamicMetadata():get("taskorch.gateway") or {}
+  local rule = meta["rule"] or ""
+  local headers = response_handle:headers()
+  local status = headers:get(":status") or ""
+  if string.sub(status, 1, 1) == "4" or string.sub(status, 1, 1) == "5" then
+    seed_error_body(response_handle, status, meta)
+    return
+  end
+  if rule == "" or status ~= "200" then
+    return
+  end
+  if rule == "created" then
+    headers:replace(":status", "201")
+  elseif rule == "no_content" then
+    headers:replace(":status", "204")
+    headers:remove("content-type")
+    headers:remove("content-length")
+    for chunk in response_handle:bodyChunks() do
+      chunk:setBytes("")
+    end
+  elseif rule == "health" then
+    local body = response_handle:body()
+    local text = body:getBytes(0, body:length())
+    if string.find(text, '"status":"unhealthy"', 1, true) then
+      response_handle:headers():replace(":status", "503")
+    end
+  end
+end
+"""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Token buckets per client address: ``(tokens, seconds)`` pairs, smoothly refilled."""
+
+    sustained: tuple[int, float] = (100, 60.0)
+    burst: tuple[int, float] | None = (20, 10.0)
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit | None:
+        """``"100/60s,20/10s"`` (sustained, then optional burst); ``"off"`` → None.
+
+        Raises:
+            ValueError: not of that form.
+        """
+        text = text.strip().lower()
+        if text in ("off", "none", "0", ""):
+            return None
+        buckets = []
+        for part in text.split(","):
+            tokens, _, period = part.strip().partition("/")
+            period = period.strip()
+            seconds = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}.get(period)
+            if seconds is None:
+                number = period.rstrip("smh")
+                unit = period[len(number) :] or "s"
+                seconds = float(number) * {"s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+            if not tokens.isdigit() or int(tokens) < 1 or seconds <= 0:
+                raise ValueError(f"rate limit {part!r} is not TOKENS/PERIOD like 100/60s")
+            buckets.append((int(tokens), seconds))
+        if len(buckets) > 2:
+            raise ValueError("give at most two buckets: SUSTAINED[,BURST]")
+        return cls(buckets[0], buckets[1] if len(buckets) == 2 else None)
+
+    def describe(self) -> str:
+        buckets = [self.sustained] + ([self.burst] if self.burst is not None else [])
+        return ",".join(f"{n}/{s:g}s" for n, s in buckets)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    listen: str
+    upstreams: Sequence[str]
+    descriptor: Path
+    admin: str = "127.0.0.1:9901"
+    metrics: str | None = None
+    rate_limit: RateLimit | None = field(default_factory=RateLimit)
+    services: Sequence[str] = ()
+    access_log: bool = False
+
+
+def _disabled(*filters: str) -> dict[str, Any]:
+    return {
+        name: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+        for name in filters
+    }
+
+
+def _address(addr: str) -> dict[str, Any]:
+    host, port = split_addr(addr)
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _endpoint(addr: str) -> dict[str, Any]:
+    return {"endpoint": {"address": _address(addr)}}
+
+
+def _rate_filter(name: str, bucket: tuple[int, float], headers: bool) -> dict[str, Any]:
+    tokens, seconds = bucket
+    retry_after = max(1, math.ceil(seconds / tokens))  # the bucket refills smoothly
+    refused = [("retry-after", str(retry_after))]
+    if not headers:  # the other bucket's filter writes X-RateLimit-* on every answer
+        refused += [
+            ("x-ratelimit-limit", str(tokens)),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", str(retry_after)),
+        ]
+    limited_headers = [
+        {"append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "header": {"key": key, "value": value}}
+        for key, value in refused
+    ]
+    return {
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
+            ".LocalRateLimit",
+            "stat_prefix": name.rsplit(".", 1)[-1],
+            # The default bucket is never the binding one: every request has a client address.
+            "token_bucket": {
+                "max_tokens": 1_000_000,
+                "tokens_per_fill": 1_000_000,
+                "fill_interval": "1s",
+            },
+            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "rate_limited_as_resource_exhausted": True,
+            "max_dynamic_descriptors": 10_000,
+            "rate_limits": [{"actions": [{"remote_address": {}}]}],
+            "descriptors": [
+                {
+                    "entries": [{"key": "remote_address"}],
+                    "token_bucket": {
+                        "max_tokens": tokens,
+                        "tokens_per_fill": tokens,
+                        "fill_interval": f"{seconds:g}s",
+                    },
+                }
+            ],
+            "response_headers_to_add": limited_headers,
+            **({"enable_x_ratelimit_headers": "DRAFT_VERSION_03"} if headers else {}),
+        },
+    }
+
+
+# Local replies go to REST clients as JSON; gRPC clients keep their grpc-status replies.
+# A REST request has no "te: trailers" until the transcoder adds it together with
+# x-envoy-original-path.
+_REST_REQUEST = {
+    "or_filter": {
+        "filters": [
+            {
+                "header_filter": {
+                    "header": {
+                        "name": "te",
+                        "string_match": {"exact": "trailers"},
+                        "invert_match": True,
+                        "treat_missing_header_as_empty": True,
+                    }
+                }
+            },
+            {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+        ]
+    }
+}
+
+
+def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
+    mappers = []
+    if limit is not None:
+        rule = limit.describe().replace(",", " and ").replace("/", " requests per ")
+        message = f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
+        mappers.append(
+            {
+                "filter": {
+                    "and_filter": {
+                        "filters": [
+                            _REST_REQUEST,
+                            {
+                                "status_code_filter": {
+                                    "comparison": {
+                                        "op": "EQ",
+                                        "value": {"default_value": 429, "runtime_key": "rl_code"},
+                                    }
+                                }
+                            },
+                        ]
+                    }
+                },
+                "body_format_override": {
+                    "json_format": {
+                        "code": 429,
+                        "message": message,
+                        "error": message,
+                        "detail": message,
+                        "reason": "RATE_LIMITED",
+                        "request_id": "%REQ(X-REQUEST-ID)%",
+                    }
+                },
+            }
+        )
+    mappers.append(
+        {
+            "filter": _REST_REQUEST,
+            "body_format_override": {
+                "json_format": {"code": "%RESPONSE_CODE%", "message": "%LOCAL_REPLY_BODY%"}
+            },
+        }
+    )
+    return mappers
+
+
+def render(settings: GatewaySettings) -> dict[str, Any]:
+    """Envoy's bootstrap configuration as a dict (see :func:`render_yaml`)."""
+    limiters = ["envoy.filters.http.local_ratelimit.sustained"]
+    http_filters: list[dict[str, Any]] = [
+        {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3"
+                ".HeaderMutation",
+                "mutations": {
+                    "response_mutations": [
+                        {"remove": "grpc-status"},
+                        {"remove": "grpc-message"},
+                        {"remove": "grpc-accept-encoding"},
+                    ]
+                },
+            },
+        }
+    ]
+    if settings.rate_limit is not None:
+        # X-RateLimit-* headers on every answer come from the bucket that binds first (the
+        # burst one when there is one); a refused request says which limit refused it.
+        burst = settings.rate_limit.burst
+        http_filters.append(
+            _rate_filter(limiters[0], settings.rate_limit.sustained, headers=burst is None)
+        )
+        if burst is not None:
+            limiters.append("envoy.filters.http.local_ratelimit.burst")
+            http_filters.append(_rate_filter(limiters[1], burst, headers=True))
+    else:
+        limiters = []
+    http_filters += [
+        {
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": _LUA},
+            },
+        },
+        {
+            "name": "envoy.filters.http.grpc_json_transcoder",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder"
+                ".v3.GrpcJsonTranscoder",
+                "proto_descriptor": str(settings.descriptor),
+                "services": list(settings.services),
+                "print_options": {
+                    "add_whitespace": False,
+                    "always_print_primitive_fields": True,
+                    "always_print_enums_as_ints": False,
+                    "preserve_proto_field_names": True,
+                    "stream_sse_style_delimited": True,
+                },
+                "convert_grpc_status": True,
+                "request_validation_options": {
+                    "reject_unknown_method": True,
+                    "reject_unknown_query_parameters": True,
+                    "reject_binding_body_field_collisions": True,
+                },
+                "case_insensitive_enum_parsing": True,
+                "query_param_unescape_plus": True,
+                "max_request_body_size": 8 * 1024 * 1024,
+                "max_response_body_size": 32 * 1024 * 1024,
+            },
+        },
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+            },
+        },
+    ]
+    rest_only = ["envoy.filters.http.lua", "envoy.filters.http.grpc_json_transcoder"]
+    routes: list[dict[str, Any]] = []
+    if settings.metrics:
+        routes.append(
+            {
+                "match": {"path": "/metrics"},
+                "route": {"cluster": "taskorch_metrics"},
+                "typed_per_filter_config": _disabled(*rest_only, *limiters),
+            }
+        )
+    upstream = {"cluster": "taskorch_grpc", "timeout": "0s", "idle_timeout": "3600s"}
+    routes += [
+        {
+            # Load balancers probe /health: never rate limited.
+            "match": {"path": "/health"},
+            "route": upstream,
+            "typed_per_filter_config": _disabled(*limiters),
+        },
+        {
+            "match": {"prefix": "/", "grpc": {}},
+            "route": upstream,
+            "typed_per_filter_config": _disabled("envoy.filters.http.header_mutation", *rest_only),
+        },
+        {"match": {"prefix": "/"}, "route": upstream},
+    ]
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
+        ".v3.HttpConnectionManager",
+        "stat_prefix": "taskorch",
+        "codec_type": "AUTO",
+        # Envoy is the edge: the client address is the peer's, so a forged
+        # X-Forwarded-For gets no fresh rate-limit bucket.
+        "use_remote_address": True,
+        "preserve_external_request_id": True,
+        "always_set_request_id_in_response": True,
+        "http_protocol_options": {"enable_trailers": True},
+        "stream_idle_timeout": "3600s",
+        "route_config": {
+            "name": "taskorch",
+            "virtual_hosts": [{"name": "taskorch", "domains": ["*"], "routes": routes}],
+        },
+        "local_reply_config": {"mappers": _local_reply_mappers(settings.rate_limit)},
+        "http_filters": http_filters,
+    }
+    if settings.access_log:
+        hcm["access_log"] = [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3"
+                    ".StdoutAccessLog"
+                },
+            }
+        ]
+    clusters: list[dict[str, Any]] = [
+        {
+            "name": "taskorch_grpc",
+            "type": "STATIC",
+            "connect_timeout": "2s",
+            "lb_policy": "ROUND_ROBIN",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
+                    ".HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+            "circuit_breakers": {
+                "thresholds": [
+                    {
+                        "max_connections": 10_000,
+                        "max_pending_requests": 10_000,
+                        "max_requests": 100_000,
+                        "max_retries": 10,
+                    }
+                ]
+            },
+            "health_checks": [
+                {
+                    "timeout": "1s",
+                    "interval": "2s",
+                    "no_traffic_interval": "2s",
+                    "unhealthy_threshold": 2,
+                    "healthy_threshold": 1,
+                    "grpc_health_check": {"service_name": GRPC_HEALTH_SERVICE},
+                }
+            ],
+            "load_assignment": {
+                "cluster_name": "taskorch_grpc",
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {"endpoint": {"address": _address(a)}} for a in settings.upstreams
+                        ]
+                    }
+                ],
+            },
+        }
+    ]
+    if settings.metrics:
+        clusters.append(
+            {
+                "name": "taskorch_metrics",
+                "type": "STATIC",
+                "connect_timeout": "2s",
+                "load_assignment": {
+                    "cluster_name": "taskorch_metrics",
+                    "endpoints": [
+                        {"lb_endpoints": [{"endpoint": {"address": _address(settings.metrics)}}]}
+                    ],
+                },
+            }
+        )
+    return {
+        "admin": {"address": _address(settings.admin)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "taskorch",
+                    "address": _address(settings.listen),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }
+
+
+def render_yaml(settings: GatewaySettings) -> str:
+    header = (
+        "# Envoy configuration of the taskorch REST gateway, rendered by "
+        "`taskorch gateway render`.\n"
+        "# taskorch serve renders its own copy with the addresses of its flags.\n"
+    )
+    return header + yaml.safe_dump(render(settings), sort_keys=False, width=100)

@@ -1,0 +1,62 @@
+"""SystemService: the health report of seed 001 (/health through the gateway)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypeAlias
+
+from google.api import httpbody_pb2
+
+from taskorch import __version__
+from taskorch.core.caller import SYSTEM
+from taskorch.core.errors import Unavailable
+from taskorch.core.model import Status
+from taskorch.core.tasks import TaskService
+from taskorch.gateway import openapi
+from taskorch.server.convert import set_time
+from taskorch.server.health import HealthReporter
+from taskorch.store.schema import utcnow
+from taskorch.v1 import system_service_pb2 as pb
+from taskorch.v1 import system_service_pb2_grpc as pb_grpc
+from taskorch.workers.worker import Worker
+
+Context: TypeAlias = Any
+
+
+class SystemServicer(pb_grpc.SystemServiceServicer):
+    def __init__(self, tasks: TaskService, health: HealthReporter, workers: list[Worker]) -> None:
+        self.tasks = tasks
+        self.health = health
+        self.workers = workers
+        self.started = time.monotonic()
+        self._document: bytes | None = None
+
+    async def GetHealth(self, request: pb.GetHealthRequest, context: Context) -> pb.HealthReport:
+        healthy = await self.health.check()
+        report = pb.HealthReport(
+            status="healthy" if healthy else "unhealthy",
+            version=__version__,
+            uptime=int(time.monotonic() - self.started),
+            problem=self.health.problem,
+            worker_slots=sum(w.concurrency for w in self.workers),
+            busy_worker_slots=sum(w.busy for w in self.workers),
+        )
+        set_time(report.timestamp, utcnow())
+        if healthy:
+            try:
+                counts = await self.tasks.counts(SYSTEM)
+            except Unavailable:
+                counts = {}
+            report.active_tasks = counts.get(Status.RUNNING, 0)
+            report.pending_tasks = counts.get(Status.PENDING, 0)
+            report.completed_tasks = counts.get(Status.COMPLETED, 0)
+            report.failed_tasks = counts.get(Status.FAILED, 0)
+            report.cancelled_tasks = counts.get(Status.CANCELLED, 0)
+        return report
+
+    async def GetOpenApiDocument(
+        self, request: pb.GetOpenApiDocumentRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        if self._document is None:
+            self._document = openapi.served_document()
+        return httpbody_pb2.HttpBody(content_type="application/json", data=self._document)
