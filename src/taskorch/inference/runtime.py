@@ -164,7 +164,7 @@ class LoadedModel:
         tokenizer = None
         image_processor = None
         if config.family is ModelFamily.IMAGE_CLASSIFICATION:
-            image_processor = transformers.AutoImageProcessor.from_pretrained(path)
+            image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)
         else:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
             if tokenizer.pad_token is None and tokenizer.eos_token is not None:
