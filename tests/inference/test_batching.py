@@ -21,7 +21,9 @@ async def test_concurrent_items_share_batches() -> None:
         time.sleep(0.01)
         return [i * 2 for i in items]
 
-    batcher: DynamicBatcher[int, int] = DynamicBatcher("double", run, max_batch_size=8, max_queue_delay_ms=5)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "double", run, max_batch_size=8, max_queue_delay_ms=5
+    )
     try:
         results = await asyncio.gather(*(batcher.submit(i, length=4) for i in range(32)))
         assert results == [i * 2 for i in range(32)]
@@ -68,7 +70,9 @@ async def test_cancelled_items_are_skipped() -> None:
         seen.extend(items)
         return items
 
-    batcher: DynamicBatcher[int, int] = DynamicBatcher("skip", run, max_batch_size=1, max_queue_delay_ms=0)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "skip", run, max_batch_size=1, max_queue_delay_ms=0
+    )
     try:
         first = asyncio.ensure_future(batcher.submit(1))
         await asyncio.sleep(0.05)

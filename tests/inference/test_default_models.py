@@ -10,7 +10,9 @@ from taskorch.inference import InferenceEngine, ModelState
 from taskorch.inference.defaults import install_default_models
 
 
-async def _run(engine: InferenceEngine, task: str, data: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+async def _run(
+    engine: InferenceEngine, task: str, data: dict[str, Any], params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return (await engine.run(engine.check(task, "", data, params or {}))).result
 
 
@@ -20,7 +22,9 @@ def test_defaults_rerun_is_a_no_op_under_a_second(default_models_dir: Path) -> N
     assert time.perf_counter() - started < 1.0
 
 
-def test_default_models_are_ready_and_report_their_provider(default_engine: InferenceEngine) -> None:
+def test_default_models_are_ready_and_report_their_provider(
+    default_engine: InferenceEngine,
+) -> None:
     infos = {m.name: m for m in default_engine.models()}
     assert set(infos) == {"all-minilm-l6-v2", "smollm2-135m-instruct", "pii-rampart"}
     for info in infos.values():
@@ -29,7 +33,9 @@ def test_default_models_are_ready_and_report_their_provider(default_engine: Infe
     assert infos["pii-rampart"].quantization == "int4"
 
 
-async def test_paraphrases_are_more_similar_than_unrelated_sentences(default_engine: InferenceEngine) -> None:
+async def test_paraphrases_are_more_similar_than_unrelated_sentences(
+    default_engine: InferenceEngine,
+) -> None:
     result = await _run(
         default_engine,
         "sentence_similarity",

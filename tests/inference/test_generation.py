@@ -6,8 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-import pytest
-
 from taskorch.inference import InferenceEngine
 from taskorch.inference.streaming import IncrementalDecoder, StopFilter
 
@@ -68,7 +66,9 @@ async def test_seeded_sampling_is_reproducible(tiny_engine: InferenceEngine) -> 
 
 
 async def test_stop_strings_cut_the_text(tiny_engine: InferenceEngine) -> None:
-    full = await _generate(tiny_engine, "tiny-gpt2", {"prompt": "the parser"}, {"max_new_tokens": 16})
+    full = await _generate(
+        tiny_engine, "tiny-gpt2", {"prompt": "the parser"}, {"max_new_tokens": 16}
+    )
     text = full["generated_text"]
     assert len(text) > 4
     stop = text[len(text) // 2 : len(text) // 2 + 2]
@@ -120,7 +120,9 @@ async def test_chat_history_is_trimmed_oldest_first_keeping_the_system_prompt(
     for _ in range(6):
         messages += [{"role": "user", "content": long}, {"role": "assistant", "content": long}]
     messages.append({"role": "user", "content": "and now?"})
-    result = await _generate(tiny_engine, "tiny-gpt2", {"messages": messages}, {"max_new_tokens": 4})
+    result = await _generate(
+        tiny_engine, "tiny-gpt2", {"messages": messages}, {"max_new_tokens": 4}
+    )
     assert result["messages_dropped"] > 0
     assert result["prompt_tokens"] <= 256 - 4
 
@@ -131,9 +133,7 @@ async def test_smollm2_concurrent_greedy_equals_sequential_and_speeds_up(
     questions = ["What is 2+2?", "Name a color.", "What is the capital of Italy?", "Say hi."]
     params = {"max_new_tokens": 24}
     started = time.perf_counter()
-    alone = [
-        await _generate(default_engine, "", {"prompt": q}, params) for q in questions
-    ]
+    alone = [await _generate(default_engine, "", {"prompt": q}, params) for q in questions]
     sequential = time.perf_counter() - started
     started = time.perf_counter()
     together = await asyncio.gather(

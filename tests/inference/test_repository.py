@@ -44,7 +44,9 @@ def test_bad_model_configs_are_explained(raw: dict[str, object], needle: str) ->
         parse_model_config(raw)
 
 
-async def test_a_broken_model_is_failed_while_the_others_serve(tiny: TinyModels, tmp_path: Path) -> None:
+async def test_a_broken_model_is_failed_while_the_others_serve(
+    tiny: TinyModels, tmp_path: Path
+) -> None:
     _copy(tiny, "tiny-bert-embed", tmp_path / "good")
     broken = _copy(tiny, "tiny-bert-embed", tmp_path / "broken")
     (broken / "model.onnx").unlink()
@@ -67,7 +69,9 @@ async def test_a_broken_model_is_failed_while_the_others_serve(tiny: TinyModels,
         await engine.close()
 
 
-async def test_hot_add_and_remove_are_picked_up_by_the_watcher(tiny: TinyModels, tmp_path: Path) -> None:
+async def test_hot_add_and_remove_are_picked_up_by_the_watcher(
+    tiny: TinyModels, tmp_path: Path
+) -> None:
     engine = InferenceEngine(tmp_path, poll_seconds=0.2)
     await engine.start()
     try:

@@ -43,7 +43,9 @@ def test_unknown_model_is_not_found_with_the_available_names(tiny_engine: Infere
     assert "tiny-gpt2" in caught.value.message
 
 
-def test_a_family_without_default_uses_any_model_of_that_family(tiny_engine: InferenceEngine) -> None:
+def test_a_family_without_default_uses_any_model_of_that_family(
+    tiny_engine: InferenceEngine,
+) -> None:
     request = tiny_engine.check("fill-mask", "", {"inputs": "a [MASK] b"}, {})
     assert request.model_name == "tiny-bert-mlm"
     assert request.task_type is TaskType.FILL_MASK
@@ -52,16 +54,58 @@ def test_a_family_without_default_uses_any_model_of_that_family(tiny_engine: Inf
 @pytest.mark.parametrize(
     ("task", "model", "data", "params", "field"),
     [
-        ("zero_shot_classification", "tiny-bert-nli", {"inputs": "x"}, {}, "input_data.candidate_labels"),
-        ("zero_shot_classification", "tiny-bert-nli", {"inputs": "x", "candidate_labels": []}, {}, "input_data.candidate_labels"),
-        ("zero_shot_classification", "tiny-bert-sentiment", {"inputs": "x", "candidate_labels": ["a"]}, {}, "model_name"),
+        (
+            "zero_shot_classification",
+            "tiny-bert-nli",
+            {"inputs": "x"},
+            {},
+            "input_data.candidate_labels",
+        ),
+        (
+            "zero_shot_classification",
+            "tiny-bert-nli",
+            {"inputs": "x", "candidate_labels": []},
+            {},
+            "input_data.candidate_labels",
+        ),
+        (
+            "zero_shot_classification",
+            "tiny-bert-sentiment",
+            {"inputs": "x", "candidate_labels": ["a"]},
+            {},
+            "model_name",
+        ),
         ("text_generation", "tiny-gpt2", {}, {}, "input_data.prompt"),
         ("text_generation", "tiny-gpt2", {"prompt": 3}, {}, "input_data.prompt"),
-        ("text_generation", "tiny-gpt2", {"prompt": "x"}, {"temperature": -1}, "parameters.temperature"),
-        ("text_generation", "tiny-gpt2", {"prompt": "x"}, {"max_new_tokens": 0}, "parameters.max_new_tokens"),
+        (
+            "text_generation",
+            "tiny-gpt2",
+            {"prompt": "x"},
+            {"temperature": -1},
+            "parameters.temperature",
+        ),
+        (
+            "text_generation",
+            "tiny-gpt2",
+            {"prompt": "x"},
+            {"max_new_tokens": 0},
+            "parameters.max_new_tokens",
+        ),
         ("text_generation", "tiny-gpt2", {"prompt": "x"}, {"stop": [1]}, "parameters.stop"),
-        ("text_generation", "tiny-gpt2", {"messages": [{"role": "robot", "content": "x"}]}, {}, "input_data.messages[0].role"),
-        ("sentence_similarity", "tiny-bert-embed", {"source_sentence": "a"}, {}, "input_data.sentences"),
+        (
+            "text_generation",
+            "tiny-gpt2",
+            {"messages": [{"role": "robot", "content": "x"}]},
+            {},
+            "input_data.messages[0].role",
+        ),
+        (
+            "sentence_similarity",
+            "tiny-bert-embed",
+            {"source_sentence": "a"},
+            {},
+            "input_data.sentences",
+        ),
         ("question_answering", "tiny-bert-qa", {"question": "q"}, {}, "input_data.context"),
         ("fill_mask", "tiny-bert-mlm", {"inputs": "no mask here"}, {}, "input_data.inputs"),
         ("image_classification", "tiny-vit", {"image": "not base64!"}, {}, "input_data.image"),

@@ -31,7 +31,13 @@ def _tokenizer(tiny: TinyModels, name: str) -> Any:
     return AutoTokenizer.from_pretrained(tiny.torch_dir / name)
 
 
-async def _run(engine: InferenceEngine, task: str, model: str, data: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+async def _run(
+    engine: InferenceEngine,
+    task: str,
+    model: str,
+    data: dict[str, Any],
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     request = engine.check(task, model, data, params or {})
     return (await engine.run(request)).result
 
@@ -45,7 +51,9 @@ def test_every_tiny_model_is_ready_on_the_provider_it_reports(tiny_engine: Infer
         assert info.inputs and info.outputs and info.size_bytes > 0
 
 
-async def test_embeddings_match_pytorch_mean_pooling(tiny: TinyModels, tiny_engine: InferenceEngine) -> None:
+async def test_embeddings_match_pytorch_mean_pooling(
+    tiny: TinyModels, tiny_engine: InferenceEngine
+) -> None:
     import torch
 
     texts = ["parse the arguments", "a much longer sentence about the calendar module"]
@@ -60,10 +68,14 @@ async def test_embeddings_match_pytorch_mean_pooling(tiny: TinyModels, tiny_engi
     assert result["dimensions"] == 64
 
 
-async def test_text_classification_scores_match_pytorch(tiny: TinyModels, tiny_engine: InferenceEngine) -> None:
+async def test_text_classification_scores_match_pytorch(
+    tiny: TinyModels, tiny_engine: InferenceEngine
+) -> None:
     import torch
 
-    result = await _run(tiny_engine, "sentiment-analysis", "tiny-bert-sentiment", {"inputs": "good string"})
+    result = await _run(
+        tiny_engine, "sentiment-analysis", "tiny-bert-sentiment", {"inputs": "good string"}
+    )
     model = _torch(tiny, "tiny-bert-sentiment", "AutoModelForSequenceClassification")
     enc = _tokenizer(tiny, "tiny-bert-sentiment")("good string", return_tensors="pt")
     with torch.no_grad():
@@ -73,7 +85,9 @@ async def test_text_classification_scores_match_pytorch(tiny: TinyModels, tiny_e
     assert result["label"] == ("NEGATIVE" if probs[0] > probs[1] else "POSITIVE")
 
 
-async def test_greedy_generation_matches_pytorch_generate(tiny: TinyModels, tiny_engine: InferenceEngine) -> None:
+async def test_greedy_generation_matches_pytorch_generate(
+    tiny: TinyModels, tiny_engine: InferenceEngine
+) -> None:
     import torch
 
     prompt = "the parser reads"
@@ -84,7 +98,9 @@ async def test_greedy_generation_matches_pytorch_generate(tiny: TinyModels, tiny
     model = _torch(tiny, "tiny-gpt2", "AutoModelForCausalLM")
     enc = tok(prompt, return_tensors="pt")
     with torch.no_grad(), quiet_export():
-        out = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.eos_token_id)
+        out = model.generate(
+            **enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.eos_token_id
+        )
     new = out[0, enc["input_ids"].shape[1] :].tolist()
     eos = tok.eos_token_id
     new = new[: new.index(eos)] if eos in new else new
@@ -92,7 +108,9 @@ async def test_greedy_generation_matches_pytorch_generate(tiny: TinyModels, tiny
     assert result["generated_text"] == tok.decode(new, skip_special_tokens=True)
 
 
-async def test_seq2seq_greedy_matches_pytorch(tiny: TinyModels, tiny_engine: InferenceEngine) -> None:
+async def test_seq2seq_greedy_matches_pytorch(
+    tiny: TinyModels, tiny_engine: InferenceEngine
+) -> None:
     import torch
 
     text = "the calendar module prints a month"
@@ -105,20 +123,28 @@ async def test_seq2seq_greedy_matches_pytorch(tiny: TinyModels, tiny_engine: Inf
     with torch.no_grad(), quiet_export():
         out = model.generate(**tok(text, return_tensors="pt"), max_new_tokens=6, do_sample=False)
     assert result["generated_text"] == tok.decode(out[0], skip_special_tokens=True)
-    summary = await _run(tiny_engine, "summarization", "tiny-t5", {"inputs": text}, {"max_new_tokens": 6})
+    summary = await _run(
+        tiny_engine, "summarization", "tiny-t5", {"inputs": text}, {"max_new_tokens": 6}
+    )
     assert summary["summary_text"] == summary["generated_text"]
 
 
-async def test_token_classification_groups_entities_with_offsets(tiny_engine: InferenceEngine) -> None:
+async def test_token_classification_groups_entities_with_offsets(
+    tiny_engine: InferenceEngine,
+) -> None:
     text = "John lives in Paris"
-    result = await _run(tiny_engine, "ner", "tiny-bert-ner", {"inputs": text}, {"ignore_labels": []})
+    result = await _run(
+        tiny_engine, "ner", "tiny-bert-ner", {"inputs": text}, {"ignore_labels": []}
+    )
     for entity in result["entities"]:
         assert entity["entity_group"] in {"O", "PER", "LOC"}
         assert text[entity["start"] : entity["end"]] == entity["word"]
         assert 0.0 <= entity["score"] <= 1.0
 
 
-async def test_question_answering_returns_a_span_of_the_context(tiny_engine: InferenceEngine) -> None:
+async def test_question_answering_returns_a_span_of_the_context(
+    tiny_engine: InferenceEngine,
+) -> None:
     context = "The textwrap module wraps paragraphs of text."
     result = await _run(
         tiny_engine,
@@ -131,7 +157,9 @@ async def test_question_answering_returns_a_span_of_the_context(tiny_engine: Inf
 
 
 async def test_fill_mask_and_zero_shot_shapes(tiny_engine: InferenceEngine) -> None:
-    masked = await _run(tiny_engine, "fill-mask", "tiny-bert-mlm", {"inputs": "the [MASK] is parsed"}, {"top_k": 3})
+    masked = await _run(
+        tiny_engine, "fill-mask", "tiny-bert-mlm", {"inputs": "the [MASK] is parsed"}, {"top_k": 3}
+    )
     assert len(masked["predictions"]) == 3
     assert all("[MASK]" not in p["sequence"] for p in masked["predictions"])
     zero = await _run(
@@ -144,7 +172,9 @@ async def test_fill_mask_and_zero_shot_shapes(tiny_engine: InferenceEngine) -> N
     assert sum(zero["scores"]) == pytest.approx(1.0)
 
 
-async def test_image_classification_matches_pytorch(tiny: TinyModels, tiny_engine: InferenceEngine) -> None:
+async def test_image_classification_matches_pytorch(
+    tiny: TinyModels, tiny_engine: InferenceEngine
+) -> None:
     import torch
     from transformers import ViTImageProcessor
 

@@ -58,8 +58,8 @@ def _corpus() -> list[str]:
 def _build_torch(out: Path) -> None:
     import torch
     from tokenizers import (
-        ByteLevelBPETokenizer,
         BertWordPieceTokenizer,
+        ByteLevelBPETokenizer,
         SentencePieceUnigramTokenizer,
     )
     from tokenizers.processors import TemplateProcessing
@@ -131,9 +131,7 @@ def _build_torch(out: Path) -> None:
             BertConfig(**bert_config, id2label={0: "NEGATIVE", 1: "POSITIVE"})
         ),
         "tiny-bert-nli": BertForSequenceClassification(
-            BertConfig(
-                **bert_config, id2label={0: "contradiction", 1: "neutral", 2: "entailment"}
-            )
+            BertConfig(**bert_config, id2label={0: "contradiction", 1: "neutral", 2: "entailment"})
         ),
         "tiny-bert-ner": BertForTokenClassification(
             BertConfig(

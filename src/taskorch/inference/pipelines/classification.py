@@ -79,10 +79,10 @@ class TextClassification:
                 scores = logits
             top_k = param_int(parameters, "top_k", scores.size, low=1, high=10_000)
             order = np.argsort(-scores)[:top_k]
-            labels = [
-                {"label": _label(model, int(i)), "score": float(scores[i])} for i in order
-            ]
-            results.append({"label": labels[0]["label"], "score": labels[0]["score"], "labels": labels})
+            labels = [{"label": _label(model, int(i)), "score": float(scores[i])} for i in order]
+            results.append(
+                {"label": labels[0]["label"], "score": labels[0]["score"], "labels": labels}
+            )
         return one_or_many(results, many)
 
 

@@ -50,7 +50,9 @@ def pool(model: LoadedModel, out: Outputs, *, normalize: bool) -> Vector:
     return np.asarray(vector, dtype=np.float32)
 
 
-async def embed(model: LoadedModel, texts: Sequence[str], *, normalize: bool, field: str) -> list[Vector]:
+async def embed(
+    model: LoadedModel, texts: Sequence[str], *, normalize: bool, field: str
+) -> list[Vector]:
     """Embed ``texts`` through the model's dynamic batcher."""
     outputs = await model.infer(model.tokenize(texts, field=field))
     return [pool(model, out, normalize=normalize) for out in outputs]
@@ -86,7 +88,9 @@ class FeatureExtraction:
 
 def _pair(input_data: Mapping[str, Any]) -> tuple[str, list[str], str]:
     nested = input_data.get("inputs")
-    source, prefix = (nested, "input_data.inputs") if isinstance(nested, Mapping) else (input_data, "input_data")
+    source, prefix = (
+        (nested, "input_data.inputs") if isinstance(nested, Mapping) else (input_data, "input_data")
+    )
     from taskorch.core.errors import InvalidArgument
 
     try:
@@ -119,6 +123,8 @@ class SentenceSimilarity:
         cancel: asyncio.Event | None,
     ) -> dict[str, Any]:
         source, sentences, prefix = _pair(input_data)
-        vectors = await embed(model, [source, *sentences], normalize=True, field=f"{prefix}.sentences")
+        vectors = await embed(
+            model, [source, *sentences], normalize=True, field=f"{prefix}.sentences"
+        )
         scores = [float(np.dot(vectors[0], v)) for v in vectors[1:]]
         return {"scores": scores}

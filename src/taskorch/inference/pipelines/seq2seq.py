@@ -27,7 +27,9 @@ class Seq2Seq:
     def __init__(self, task: TaskType) -> None:
         self.task = task
 
-    def _source_text(self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]) -> str:
+    def _source_text(
+        self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> str:
         texts, many = text_inputs(input_data)
         if many:
             raise InvalidArgument("one input text per request", field="input_data.inputs")
