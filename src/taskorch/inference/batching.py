@@ -1,7 +1,8 @@
 """Dynamic batching: many concurrent requests to one model become few ``session.run`` calls.
 
 Requests are queued items (one tokenised sequence, image, ...). A collector waits for the first
-item, then for at most ``max_queue_delay`` or until ``max_batch_size`` items are queued, and
+item, then (when the previous batch held more than one item, i.e. requests overlap) for at most
+``max_queue_delay`` or until ``max_batch_size`` items are queued, and
 hands the batch to a dedicated thread, so the event loop never blocks on ONNX Runtime. Items
 are grouped by length bucket before padding, so one long input does not make a whole batch pay
 for its padding. While a batch runs, new items pile up and form the next batch: under load the
@@ -92,6 +93,7 @@ class DynamicBatcher(Generic[ItemT, OutT]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_batch = 0
 
     def start(self) -> None:
         """Start the collector on the running event loop."""
@@ -159,7 +161,10 @@ class DynamicBatcher(Generic[ItemT, OutT]):
                 self._drop_cancelled()
                 if not self._queue:
                     break
-                deadline = self._queue[0].queued_at + self.max_queue_delay
+                # Waiting for company only pays when requests overlap; a lone client at low
+                # load (last batch of one) is served at once.
+                delay = self.max_queue_delay if self._last_batch > 1 else 0.0
+                deadline = self._queue[0].queued_at + delay
                 while len(self._queue) < self.max_batch_size:
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
@@ -183,6 +188,7 @@ class DynamicBatcher(Generic[ItemT, OutT]):
     async def _run(
         self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[ItemT, OutT]]
     ) -> None:
+        self._last_batch = len(batch)
         groups: dict[int, list[_Pending[ItemT, OutT]]] = collections.defaultdict(list)
         for pending in batch:
             groups[bucket_of(pending.length)].append(pending)
