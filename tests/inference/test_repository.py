@@ -109,3 +109,28 @@ async def test_refuse_policy_rejects_over_long_input_before_queueing(
         engine.check("feature_extraction", "strict", {"inputs": "parse"}, {})
     finally:
         await engine.close()
+
+
+async def test_int8_import_is_quality_checked_and_served(tiny: TinyModels, tmp_path: Path) -> None:
+    from taskorch.inference.export import import_model
+
+    report = import_model(
+        tiny.torch_dir / "tiny-bert-embed",
+        "feature-extraction",
+        models_dir=tmp_path,
+        name="Embed INT8",
+        quantize="int8",
+        log=lambda _: None,
+    )
+    assert report.name == "embed-int8"
+    assert report.quality_cosine is not None and report.quality_cosine >= 0.97
+    assert report.max_abs_diff <= report.tolerance
+    engine = InferenceEngine(tmp_path, poll_seconds=0)
+    await engine.start()
+    try:
+        info = engine.model("embed-int8")
+        assert info.state is ModelState.READY and info.quantization == "int8"
+        request = engine.check("feature_extraction", "embed-int8", {"inputs": "x"}, {})
+        assert (await engine.run(request)).result["dimensions"] == 64
+    finally:
+        await engine.close()
