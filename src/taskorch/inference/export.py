@@ -230,7 +230,7 @@ def import_model(
         config = replace(
             config,
             extra={
-                "source": str(src_dir.resolve()),
+                "source": config.extra.get("source", str(src_dir.resolve())),
                 "validation": {
                     "max_abs_diff": float(diff),
                     "tolerance": float(tolerance),
