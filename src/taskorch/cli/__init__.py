@@ -6,6 +6,7 @@ import typer
 
 from taskorch import __version__
 from taskorch.cli.gateway import app as gateway_app
+from taskorch.cli.models import app as models_app
 from taskorch.cli.serve import serve
 from taskorch.cli.tasks import app as task_app
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.command(help="Run the server: gRPC API, in-process workers, REST gateway and metrics.")(serve)
 app.add_typer(task_app, name="task", help="Submit, inspect, list, watch and cancel tasks.")
 app.add_typer(gateway_app, name="gateway", help="Envoy configuration and OpenAPI document.")
+app.add_typer(models_app, name="models", help="The model repository: import, defaults, list.")
 
 
 def _version(value: bool) -> None:

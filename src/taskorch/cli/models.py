@@ -1,0 +1,149 @@
+"""``taskorch models …``: import Hugging Face models, install the defaults, list the repository."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="models",
+    help="Manage the model repository: import, install the defaults, list.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def default_models_dir() -> Path:
+    """``$TASKORCH_MODELS_DIR`` or ``./var/models``."""
+    return Path(os.environ.get("TASKORCH_MODELS_DIR") or "var/models")
+
+
+MODELS_DIR_OPTION = typer.Option(
+    None,
+    "--models-dir",
+    help="Model repository (default: $TASKORCH_MODELS_DIR or ./var/models).",
+)
+
+
+@app.command("import")
+def import_command(
+    src: Annotated[
+        Path, typer.Argument(help="A Hugging Face model directory (or one with a .gguf).")
+    ],
+    task: str = typer.Option(..., "--task", help="Task type, e.g. feature_extraction."),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: folder name)."),
+    quantize: str | None = typer.Option(None, "--quantize", help="int8: dynamic per-channel."),
+    models_dir: Path | None = MODELS_DIR_OPTION,
+) -> None:
+    """Export SRC to ONNX with optimum, validate it against PyTorch and add it to the repository."""
+    from taskorch.core.errors import TaskorchError
+    from taskorch.inference.export import ExportError, import_model
+
+    try:
+        report = import_model(
+            src,
+            task,
+            models_dir=models_dir or default_models_dir(),
+            name=name,
+            quantize=quantize,
+            log=typer.echo,
+        )
+    except (TaskorchError, ExportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{report.name}: max abs diff {report.max_abs_diff:.3g} <= {report.tolerance:.3g}"
+        + (f", int8 cosine {report.quality_cosine:.4f}" if report.quality_cosine else "")
+    )
+
+
+@app.command("defaults")
+def defaults_command(models_dir: Path | None = MODELS_DIR_OPTION) -> None:
+    """Convert (once, cached) and install the default models: embeddings, chat, PII tagger."""
+    from taskorch.inference.defaults import DefaultModelUnavailable, install_default_models
+
+    try:
+        paths = install_default_models(models_dir or default_models_dir(), log=typer.echo)
+    except DefaultModelUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for path in paths:
+        typer.echo(f"ready: {path}")
+
+
+def _row(info: Any) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "task": info.task.value if info.task else None,
+        "family": info.family.value if info.family else None,
+        "state": info.state.value,
+        "providers_requested": list(info.providers_requested),
+        "providers_active": list(info.providers_active),
+        "max_batch_size": info.max_batch_size,
+        "max_queue_delay_ms": info.max_queue_delay_ms,
+        "max_input_length": info.max_input_length,
+        "quantization": info.quantization,
+        "default_for": [t.value for t in info.default_for],
+        "size_bytes": info.size_bytes,
+        "load_seconds": info.load_seconds,
+        "error": info.error,
+        "path": str(info.path),
+    }
+
+
+def _provider(row: dict[str, Any]) -> str:
+    short = [str(p).removesuffix("ExecutionProvider") for p in row["providers_active"]]
+    asked = [str(p).removesuffix("ExecutionProvider") for p in row["providers_requested"]]
+    if not short:
+        return "-"
+    if asked and asked[0] != short[0]:
+        return f"{short[0]} (asked {asked[0]})"
+    return short[0]
+
+
+@app.command("list")
+def list_command(
+    models_dir: Path | None = MODELS_DIR_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Load every model of the repository and show its state and the provider really used."""
+    from taskorch.inference import InferenceEngine
+
+    async def collect() -> list[dict[str, Any]]:
+        engine = InferenceEngine(models_dir or default_models_dir(), poll_seconds=0)
+        await engine.start()
+        try:
+            return [_row(info) for info in engine.models()]
+        finally:
+            await engine.close()
+
+    rows = asyncio.run(collect())
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "task", "state", "provider", "batch", "quant", "size MB", "error")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["task"] or "-",
+            row["state"],
+            _provider(row),
+            str(row["max_batch_size"]),
+            row["quantization"],
+            f"{row['size_bytes'] / 1e6:.1f}",
+            row["error"] or "",
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

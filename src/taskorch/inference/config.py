@@ -1,0 +1,245 @@
+"""``model.yaml``: the small config every model folder of the repository carries.
+
+Example (every key but ``task`` is optional)::
+
+    task: feature_extraction          # primary task type (any accepted spelling)
+    family: text-encoder              # derived from task when left out
+    default_for: [feature_extraction, sentence_similarity]
+    onnx: {subfolder: "", file: model.onnx}
+    max_batch_size: 32
+    max_queue_delay_ms: 2
+    max_queue_size: 1024
+    max_input_length: 256             # tokens; longer inputs are truncated or refused:
+    truncation: truncate              # truncate | refuse
+    providers: [CUDAExecutionProvider, CPUExecutionProvider]
+    quantization: none                # none | int8 | int4 (informative)
+    pooling: mean                     # embeddings: mean | cls | max
+    normalize: true                   # embeddings: L2-normalise
+    labels: [NEGATIVE, POSITIVE]      # overrides config.json id2label
+    context_window: 2048              # generation: prompt + new tokens
+    max_new_tokens: 256               # generation: default when the request gives none
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from taskorch.core.errors import UnsupportedTaskType
+from taskorch.inference.tasks import ModelFamily, TaskType, canonical_task_type, family_of
+
+CONFIG_FILE = "model.yaml"
+
+E = TypeVar("E", bound=enum.StrEnum)
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class Truncation(enum.StrEnum):
+    """What to do with an input longer than ``max_input_length``."""
+
+    TRUNCATE = "truncate"
+    REFUSE = "refuse"
+
+
+class Pooling(enum.StrEnum):
+    """How token embeddings become one sentence embedding."""
+
+    MEAN = "mean"
+    CLS = "cls"
+    MAX = "max"
+
+
+class ModelConfigError(ValueError):
+    """A ``model.yaml`` that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The validated content of one ``model.yaml``."""
+
+    task: TaskType
+    family: ModelFamily
+    default_for: tuple[TaskType, ...] = ()
+    onnx_subfolder: str = ""
+    onnx_file: str = "model.onnx"
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 2.0
+    max_queue_size: int = 1024
+    max_input_length: int = 512
+    truncation: Truncation = Truncation.TRUNCATE
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    quantization: str = "none"
+    pooling: Pooling = Pooling.MEAN
+    normalize: bool = True
+    labels: tuple[str, ...] | None = None
+    context_window: int | None = None
+    max_new_tokens: int = 128
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The mapping written back to ``model.yaml`` (plain types only)."""
+        out: dict[str, Any] = {
+            "task": self.task.value,
+            "family": self.family.value,
+            "default_for": [t.value for t in self.default_for],
+            "onnx": {"subfolder": self.onnx_subfolder, "file": self.onnx_file},
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_ms": self.max_queue_delay_ms,
+            "max_queue_size": self.max_queue_size,
+            "max_input_length": self.max_input_length,
+            "truncation": self.truncation.value,
+            "providers": list(self.providers),
+            "quantization": self.quantization,
+        }
+        if self.family is ModelFamily.TEXT_ENCODER:
+            out["pooling"] = self.pooling.value
+            out["normalize"] = self.normalize
+        if self.labels is not None:
+            out["labels"] = list(self.labels)
+        if self.family in (ModelFamily.CAUSAL_LM, ModelFamily.SEQ2SEQ_LM):
+            out["max_new_tokens"] = self.max_new_tokens
+            if self.context_window is not None:
+                out["context_window"] = self.context_window
+        out.update(self.extra)
+        return out
+
+
+_KNOWN_KEYS = {
+    "name",
+    "task",
+    "family",
+    "default_for",
+    "onnx",
+    "max_batch_size",
+    "max_queue_delay_ms",
+    "max_queue_size",
+    "max_input_length",
+    "truncation",
+    "providers",
+    "quantization",
+    "pooling",
+    "normalize",
+    "labels",
+    "context_window",
+    "max_new_tokens",
+    "source",
+    "validation",
+}
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, *, minimum: int = 1) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ModelConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _enum(raw: Mapping[str, Any], key: str, kind: type[E], default: E) -> E:
+    value = raw.get(key, default.value)
+    try:
+        return kind(str(value).lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in kind)
+        raise ModelConfigError(f"{key} must be one of {choices}, got {value!r}") from None
+
+
+def parse_model_config(raw: object) -> ModelConfig:
+    """Validate a parsed ``model.yaml`` mapping.
+
+    Args:
+        raw: the YAML document, as loaded.
+
+    Returns:
+        The config with defaults filled in.
+
+    Raises:
+        ModelConfigError: a key is missing, unknown or has a bad value.
+    """
+    if not isinstance(raw, Mapping):
+        raise ModelConfigError("model.yaml must be a mapping of keys to values")
+    unknown = sorted(set(raw) - _KNOWN_KEYS)
+    if unknown:
+        raise ModelConfigError(f"unknown keys in model.yaml: {', '.join(unknown)}")
+    if "task" not in raw:
+        raise ModelConfigError("task is required (e.g. task: feature_extraction)")
+    try:
+        task = canonical_task_type(str(raw["task"]))
+        default_for = tuple(canonical_task_type(str(t)) for t in raw.get("default_for") or ())
+    except UnsupportedTaskType as exc:
+        raise ModelConfigError(str(exc)) from None
+    family = family_of(task)
+    if "family" in raw:
+        family = _enum(raw, "family", ModelFamily, family)
+    for served in default_for:
+        if family_of(served) is not family:
+            raise ModelConfigError(
+                f"default_for: a {family.value} model cannot serve {served.value}"
+            )
+    onnx = raw.get("onnx") or {}
+    if not isinstance(onnx, Mapping):
+        raise ModelConfigError("onnx must be a mapping with subfolder and file")
+    providers = raw.get("providers", list(DEFAULT_PROVIDERS))
+    if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
+        raise ModelConfigError("providers must be a list of execution provider names")
+    labels = raw.get("labels")
+    if labels is not None and (
+        not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)
+    ):
+        raise ModelConfigError("labels must be a list of strings")
+    delay = raw.get("max_queue_delay_ms", 2.0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+        raise ModelConfigError(f"max_queue_delay_ms must be a number >= 0, got {delay!r}")
+    normalize = raw.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise ModelConfigError(f"normalize must be true or false, got {normalize!r}")
+    context_window = raw.get("context_window")
+    if context_window is not None:
+        context_window = _int(raw, "context_window", 0, minimum=8)
+    extra = {k: raw[k] for k in ("source", "validation") if k in raw}
+    return ModelConfig(
+        task=task,
+        family=family,
+        default_for=default_for,
+        onnx_subfolder=str(onnx.get("subfolder", "") or ""),
+        onnx_file=str(onnx.get("file", "model.onnx")),
+        max_batch_size=_int(raw, "max_batch_size", 8),
+        max_queue_delay_ms=float(delay),
+        max_queue_size=_int(raw, "max_queue_size", 1024),
+        max_input_length=_int(raw, "max_input_length", 512, minimum=2),
+        truncation=_enum(raw, "truncation", Truncation, Truncation.TRUNCATE),
+        providers=tuple(providers),
+        quantization=str(raw.get("quantization", "none")),
+        pooling=_enum(raw, "pooling", Pooling, Pooling.MEAN),
+        normalize=normalize,
+        labels=tuple(labels) if labels is not None else None,
+        context_window=context_window,
+        max_new_tokens=_int(raw, "max_new_tokens", 128),
+        extra=extra,
+    )
+
+
+def load_model_config(model_dir: Path) -> ModelConfig:
+    """Read and validate ``model_dir/model.yaml``.
+
+    Raises:
+        ModelConfigError: the file is missing, is not YAML, or fails validation.
+    """
+    path = model_dir / CONFIG_FILE
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelConfigError(f"{path} is missing") from None
+    except yaml.YAMLError as exc:
+        raise ModelConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_model_config(raw)
+
+
+def write_model_config(model_dir: Path, config: ModelConfig) -> None:
+    """Write ``config`` to ``model_dir/model.yaml``."""
+    text = yaml.safe_dump(config.to_yaml_dict(), sort_keys=False)
+    (model_dir / CONFIG_FILE).write_text(text, encoding="utf-8")

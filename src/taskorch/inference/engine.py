@@ -1,0 +1,395 @@
+"""The inference engine: the one object worker handlers and the ModelService talk to.
+
+It owns the model repository (loading every folder at start, then watching it for added,
+changed and removed models), checks requests before they are queued (``check``: task type,
+model, input shape, input length) and runs them (``run``), returning a JSON-serialisable
+result and what it cost. A model that fails to load is listed as FAILED with its error; a model
+that fails on a request fails that request only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskorch.core.errors import (
+    InternalError,
+    InvalidArgument,
+    ModelNotFound,
+    TaskorchError,
+    Unavailable,
+)
+from taskorch.inference.pipelines import PIPELINES
+from taskorch.inference.repository import ModelFolder, ModelRepository
+from taskorch.inference.runtime import LoadedModel, folder_size
+from taskorch.inference.tasks import (
+    ModelFamily,
+    TaskType,
+    canonical_task_type,
+    family_of,
+    supported_task_types,
+    task_types_of,
+)
+from taskorch.inference.types import (
+    InferenceRequest,
+    InferenceResult,
+    ModelInfo,
+    ModelState,
+    ResourceUsage,
+)
+
+log = logging.getLogger(__name__)
+
+OnOutput = Callable[[str], Awaitable[None]]
+DEFAULT_POLL_SECONDS = 2.0
+
+
+@dataclass
+class _Entry:
+    folder: ModelFolder
+    state: ModelState
+    model: LoadedModel | None = None
+    error: str | None = None
+    load_seconds: float | None = None
+
+    def info(self) -> ModelInfo:
+        if self.model is not None and self.state is ModelState.READY:
+            return self.model.info()
+        config = self.folder.config
+        return ModelInfo(
+            name=self.folder.name,
+            task=config.task if config else None,
+            family=config.family if config else None,
+            state=self.state,
+            path=self.folder.path,
+            providers_requested=config.providers if config else (),
+            max_batch_size=config.max_batch_size if config else 0,
+            max_queue_delay_ms=config.max_queue_delay_ms if config else 0.0,
+            max_input_length=config.max_input_length if config else 0,
+            quantization=config.quantization if config else "none",
+            labels=config.labels or () if config else (),
+            default_for=config.default_for if config else (),
+            task_types=tuple(task_types_of(config.family)) if config else (),
+            error=self.error,
+            size_bytes=_safe_size(self.folder.path),
+            load_seconds=self.load_seconds,
+        )
+
+
+def _safe_size(path: Path) -> int:
+    try:
+        return folder_size(path)
+    except OSError:
+        return 0
+
+
+def _memory_gb() -> float:
+    """Resident memory of this process in GB (peak RSS where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e9
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+class InferenceEngine:
+    """Serve the models of one repository directory.
+
+    Args:
+        models_dir: the repository (one folder per model, each with a ``model.yaml``).
+        prefer_gpu: ask for CUDA first when a model's config lists it.
+        threads: ONNX Runtime intra-op threads per session (default: the usable cores).
+        poll_seconds: how often the repository is checked for changes (0: never).
+    """
+
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        prefer_gpu: bool = True,
+        threads: int | None = None,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+    ) -> None:
+        self.models_dir = models_dir
+        self.prefer_gpu = prefer_gpu
+        self.threads = threads
+        self.poll_seconds = poll_seconds
+        self._repository = ModelRepository(models_dir)
+        self._entries: dict[str, _Entry] = {}
+        self._refresh_lock = asyncio.Lock()
+        self._loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
+        self._watcher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every model of the repository (failures are recorded) and start watching it."""
+        await self.refresh()
+        if self.poll_seconds > 0 and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch(), name="model-repository-watcher"
+            )
+
+    async def close(self) -> None:
+        """Stop watching, unload every model and release the threads."""
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        async with self._refresh_lock:
+            entries, self._entries = list(self._entries.values()), {}
+            for entry in entries:
+                if entry.model is not None:
+                    await entry.model.close()
+        self._loader.shutdown(wait=True)
+
+    async def _watch(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # the watcher must outlive a bad scan
+                log.exception("model repository scan failed")
+
+    async def refresh(self) -> None:
+        """Scan the repository once: load added or changed models, unload removed ones."""
+        async with self._refresh_lock:
+            loop = asyncio.get_running_loop()
+            folders = await loop.run_in_executor(self._loader, self._repository.scan)
+            for name in [n for n in self._entries if n not in folders]:
+                entry = self._entries.pop(name)
+                log.info("model %s removed from the repository", name)
+                if entry.model is not None:
+                    await entry.model.close()
+            changed = [
+                folder
+                for name, folder in folders.items()
+                if name not in self._entries
+                or self._entries[name].folder.signature != folder.signature
+            ]
+            for folder in changed:
+                old = self._entries.get(folder.name)
+                if old is None or old.model is None:
+                    self._entries[folder.name] = _Entry(folder, ModelState.LOADING)
+            await asyncio.gather(*(self._load(folder) for folder in changed))
+
+    async def _load(self, folder: ModelFolder) -> None:
+        old = self._entries.get(folder.name)
+        if folder.config is None:
+            entry = _Entry(folder, ModelState.FAILED, error=folder.error)
+        else:
+            started = time.perf_counter()
+            try:
+                model = await asyncio.get_running_loop().run_in_executor(
+                    self._loader,
+                    lambda: LoadedModel.load(
+                        folder.name,
+                        folder.path,
+                        folder.config,  # type: ignore[arg-type]
+                        prefer_gpu=self.prefer_gpu,
+                        threads=self.threads,
+                    ),
+                )
+            except Exception as exc:
+                log.warning("model %s failed to load: %s", folder.name, exc)
+                entry = _Entry(
+                    folder,
+                    ModelState.FAILED,
+                    error=f"{type(exc).__name__}: {exc}",
+                    load_seconds=time.perf_counter() - started,
+                )
+            else:
+                model.start()
+                entry = _Entry(folder, ModelState.READY, model, load_seconds=model.load_seconds)
+                log.info(
+                    "model %s ready on %s in %.1fs",
+                    folder.name,
+                    model.session.providers_active[0],
+                    model.load_seconds,
+                )
+        self._entries[folder.name] = entry
+        if old is not None and old.model is not None and old.model is not entry.model:
+            await old.model.close()
+
+    # --- descriptions --------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        """Every model folder of the repository, loaded or not, by name."""
+        return [self._entries[name].info() for name in sorted(self._entries)]
+
+    def model(self, name: str) -> ModelInfo:
+        """One model's description.
+
+        Raises:
+            ModelNotFound: no folder of that name (the message lists the models).
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(name, available=self._entries)
+        return entry.info()
+
+    def supported_task_types(self) -> list[str]:
+        """Canonical names of the task types this engine can run."""
+        return supported_task_types()
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _default_model(self, task: TaskType) -> _Entry:
+        family = family_of(task)
+        entries = [self._entries[n] for n in sorted(self._entries)]
+        ranked = sorted(
+            (
+                e
+                for e in entries
+                if e.folder.config is not None and e.folder.config.family is family
+            ),
+            key=lambda e: (
+                task not in e.folder.config.default_for,  # type: ignore[union-attr]
+                e.state is not ModelState.READY,
+            ),
+        )
+        if not ranked:
+            raise ModelNotFound(
+                f"(default for {task.value})",
+                available=self._entries,
+            )
+        return ranked[0]
+
+    def _serving(self, name: str) -> LoadedModel:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(name, available=self._entries)
+        if entry.state is ModelState.LOADING:
+            raise Unavailable(f"model {name!r} is still loading", retry_after_seconds=2.0)
+        if entry.state is ModelState.FAILED or entry.model is None:
+            raise Unavailable(
+                f"model {name!r} failed to load: {entry.error}", retry_after_seconds=None
+            )
+        return entry.model
+
+    def check(
+        self,
+        task_type: str,
+        model_name: str,
+        input_data: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+    ) -> InferenceRequest:
+        """Check a request before it is queued (synchronous, cheap).
+
+        Args:
+            task_type: any accepted spelling (``text-generation``, ``text_generation``, ...).
+            model_name: a model of the repository, or "" for the task's default model.
+            input_data: the task's input (Hugging Face Inference API shapes).
+            parameters: the task's parameters.
+
+        Returns:
+            The request with canonical task type and resolved model name.
+
+        Raises:
+            UnsupportedTaskType: the engine cannot run this task type (lists what it can).
+            ModelNotFound: no such model, or no model serves the task type.
+            InvalidArgument: the model serves another task type, or the input is wrong
+                (``field`` names it, e.g. ``input_data.candidate_labels``).
+            Unavailable: the model is loading or failed to load.
+        """
+        task = canonical_task_type(task_type)
+        if not isinstance(input_data, Mapping):
+            raise InvalidArgument("input_data must be an object", field="input_data")
+        if not isinstance(parameters, Mapping):
+            raise InvalidArgument("parameters must be an object", field="parameters")
+        name = model_name.strip()
+        if not name:
+            name = self._default_model(task).folder.name
+        model = self._serving(name)
+        if family_of(task) is not model.config.family:
+            served = ", ".join(t.value for t in task_types_of(model.config.family))
+            raise InvalidArgument(
+                f"model {name!r} is a {model.config.family.value} model: it serves {served}, "
+                f"not {task.value}",
+                field="model_name",
+            )
+        PIPELINES[task].validate(model, input_data, parameters)
+        return InferenceRequest(task, name, dict(input_data), dict(parameters))
+
+    async def run(
+        self,
+        request: InferenceRequest,
+        *,
+        on_output: OnOutput | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> InferenceResult:
+        """Run a checked request.
+
+        Args:
+            request: from ``check``.
+            on_output: receives generated text deltas as they are produced (generation tasks);
+                they concatenate exactly to the result's ``generated_text``.
+            cancel: set it to stop the request. Generation stops within a step and returns
+                what it has with ``finish_reason`` "cancelled"; other tasks raise
+                ``asyncio.CancelledError``.
+
+        Raises:
+            ModelNotFound / Unavailable: the model went away or is not ready.
+            InvalidArgument: the input is wrong.
+            InternalError: the model failed on this request (the engine keeps serving).
+        """
+        model = self._serving(request.model_name)
+        pipeline = PIPELINES[request.task_type]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        work = pipeline.run(
+            model, request.input_data, request.parameters, on_output=on_output, cancel=cancel
+        )
+        try:
+            if cancel is None or model.config.family in (
+                ModelFamily.CAUSAL_LM,
+                ModelFamily.SEQ2SEQ_LM,
+            ):
+                result = await work
+            else:
+                result = await _cancellable(work, cancel)
+        except (TaskorchError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("model %s failed on a %s request", model.name, request.task_type)
+            raise InternalError(
+                f"model {model.name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        seconds = time.perf_counter() - started
+        result["inference_time"] = round(seconds, 6)
+        usage = ResourceUsage(
+            model_name=model.name,
+            inference_time_seconds=seconds,
+            memory_used_gb=_memory_gb(),
+            cpu_time_seconds=time.process_time() - cpu_started,
+            execution_provider=model.session.providers_active[0],
+        )
+        return InferenceResult(result=result, resource_usage=usage)
+
+
+async def _cancellable(work: Awaitable[dict[str, Any]], cancel: asyncio.Event) -> dict[str, Any]:
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(cancel.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise asyncio.CancelledError("cancelled by request")
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()

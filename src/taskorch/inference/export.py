@@ -1,0 +1,516 @@
+"""Import a Hugging Face model directory into the repository: optimum export, validation, int8.
+
+``import_model`` exports with an explicit task (optimum cannot infer one from a local
+directory), compares ONNX Runtime's outputs with the PyTorch model's on sample inputs (the max
+absolute difference is reported and must stay within a tolerance), optionally quantizes to int8
+(dynamic, per-channel QInt8, then a quality check against fp32), writes ``model.yaml`` and moves
+the folder into place atomically so a running engine's watcher picks it up whole.
+
+Needs the ``export`` extra (torch, optimum-onnx); serving does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from taskorch.core.errors import InvalidArgument
+from taskorch.inference.config import ModelConfig, load_model_config, write_model_config
+from taskorch.inference.tasks import (
+    EXPORT_TASK_OF_FAMILY,
+    ModelFamily,
+    canonical_task_type,
+    family_of,
+)
+
+Log = Callable[[str], None]
+FloatArray = npt.NDArray[np.float32]
+
+SAMPLE_TEXTS = (
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Hello world",
+    "ONNX Runtime serves models exported from PyTorch.",
+)
+SAMPLE_QUESTIONS = ("What jumps over the dog?", "Who says hello?", "What serves models?")
+# int8 must keep the outputs' direction: mean cosine vs fp32 over the sample inputs of at least
+# QUALITY_THRESHOLD and no input below QUALITY_FLOOR, else the import is refused; below
+# QUALITY_WARN it is accepted with a warning. Per-channel QInt8 MiniLM measures ~0.989 / 0.982
+# here; per-tensor int8 (~0.96 mean, 0.79 on long inputs) is refused.
+QUALITY_WARN = 0.99
+QUALITY_THRESHOLD = 0.98
+QUALITY_FLOOR = 0.97
+
+
+class ExportError(RuntimeError):
+    """The export or its validation failed; the model was not imported."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What ``import_model`` did, with the figures it printed."""
+
+    name: str
+    path: Path
+    task: str
+    export_task: str
+    max_abs_diff: float
+    tolerance: float
+    quantization: str
+    quality_cosine: float | None  # lowest int8-vs-fp32 cosine over the sample inputs
+    seconds: float
+
+
+def _any(value: object) -> Any:
+    """Loosen a partially typed third-party class (transformers' Auto* loaders)."""
+    return value
+
+
+def offline_environment() -> None:
+    """Forbid every download from a model hub for the rest of the process."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Silence the exporter's known-harmless noise (TracerWarning, deprecations)."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("optimum", "transformers", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
+def model_slug(text: str) -> str:
+    """A repository folder name from a free-form name ("SmolLM2 135M" -> "smollm2-135m")."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.")
+    if not slug:
+        raise InvalidArgument("model name is empty after normalisation", field="name")
+    return slug
+
+
+def convert_gguf(src_dir: Path, gguf_file: str, out_dir: Path, log: Log = print) -> Path:
+    """Turn a GGUF checkpoint into a float32 Hugging Face directory (tokenizer fixed).
+
+    A tokenizer converted from a ChatML GGUF comes out with eos ``<|im_start|>`` and adds a
+    BOS token in front of prompts that already start with one; both are repaired here.
+    """
+    offline_environment()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    with quiet_export():
+        model = AutoModelForCausalLM.from_pretrained(
+            src_dir, gguf_file=gguf_file, dtype=torch.float32
+        )
+        tokenizer = _any(AutoTokenizer).from_pretrained(src_dir, gguf_file=gguf_file)
+    if "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.pad_token = "<|im_end|>"
+        eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        model.config.eos_token_id = eos_id
+        model.config.pad_token_id = eos_id
+        if model.generation_config is not None:
+            model.generation_config.eos_token_id = eos_id
+            model.generation_config.pad_token_id = eos_id
+    if hasattr(tokenizer, "add_bos_token"):
+        tokenizer.add_bos_token = False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with quiet_export():
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+    log(f"converted {gguf_file} to a float32 HF directory in {time.perf_counter() - started:.1f}s")
+    return out_dir
+
+
+def import_model(
+    src_dir: Path,
+    task: str,
+    *,
+    models_dir: Path,
+    name: str | None = None,
+    quantize: str | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+    log: Log = print,
+) -> ImportReport:
+    """Export a local Hugging Face model directory into the model repository.
+
+    Args:
+        src_dir: a directory ``from_pretrained`` can read (config, weights, tokenizer), or one
+            holding a single ``.gguf`` file (causal LMs).
+        task: the task type the model serves (any accepted spelling).
+        models_dir: the repository; the model lands in ``models_dir/<name>``.
+        name: folder name; defaults to the source directory's name.
+        quantize: ``None`` or ``"int8"`` (dynamic per-channel QInt8, quality-checked).
+        config_overrides: ``model.yaml`` keys to set (max_batch_size, default_for, ...).
+        log: where progress and validation figures are printed.
+
+    Returns:
+        The report with the validation figures.
+
+    Raises:
+        InvalidArgument: unknown task, missing source, unsupported quantization.
+        ExportError: the export failed or its outputs disagree with the source model.
+    """
+    offline_environment()
+    started = time.perf_counter()
+    task_type = canonical_task_type(task)
+    family = family_of(task_type)
+    if not src_dir.is_dir():
+        raise InvalidArgument(f"{src_dir} is not a directory", field="src")
+    if quantize not in (None, "int8"):
+        raise InvalidArgument("quantize must be int8 or left out", field="quantize")
+    if quantize and family is ModelFamily.SEQ2SEQ_LM:
+        raise InvalidArgument(
+            "int8 quantization of seq2seq models is not supported", field="quantize"
+        )
+    folder = model_slug(name or src_dir.name)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = models_dir / f".{folder}.import-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    export_task = EXPORT_TASK_OF_FAMILY[family]
+    source = src_dir
+    ggufs = sorted(src_dir.glob("*.gguf"))
+    try:
+        if ggufs and not (src_dir / "config.json").exists():
+            if family is not ModelFamily.CAUSAL_LM:
+                raise InvalidArgument(
+                    "GGUF sources are supported for text_generation", field="task"
+                )
+            source = convert_gguf(src_dir, ggufs[0].name, staging / "_hf", log)
+        log(f"exporting {src_dir} as {export_task} ...")
+        from optimum.exporters.onnx import main_export
+
+        with quiet_export():
+            main_export(
+                str(source),
+                staging,
+                task=export_task,
+                do_validation=False,
+                library_name="transformers",
+            )
+        _copy_tokenizer_files(source, staging)
+        diff, tolerance = validate_export(source, staging, family)
+        log(f"validation: max abs diff {diff:.3g} (tolerance {tolerance:.3g}) vs PyTorch")
+        if not diff <= tolerance:
+            raise ExportError(
+                f"ONNX outputs differ from the source model by {diff:.3g} (> {tolerance:.3g})"
+            )
+        config = _initial_config(source, task_type, family, config_overrides)
+        cosine: float | None = None
+        if quantize == "int8":
+            cosine = _quantize_int8(staging, family, config, log)
+            config = replace(config, onnx_file="model_int8.onnx", quantization="int8")
+            (staging / "model.onnx").unlink()
+            data = staging / "model.onnx_data"
+            if data.exists():
+                data.unlink()
+        config = replace(
+            config,
+            extra={
+                "source": config.extra.get("source", str(src_dir.resolve())),
+                "validation": {
+                    "max_abs_diff": float(diff),
+                    "tolerance": float(tolerance),
+                    **({"int8_cosine_vs_fp32": cosine} if cosine is not None else {}),
+                },
+            },
+        )
+        shutil.rmtree(staging / "_hf", ignore_errors=True)
+        write_model_config(staging, config)
+        install_folder(staging, models_dir / folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - started
+    log(f"imported {folder} ({task_type.value}) into {models_dir / folder} in {seconds:.1f}s")
+    return ImportReport(
+        name=folder,
+        path=models_dir / folder,
+        task=task_type.value,
+        export_task=export_task,
+        max_abs_diff=float(diff),
+        tolerance=float(tolerance),
+        quantization=config.quantization,
+        quality_cosine=cosine,
+        seconds=seconds,
+    )
+
+
+def install_folder(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging`` with renames, so a watcher never sees half a model."""
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "generation_config.json",
+    "config.json",
+)
+
+
+def _copy_tokenizer_files(source: Path, staging: Path) -> None:
+    for file in _TOKENIZER_FILES:
+        if (source / file).exists() and not (staging / file).exists():
+            shutil.copy2(source / file, staging / file)
+
+
+def _initial_config(
+    source: Path,
+    task_type: Any,
+    family: ModelFamily,
+    overrides: Mapping[str, Any] | None,
+) -> ModelConfig:
+    from taskorch.inference.config import parse_model_config
+
+    hf_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    raw: dict[str, Any] = {"task": task_type.value, "family": family.value}
+    id2label = hf_config.get("id2label")
+    if family in (
+        ModelFamily.SEQUENCE_CLASSIFICATION,
+        ModelFamily.TOKEN_CLASSIFICATION,
+        ModelFamily.IMAGE_CLASSIFICATION,
+    ) and isinstance(id2label, dict):
+        raw["labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    positions = hf_config.get("max_position_embeddings") or hf_config.get("n_positions")
+    if family is ModelFamily.CAUSAL_LM:
+        window = min(int(positions or 2048), 2048)
+        raw.update(context_window=window, max_input_length=window, max_batch_size=8)
+    elif family is ModelFamily.SEQ2SEQ_LM:
+        raw.update(max_input_length=512, max_batch_size=1)
+    else:
+        raw.update(
+            max_input_length=min(int(positions or 512), 512),
+            max_batch_size=32,
+        )
+    raw.update(overrides or {})
+    return parse_model_config(raw)
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray[Any]]:
+    from transformers import AutoTokenizer
+
+    if family is ModelFamily.IMAGE_CLASSIFICATION:
+        from PIL import Image
+        from transformers import AutoImageProcessor
+
+        processor = _any(AutoImageProcessor).from_pretrained(source)
+        rng = np.random.default_rng(0)
+        images = [
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(2)
+        ]
+        return dict(processor(images=images, return_tensors="np"))
+    tokenizer = _any(AutoTokenizer).from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if family is ModelFamily.CAUSAL_LM:
+        tokenizer.padding_side = "left"
+    if family is ModelFamily.QUESTION_ANSWERING:
+        enc = tokenizer(
+            list(SAMPLE_QUESTIONS), list(SAMPLE_TEXTS), padding=True, return_tensors="np"
+        )
+    else:
+        enc = tokenizer(list(SAMPLE_TEXTS), padding=True, return_tensors="np")
+    return {k: v.astype(np.int64) for k, v in enc.items()}
+
+
+def _torch_outputs(
+    source: Path, family: ModelFamily, enc: Mapping[str, npt.NDArray[Any]]
+) -> dict[str, FloatArray]:
+    import torch
+    import transformers
+
+    classes = {
+        ModelFamily.CAUSAL_LM: "AutoModelForCausalLM",
+        ModelFamily.SEQ2SEQ_LM: "AutoModelForSeq2SeqLM",
+        ModelFamily.SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
+        ModelFamily.TOKEN_CLASSIFICATION: "AutoModelForTokenClassification",
+        ModelFamily.QUESTION_ANSWERING: "AutoModelForQuestionAnswering",
+        ModelFamily.MASKED_LM: "AutoModelForMaskedLM",
+        ModelFamily.TEXT_ENCODER: "AutoModel",
+        ModelFamily.IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
+    }
+    with quiet_export():
+        model = getattr(transformers, classes[family]).from_pretrained(source, dtype=torch.float32)
+    model.eval()
+    feed = {k: torch.from_numpy(v) for k, v in enc.items()}
+    with torch.no_grad():
+        if family is ModelFamily.SEQ2SEQ_LM:
+            start = model.config.decoder_start_token_id or 0
+            batch = feed["input_ids"].shape[0]
+            feed["decoder_input_ids"] = torch.full((batch, 1), start, dtype=torch.long)
+            feed.pop("token_type_ids", None)
+        if family is ModelFamily.CAUSAL_LM:
+            mask = feed["attention_mask"]
+            feed["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+            feed.pop("token_type_ids", None)
+        out = model(**feed)
+    names = ("logits", "last_hidden_state", "start_logits", "end_logits")
+    return {n: out[n].float().numpy() for n in names if n in out and out[n] is not None}
+
+
+def ort_outputs(
+    onnx_dir: Path,
+    family: ModelFamily,
+    enc: Mapping[str, npt.NDArray[Any]],
+    file_name: str = "model.onnx",
+) -> dict[str, FloatArray]:
+    """Run the exported graph(s) on ``enc`` like ``_torch_outputs`` runs the source model."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    cpu = ["CPUExecutionProvider"]
+    if family is ModelFamily.SEQ2SEQ_LM:
+        encoder = ort.InferenceSession(str(onnx_dir / "encoder_model.onnx"), options, cpu)
+        decoder = ort.InferenceSession(str(onnx_dir / "decoder_model_merged.onnx"), options, cpu)
+        enc_feed = {i.name: enc[i.name] for i in encoder.get_inputs()}
+        hidden = encoder.run(None, enc_feed)[0]
+        config = json.loads((onnx_dir / "config.json").read_text(encoding="utf-8"))
+        start = config.get("decoder_start_token_id") or 0
+        batch = enc["input_ids"].shape[0]
+        dec_feed = {
+            "input_ids": np.full((batch, 1), start, dtype=np.int64),
+            "encoder_attention_mask": enc["attention_mask"],
+            "encoder_hidden_states": hidden,
+            "use_cache_branch": np.array([False]),
+        }
+        for item in decoder.get_inputs():
+            if item.name.startswith("past_key_values"):
+                dec_feed[item.name] = np.zeros((batch, item.shape[1], 0, item.shape[3]), np.float32)
+        logits = decoder.run(["logits"], dec_feed)[0]
+        return {"logits": logits}
+    session = ort.InferenceSession(str(onnx_dir / file_name), options, cpu)
+    feed: dict[str, npt.NDArray[Any]] = {}
+    batch = next(iter(enc.values())).shape[0]
+    for item in session.get_inputs():
+        if item.name in enc:
+            feed[item.name] = enc[item.name]
+        elif item.name == "position_ids":
+            mask = enc["attention_mask"]
+            feed[item.name] = np.clip(np.cumsum(mask, -1) - 1, 0, None).astype(np.int64)
+        elif item.name.startswith("past_key_values"):
+            heads, dim = item.shape[1], item.shape[3]
+            dtype = np.float16 if "float16" in item.type else np.float32
+            feed[item.name] = np.zeros((batch, heads, 0, dim), dtype=dtype)
+    names = [o.name for o in session.get_outputs() if not o.name.startswith("present")]
+    return dict(zip(names, session.run(names, feed), strict=True))
+
+
+def validate_export(source: Path, onnx_dir: Path, family: ModelFamily) -> tuple[float, float]:
+    """Max absolute difference between ONNX Runtime and PyTorch on sample inputs.
+
+    Padding positions are left out. The tolerance scales with the outputs' magnitude
+    (1e-4 relative plus 1e-4 absolute): a 30-layer LM's logits drift by ~1e-3 in float32.
+    """
+    enc = _sample_encoding(source, family)
+    expected = _torch_outputs(source, family, enc)
+    got = ort_outputs(onnx_dir, family, enc)
+    mask = enc.get("attention_mask")
+    worst, scale = 0.0, 0.0
+    for key, ref in expected.items():
+        if key not in got:
+            continue
+        out = got[key]
+        delta = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+        if mask is not None and delta.ndim >= 2 and delta.shape[:2] == mask.shape:
+            keep = mask.astype(bool)
+            delta, ref = delta[keep], ref[keep]
+        worst = max(worst, float(delta.max()))
+        scale = max(scale, float(np.abs(ref).max()))
+    return worst, 1e-4 * scale + 1e-4
+
+
+# --- quantization ------------------------------------------------------------------------------
+
+
+def _pooled(out: Mapping[str, FloatArray], enc: Mapping[str, npt.NDArray[Any]]) -> FloatArray:
+    if "last_hidden_state" in out:
+        mask = enc["attention_mask"][..., None].astype(np.float32)
+        summed = (out["last_hidden_state"] * mask).sum(1)
+        return np.asarray(summed / np.clip(mask.sum(1), 1e-9, None), dtype=np.float32)
+    key = "logits" if "logits" in out else "start_logits"
+    logits = out[key]
+    if logits.ndim == 3:  # per-token logits: compare the last real position / every token
+        return np.asarray(logits.reshape(logits.shape[0], -1), dtype=np.float32)
+    return np.asarray(logits, dtype=np.float32)
+
+
+def _quantize_int8(staging: Path, family: ModelFamily, config: ModelConfig, log: Log) -> float:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = staging / config.onnx_file
+    target = staging / "model_int8.onnx"
+    with quiet_export():
+        quantize_dynamic(
+            source,
+            target,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            use_external_data_format=False,
+        )
+    hf_source = staging / "_hf" if (staging / "_hf").exists() else staging
+    enc = _sample_encoding(hf_source, family)
+    ref = _pooled(ort_outputs(staging, family, enc), enc)
+    quant = _pooled(ort_outputs(staging, family, enc, "model_int8.onnx"), enc)
+    cos = (ref * quant).sum(-1) / (
+        np.linalg.norm(ref, axis=-1) * np.linalg.norm(quant, axis=-1) + 1e-12
+    )
+    worst, mean = float(cos.min()), float(cos.mean())
+    size = target.stat().st_size / 1e6
+    log(
+        f"int8 quality: cosine vs fp32 mean {mean:.4f} (>= {QUALITY_THRESHOLD}), "
+        f"min {worst:.4f} (>= {QUALITY_FLOOR}), {size:.1f} MB"
+    )
+    if mean < QUALITY_THRESHOLD or worst < QUALITY_FLOOR:
+        raise ExportError(
+            f"int8 model drifts from fp32 (cosine mean {mean:.4f}, min {worst:.4f}); "
+            "import it without --quantize"
+        )
+    if mean < QUALITY_WARN:
+        log(f"warning: int8 cosine mean {mean:.4f} < {QUALITY_WARN}; check quality on your data")
+    return worst
+
+
+def read_report(model_dir: Path) -> Mapping[str, Any]:
+    """The validation figures recorded in a model folder's ``model.yaml``."""
+    figures = load_model_config(model_dir).extra.get("validation", {})
+    return figures if isinstance(figures, Mapping) else {}

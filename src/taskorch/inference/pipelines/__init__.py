@@ -1,0 +1,31 @@
+"""Task pipelines: one per task type, Hugging Face Inference API shapes in and out."""
+
+from __future__ import annotations
+
+from taskorch.inference.pipelines.base import Pipeline
+from taskorch.inference.pipelines.classification import TextClassification, ZeroShotClassification
+from taskorch.inference.pipelines.embeddings import FeatureExtraction, SentenceSimilarity
+from taskorch.inference.pipelines.fill_mask import FillMask
+from taskorch.inference.pipelines.image_classification import ImageClassification
+from taskorch.inference.pipelines.question_answering import QuestionAnswering
+from taskorch.inference.pipelines.seq2seq import Seq2Seq
+from taskorch.inference.pipelines.text_generation import TextGeneration
+from taskorch.inference.pipelines.token_classification import TokenClassification
+from taskorch.inference.tasks import TaskType
+
+PIPELINES: dict[TaskType, Pipeline] = {
+    TaskType.TEXT_GENERATION: TextGeneration(),
+    TaskType.TEXT2TEXT_GENERATION: Seq2Seq(TaskType.TEXT2TEXT_GENERATION),
+    TaskType.SUMMARIZATION: Seq2Seq(TaskType.SUMMARIZATION),
+    TaskType.TRANSLATION: Seq2Seq(TaskType.TRANSLATION),
+    TaskType.TEXT_CLASSIFICATION: TextClassification(),
+    TaskType.ZERO_SHOT_CLASSIFICATION: ZeroShotClassification(),
+    TaskType.TOKEN_CLASSIFICATION: TokenClassification(),
+    TaskType.QUESTION_ANSWERING: QuestionAnswering(),
+    TaskType.FILL_MASK: FillMask(),
+    TaskType.FEATURE_EXTRACTION: FeatureExtraction(),
+    TaskType.SENTENCE_SIMILARITY: SentenceSimilarity(),
+    TaskType.IMAGE_CLASSIFICATION: ImageClassification(),
+}
+
+__all__ = ["PIPELINES", "Pipeline"]

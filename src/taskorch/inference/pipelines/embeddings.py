@@ -1,0 +1,130 @@
+"""feature_extraction (sentence embeddings) and sentence_similarity on text encoders.
+
+feature_extraction input ``{"inputs": "..." | [...]}``; parameter ``normalize`` (default from
+``model.yaml``). Result: ``{"embedding": [...], "dimensions": n}`` for one text,
+``{"embeddings": [[...], ...], "dimensions": n}`` for a list. Pooling (mean | cls | max over
+real tokens) comes from ``model.yaml``.
+
+sentence_similarity input ``{"source_sentence": "...", "sentences": [...]}`` (also nested
+under ``inputs``, as the Hugging Face API sends it). Result: ``{"scores": [cosine per
+sentence]}``, in the order of ``sentences``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from taskorch.inference.config import Pooling
+from taskorch.inference.pipelines.base import (
+    OnText,
+    param_bool,
+    string_field,
+    string_list,
+    text_inputs,
+)
+from taskorch.inference.runtime import LoadedModel, Outputs
+
+Vector = npt.NDArray[np.float32]
+
+
+def pool(model: LoadedModel, out: Outputs, *, normalize: bool) -> Vector:
+    """One sentence vector from one input's token embeddings (padding already removed)."""
+    if "sentence_embedding" in out:
+        vector = out["sentence_embedding"].astype(np.float32)
+    else:
+        tokens = out.get("last_hidden_state", out.get("token_embeddings"))
+        assert tokens is not None, "encoder has no token embedding output"
+        if model.config.pooling is Pooling.CLS:
+            vector = tokens[0]
+        elif model.config.pooling is Pooling.MAX:
+            vector = tokens.max(axis=0)
+        else:
+            vector = tokens.mean(axis=0)
+    if normalize:
+        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return np.asarray(vector, dtype=np.float32)
+
+
+async def embed(
+    model: LoadedModel, texts: Sequence[str], *, normalize: bool, field: str
+) -> list[Vector]:
+    """Embed ``texts`` through the model's dynamic batcher."""
+    outputs = await model.infer(model.tokenize(texts, field=field))
+    return [pool(model, out, normalize=normalize) for out in outputs]
+
+
+class FeatureExtraction:
+    """Sentence embeddings."""
+
+    def validate(
+        self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> None:
+        texts, _ = text_inputs(input_data)
+        param_bool(parameters, "normalize", model.config.normalize)
+        model.tokenize(texts, field="input_data.inputs")
+
+    async def run(
+        self,
+        model: LoadedModel,
+        input_data: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        on_output: OnText | None,
+        cancel: asyncio.Event | None,
+    ) -> dict[str, Any]:
+        texts, many = text_inputs(input_data)
+        normalize = param_bool(parameters, "normalize", model.config.normalize)
+        vectors = await embed(model, texts, normalize=normalize, field="input_data.inputs")
+        dims = int(vectors[0].shape[0])
+        if many:
+            return {"embeddings": [v.tolist() for v in vectors], "dimensions": dims}
+        return {"embedding": vectors[0].tolist(), "dimensions": dims}
+
+
+def _pair(input_data: Mapping[str, Any]) -> tuple[str, list[str], str]:
+    nested = input_data.get("inputs")
+    source, prefix = (
+        (nested, "input_data.inputs") if isinstance(nested, Mapping) else (input_data, "input_data")
+    )
+    from taskorch.core.errors import InvalidArgument
+
+    try:
+        return string_field(source, "source_sentence"), string_list(source, "sentences"), prefix
+    except InvalidArgument as exc:
+        if prefix != "input_data":  # name the nested field
+            violation = exc.violations[0]
+            raise InvalidArgument(
+                exc.message, field=violation.field.replace("input_data", prefix, 1)
+            ) from None
+        raise
+
+
+class SentenceSimilarity:
+    """Cosine similarity of a source sentence with each of several sentences."""
+
+    def validate(
+        self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> None:
+        source, sentences, prefix = _pair(input_data)
+        model.tokenize([source, *sentences], field=f"{prefix}.sentences")
+
+    async def run(
+        self,
+        model: LoadedModel,
+        input_data: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        on_output: OnText | None,
+        cancel: asyncio.Event | None,
+    ) -> dict[str, Any]:
+        source, sentences, prefix = _pair(input_data)
+        vectors = await embed(
+            model, [source, *sentences], normalize=True, field=f"{prefix}.sentences"
+        )
+        scores = [float(np.dot(vectors[0], v)) for v in vectors[1:]]
+        return {"scores": scores}

@@ -1,0 +1,368 @@
+"""A loaded model: its ONNX session(s), tokenizer or image processor, and batcher or generator.
+
+``LoadedModel.load`` does the slow, blocking part (reading the graph, building the session,
+loading the tokenizer) and is meant to run on a thread. Encoder families get a
+``DynamicBatcher`` whose items are single tokenised inputs; causal LMs get a continuous-batching
+``DecoderGenerator``; seq2seq LMs a ``Seq2SeqGenerator``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from taskorch.core.errors import InvalidArgument
+from taskorch.inference.batching import DynamicBatcher
+from taskorch.inference.config import ModelConfig, Truncation
+from taskorch.inference.generation import DecoderGenerator, Seq2SeqGenerator
+from taskorch.inference.sessions import ModelSession
+from taskorch.inference.tasks import ModelFamily, task_types_of
+from taskorch.inference.types import ModelInfo, ModelState
+
+log = logging.getLogger(__name__)
+
+Array = npt.NDArray[Any]
+Feed = dict[str, Array]  # one input, no batch axis
+Outputs = dict[str, Array]  # one input's outputs, no batch axis, padding removed
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def _transformers() -> Any:
+    """``transformers``, imported once under a lock (its lazy imports race across threads)."""
+    from taskorch.inference.export import offline_environment
+
+    offline_environment()
+    with _IMPORT_LOCK:
+        import transformers
+        from transformers import AutoImageProcessor, AutoTokenizer  # noqa: F401
+
+    return transformers
+
+
+def folder_size(path: Path) -> int:
+    """Bytes under ``path`` (following no symlinked folders)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class LoadedModel:
+    """One model ready to serve."""
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        config: ModelConfig,
+        session: ModelSession,
+        *,
+        tokenizer: Any = None,
+        image_processor: Any = None,
+        extra_sessions: Mapping[str, ModelSession] | None = None,
+        hf_config: Mapping[str, Any] | None = None,
+        load_seconds: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.config = config
+        self.session = session
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.extra_sessions = dict(extra_sessions or {})
+        self.hf_config = dict(hf_config or {})
+        self.load_seconds = load_seconds
+        self.labels = self._labels()
+        self.pad_id = self._pad_id()
+        self.batcher: DynamicBatcher[Feed, Outputs] | None = None
+        self.decoder: DecoderGenerator | None = None
+        self.seq2seq: Seq2SeqGenerator | None = None
+        self._sequence_outputs = {
+            o.name for o in session.outputs if len(o.shape) >= 2 and _is_sequence_axis(o.shape[1])
+        }
+        family = config.family
+        if family is ModelFamily.CAUSAL_LM:
+            self.decoder = DecoderGenerator(
+                name,
+                session,
+                tokenizer,
+                eos_ids=self.eos_ids(),
+                pad_id=self.pad_id,
+                max_batch_size=config.max_batch_size,
+                context_window=self.context_window,
+                max_waiting=config.max_queue_size,
+            )
+        elif family is ModelFamily.SEQ2SEQ_LM:
+            self.seq2seq = Seq2SeqGenerator(
+                name,
+                session,
+                self.extra_sessions["decoder"],
+                tokenizer,
+                eos_ids=self.eos_ids(),
+                decoder_start_id=int(self.hf_config.get("decoder_start_token_id") or self.pad_id),
+            )
+        else:
+            self.batcher = DynamicBatcher(
+                name,
+                self._run_batch,
+                max_batch_size=config.max_batch_size,
+                max_queue_delay_ms=config.max_queue_delay_ms,
+                max_queue_size=config.max_queue_size,
+            )
+
+    # --- loading -------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        name: str,
+        path: Path,
+        config: ModelConfig,
+        *,
+        prefer_gpu: bool = True,
+        threads: int | None = None,
+    ) -> LoadedModel:
+        """Build sessions and tokenizer for the model in ``path`` (blocking; run it on a thread).
+
+        Raises:
+            Exception: anything ONNX Runtime or transformers raise; the engine records it.
+        """
+        transformers = _transformers()
+        started = time.perf_counter()
+        hf_config: dict[str, Any] = {}
+        if (path / "config.json").exists():
+            hf_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        onnx_dir = path / config.onnx_subfolder if config.onnx_subfolder else path
+        extra: dict[str, ModelSession] = {}
+        if config.family is ModelFamily.SEQ2SEQ_LM:
+            main = ModelSession(
+                onnx_dir / "encoder_model.onnx",
+                providers=config.providers,
+                prefer_gpu=prefer_gpu,
+                threads=threads,
+            )
+            extra["decoder"] = ModelSession(
+                onnx_dir / "decoder_model_merged.onnx",
+                providers=config.providers,
+                prefer_gpu=prefer_gpu,
+                threads=threads,
+            )
+        else:
+            onnx_file = onnx_dir / config.onnx_file
+            if not onnx_file.exists():
+                raise FileNotFoundError(f"ONNX file {onnx_file} is missing")
+            main = ModelSession(
+                onnx_file, providers=config.providers, prefer_gpu=prefer_gpu, threads=threads
+            )
+        tokenizer = None
+        image_processor = None
+        if config.family is ModelFamily.IMAGE_CLASSIFICATION:
+            image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)
+        else:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+            if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+                tokenizer.pad_token = tokenizer.eos_token
+            if config.family is ModelFamily.SEQ2SEQ_LM:
+                tokenizer.model_input_names = ["input_ids", "attention_mask"]
+        return cls(
+            name,
+            path,
+            config,
+            main,
+            tokenizer=tokenizer,
+            image_processor=image_processor,
+            extra_sessions=extra,
+            hf_config=hf_config,
+            load_seconds=time.perf_counter() - started,
+        )
+
+    def start(self) -> None:
+        """Start the batcher / generation thread (on the running event loop)."""
+        if self.batcher is not None:
+            self.batcher.start()
+        if self.decoder is not None:
+            self.decoder.start()
+
+    async def close(self) -> None:
+        """Stop serving; queued requests fail with ``Unavailable``."""
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self.decoder is not None:
+            await self.decoder.close()
+        if self.seq2seq is not None:
+            await self.seq2seq.close()
+
+    # --- facts ---------------------------------------------------------------------------
+
+    def _labels(self) -> tuple[str, ...]:
+        if self.config.labels is not None:
+            return self.config.labels
+        id2label = self.hf_config.get("id2label")
+        if isinstance(id2label, dict) and self.config.family in (
+            ModelFamily.SEQUENCE_CLASSIFICATION,
+            ModelFamily.TOKEN_CLASSIFICATION,
+            ModelFamily.IMAGE_CLASSIFICATION,
+        ):
+            return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+        return ()
+
+    def _pad_id(self) -> int:
+        if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
+            return int(self.tokenizer.pad_token_id)
+        return int(self.hf_config.get("pad_token_id") or 0)
+
+    def eos_ids(self) -> frozenset[int]:
+        """Token ids that end a generated sequence (generation config, model config, tokenizer)."""
+        found: set[int] = set()
+        sources: list[Any] = [self.hf_config.get("eos_token_id")]
+        gen_file = self.path / "generation_config.json"
+        if gen_file.exists():
+            sources.append(json.loads(gen_file.read_text(encoding="utf-8")).get("eos_token_id"))
+        if self.tokenizer is not None:
+            sources.append(self.tokenizer.eos_token_id)
+        for value in sources:
+            if isinstance(value, int):
+                found.add(value)
+            elif isinstance(value, list):
+                found.update(v for v in value if isinstance(v, int))
+        return frozenset(found)
+
+    @property
+    def context_window(self) -> int:
+        """Most tokens (prompt + generated) one sequence may hold."""
+        if self.config.context_window is not None:
+            return self.config.context_window
+        positions = self.hf_config.get("max_position_embeddings") or self.hf_config.get(
+            "n_positions"
+        )
+        return int(positions or self.config.max_input_length)
+
+    def info(self) -> ModelInfo:
+        """The READY description of this model."""
+        sessions = [self.session, *self.extra_sessions.values()]
+        return ModelInfo(
+            name=self.name,
+            task=self.config.task,
+            family=self.config.family,
+            state=ModelState.READY,
+            path=self.path,
+            providers_requested=self.session.providers_requested,
+            providers_active=self.session.providers_active,
+            inputs=tuple(i for s in sessions for i in s.inputs),
+            outputs=tuple(o for s in sessions for o in s.outputs),
+            max_batch_size=self.config.max_batch_size,
+            max_queue_delay_ms=self.config.max_queue_delay_ms,
+            max_input_length=self.config.max_input_length,
+            quantization=self.config.quantization,
+            labels=self.labels,
+            default_for=self.config.default_for,
+            task_types=tuple(task_types_of(self.config.family)),
+            size_bytes=folder_size(self.path),
+            load_seconds=self.load_seconds,
+        )
+
+    # --- tokenisation --------------------------------------------------------------------
+
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        *,
+        pairs: Sequence[str] | None = None,
+        field: str,
+        truncate_side: str = "longest_first",
+        offsets: bool = False,
+    ) -> list[Feed]:
+        """Tokenise inputs under the model's length policy (truncate or refuse).
+
+        Args:
+            texts: first segments.
+            pairs: second segments (question answering context, NLI hypothesis).
+            field: the request field to name when refusing.
+            truncate_side: the tokenizer's ``truncation`` strategy for pairs.
+            offsets: also return each token's character span (``offset_mapping``) and, for
+                pairs, which segment it belongs to (``sequence_ids``, -1 for special tokens);
+                pop them before ``infer``.
+
+        Raises:
+            InvalidArgument: an input is longer than ``max_input_length`` and the policy is
+                ``refuse``.
+        """
+        limit = self.config.max_input_length
+        refuse = self.config.truncation is Truncation.REFUSE
+        kwargs: dict[str, Any] = {}
+        if not refuse:
+            kwargs = {"truncation": truncate_side if pairs else True, "max_length": limit}
+        if offsets:
+            kwargs["return_offsets_mapping"] = True
+        tok = self.tokenizer
+        encoded = tok(list(texts), list(pairs), **kwargs) if pairs else tok(list(texts), **kwargs)
+        names = [n for n in encoded if n in self.session.input_names]
+        feeds: list[Feed] = []
+        for index in range(len(texts)):
+            feed = {n: np.asarray(encoded[n][index], dtype=np.int64) for n in names}
+            length = int(feed["input_ids"].shape[0])
+            if refuse and length > limit:
+                raise InvalidArgument(
+                    f"input is {length} tokens long; model {self.name!r} accepts at most {limit} "
+                    "(its truncation policy is refuse)",
+                    field=field,
+                )
+            if offsets:
+                feed["offset_mapping"] = np.asarray(encoded["offset_mapping"][index], np.int64)
+                if pairs:
+                    ids = encoded.sequence_ids(index)
+                    feed["sequence_ids"] = np.array([-1 if i is None else i for i in ids])
+            feeds.append(feed)
+        return feeds
+
+    # --- batched encoder inference ---------------------------------------------------------
+
+    async def infer(self, feeds: Sequence[Feed]) -> list[Outputs]:
+        """Run inputs through the dynamic batcher; one output mapping per input."""
+        assert self.batcher is not None, f"{self.name} is not an encoder model"
+        futures = self.batcher.submit_many([(f, _length(f)) for f in feeds])
+        try:
+            return [await fut for fut in futures]
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+    def _run_batch(self, items: list[Feed]) -> list[Outputs]:
+        lengths = [_length(item) for item in items]
+        width = max(lengths)
+        feed: dict[str, Array] = {}
+        for key in items[0]:
+            if items[0][key].ndim == 1:
+                pad = self.pad_id if key == "input_ids" else 0
+                batch = np.full((len(items), width), pad, dtype=items[0][key].dtype)
+                for row, item in enumerate(items):
+                    batch[row, : item[key].shape[0]] = item[key]
+                feed[key] = batch
+            else:
+                feed[key] = np.stack([item[key] for item in items])
+        out = self.session.run(feed)
+        results: list[Outputs] = []
+        for row, length in enumerate(lengths):
+            results.append(
+                {
+                    k: (v[row, :length] if k in self._sequence_outputs else v[row])
+                    for k, v in out.items()
+                }
+            )
+        return results
+
+
+def _is_sequence_axis(dim: int | str) -> bool:
+    return isinstance(dim, str) and "sequence" in dim
+
+
+def _length(feed: Feed) -> int:
+    ids = feed.get("input_ids")
+    return int(ids.shape[0]) if ids is not None else 1

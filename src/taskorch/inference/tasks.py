@@ -1,0 +1,158 @@
+"""Task types the engine runs, their spellings, and the model family each one needs.
+
+A *task type* is what a user asks for (seed 001's ``text_generation``, seed 000's "summarization
+task", the Hugging Face spelling ``text-generation``); a *family* is the kind of ONNX model that
+can answer it (a causal LM, an encoder with a token-classification head, ...). One family can
+serve several task types: a sentence encoder serves ``feature_extraction`` and
+``sentence_similarity``; a seq2seq LM serves ``text2text_generation``, ``summarization`` and
+``translation``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from taskorch.core.errors import UnsupportedTaskType
+
+
+class TaskType(enum.StrEnum):
+    """Canonical task type names (seed 001 spelling: lower case with underscores)."""
+
+    TEXT_GENERATION = "text_generation"
+    TEXT2TEXT_GENERATION = "text2text_generation"
+    SUMMARIZATION = "summarization"
+    TRANSLATION = "translation"
+    TEXT_CLASSIFICATION = "text_classification"
+    ZERO_SHOT_CLASSIFICATION = "zero_shot_classification"
+    TOKEN_CLASSIFICATION = "token_classification"
+    QUESTION_ANSWERING = "question_answering"
+    FILL_MASK = "fill_mask"
+    FEATURE_EXTRACTION = "feature_extraction"
+    SENTENCE_SIMILARITY = "sentence_similarity"
+    IMAGE_CLASSIFICATION = "image_classification"
+
+
+class ModelFamily(enum.StrEnum):
+    """Kinds of ONNX model, named after the head on top of the network."""
+
+    CAUSAL_LM = "causal-lm"
+    SEQ2SEQ_LM = "seq2seq-lm"
+    SEQUENCE_CLASSIFICATION = "sequence-classification"
+    TOKEN_CLASSIFICATION = "token-classification"
+    QUESTION_ANSWERING = "question-answering"
+    MASKED_LM = "masked-lm"
+    TEXT_ENCODER = "text-encoder"
+    IMAGE_CLASSIFICATION = "image-classification"
+
+
+FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
+    TaskType.TEXT_GENERATION: ModelFamily.CAUSAL_LM,
+    TaskType.TEXT2TEXT_GENERATION: ModelFamily.SEQ2SEQ_LM,
+    TaskType.SUMMARIZATION: ModelFamily.SEQ2SEQ_LM,
+    TaskType.TRANSLATION: ModelFamily.SEQ2SEQ_LM,
+    TaskType.TEXT_CLASSIFICATION: ModelFamily.SEQUENCE_CLASSIFICATION,
+    TaskType.ZERO_SHOT_CLASSIFICATION: ModelFamily.SEQUENCE_CLASSIFICATION,
+    TaskType.TOKEN_CLASSIFICATION: ModelFamily.TOKEN_CLASSIFICATION,
+    TaskType.QUESTION_ANSWERING: ModelFamily.QUESTION_ANSWERING,
+    TaskType.FILL_MASK: ModelFamily.MASKED_LM,
+    TaskType.FEATURE_EXTRACTION: ModelFamily.TEXT_ENCODER,
+    TaskType.SENTENCE_SIMILARITY: ModelFamily.TEXT_ENCODER,
+    TaskType.IMAGE_CLASSIFICATION: ModelFamily.IMAGE_CLASSIFICATION,
+}
+
+# The optimum exporter's task name for each family (always explicit: "auto" fails on local dirs).
+EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
+    ModelFamily.CAUSAL_LM: "text-generation-with-past",
+    ModelFamily.SEQ2SEQ_LM: "text2text-generation-with-past",
+    ModelFamily.SEQUENCE_CLASSIFICATION: "text-classification",
+    ModelFamily.TOKEN_CLASSIFICATION: "token-classification",
+    ModelFamily.QUESTION_ANSWERING: "question-answering",
+    ModelFamily.MASKED_LM: "fill-mask",
+    ModelFamily.TEXT_ENCODER: "feature-extraction",
+    ModelFamily.IMAGE_CLASSIFICATION: "image-classification",
+}
+
+# Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
+# normalisation of ``_normalise`` (lower case, "-" and " " as "_").
+_ALIASES: dict[str, TaskType] = {
+    "text2text": TaskType.TEXT2TEXT_GENERATION,
+    "text_to_text": TaskType.TEXT2TEXT_GENERATION,
+    "text_to_text_generation": TaskType.TEXT2TEXT_GENERATION,
+    "conversational": TaskType.TEXT_GENERATION,
+    "chat": TaskType.TEXT_GENERATION,
+    "chat_completion": TaskType.TEXT_GENERATION,
+    "sentiment_analysis": TaskType.TEXT_CLASSIFICATION,
+    "sentiment": TaskType.TEXT_CLASSIFICATION,
+    "ner": TaskType.TOKEN_CLASSIFICATION,
+    "named_entity_recognition": TaskType.TOKEN_CLASSIFICATION,
+    "pii": TaskType.TOKEN_CLASSIFICATION,
+    "qa": TaskType.QUESTION_ANSWERING,
+    "zero_shot": TaskType.ZERO_SHOT_CLASSIFICATION,
+    "embedding": TaskType.FEATURE_EXTRACTION,
+    "embeddings": TaskType.FEATURE_EXTRACTION,
+    "sentence_embeddings": TaskType.FEATURE_EXTRACTION,
+    "similarity": TaskType.SENTENCE_SIMILARITY,
+    "summarisation": TaskType.SUMMARIZATION,
+    "summary": TaskType.SUMMARIZATION,
+}
+
+# Task types users may send that this engine deliberately does not run (refused at create).
+KNOWN_UNSUPPORTED: frozenset[str] = frozenset(
+    {
+        "image_generation",
+        "text_to_image",
+        "text_to_speech",
+        "tts",
+        "image_to_text",
+        "automatic_speech_recognition",
+        "asr",
+        "audio_classification",
+        "object_detection",
+        "image_segmentation",
+        "table_question_answering",
+        "visual_question_answering",
+    }
+)
+
+
+def _normalise(spelling: str) -> str:
+    return spelling.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def canonical_task_type(spelling: str) -> TaskType:
+    """Map any accepted spelling of a task type to its canonical name.
+
+    Args:
+        spelling: what the user sent, e.g. ``"text-generation"`` or ``"sentiment-analysis"``.
+
+    Returns:
+        The canonical task type.
+
+    Raises:
+        UnsupportedTaskType: the engine cannot run this task type at all.
+    """
+    key = _normalise(spelling)
+    if key.endswith("_task"):
+        key = key.removesuffix("_task")
+    try:
+        return TaskType(key)
+    except ValueError:
+        pass
+    if key in _ALIASES:
+        return _ALIASES[key]
+    raise UnsupportedTaskType(spelling, supported_task_types())
+
+
+def supported_task_types() -> list[str]:
+    """Canonical names of every task type the engine can run, sorted."""
+    return sorted(t.value for t in TaskType)
+
+
+def family_of(task_type: TaskType) -> ModelFamily:
+    """The model family that serves ``task_type``."""
+    return FAMILY_OF_TASK[task_type]
+
+
+def task_types_of(family: ModelFamily) -> list[TaskType]:
+    """Every task type a model of ``family`` can serve."""
+    return [t for t, f in FAMILY_OF_TASK.items() if f is family]

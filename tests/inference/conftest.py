@@ -1,0 +1,44 @@
+"""Fixtures: tiny locally built models and the real default models, each served by an engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from taskorch.inference import InferenceEngine
+from taskorch.inference.defaults import cache_dir, install_default_models
+
+from .tiny_models import TinyModels, build_tiny_models
+
+
+@pytest.fixture(scope="session")
+def tiny() -> TinyModels:
+    """Tiny random models of every family (built once, cached across sessions)."""
+    return build_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def default_models_dir() -> Path:
+    """The three default models, converted once (cached) and installed into a cache folder."""
+    target = cache_dir() / "test-default-models"
+    install_default_models(target, log=lambda _: None)
+    return target
+
+
+@pytest_asyncio.fixture(scope="session")
+async def tiny_engine(tiny: TinyModels) -> AsyncIterator[InferenceEngine]:
+    engine = InferenceEngine(tiny.models_dir, poll_seconds=0)
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def default_engine(default_models_dir: Path) -> AsyncIterator[InferenceEngine]:
+    engine = InferenceEngine(default_models_dir, poll_seconds=0)
+    await engine.start()
+    yield engine
+    await engine.close()

@@ -1,0 +1,106 @@
+"""The dynamic batcher: batches form under load, queues are bounded, crashes stay contained."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from taskorch.core.errors import InternalError, Unavailable
+from taskorch.inference import InferenceEngine
+from taskorch.inference.batching import DynamicBatcher
+
+
+async def test_concurrent_items_share_batches() -> None:
+    sizes: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        time.sleep(0.01)
+        return [i * 2 for i in items]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "double", run, max_batch_size=8, max_queue_delay_ms=5
+    )
+    try:
+        results = await asyncio.gather(*(batcher.submit(i, length=4) for i in range(32)))
+        assert results == [i * 2 for i in range(32)]
+        assert max(sizes) == 8 and len(sizes) <= 8
+    finally:
+        await batcher.close()
+
+
+async def test_full_queue_is_refused_and_a_crash_fails_only_its_batch() -> None:
+    gate = threading.Event()
+
+    def run(items: list[int]) -> list[int]:
+        gate.wait(5)
+        if -1 in items:
+            raise RuntimeError("boom")
+        return items
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "gated", run, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2
+    )
+    try:
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)  # the first item is running, the queue is empty
+        queued = [asyncio.ensure_future(batcher.submit(v)) for v in (-1, 3)]
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable, match="retry later"):
+            await batcher.submit(4)
+        gate.set()
+        assert await first == 1
+        with pytest.raises(InternalError, match="boom"):
+            await queued[0]
+        assert await queued[1] == 3
+    finally:
+        gate.set()
+        await batcher.close()
+
+
+async def test_cancelled_items_are_skipped() -> None:
+    seen: list[int] = []
+    gate = threading.Event()
+
+    def run(items: list[int]) -> list[int]:
+        gate.wait(5)
+        seen.extend(items)
+        return items
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "skip", run, max_batch_size=1, max_queue_delay_ms=0
+    )
+    try:
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)
+        doomed = asyncio.ensure_future(batcher.submit(2))
+        kept = asyncio.ensure_future(batcher.submit(3))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        gate.set()
+        assert (await first, await kept) == (1, 3)
+        assert 2 not in seen
+    finally:
+        gate.set()
+        await batcher.close()
+
+
+async def test_batching_raises_embedding_throughput(default_engine: InferenceEngine) -> None:
+    sentences = [f"Sentence number {i} about a cat on a mat." for i in range(64)]
+
+    async def one(text: str) -> None:
+        request = default_engine.check("feature_extraction", "", {"inputs": text}, {})
+        await default_engine.run(request)
+
+    await one("warm up")
+    started = time.perf_counter()
+    for text in sentences:
+        await one(text)
+    sequential = len(sentences) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    await asyncio.gather(*(one(t) for t in sentences))
+    concurrent = len(sentences) / (time.perf_counter() - started)
+    assert concurrent > 1.3 * sequential, (sequential, concurrent)

