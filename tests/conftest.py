@@ -23,6 +23,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         wait: bool = True,
         env: dict[str, str] | None = None,
         gateway: bool = False,
+        models_dir: Path | None = None,
     ) -> ServerProcess:
         workdir = tmp_path / f"server{len(started)}"
         workdir.mkdir()
@@ -32,6 +33,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
             args=args,
             env=env or {},
             gateway=gateway,
+            models_dir=models_dir,
         )
         started.append(server)
         return server.start(wait=wait)

@@ -40,6 +40,7 @@ class ServerProcess:
     metrics_port: int = 0
     gateway: bool = False
     http_port: int = 0
+    models_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -83,6 +84,8 @@ class ServerProcess:
             f"127.0.0.1:{self.metrics_port}",
             "--database-url",
             self.database_url,
+            "--models-dir",
+            str(self.models_dir or self.workdir / "models"),
             *gateway,
             "--log-format",
             "json",

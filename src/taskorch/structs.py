@@ -14,6 +14,12 @@ def to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     return _ints(json_format.MessageToDict(struct))  # type: ignore[no-any-return]
 
 
+def to_dict_value(value: Any) -> Any:
+    """Plain JSON from a google.protobuf.Value already turned into Python, integral numbers
+    as ints."""
+    return _ints(value)
+
+
 def depth(value: Any) -> int:
     """How deeply nested ``value`` is (a scalar is 0)."""
     if isinstance(value, dict):

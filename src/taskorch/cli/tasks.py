@@ -86,7 +86,9 @@ def submit(
         else:
             console.print(f"task [bold]{task.task_id}[/bold] {task.status}", highlight=False)
         if watch:
-            _exit_for(_follow(api, task.task_id, 0, as_json))
+            # Replay from the creation event on: nothing streamed before the watch began is
+            # missed, however fast the task starts.
+            _exit_for(_follow(api, task.task_id, task.sequence, as_json))
 
 
 @app.command()

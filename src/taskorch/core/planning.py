@@ -8,9 +8,9 @@ subtasks to run, in order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from taskorch.core.errors import InvalidArgument, UnsupportedTaskType
 from taskorch.core.model import JSON
@@ -18,6 +18,7 @@ from taskorch.core.text_analysis import MAX_TEXT_LENGTH
 
 TEXT_ANALYSIS = "text_analysis"
 ECHO = "echo"
+INFERENCE = "inference"
 MAX_ECHO_DELAY = 600.0
 
 
@@ -181,4 +182,79 @@ def _number(data: JSON, name: str, low: float, high: float) -> None:
         raise InvalidArgument(
             f"input_data.{name} must be a number between {low:g} and {high:g}",
             field=f"input_data.{name}",
+        )
+
+
+class CheckedInference(Protocol):
+    @property
+    def task_type(self) -> str: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def input_data(self) -> Mapping[str, Any]: ...
+
+    @property
+    def parameters(self) -> Mapping[str, Any]: ...
+
+
+class InferenceCatalog(Protocol):
+    """What planning needs of the inference engine (taskorch.inference.InferenceEngine)."""
+
+    def supported_task_types(self) -> list[str]: ...
+
+    def canonical_task_type(self, task_type: str) -> str:
+        """Raises UnsupportedTaskType for a type the engine cannot run."""
+        ...
+
+    def check(
+        self,
+        task_type: str,
+        model_name: str,
+        input_data: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+    ) -> CheckedInference:
+        """Raises ModelNotFound, InvalidArgument (naming the field), Unavailable."""
+        ...
+
+
+class InferencePlanner:
+    """Seed 001's ``task_type`` + ``model_name`` + ``input_data`` + ``parameters`` tasks.
+
+    The engine checks the model and the input before anything is queued; a missing
+    ``model_name`` selects the task type's default model. ``text`` alone stands for
+    ``input_data: {"inputs": text}``.
+    """
+
+    def __init__(self, engine: InferenceCatalog) -> None:
+        self.engine = engine
+
+    def task_types(self) -> Sequence[str]:
+        return self.engine.supported_task_types()
+
+    def canonical(self, task_type: str) -> str | None:
+        try:
+            return self.engine.canonical_task_type(task_type)
+        except UnsupportedTaskType:
+            return None
+
+    def plan(self, spec: TaskSpec, task_type: str) -> Plan:
+        input_data = spec.input_data
+        if input_data is None and spec.text is not None:
+            input_data = {"inputs": spec.text}
+        checked = self.engine.check(
+            task_type, spec.model_name, input_data or {}, spec.parameters or {}
+        )
+        step_input = {
+            "task_type": str(checked.task_type),
+            "model_name": checked.model_name,
+            "input_data": dict(checked.input_data),
+            "parameters": dict(checked.parameters),
+        }
+        return Plan(
+            task_type=str(checked.task_type),
+            model_name=checked.model_name,
+            input_data=dict(checked.input_data),
+            steps=(Step(kind=INFERENCE, input=step_input, model_name=checked.model_name),),
         )

@@ -345,7 +345,12 @@ class TaskService:
                 raise TaskNotFound(task_id)
             last = after_sequence
             if after_sequence == 0:
-                yield _snapshot(task)
+                streamed = ""
+                if task.status is Status.RUNNING:
+                    streamed = await self.db.read(
+                        partial(task_store.output_so_far, task_id=key, up_to_sequence=task.sequence)
+                    )
+                yield _snapshot(task, streamed)
                 last = task.sequence
                 if task.status.is_terminal:
                     return
@@ -440,7 +445,8 @@ def _same_request(earlier: Task, task: Task) -> Task:
     return earlier
 
 
-def _snapshot(task: Task) -> TaskEvent:
+def _snapshot(task: Task, partial_output: str = "") -> TaskEvent:
+    """The task as it is; a running task's snapshot carries the output streamed so far."""
     return TaskEvent(
         task_id=task.task_id,
         tenant_id=task.tenant_id,
@@ -450,6 +456,7 @@ def _snapshot(task: Task) -> TaskEvent:
         created_at=task.updated_at,
         progress=task.progress,
         message=task.progress_message,
+        output_delta=partial_output or None,
         task=task,
     )
 

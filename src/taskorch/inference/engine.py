@@ -244,6 +244,14 @@ class InferenceEngine:
         """Canonical names of the task types this engine can run."""
         return supported_task_types()
 
+    def canonical_task_type(self, task_type: str) -> str:
+        """The canonical name of any accepted spelling.
+
+        Raises:
+            UnsupportedTaskType: the engine cannot run this task type at all.
+        """
+        return str(canonical_task_type(task_type))
+
     # --- requests ------------------------------------------------------------------------
 
     def _default_model(self, task: TaskType) -> _Entry:

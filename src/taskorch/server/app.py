@@ -27,20 +27,23 @@ from prometheus_client import start_http_server
 from taskorch import __version__
 from taskorch.config import Settings, split_addr
 from taskorch.core.hub import EventHub
-from taskorch.core.planning import Catalog, EchoPlanner, TextAnalysisPlanner
+from taskorch.core.planning import Catalog, EchoPlanner, InferencePlanner, TextAnalysisPlanner
 from taskorch.core.scheduler import Scheduler
 from taskorch.core.tasks import TaskService
 from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
 from taskorch.gateway.launcher import Gateway, write_descriptor
+from taskorch.inference import InferenceEngine
 from taskorch.server import metrics, routes
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import ServerInterceptor
+from taskorch.server.models import ModelServicer
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
 from taskorch.store.database import Database
-from taskorch.v1 import system_service_pb2_grpc, task_service_pb2_grpc
+from taskorch.v1 import model_service_pb2_grpc, system_service_pb2_grpc, task_service_pb2_grpc
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
+from taskorch.workers.inference import inference_handler
 from taskorch.workers.source import LocalWorkSource
 from taskorch.workers.worker import Worker
 
@@ -82,10 +85,17 @@ class TaskorchServer:
         self.settings = settings
         self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
         self.hub = EventHub()
-        self.catalog = Catalog([TextAnalysisPlanner(), EchoPlanner()])
+        self.engine = InferenceEngine(settings.models_dir or Path("var/models"))
+        self.catalog = Catalog(
+            [TextAnalysisPlanner(), EchoPlanner(), InferencePlanner(self.engine)]
+        )
         self.tasks = TaskService(self.db, self.hub, self.catalog)
         self.scheduler = Scheduler(self.db, self.hub)
         self.handlers = handlers or builtin_handlers()
+        if "inference" not in self.handlers:
+            self.handlers.register(
+                "inference", inference_handler(self.engine), description="ONNX Runtime models"
+            )
         self.workers: list[Worker] = []
         self.endpoints = Endpoints()
         self._grpc: grpc.aio.Server | None = None
@@ -111,6 +121,8 @@ class TaskorchServer:
     async def start(self) -> None:
         log.info("starting taskorch", version=__version__, database=self.db.describe())
         await self.db.open()
+        self.engine.models_dir.mkdir(parents=True, exist_ok=True)
+        await self.engine.start()
         if self.db.is_sqlite:
             # One SQLite file has one server: whatever its local workers held was lost.
             await self.scheduler.expire_leases_of(self.local_worker_prefix)
@@ -146,6 +158,9 @@ class TaskorchServer:
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=GRPC_OPTIONS)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.engine), server
+        )
         system_service_pb2_grpc.add_SystemServiceServicer_to_server(
             SystemServicer(self.tasks, self._health, self.workers), server
         )
@@ -206,8 +221,10 @@ class TaskorchServer:
             self._fatal.set()
 
     def _announce(self) -> None:
+        models = self.engine.models()
         log.info(
             "taskorch is serving",
+            models=[f"{m.name}: {m.state} on {m.execution_provider or '-'}" for m in models],
             grpc=self.endpoints.grpc,
             metrics=self.endpoints.metrics or "off",
             rest=self.endpoints.http or "off (no gateway)",
@@ -255,6 +272,7 @@ class TaskorchServer:
         await asyncio.gather(*(w.stop(self.settings.drain_seconds) for w in self.workers))
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
+        await self.engine.close()
         if self.gateway is not None:
             await self.gateway.stop()
         if self._gateway_dir is not None:

@@ -292,3 +292,17 @@ def events_after(
         .limit(limit)
     ).mappings()
     return [event_from_row(row) for row in rows]
+
+
+def output_so_far(conn: Connection, task_id: str, up_to_sequence: int) -> str:
+    """The text streamed by the task's OUTPUT events up to a sequence number, joined."""
+    rows = conn.execute(
+        select(task_events.c.output_delta)
+        .where(
+            task_events.c.task_id == task_id,
+            task_events.c.type == int(EventType.OUTPUT),
+            task_events.c.sequence <= up_to_sequence,
+        )
+        .order_by(task_events.c.sequence)
+    )
+    return "".join(row[0] or "" for row in rows)

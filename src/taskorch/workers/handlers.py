@@ -119,7 +119,11 @@ async def run_echo(ctx: WorkContext) -> Outcome:
     delay = float(data.get("delay_seconds", 0.0))
     steps = int(data.get("progress_steps", 10))
     for step in range(1, steps + 1 if delay > 0 else 1):
-        await asyncio.sleep(delay / steps)
+        try:
+            await asyncio.wait_for(ctx.cancelled.wait(), delay / steps)
+            raise asyncio.CancelledError("echo cancelled")
+        except TimeoutError:
+            pass
         await ctx.progress(100.0 * step / steps, f"step {step} of {steps}")
     return Outcome({"echo": data, "attempt": attempt, "worker_id": ctx.worker_id})
 

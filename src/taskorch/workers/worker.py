@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 TAKE_WAIT_SECONDS = 20.0
+CANCEL_GRACE_SECONDS = 1.0
 MIN_PROGRESS_INTERVAL = 0.1
 
 
@@ -189,10 +190,14 @@ class Worker:
         handler_task: asyncio.Task[Outcome] | None = None
 
         def cancel(why: str) -> None:
+            if reason:
+                return
             reason.append(why)
             ctx.cancelled.set()
+            # A handler that watches ctx.cancelled stops by itself and keeps its partial
+            # output (generation does); any other is cancelled after a short grace.
             if handler_task is not None:
-                handler_task.cancel()
+                asyncio.get_running_loop().call_later(CANCEL_GRACE_SECONDS, handler_task.cancel)
 
         ctx = WorkContext(lease, _LeaseReporter(self, lease, cancel), self.worker_id)
         heartbeat = asyncio.create_task(self._heartbeats(lease, cancel))
@@ -223,8 +228,11 @@ class Worker:
                 lease, f"timed out after {lease.subtask.timeout_seconds:g} s", "TIMEOUT", True
             )
         except LeaseLost as exc:
-            self.stats.lost += 1
-            log.warning("lease lost; result discarded", error=str(exc))
+            if reason:  # cancelled while finishing: the result is not wanted
+                log.info("stopped running work", reason=reason[0])
+            else:
+                self.stats.lost += 1
+                log.warning("lease lost; result discarded", error=str(exc))
         except PermanentFailure as exc:
             await self._report_failure(lease, str(exc), exc.error_code, False)
         except InvalidArgument as exc:

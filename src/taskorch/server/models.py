@@ -1,0 +1,153 @@
+"""ModelService over gRPC: the model repository and synchronous inference."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, TypeAlias
+
+from google.protobuf import json_format
+
+from taskorch import structs
+from taskorch.core.errors import InvalidArgument
+from taskorch.inference import InferenceEngine, ModelInfo
+from taskorch.inference.types import ModelState
+from taskorch.server.convert import struct_to_dict
+from taskorch.v1 import model_service_pb2 as pb
+from taskorch.v1 import model_service_pb2_grpc as pb_grpc
+from taskorch.v1 import task_service_pb2
+
+Context: TypeAlias = Any
+
+_STATES = {
+    ModelState.LOADING: pb.Model.LOADING,
+    ModelState.READY: pb.Model.READY,
+    ModelState.FAILED: pb.Model.LOAD_FAILED,
+}
+
+
+def model_to_proto(info: ModelInfo) -> pb.Model:
+    return pb.Model(
+        name=info.name,
+        task=str(info.task or ""),
+        family=str(info.family or ""),
+        state=_STATES[info.state],
+        execution_provider=info.execution_provider,
+        providers_requested=list(info.providers_requested),
+        providers_active=list(info.providers_active),
+        inputs=[_tensor(t) for t in info.inputs],
+        outputs=[_tensor(t) for t in info.outputs],
+        max_batch_size=info.max_batch_size,
+        max_queue_delay_ms=info.max_queue_delay_ms,
+        max_input_length=info.max_input_length,
+        quantization=info.quantization,
+        labels=list(info.labels),
+        default_for=[str(t) for t in info.default_for],
+        task_types=[str(t) for t in info.task_types],
+        error=info.error or "",
+        size_bytes=info.size_bytes,
+        load_seconds=info.load_seconds or 0.0,
+    )
+
+
+def _tensor(tensor: Any) -> pb.Tensor:
+    return pb.Tensor(name=tensor.name, dtype=tensor.dtype, shape=[str(d) for d in tensor.shape])
+
+
+def _usage(usage: Any) -> task_service_pb2.ResourceUsage:
+    return task_service_pb2.ResourceUsage(
+        model_name=usage.model_name,
+        inference_time_seconds=usage.inference_time_seconds,
+        memory_used_gb=usage.memory_used_gb,
+        cpu_time_seconds=usage.cpu_time_seconds,
+        execution_provider=usage.execution_provider,
+    )
+
+
+class ModelServicer(pb_grpc.ModelServiceServicer):
+    def __init__(self, engine: InferenceEngine) -> None:
+        self.engine = engine
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Context
+    ) -> pb.ListModelsResponse:
+        models = self.engine.models()
+        if request.task_type:
+            wanted = self.engine.canonical_task_type(request.task_type)
+            models = [m for m in models if wanted in {str(t) for t in m.task_types}]
+        return pb.ListModelsResponse(
+            models=[model_to_proto(m) for m in models],
+            supported_task_types=self.engine.supported_task_types(),
+        )
+
+    async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
+        if not request.name:
+            raise InvalidArgument("name is required", field="name")
+        return model_to_proto(self.engine.model(request.name))
+
+    def _check(self, request: pb.InferRequest) -> Any:
+        if not request.model_name:
+            raise InvalidArgument("model_name is required", field="model_name")
+        model = self.engine.model(request.model_name)
+        input_data: Mapping[str, Any] = (
+            struct_to_dict(request.input_data, "input_data")
+            if request.HasField("input_data")
+            else {}
+        )
+        if request.HasField("inputs"):
+            inputs = structs.to_dict_value(json_format.MessageToDict(request.inputs))
+            input_data = {**input_data, "inputs": inputs}
+        parameters = (
+            struct_to_dict(request.parameters, "parameters")
+            if request.HasField("parameters")
+            else {}
+        )
+        task_type = request.task_type or str(model.task or "")
+        return self.engine.check(task_type, request.model_name, input_data, parameters)
+
+    async def Infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:
+        checked = self._check(request)
+        result = await self.engine.run(checked)
+        response = pb.InferResponse(
+            model_name=checked.model_name,
+            task_type=str(checked.task_type),
+            resource_usage=_usage(result.resource_usage),
+        )
+        response.result.update(result.result)
+        return response
+
+    async def Generate(
+        self, request: pb.InferRequest, context: Context
+    ) -> AsyncIterator[pb.GenerateEvent]:
+        checked = self._check(request)
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        cancel = asyncio.Event()
+
+        async def on_output(delta: str) -> None:
+            deltas.put_nowait(delta)
+
+        async def generate() -> Any:
+            try:
+                return await self.engine.run(checked, on_output=on_output, cancel=cancel)
+            finally:
+                deltas.put_nowait(None)
+
+        work = asyncio.create_task(generate())
+        try:
+            while (delta := await deltas.get()) is not None:
+                pending = [delta]
+                while not deltas.empty():
+                    more = deltas.get_nowait()
+                    if more is None:
+                        deltas.put_nowait(None)
+                        break
+                    pending.append(more)
+                yield pb.GenerateEvent(delta="".join(pending))
+            result = await work
+        finally:
+            cancel.set()  # the client went away: free the model's batch slot
+            if not work.done():
+                await asyncio.wait({work}, timeout=5)
+        final = pb.GenerateEvent(done=True, resource_usage=_usage(result.resource_usage))
+        final.result.update(result.result)
+        yield final

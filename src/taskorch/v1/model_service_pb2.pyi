@@ -1,0 +1,131 @@
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from taskorch.v1 import task_service_pb2 as _task_service_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("task_type",)
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    task_type: str
+    def __init__(self, task_type: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "supported_task_types")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    supported_task_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., supported_task_types: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("name", "task", "family", "state", "execution_provider", "providers_requested", "providers_active", "inputs", "outputs", "max_batch_size", "max_queue_delay_ms", "max_input_length", "quantization", "labels", "default_for", "task_types", "error", "size_bytes", "load_seconds")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Model.State]
+        LOADING: _ClassVar[Model.State]
+        READY: _ClassVar[Model.State]
+        LOAD_FAILED: _ClassVar[Model.State]
+    STATE_UNSPECIFIED: Model.State
+    LOADING: Model.State
+    READY: Model.State
+    LOAD_FAILED: Model.State
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FOR_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    task: str
+    family: str
+    state: Model.State
+    execution_provider: str
+    providers_requested: _containers.RepeatedScalarFieldContainer[str]
+    providers_active: _containers.RepeatedScalarFieldContainer[str]
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    max_batch_size: int
+    max_queue_delay_ms: float
+    max_input_length: int
+    quantization: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    default_for: _containers.RepeatedScalarFieldContainer[str]
+    task_types: _containers.RepeatedScalarFieldContainer[str]
+    error: str
+    size_bytes: int
+    load_seconds: float
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., family: _Optional[str] = ..., state: _Optional[_Union[Model.State, str]] = ..., execution_provider: _Optional[str] = ..., providers_requested: _Optional[_Iterable[str]] = ..., providers_active: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_input_length: _Optional[int] = ..., quantization: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., default_for: _Optional[_Iterable[str]] = ..., task_types: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., size_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ...) -> None: ...
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "dtype", "shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InferRequest(_message.Message):
+    __slots__ = ("model_name", "task_type", "input_data", "parameters", "inputs")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DATA_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    task_type: str
+    input_data: _struct_pb2.Struct
+    parameters: _struct_pb2.Struct
+    inputs: _struct_pb2.Value
+    def __init__(self, model_name: _Optional[str] = ..., task_type: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., inputs: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class InferResponse(_message.Message):
+    __slots__ = ("model_name", "task_type", "result", "resource_usage")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_USAGE_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    task_type: str
+    result: _struct_pb2.Struct
+    resource_usage: _task_service_pb2.ResourceUsage
+    def __init__(self, model_name: _Optional[str] = ..., task_type: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resource_usage: _Optional[_Union[_task_service_pb2.ResourceUsage, _Mapping]] = ...) -> None: ...
+
+class GenerateEvent(_message.Message):
+    __slots__ = ("delta", "done", "result", "resource_usage")
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_USAGE_FIELD_NUMBER: _ClassVar[int]
+    delta: str
+    done: bool
+    result: _struct_pb2.Struct
+    resource_usage: _task_service_pb2.ResourceUsage
+    def __init__(self, delta: _Optional[str] = ..., done: _Optional[bool] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resource_usage: _Optional[_Union[_task_service_pb2.ResourceUsage, _Mapping]] = ...) -> None: ...
