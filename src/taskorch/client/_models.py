@@ -34,7 +34,6 @@ class ResourceUsage:
     model_name: str
     inference_time_seconds: float
     memory_used_gb: float
-    cpu_time_seconds: float
     execution_provider: str
 
 
@@ -84,7 +83,6 @@ class Task:
                 u.model_name,
                 u.inference_time_seconds,
                 u.memory_used_gb,
-                u.cpu_time_seconds,
                 u.execution_provider,
             )
         return cls(

@@ -76,7 +76,6 @@ class ResourceUsage:
     model_name: str = ""
     inference_time_seconds: float = 0.0
     memory_used_gb: float = 0.0
-    cpu_time_seconds: float = 0.0
     execution_provider: str = ""
 
     def to_json(self) -> JSON:
@@ -84,7 +83,6 @@ class ResourceUsage:
             "model_name": self.model_name,
             "inference_time_seconds": self.inference_time_seconds,
             "memory_used_gb": self.memory_used_gb,
-            "cpu_time_seconds": self.cpu_time_seconds,
             "execution_provider": self.execution_provider,
         }
 
@@ -96,7 +94,6 @@ class ResourceUsage:
             model_name=str(data.get("model_name", "")),
             inference_time_seconds=float(data.get("inference_time_seconds", 0.0)),
             memory_used_gb=float(data.get("memory_used_gb", 0.0)),
-            cpu_time_seconds=float(data.get("cpu_time_seconds", 0.0)),
             execution_provider=str(data.get("execution_provider", "")),
         )
 

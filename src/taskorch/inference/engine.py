@@ -355,7 +355,7 @@ class InferenceEngine:
         """
         model = self._serving(request.model_name)
         pipeline = PIPELINES[request.task_type]
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started = time.perf_counter()
         work = pipeline.run(
             model, request.input_data, request.parameters, on_output=on_output, cancel=cancel
         )
@@ -380,7 +380,6 @@ class InferenceEngine:
             model_name=model.name,
             inference_time_seconds=seconds,
             memory_used_gb=_memory_gb(),
-            cpu_time_seconds=time.process_time() - cpu_started,
             execution_provider=model.session.providers_active[0],
         )
         return InferenceResult(result=result, resource_usage=usage)

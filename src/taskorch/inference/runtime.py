@@ -75,10 +75,12 @@ class LoadedModel:
         self.config = config
         self.session = session
         self.tokenizer = tokenizer
+        self._fast: Any = None
         self.image_processor = image_processor
         self.extra_sessions = dict(extra_sessions or {})
         self.hf_config = dict(hf_config or {})
         self.load_seconds = load_seconds
+        self.size_bytes = folder_size(path)
         self.labels = self._labels()
         self.pad_id = self._pad_id()
         self.batcher: DynamicBatcher[Feed, Outputs] | None = None
@@ -264,11 +266,28 @@ class LoadedModel:
             labels=self.labels,
             default_for=self.config.default_for,
             task_types=tuple(task_types_of(self.config.family)),
-            size_bytes=folder_size(self.path),
+            size_bytes=self.size_bytes,
             load_seconds=self.load_seconds,
         )
 
     # --- tokenisation --------------------------------------------------------------------
+
+    def check_length(
+        self,
+        texts: Sequence[str],
+        *,
+        pairs: Sequence[str] | None = None,
+        field: str,
+        truncate_side: str = "longest_first",
+    ) -> None:
+        """Refuses over-long inputs when the model's policy is ``refuse`` (tokenising them);
+        under ``truncate`` there is nothing to check before the request runs.
+
+        Raises:
+            InvalidArgument: an input is longer than ``max_input_length``.
+        """
+        if self.config.truncation is Truncation.REFUSE:
+            self.tokenize(texts, pairs=pairs, field=field, truncate_side=truncate_side)
 
     def tokenize(
         self,
@@ -296,6 +315,8 @@ class LoadedModel:
         """
         limit = self.config.max_input_length
         refuse = self.config.truncation is Truncation.REFUSE
+        if pairs is None and not offsets and self._fast_encoder() is not None:
+            return self._fast_tokenize(texts, field=field)
         kwargs: dict[str, Any] = {}
         if not refuse:
             kwargs = {"truncation": truncate_side if pairs else True, "max_length": limit}
@@ -319,6 +340,47 @@ class LoadedModel:
                 if pairs:
                     ids = encoded.sequence_ids(index)
                     feed["sequence_ids"] = np.array([-1 if i is None else i for i in ids])
+            feeds.append(feed)
+        return feeds
+
+    def _fast_encoder(self) -> Any:
+        """The tokenizer's Rust core, set up like ``tokenizer(texts, truncation=…)`` for single
+        segments. Calling it directly costs ~20 times less than the transformers wrapper per request
+        (measured on MiniLM), which matters when every request holds the event loop."""
+        if self._fast is None:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            if backend is None:
+                self._fast = False
+                return None
+            from tokenizers import Tokenizer
+
+            fast = Tokenizer.from_str(backend.to_str())
+            fast.no_padding()
+            if self.config.truncation is Truncation.REFUSE:
+                fast.no_truncation()
+            else:
+                fast.enable_truncation(self.config.max_input_length)
+            self._fast = fast
+        return self._fast or None
+
+    def _fast_tokenize(self, texts: Sequence[str], *, field: str) -> list[Feed]:
+        limit = self.config.max_input_length
+        refuse = self.config.truncation is Truncation.REFUSE
+        wanted = set(self.session.input_names)
+        feeds: list[Feed] = []
+        for encoding in self._fast.encode_batch(list(texts)):
+            length = len(encoding.ids)
+            if refuse and length > limit:
+                raise InvalidArgument(
+                    f"input is {length} tokens long; model {self.name!r} accepts at most {limit} "
+                    "(its truncation policy is refuse)",
+                    field=field,
+                )
+            feed = {"input_ids": np.asarray(encoding.ids, dtype=np.int64)}
+            if "attention_mask" in wanted:
+                feed["attention_mask"] = np.asarray(encoding.attention_mask, dtype=np.int64)
+            if "token_type_ids" in wanted:
+                feed["token_type_ids"] = np.asarray(encoding.type_ids, dtype=np.int64)
             feeds.append(feed)
         return feeds
 

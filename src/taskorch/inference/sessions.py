@@ -37,7 +37,11 @@ _ORT_DTYPES = {
 
 
 def default_threads() -> int:
-    """Intra-op threads: every core this process may use (2 on the reference machine)."""
+    """Intra-op threads: ``$TASKORCH_ORT_THREADS``, else every core this process may use (2 on
+    the reference machine)."""
+    configured = os.environ.get("TASKORCH_ORT_THREADS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
@@ -72,6 +76,10 @@ class ModelSession:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # In a server the intra-op threads share the cores with the event loop; spinning
+        # between runs (the default) burns the CPU the gRPC side needs.
+        if os.environ.get("TASKORCH_ORT_SPIN", "0") != "1":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # the CUDA fallback logs an [E:] line; we report it instead
         self.path = path
         self.providers_requested = tuple(choose_providers(providers, prefer_gpu=prefer_gpu))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskorch.core.model import ResourceUsage as ResourceUsage
 from taskorch.inference.tasks import ModelFamily, TaskType
 
 
@@ -70,31 +71,6 @@ class InferenceRequest:
     model_name: str
     input_data: Mapping[str, Any]
     parameters: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ResourceUsage:
-    """Seed 002's ``resource_usage`` plus what else a user of the figures wants to know.
-
-    ``cpu_time_seconds`` is the process CPU time spent while the request ran; when several
-    requests run at once they share it, so it is an upper bound for one request.
-    """
-
-    model_name: str
-    inference_time_seconds: float
-    memory_used_gb: float
-    cpu_time_seconds: float
-    execution_provider: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {
-            "model_name": self.model_name,
-            "inference_time_seconds": round(self.inference_time_seconds, 6),
-            "memory_used_gb": round(self.memory_used_gb, 4),
-            "cpu_time_seconds": round(self.cpu_time_seconds, 6),
-            "execution_provider": self.execution_provider,
-        }
 
 
 @dataclass(frozen=True)

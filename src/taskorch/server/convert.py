@@ -115,7 +115,6 @@ def _usage_to_proto(usage: ResourceUsage, target: pb.ResourceUsage) -> None:
     target.model_name = usage.model_name
     target.inference_time_seconds = usage.inference_time_seconds
     target.memory_used_gb = usage.memory_used_gb
-    target.cpu_time_seconds = usage.cpu_time_seconds
     target.execution_provider = usage.execution_provider
 
 

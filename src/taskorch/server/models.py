@@ -59,7 +59,6 @@ def _usage(usage: Any) -> task_service_pb2.ResourceUsage:
         model_name=usage.model_name,
         inference_time_seconds=usage.inference_time_seconds,
         memory_used_gb=usage.memory_used_gb,
-        cpu_time_seconds=usage.cpu_time_seconds,
         execution_provider=usage.execution_provider,
     )
 
@@ -108,12 +107,19 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     async def Infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:
         checked = self._check(request)
         result = await self.engine.run(checked)
+        answer = dict(result.result)
+        # Vectors go into packed float fields: building them as Struct lists of Values
+        # costs more than the model itself.
+        embedding = answer.pop("embedding", None)
+        embeddings = answer.pop("embeddings", None)
         response = pb.InferResponse(
             model_name=checked.model_name,
             task_type=str(checked.task_type),
             resource_usage=_usage(result.resource_usage),
+            embedding=embedding or (),
+            embeddings=[pb.Embedding(values=v) for v in embeddings or ()],
         )
-        response.result.update(result.result)
+        response.result.update(answer)
         return response
 
     async def Generate(

@@ -107,16 +107,26 @@ class InferRequest(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., task_type: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., inputs: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class InferResponse(_message.Message):
-    __slots__ = ("model_name", "task_type", "result", "resource_usage")
+    __slots__ = ("model_name", "task_type", "result", "resource_usage", "embedding", "embeddings")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_USAGE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     task_type: str
     result: _struct_pb2.Struct
     resource_usage: _task_service_pb2.ResourceUsage
-    def __init__(self, model_name: _Optional[str] = ..., task_type: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resource_usage: _Optional[_Union[_task_service_pb2.ResourceUsage, _Mapping]] = ...) -> None: ...
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    def __init__(self, model_name: _Optional[str] = ..., task_type: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resource_usage: _Optional[_Union[_task_service_pb2.ResourceUsage, _Mapping]] = ..., embedding: _Optional[_Iterable[float]] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
     __slots__ = ("delta", "done", "result", "resource_usage")

@@ -77,18 +77,16 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., template: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_completion: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., sequence: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class ResourceUsage(_message.Message):
-    __slots__ = ("model_name", "inference_time_seconds", "memory_used_gb", "cpu_time_seconds", "execution_provider")
+    __slots__ = ("model_name", "inference_time_seconds", "memory_used_gb", "execution_provider")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_GB_FIELD_NUMBER: _ClassVar[int]
-    CPU_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     inference_time_seconds: float
     memory_used_gb: float
-    cpu_time_seconds: float
     execution_provider: str
-    def __init__(self, model_name: _Optional[str] = ..., inference_time_seconds: _Optional[float] = ..., memory_used_gb: _Optional[float] = ..., cpu_time_seconds: _Optional[float] = ..., execution_provider: _Optional[str] = ...) -> None: ...
+    def __init__(self, model_name: _Optional[str] = ..., inference_time_seconds: _Optional[float] = ..., memory_used_gb: _Optional[float] = ..., execution_provider: _Optional[str] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
     __slots__ = ("text", "task_type", "model_name", "input_data", "parameters", "template", "priority", "depends_on", "request_id", "max_attempts", "timeout_seconds")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from taskorch.core.model import ResourceUsage
 from taskorch.inference import InferenceEngine
 from taskorch.workers.handlers import HandlerFn, Outcome, WorkContext
 
@@ -68,16 +67,6 @@ def inference_handler(engine: InferenceEngine) -> HandlerFn:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(0)
             raise
-        usage = result.resource_usage
-        return Outcome(
-            result.result,
-            ResourceUsage(
-                model_name=usage.model_name,
-                inference_time_seconds=usage.inference_time_seconds,
-                memory_used_gb=usage.memory_used_gb,
-                cpu_time_seconds=usage.cpu_time_seconds,
-                execution_provider=usage.execution_provider,
-            ),
-        )
+        return Outcome(result.result, result.resource_usage)
 
     return run_inference

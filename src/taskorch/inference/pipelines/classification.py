@@ -54,7 +54,7 @@ class TextClassification:
         texts, _ = text_inputs(input_data)
         self._function(model, parameters)
         param_int(parameters, "top_k", len(model.labels) or 1, low=1, high=10_000)
-        model.tokenize(texts, field="input_data.inputs")
+        model.check_length(texts, field="input_data.inputs")
 
     async def run(
         self,
@@ -129,7 +129,7 @@ class ZeroShotClassification:
         self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
     ) -> None:
         texts, _, labels, template, _ = self._prepare(model, input_data, parameters)
-        model.tokenize(
+        model.check_length(
             texts,
             pairs=[template.format(labels[0])] * len(texts),
             field="input_data.inputs",

@@ -66,7 +66,7 @@ class FeatureExtraction:
     ) -> None:
         texts, _ = text_inputs(input_data)
         param_bool(parameters, "normalize", model.config.normalize)
-        model.tokenize(texts, field="input_data.inputs")
+        model.check_length(texts, field="input_data.inputs")
 
     async def run(
         self,
@@ -111,7 +111,7 @@ class SentenceSimilarity:
         self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
     ) -> None:
         source, sentences, prefix = _pair(input_data)
-        model.tokenize([source, *sentences], field=f"{prefix}.sentences")
+        model.check_length([source, *sentences], field=f"{prefix}.sentences")
 
     async def run(
         self,

@@ -43,7 +43,7 @@ class FillMask:
     ) -> None:
         texts, _ = self._texts(model, input_data)
         param_int(parameters, "top_k", 5, low=1, high=100)
-        model.tokenize(texts, field="input_data.inputs")
+        model.check_length(texts, field="input_data.inputs")
 
     async def run(
         self,

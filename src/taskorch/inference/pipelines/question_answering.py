@@ -33,7 +33,7 @@ class QuestionAnswering:
     ) -> None:
         question, context = _fields(input_data)
         param_int(parameters, "max_answer_len", 30, low=1, high=512)
-        model.tokenize(
+        model.check_length(
             [question], pairs=[context], field="input_data.context", truncate_side="only_second"
         )
 

@@ -51,7 +51,7 @@ class TokenClassification:
     ) -> None:
         texts, _ = text_inputs(input_data)
         self._options(parameters)
-        model.tokenize(texts, field="input_data.inputs")
+        model.check_length(texts, field="input_data.inputs")
 
     async def run(
         self,
