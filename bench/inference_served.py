@@ -118,7 +118,7 @@ async def main() -> None:
             )
         )
     overhead = percentile(embeddings[1][1], 50) * 1e3 - raw_batch1_p50
-    rows.append(("batch-1 latency overhead (served p50 − raw p50)", "", f"{overhead:+.1f} ms", ""))
+    rows.append(("batch-1 latency overhead (served p50 - raw p50)", "", f"{overhead:+.1f} ms", ""))
     print(table(rows))
     print()
     gen_rows = [("generation (SmolLM2-135M, greedy)", "tokens/s", "TTFT p50", "ratio")]
