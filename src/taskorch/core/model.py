@@ -143,6 +143,7 @@ class Subtask:
     name: str = ""
     model_name: str = ""
     input: JSON | None = None
+    info: JSON | None = None
     progress: float = 0.0
     result: JSON | None = None
     error: str | None = None

@@ -145,6 +145,8 @@ subtasks = Table(
     Column("name", String(200), nullable=False, server_default=""),
     Column("position", Integer, nullable=False, server_default=text("0")),
     Column("input", Json),
+    # Free-form annotations a client sets on a subtask (seed 000's "set info").
+    Column("info", Json),
     Column("status", SmallInteger, nullable=False),
     Column("progress", Float, nullable=False, server_default=text("0")),
     Column("result", Json),
