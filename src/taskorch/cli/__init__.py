@@ -9,6 +9,7 @@ from taskorch.cli.gateway import app as gateway_app
 from taskorch.cli.models import app as models_app
 from taskorch.cli.serve import serve
 from taskorch.cli.tasks import app as task_app
+from taskorch.cli.worker import worker
 
 app = typer.Typer(
     name="taskorch",
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(help="Run the server: gRPC API, in-process workers, REST gateway and metrics.")(serve)
+app.command(help="Run a worker: take and run work of a server (remote worker).")(worker)
 app.add_typer(task_app, name="task", help="Submit, inspect, list, watch and cancel tasks.")
 app.add_typer(gateway_app, name="gateway", help="Envoy configuration and OpenAPI document.")
 app.add_typer(models_app, name="models", help="The model repository: import, defaults, list.")

@@ -4,11 +4,12 @@ and the signal that wakes idle workers when new work is queued."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import structlog
 
-from taskorch.core.model import TaskEvent
+from taskorch.core.model import Status, Subtask, TaskEvent
 from taskorch.events.bus import DEFAULT_BUFFER, EventBus, Subscription
 
 log = structlog.get_logger(__name__)
@@ -33,6 +34,16 @@ class WorkSignal:
         return True
 
 
+@dataclass(frozen=True)
+class StopNotice:
+    """Tells a worker to stop running a subtask (its task ended early)."""
+
+    worker_id: str
+    subtask_id: str
+    lease_id: str
+    reason: str
+
+
 class EventHub:
     """Publishes committed task events. Call :meth:`publish` only after the commit."""
 
@@ -41,6 +52,8 @@ class EventHub:
     ) -> None:
         self.bus: EventBus[TaskEvent] = bus or EventBus()
         self.watch_buffer = watch_buffer
+        # Stop notices for remote workers' streams, by worker id.
+        self.stops: EventBus[StopNotice] = EventBus()
         self.work = WorkSignal()
         self._listeners: list[Callable[[TaskEvent], None]] = []
 
@@ -57,3 +70,10 @@ class EventHub:
 
     def subscribe(self, task_id: str) -> Subscription[TaskEvent]:
         return self.bus.subscribe(task_id, buffer=self.watch_buffer)
+
+    def stop_workers(self, ended: Iterable[Subtask], reason: str) -> None:
+        """After a commit that ended running subtasks: tell the workers that held them."""
+        for subtask in ended:
+            if subtask.status is Status.RUNNING and subtask.worker_id and subtask.lease_id:
+                notice = StopNotice(subtask.worker_id, subtask.subtask_id, subtask.lease_id, reason)
+                self.stops.publish(subtask.worker_id, notice)

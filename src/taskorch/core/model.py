@@ -139,7 +139,7 @@ class Subtask:
     status: Status
     created_at: datetime
     updated_at: datetime
-    position: int = 0
+    stage: int = 0
     name: str = ""
     model_name: str = ""
     input: JSON | None = None
@@ -187,9 +187,12 @@ class Lease:
     """A worker's claim on one subtask until ``expires_at``; renewed by heartbeats."""
 
     subtask: Subtask
-    task: Task
     lease_id: str
     expires_at: datetime
+    # The task as it was when the lease was granted (None on remote workers).
+    task: Task | None = None
+    # The results of the tasks the subtask's task depends on, by task id.
+    dependency_results: Mapping[str, JSON | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from taskorch.core.text_analysis import MAX_TEXT_LENGTH
 TEXT_ANALYSIS = "text_analysis"
 ECHO = "echo"
 INFERENCE = "inference"
+CONTAINER = "container"
 MAX_ECHO_DELAY = 600.0
 
 
@@ -258,3 +259,19 @@ class InferencePlanner:
             input_data=dict(checked.input_data),
             steps=(Step(kind=INFERENCE, input=step_input, model_name=checked.model_name),),
         )
+
+
+class ContainerPlanner:
+    """Seed 000's ``POST /task`` with no built-in work: a task that clients fill with
+    subtasks of their own kinds (CreateSubtask); it completes when they all have."""
+
+    def task_types(self) -> Sequence[str]:
+        return (CONTAINER,)
+
+    def canonical(self, task_type: str) -> str | None:
+        return CONTAINER if normalise_type(task_type) == CONTAINER else None
+
+    def plan(self, spec: TaskSpec, task_type: str) -> Plan:
+        if spec.text is not None:
+            raise InvalidArgument("a container task takes no text", field="text")
+        return Plan(task_type=CONTAINER, steps=(), input_data=spec.input_data)

@@ -18,11 +18,13 @@ from typing import Any
 
 import structlog
 
+from taskorch.core.dependencies import fail_dependents, first_stage, release_dependents
 from taskorch.core.errors import InvalidArgument, LeaseLost, SubtaskNotFound
 from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import JSON, EventType, Lease, ResourceUsage, Status, Subtask, Task
 from taskorch.store import subtasks as subtask_store
+from taskorch.store import tasks as task_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow
 
@@ -78,6 +80,7 @@ class Scheduler:
         limit: int = 1,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         wait_seconds: float = 0.0,
+        task_id: str | None = None,
     ) -> list[Lease]:
         """Leases up to ``limit`` runnable subtasks, highest priority first, then oldest.
 
@@ -94,7 +97,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while True:
-            leases = await self.db.write(lambda tx: self._take(tx, worker, limit, lease_seconds))
+            leases = await self.db.write(
+                lambda tx: self._take(tx, worker, limit, lease_seconds, task_id)
+            )
             remaining = deadline - loop.time()
             if leases or remaining <= 0:
                 return leases
@@ -102,7 +107,12 @@ class Scheduler:
             await self.hub.work.wait(min(remaining, 1.0))
 
     def _take(
-        self, tx: Transaction, worker: WorkerIdentity, limit: int, lease_seconds: float
+        self,
+        tx: Transaction,
+        worker: WorkerIdentity,
+        limit: int,
+        lease_seconds: float,
+        task_id: str | None,
     ) -> list[Lease]:
         now = self.clock()
         ids = subtask_store.runnable_candidates(
@@ -110,6 +120,7 @@ class Scheduler:
             kinds=worker.kinds,
             models=worker.models,
             tenant_ids=worker.tenant_ids,
+            task_id=task_id,
             now=now,
             limit=limit,
             skip_locked=not self.db.is_sqlite,
@@ -124,7 +135,18 @@ class Scheduler:
             if subtask is None:
                 continue
             task = self._task_started(tx, subtask, worker.worker_id, now)
-            leases.append(Lease(subtask=subtask, task=task, lease_id=lease_id, expires_at=expires))
+            results = {
+                t.task_id: t.result for t in task_store.get_tasks(tx.conn, None, task.depends_on)
+            }
+            leases.append(
+                Lease(
+                    subtask=subtask,
+                    task=task,
+                    lease_id=lease_id,
+                    expires_at=expires,
+                    dependency_results=results,
+                )
+            )
         return leases
 
     def _task_started(
@@ -315,21 +337,19 @@ class Scheduler:
         self, tx: Transaction, subtask: Subtask, usage: ResourceUsage | None, now: datetime
     ) -> None:
         siblings = subtask_store.subtasks_of(tx.conn, subtask.task_id)
-        later = [
-            s for s in siblings if s.position > subtask.position and s.status is Status.PENDING
-        ]
-        if later:
-            nxt = min(later, key=lambda s: s.position)
-            subtask_store.update_subtask(
-                tx.conn, nxt.subtask_id, {"ready": True, "updated_at": now}
-            )
+        if any(s.stage == subtask.stage and s.status is not Status.COMPLETED for s in siblings):
+            self._task_progress(tx, subtask, None, now)  # its stage is still running
+            return
+        following = first_stage(siblings)
+        if following:
+            subtask_store.mark_ready(tx.conn, (s.subtask_id for s in following), now)
             tx.after_commit(self.hub.work.notify)
-            self._task_progress(
-                tx, subtask, f"step {subtask.position + 1} of {len(siblings)} done", now
-            )
+            stages = len({s.stage for s in siblings})
+            done = f"stage {subtask.stage + 1} of {stages} done"
+            self._task_progress(tx, subtask, done, now)
             return
         if any(s.status is not Status.COMPLETED for s in siblings):
-            return  # parallel subtasks still running
+            return
         values: dict[str, Any] = {
             "status": int(Status.COMPLETED),
             "result": _task_result(siblings),
@@ -339,7 +359,7 @@ class Scheduler:
         }
         if usage is not None:
             values["resource_usage"] = usage.to_json()
-        record(
+        completed = record(
             tx,
             self.hub,
             subtask.task_id,
@@ -350,6 +370,8 @@ class Scheduler:
             progress=100.0,
             message="completed",
         )
+        if completed is not None:
+            release_dependents(tx, self.hub, subtask.task_id, now)
 
     async def fail(
         self,
@@ -439,9 +461,10 @@ class Scheduler:
             lease_id=subtask.lease_id,
         )
         assert updated is not None
-        subtask_store.end_active_subtasks(tx.conn, subtask.task_id, Status.CANCELLED, now)
+        ended = subtask_store.end_active_subtasks(tx.conn, subtask.task_id, Status.CANCELLED, now)
+        tx.after_commit(lambda: self.hub.stop_workers(ended, "another subtask of the task failed"))
         attempts = f" after {subtask.attempt} attempts" if subtask.attempt > 1 else ""
-        record(
+        failed = record(
             tx,
             self.hub,
             subtask.task_id,
@@ -457,6 +480,8 @@ class Scheduler:
             only_if_status=(Status.PENDING, Status.RUNNING),
             message=f"failed{attempts}: {error}",
         )
+        if failed is not None:
+            fail_dependents(tx, self.hub, subtask.task_id, Status.FAILED, now)
         return updated
 
     async def release(self, subtask_id: str, lease_id: str, *, reason: str = "released") -> None:
@@ -561,11 +586,13 @@ def _why_lost(current: Subtask, lease_id: str) -> str:
 
 
 def _task_result(subtasks: Iterable[Subtask]) -> JSON | None:
-    """A one-step task's result is its subtask's; a multi-step task's is the last step's,
-    with every step's under ``steps``."""
-    ordered = sorted(subtasks, key=lambda s: s.position)
+    """A one-subtask task's result is its subtask's. With several: the last stage's result
+    when that stage has one subtask, with every subtask's result under ``steps`` (by name,
+    else id)."""
+    ordered = sorted(subtasks, key=lambda s: (s.stage, s.created_at))
     if len(ordered) == 1:
         return ordered[0].result
-    last = dict(ordered[-1].result or {})
-    last["steps"] = {s.name or str(s.position): s.result for s in ordered}
-    return last
+    last_stage = [s for s in ordered if s.stage == ordered[-1].stage]
+    result = dict(last_stage[0].result or {}) if len(last_stage) == 1 else {}
+    result["steps"] = {s.name or s.subtask_id: s.result for s in ordered}
+    return result

@@ -20,6 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from taskorch.core import validation
 from taskorch.core.caller import Caller
+from taskorch.core.dependencies import fail_dependents
+from taskorch.core.directory import WorkerDirectory
 from taskorch.core.errors import (
     AlreadyExists,
     Conflict,
@@ -81,11 +83,13 @@ class TaskService:
         hub: EventHub,
         catalog: Catalog,
         *,
+        directory: WorkerDirectory | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.hub = hub
         self.catalog = catalog
+        self.directory = directory or WorkerDirectory()
         self.clock = clock
         self.estimator = DurationEstimator()
         hub.add_listener(self.estimator.observe)
@@ -124,6 +128,11 @@ class TaskService:
             request_id=request_id or None,
             max_attempts=max_attempts,
             timeout_seconds=timeout,
+            progress_message=(
+                self.directory.waiting_message(step.kind for step in plan.steps)
+                if plan.steps
+                else "waiting for subtasks"
+            ),
             sequence=1,
             created_at=now,
             updated_at=now,
@@ -300,7 +309,9 @@ class TaskService:
             if task.status in TERMINAL_STATUSES:
                 raise TaskNotCancellable(task.task_id, task.status.name)
             now = self.clock()
-            subtask_store.end_active_subtasks(tx.conn, key, Status.CANCELLED, now)
+            ended = subtask_store.end_active_subtasks(tx.conn, key, Status.CANCELLED, now)
+            tx.after_commit(lambda: self.hub.stop_workers(ended, "task cancelled"))
+            fail_dependents(tx, self.hub, key, Status.CANCELLED, now)
             recorded = record(
                 tx,
                 self.hub,
@@ -417,19 +428,19 @@ def _subtasks(task: Task, plan: Plan, *, ready: bool, now: datetime) -> list[Sub
             kind=step.kind,
             name=step.name,
             model_name=step.model_name,
-            position=position,
+            stage=stage,
             input=step.input,
             status=Status.PENDING,
             max_attempts=task.max_attempts,
             priority=task.priority,
             # Steps run one after another: only the first is ready when dependencies are.
-            ready=ready and position == 0,
+            ready=ready and stage == 0,
             available_at=now,
             timeout_seconds=task.timeout_seconds,
             created_at=now,
             updated_at=now,
         )
-        for position, step in enumerate(plan.steps)
+        for stage, step in enumerate(plan.steps)
     ]
 
 

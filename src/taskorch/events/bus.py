@@ -63,10 +63,27 @@ class Subscription(Generic[E]):
                 return None
         return self._buffer.popleft()
 
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Waits, consuming nothing, until an event (or a lag) is pending; False on timeout."""
+        if self._buffer or self._lagged:
+            return True
+        self._ready.clear()
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self._bus._unsubscribe(self)
+
+    def __enter__(self) -> Subscription[E]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     async def __aenter__(self) -> Subscription[E]:
         return self

@@ -26,9 +26,17 @@ from prometheus_client import start_http_server
 
 from taskorch import __version__
 from taskorch.config import Settings, split_addr
+from taskorch.core.directory import WorkerDirectory
 from taskorch.core.hub import EventHub
-from taskorch.core.planning import Catalog, EchoPlanner, InferencePlanner, TextAnalysisPlanner
+from taskorch.core.planning import (
+    Catalog,
+    ContainerPlanner,
+    EchoPlanner,
+    InferencePlanner,
+    TextAnalysisPlanner,
+)
 from taskorch.core.scheduler import Scheduler
+from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
 from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
@@ -40,8 +48,14 @@ from taskorch.server.interceptors import ServerInterceptor
 from taskorch.server.models import ModelServicer
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
+from taskorch.server.workers import WorkerServicer
 from taskorch.store.database import Database
-from taskorch.v1 import model_service_pb2_grpc, system_service_pb2_grpc, task_service_pb2_grpc
+from taskorch.v1 import (
+    model_service_pb2_grpc,
+    system_service_pb2_grpc,
+    task_service_pb2_grpc,
+    worker_service_pb2_grpc,
+)
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
 from taskorch.workers.inference import inference_handler
 from taskorch.workers.source import LocalWorkSource
@@ -87,10 +101,17 @@ class TaskorchServer:
         self.hub = EventHub()
         self.engine = InferenceEngine(settings.models_dir or Path("var/models"))
         self.catalog = Catalog(
-            [TextAnalysisPlanner(), EchoPlanner(), InferencePlanner(self.engine)]
+            [
+                TextAnalysisPlanner(),
+                EchoPlanner(),
+                ContainerPlanner(),
+                InferencePlanner(self.engine),
+            ]
         )
-        self.tasks = TaskService(self.db, self.hub, self.catalog)
+        self.directory = WorkerDirectory()
+        self.tasks = TaskService(self.db, self.hub, self.catalog, directory=self.directory)
         self.scheduler = Scheduler(self.db, self.hub)
+        self.subtasks = SubtaskService(self.db, self.hub, self.scheduler, self.directory)
         self.handlers = handlers or builtin_handlers()
         if "inference" not in self.handlers:
             self.handlers.register(
@@ -154,10 +175,16 @@ class TaskorchServer:
         )
         worker.start()
         self.workers.append(worker)
+        self.directory.register_local(worker.worker_id, worker.identity.kinds)
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=GRPC_OPTIONS)
-        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks), server)
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+            TaskServicer(self.tasks, self.subtasks), server
+        )
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerServicer(self.db, self.hub, self.scheduler, self.directory), server
+        )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.engine), server
         )

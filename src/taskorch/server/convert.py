@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 
 from taskorch import structs
 from taskorch.core.errors import InvalidArgument
-from taskorch.core.model import JSON, Page, ResourceUsage, Task, TaskEvent
+from taskorch.core.model import JSON, Lease, Page, ResourceUsage, Subtask, Task, TaskEvent
 from taskorch.core.planning import TaskSpec
 from taskorch.core.tasks import ListRequest
 from taskorch.v1 import task_service_pb2 as pb
@@ -154,3 +154,46 @@ def event_to_proto(event: TaskEvent, task: pb.Task | None = None) -> pb.TaskEven
     if task is not None:
         message.task.CopyFrom(task)
     return message
+
+
+def subtask_to_proto(subtask: Subtask, lease: Lease | None = None) -> pb.Subtask:
+    """A subtask; from a fresh lease it also carries its dependencies' results."""
+    message = pb.Subtask(
+        subtask_id=subtask.subtask_id,
+        task_id=subtask.task_id,
+        kind=subtask.kind,
+        name=subtask.name,
+        stage=subtask.stage,
+        status=subtask.status.name,
+        progress=subtask.progress,
+        error=subtask.error or "",
+        error_code=subtask.error_code or "",
+        attempt=subtask.attempt,
+        max_attempts=subtask.max_attempts,
+        priority=subtask.priority,
+        model_name=subtask.model_name,
+        lease_id=subtask.lease_id or "",
+        worker_id=subtask.worker_id or "",
+        ready=subtask.ready,
+        timeout_seconds=subtask.timeout_seconds or 0.0,
+    )
+    for name in ("input", "info", "result"):
+        value = getattr(subtask, name)
+        if value is not None:
+            getattr(message, name).update(value)
+    set_time(message.lease_expires_at, subtask.lease_expires_at)
+    set_time(message.available_at, subtask.available_at)
+    set_time(message.created_at, subtask.created_at)
+    set_time(message.updated_at, subtask.updated_at)
+    set_time(message.started_at, subtask.started_at)
+    set_time(message.completed_at, subtask.completed_at)
+    if lease is not None:
+        for task_id, result in lease.dependency_results.items():
+            message.dependency_results[task_id].update(result or {})
+    return message
+
+
+def optional_struct(message: Message, field: str) -> JSON | None:
+    if not message.HasField(field):
+        return None
+    return struct_to_dict(getattr(message, field), field)

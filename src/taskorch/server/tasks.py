@@ -9,7 +9,11 @@ from typing import Any, TypeAlias
 
 from google.api import httpbody_pb2
 
+from taskorch.core.errors import NoWorkAvailable
 from taskorch.core.model import Status, Task
+from taskorch.core.planning import CONTAINER, TaskSpec
+from taskorch.core.scheduler import WorkerIdentity
+from taskorch.core.subtasks import NewSubtask, StatusReport, SubtaskService
 from taskorch.core.tasks import ListRequest, TaskService
 from taskorch.server import convert
 from taskorch.server.interceptors import current, current_caller
@@ -21,8 +25,9 @@ Context: TypeAlias = Any
 
 
 class TaskServicer(pb_grpc.TaskServiceServicer):
-    def __init__(self, tasks: TaskService) -> None:
+    def __init__(self, tasks: TaskService, subtasks: SubtaskService) -> None:
         self.tasks = tasks
+        self.subtasks = subtasks
 
     def _task(self, task: Task) -> pb.Task:
         return convert.task_to_proto(task, self.tasks.estimate_completion(task))
@@ -31,6 +36,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         # An Idempotency-Key header (REST) or metadata works like request_id.
         key = current().metadata.get("idempotency-key", "")
         spec = convert.spec_from_proto(request, key)
+        if _is_empty(spec) and _surface().startswith("/task"):
+            # Seed 000's `POST /task` with nothing: a container for custom subtasks.
+            spec = replace(spec, task_type=CONTAINER)
         return self._task(await self.tasks.create(current_caller(), spec))
 
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
@@ -75,6 +83,86 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             await self.tasks.cancel(current_caller(), request.task_id, request.reason)
         )
 
+    # -- subtasks (seed 000) ------------------------------------------------------------------
+
+    async def CreateSubtask(self, request: pb.CreateSubtaskRequest, context: Context) -> pb.Subtask:
+        spec = NewSubtask(
+            kind=request.kind,
+            name=request.name,
+            input=convert.optional_struct(request, "input"),
+            info=convert.optional_struct(request, "info"),
+            stage=request.stage,
+            model_name=request.model_name,
+            max_attempts=request.max_attempts,
+            timeout_seconds=request.timeout_seconds,
+        )
+        subtask = await self.subtasks.create(current_caller(), request.task_id, spec)
+        return convert.subtask_to_proto(subtask)
+
+    async def ListSubtasks(
+        self, request: pb.ListSubtasksRequest, context: Context
+    ) -> pb.ListSubtasksResponse:
+        found = await self.subtasks.list(current_caller(), request.task_id, request.status)
+        return pb.ListSubtasksResponse(
+            subtasks=[convert.subtask_to_proto(s) for s in found], total=len(found)
+        )
+
+    async def GetSubtask(self, request: pb.GetSubtaskRequest, context: Context) -> pb.Subtask:
+        subtask = await self.subtasks.get(current_caller(), request.task_id, request.subtask_id)
+        return convert.subtask_to_proto(subtask)
+
+    async def UpdateSubtask(self, request: pb.UpdateSubtaskRequest, context: Context) -> pb.Subtask:
+        subtask = await self.subtasks.update(
+            current_caller(),
+            request.task_id,
+            request.subtask_id,
+            info=convert.optional_struct(request, "info"),
+            name=request.name,
+            input=convert.optional_struct(request, "input"),
+        )
+        return convert.subtask_to_proto(subtask)
+
+    async def TakeSubtask(self, request: pb.TakeSubtaskRequest, context: Context) -> pb.Subtask:
+        caller = current_caller()
+        worker = WorkerIdentity(
+            worker_id=request.worker_id or "anonymous",
+            kinds=tuple(request.kinds),
+            models=tuple(request.models),
+            tenant_ids=None if caller.is_admin else (caller.tenant_id,),
+        )
+        lease = await self.subtasks.take(
+            caller,
+            request.task_id,
+            worker,
+            lease_seconds=request.lease_seconds,
+            wait_seconds=request.wait_seconds,
+        )
+        if lease is None:
+            raise NoWorkAvailable(worker.kinds)
+        return convert.subtask_to_proto(lease.subtask, lease)
+
+    async def UpdateSubtaskStatus(
+        self, request: pb.UpdateSubtaskStatusRequest, context: Context
+    ) -> pb.SubtaskStatusUpdate:
+        report = StatusReport(
+            lease_id=request.lease_id,
+            status=Status(request.status) if request.status else Status.RUNNING,
+            progress=request.progress if request.HasField("progress") else None,
+            message=request.message,
+            result=convert.optional_struct(request, "result"),
+            error=request.error,
+            error_code=request.error_code,
+            permanent=request.permanent,
+            lease_seconds=request.lease_seconds,
+            output_delta=request.output_delta,
+        )
+        subtask, answer = await self.subtasks.report(
+            current_caller(), request.task_id, request.subtask_id, report
+        )
+        return pb.SubtaskStatusUpdate(
+            subtask=convert.subtask_to_proto(subtask), stop=answer.cancelled, reason=answer.reason
+        )
+
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:
@@ -89,10 +177,19 @@ _SURFACE_LIMITS = (("/api/v1/", 100), ("/v1/", 10))
 _DEFAULT_LIMIT = 50
 
 
+def _surface() -> str:
+    """The REST path a call came through ("" for native gRPC)."""
+    return current().metadata.get("x-envoy-original-path", "")
+
+
+def _is_empty(spec: TaskSpec) -> bool:
+    return spec.text is None and not (spec.task_type or spec.template or spec.input_data)
+
+
 def _list_request(request: pb.ListTasksRequest) -> ListRequest:
     listing = convert.list_request_from_proto(request)
     if listing.limit:
         return listing
-    path = current().metadata.get("x-envoy-original-path", "")
+    path = _surface()
     limit = next((n for prefix, n in _SURFACE_LIMITS if path.startswith(prefix)), _DEFAULT_LIMIT)
     return replace(listing, limit=limit)

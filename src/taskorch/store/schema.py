@@ -143,7 +143,9 @@ subtasks = Table(
     # The model the work needs, so a worker can take only work for models it serves.
     Column("model_name", String(200), nullable=False, server_default=""),
     Column("name", String(200), nullable=False, server_default=""),
-    Column("position", Integer, nullable=False, server_default=text("0")),
+    # Subtasks of one stage run in parallel; stage N+1 becomes ready when all of stage N
+    # completed (a template's steps are stages 0, 1, 2, ...).
+    Column("stage", Integer, nullable=False, server_default=text("0")),
     Column("input", Json),
     # Free-form annotations a client sets on a subtask (seed 000's "set info").
     Column("info", Json),
@@ -167,7 +169,7 @@ subtasks = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("completed_at", UTCDateTime),
-    Index(None, "task_id", "position"),
+    Index(None, "task_id", "stage"),
     # The work queue: runnable subtasks by priority, then age.
     Index(None, "status", "ready", "kind", "priority", "created_at"),
     # The lease rescuer: running subtasks by lease deadline.

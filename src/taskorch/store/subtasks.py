@@ -23,7 +23,7 @@ def subtask_from_row(row: RowMapping) -> Subtask:
         kind=row["kind"],
         model_name=row["model_name"],
         name=row["name"],
-        position=row["position"],
+        stage=row["stage"],
         input=row["input"],
         info=row["info"],
         status=Status(row["status"]),
@@ -60,7 +60,7 @@ def insert_subtasks(conn: Connection, items: Sequence[Subtask]) -> None:
                 "kind": s.kind,
                 "model_name": s.model_name,
                 "name": s.name,
-                "position": s.position,
+                "stage": s.stage,
                 "input": s.input,
                 "info": s.info,
                 "status": int(s.status),
@@ -86,7 +86,7 @@ def get_subtask(conn: Connection, tenant_id: str | None, subtask_id: str) -> Sub
 
 
 _SUBTASKS_OF = (
-    select(subtasks).where(subtasks.c.task_id == bindparam("task_id")).order_by(subtasks.c.position)
+    select(subtasks).where(subtasks.c.task_id == bindparam("task_id")).order_by(subtasks.c.stage)
 )
 
 
@@ -101,6 +101,7 @@ def runnable_candidates(
     kinds: Iterable[str],
     models: Iterable[str] = (),
     tenant_ids: Iterable[str] | None = None,
+    task_id: str | None = None,
     now: datetime,
     limit: int,
     skip_locked: bool,
@@ -124,6 +125,8 @@ def runnable_candidates(
         stmt = stmt.where(subtasks.c.model_name.in_([*model_list, ""]))
     if tenant_ids is not None:
         stmt = stmt.where(subtasks.c.tenant_id.in_(list(tenant_ids)))
+    if task_id is not None:
+        stmt = stmt.where(subtasks.c.task_id == task_id)
     if skip_locked:
         stmt = stmt.with_for_update(skip_locked=True)
     return [row[0] for row in conn.execute(stmt)]
@@ -209,6 +212,16 @@ def unlease(conn: Connection, subtask_id: str, lease_id: str, now: datetime) -> 
     params = {"_id": subtask_id, "_lease": lease_id, "now": now}
     row = conn.execute(_UNLEASE, params).mappings().first()
     return subtask_from_row(row) if row else None
+
+
+def mark_ready(conn: Connection, subtask_ids: Iterable[str], now: datetime) -> None:
+    ids = list(subtask_ids)
+    if ids:
+        conn.execute(
+            update(subtasks)
+            .where(subtasks.c.subtask_id.in_(ids))
+            .values(ready=True, available_at=now, updated_at=now)
+        )
 
 
 def set_priority(conn: Connection, task_id: str, priority: int, now: datetime) -> None:

@@ -240,6 +240,14 @@ def _after(column: Any, descending: bool, value: Any, task_id: str) -> ColumnEle
     return or_(beyond_value, and_(column == value, beyond_id), column.is_(None))
 
 
+def dependents_of(conn: Connection, task_id: str) -> list[str]:
+    """Ids of the tasks that wait for ``task_id``."""
+    rows = conn.execute(
+        select(task_dependencies.c.task_id).where(task_dependencies.c.depends_on_id == task_id)
+    )
+    return [row[0] for row in rows]
+
+
 def count_by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:
     rows = conn.execute(
         select(tasks.c.status, func.count())

@@ -76,6 +76,185 @@ class Task(_message.Message):
     timeout_seconds: float
     def __init__(self, task_id: _Optional[str] = ..., id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., template: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_completion: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., sequence: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
+class Subtask(_message.Message):
+    __slots__ = ("subtask_id", "task_id", "kind", "name", "stage", "input", "info", "status", "progress", "result", "error", "error_code", "attempt", "max_attempts", "priority", "model_name", "lease_id", "lease_expires_at", "worker_id", "ready", "available_at", "created_at", "updated_at", "started_at", "completed_at", "timeout_seconds", "dependency_results")
+    class DependencyResultsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _struct_pb2.Struct
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    SUBTASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCY_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    subtask_id: str
+    task_id: str
+    kind: str
+    name: str
+    stage: int
+    input: _struct_pb2.Struct
+    info: _struct_pb2.Struct
+    status: _status_pb2.Status
+    progress: float
+    result: _struct_pb2.Struct
+    error: str
+    error_code: str
+    attempt: int
+    max_attempts: int
+    priority: int
+    model_name: str
+    lease_id: str
+    lease_expires_at: _timestamp_pb2.Timestamp
+    worker_id: str
+    ready: bool
+    available_at: _timestamp_pb2.Timestamp
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    started_at: _timestamp_pb2.Timestamp
+    completed_at: _timestamp_pb2.Timestamp
+    timeout_seconds: float
+    dependency_results: _containers.MessageMap[str, _struct_pb2.Struct]
+    def __init__(self, subtask_id: _Optional[str] = ..., task_id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., stage: _Optional[int] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., progress: _Optional[float] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., priority: _Optional[int] = ..., model_name: _Optional[str] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_id: _Optional[str] = ..., ready: _Optional[bool] = ..., available_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., dependency_results: _Optional[_Mapping[str, _struct_pb2.Struct]] = ...) -> None: ...
+
+class CreateSubtaskRequest(_message.Message):
+    __slots__ = ("task_id", "kind", "name", "input", "info", "stage", "model_name", "max_attempts", "timeout_seconds")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    kind: str
+    name: str
+    input: _struct_pb2.Struct
+    info: _struct_pb2.Struct
+    stage: int
+    model_name: str
+    max_attempts: int
+    timeout_seconds: float
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stage: _Optional[int] = ..., model_name: _Optional[str] = ..., max_attempts: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class ListSubtasksRequest(_message.Message):
+    __slots__ = ("task_id", "status")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    status: str
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class ListSubtasksResponse(_message.Message):
+    __slots__ = ("subtasks", "total")
+    SUBTASKS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    subtasks: _containers.RepeatedCompositeFieldContainer[Subtask]
+    total: int
+    def __init__(self, subtasks: _Optional[_Iterable[_Union[Subtask, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class GetSubtaskRequest(_message.Message):
+    __slots__ = ("task_id", "subtask_id")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBTASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    subtask_id: str
+    def __init__(self, task_id: _Optional[str] = ..., subtask_id: _Optional[str] = ...) -> None: ...
+
+class UpdateSubtaskRequest(_message.Message):
+    __slots__ = ("task_id", "subtask_id", "info", "name", "input")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBTASK_ID_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    subtask_id: str
+    info: _struct_pb2.Struct
+    name: str
+    input: _struct_pb2.Struct
+    def __init__(self, task_id: _Optional[str] = ..., subtask_id: _Optional[str] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class TakeSubtaskRequest(_message.Message):
+    __slots__ = ("task_id", "worker_id", "kinds", "models", "lease_seconds", "wait_seconds")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    worker_id: str
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    lease_seconds: float
+    wait_seconds: float
+    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class UpdateSubtaskStatusRequest(_message.Message):
+    __slots__ = ("task_id", "subtask_id", "lease_id", "status", "progress", "message", "result", "error", "error_code", "permanent", "lease_seconds", "output_delta")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBTASK_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    PERMANENT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DELTA_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    subtask_id: str
+    lease_id: str
+    status: _status_pb2.Status
+    progress: float
+    message: str
+    result: _struct_pb2.Struct
+    error: str
+    error_code: str
+    permanent: bool
+    lease_seconds: float
+    output_delta: str
+    def __init__(self, task_id: _Optional[str] = ..., subtask_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., permanent: _Optional[bool] = ..., lease_seconds: _Optional[float] = ..., output_delta: _Optional[str] = ...) -> None: ...
+
+class SubtaskStatusUpdate(_message.Message):
+    __slots__ = ("subtask", "stop", "reason")
+    SUBTASK_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    subtask: Subtask
+    stop: bool
+    reason: str
+    def __init__(self, subtask: _Optional[_Union[Subtask, _Mapping]] = ..., stop: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class ResourceUsage(_message.Message):
     __slots__ = ("model_name", "inference_time_seconds", "memory_used_gb", "execution_provider")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]

@@ -75,6 +75,36 @@ class TaskServiceStub:
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=taskorch_dot_v1_dot_task__service__pb2.Task.FromString,
                 _registered_method=True)
+        self.CreateSubtask = channel.unary_unary(
+                '/taskorch.v1.TaskService/CreateSubtask',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.CreateSubtaskRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+                _registered_method=True)
+        self.ListSubtasks = channel.unary_unary(
+                '/taskorch.v1.TaskService/ListSubtasks',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.ListSubtasksRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.ListSubtasksResponse.FromString,
+                _registered_method=True)
+        self.GetSubtask = channel.unary_unary(
+                '/taskorch.v1.TaskService/GetSubtask',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.GetSubtaskRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+                _registered_method=True)
+        self.UpdateSubtask = channel.unary_unary(
+                '/taskorch.v1.TaskService/UpdateSubtask',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.UpdateSubtaskRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+                _registered_method=True)
+        self.TakeSubtask = channel.unary_unary(
+                '/taskorch.v1.TaskService/TakeSubtask',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.TakeSubtaskRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+                _registered_method=True)
+        self.UpdateSubtaskStatus = channel.unary_unary(
+                '/taskorch.v1.TaskService/UpdateSubtaskStatus',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.UpdateSubtaskStatusRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.SubtaskStatusUpdate.FromString,
+                _registered_method=True)
         self.WatchTask = channel.unary_stream(
                 '/taskorch.v1.TaskService/WatchTask',
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
@@ -148,6 +178,52 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSubtask(self, request, context):
+        """Adds work to a task (seed 000): subtasks of one `stage` run in parallel, stage N+1
+        after all of stage N completed. A task created with no built-in work (`POST /task {}`)
+        is a container for such subtasks; it completes when all its subtasks have.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubtasks(self, request, context):
+        """The subtasks of a task, by stage then age.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubtask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSubtask(self, request, context):
+        """Sets a subtask's info (free-form annotations) and name; its input too while it waits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TakeSubtask(self, request, context):
+        """Takes (leases) the next runnable subtask of this task (seed 000's `__take`);
+        NOT_FOUND when none is runnable. See WorkerService.Take for work of any task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSubtaskStatus(self, request, context):
+        """Reports on a leased subtask: RUNNING extends the lease and records progress,
+        COMPLETED stores the result, FAILED records an error (retried with backoff unless
+        `permanent`). Only the current lease holder may report (LEASE_LOST otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchTask(self, request, context):
         """Streams a task's state: first a SNAPSHOT of the current state, then
         every change in order, ending after the terminal event. With
@@ -195,6 +271,36 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=taskorch_dot_v1_dot_task__service__pb2.CancelTaskRequest.FromString,
                     response_serializer=taskorch_dot_v1_dot_task__service__pb2.Task.SerializeToString,
+            ),
+            'CreateSubtask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubtask,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.CreateSubtaskRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.SerializeToString,
+            ),
+            'ListSubtasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubtasks,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.ListSubtasksRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.ListSubtasksResponse.SerializeToString,
+            ),
+            'GetSubtask': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubtask,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.GetSubtaskRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.SerializeToString,
+            ),
+            'UpdateSubtask': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSubtask,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.UpdateSubtaskRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.SerializeToString,
+            ),
+            'TakeSubtask': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeSubtask,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.TakeSubtaskRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.SerializeToString,
+            ),
+            'UpdateSubtaskStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSubtaskStatus,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.UpdateSubtaskStatusRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.SubtaskStatusUpdate.SerializeToString,
             ),
             'WatchTask': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTask,
@@ -396,6 +502,168 @@ class TaskService:
             '/taskorch.v1.TaskService/CancelTask',
             taskorch_dot_v1_dot_task__service__pb2.CancelTaskRequest.SerializeToString,
             taskorch_dot_v1_dot_task__service__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubtask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/CreateSubtask',
+            taskorch_dot_v1_dot_task__service__pb2.CreateSubtaskRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubtasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/ListSubtasks',
+            taskorch_dot_v1_dot_task__service__pb2.ListSubtasksRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.ListSubtasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubtask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/GetSubtask',
+            taskorch_dot_v1_dot_task__service__pb2.GetSubtaskRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSubtask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/UpdateSubtask',
+            taskorch_dot_v1_dot_task__service__pb2.UpdateSubtaskRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeSubtask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/TakeSubtask',
+            taskorch_dot_v1_dot_task__service__pb2.TakeSubtaskRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSubtaskStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/UpdateSubtaskStatus',
+            taskorch_dot_v1_dot_task__service__pb2.UpdateSubtaskStatusRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.SubtaskStatusUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,8 +52,17 @@ class WorkContext:
         return dict(self.lease.subtask.input or {})
 
     @property
+    def dependency_results(self) -> Mapping[str, JSON | None]:
+        """The results of the tasks this task depends on, by task id."""
+        return self.lease.dependency_results
+
+    @property
+    def attempt(self) -> int:
+        return self.lease.subtask.attempt
+
+    @property
     def task_id(self) -> str:
-        return self.lease.task.task_id
+        return self.lease.subtask.task_id
 
     async def progress(self, percent: float, message: str | None = None) -> None:
         await self._reporter.progress(percent, message)
@@ -62,7 +71,8 @@ class WorkContext:
         await self._reporter.output(delta, data)
 
 
-HandlerFn = Callable[[WorkContext], Awaitable[Outcome] | Outcome]
+# A handler returns an Outcome, or just the result as a dict (None for an empty result).
+HandlerFn = Callable[[WorkContext], Awaitable[Any] | Any]
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,13 @@ class Handler:
             outcome = await asyncio.to_thread(self.fn, ctx)
         if isinstance(outcome, Outcome):
             return outcome
-        raise TypeError(f"handler {self.kind!r} returned {type(outcome).__name__}, not Outcome")
+        if outcome is None:
+            return Outcome({})
+        if isinstance(outcome, dict):
+            return Outcome(outcome)
+        raise TypeError(
+            f"handler {self.kind!r} returned {type(outcome).__name__}: return a dict or Outcome"
+        )
 
 
 class HandlerRegistry:
@@ -99,6 +115,14 @@ class HandlerRegistry:
 
     def __contains__(self, kind: object) -> bool:
         return kind in self._handlers
+
+    def merge(self, other: HandlerRegistry) -> None:
+        """Adds (or replaces) the handlers of ``other``."""
+        self._handlers.update(other._handlers)
+
+    def only(self, kinds: Iterable[str]) -> HandlerRegistry:
+        """A registry with just these kinds (each must be registered here)."""
+        return HandlerRegistry({kind: self._handlers[kind] for kind in kinds})
 
 
 def run_text_analysis(ctx: WorkContext) -> Outcome:

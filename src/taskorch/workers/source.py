@@ -97,7 +97,7 @@ class LocalWorkSource:
         await self.scheduler.release(lease.subtask.subtask_id, lease.lease_id, reason=reason)
 
     async def wait_cancelled(self, lease: Lease) -> None:
-        async with self.hub.subscribe(lease.task.task_id) as subscription:
+        async with self.hub.subscribe(lease.subtask.task_id) as subscription:
             while True:
                 try:
                     event = await subscription.get()

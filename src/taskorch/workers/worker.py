@@ -203,7 +203,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeats(lease, cancel))
         watcher = asyncio.create_task(self._watch_cancel(lease, cancel))
         bound = structlog.contextvars.bound_contextvars(
-            task_id=lease.task.task_id, subtask_id=lease.subtask.subtask_id
+            task_id=lease.subtask.task_id, subtask_id=lease.subtask.subtask_id
         )
         try:
             with bound:

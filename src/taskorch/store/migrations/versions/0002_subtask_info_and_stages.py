@@ -1,4 +1,4 @@
-"""Subtask info: free-form annotations clients set on a subtask
+"""Subtask info (free-form annotations clients set) and stages (position becomes stage)
 
 Revision ID: 0002
 Revises: 0001
@@ -18,6 +18,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # RENAME COLUMN is plain SQL on both backends (SQLite >= 3.25) and keeps the data.
+    op.drop_index("ix_subtasks_task_id_position", table_name="subtasks")
+    op.execute("ALTER TABLE subtasks RENAME COLUMN position TO stage")
+    op.create_index("ix_subtasks_task_id_stage", "subtasks", ["task_id", "stage"], unique=False)
     with op.batch_alter_table("subtasks") as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -31,3 +35,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("subtasks") as batch_op:
         batch_op.drop_column("info")
+    op.drop_index("ix_subtasks_task_id_stage", table_name="subtasks")
+    op.execute("ALTER TABLE subtasks RENAME COLUMN stage TO position")
+    op.create_index("ix_subtasks_task_id_position", "subtasks", ["task_id", "position"])

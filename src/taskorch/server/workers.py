@@ -1,0 +1,258 @@
+"""WorkerService over gRPC: how remote workers get work pushed, heartbeat and report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+import structlog
+
+from taskorch.core.caller import Caller
+from taskorch.core.directory import WorkerDirectory
+from taskorch.core.errors import InvalidArgument, NoWorkAvailable
+from taskorch.core.hub import EventHub, StopNotice
+from taskorch.core.model import Lease, ResourceUsage, Status
+from taskorch.core.scheduler import DEFAULT_LEASE_SECONDS, Scheduler, WorkerIdentity
+from taskorch.events.bus import SubscriptionLagged
+from taskorch.server import convert
+from taskorch.server.interceptors import current_caller
+from taskorch.store import subtasks as subtask_store
+from taskorch.store.database import Database
+from taskorch.store.schema import utcnow
+from taskorch.v1 import worker_service_pb2 as pb
+from taskorch.v1 import worker_service_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
+
+Context: TypeAlias = Any
+
+PING_SECONDS = 5.0
+MAX_CAPACITY = 1000
+
+
+def identity(caller: Caller, worker_id: str, kinds: Any, models: Any) -> WorkerIdentity:
+    """A worker takes only work of its caller's tenant (admins: any tenant)."""
+    return WorkerIdentity(
+        worker_id=worker_id or f"worker-{uuid.uuid4().hex[:8]}",
+        kinds=tuple(kinds),
+        models=tuple(models),
+        tenant_ids=None if caller.is_admin else (caller.tenant_id,),
+    )
+
+
+class _Listener:
+    """The work one Listen stream holds, and what wakes it."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}  # subtask_id -> lease_id
+        self.changed = asyncio.Event()
+
+
+class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    def __init__(
+        self, db: Database, hub: EventHub, scheduler: Scheduler, directory: WorkerDirectory
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.scheduler = scheduler
+        self.directory = directory
+        self._holders: dict[str, _Listener] = {}  # subtask_id -> the stream that holds it
+
+    async def Take(self, request: pb.TakeRequest, context: Context) -> Any:
+        worker = identity(current_caller(), request.worker_id, request.kinds, request.models)
+        self.directory.seen(worker.worker_id, worker.kinds, worker.models)
+        leases = await self.scheduler.take(
+            worker,
+            lease_seconds=request.lease_seconds or DEFAULT_LEASE_SECONDS,
+            wait_seconds=request.wait_seconds,
+        )
+        if not leases:
+            raise NoWorkAvailable(worker.kinds)
+        return convert.subtask_to_proto(leases[0].subtask, leases[0])
+
+    async def Listen(
+        self, request: pb.ListenRequest, context: Context
+    ) -> AsyncIterator[pb.WorkerMessage]:
+        worker = identity(current_caller(), request.worker_id, request.kinds, request.models)
+        capacity = request.capacity or 1
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise InvalidArgument(
+                f"capacity must be between 1 and {MAX_CAPACITY}", field="capacity"
+            )
+        lease_seconds = request.lease_seconds or DEFAULT_LEASE_SECONDS
+        listener = _Listener()
+        log.info("worker connected", worker_id=worker.worker_id, kinds=list(worker.kinds))
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time()
+        try:
+            with self.hub.stops.subscribe(worker.worker_id) as stops:
+                while True:
+                    self.directory.seen(worker.worker_id, worker.kinds, worker.models)
+                    free = capacity - len(listener.held)
+                    if free > 0:
+                        leases = await self.scheduler.take(
+                            worker, limit=free, lease_seconds=lease_seconds
+                        )
+                        for lease in leases:
+                            self._hold(listener, lease)
+                            yield pb.WorkerMessage(
+                                assignment=convert.subtask_to_proto(lease.subtask, lease)
+                            )
+                        if len(leases) == free:
+                            continue
+                    async for notice in _drain(stops):
+                        if listener.held.pop(notice.subtask_id, None) is not None:
+                            self._holders.pop(notice.subtask_id, None)
+                        yield pb.WorkerMessage(
+                            cancel=pb.Cancellation(
+                                subtask_id=notice.subtask_id,
+                                lease_id=notice.lease_id,
+                                reason=notice.reason,
+                            )
+                        )
+                    if loop.time() >= next_ping:
+                        await self._forget_finished(listener)
+                        ping = pb.WorkerMessage()
+                        convert.set_time(ping.ping, utcnow())
+                        yield ping
+                        next_ping = loop.time() + PING_SECONDS
+                    await _first(
+                        self.hub.work.wait(PING_SECONDS),
+                        listener.changed.wait(),
+                        stops.wait(PING_SECONDS),
+                        timeout=max(0.0, next_ping - loop.time()),
+                    )
+                    listener.changed.clear()
+        finally:
+            for subtask_id in listener.held:
+                self._holders.pop(subtask_id, None)
+            log.info("worker disconnected", worker_id=worker.worker_id, holding=len(listener.held))
+
+    def _hold(self, listener: _Listener, lease: Lease) -> None:
+        listener.held[lease.subtask.subtask_id] = lease.lease_id
+        self._holders[lease.subtask.subtask_id] = listener
+
+    def _finished(self, subtask_id: str) -> None:
+        """A held subtask was completed, failed or released: its stream has a free slot."""
+        listener = self._holders.pop(subtask_id, None)
+        if listener is not None:
+            listener.held.pop(subtask_id, None)
+            listener.changed.set()
+
+    async def _forget_finished(self, listener: _Listener) -> None:
+        """Frees slots whose work ended elsewhere (reported through another replica, or
+        expired); keeps a stream from waiting forever on a slot it no longer holds."""
+        if not listener.held:
+            return
+        held = dict(listener.held)
+
+        def still_running(conn: Any) -> set[str]:
+            running = set()
+            for subtask_id, lease_id in held.items():
+                found = subtask_store.get_subtask(conn, None, subtask_id)
+                if found and found.status is Status.RUNNING and found.lease_id == lease_id:
+                    running.add(subtask_id)
+            return running
+
+        running = await self.db.read(still_running)
+        for subtask_id in set(held) - running:
+            listener.held.pop(subtask_id, None)
+            self._holders.pop(subtask_id, None)
+
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: Context
+    ) -> pb.HeartbeatResponse:
+        if request.output_delta or request.HasField("output_data"):
+            await self.scheduler.report_output(
+                request.subtask_id,
+                request.lease_id,
+                delta=request.output_delta or None,
+                data=convert.optional_struct(request, "output_data"),
+            )
+        answer = await self.scheduler.heartbeat(
+            request.subtask_id,
+            request.lease_id,
+            lease_seconds=request.lease_seconds or DEFAULT_LEASE_SECONDS,
+            progress=request.progress if request.HasField("progress") else None,
+            message=request.message or None,
+        )
+        if answer.cancelled:
+            self._finished(request.subtask_id)
+        response = pb.HeartbeatResponse(stop=answer.cancelled, reason=answer.reason)
+        convert.set_time(response.lease_expires_at, answer.lease_expires_at)
+        return response
+
+    async def Complete(self, request: pb.CompleteRequest, context: Context) -> Any:
+        usage = None
+        if request.HasField("resource_usage"):
+            u = request.resource_usage
+            usage = ResourceUsage(
+                model_name=u.model_name,
+                inference_time_seconds=u.inference_time_seconds,
+                memory_used_gb=u.memory_used_gb,
+                execution_provider=u.execution_provider,
+            )
+        try:
+            subtask = await self.scheduler.complete(
+                request.subtask_id,
+                request.lease_id,
+                convert.optional_struct(request, "result"),
+                resource_usage=usage,
+            )
+        finally:
+            self._finished(request.subtask_id)
+        return convert.subtask_to_proto(subtask)
+
+    async def Fail(self, request: pb.FailRequest, context: Context) -> Any:
+        try:
+            subtask = await self.scheduler.fail(
+                request.subtask_id,
+                request.lease_id,
+                request.error or "failed",
+                error_code=request.error_code or "INTERNAL_ERROR",
+                retryable=not request.permanent,
+            )
+        finally:
+            self._finished(request.subtask_id)
+        return convert.subtask_to_proto(subtask)
+
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> Any:
+        try:
+            await self.scheduler.release(
+                request.subtask_id, request.lease_id, reason=request.reason or "released"
+            )
+        finally:
+            self._finished(request.subtask_id)
+        found = await self.db.read(
+            lambda conn: subtask_store.get_subtask(conn, None, request.subtask_id)
+        )
+        if found is None:
+            raise InvalidArgument("no such subtask", field="subtask_id")
+        return convert.subtask_to_proto(found)
+
+
+async def _drain(stops: Any) -> AsyncIterator[StopNotice]:
+    while True:
+        try:
+            notice = await stops.get(0)
+        except SubscriptionLagged:
+            continue
+        if notice is None:
+            return
+        yield notice
+
+
+async def _first(*waits: Any, timeout: float) -> None:
+    """Waits until any of ``waits`` finishes or ``timeout`` passes; cancels the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task

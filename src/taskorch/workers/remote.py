@@ -1,0 +1,292 @@
+"""Work from a taskorch server over gRPC: the source of ``taskorch worker`` processes.
+
+A Listen stream pushes leased subtasks (up to the worker's capacity) and stop notices; the
+worker reports with unary calls. The stream is watched: a server sends a ping every few
+seconds, and a stream that stays silent for three pings is treated as dead and reopened,
+so a stalled stream never leaves work queued while the worker looks alive. Reports that
+fail because the server is briefly unreachable are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from taskorch import structs
+from taskorch.client._errors import UnavailableError, from_rpc_error
+from taskorch.core.errors import InternalError, LeaseLost, SubtaskNotFound
+from taskorch.core.model import JSON, Lease, ResourceUsage, Status, Subtask
+from taskorch.core.scheduler import HeartbeatAnswer, WorkerIdentity
+from taskorch.v1 import task_service_pb2
+from taskorch.v1 import worker_service_pb2 as pb
+from taskorch.v1 import worker_service_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+PING_SECONDS = 5.0
+SILENCE_LIMIT = 3 * PING_SECONDS
+REPORT_RETRIES = 6
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    value: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
+    return value
+
+
+def subtask_from_proto(m: task_service_pb2.Subtask) -> Subtask:
+    created = _time(m, "created_at") or datetime.now(UTC)
+    return Subtask(
+        subtask_id=m.subtask_id,
+        task_id=m.task_id,
+        tenant_id="",
+        kind=m.kind,
+        name=m.name,
+        stage=m.stage,
+        model_name=m.model_name,
+        input=structs.to_dict(m.input) if m.HasField("input") else None,
+        info=structs.to_dict(m.info) if m.HasField("info") else None,
+        status=Status(m.status),
+        progress=m.progress,
+        attempt=m.attempt,
+        max_attempts=m.max_attempts,
+        priority=m.priority,
+        ready=m.ready,
+        lease_id=m.lease_id or None,
+        lease_expires_at=_time(m, "lease_expires_at"),
+        worker_id=m.worker_id or None,
+        timeout_seconds=m.timeout_seconds or None,
+        created_at=created,
+        updated_at=_time(m, "updated_at") or created,
+        started_at=_time(m, "started_at"),
+    )
+
+
+def lease_from_proto(m: task_service_pb2.Subtask) -> Lease:
+    return Lease(
+        subtask=subtask_from_proto(m),
+        lease_id=m.lease_id,
+        expires_at=_time(m, "lease_expires_at") or datetime.now(UTC),
+        dependency_results={k: structs.to_dict(v) for k, v in m.dependency_results.items()},
+    )
+
+
+def _domain_error(error: grpc.RpcError, subtask_id: str) -> Exception:
+    """The domain error a worker loop understands for a failed report."""
+    failure = from_rpc_error(error)
+    if failure.reason == "LEASE_LOST":
+        return LeaseLost(subtask_id, failure.message)
+    if failure.reason == "SUBTASK_NOT_FOUND":
+        return SubtaskNotFound(subtask_id)
+    if isinstance(failure, UnavailableError):
+        return failure
+    return InternalError(str(failure))
+
+
+class GrpcWorkSource:
+    """Work from a server's WorkerService (see the module docstring)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        capacity: int,
+        metadata: Sequence[tuple[str, str]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.target = target
+        self.capacity = capacity
+        self.metadata = tuple(metadata)
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target)
+        )
+        self._stub = pb_grpc.WorkerServiceStub(self._channel)
+        self._assignments: asyncio.Queue[Lease] = asyncio.Queue()
+        self._stops: dict[str, asyncio.Future[str]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    async def close(self) -> None:
+        """Closes the stream, hands back work pushed but never started, closes the channel."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        while not self._assignments.empty():
+            lease = self._assignments.get_nowait()
+            with contextlib.suppress(Exception):
+                await self.release(lease, reason="worker shutting down")
+        await self._channel.close()
+
+    # -- the stream ----------------------------------------------------------------------------
+
+    def _listen(self, worker: WorkerIdentity, lease_seconds: float) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(
+                self._stream_forever(worker, lease_seconds), name="worker listen stream"
+            )
+
+    async def _stream_forever(self, worker: WorkerIdentity, lease_seconds: float) -> None:
+        backoff = 0.2
+        request = pb.ListenRequest(
+            worker_id=worker.worker_id,
+            kinds=list(worker.kinds),
+            models=list(worker.models),
+            capacity=self.capacity,
+            lease_seconds=lease_seconds,
+        )
+        while True:
+            call = self._stub.Listen(request, metadata=self.metadata)
+            try:
+                while True:
+                    message = await asyncio.wait_for(call.read(), SILENCE_LIMIT)
+                    if message is grpc.aio.EOF:
+                        break
+                    if not self.connected.is_set():
+                        log.info("connected to the server", server=self.target)
+                    self.connected.set()
+                    backoff = 0.2
+                    self._receive(message)
+            except TimeoutError:
+                log.warning("the work stream went silent; reconnecting", seconds=SILENCE_LIMIT)
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                log.warning("the work stream failed; reconnecting", error=str(error))
+                if error.code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT"):
+                    raise error from None
+            finally:
+                call.cancel()
+                self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _receive(self, message: pb.WorkerMessage) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "assignment":
+            self._assignments.put_nowait(lease_from_proto(message.assignment))
+        elif kind == "cancel":
+            stop = self._stops.get(message.cancel.subtask_id)
+            if stop is not None and not stop.done():
+                stop.set_result(message.cancel.reason or "cancelled")
+
+    # -- WorkSource ----------------------------------------------------------------------------
+
+    async def take(
+        self, worker: WorkerIdentity, *, limit: int, lease_seconds: float, wait_seconds: float
+    ) -> list[Lease]:
+        self._listen(worker, lease_seconds)
+        leases: list[Lease] = []
+        try:
+            leases.append(await asyncio.wait_for(self._assignments.get(), wait_seconds))
+        except TimeoutError:
+            return []
+        while len(leases) < limit and not self._assignments.empty():
+            leases.append(self._assignments.get_nowait())
+        for lease in leases:
+            self._stops[lease.subtask.subtask_id] = asyncio.get_running_loop().create_future()
+        return leases
+
+    async def heartbeat(
+        self,
+        lease: Lease,
+        *,
+        lease_seconds: float,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> HeartbeatAnswer:
+        request = pb.HeartbeatRequest(
+            subtask_id=lease.subtask.subtask_id,
+            lease_id=lease.lease_id,
+            lease_seconds=lease_seconds,
+            message=message or "",
+        )
+        if progress is not None:
+            request.progress = progress
+        answer = await self._report(lease, self._stub.Heartbeat, request)
+        return HeartbeatAnswer(
+            _time(answer, "lease_expires_at"), cancelled=answer.stop, reason=answer.reason
+        )
+
+    async def output(self, lease: Lease, *, delta: str | None, data: JSON | None) -> bool:
+        request = pb.HeartbeatRequest(
+            subtask_id=lease.subtask.subtask_id, lease_id=lease.lease_id, output_delta=delta or ""
+        )
+        if data is not None:
+            request.output_data.update(data)
+        answer = await self._report(lease, self._stub.Heartbeat, request)
+        return not answer.stop
+
+    async def complete(
+        self, lease: Lease, result: JSON, resource_usage: ResourceUsage | None
+    ) -> None:
+        request = pb.CompleteRequest(subtask_id=lease.subtask.subtask_id, lease_id=lease.lease_id)
+        request.result.update(result)
+        if resource_usage is not None:
+            usage = request.resource_usage
+            usage.model_name = resource_usage.model_name
+            usage.inference_time_seconds = resource_usage.inference_time_seconds
+            usage.memory_used_gb = resource_usage.memory_used_gb
+            usage.execution_provider = resource_usage.execution_provider
+        try:
+            await self._report(lease, self._stub.Complete, request)
+        finally:
+            self._stops.pop(lease.subtask.subtask_id, None)
+
+    async def fail(self, lease: Lease, error: str, *, error_code: str, retryable: bool) -> None:
+        request = pb.FailRequest(
+            subtask_id=lease.subtask.subtask_id,
+            lease_id=lease.lease_id,
+            error=error,
+            error_code=error_code,
+            permanent=not retryable,
+        )
+        try:
+            await self._report(lease, self._stub.Fail, request)
+        finally:
+            self._stops.pop(lease.subtask.subtask_id, None)
+
+    async def release(self, lease: Lease, *, reason: str) -> None:
+        request = pb.ReleaseRequest(
+            subtask_id=lease.subtask.subtask_id, lease_id=lease.lease_id, reason=reason
+        )
+        try:
+            await self._report(lease, self._stub.Release, request, retries=1)
+        finally:
+            self._stops.pop(lease.subtask.subtask_id, None)
+
+    async def wait_cancelled(self, lease: Lease) -> None:
+        stop = self._stops.get(lease.subtask.subtask_id)
+        if stop is None:
+            await asyncio.Event().wait()  # never: heartbeats still report cancellation
+        else:
+            await asyncio.shield(stop)
+
+    async def _report(
+        self,
+        lease: Lease,
+        call: Callable[..., Awaitable[T]],
+        request: Any,
+        *,
+        retries: int = REPORT_RETRIES,
+    ) -> T:
+        delay = 0.2
+        for attempt in range(retries + 1):
+            try:
+                return await call(request, metadata=self.metadata, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                error = _domain_error(exc, lease.subtask.subtask_id)
+                if not isinstance(error, UnavailableError) or attempt == retries:
+                    raise error from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
