@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ServerProcess, sqlite_url
+from tests.servers import ServerProcess, WorkerProcess, sqlite_url
 
 ServerFactory = Callable[..., ServerProcess]
+WorkerFactory = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
@@ -63,3 +64,25 @@ def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Starts ``taskorch worker`` processes (with the test handlers); kills them afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(server: ServerProcess, *args: str, connected: bool = True) -> WorkerProcess:
+        process = WorkerProcess(
+            server=server.grpc_addr,
+            log_path=tmp_path / f"worker{len(started)}.log",
+            args=("--handlers", "tests.workers.handlers:registry", *args),
+        )
+        started.append(process)
+        process.start()
+        if connected:
+            process.wait_connected()
+        return process
+
+    yield start
+    for process in started:
+        process.kill()

@@ -157,3 +157,56 @@ def _answers(url: str) -> bool:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+@dataclass
+class WorkerProcess:
+    """One ``taskorch worker`` process started by a test."""
+
+    server: str
+    log_path: Path
+    args: Sequence[str] = ()
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "taskorch",
+            "worker",
+            "--server",
+            self.server,
+            "--log-format",
+            "json",
+            *self.args,
+        ]
+        log = self.log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        return self
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.logs()}")
+            if "connected to the server" in self.logs():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"worker did not connect:\n{self.logs()}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

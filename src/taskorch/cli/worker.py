@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -17,6 +19,8 @@ def _load_handlers(spec: str) -> HandlerRegistry:
     """``package.module:attribute`` naming a taskorch.worker.Worker, a HandlerRegistry or a
     dict of kind → function."""
     module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path:  # like `celery -A`: modules of the current directory
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
         value = getattr(module, attribute or "worker")

@@ -135,11 +135,10 @@ def run_text_analysis(ctx: WorkContext) -> Outcome:
 
 
 async def run_echo(ctx: WorkContext) -> Outcome:
-    """The ``echo`` diagnostic task: its input back, after ``delay_seconds`` with progress."""
+    """The ``echo`` diagnostic task: its input back, after ``delay_seconds`` with progress
+    (then failing, while the attempt is within ``fail_attempts``)."""
     data = ctx.input
     attempt = ctx.lease.subtask.attempt
-    if attempt <= int(data.get("fail_attempts", 0)):
-        raise RuntimeError(f"echo was asked to fail attempt {attempt}")
     delay = float(data.get("delay_seconds", 0.0))
     steps = int(data.get("progress_steps", 10))
     for step in range(1, steps + 1 if delay > 0 else 1):
@@ -149,6 +148,8 @@ async def run_echo(ctx: WorkContext) -> Outcome:
         except TimeoutError:
             pass
         await ctx.progress(100.0 * step / steps, f"step {step} of {steps}")
+    if attempt <= int(data.get("fail_attempts", 0)):
+        raise RuntimeError(f"echo was asked to fail attempt {attempt}")
     return Outcome({"echo": data, "attempt": attempt, "worker_id": ctx.worker_id})
 
 

@@ -116,16 +116,20 @@ class GrpcWorkSource:
         self._listener: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
-    async def close(self) -> None:
-        """Closes the stream, hands back work pushed but never started, closes the channel."""
+    async def stop_taking(self) -> None:
+        """Closes the work stream and hands back work pushed but never started."""
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
+            self._listener = None
         while not self._assignments.empty():
             lease = self._assignments.get_nowait()
             with contextlib.suppress(Exception):
                 await self.release(lease, reason="worker shutting down")
+
+    async def close(self) -> None:
+        await self.stop_taking()
         await self._channel.close()
 
     # -- the stream ----------------------------------------------------------------------------

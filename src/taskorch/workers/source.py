@@ -41,6 +41,10 @@ class WorkSource(Protocol):
         """Returns when the lease's task ends early (cancelled); may never return."""
         ...
 
+    async def stop_taking(self) -> None:
+        """No more work will be taken (hand back any taken but not started)."""
+        ...
+
 
 class LocalWorkSource:
     """Work from the scheduler of this process; cancellation arrives through the event hub."""
@@ -95,6 +99,9 @@ class LocalWorkSource:
 
     async def release(self, lease: Lease, *, reason: str) -> None:
         await self.scheduler.release(lease.subtask.subtask_id, lease.lease_id, reason=reason)
+
+    async def stop_taking(self) -> None:
+        return None  # takes are synchronous calls: nothing is on its way
 
     async def wait_cancelled(self, lease: Lease) -> None:
         async with self.hub.subscribe(lease.subtask.task_id) as subscription:

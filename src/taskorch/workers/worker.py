@@ -172,6 +172,8 @@ class Worker:
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loop_task
+        # No new work from here on: work handed back below must not come straight back.
+        await self.source.stop_taking()
         running = list(self._running.values())
         if running:
             log.info("draining running work", count=len(running), seconds=drain_seconds)

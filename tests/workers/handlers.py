@@ -1,0 +1,66 @@
+"""Handlers the worker tests run in real ``taskorch worker`` processes (--handlers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from taskorch.worker import PermanentFailure, WorkContext
+from taskorch.workers.handlers import HandlerRegistry
+
+registry = HandlerRegistry()
+
+
+async def record(ctx: WorkContext) -> dict[str, Any]:
+    """Returns who ran it, under which lease, and when it started."""
+    started = time.time()
+    await asyncio.sleep(float(ctx.input.get("seconds", 0.05)))
+    return {
+        "worker_id": ctx.worker_id,
+        "pid": os.getpid(),
+        "lease_id": ctx.lease.lease_id,
+        "attempt": ctx.attempt,
+        "started": started,
+        "label": ctx.input.get("label"),
+    }
+
+
+async def slow(ctx: WorkContext) -> dict[str, Any]:
+    """Works until cancelled or ``seconds`` pass; notes a cancellation in ``marker``."""
+    seconds = float(ctx.input.get("seconds", 60))
+    try:
+        await asyncio.wait_for(ctx.cancelled.wait(), seconds)
+    except TimeoutError:
+        return {"worker_id": ctx.worker_id, "attempt": ctx.attempt}
+    marker = ctx.input.get("marker")
+    if marker:
+        Path(marker).write_text(str(time.time()))
+    return {"cancelled": True}
+
+
+def flaky(ctx: WorkContext) -> dict[str, Any]:
+    """A blocking handler that fails its first ``failures`` attempts."""
+    if ctx.attempt <= int(ctx.input.get("failures", 0)):
+        raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+def refuse(ctx: WorkContext) -> dict[str, Any]:
+    raise PermanentFailure("this input can never work", error_code="BAD_INPUT")
+
+
+def dependencies(ctx: WorkContext) -> dict[str, Any]:
+    return {"seen": dict(ctx.dependency_results)}
+
+
+for kind, fn in {
+    "record": record,
+    "slow": slow,
+    "flaky": flaky,
+    "refuse": refuse,
+    "dependencies": dependencies,
+}.items():
+    registry.register(kind, fn)
