@@ -170,10 +170,21 @@ subtasks = Table(
     Column("started_at", UTCDateTime),
     Column("completed_at", UTCDateTime),
     Index(None, "task_id", "stage"),
-    # The work queue: runnable subtasks by priority, then age.
-    Index(None, "status", "ready", "kind", "priority", "created_at"),
+
     # The lease rescuer: running subtasks by lease deadline.
     Index(None, "status", "lease_expires_at"),
+)
+
+# The work queue: runnable subtasks of a kind in take order (priority first, then oldest),
+# so a take reads the first rows of the index instead of sorting the queue.
+Index(
+    "ix_subtasks_queue",
+    subtasks.c.status,
+    subtasks.c.ready,
+    subtasks.c.kind,
+    subtasks.c.priority.desc(),
+    subtasks.c.created_at,
+    subtasks.c.subtask_id,
 )
 
 task_events = Table(

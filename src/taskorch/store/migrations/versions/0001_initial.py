@@ -154,8 +154,8 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(
-            batch_op.f("ix_subtasks_status_ready_kind_priority_created_at"),
-            ["status", "ready", "kind", "priority", "created_at"],
+            "ix_subtasks_queue",
+            ["status", "ready", "kind", sa.text("priority DESC"), "created_at", "subtask_id"],
             unique=False,
         )
         batch_op.create_index(
@@ -225,7 +225,7 @@ def downgrade() -> None:
     op.drop_table("task_dependencies")
     with op.batch_alter_table("subtasks", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subtasks_task_id_position"))
-        batch_op.drop_index(batch_op.f("ix_subtasks_status_ready_kind_priority_created_at"))
+        batch_op.drop_index("ix_subtasks_queue")
         batch_op.drop_index(batch_op.f("ix_subtasks_status_lease_expires_at"))
 
     op.drop_table("subtasks")
