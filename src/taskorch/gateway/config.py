@@ -105,6 +105,13 @@ local function seed_error_body(response_handle, status, meta)
   if string.sub(text, 1, 1) ~= "{" or string.find(text, '"request_id":"', 1, true) == 2 then
     return
   end
+  if status == "429" and string.find(text, "larger than max", 1, true)
+      and not string.find(text, '"reason":"', 1, true) then
+    -- gRPC refused a message over its size limit (RESOURCE_EXHAUSTED, no details): the
+    -- request is too large, not rate limited (our limiter's 429s never pass through here).
+    status = "413"
+    response_handle:headers():replace(":status", status)
+  end
   local message = string_after(text, "message") or '"error"'
   local reason = string.match(text, '"reason":"([%w_]+)"') or FALLBACK_REASON[status]
     or "INTERNAL_ERROR"
