@@ -101,7 +101,7 @@ class SseStream:
 
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
-    # (seconds since the request was sent, the JSON of one `data:` frame)
+    # (wall-clock time of arrival, the JSON of one `data:` frame)
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     body: bytes = b""
     trailers: dict[str, str] = field(default_factory=dict)
@@ -137,7 +137,6 @@ def read_sse(
             headers=[("host", url.netloc), ("accept", "text/event-stream"), ("te", "trailers")],
         )
         sock.sendall(connection.send(request) + connection.send(h11.EndOfMessage()))
-        sent = time.monotonic()
         while True:
             try:
                 event = connection.next_event()
@@ -164,7 +163,7 @@ def read_sse(
                     frame, pending = pending.split(b"\n\n", 1)
                     assert frame.startswith(b"data: ") and b"\n" not in frame, frame
                     message = json.loads(frame[len(b"data: ") :])
-                    stream.events.append((time.monotonic() - sent, message))
+                    stream.events.append((time.time(), message))
                     if on_event is not None:
                         on_event(message)
             elif isinstance(event, h11.EndOfMessage):
