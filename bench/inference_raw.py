@@ -85,7 +85,7 @@ async def served_embeddings(engine: InferenceEngine) -> dict[int, tuple[float, f
         deadline = time.perf_counter() + 3.0
         counter = 0
 
-        async def client() -> None:
+        async def client(deadline: float = deadline, latencies: list[float] = latencies) -> None:
             nonlocal counter
             while time.perf_counter() < deadline:
                 text = SENTENCES[counter % len(SENTENCES)]
@@ -197,7 +197,8 @@ async def main() -> None:
         plain_rate, plain_ttft = plain_generation(models / "smollm2-135m-instruct")
         print(f"\nSmolLM2-135M greedy, {NEW_TOKENS} new tokens max")
         print(f"{'mode':<34} {'tok/s':>7} {'TTFT ms':>8} {'x plain':>8}")
-        print(f"{'plain ORT loop, 1 sequence':<34} {plain_rate:>7.1f} {plain_ttft * 1000:>8.0f} {1:>8.2f}")
+        plain = "plain ORT loop, 1 sequence"
+        print(f"{plain:<34} {plain_rate:>7.1f} {plain_ttft * 1000:>8.0f} {1:>8.2f}")
         for concurrency in (1, 4):
             rate, ttft = await engine_generation(engine, concurrency)
             label = f"engine, concurrency {concurrency}"
