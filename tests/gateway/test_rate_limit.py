@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import httpx
@@ -145,9 +144,7 @@ def test_the_default_is_seed_001s_burst_of_20(server_factory: ServerFactory) -> 
     assert_json_error(response, 429, "RATE_LIMITED")
 
 
-def test_a_refusal_by_the_sustained_limit_names_that_limit(
-    server_factory: ServerFactory, tmp_path: Path
-) -> None:
+def test_a_refusal_by_the_sustained_limit_names_that_limit(server_factory: ServerFactory) -> None:
     server = server_factory("--rate-limit", "3/60s,10/10s", gateway=True)
     with httpx.Client(base_url=server.http_url, timeout=10) as rest:
         for _ in range(3):
