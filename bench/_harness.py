@@ -56,13 +56,17 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 @contextmanager
-def taskorch_server(*args: str, database_url: str | None = None) -> Iterator[ServerProcess]:
+def taskorch_server(
+    *args: str, database_url: str | None = None, gateway: bool = False
+) -> Iterator[ServerProcess]:
+    """A server for one benchmark; with ``gateway`` its Envoy too (rate limiting off)."""
     with tempfile.TemporaryDirectory(prefix="taskorch-bench-") as workdir:
         path = Path(workdir)
         server = ServerProcess(
             workdir=path,
             database_url=database_url or sqlite_url(path / "bench.db"),
             args=("--log-level", "warning", *args),
+            gateway=gateway,
         )
         server.start()
         try:

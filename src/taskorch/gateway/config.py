@@ -105,6 +105,13 @@ local function seed_error_body(response_handle, status, meta)
   if string.sub(text, 1, 1) ~= "{" or string.find(text, '"request_id":"', 1, true) == 2 then
     return
   end
+  if status == "429" and string.find(text, "larger than max", 1, true)
+      and not string.find(text, '"reason":"', 1, true) then
+    -- gRPC refused a message over its size limit (RESOURCE_EXHAUSTED, no details): the
+    -- request is too large, not rate limited (our limiter's 429s never pass through here).
+    status = "413"
+    response_handle:headers():replace(":status", status)
+  end
   local message = string_after(text, "message") or '"error"'
   local reason = string.match(text, '"reason":"([%w_]+)"') or FALLBACK_REASON[status]
     or "INTERNAL_ERROR"
@@ -297,40 +304,57 @@ _REST_REQUEST = {
 }
 
 
+def _status_is(code: int) -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {"op": "EQ", "value": {"default_value": code, "runtime_key": "rl_code"}}
+        }
+    }
+
+
+# Seed 001's surface (/tasks...), whose error body is an object with the code (as in Lua).
+_SEED_001_PATH = {
+    "header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/tasks"}}}
+}
+
+
 def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
     mappers = []
     if limit is not None:
+        # The limiter answers before the Lua filter, which never sees these replies: each
+        # surface's error keys are written here.
         rule = limit.describe().replace(",", " and ").replace("/", " requests per ")
         message = f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
-        mappers.append(
+        common = {
+            "code": 429,
+            "message": message,
+            "reason": "RATE_LIMITED",
+            "request_id": "%REQ(X-REQUEST-ID)%",
+        }
+        mappers += [
             {
                 "filter": {
-                    "and_filter": {
-                        "filters": [
-                            _REST_REQUEST,
-                            {
-                                "status_code_filter": {
-                                    "comparison": {
-                                        "op": "EQ",
-                                        "value": {"default_value": 429, "runtime_key": "rl_code"},
-                                    }
-                                }
-                            },
-                        ]
-                    }
+                    "and_filter": {"filters": [_REST_REQUEST, _status_is(429), _SEED_001_PATH]}
                 },
                 "body_format_override": {
                     "json_format": {
-                        "code": 429,
-                        "message": message,
-                        "error": message,
-                        "detail": message,
-                        "reason": "RATE_LIMITED",
-                        "request_id": "%REQ(X-REQUEST-ID)%",
+                        **common,
+                        "error": {
+                            "code": "RATE_LIMITED",
+                            "message": message,
+                            "details": {"field": "", "reason": message},
+                        },
+                        "timestamp": "%START_TIME(%Y-%m-%dT%H:%M:%SZ)%",
                     }
                 },
-            }
-        )
+            },
+            {
+                "filter": {"and_filter": {"filters": [_REST_REQUEST, _status_is(429)]}},
+                "body_format_override": {
+                    "json_format": {**common, "error": message, "detail": message}
+                },
+            },
+        ]
     mappers.append(
         {
             "filter": _REST_REQUEST,

@@ -133,7 +133,8 @@ class Gateway:
         except (OSError, TimeoutError):
             return False
         try:
-            writer.write(b"GET /ready HTTP/1.0\r\nHost: admin\r\n\r\n")
+            # HTTP/1.1: Envoy answers HTTP/1.0 with 426 Upgrade Required (accept_http_10 off).
+            writer.write(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
             await writer.drain()
             answer = await asyncio.wait_for(reader.read(512), 2)
         except (OSError, TimeoutError):
@@ -142,7 +143,7 @@ class Gateway:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-        return answer.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+        return answer.startswith(b"HTTP/1.1 200")
 
     def _tail(self, lines: int = 30) -> str:
         path = self.workdir / "envoy.log"

@@ -133,9 +133,26 @@ def page_to_proto(page: Page, tasks: list[pb.Task]) -> pb.ListTasksResponse:
 
 def to_json(message: Message) -> JSON:
     """A message as the REST gateway prints it (proto field names, every scalar field)."""
-    return json_format.MessageToDict(
+    data = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return {key: _whole_numbers(value) for key, value in data.items()}
+
+
+# Below this, Python's repr of a whole float has no exponent (1e16 prints as 1e+16).
+_PLAIN_FLOAT_LIMIT = 1e16
+
+
+def _whole_numbers(value: object) -> object:
+    """Whole doubles as JSON integers (3, not 3.0), as Envoy's printer writes them: a client
+    must read the same value in the same form from every REST answer."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < _PLAIN_FLOAT_LIMIT else value
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    return value
 
 
 def event_to_proto(event: TaskEvent, task: pb.Task | None = None) -> pb.TaskEvent:

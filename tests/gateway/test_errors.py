@@ -1,0 +1,140 @@
+"""What every REST surface shares: JSON error bodies (also for the transcoder's own 400 and 404),
+request ids, no gRPC headers on REST answers, refused path overrides, idempotency keys."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import httpx
+import pytest
+
+from tests.gateway._http import assert_json_error, field_violations
+from tests.servers import ServerProcess
+
+pytestmark = pytest.mark.xdist_group("gateway_errors")
+
+PREFIXES = ["/v1/tasks", "/tasks", "/api/v1/tasks", "/task"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/nope"),
+        ("GET", "/v2/tasks"),
+        ("GET", "/tasks/a/b/c"),
+        ("GET", "/api/v1/nope"),
+        ("PUT", "/v1/tasks"),
+        ("PATCH", "/tasks/00000000-0000-4000-8000-000000000000"),
+        ("POST", "/health"),
+        ("GET", "/taskorch.v1.TaskService/GetTask"),
+    ],
+)
+def test_unknown_paths_and_methods_are_json_404s(
+    rest: httpx.Client, method: str, path: str
+) -> None:
+    body = assert_json_error(rest.request(method, path), 404, "NOT_FOUND")
+    assert "Could not resolve" in body["message"]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_unknown_query_parameters_are_json_400s(rest: httpx.Client, prefix: str) -> None:
+    body = assert_json_error(rest.get(prefix, params={"colour": "red"}), 400, "VALIDATION_ERROR")
+    assert "colour" in body["message"]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"not json", b'{"text": 5}', b'{"priority": "high"}', b'{"input_data": [1]}'],
+)
+def test_bodies_the_transcoder_cannot_parse_are_json_400s(
+    rest: httpx.Client, prefix: str, raw: bytes
+) -> None:
+    response = rest.post(prefix, content=raw, headers={"content-type": "application/json"})
+    assert_json_error(response, 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize("prefix", ["/v1/tasks", "/tasks"])
+@pytest.mark.parametrize(
+    "huge",
+    [
+        b'{"text": "' + b"x" * (20 * 1024 * 1024) + b'"}',
+        # 3.6 MB of JSON that is a 19 MB message: every number becomes a protobuf Value.
+        b'{"task_type": "echo", "input_data": {"n": [' + b"1," * 1_800_000 + b"1]}}",
+    ],
+    ids=["20MB-string", "numbers"],
+)
+def test_a_request_too_large_for_the_server_is_a_json_413_not_a_429(
+    rest: httpx.Client, prefix: str, huge: bytes
+) -> None:
+    # The gRPC server refuses messages over 16 MiB with RESOURCE_EXHAUSTED, which the
+    # transcoder maps to 429: a client would take it for a rate limit and retry.
+    response = rest.post(prefix, content=huge, headers={"content-type": "application/json"})
+    body = assert_json_error(response, 413)
+    assert "larger than max" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/tasks/{id}"),
+        ("GET", "/tasks/{id}"),
+        ("GET", "/api/v1/tasks/{id}"),
+        ("GET", "/task/{id}"),
+        ("DELETE", "/v1/tasks/{id}"),
+        ("DELETE", "/api/v1/tasks/{id}"),
+        ("GET", "/v1/tasks/{id}:watch"),
+        ("PATCH", "/api/v1/tasks/{id}/priority?priority=3&"),
+    ],
+)
+def test_a_query_parameter_may_not_override_the_id_in_the_path(
+    rest: httpx.Client, method: str, path: str
+) -> None:
+    victim = rest.post("/v1/tasks", json={"task_type": "echo", "input_data": {"delay_seconds": 5}})
+    other = rest.post("/v1/tasks", json={"task_type": "echo"}).json()["task_id"]
+    url = path.format(id=other) + ("" if "?" in path else "?") + f"task_id={victim.json()['id']}"
+    body = assert_json_error(rest.request(method, url), 400, "VALIDATION_ERROR")
+    assert field_violations(body) == ["task_id"]
+    assert rest.get(f"/v1/tasks/{victim.json()['id']}").json()["status"] != "CANCELLED"
+    rest.delete(f"/v1/tasks/{victim.json()['id']}")
+
+
+def test_a_body_field_may_not_contradict_the_path(rest: httpx.Client) -> None:
+    task_id = rest.post("/v1/tasks", json={"task_type": "echo"}).json()["task_id"]
+    response = rest.post(f"/v1/tasks/{task_id}:cancel", json={"task_id": str(uuid.uuid4())})
+    body = assert_json_error(response, 400, "VALIDATION_ERROR")
+    assert "conflicting" in body["message"]
+
+
+def test_the_callers_request_id_is_kept_and_reaches_the_server(rest: httpx.Client) -> None:
+    missing = str(uuid.uuid4())
+    response = rest.get(f"/v1/tasks/{missing}", headers={"X-Request-Id": "order-42.retry-1"})
+    body = assert_json_error(response, 404, "TASK_NOT_FOUND")
+    assert response.headers["x-request-id"] == "order-42.retry-1" == body["request_id"]
+    info = next(d for d in body["details"] if d["@type"].endswith("ErrorInfo"))
+    assert info["metadata"]["request_id"] == "order-42.retry-1"
+    ok = rest.get("/v1/tasks", params={"limit": 1})
+    assert re.match(r"^[0-9a-f-]{36}$", ok.headers["x-request-id"])
+
+
+@pytest.mark.parametrize("path", ["/v1/tasks", "/v1/tasks/00000000-0000-4000-8000-000000000000"])
+def test_rest_answers_carry_no_grpc_headers(rest: httpx.Client, path: str) -> None:
+    response = rest.get(path)
+    assert not [h for h in response.headers if h.startswith("grpc-")], response.headers
+
+
+def test_an_idempotency_key_header_returns_the_first_task(rest: httpx.Client) -> None:
+    key = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
+    first = rest.post("/v1/tasks", json={"text": "once"}, headers=key).json()
+    again = rest.post("/v1/tasks", json={"text": "once"}, headers=key).json()
+    assert again["task_id"] == first["task_id"]
+    different = rest.post("/v1/tasks", json={"text": "twice"}, headers=key)
+    assert different.status_code == 409, different.text
+
+
+def test_the_gateway_started_within_its_ready_timeout(gateway_server: ServerProcess) -> None:
+    # `taskorch serve` announces it serves only once Envoy was seen ready.
+    logs = gateway_server.logs()
+    assert '"event": "gateway ready"' in logs and '"event": "taskorch is serving"' in logs
+    assert "envoy not ready" not in logs

@@ -1,0 +1,72 @@
+"""`/openapi.json` through the gateway: a valid OpenAPI 3 document with every http binding of
+every RPC, and every documented operation is routed by Envoy."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+
+from taskorch.gateway import openapi
+from taskorch.server.routes import routes
+
+pytestmark = pytest.mark.xdist_group("gateway_openapi")
+
+_VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
+
+
+@pytest.fixture(scope="module")
+def document(rest: httpx.Client) -> dict[str, Any]:
+    response = rest.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    return dict(response.json())
+
+
+def test_it_is_a_valid_openapi_3_document(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.")
+    validate(document)  # raises on any violation of the OpenAPI 3 schema
+
+
+def test_every_binding_of_every_rpc_is_documented(document: dict[str, Any]) -> None:
+    bindings = list(routes())
+    assert len(bindings) >= 25
+    for route in bindings:
+        path = _VARIABLE.sub(r"{\1}", route.path)
+        operation = document["paths"].get(path, {}).get(route.http_method.lower())
+        assert operation is not None, f"{route.http_method} {route.path} ({route.rpc})"
+        assert operation["x-grpc-method"] == f"{route.service}/{route.rpc}"
+        if route.server_streaming:
+            assert "text/event-stream" in operation["responses"]["200"]["content"]
+    documented = sum(len(ops) for ops in document["paths"].values())
+    assert documented == len(bindings)
+
+
+def test_the_served_document_matches_the_compiled_protos(document: dict[str, Any]) -> None:
+    # `make proto` writes gateway/openapi.json; a stale one would describe another API.
+    generated = openapi.document()
+    assert sorted(document["paths"]) == sorted(generated["paths"])
+    for path, operations in generated["paths"].items():
+        for verb, operation in operations.items():
+            served = document["paths"][path][verb]
+            assert served["operationId"] == operation["operationId"]
+            names = [p["name"] for p in operation.get("parameters", [])]
+            assert [p["name"] for p in served.get("parameters", [])] == names
+    for name, schema in generated["components"]["schemas"].items():
+        served_schema = document["components"]["schemas"][name]
+        assert set(served_schema.get("properties", {})) == set(schema.get("properties", {})), name
+
+
+def test_every_documented_operation_is_routed(rest: httpx.Client, document: dict[str, Any]) -> None:
+    for path, operations in document["paths"].items():
+        for verb in operations:
+            url = path.replace("{task_id}", str(uuid.uuid4()))
+            body = {} if "requestBody" in operations[verb] else None
+            response = rest.request(verb.upper(), url, json=body)
+            assert response.status_code < 500, (verb, path, response.text)
+            if response.status_code == 404:
+                assert "Could not resolve" not in response.text, (verb, path)
