@@ -73,7 +73,7 @@ def test_get_list_watch_and_cancel(server: ServerProcess) -> None:
 def test_errors_are_one_line_with_the_code_and_exit_2(server: ServerProcess) -> None:
     run = taskorch(server, "task", "get", "not-a-uuid")
     assert run.returncode == 2
-    assert "INVALID_ARGUMENT [VALIDATION_ERROR]" in run.stderr
+    assert "NOT_FOUND [TASK_NOT_FOUND]: Task with ID 'not-a-uuid' not found" in run.stderr
     assert "Traceback" not in run.stderr
     too_long = taskorch(server, "task", "submit", "--text", "x" * 4001)
     assert too_long.returncode == 2 and "TEXT_TOO_LONG" in too_long.stderr

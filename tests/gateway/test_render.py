@@ -61,12 +61,6 @@ def test_committed_envoy_yaml_is_the_default_rendering() -> None:
     assert _with_descriptor(committed, placeholder) == _with_descriptor(rendered, placeholder)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`taskorch gateway render` writes --descriptor as an absolute path "
-    "(cli/gateway.py: descriptor.absolute()), so the committed envoy.yaml names the checkout it "
-    "was rendered in (/work/main/...) and fails to load anywhere else",
-)
 def test_committed_envoy_yaml_names_no_checkout_specific_path() -> None:
     (descriptor,) = re.findall(r"proto_descriptor: (.*)", COMMITTED.read_text())
     assert not Path(descriptor).is_absolute(), descriptor

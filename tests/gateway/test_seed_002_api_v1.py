@@ -83,11 +83,6 @@ def test_create_answers_id_priority_and_dependencies(rest: httpx.Client) -> None
     assert _create(rest)["priority"] == 5  # the seed's default
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 5: a task created while its dependency is unfinished is never made ready "
-    "(subtask ready=False is not flipped when the dependency completes): it stays PENDING",
-)
 def test_a_task_runs_only_after_its_dependencies_complete(rest: httpx.Client) -> None:
     slow = _create(rest, input_data={"delay_seconds": 1.0, "progress_steps": 2})
     waiting = _create(rest, depends_on=[slow["id"]])

@@ -69,7 +69,7 @@ def test_unknown_task_is_404_with_the_seed_error_string(rest: httpx.Client) -> N
 def test_the_seed_example_id_xyz_gets_a_json_error(rest: httpx.Client) -> None:
     expected = DIVERGES["seed003.get_malformed_id"]
     body = assert_json_error(rest.get("/v1/tasks/xyz"), expected.status, expected.reason)
-    assert "xyz" in body["error"]
+    assert body["error"] == "Task with ID 'xyz' not found"  # word for word the seed's
 
 
 def test_list_pages_with_the_seed_pagination_block(rest: httpx.Client) -> None:

@@ -117,7 +117,9 @@ def test_resuming_after_a_sequence_replays_the_rest(gateway_server: ServerProces
 def test_watch_errors_before_the_first_event_are_json(gateway_server: ServerProcess) -> None:
     with httpx.Client(base_url=gateway_server.http_url) as rest:
         assert_json_error(rest.get(f"/v1/tasks/{uuid.uuid4()}:watch"), 404, "TASK_NOT_FOUND")
-        assert_json_error(rest.get("/v1/tasks/nope:watch"), 400, "VALIDATION_ERROR")
+        assert_json_error(rest.get("/v1/tasks/nope:watch"), 404, "TASK_NOT_FOUND")
+        negative = rest.get(f"/v1/tasks/{uuid.uuid4()}:watch", params={"after_sequence": -1})
+        assert_json_error(negative, 400, "VALIDATION_ERROR")
 
 
 def test_a_stream_cut_by_a_server_shutdown_does_not_end_cleanly(

@@ -50,7 +50,7 @@ def render(
     settings = GatewaySettings(
         listen=http_addr,
         upstreams=upstream,
-        descriptor=descriptor.absolute(),
+        descriptor=descriptor,
         admin=admin_addr,
         metrics=metrics_addr or None,
         rate_limit=limit,

@@ -88,7 +88,7 @@ class SubtaskService:
         Raises:
             TaskNotFound, InvalidArgument, FailedPrecondition (the task finished).
         """
-        key = validation.parse_id(task_id)
+        key = validation.resource_id(task_id, TaskNotFound)
         kind = validation.short_text(spec.kind, "kind", limit=MAX_KIND)
         if not kind:
             raise InvalidArgument("kind is required: the kind of worker that runs it", field="kind")
@@ -153,7 +153,7 @@ class SubtaskService:
         return await self.db.write(add)
 
     async def list(self, caller: Caller, task_id: str, status: str = "") -> list[Subtask]:
-        key = validation.parse_id(task_id)
+        key = validation.resource_id(task_id, TaskNotFound)
         wanted: Status | None = None
         if status.strip():
             try:
@@ -175,8 +175,8 @@ class SubtaskService:
         return [s for s in found if wanted is None or s.status is wanted]
 
     async def get(self, caller: Caller, task_id: str, subtask_id: str) -> Subtask:
-        task_key = validation.parse_id(task_id)
-        key = validation.parse_id(subtask_id, "subtask_id")
+        task_key = validation.resource_id(task_id, TaskNotFound)
+        key = validation.resource_id(subtask_id, SubtaskNotFound)
         scope = caller.tenant_scope
         found = await self.db.read(lambda conn: subtask_store.get_subtask(conn, scope, key))
         if found is None or found.task_id != task_key:
@@ -225,7 +225,7 @@ class SubtaskService:
         wait_seconds: float = 0.0,
     ) -> Lease | None:
         """Leases the next runnable subtask of one task (None when there is none)."""
-        key = validation.parse_id(task_id)
+        key = validation.resource_id(task_id, TaskNotFound)
         scope = caller.tenant_scope
         task = await self.db.read(lambda conn: task_store.get_task(conn, scope, key))
         if task is None:

@@ -199,7 +199,7 @@ class TaskService:
 
     async def get(self, caller: Caller, task_id: str) -> Task:
         """Raises TaskNotFound, also for another tenant's task."""
-        key = validation.parse_id(task_id)
+        key = validation.resource_id(task_id, TaskNotFound)
         task = await self.db.read(lambda conn: task_store.get_task(conn, caller.tenant_scope, key))
         if task is None:
             raise TaskNotFound(task_id)
@@ -248,7 +248,7 @@ class TaskService:
         Raises:
             TaskNotFound, InvalidArgument, Conflict (the task already finished).
         """
-        key = validation.parse_id(task_id)
+        key = validation.resource_id(task_id, TaskNotFound)
         value = validation.priority(priority, default=None)
 
         def change(tx: Transaction) -> Task:
@@ -297,7 +297,7 @@ class TaskService:
             TaskNotFound: no such task for this caller.
             TaskNotCancellable: the task already completed or failed.
         """
-        key = validation.parse_id(task_id)
+        key = validation.resource_id(task_id, TaskNotFound)
         reason = validation.short_text(reason, "reason", limit=1000)
 
         def cancel(tx: Transaction) -> Task:
@@ -344,7 +344,7 @@ class TaskService:
         lost; with ``after_sequence`` it replays the stored events after that number first.
         Events are deduplicated and ordered by sequence number.
         """
-        key = validation.parse_id(task_id)
+        key = validation.resource_id(task_id, TaskNotFound)
         if after_sequence < 0:
             raise InvalidArgument("after_sequence must not be negative", field="after_sequence")
         subscription = self.hub.subscribe(key)

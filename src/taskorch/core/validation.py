@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 
 from taskorch.core.errors import InvalidArgument
 from taskorch.core.model import MAX_PRIORITY, MIN_PRIORITY
@@ -29,6 +30,15 @@ def parse_id(value: str, field: str = "task_id") -> str:
         return str(uuid.UUID(text))
     except ValueError:
         raise InvalidArgument(f"{field} {value[:80]!r} is not a valid UUID", field=field) from None
+
+
+def resource_id(value: str, not_found: Callable[[str], Exception]) -> str:
+    """The canonical form of an id in a resource path; an id that cannot exist is simply
+    not found (seed 003: ``GET /v1/tasks/xyz`` answers 404 "Task with ID 'xyz' not found")."""
+    try:
+        return parse_id(value)
+    except InvalidArgument:
+        raise not_found(value[:80]) from None
 
 
 def priority(value: int, field: str = "priority", *, default: int | None = 5) -> int:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -49,16 +50,23 @@ def write_descriptor(workdir: Path) -> Path:
     return descriptor
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM Envoy if taskorch dies, even by SIGKILL,
-    so a killed server never leaves an Envoy holding its port."""
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A function for the child, before exec, asking Linux to SIGTERM Envoy when taskorch dies
+    (even by SIGKILL), so a killed server never leaves an Envoy holding its port. Everything
+    is looked up here, in the parent: the child only makes one system call, which is safe
+    after fork in a process with threads."""
     if sys.platform != "linux":
-        return
+        return None
     import ctypes
     import signal
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    set_parent_death_signal, sigterm = 1, int(signal.SIGTERM)
+
+    def in_child() -> None:
+        prctl(set_parent_death_signal, sigterm)
+
+    return in_child
 
 
 class Gateway:
@@ -90,7 +98,7 @@ class Gateway:
             os.environ.get("TASKORCH_ENVOY_LOG_LEVEL", "warning"),
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_parent_death_signal(),
         )
         log_file.close()
         loop = asyncio.get_running_loop()

@@ -36,7 +36,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         # An Idempotency-Key header (REST) or metadata works like request_id.
         key = current().metadata.get("idempotency-key", "")
         spec = convert.spec_from_proto(request, key)
-        if _is_empty(spec) and _surface().startswith("/task"):
+        if _is_empty(spec) and _surface().split("?")[0].rstrip("/") == "/task":
             # Seed 000's `POST /task` with nothing: a container for custom subtasks.
             spec = replace(spec, task_type=CONTAINER)
         return self._task(await self.tasks.create(current_caller(), spec))

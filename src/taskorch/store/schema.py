@@ -170,7 +170,6 @@ subtasks = Table(
     Column("started_at", UTCDateTime),
     Column("completed_at", UTCDateTime),
     Index(None, "task_id", "stage"),
-
     # The lease rescuer: running subtasks by lease deadline.
     Index(None, "status", "lease_expires_at"),
 )

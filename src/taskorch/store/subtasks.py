@@ -111,7 +111,7 @@ def runnable_candidates(
     One query per kind, each reading the head of the queue index in take order; merging
     a few heads is cheaper than letting the database sort every queued row of several kinds.
     """
-    kind_list = sorted(set(kinds)) or [None]
+    kind_list: list[str | None] = [*sorted(set(kinds))] or [None]
     heads: list[tuple[int, datetime, str]] = []
     for kind in kind_list:
         stmt = (
