@@ -44,8 +44,14 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# The server suites that also run on PostgreSQL (skipped, saying why, when it is not reachable;
+# TASKORCH_TEST_POSTGRES_URL points them at another server).
+PG_TESTS := tests/store tests/test_tasks_api.py tests/test_subtasks_api.py \
+	tests/test_dependencies.py tests/test_watch.py tests/test_reliability.py tests/workers
+
 test: install proto-check lint
 	$(BIN)/pytest -n 2 --dist loadgroup
+	TASKORCH_TEST_BACKEND=postgresql $(BIN)/pytest -n 2 --dist loadgroup $(PG_TESTS)
 
 MODELS_DIR ?= var/models
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ServerProcess, WorkerProcess, sqlite_url
+from tests import databases
+from tests.servers import ServerProcess, WorkerProcess
 
 ServerFactory = Callable[..., ServerProcess]
 WorkerFactory = Callable[..., WorkerProcess]
@@ -15,8 +16,10 @@ WorkerFactory = Callable[..., WorkerProcess]
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Starts servers on a fresh SQLite file (or the given URL); stops them all afterwards."""
+    """Starts servers on a fresh database of the test backend (or the given URL), all on the
+    same one unless told otherwise; stops them and drops the database afterwards."""
     started: list[ServerProcess] = []
+    shared: list[str] = []
 
     def start(
         *args: str,
@@ -28,9 +31,13 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     ) -> ServerProcess:
         workdir = tmp_path / f"server{len(started)}"
         workdir.mkdir()
+        if database_url is None:
+            if not shared:
+                shared.append(databases.new_database(tmp_path))
+            database_url = shared[0]
         server = ServerProcess(
             workdir=workdir,
-            database_url=database_url or sqlite_url(tmp_path / "taskorch.db"),
+            database_url=database_url,
             args=args,
             env=env or {},
             gateway=gateway,
@@ -42,28 +49,32 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     yield start
     for server in started:
         server.kill()
+    for url in shared:
+        databases.discard(url)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server shared by a test module (tests must not assume an empty database)."""
     workdir = tmp_path_factory.mktemp("server")
-    process = ServerProcess(workdir=workdir, database_url=sqlite_url(workdir / "taskorch.db"))
+    url = databases.new_database(workdir)
+    process = ServerProcess(workdir=workdir, database_url=url)
     process.start()
     yield process
     process.kill()
+    databases.discard(url)
 
 
 @pytest.fixture(scope="module")
 def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server with its Envoy gateway (rate limiting off), shared by a test module."""
     workdir = tmp_path_factory.mktemp("gateway")
-    process = ServerProcess(
-        workdir=workdir, database_url=sqlite_url(workdir / "taskorch.db"), gateway=True
-    )
+    url = databases.new_database(workdir)
+    process = ServerProcess(workdir=workdir, database_url=url, gateway=True)
     process.start()
     yield process
     process.stop()
+    databases.discard(url)
 
 
 @pytest.fixture

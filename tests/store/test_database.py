@@ -138,3 +138,20 @@ def test_in_memory_sqlite_is_refused_with_a_clear_message() -> None:
 def test_unknown_backends_are_refused() -> None:
     with pytest.raises(ValueError, match="unsupported database 'mysql'"):
         Database("mysql://root@localhost/test")
+
+
+async def test_migrations_build_the_declared_schema_on_postgresql(tmp_path: Path) -> None:
+    from tests import databases
+
+    url = databases.create_postgres_database()
+    try:
+        database = Database(url)
+        await database.open()
+        assert await database.read(_diff) == []
+        assert await database.read(current_revision) == head_revision()
+        await database.close()
+        again = Database(url)  # a second replica starting: migrations are a no-op
+        await again.open()
+        await again.close()
+    finally:
+        databases.discard(url)

@@ -35,7 +35,9 @@ def first_stage(subtasks: list[Subtask]) -> list[Subtask]:
 def release_dependents(tx: Transaction, hub: EventHub, task_id: str, now: datetime) -> None:
     """After ``task_id`` completed: make ready the work of dependents now free to run."""
     for dependent_id in task_store.dependents_of(tx.conn, task_id):
-        dependent = task_store.get_task(tx.conn, None, dependent_id)
+        # Locked before its subtasks are read: a subtask being added to it meanwhile is
+        # either seen here or sees this dependency completed.
+        dependent = task_store.get_task(tx.conn, None, dependent_id, lock=True)
         if dependent is None or dependent.status is not Status.PENDING:
             continue
         waits_for = task_store.get_tasks(tx.conn, None, dependent.depends_on)
@@ -64,6 +66,7 @@ def fail_dependents(
     while queue:
         failed_id, failed_status = queue.popleft()
         for dependent_id in task_store.dependents_of(tx.conn, failed_id):
+            task_store.get_task(tx.conn, None, dependent_id, lock=True)
             error = f"dependency {failed_id} {failed_status.name}; this task cannot run"
             subtask_store.end_active_subtasks(tx.conn, dependent_id, Status.CANCELLED, now)
             recorded = record(

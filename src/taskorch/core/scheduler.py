@@ -308,6 +308,7 @@ class Scheduler:
 
         def finish(tx: Transaction) -> Subtask:
             now = self.clock()
+            self._lock_task_of(tx, subtask_id)
             subtask = subtask_store.update_subtask(
                 tx.conn,
                 subtask_id,
@@ -390,6 +391,7 @@ class Scheduler:
 
         def failed(tx: Transaction) -> Subtask:
             now = self.clock()
+            self._lock_task_of(tx, subtask_id)
             subtask = subtask_store.get_subtask(tx.conn, None, subtask_id)
             if subtask is None:
                 raise SubtaskNotFound(subtask_id)
@@ -483,6 +485,15 @@ class Scheduler:
         if failed is not None:
             fail_dependents(tx, self.hub, subtask.task_id, Status.FAILED, now)
         return updated
+
+    def _lock_task_of(self, tx: Transaction, subtask_id: str) -> None:
+        """Serialises the state changes of one task across writers (PostgreSQL): sibling
+        subtasks finishing at once must see each other to decide the next stage or the end."""
+        if self.db.is_sqlite:
+            return
+        found = subtask_store.get_subtask(tx.conn, None, subtask_id)
+        if found is not None:
+            task_store.get_task(tx.conn, None, found.task_id, lock=True)
 
     async def release(self, subtask_id: str, lease_id: str, *, reason: str = "released") -> None:
         """Gives a subtask back without counting the attempt (a worker shutting down)."""

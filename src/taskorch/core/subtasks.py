@@ -100,9 +100,13 @@ class SubtaskService:
         timeout = validation.seconds(spec.timeout_seconds, "timeout_seconds")
 
         def add(tx: Transaction) -> Subtask:
-            task = task_store.get_task(tx.conn, caller.tenant_scope, key)
-            if task is None:
+            found = task_store.get_task(tx.conn, caller.tenant_scope, key)
+            if found is None:
                 raise TaskNotFound(task_id)
+            # Lock order everywhere: a task's dependencies before the task itself.
+            task_store.get_tasks(tx.conn, None, found.depends_on, share_lock=True)
+            task = task_store.get_task(tx.conn, None, key, lock=True)
+            assert task is not None
             if task.status.is_terminal:
                 raise FailedPrecondition(
                     f"Task '{key}' is already {task.status.name}; no work can be added",

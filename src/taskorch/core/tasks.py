@@ -180,7 +180,7 @@ class TaskService:
         """Raises on unknown dependencies; True when all of them already completed."""
         if not depends_on:
             return True
-        found = task_store.get_tasks(tx.conn, caller.tenant_id, depends_on)
+        found = task_store.get_tasks(tx.conn, caller.tenant_id, depends_on, share_lock=True)
         missing = sorted(set(depends_on) - {t.task_id for t in found})
         if missing:
             raise InvalidArgument(
@@ -252,7 +252,7 @@ class TaskService:
         value = validation.priority(priority, default=None)
 
         def change(tx: Transaction) -> Task:
-            task = task_store.get_task(tx.conn, caller.tenant_scope, key)
+            task = task_store.get_task(tx.conn, caller.tenant_scope, key, lock=True)
             if task is None:
                 raise TaskNotFound(task_id)
             if task.status.is_terminal:
@@ -301,7 +301,7 @@ class TaskService:
         reason = validation.short_text(reason, "reason", limit=1000)
 
         def cancel(tx: Transaction) -> Task:
-            task = task_store.get_task(tx.conn, caller.tenant_scope, key)
+            task = task_store.get_task(tx.conn, caller.tenant_scope, key, lock=True)
             if task is None:
                 raise TaskNotFound(task_id)
             if task.status is Status.CANCELLED:

@@ -43,6 +43,9 @@ T = TypeVar("T")
 
 DEFAULT_URL = "sqlite:///var/taskorch.db"
 MAX_BATCH = 256
+CONFLICT_RETRIES = 5
+# serialization_failure, deadlock_detected
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _MIGRATION_LOCK_KEY = 0x7461736B  # serialises the migrations of replicas on PostgreSQL
 
 
@@ -222,7 +225,7 @@ class Database:
                     break
                 batch.append(item)
             try:
-                await self._commit(batch)
+                await self._commit_retrying(batch)
             except Exception as exc:  # the connection broke or the commit failed
                 log.warning("database write failed", error=_short(exc), batch=len(batch))
                 error = Unavailable(f"database unavailable: {_short(exc)}")
@@ -242,6 +245,18 @@ class Database:
                     item.future.set_result(item.result)
             if stop:
                 return
+
+    async def _commit_retrying(self, batch: list[_Pending]) -> None:
+        """Commits; a batch PostgreSQL aborted as a deadlock or serialisation conflict with
+        another writer is simply run again (its operations are functions of the database)."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                await self._commit(batch)
+                return
+            except DBAPIError as exc:
+                if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == CONFLICT_RETRIES:
+                    raise
+                log.info("write conflict; retrying", sqlstate=_sqlstate(exc), attempt=attempt)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         if self._write_thread is not None:
@@ -328,6 +343,10 @@ def _attempt(conn: Connection, batch: list[_Pending], use_savepoints: bool) -> _
 def _is_own_conflict(exc: DBAPIError) -> bool:
     """Integrity errors belong to the operation that caused them; other errors to the batch."""
     return isinstance(exc, IntegrityError)
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
 
 
 def _short(exc: BaseException) -> str:

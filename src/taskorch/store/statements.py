@@ -57,11 +57,17 @@ def update_params(
 
 
 @cache
-def select_by_id(table: Table, *, tenant: bool) -> Select[Any]:
-    """``SELECT * FROM table WHERE pk = :_id [AND tenant_id = :_tenant]``."""
+def select_by_id(table: Table, *, tenant: bool, lock: str = "") -> Select[Any]:
+    """``SELECT * FROM table WHERE pk = :_id [AND tenant_id = :_tenant] [FOR UPDATE|SHARE]``.
+
+    ``lock`` ("update" or "share") takes a row lock on PostgreSQL; SQLite, whose single
+    writer serialises every write, ignores it.
+    """
     stmt = select(table).where(_pk(table) == bindparam("_id", type_=_pk(table).type))
     if tenant:
         stmt = stmt.where(table.c.tenant_id == bindparam("_tenant", type_=table.c.tenant_id.type))
+    if lock:
+        stmt = stmt.with_for_update(read=lock == "share")
     return stmt
 
 

@@ -135,20 +135,30 @@ def insert_task(conn: Connection, task: Task) -> None:
         )
 
 
-def get_task(conn: Connection, tenant_id: str | None, task_id: str) -> Task | None:
-    stmt = statements.select_by_id(tasks, tenant=tenant_id is not None)
+def get_task(
+    conn: Connection, tenant_id: str | None, task_id: str, *, lock: bool = False
+) -> Task | None:
+    """One task; ``lock`` holds its row until the transaction ends (PostgreSQL), so that
+    changes of one task's state are serialised across writers."""
+    stmt = statements.select_by_id(
+        tasks, tenant=tenant_id is not None, lock="update" if lock else ""
+    )
     row = conn.execute(stmt, {"_id": task_id, "_tenant": tenant_id}).mappings().first()
     return task_from_row(row) if row else None
 
 
-def get_tasks(conn: Connection, tenant_id: str | None, task_ids: Iterable[str]) -> list[Task]:
-    ids = list(task_ids)
+def get_tasks(
+    conn: Connection, tenant_id: str | None, task_ids: Iterable[str], *, share_lock: bool = False
+) -> list[Task]:
+    """Tasks by id; ``share_lock`` keeps their state from changing until the transaction ends
+    (used on dependencies, so a dependency cannot complete unseen while a dependent is made)."""
+    ids = sorted(set(task_ids))
     if not ids:
         return []
-    rows = conn.execute(
-        select(tasks).where(tasks.c.task_id.in_(ids), _tenant_clause(tenant_id))
-    ).mappings()
-    return [task_from_row(row) for row in rows]
+    stmt = select(tasks).where(tasks.c.task_id.in_(ids), _tenant_clause(tenant_id))
+    if share_lock:
+        stmt = stmt.order_by(tasks.c.task_id).with_for_update(read=True)
+    return [task_from_row(row) for row in conn.execute(stmt).mappings()]
 
 
 def find_by_request_id(conn: Connection, tenant_id: str, request_id: str) -> Task | None:
