@@ -81,3 +81,32 @@ def new_database(workdir: Path, kind: str | None = None) -> str:
 def discard(url: str) -> None:
     if url.startswith("postgresql"):
         drop_postgres_database(url)
+
+
+async def _fetch_async(dsn: str, sql: str) -> list[tuple[object, ...]]:
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return [tuple(row) for row in await connection.fetch(sql)]
+    finally:
+        await connection.close()
+
+
+def fetch(url: str, sql: str) -> list[tuple[object, ...]]:
+    """Rows of a query on a test server's database (SQLite file or PostgreSQL), read directly."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        path = make_url(url).database
+        assert path is not None
+        with sqlite3.connect(path) as connection:
+            return [tuple(row) for row in connection.execute(sql)]
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, _fetch_async(dsn, sql)).result()
+
+
+def admin(sql: str) -> None:
+    """Runs a statement on the PostgreSQL server as the test administrator."""
+    _execute(sql)

@@ -38,6 +38,7 @@ from taskorch.core.planning import (
 from taskorch.core.scheduler import Scheduler
 from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
+from taskorch.events.postgres import PostgresListener
 from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
 from taskorch.gateway.launcher import Gateway, write_descriptor
@@ -132,6 +133,7 @@ class TaskorchServer:
         self._stopped = asyncio.Event()
         self._fatal = asyncio.Event()
         self.gateway: Gateway | None = None
+        self.listener: PostgresListener | None = None
         self._gateway_dir: Path | None = None
         self.hub.add_listener(metrics.observe_task_event)
 
@@ -142,6 +144,10 @@ class TaskorchServer:
     async def start(self) -> None:
         log.info("starting taskorch", version=__version__, database=self.db.describe())
         await self.db.open()
+        if not self.db.is_sqlite:
+            # Other replicas' changes: events for watchers here, work for idle takers.
+            self.listener = PostgresListener(self.db, self.hub)
+            self.listener.start()
         self.engine.models_dir.mkdir(parents=True, exist_ok=True)
         await self.engine.start()
         if self.db.is_sqlite:
@@ -300,6 +306,8 @@ class TaskorchServer:
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
         await self.engine.close()
+        if self.listener is not None:
+            await self.listener.stop()
         if self.gateway is not None:
             await self.gateway.stop()
         if self._gateway_dir is not None:

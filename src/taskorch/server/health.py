@@ -42,6 +42,8 @@ class HealthReporter:
             await asyncio.wait_for(self.db.ping(), timeout=self.interval * 2)
         except (Unavailable, TimeoutError) as exc:
             problem = f"database: {exc or 'no answer'}"
+        except Exception as exc:  # whatever it is, the database did not answer the ping
+            problem = f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         if not problem and not self.workers_alive():
             problem = "workers are not running"
         healthy = not problem

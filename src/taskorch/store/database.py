@@ -32,7 +32,13 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskorch.core.errors import Unavailable
@@ -194,7 +200,7 @@ class Database:
             async with self._async_engine.connect() as aconn:
                 return await aconn.run_sync(fn)
         except DBAPIError as exc:
-            if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+            if not _is_outage(exc):
                 raise  # a programming error, not an outage
             raise Unavailable(f"database unavailable: {_short(exc)}") from exc
         except OSError as exc:
@@ -343,6 +349,12 @@ def _attempt(conn: Connection, batch: list[_Pending], use_savepoints: bool) -> _
 def _is_own_conflict(exc: DBAPIError) -> bool:
     """Integrity errors belong to the operation that caused them; other errors to the batch."""
     return isinstance(exc, IntegrityError)
+
+
+def _is_outage(exc: DBAPIError) -> bool:
+    """Whether the database (or the way to it) failed, rather than the statement: refused or
+    lost connections, shutdowns, exhausted resources. Bugs in SQL and bad data are not."""
+    return not isinstance(exc, ProgrammingError | IntegrityError | DataError | NotSupportedError)
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from taskorch.core.model import Status, Subtask
-from taskorch.store import statements
+from taskorch.store import notify, statements
 from taskorch.store.schema import subtasks
 
 ACTIVE = (int(Status.PENDING), int(Status.RUNNING))
@@ -50,6 +50,8 @@ def subtask_from_row(row: RowMapping) -> Subtask:
 def insert_subtasks(conn: Connection, items: Sequence[Subtask]) -> None:
     if not items:
         return
+    if any(s.ready for s in items):
+        notify.work_ready(conn)
     conn.execute(
         insert(subtasks),
         [
@@ -218,12 +220,15 @@ def unlease(conn: Connection, subtask_id: str, lease_id: str, now: datetime) -> 
     """Puts a leased subtask back in the queue without counting the attempt."""
     params = {"_id": subtask_id, "_lease": lease_id, "now": now}
     row = conn.execute(_UNLEASE, params).mappings().first()
+    if row:
+        notify.work_ready(conn)
     return subtask_from_row(row) if row else None
 
 
 def mark_ready(conn: Connection, subtask_ids: Iterable[str], now: datetime) -> None:
     ids = list(subtask_ids)
     if ids:
+        notify.work_ready(conn)
         conn.execute(
             update(subtasks)
             .where(subtasks.c.subtask_id.in_(ids))
@@ -243,11 +248,15 @@ def set_priority(conn: Connection, task_id: str, priority: int, now: datetime) -
 def end_active_subtasks(
     conn: Connection, task_id: str, status: Status, now: datetime, error: str | None = None
 ) -> list[Subtask]:
-    """Moves the task's pending and running subtasks to ``status``; returns them as they were."""
+    """Moves the task's pending and running subtasks to ``status``; returns them as they were.
+    Workers connected to other replicas are told to stop (PostgreSQL NOTIFY)."""
     rows = conn.execute(
         select(subtasks).where(subtasks.c.task_id == task_id, subtasks.c.status.in_(ACTIVE))
     ).mappings()
     ended = [subtask_from_row(row) for row in rows]
+    for subtask in ended:
+        if subtask.status is Status.RUNNING and subtask.worker_id and subtask.lease_id:
+            notify.worker_stop(conn, subtask.worker_id, subtask.subtask_id, subtask.lease_id)
     if ended:
         conn.execute(
             update(subtasks)

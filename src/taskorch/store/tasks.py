@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
-from taskorch.store import statements
+from taskorch.store import notify, statements
 from taskorch.store.schema import task_dependencies, task_events, tasks
 
 SORTABLE = {
@@ -283,6 +283,8 @@ def existing_task_ids(conn: Connection, tenant_id: str, task_ids: Sequence[str])
 
 
 def insert_event(conn: Connection, event: TaskEvent) -> None:
+    """Stores an event (and tells other replicas, on PostgreSQL, when it commits)."""
+    notify.event_stored(conn, event.task_id, event.sequence)
     conn.execute(
         insert(task_events),
         {

@@ -1,0 +1,113 @@
+"""Events across replicas: LISTEN to the notices other replicas send at commit
+(store/notify.py) and replay them into this process's hub.
+
+A notice of a task event is followed only when someone here watches that task: the event
+is read from the store and published, so a watcher on replica B sees what a worker
+reported through replica A within milliseconds. Work notices wake this replica's idle
+takers (in-process workers, Listen streams) instead of leaving them to poll; stop notices
+reach the streams of workers connected here. If the listening connection drops (the
+database restarted), it reconnects by itself; watchers meanwhile fall back on re-reading
+the store every few seconds, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import replace
+from typing import Any
+
+import structlog
+from sqlalchemy.engine import make_url
+
+from taskorch.core.hub import EventHub, StopNotice
+from taskorch.store import notify
+from taskorch.store import tasks as task_store
+from taskorch.store.database import Database
+
+log = structlog.get_logger(__name__)
+
+
+class PostgresListener:
+    def __init__(self, db: Database, hub: EventHub) -> None:
+        self.db = db
+        self.hub = hub
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen_forever(), name="postgres-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._pending):
+            task.cancel()
+
+    async def _listen_forever(self) -> None:
+        import asyncpg
+
+        dsn = make_url(self.db.url).set(drivername="postgresql").render_as_string(False)
+        backoff = 0.5
+        while True:
+            connection = None
+            try:
+                connection = await asyncpg.connect(dsn, timeout=10)
+                await connection.add_listener(notify.CHANNEL, self._on_notice)
+                self.connected.set()
+                backoff = 0.5
+                log.info("listening for other replicas' changes")
+                while not connection.is_closed():
+                    await asyncio.sleep(5)
+                    await connection.execute("SELECT 1")  # notices a dead connection
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.connected.is_set():
+                    log.warning("lost the notification connection; reconnecting", error=str(exc))
+            finally:
+                self.connected.clear()
+                if connection is not None and not connection.is_closed():
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def _on_notice(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        parts = payload.split("|")
+        if len(parts) < 2 or parts[1] == notify.NODE_ID:
+            return  # our own change: already published here
+        kind = parts[0]
+        if kind == "w":
+            self.hub.work.notify()
+        elif kind == "e" and len(parts) == 4:
+            task_id = parts[2]
+            if self.hub.bus.subscriber_count(task_id):
+                self._spawn(self._replay(task_id, int(parts[3])))
+        elif kind == "s" and len(parts) == 5:
+            worker_id, subtask_id, lease_id = parts[2:5]
+            notice = StopNotice(worker_id, subtask_id, lease_id, "task cancelled")
+            self.hub.stops.publish(worker_id, notice)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _replay(self, task_id: str, sequence: int) -> None:
+        try:
+            events = await self.db.read(
+                lambda conn: task_store.events_after(conn, task_id, sequence - 1, limit=1)
+            )
+            if not events:
+                return
+            event = events[0]
+            if event.is_terminal:
+                task = await self.db.read(lambda conn: task_store.get_task(conn, None, task_id))
+                event = replace(event, task=task)
+            self.hub.bus.publish(task_id, event)
+        except Exception as exc:  # watchers re-read the store on their own
+            log.debug("could not replay a notified event", error=str(exc))

@@ -1,0 +1,141 @@
+"""Crashes and outages under load: nothing acknowledged is lost, nothing completes twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from taskorch.client import AsyncClient, UnavailableError
+from tests import databases
+from tests.conftest import ServerFactory
+
+pytestmark = pytest.mark.xdist_group("durability")
+
+BURST = 2000
+
+
+async def _burst(client: AsyncClient, count: int, acknowledged: list[str]) -> None:
+    """Submits ``count`` tasks from 32 loops; keeps the ids the server acknowledged."""
+    submitted = 0
+
+    async def submitter() -> None:
+        nonlocal submitted
+        while submitted < count:
+            submitted += 1
+            number = submitted
+            try:
+                task = await client.create_task(text=f"burst task {number}")
+            except Exception:
+                return  # the server went away: this one was not acknowledged
+            acknowledged.append(task.task_id)
+
+    await asyncio.gather(*(submitter() for _ in range(32)))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkill_in_a_burst_keeps_every_acknowledged_task(
+    server_factory: ServerFactory, tmp_path, backend: str
+) -> None:
+    url = databases.new_database(tmp_path, backend)
+    try:
+        server = server_factory("--workers", "4", database_url=url)
+        acknowledged: list[str] = []
+
+        async def burst_then_kill() -> None:
+            async with server.async_client(timeout=10) as client:
+                burst = asyncio.create_task(_burst(client, BURST, acknowledged))
+                while len(acknowledged) < BURST // 2 and not burst.done():
+                    await asyncio.sleep(0.01)
+                server.kill()
+                await burst
+
+        asyncio.run(burst_then_kill())
+        assert BURST // 2 <= len(acknowledged) < BURST
+        server.start()
+
+        async def all_done() -> list[str]:
+            async with server.async_client(timeout=60) as client:
+                done = await asyncio.gather(
+                    *(client.wait_for_task(task_id, timeout=180) for task_id in acknowledged)
+                )
+            return [t.status for t in done]
+
+        assert set(asyncio.run(all_done())) == {"COMPLETED"}
+        # A result written once per task: one completion event and one completed subtask each.
+        twice = databases.fetch(
+            url,
+            "SELECT task_id FROM task_events WHERE type = 2 AND status = 3 "
+            "GROUP BY task_id HAVING COUNT(*) > 1",
+        )
+        assert twice == []
+        subtasks = databases.fetch(url, "SELECT COUNT(*) FROM subtasks WHERE status = 3")
+        stored = databases.fetch(url, "SELECT COUNT(*) FROM tasks")
+        assert subtasks[0][0] == stored[0][0] >= len(acknowledged)
+    finally:
+        databases.discard(url)
+
+
+def test_a_database_outage_is_reported_and_survived(
+    server_factory: ServerFactory, tmp_path
+) -> None:
+    url = databases.new_database(tmp_path, "postgresql")
+    name = url.rsplit("/", 1)[-1]
+    try:
+        server = server_factory("--workers", "2", database_url=url)
+        acknowledged: list[str] = []
+        refused = 0
+
+        async def under_load() -> None:
+            nonlocal refused
+            async with server.async_client(timeout=10) as client:
+                deadline = time.monotonic() + 12
+                outage_started = False
+                while time.monotonic() < deadline:
+                    elapsed = 12 - (deadline - time.monotonic())
+                    if elapsed > 2 and not outage_started:
+                        outage_started = True
+                        databases.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                        databases.admin(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            f"WHERE datname = '{name}'"
+                        )
+                    if elapsed > 7 and outage_started:
+                        databases.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                        outage_started = None  # type: ignore[assignment]
+                    try:
+                        task = await client.create_task(text="during an outage")
+                        acknowledged.append(task.task_id)
+                    except UnavailableError:
+                        refused += 1
+                    await asyncio.sleep(0.02)
+
+        def health() -> int:
+            with grpc.insecure_channel(server.grpc_addr) as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+        asyncio.run(under_load())
+        assert refused > 0  # the outage was reported as UNAVAILABLE, not hidden
+        deadline = time.monotonic() + 30
+        while health() != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health() == health_pb2.HealthCheckResponse.SERVING
+
+        async def all_done() -> set[str]:
+            async with server.async_client(timeout=60) as client:
+                done = await asyncio.gather(
+                    *(client.wait_for_task(task_id, timeout=120) for task_id in acknowledged)
+                )
+                fresh = await client.create_task(text="after the outage")
+                assert (await client.wait_for_task(fresh.task_id, timeout=60)).status == "COMPLETED"
+            return {t.status for t in done}
+
+        assert asyncio.run(all_done()) == {"COMPLETED"}
+        assert "unhealthy" in server.logs()
+    finally:
+        databases.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        databases.discard(url)
