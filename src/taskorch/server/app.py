@@ -50,6 +50,7 @@ from taskorch.server.models import ModelServicer
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
 from taskorch.server.workers import WorkerServicer
+from taskorch.store import counts
 from taskorch.store.database import Database
 from taskorch.v1 import (
     model_service_pb2_grpc,
@@ -67,6 +68,7 @@ log = structlog.get_logger("taskorch.server")
 LOCAL_WORKER_PREFIX = "local"
 RESCUE_INTERVAL = 1.0
 STATS_INTERVAL = 5.0
+COMPACT_INTERVAL = 1.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 GRPC_OPTIONS = [
@@ -163,6 +165,7 @@ class TaskorchServer:
             asyncio.create_task(self._health.run(), name="health"),
             asyncio.create_task(self._rescue_leases(), name="lease-rescuer"),
             asyncio.create_task(self._refresh_stats(), name="stats"),
+            asyncio.create_task(self._compact_counts(), name="count-compaction"),
         ]
         self._announce()
 
@@ -279,6 +282,14 @@ class TaskorchServer:
                 await self.scheduler.rescue_expired()
             except Exception as exc:
                 log.warning("lease rescue failed", error=str(exc))
+
+    async def _compact_counts(self) -> None:
+        while True:
+            await asyncio.sleep(COMPACT_INTERVAL)
+            try:
+                await self.db.write(lambda tx: counts.compact(tx.conn))
+            except Exception as exc:
+                log.warning("count compaction failed", error=str(exc))
 
     async def _refresh_stats(self) -> None:
         from taskorch.core.caller import SYSTEM

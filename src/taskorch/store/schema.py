@@ -209,5 +209,35 @@ task_events = Table(
 )
 
 
+# How many tasks each combination of the list filters has, so a list's `total` costs the same
+# at a thousand tasks as at a million. Writers only append deltas (no hot row to contend
+# for); a compaction folds them into task_counts every second.
+COUNT_KEYS = ("tenant_id", "status", "task_type", "model_name", "template")
+
+task_counts = Table(
+    "task_counts",
+    metadata,
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("task_type", String(64), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("template", String(200), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint(*COUNT_KEYS),
+)
+
+task_count_deltas = Table(
+    "task_count_deltas",
+    metadata,
+    Column("delta_id", EventId, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("task_type", String(64), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("template", String(200), nullable=False),
+    Column("delta", Integer, nullable=False),
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

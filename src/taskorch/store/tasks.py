@@ -15,7 +15,7 @@ from sqlalchemy import (
     Connection,
     RowMapping,
     and_,
-    func,
+    bindparam,
     insert,
     or_,
     select,
@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
-from taskorch.store import notify, statements
+from taskorch.store import counts, notify, statements
 from taskorch.store.schema import task_dependencies, task_events, tasks
 
 SORTABLE = {
@@ -128,6 +128,7 @@ def _tenant_clause(tenant_id: str | None) -> ColumnElement[bool]:
 
 def insert_task(conn: Connection, task: Task) -> None:
     conn.execute(insert(tasks), task_values(task))
+    counts.add(conn, [(counts.key_of(task, task.status), 1)])
     if task.depends_on:
         conn.execute(
             insert(task_dependencies),
@@ -181,8 +182,12 @@ def update_task(
 ) -> Task | None:
     """Updates one task, bumping its event sequence; None if it is not in ``only_if_status``.
 
-    The sequence bump reserves the sequence number of the event the caller appends next.
+    The sequence bump reserves the sequence number of the event the caller appends next. A
+    status change also moves the task between counters (store/counts.py).
     """
+    before = None
+    if "status" in values:
+        before = conn.execute(_STATUS_FOR_UPDATE, {"_id": task_id}).scalar_one_or_none()
     stmt = statements.update_by_id(
         tasks,
         tuple(sorted(values)),
@@ -190,7 +195,20 @@ def update_task(
         bump_sequence=True,
     )
     row = conn.execute(stmt, statements.update_params(task_id, dict(values))).mappings().first()
-    return task_from_row(row) if row else None
+    if row is None:
+        return None
+    task = task_from_row(row)
+    if before is not None and before != int(task.status):
+        counts.add(
+            conn,
+            [(counts.key_of(task, Status(before)), -1), (counts.key_of(task, task.status), 1)],
+        )
+    return task
+
+
+_STATUS_FOR_UPDATE = (
+    select(tasks.c.status).where(tasks.c.task_id == bindparam("_id")).with_for_update()
+)
 
 
 @dataclass(frozen=True)
@@ -228,7 +246,16 @@ def list_tasks(conn: Connection, query: TaskQuery, *, count: bool = True) -> tup
     filters = _filters(query)
     total = -1
     if count:
-        total = conn.execute(select(func.count()).select_from(tasks).where(*filters)).scalar_one()
+        total = counts.total(
+            conn,
+            {
+                "tenant_id": query.tenant_id,
+                "status": int(query.status) if query.status is not None else None,
+                "task_type": query.task_type,
+                "model_name": query.model_name,
+                "template": query.template,
+            },
+        )
     stmt = select(tasks).where(*filters)
     if query.after is not None:
         stmt = stmt.where(_after(column, query.descending, *query.after))
@@ -259,15 +286,7 @@ def dependents_of(conn: Connection, task_id: str) -> list[str]:
 
 
 def count_by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:
-    rows = conn.execute(
-        select(tasks.c.status, func.count())
-        .where(_tenant_clause(tenant_id))
-        .group_by(tasks.c.status)
-    )
-    counts = {status: 0 for status in Status}
-    for status, count in rows:
-        counts[Status(status)] = count
-    return counts
+    return counts.by_status(conn, tenant_id)
 
 
 def existing_task_ids(conn: Connection, tenant_id: str, task_ids: Sequence[str]) -> set[str]:

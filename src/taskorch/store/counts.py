@@ -1,0 +1,108 @@
+"""Constant-cost task counts: list totals, tasks by status for /health and metrics.
+
+Every change of a task's status (and every new task) appends a delta row in the same
+transaction; :func:`compact` folds the deltas into ``task_counts`` (run every second). A
+count reads both tables, so it is exact at all times and costs the number of distinct filter
+combinations, not the number of tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, literal, select, text, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from taskorch.core.model import Status, Task
+from taskorch.store.schema import COUNT_KEYS, task_count_deltas, task_counts
+
+_COMPACT_LOCK = 0x636F756E  # one replica compacts at a time on PostgreSQL
+
+
+def key_of(task: Task, status: Status) -> dict[str, Any]:
+    """The counter a task adds to while it has ``status``."""
+    return {
+        "tenant_id": task.tenant_id,
+        "status": int(status),
+        "task_type": task.task_type,
+        "model_name": task.model_name,
+        "template": task.template,
+    }
+
+
+def add(conn: Connection, changes: Iterable[tuple[dict[str, Any], int]]) -> None:
+    rows = [{**key, "delta": delta} for key, delta in changes if delta]
+    if rows:
+        conn.execute(insert(task_count_deltas), rows)
+
+
+def _filters(table: Any, filters: dict[str, Any]) -> list[ColumnElement[bool]]:
+    return [table.c[name] == value for name, value in filters.items() if value is not None] or [
+        true()
+    ]
+
+
+def total(conn: Connection, filters: dict[str, Any]) -> int:
+    """Tasks matching exact-match ``filters`` (keys of COUNT_KEYS; None = any)."""
+    folded = conn.execute(
+        select(func.coalesce(func.sum(task_counts.c.count), 0)).where(
+            *_filters(task_counts, filters)
+        )
+    ).scalar_one()
+    pending = conn.execute(
+        select(func.coalesce(func.sum(task_count_deltas.c.delta), 0)).where(
+            *_filters(task_count_deltas, filters)
+        )
+    ).scalar_one()
+    return int(folded) + int(pending)
+
+
+def by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:
+    counts = {status: 0 for status in Status}
+    tenant = {"tenant_id": tenant_id}
+    for table, column in (
+        (task_counts, task_counts.c.count),
+        (task_count_deltas, task_count_deltas.c.delta),
+    ):
+        rows = conn.execute(
+            select(table.c.status, func.sum(column))
+            .where(*_filters(table, tenant))
+            .group_by(table.c.status)
+        )
+        for status, count in rows:
+            counts[Status(status)] += int(count or 0)
+    return counts
+
+
+def compact(conn: Connection) -> int:
+    """Folds the appended deltas into the counts; returns how many were folded."""
+    if conn.dialect.name == "postgresql":
+        got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _COMPACT_LOCK})
+        if not got.scalar_one():
+            return 0  # another replica is compacting
+    upto = conn.execute(select(func.max(task_count_deltas.c.delta_id))).scalar_one()
+    if upto is None:
+        return 0
+    keys = [task_count_deltas.c[name] for name in COUNT_KEYS]
+    sums = conn.execute(
+        select(*keys, func.sum(task_count_deltas.c.delta), func.count())
+        .where(task_count_deltas.c.delta_id <= upto)
+        .group_by(*keys)
+    ).all()
+    folded = 0
+    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    for *key, delta, rows in sums:
+        folded += rows
+        if not delta:
+            continue
+        stmt = upsert(task_counts).values(**dict(zip(COUNT_KEYS, key, strict=True)), count=delta)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(COUNT_KEYS),
+            set_={"count": task_counts.c.count + stmt.excluded.count},
+        )
+        conn.execute(stmt)
+    conn.execute(delete(task_count_deltas).where(task_count_deltas.c.delta_id <= upto))
+    conn.execute(delete(task_counts).where(task_counts.c.count == literal(0)))
+    return folded
