@@ -66,7 +66,10 @@ def test_every_documented_operation_is_routed(rest: httpx.Client, document: dict
         for verb in operations:
             url = path.replace("{task_id}", str(uuid.uuid4()))
             body = {} if "requestBody" in operations[verb] else None
-            response = rest.request(verb.upper(), url, json=body)
-            assert response.status_code < 500, (verb, path, response.text)
+            # Streamed: worker Listen streams never end, so only the head and a bounded
+            # part of the body are read.
+            with rest.stream(verb.upper(), url, json=body) as response:
+                text = next(response.iter_text(), "") if response.status_code >= 400 else ""
+            assert response.status_code < 500, (verb, path, text)
             if response.status_code == 404:
-                assert "Could not resolve" not in response.text, (verb, path)
+                assert "Could not resolve" not in text, (verb, path)

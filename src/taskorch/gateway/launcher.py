@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -50,23 +49,20 @@ def write_descriptor(workdir: Path) -> Path:
     return descriptor
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A function for the child, before exec, asking Linux to SIGTERM Envoy when taskorch dies
-    (even by SIGKILL), so a killed server never leaves an Envoy holding its port. Everything
-    is looked up here, in the parent: the child only makes one system call, which is safe
-    after fork in a process with threads."""
-    if sys.platform != "linux":
-        return None
-    import ctypes
-    import signal
+def _parent_death_wrapper() -> list[str]:
+    """The command prefix that asks Linux to SIGTERM Envoy when taskorch dies (even by
+    SIGKILL), so a killed server never leaves an Envoy holding its port.
 
-    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    set_parent_death_signal, sigterm = 1, int(signal.SIGTERM)
-
-    def in_child() -> None:
-        prctl(set_parent_death_signal, sigterm)
-
-    return in_child
+    ``setpriv`` (util-linux) sets the signal and execs Envoy. A ``preexec_fn`` would do the
+    same in Python, but it makes the child a full fork of a process running gRPC threads,
+    whose fork handlers then abort the child now and then; without it Python spawns with
+    vfork and nothing runs between fork and exec.
+    """
+    setpriv = shutil.which("setpriv")
+    if sys.platform != "linux" or setpriv is None:
+        log.warning("setpriv not found: envoy will outlive a killed server")
+        return []
+    return [setpriv, "--pdeathsig", "TERM", "--"]
 
 
 class Gateway:
@@ -90,6 +86,7 @@ class Gateway:
         log_path = self.workdir / "envoy.log"
         log_file = log_path.open("wb")
         self.process = await asyncio.create_subprocess_exec(
+            *_parent_death_wrapper(),
             envoy_binary(),
             "--config-path",
             str(self.config_path),
@@ -98,7 +95,6 @@ class Gateway:
             os.environ.get("TASKORCH_ENVOY_LOG_LEVEL", "warning"),
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_parent_death_signal(),
         )
         log_file.close()
         loop = asyncio.get_running_loop()
