@@ -712,7 +712,8 @@ class TemplateService:
             lambda conn: template_store.get_template(conn, caller.tenant_id, name)
         )
         if record is None:
-            raise TemplateNotFound(name)
+            known = ", ".join(t.name for t in await self.list(caller))
+            raise TemplateNotFound(name, message=f"Template '{name}' not found; templates: {known}")
         return _from_record(record)
 
     async def create(self, caller: Caller, definition: Mapping[str, Any]) -> Template:
