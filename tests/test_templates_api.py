@@ -279,16 +279,16 @@ def test_the_second_step_receives_the_first_steps_output(
 ) -> None:
     name = unique("chain")
     templates.CreateTemplate(pb.CreateTemplateRequest(template=template(name, CHAIN)), timeout=10)
-    created = client.create_task(template=name, parameters={"message": "tick tock tick"})
+    created = client.create_task(template=name, parameters={"message": "tick tock bell tick"})
     assert created.task_type == "template"
     done = client.wait_for_task(created.task_id, timeout=30)
     assert done.status == "COMPLETED", done.error
     assert done.result is not None
-    assert done.result["text"] == "tick tock tick and again tick tock tick"
-    assert done.result["word_count"] == 8
+    assert done.result["text"] == "tick tock bell tick and again tick tock bell tick"
+    assert done.result["word_count"] == 10
     assert done.result["top_words"][0] == "tick"
-    assert len(done.result["top_words"]) == 3
-    assert done.result["steps"]["say"]["echo"] == {"said": "tick tock tick", "repeat": 2}
+    assert len(done.result["top_words"]) == 3  # the template's default top_n
+    assert done.result["steps"]["say"]["echo"] == {"said": "tick tock bell tick", "repeat": 2}
 
 
 def test_a_step_reading_an_output_that_does_not_exist_fails_the_task(
