@@ -863,6 +863,8 @@ class TemplatePlanner:
         """Looks the template up for the caller (built-in or the tenant's own)."""
         if not spec.template.strip() or spec.template_definition is not None:
             return spec
+        if spec.text is not None or spec.task_type:
+            return spec  # not a templated request: Catalog.plan says what is wrong
         return replace(spec, template_definition=await self.templates.get(caller, spec.template))
 
     def plan(self, spec: TaskSpec, task_type: str) -> Plan:
