@@ -820,16 +820,27 @@ def _taken(name: str) -> AlreadyExists:
 
 
 def _from_record(record: template_store.TemplateRecord) -> Template:
-    # Stored definitions were checked when written; parsing again keeps one code path.
-    template = parse_template(
-        {
-            "name": record.name,
-            "description": record.description,
-            "parameters": record.parameters,
-            "steps": record.steps,
-        }
+    # Checked when written; not checked again, so that a stored template a later release
+    # would refuse can still be listed, read, fixed or deleted.
+    return Template(
+        name=record.name,
+        description=record.description,
+        parameters=tuple(
+            Parameter(
+                name=str(p.get("name", "")),
+                type=str(p.get("type", "string")),
+                required=bool(p.get("required", False)),
+                description=str(p.get("description") or ""),
+                default=p.get("default"),
+                enum=tuple(p.get("enum") or ()),
+            )
+            for p in record.parameters
+            if isinstance(p, Mapping)
+        ),
+        steps=tuple(dict(s) for s in record.steps if isinstance(s, Mapping)),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
     )
-    return replace(template, created_at=record.created_at, updated_at=record.updated_at)
 
 
 # -- the planner -------------------------------------------------------------------------------
