@@ -12,6 +12,7 @@ from taskorch.core.caller import Caller
 from taskorch.core.errors import AlreadyExists, InvalidArgument, TemplateNotFound
 from taskorch.core.templates import TemplateReadOnly, TemplateService
 from taskorch.store.database import Database
+from tests import databases
 
 ALICE = Caller(tenant_id="alice")
 BOB = Caller(tenant_id="bob")
@@ -28,10 +29,13 @@ def greeting(description: str = "Says hello") -> dict[str, Any]:
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[TemplateService]:
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    """On the test backend's database (TASKORCH_TEST_BACKEND=postgresql for PostgreSQL)."""
+    url = databases.new_database(tmp_path)
+    db = Database(url)
     await db.open()
     yield TemplateService(db)
     await db.close()
+    databases.discard(url)
 
 
 async def test_a_user_template_belongs_to_its_tenant(service: TemplateService) -> None:
