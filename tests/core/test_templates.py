@@ -405,3 +405,17 @@ def test_a_templates_own_definition_is_used_when_it_was_looked_up() -> None:
     spec = TaskSpec(template="mine", parameters={"m": "hi"}, template_definition=mine)
     [step] = planner().plan(spec, "template").steps
     assert (step.kind, step.input) == ("echo", {"message": "hi"})
+
+
+def test_a_stored_template_with_a_step_type_no_longer_supported_is_refused_clearly() -> None:
+    stale = Template(
+        name="old",
+        description="",
+        parameters=(),
+        steps=({"name": "beam", "type": "teleport"},),
+    )
+    spec = TaskSpec(template="old", parameters={}, template_definition=stale)
+    with pytest.raises(InvalidArgument) as caught:
+        planner().plan(spec, "template")
+    assert fields(caught.value) == ["template.steps[0].type"]
+    assert "type 'teleport' is not one of" in caught.value.message

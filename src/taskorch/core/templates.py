@@ -937,8 +937,15 @@ class TemplatePlanner:
     # -- steps ---------------------------------------------------------------------------------
 
     def _step(self, template: Template, index: int, raw: JSON, values: Mapping[str, Any]) -> Step:
-        step_type = str(raw["type"])
-        name = str(raw["name"])
+        step_type = str(raw.get("type", ""))
+        name = str(raw.get("name", f"step{index + 1}"))
+        if step_type not in STEP_TYPES:  # a stored template this release no longer runs
+            raise InvalidArgument(
+                f"template '{template.name}', step '{name}': type {step_type!r} is not one of "
+                f"{', '.join(STEP_TYPES)}; update the template",
+                field=f"template.steps[{index}].type",
+            )
+        raw = {**raw, "name": name, "type": step_type}
         fields = {k: v for k, v in raw.items() if k not in ("name", "type")}
         body = substitute_parameters(fields, values)
         try:
