@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from taskorch.core.caller import Caller
 from taskorch.core.errors import InvalidArgument, UnsupportedTaskType
 from taskorch.core.model import JSON
 from taskorch.core.text_analysis import MAX_TEXT_LENGTH
@@ -38,6 +39,9 @@ class TaskSpec:
     request_id: str = ""
     max_attempts: int = 0
     timeout_seconds: float = 0.0
+    # The definition of ``template`` for the caller's tenant, looked up before planning
+    # (see Catalog.plan_for and core/templates.py); None until then.
+    template_definition: Any = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,16 @@ class Planner(Protocol):
         ...
 
 
+@runtime_checkable
+class PreparingPlanner(Planner, Protocol):
+    """A planner that must read something for the caller before it can plan (a template of
+    the caller's tenant): planning itself stays synchronous and free of I/O."""
+
+    async def prepare(self, caller: Caller, spec: TaskSpec) -> TaskSpec:
+        """``spec`` with what ``plan`` will need filled in. Raises TemplateNotFound, ..."""
+        ...
+
+
 class Catalog:
     """Every task type the server accepts, each with the planner that plans it."""
 
@@ -86,6 +100,13 @@ class Catalog:
 
     def task_types(self) -> list[str]:
         return sorted({t for p in self._planners for t in p.task_types()})
+
+    async def plan_for(self, caller: Caller, spec: TaskSpec) -> Plan:
+        """Plans ``spec`` for ``caller``, letting planners look up what they need first."""
+        for planner in self._planners:
+            if isinstance(planner, PreparingPlanner):
+                spec = await planner.prepare(caller, spec)
+        return self.plan(spec)
 
     def plan(self, spec: TaskSpec) -> Plan:
         if spec.template:

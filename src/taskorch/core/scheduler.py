@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from taskorch.core import templates
 from taskorch.core.dependencies import fail_dependents, first_stage, release_dependents
 from taskorch.core.errors import InvalidArgument, LeaseLost, SubtaskNotFound
 from taskorch.core.hub import EventHub
@@ -343,6 +344,17 @@ class Scheduler:
             return
         following = first_stage(siblings)
         if following:
+            # Templates: a step may use earlier steps' outputs ({{steps.NAME.output.FIELD}});
+            # they are known now, so fill them into the inputs of the stage about to run.
+            outputs = {s.name: s.result for s in siblings if s.status is Status.COMPLETED}
+            for step in following:
+                if step.input is not None and templates.has_step_outputs(step.input):
+                    try:
+                        resolved = templates.resolve_step_outputs(step.input, outputs)
+                    except templates.StepOutputMissing as exc:
+                        self._fail_unstartable_step(tx, step, f"step '{step.name}': {exc}", now)
+                        return
+                    subtask_store.update_subtask(tx.conn, step.subtask_id, {"input": resolved})
             subtask_store.mark_ready(tx.conn, (s.subtask_id for s in following), now)
             tx.after_commit(self.hub.work.notify)
             stages = len({s.stage for s in siblings})
@@ -373,6 +385,45 @@ class Scheduler:
         )
         if completed is not None:
             release_dependents(tx, self.hub, subtask.task_id, now)
+
+    def _fail_unstartable_step(
+        self, tx: Transaction, subtask: Subtask, error: str, now: datetime
+    ) -> None:
+        """Fails the task when its next step cannot start (a template step refers to an
+        output the earlier step did not produce): retrying would not help."""
+        code = "STEP_OUTPUT_MISSING"
+        subtask_store.update_subtask(
+            tx.conn,
+            subtask.subtask_id,
+            {
+                "status": int(Status.FAILED),
+                "error": error,
+                "error_code": code,
+                "updated_at": now,
+                "completed_at": now,
+            },
+            only_if_status=(Status.PENDING,),
+        )
+        ended = subtask_store.end_active_subtasks(tx.conn, subtask.task_id, Status.CANCELLED, now)
+        tx.after_commit(lambda: self.hub.stop_workers(ended, "another subtask of the task failed"))
+        failed = record(
+            tx,
+            self.hub,
+            subtask.task_id,
+            {
+                "status": int(Status.FAILED),
+                "error": error,
+                "error_code": code,
+                "progress_message": None,
+                "completed_at": now,
+            },
+            EventType.STATUS_CHANGED,
+            now=now,
+            only_if_status=(Status.PENDING, Status.RUNNING),
+            message=f"failed: {error}",
+        )
+        if failed is not None:
+            fail_dependents(tx, self.hub, subtask.task_id, Status.FAILED, now)
 
     async def fail(
         self,

@@ -111,7 +111,7 @@ class TaskService:
         timeout = validation.seconds(spec.timeout_seconds, "timeout_seconds")
         request_id = validation.short_text(spec.request_id, "request_id")
         depends_on = _dependencies(spec.depends_on)
-        plan = self.catalog.plan(spec)
+        plan = await self.catalog.plan_for(caller, spec)
         now = self.clock()
         task = Task(
             task_id=str(uuid.uuid4()),

@@ -54,6 +54,10 @@ HTTP_BODY_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "array",
         "items": {"$ref": "#/components/schemas/taskorch.v1.Task"},
     },
+    "taskorch.v1.TemplateService.ListTemplatesJson": {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/taskorch.v1.Template"},
+    },
     "taskorch.v1.SystemService.GetOpenApiDocument": {
         "type": "object",
         "description": "This document.",
@@ -239,9 +243,16 @@ def _operation(
             "properties": {f.name: builder.field(method.input_type, f) for f in body_fields},
         }
         operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
-    elif not binding.body:
+    else:
+        # `body: "field"`: that field is the whole body; the others are query parameters.
         for field in request.field:
-            if field.name in path_fields or field.type == FD.TYPE_MESSAGE:
+            if field.name == binding.body:
+                schema = builder.field(method.input_type, field)
+                operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
+        for field in request.field:
+            if field.name in path_fields or field.name == binding.body:
+                continue
+            if field.type == FD.TYPE_MESSAGE:
                 continue
             parameters.append(
                 {

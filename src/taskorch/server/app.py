@@ -38,6 +38,7 @@ from taskorch.core.planning import (
 from taskorch.core.scheduler import Scheduler
 from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
+from taskorch.core.templates import TemplatePlanner, TemplateService
 from taskorch.events.postgres import PostgresListener
 from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
@@ -49,6 +50,7 @@ from taskorch.server.interceptors import ServerInterceptor
 from taskorch.server.models import ModelServicer
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
+from taskorch.server.templates import TemplateServicer
 from taskorch.server.workers import WorkerServicer
 from taskorch.store import counts
 from taskorch.store.database import Database
@@ -56,6 +58,7 @@ from taskorch.v1 import (
     model_service_pb2_grpc,
     system_service_pb2_grpc,
     task_service_pb2_grpc,
+    template_service_pb2_grpc,
     worker_service_pb2_grpc,
 )
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
@@ -103,12 +106,15 @@ class TaskorchServer:
         self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
         self.hub = EventHub()
         self.engine = InferenceEngine(settings.models_dir or Path("var/models"))
+        self.templates = TemplateService(self.db)
+        self.template_planner = TemplatePlanner(self.templates, self.engine)
         self.catalog = Catalog(
             [
                 TextAnalysisPlanner(),
                 EchoPlanner(),
                 ContainerPlanner(),
                 InferencePlanner(self.engine),
+                self.template_planner,
             ]
         )
         self.directory = WorkerDirectory()
@@ -190,6 +196,9 @@ class TaskorchServer:
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=GRPC_OPTIONS)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(self.tasks, self.subtasks), server
+        )
+        template_service_pb2_grpc.add_TemplateServiceServicer_to_server(
+            TemplateServicer(self.templates, self.template_planner), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(self.db, self.hub, self.scheduler, self.directory), server

@@ -17,10 +17,17 @@ from taskorch.v1 import (
     model_service_pb2,
     system_service_pb2,
     task_service_pb2,
+    template_service_pb2,
     worker_service_pb2,
 )
 
-SERVICE_FILES = (task_service_pb2, worker_service_pb2, model_service_pb2, system_service_pb2)
+SERVICE_FILES = (
+    task_service_pb2,
+    worker_service_pb2,
+    template_service_pb2,
+    model_service_pb2,
+    system_service_pb2,
+)
 _VARIABLE = re.compile(r"\{([^}=]+)")
 
 

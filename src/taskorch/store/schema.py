@@ -239,5 +239,21 @@ task_count_deltas = Table(
 )
 
 
+# User templates (built-in ones ship as YAML files in the package and are not stored).
+templates = Table(
+    "templates",
+    metadata,
+    Column("template_id", String(ID), primary_key=True),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("parameters", Json, nullable=False),
+    Column("steps", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
