@@ -1,9 +1,10 @@
 """The composition root: assembles store, core, workers and the gRPC server, and runs them.
 
 Start-up order: database (and migrations) → work left running by a previous run is
-re-queued → unfinished chat replies resumed → in-process workers → gRPC server (health NOT_SERVING until the first check) →
-metrics → gateway. Shutdown (SIGTERM/SIGINT) reverses it: health goes NOT_SERVING, workers
-stop taking work and finish or re-queue what runs, then the server and database close.
+re-queued → unfinished chat replies resumed → in-process workers → gRPC server (health
+NOT_SERVING until the first check) → metrics → gateway. Shutdown (SIGTERM/SIGINT) reverses
+it: health goes NOT_SERVING, workers stop taking work and finish or re-queue what runs, then
+the server, the chat reply followers and the database close.
 """
 
 from __future__ import annotations
