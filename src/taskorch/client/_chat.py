@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -386,9 +386,10 @@ class Chat:
         parameters: Mapping[str, Any] | None = None,
         priority: int = 0,
         request_id: str = "",
-    ) -> Iterator[ChatEvent]:
+    ) -> Generator[ChatEvent, None, None]:
         """Posts a message and yields its events: MESSAGE_ADDED (the message, then the reply),
-        REPLY_STARTED, REPLY_DELTA (the tokens), ending with REPLY_FINISHED."""
+        REPLY_STARTED, REPLY_DELTA (the tokens), ending with REPLY_FINISHED. Closing the
+        generator early stops listening; the reply goes on (cancel its task to stop it)."""
         yield from self._follow(session_id, content, parameters, priority, request_id, _Reply())
 
     def _follow(
