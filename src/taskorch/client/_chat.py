@@ -449,9 +449,9 @@ class Chat:
         request = pb.DeleteMessageRequest(session_id=session_id, message_id=message_id)
         return ChatMessage.from_proto(self._call(self._stub.DeleteMessage, request))
 
-    def watch(self, session_id: str, *, after_sequence: int = 0) -> Iterator[ChatEvent]:
-        """The session's SNAPSHOT (or the events after ``after_sequence``), then every event
-        as it happens, until the session is deleted."""
+    def watch(self, session_id: str, *, after_sequence: int | None = None) -> Iterator[ChatEvent]:
+        """The session's SNAPSHOT (or, given ``after_sequence``, the events after it: 0 replays
+        them all), then every event as it happens, until the session is deleted."""
         last = after_sequence
         retries = 0
         while True:
@@ -461,7 +461,7 @@ class Chat:
                 for message in call:
                     event = ChatEvent.from_proto(message)
                     retries = 0
-                    last = max(last, event.sequence)
+                    last = max(last or 0, event.sequence)
                     yield event
                     if event.type == "SESSION_DELETED":
                         return
@@ -627,7 +627,9 @@ class AsyncChat:
         request = pb.DeleteMessageRequest(session_id=session_id, message_id=message_id)
         return ChatMessage.from_proto(await self._call(self._stub.DeleteMessage, request))
 
-    async def watch(self, session_id: str, *, after_sequence: int = 0) -> AsyncIterator[ChatEvent]:
+    async def watch(
+        self, session_id: str, *, after_sequence: int | None = None
+    ) -> AsyncIterator[ChatEvent]:
         last = after_sequence
         retries = 0
         while True:
@@ -637,7 +639,7 @@ class AsyncChat:
                 async for message in call:
                     event = ChatEvent.from_proto(message)
                     retries = 0
-                    last = max(last, event.sequence)
+                    last = max(last or 0, event.sequence)
                     yield event
                     if event.type == "SESSION_DELETED":
                         return

@@ -579,10 +579,10 @@ class ChatService:
     async def follow_reply(self, caller: Caller, posted: Posted) -> AsyncIterator[ChatEvent]:
         """The session's events about a posted message and its reply, until the reply ends."""
         ours = {posted.message.message_id, posted.reply.message_id}
-        after = max(posted.sequence - 1, 0)
-        if after == 0 and posted.reply.status.is_terminal:
+        if posted.sequence == 0 and posted.reply.status.is_terminal:  # events not found
             yield _finished(posted.reply, 0)
             return
+        after = max(posted.sequence - 1, 0)
         watch = self.watch(caller, posted.message.session_id, after_sequence=after)
         async for event in watch:
             if event.type is ChatEventType.SNAPSHOT:
@@ -695,31 +695,32 @@ class ChatService:
     # -- watch ---------------------------------------------------------------------------------
 
     async def watch(
-        self, caller: Caller, session_id: str, after_sequence: int = 0
+        self, caller: Caller, session_id: str, after_sequence: int | None = None
     ) -> AsyncIterator[ChatEvent]:
-        """Yields the session's SNAPSHOT (or the events after ``after_sequence``), then every
-        event as it is stored, until the session is deleted.
+        """Yields the session's SNAPSHOT (or, given ``after_sequence``, the stored events after
+        it: 0 replays them all), then every event as it is stored, until the session is
+        deleted.
 
         It subscribes before reading, so nothing between the read and the subscription is
         lost; gaps (a lagging subscriber, another replica's events) are read from the store.
         """
         key = validation.resource_id(session_id, SessionNotFound)
-        if after_sequence < 0:
+        if after_sequence is not None and after_sequence < 0:
             raise InvalidArgument("after_sequence must not be negative", field="after_sequence")
         subscription = self.bus.subscribe(key, buffer=self.hub.watch_buffer)
         try:
 
             def read(conn: Connection) -> tuple[Session | None, list[Message]]:
                 session = chat_store.get_session(conn, caller.tenant_scope, key)
-                if session is None or after_sequence:
+                if session is None or after_sequence is not None:
                     return session, []
                 return session, chat_store.unfinished_replies(conn, key)
 
             session, running = await self.db.read(read)
             if session is None:
                 raise SessionNotFound(session_id)
-            last = after_sequence
-            if after_sequence == 0:
+            last = after_sequence or 0
+            if after_sequence is None:
                 yield ChatEvent(
                     session_id=key,
                     tenant_id=session.tenant_id,

@@ -111,7 +111,8 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
     async def WatchSession(
         self, request: pb.WatchSessionRequest, context: Context
     ) -> AsyncIterator[pb.ChatEvent]:
-        events = self.chat.watch(current_caller(), request.session_id, request.after_sequence)
+        after = request.after_sequence if request.HasField("after_sequence") else None
+        events = self.chat.watch(current_caller(), request.session_id, after)
         async for event in events:
             yield event_to_proto(event)
 
