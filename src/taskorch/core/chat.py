@@ -864,6 +864,9 @@ class ChatService:
         """Applies task events to the reply in one transaction; True once the reply ended."""
         conn = tx.conn
         now = self.clock()
+        # Locks in the order every chat writer takes them (session, then message), so that
+        # concurrent writers on PostgreSQL wait for each other instead of deadlocking.
+        chat_store.get_session(conn, None, reply.session_id, for_update=True)
         message = chat_store.get_message(conn, None, reply.message_id, for_update=True)
         ended = any(event.is_terminal for event in events)
         if message is None:  # deleted meanwhile: its place in the queue is free
