@@ -528,3 +528,32 @@ def test_a_reply_interrupted_by_a_crash_is_generated_again_never_left_half_done(
         assert task.result["generated_text"] == final.content
         stored = api.chat.get_message(session.session_id, final.message_id)
         assert stored.content == final.content and stored.status == "COMPLETED"
+
+
+# -- the asyncio SDK ---------------------------------------------------------------------------
+
+
+async def test_the_async_client_has_the_same_chat_methods(server: ServerProcess) -> None:
+    async with server.async_client(timeout=60) as api:
+        session = await api.chat.create_session(TINY, parameters={"max_new_tokens": 4})
+        answered = await api.chat.post(session.session_id, "one")
+        assert answered.reply.status == "COMPLETED"
+        streamed, final = "", None
+        async for event in api.chat.stream(session.session_id, "two"):
+            streamed += event.delta
+            final = event.message if event.type == "REPLY_FINISHED" else final
+        assert final is not None and final.content == streamed
+        queued = await api.chat.post(session.session_id, "three", wait=False)
+        assert queued.reply.status in ("PENDING", "RUNNING")
+        page = await api.chat.list_messages(session.session_id)
+        assert [m.content for m in page.messages if m.role == "USER"] == ["one", "two", "three"]
+        got = await api.chat.get_message(session.session_id, answered.message.message_id)
+        assert got.content == "one"
+        sessions = await api.chat.list_sessions(model_name=TINY)
+        assert session.session_id in {s.session_id for s in sessions.sessions}
+        async for event in api.chat.watch(session.session_id, after_sequence=0):
+            if event.type == "REPLY_FINISHED" and event.message_id == queued.reply.message_id:
+                break
+        await api.chat.delete_message(session.session_id, queued.message.message_id)
+        assert (await api.chat.get_session(session.session_id)).message_count == 5
+        await api.chat.delete_session(session.session_id)
