@@ -4,33 +4,16 @@ Posting a message stores, in ONE transaction, the user message, the reply (an as
 message, PENDING) and the reply's task: a ``text_generation`` task on the session's model
 whose ``input_data`` is ``{"messages": history}`` (the system prompt, then the user messages
 and completed replies so far). The task is an ordinary task: it has a priority, shows in the
-task list, and CancelTask cancels it. The inference handler streams its tokens as the task's
-OUTPUT events.
+task list, and CancelTask cancels it. How replies are ordered within a session and how a
+reply follows its task (token by token, across restarts) is core/chat_replies.py.
 
-A *follower* per unfinished reply turns the events of its task into the reply's state: it
-watches the task (replaying stored events after the last one it applied, then live),
-appends the generated text to the stored message and records the session's own events
-(REPLY_STARTED, REPLY_DELTA, REPLY_FINISHED) in the same transaction, so the stored text
-and the streamed deltas never disagree. Whatever arrived while it wrote is applied in the
-next transaction, so a slow store coalesces tokens instead of falling behind.
-
-Ordering: the replies of a session are generated one at a time, oldest first. Only the head
-of a session's queue (its oldest unfinished reply) has runnable work; the task of a later
-reply is created not ready and is released in the transaction that finishes the reply
-before it, with the conversation rebuilt as it is then (so it sees that reply's text).
-
-Crash recovery: nothing is acknowledged before its transaction commits. At start-up every
-unfinished reply gets its follower back, which replays the task events it had not applied
-yet, and stalled queues are released. A reply whose generation was interrupted by a crash
-is regenerated: the task system re-runs the work of a killed server (next attempt), and the
-follower sees that attempt start (REPLY_STARTED: the partial text is discarded and
-streamed again). It only ever becomes COMPLETED with the text of one whole generation;
-when the task runs out of attempts the reply is FAILED.
+Every change of a session is stored as an event with a per-session sequence number before
+it is published, so a watcher can resume after the last number it saw. Nothing is
+acknowledged before its transaction commits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -40,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -52,11 +34,11 @@ from taskorch.core.chat_model import (
     ChatEvent,
     ChatEventType,
     ChatPage,
-    Generation,
     Message,
     Role,
     Session,
 )
+from taskorch.core.chat_replies import Replies, conversation
 from taskorch.core.errors import (
     AlreadyExists,
     Conflict,
@@ -67,40 +49,26 @@ from taskorch.core.errors import (
     TaskNotFound,
 )
 from taskorch.core.hub import EventHub
-from taskorch.core.lifecycle import record
 from taskorch.core.model import (
-    DEFAULT_MAX_ATTEMPTS,
     JSON,
-    EventType,
     Status,
-    Subtask,
-    Task,
-    TaskEvent,
 )
-from taskorch.core.planning import INFERENCE
 from taskorch.core.tasks import TaskService
 from taskorch.events.bus import EventBus, SubscriptionLagged
 from taskorch.store import chat as chat_store
-from taskorch.store import subtasks as subtask_store
-from taskorch.store import tasks as task_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)
 
-TEXT_GENERATION = "text_generation"
 MAX_CONTENT_CHARS = 32_000
 MAX_SYSTEM_PROMPT_CHARS = 32_000
 MAX_TITLE_CHARS = 200
-# Messages of a conversation handed to the model besides the system prompt; the engine then
-# drops the oldest of them that do not fit the context window.
-MAX_HISTORY_MESSAGES = 200
 DEFAULT_SESSION_LIMIT = 50
 DEFAULT_MESSAGE_LIMIT = 100
 MAX_LIMIT = 1000
 # How long a watch waits for a live event before re-reading the store.
 WATCH_RECHECK_SECONDS = 5.0
-FOLLOWER_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class ChatModels(Protocol):
@@ -178,34 +146,17 @@ class ChatService:
         self.models = models
         self.clock = clock
         self.bus: EventBus[ChatEvent] = EventBus()
-        self._followers: dict[str, asyncio.Task[None]] = {}
-        self._closed = False
+        self.replies = Replies(db, hub, tasks, self._publish, clock=clock)
 
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Resumes every unfinished reply (after a restart) and releases stalled queues."""
-        replies = await self.db.read(chat_store.unfinished_replies)
-        for reply in replies:
-            self._follow(reply)
-        sessions = sorted({reply.session_id for reply in replies})
-        if sessions:
-
-            def release(tx: Transaction) -> None:
-                for session_id in sessions:
-                    self._release_next(tx, session_id, self.clock())
-
-            await self.db.write(release)
-            log.info("resumed unfinished chat replies", replies=len(replies))
+        await self.replies.resume()
 
     async def close(self) -> None:
-        """Stops the followers; whatever they had not applied is applied at the next start."""
-        self._closed = True
-        followers = list(self._followers.values())
-        for follower in followers:
-            follower.cancel()
-        await asyncio.gather(*followers, return_exceptions=True)
-        self._followers.clear()
+        """Stops following replies; the next start resumes them."""
+        await self.replies.close()
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -425,9 +376,9 @@ class ChatService:
             user = replace(message, position=advanced.last_position - 1)
             answer = replace(reply, position=advanced.last_position)
             chat_store.insert_messages(conn, [user, answer])
-            history = _history(conn, key, answer.position)
+            history = conversation(conn, key, answer.position)
             ready = not queued_behind
-            self._insert_reply_task(
+            self.replies.create_task(
                 tx, current, answer, history, parameters, priority, ready=ready, now=now
             )
             events = [
@@ -436,7 +387,7 @@ class ChatService:
             ]
             chat_store.insert_events(conn, events)
             tx.after_commit(lambda: self._publish(events))
-            tx.after_commit(lambda: self._follow(answer))
+            tx.after_commit(lambda: self.replies.follow(answer))
             return Posted(user, answer, advanced.sequence - 1)
 
         return await self.db.write(insert)
@@ -456,116 +407,6 @@ class ChatService:
                 field="content",
                 reason="MESSAGE_TOO_LONG",
             )
-
-    def _insert_reply_task(
-        self,
-        tx: Transaction,
-        session: Session,
-        reply: Message,
-        history: list[dict[str, str]],
-        parameters: JSON,
-        priority: int,
-        *,
-        ready: bool,
-        now: datetime,
-    ) -> None:
-        assert reply.task_id is not None
-        input_data: JSON = {"messages": history}
-        waiting = (
-            self.tasks.directory.waiting_message((INFERENCE,))
-            if ready
-            else f"waiting for the previous reply of chat session {session.session_id}"
-        )
-        task = Task(
-            task_id=reply.task_id,
-            tenant_id=session.tenant_id,
-            status=Status.PENDING,
-            task_type=TEXT_GENERATION,
-            model_name=session.model_name,
-            input_data=input_data,
-            parameters=parameters or None,
-            priority=priority,
-            max_attempts=DEFAULT_MAX_ATTEMPTS,
-            progress_message=waiting,
-            sequence=1,
-            created_at=now,
-            updated_at=now,
-        )
-        subtask = Subtask(
-            subtask_id=str(uuid.uuid4()),
-            task_id=task.task_id,
-            tenant_id=task.tenant_id,
-            kind=INFERENCE,
-            name="chat reply",
-            model_name=session.model_name,
-            input=_step_input(session.model_name, input_data, parameters),
-            status=Status.PENDING,
-            max_attempts=task.max_attempts,
-            priority=priority,
-            ready=ready,
-            available_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        event = TaskEvent(
-            task_id=task.task_id,
-            tenant_id=task.tenant_id,
-            sequence=1,
-            type=EventType.STATUS_CHANGED,
-            status=Status.PENDING,
-            created_at=now,
-            progress=0.0,
-            message="queued" if ready else "queued behind the previous reply",
-        )
-        task_store.insert_task(tx.conn, task)
-        subtask_store.insert_subtasks(tx.conn, [subtask])
-        task_store.insert_event(tx.conn, event)
-        tx.after_commit(lambda: self.hub.publish(event))
-        if ready:
-            tx.after_commit(self.hub.work.notify)
-
-    def _release_next(self, tx: Transaction, session_id: str, now: datetime) -> None:
-        """Lets the head of the session's reply queue run, with the conversation as it is now.
-
-        Idempotent: does nothing when the head already runs or is waiting for a worker.
-        """
-        conn = tx.conn
-        replies = chat_store.unfinished_replies(conn, session_id)
-        if not replies or replies[0].task_id is None:
-            return
-        head = replies[0]
-        task_id = head.task_id
-        assert task_id is not None
-        pending = [s for s in subtask_store.subtasks_of(conn, task_id) if not s.ready]
-        if not pending or any(s.status is not Status.PENDING for s in pending):
-            return
-        task = task_store.get_task(conn, None, task_id)
-        if task is None or task.status is not Status.PENDING:
-            return
-        input_data: JSON = {"messages": _history(conn, session_id, head.position)}
-        step = _step_input(task.model_name, input_data, task.parameters or {})
-        for subtask in pending:
-            subtask_store.update_subtask(
-                conn,
-                subtask.subtask_id,
-                {"input": step, "ready": True, "available_at": now, "updated_at": now},
-                only_if_status=(Status.PENDING,),
-            )
-        message = "the previous reply finished; queued"
-        record(
-            tx,
-            self.hub,
-            task_id,
-            {
-                "input_data": input_data,
-                "progress_message": self.tasks.directory.waiting_message((INFERENCE,)),
-            },
-            EventType.PROGRESS,
-            now=now,
-            only_if_status=(Status.PENDING,),
-            message=message,
-        )
-        tx.after_commit(self.hub.work.notify)
 
     async def post_and_stream(
         self, caller: Caller, session_id: str, new: NewMessage
@@ -678,7 +519,7 @@ class ChatService:
             )
             chat_store.insert_events(conn, [event])
             tx.after_commit(lambda: self._publish([event]))
-            self._release_next(tx, session_key, now)
+            self.replies.release_next(tx, session_key, now)
             return message, stop
 
         deleted, stop = await self.db.write(remove)
@@ -781,247 +622,8 @@ class ChatService:
         for event in events:
             self.bus.publish(event.session_id, event)
 
-    # -- followers: task events → reply --------------------------------------------------------
-
-    def _follow(self, reply: Message) -> None:
-        if self._closed or reply.message_id in self._followers:
-            return
-        follower = asyncio.create_task(
-            self._follow_reply(reply), name=f"chat reply {reply.message_id}"
-        )
-        self._followers[reply.message_id] = follower
-        follower.add_done_callback(lambda _: self._followers.pop(reply.message_id, None))
-
-    async def _follow_reply(self, reply: Message) -> None:
-        """Applies the reply's task events until the reply is finished (retrying on errors:
-        each attempt resumes after the last event applied)."""
-        failures = 0
-        bound = structlog.contextvars.bound_contextvars(
-            session_id=reply.session_id, message_id=reply.message_id, task_id=reply.task_id
-        )
-        with bound:
-            while True:
-                try:
-                    await self._apply_task_events(reply)
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    delay = FOLLOWER_RETRY_SECONDS[min(failures, len(FOLLOWER_RETRY_SECONDS) - 1)]
-                    failures += 1
-                    log.warning(
-                        "following a chat reply failed; resuming", error=str(exc), retry_in=delay
-                    )
-                    await asyncio.sleep(delay)
-
-    async def _apply_task_events(self, reply: Message) -> None:
-        assert reply.task_id is not None
-        current = await self.db.read(
-            lambda conn: chat_store.get_message(conn, None, reply.message_id)
-        )
-        after = current.task_sequence if current is not None else reply.task_sequence
-        if current is not None and current.status.is_terminal:
-            return
-        queue: asyncio.Queue[TaskEvent | BaseException | None] = asyncio.Queue()
-        pump = asyncio.create_task(self._pump(reply.task_id, max(after, 1), queue))
-        try:
-            while True:
-                items = [await queue.get()]
-                while not queue.empty():
-                    items.append(queue.get_nowait())
-                events = [item for item in items if isinstance(item, TaskEvent)]
-                if events:
-                    apply = partial(self._apply, reply=reply, events=events)
-                    if await self.db.write(apply):
-                        return
-                for item in items:
-                    if isinstance(item, BaseException):
-                        raise item
-                if None in items:
-                    raise RuntimeError("the task's event stream ended before its end")
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-
-    async def _pump(
-        self,
-        task_id: str,
-        after: int,
-        queue: asyncio.Queue[TaskEvent | BaseException | None],
-    ) -> None:
-        try:
-            async for event in self.tasks.watch(SYSTEM, task_id, after_sequence=after):
-                queue.put_nowait(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            queue.put_nowait(exc)
-        else:
-            queue.put_nowait(None)
-
-    def _apply(self, tx: Transaction, *, reply: Message, events: list[TaskEvent]) -> bool:
-        """Applies task events to the reply in one transaction; True once the reply ended."""
-        conn = tx.conn
-        now = self.clock()
-        # Locks in the order every chat writer takes them (session, then message), so that
-        # concurrent writers on PostgreSQL wait for each other instead of deadlocking.
-        chat_store.get_session(conn, None, reply.session_id, for_update=True)
-        message = chat_store.get_message(conn, None, reply.message_id, for_update=True)
-        ended = any(event.is_terminal for event in events)
-        if message is None:  # deleted meanwhile: its place in the queue is free
-            if ended:
-                self._release_next(tx, reply.session_id, now)
-            return ended
-        if message.status.is_terminal:
-            return True
-        fresh = [e for e in events if e.sequence > message.task_sequence]
-        if not fresh:
-            return False
-        projection = _Projection(message)
-        for event in fresh:
-            if projection.apply(event, partial(task_store.get_task, conn, None, event.task_id)):
-                break
-        if not projection.changes:
-            chat_store.update_message(
-                conn, message.message_id, {"task_sequence": fresh[-1].sequence}
-            )
-            return False
-        values = projection.values(fresh[-1].sequence, now)
-        updated = chat_store.update_message(conn, message.message_id, values)
-        assert updated is not None
-        advanced = chat_store.advance_session(
-            conn, message.session_id, events=len(projection.changes), now=now
-        )
-        assert advanced is not None
-        first = advanced.sequence - len(projection.changes) + 1
-        stored = [
-            change.event(updated, first + offset, now)
-            for offset, change in enumerate(projection.changes)
-        ]
-        chat_store.insert_events(conn, stored)
-        tx.after_commit(lambda: self._publish(stored))
-        if updated.status.is_terminal:
-            self._release_next(tx, message.session_id, now)
-            return True
-        return False
-
-
-# -- projection of task events onto a reply ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Change:
-    type: ChatEventType
-    delta: str = ""
-
-    def event(self, message: Message, sequence: int, now: datetime) -> ChatEvent:
-        return ChatEvent(
-            session_id=message.session_id,
-            tenant_id=message.tenant_id,
-            sequence=sequence,
-            type=self.type,
-            created_at=now,
-            message_id=message.message_id,
-            status=message.status if self.type is ChatEventType.REPLY_FINISHED else Status.RUNNING,
-            delta=self.delta or None,
-            message=message if self.type is ChatEventType.REPLY_FINISHED else None,
-        )
-
-
-class _Projection:
-    """What a run of task events does to a reply: its text, status and the session events."""
-
-    def __init__(self, message: Message) -> None:
-        self.content = message.content
-        self.status = message.status
-        self.changes: list[_Change] = []
-        self.generation: Generation | None = None
-        self.error: str | None = None
-        self.error_code: str | None = None
-
-    def _delta(self, text: str) -> None:
-        if self.changes and self.changes[-1].type is ChatEventType.REPLY_DELTA:
-            self.changes[-1] = _Change(ChatEventType.REPLY_DELTA, self.changes[-1].delta + text)
-        else:
-            self.changes.append(_Change(ChatEventType.REPLY_DELTA, text))
-        self.content += text
-
-    def _start(self) -> None:
-        self.content = ""
-        self.status = Status.RUNNING
-        self.changes.append(_Change(ChatEventType.REPLY_STARTED))
-
-    def apply(self, event: TaskEvent, read_task: Callable[[], Task | None]) -> bool:
-        """Applies one event; True when it ended the reply."""
-        if _starts_attempt(event):
-            # A (new) attempt of the generation: what an interrupted one streamed is void.
-            self._start()
-            return False
-        if event.type is EventType.OUTPUT and event.output_delta:
-            if self.status is Status.PENDING:
-                self._start()
-            self._delta(event.output_delta)
-            return False
-        if not event.is_terminal:
-            return False
-        task = event.task or read_task()
-        self.status = event.status
-        if event.status is Status.COMPLETED:
-            result = (task.result if task is not None else None) or {}
-            text = result.get("generated_text")
-            if isinstance(text, str) and text != self.content:
-                # Cannot happen while the stored events are complete; if it does, the final
-                # text wins and the stream says so (start over, then the whole text).
-                log.warning("streamed text differs from the result; resending it")
-                self.changes.append(_Change(ChatEventType.REPLY_STARTED))
-                self.content = ""
-                self._delta(text)
-            self.generation = Generation.from_json(result) or Generation()
-        elif task is not None and event.status is Status.FAILED:
-            self.error = task.error or "generation failed"
-            self.error_code = task.error_code or "INTERNAL_ERROR"
-        self.changes.append(_Change(ChatEventType.REPLY_FINISHED))
-        return True
-
-    def values(self, task_sequence: int, now: datetime) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "content": self.content,
-            "status": int(self.status),
-            "task_sequence": task_sequence,
-            "updated_at": now,
-        }
-        if self.status.is_terminal:
-            values["completed_at"] = now
-            values["generation"] = self.generation.to_json() if self.generation else None
-            values["error"] = self.error
-            values["error_code"] = self.error_code
-        return values
-
-
-def _starts_attempt(event: TaskEvent) -> bool:
-    """The scheduler's event for a worker starting the work (first start or a retry)."""
-    if event.type is EventType.STATUS_CHANGED:
-        return event.status is Status.RUNNING
-    return event.type is EventType.PROGRESS and bool(event.data) and "attempt" in (event.data or {})
-
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _step_input(model_name: str, input_data: JSON, parameters: Mapping[str, Any]) -> JSON:
-    """The inference subtask's input, as the InferencePlanner writes it."""
-    return {
-        "task_type": TEXT_GENERATION,
-        "model_name": model_name,
-        "input_data": input_data,
-        "parameters": dict(parameters),
-    }
-
-
-def _history(conn: Connection, session_id: str, position: int) -> list[dict[str, str]]:
-    messages = chat_store.history_before(conn, session_id, position, MAX_HISTORY_MESSAGES)
-    return [{"role": m.role.word, "content": m.content} for m in messages]
 
 
 def _added(message: Message, sequence: int, now: datetime) -> ChatEvent:
