@@ -273,11 +273,14 @@ def test_deleting_a_reply_while_it_is_generated_cancels_it_and_frees_the_queue(
 ) -> None:
     session = client.chat.create_session(SMOLLM, parameters={"max_new_tokens": 300})
     long = client.chat.post(session.session_id, "Tell me a very long story.", wait=False)
-    queued = client.chat.post(
-        session.session_id, "Say hi.", parameters={"max_new_tokens": 4}, wait=False
-    )
+    short = {"max_new_tokens": 4}
+    queued = client.chat.post(session.session_id, "Say hi.", parameters=short, wait=False)
+    dropped = client.chat.post(session.session_id, "Never mind.", parameters=short, wait=False)
     assert client.get_task(queued.reply.task_id).status == "PENDING"
     _first_delta(client, session.session_id)
+    # Deleting a question cancels its reply, even one still waiting for its turn.
+    client.chat.delete_message(session.session_id, dropped.message.message_id)
+    assert client.wait_for_task(dropped.reply.task_id, timeout=30).status == "CANCELLED"
     deleted = client.chat.delete_message(session.session_id, long.reply.message_id)
     assert deleted.status == "CANCELLED"
     task = client.wait_for_task(long.reply.task_id, timeout=30)
@@ -286,16 +289,20 @@ def test_deleting_a_reply_while_it_is_generated_cancels_it_and_frees_the_queue(
         client.chat.get_message(session.session_id, long.reply.message_id)
     assert missing.value.reason == "MESSAGE_NOT_FOUND"
     # The reply queued behind it runs, without the deleted one in its history.
-    after = client.wait_for_task(queued.reply.task_id, timeout=60)
-    assert after.status == "COMPLETED" and after.input_data is not None
-    assert [m["role"] for m in after.input_data["messages"]] == ["user", "user"]
     events = []
     for event in client.chat.watch(session.session_id, after_sequence=0):
         events.append(event)
         if event.type == "REPLY_FINISHED" and event.message_id == queued.reply.message_id:
             break
-    deletions = [e for e in events if e.type == "MESSAGE_DELETED"]
-    assert [e.message_id for e in deletions] == [long.reply.message_id]
+    assert events[-1].message is not None and events[-1].message.status == "COMPLETED"
+    after = client.get_task(queued.reply.task_id)
+    assert after.input_data is not None
+    assert [m["role"] for m in after.input_data["messages"]] == ["user", "user"]
+    deletions = [e.message_id for e in events if e.type == "MESSAGE_DELETED"]
+    assert deletions == [dropped.message.message_id, long.reply.message_id]
+    finished = {e.message_id: e.message for e in events if e.type == "REPLY_FINISHED"}
+    cancelled = finished[dropped.reply.message_id]
+    assert cancelled is not None and cancelled.status == "CANCELLED" and cancelled.content == ""
 
 
 def test_deleting_a_session_cancels_its_generation_and_ends_its_watchers(client: Client) -> None:

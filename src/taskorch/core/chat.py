@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import uuid
@@ -29,7 +28,7 @@ import structlog
 from sqlalchemy import Connection
 
 from taskorch.core import validation
-from taskorch.core.caller import SYSTEM, Caller
+from taskorch.core.caller import Caller
 from taskorch.core.chat_model import (
     ChatEvent,
     ChatEventType,
@@ -45,8 +44,6 @@ from taskorch.core.errors import (
     InvalidArgument,
     MessageNotFound,
     SessionNotFound,
-    TaskNotCancellable,
-    TaskNotFound,
 )
 from taskorch.core.hub import EventHub
 from taskorch.core.model import (
@@ -297,7 +294,7 @@ class ChatService:
 
         session, unfinished = await self.db.write(remove)
         for reply in unfinished:
-            await self._cancel_generation(reply, "chat session deleted")
+            await self.replies.cancel(reply, "chat session deleted")
         return session
 
     # -- messages ------------------------------------------------------------------------------
@@ -524,14 +521,8 @@ class ChatService:
 
         deleted, stop = await self.db.write(remove)
         for reply in stop:
-            await self._cancel_generation(reply, "chat message deleted")
+            await self.replies.cancel(reply, "chat message deleted")
         return deleted
-
-    async def _cancel_generation(self, reply: Message, reason: str) -> None:
-        if reply.task_id is None:
-            return
-        with contextlib.suppress(TaskNotCancellable, TaskNotFound):
-            await self.tasks.cancel(SYSTEM, reply.task_id, reason)
 
     # -- watch ---------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from sqlalchemy import Connection
 
 from taskorch.core.caller import SYSTEM
 from taskorch.core.chat_model import ChatEvent, ChatEventType, Generation, Message, Session
+from taskorch.core.errors import TaskNotCancellable, TaskNotFound
 from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import (
@@ -94,14 +95,26 @@ class Replies:
         for reply in replies:
             self.follow(reply)
         sessions = sorted({reply.session_id for reply in replies})
-        if sessions:
+        if not sessions:
+            return
 
-            def release(tx: Transaction) -> None:
-                for session_id in sessions:
-                    self.release_next(tx, session_id, self.clock())
+        def release(tx: Transaction) -> list[Message]:
+            for session_id in sessions:
+                self.release_next(tx, session_id, self.clock())
+            return chat_store.unanswerable_replies(tx.conn)
 
-            await self.db.write(release)
-            log.info("resumed unfinished chat replies", replies=len(replies))
+        orphans = await self.db.write(release)
+        # Replies whose message was deleted by a call that died before it cancelled them.
+        for reply in orphans:
+            await self.cancel(reply, "the chat message it answers was deleted")
+        log.info("resumed unfinished chat replies", replies=len(replies), orphans=len(orphans))
+
+    async def cancel(self, reply: Message, reason: str) -> None:
+        """Cancels the reply's generation (its task), if it has not ended."""
+        if reply.task_id is None:
+            return
+        with contextlib.suppress(TaskNotCancellable, TaskNotFound):
+            await self.tasks.cancel(SYSTEM, reply.task_id, reason)
 
     async def close(self) -> None:
         """Stops the followers; whatever they had not applied is applied at the next start."""
@@ -186,7 +199,9 @@ class Replies:
     def release_next(self, tx: Transaction, session_id: str, now: datetime) -> None:
         """Lets the head of the session's reply queue run, with the conversation as it is now.
 
-        Idempotent: does nothing when the head already runs or is waiting for a worker.
+        Idempotent: does nothing when the head already runs or is waiting for a worker, and
+        nothing for a head whose message was deleted (its generation is being cancelled; the
+        next one is released when it ends).
         """
         conn = tx.conn
         replies = chat_store.unfinished_replies(conn, session_id)
@@ -195,6 +210,8 @@ class Replies:
         head = replies[0]
         task_id = head.task_id
         assert task_id is not None
+        if head.reply_to and chat_store.get_message(conn, None, head.reply_to) is None:
+            return
         pending = [s for s in subtask_store.subtasks_of(conn, task_id) if not s.ready]
         if not pending or any(s.status is not Status.PENDING for s in pending):
             return

@@ -368,6 +368,22 @@ def unfinished_replies(conn: Connection, session_id: str | None = None) -> list[
     return [message_from_row(row) for row in conn.execute(stmt).mappings()]
 
 
+def unanswerable_replies(conn: Connection) -> list[Message]:
+    """Unfinished replies whose user message was deleted."""
+    prompts = chat_messages.alias("prompts")
+    rows = conn.execute(
+        select(chat_messages)
+        .outerjoin(prompts, prompts.c.message_id == chat_messages.c.reply_to)
+        .where(
+            chat_messages.c.status.in_(UNFINISHED),
+            chat_messages.c.role == int(Role.ASSISTANT),
+            chat_messages.c.reply_to.is_not(None),
+            prompts.c.message_id.is_(None),
+        )
+    ).mappings()
+    return [message_from_row(row) for row in rows]
+
+
 def replies_to(conn: Connection, message_id: str) -> list[Message]:
     rows = conn.execute(
         select(chat_messages).where(chat_messages.c.reply_to == message_id)
