@@ -5,7 +5,15 @@ from __future__ import annotations
 import taskorch.client
 
 PUBLIC = {
+    "AsyncChat",
     "AsyncClient",
+    "Chat",
+    "ChatEvent",
+    "ChatExchange",
+    "ChatMessage",
+    "ChatMessagePage",
+    "ChatSession",
+    "ChatSessionPage",
     "Client",
     "ConflictError",
     "DeadlineExceededError",

@@ -1,5 +1,5 @@
 """Seed 000 through Envoy: `/task` create, list, get and delete; its subtask and chat routes
-answer a clear JSON error until their services exist."""
+with ids that name nothing (and no model to chat with) answer clear JSON errors."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
-"""The ``taskorch`` command: ``serve``, ``task …`` (and more sub-commands as they land)."""
+"""The ``taskorch`` command: ``serve``, ``task …``, ``chat`` (more sub-commands as they land)."""
 
 from __future__ import annotations
 
 import typer
 
 from taskorch import __version__
+from taskorch.cli.chat import chat
 from taskorch.cli.gateway import app as gateway_app
 from taskorch.cli.models import app as models_app
 from taskorch.cli.serve import serve
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.command(help="Run the server: gRPC API, in-process workers, REST gateway and metrics.")(serve)
 app.command(help="Run a worker: take and run work of a server (remote worker).")(worker)
 app.add_typer(task_app, name="task", help="Submit, inspect, list, watch and cancel tasks.")
+app.command(help="Chat with a model: replies stream token by token; Ctrl-C cancels one.")(chat)
 app.add_typer(gateway_app, name="gateway", help="Envoy configuration and OpenAPI document.")
 app.add_typer(models_app, name="models", help="The model repository: import, defaults, list.")
 

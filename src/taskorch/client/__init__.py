@@ -6,8 +6,22 @@ with Client("127.0.0.1:50051") as client:
     task = client.create_task(text="Multimodal is building AI-powered tools.")
     done = client.wait_for_task(task.task_id)
     print(done.result["top_words"])
+
+    session = client.chat.create_session("smollm2-135m-instruct", system_prompt="Be brief.")
+    for event in client.chat.stream(session.session_id, "What is ONNX?"):
+        print(event.delta, end="", flush=True)
 """
 
+from taskorch.client._chat import (
+    AsyncChat,
+    Chat,
+    ChatEvent,
+    ChatExchange,
+    ChatMessage,
+    ChatMessagePage,
+    ChatSession,
+    ChatSessionPage,
+)
 from taskorch.client._client import AsyncClient, Client
 from taskorch.client._errors import (
     ConflictError,
@@ -25,7 +39,15 @@ from taskorch.client._errors import (
 from taskorch.client._models import ResourceUsage, Task, TaskEvent, TaskPage
 
 __all__ = [
+    "AsyncChat",
     "AsyncClient",
+    "Chat",
+    "ChatEvent",
+    "ChatExchange",
+    "ChatMessage",
+    "ChatMessagePage",
+    "ChatSession",
+    "ChatSessionPage",
     "Client",
     "ConflictError",
     "DeadlineExceededError",

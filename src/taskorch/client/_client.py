@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from taskorch.client._chat import AsyncChat, Chat
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.client._models import Task, TaskEvent, TaskPage
 from taskorch.v1 import task_service_pb2 as pb
@@ -100,6 +101,8 @@ class AsyncClient:
             else grpc.aio.insecure_channel(target)
         )
         self._tasks = pb_grpc.TaskServiceStub(self._channel)
+        #: Chat sessions, messages and streamed replies.
+        self.chat = AsyncChat(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -233,6 +236,8 @@ class Client:
             else grpc.insecure_channel(target)
         )
         self._tasks = pb_grpc.TaskServiceStub(self._channel)
+        #: Chat sessions, messages and streamed replies.
+        self.chat = Chat(self)
 
     def __enter__(self) -> Client:
         return self

@@ -155,6 +155,8 @@ class Scheduler:
     ) -> Task:
         values: dict[str, Any] = {"worker_id": worker_id, "attempt": subtask.attempt}
         message = f"attempt {subtask.attempt} started on {worker_id}"
+        # Marks where a run of the work starts (chat replies start their streamed text over).
+        data = {"attempt": subtask.attempt, "worker_id": worker_id}
         started = record(
             tx,
             self.hub,
@@ -164,6 +166,7 @@ class Scheduler:
             now=now,
             only_if_status=(Status.PENDING,),
             message=message,
+            data=data,
         )
         if started is not None:
             return started[0]
@@ -176,6 +179,7 @@ class Scheduler:
             EventType.PROGRESS,
             now=now,
             message=message,
+            data=data,
         )
         assert progressed is not None
         return progressed[0]

@@ -1,9 +1,10 @@
 """The composition root: assembles store, core, workers and the gRPC server, and runs them.
 
 Start-up order: database (and migrations) → work left running by a previous run is
-re-queued → in-process workers → gRPC server (health NOT_SERVING until the first check) →
-metrics → gateway. Shutdown (SIGTERM/SIGINT) reverses it: health goes NOT_SERVING, workers
-stop taking work and finish or re-queue what runs, then the server and database close.
+re-queued → unfinished chat replies resumed → in-process workers → gRPC server (health
+NOT_SERVING until the first check) → metrics → gateway. Shutdown (SIGTERM/SIGINT) reverses
+it: health goes NOT_SERVING, workers stop taking work and finish or re-queue what runs, then
+the server, the chat reply followers and the database close.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client import start_http_server
 
 from taskorch import __version__
 from taskorch.config import Settings, split_addr
+from taskorch.core.chat import ChatService
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.hub import EventHub
 from taskorch.core.planning import (
@@ -44,7 +46,9 @@ from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
 from taskorch.gateway.launcher import Gateway, write_descriptor
 from taskorch.inference import InferenceEngine
+from taskorch.inference.chat import EngineChatModels
 from taskorch.server import metrics, routes
+from taskorch.server.chat import ChatServicer
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import ServerInterceptor
 from taskorch.server.models import ModelServicer
@@ -55,6 +59,7 @@ from taskorch.server.workers import WorkerServicer
 from taskorch.store import counts
 from taskorch.store.database import Database
 from taskorch.v1 import (
+    chat_service_pb2_grpc,
     model_service_pb2_grpc,
     system_service_pb2_grpc,
     task_service_pb2_grpc,
@@ -121,6 +126,7 @@ class TaskorchServer:
         self.tasks = TaskService(self.db, self.hub, self.catalog, directory=self.directory)
         self.scheduler = Scheduler(self.db, self.hub)
         self.subtasks = SubtaskService(self.db, self.hub, self.scheduler, self.directory)
+        self.chat = ChatService(self.db, self.hub, self.tasks, EngineChatModels(self.engine))
         self.handlers = handlers or builtin_handlers()
         if "inference" not in self.handlers:
             self.handlers.register(
@@ -161,6 +167,7 @@ class TaskorchServer:
         if self.db.is_sqlite:
             # One SQLite file has one server: whatever its local workers held was lost.
             await self.scheduler.expire_leases_of(self.local_worker_prefix)
+        await self.chat.start()
         self._start_workers()
         await self._start_grpc()
         self._start_metrics()
@@ -206,6 +213,7 @@ class TaskorchServer:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.engine), server
         )
+        chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.chat), server)
         system_service_pb2_grpc.add_SystemServiceServicer_to_server(
             SystemServicer(self.tasks, self._health, self.workers), server
         )
@@ -325,6 +333,7 @@ class TaskorchServer:
         await asyncio.gather(*(w.stop(self.settings.drain_seconds) for w in self.workers))
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
+        await self.chat.close()
         await self.engine.close()
         if self.listener is not None:
             await self.listener.stop()

@@ -14,6 +14,7 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor
 
 from taskorch.v1 import (
+    chat_service_pb2,
     model_service_pb2,
     system_service_pb2,
     task_service_pb2,
@@ -27,6 +28,7 @@ SERVICE_FILES = (
     template_service_pb2,
     model_service_pb2,
     system_service_pb2,
+    chat_service_pb2,
 )
 _VARIABLE = re.compile(r"\{([^}=]+)")
 

@@ -255,5 +255,88 @@ templates = Table(
 )
 
 
+# -- chat --------------------------------------------------------------------------------------
+
+chat_sessions = Table(
+    "chat_sessions",
+    metadata,
+    Column("session_id", String(ID), primary_key=True),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("system_prompt", Text, nullable=False, server_default=""),
+    Column("title", String(200), nullable=False, server_default=""),
+    # Generation parameters of every reply.
+    Column("parameters", Json),
+    # The sequence number of the session's latest event (see chat_events).
+    Column("sequence", Integer, nullable=False, server_default=text("0")),
+    # The position given to the latest message (positions are never reused).
+    Column("last_position", Integer, nullable=False, server_default=text("0")),
+    Column("message_count", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Listing, newest first, with keyset pagination; and by model.
+    Index(None, "tenant_id", "created_at", "session_id"),
+    Index(None, "tenant_id", "model_name", "created_at"),
+)
+
+chat_messages = Table(
+    "chat_messages",
+    metadata,
+    Column("message_id", String(ID), primary_key=True),
+    Column(
+        "session_id",
+        String(ID),
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("role", SmallInteger, nullable=False),
+    Column("content", Text, nullable=False, server_default=""),
+    Column("status", SmallInteger, nullable=False),
+    # Replies: the task generating it and the user message it answers.
+    Column("task_id", String(ID)),
+    Column("reply_to", String(ID)),
+    Column("request_id", String(200)),
+    # Replies: tokens_generated, prompt_tokens, inference_time, time_to_first_token, ...
+    Column("generation", Json),
+    Column("error", Text),
+    Column("error_code", String(64)),
+    # Replies: the sequence number of the last event of the task applied to this message.
+    Column("task_sequence", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+    # A session's messages in order (listing, keyset pagination, history).
+    UniqueConstraint("session_id", "position"),
+    UniqueConstraint("session_id", "request_id"),
+    Index(None, "task_id"),
+    # Replies not finished yet (recovery at start-up; the head of a session's reply queue).
+    Index(None, "status"),
+)
+
+chat_events = Table(
+    "chat_events",
+    metadata,
+    Column("event_id", EventId, primary_key=True, autoincrement=True),
+    Column(
+        "session_id",
+        String(ID),
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("type", SmallInteger, nullable=False),
+    Column("message_id", String(ID)),
+    Column("status", SmallInteger),
+    Column("delta", Text),
+    # MESSAGE_ADDED, REPLY_FINISHED, MESSAGE_DELETED: the message as it was then.
+    Column("data", Json),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("session_id", "sequence"),
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
