@@ -574,11 +574,17 @@ def explain(backend: Backend) -> list[tuple[str, list[str]]]:
                         else "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
                     )
                     plan = conn.exec_driver_sql(prefix + statement, params).fetchall()
+                    timings = []
+                    for _ in range(3):
+                        started = time.perf_counter()
+                        conn.exec_driver_sql(statement, params).fetchall()
+                        timings.append(time.perf_counter() - started)
                     if backend.name == "sqlite":
                         lines = [f"{row[-1]}" for row in plan]
                     else:
                         lines = [row[0] for row in plan]
                     kind = "COUNT" if "count(" in statement.lower() else "SELECT"
+                    kind += f", the statement alone {statistics.median(timings) * 1e3:.1f} ms"
                     sql = re.sub(
                         r"^SELECT tasks\.task_id, .*? FROM", "SELECT tasks.* FROM",
                         " ".join(statement.split()),
