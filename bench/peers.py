@@ -1,0 +1,709 @@
+"""taskorch against Celery + Redis and procrastinate on the same trivial task, in one run.
+
+For each system and each number of workers (1, 2, 4 by default), on a fresh queue:
+
+1. throughput: ``--tasks`` tasks submitted as fast as the system's client goes while the
+   workers run them; end-to-end tasks/s = tasks / (last completion - first submit);
+2. latency at a paced rate (``--rate``, 50 tasks/s): submit → done and dispatch
+   (submit → a worker has it), p50 and p99.
+
+Times: "submit" is the client's clock just before the submit call; "start" and "done" are
+each system's own record of it: taskorch's started_at (the lease) and completed_at (the
+completing transaction); procrastinate's job events ``started`` (the fetch) and ``succeeded``
+(the finish); for Celery the task body's clock at start (after the prefork parent handed the
+message to a child: a little later than a lease) and the result's ``date_done`` (stored in
+Redis). All processes run on this machine, so they share one clock.
+
+Systems (the task returns its input; see _peer_apps.py):
+- taskorch, SQLite (synchronous=FULL) or PostgreSQL (fsync on); the like-for-like setup is
+  ``serve --workers 0`` plus N ``taskorch worker --concurrency 1 --kinds echo`` processes; its
+  default, N in-process worker slots (``serve --workers N``), is shown too;
+- Celery 5 with Redis as broker and result backend (a private redis-server without
+  persistence), prefork pool of N child processes, acks_late + prefetch multiplier 1;
+- procrastinate 3 on the same PostgreSQL: N ``procrastinate worker --concurrency 1``.
+
+Clients: taskorch and procrastinate submit from 32 coroutines (async clients); Celery's
+client is synchronous and submits from one thread (more threads do not help on 2 cores).
+
+Every configuration runs ``--repeats`` times, in alternating order; the tables show medians
+(throughput with min-max). Usage:
+
+    python bench/peers.py [--tasks 600] [--paced 200] [--rate 50] [--repeats 3]
+        [--workers 1,2,4] [--systems sqlite,pg,sqlite-inproc,pg-inproc,celery,procrastinate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from _harness import free_port, machine, percentile, table, taskorch_server
+
+from taskorch.client import AsyncClient
+from tests.servers import ServerProcess, WorkerProcess
+
+BENCH = Path(__file__).resolve().parent
+PG = "postgres@127.0.0.1:5432"
+PG_ADMIN_DSN = f"postgresql://{PG}/test"
+TASKORCH_DB = "taskorch_bench_peers"
+PROCRASTINATE_DB = "taskorch_bench_procrastinate"
+SUBMITTERS = 32
+TIMEOUT = 300.0
+
+
+# -- PostgreSQL and Redis of the run -----------------------------------------------------------
+
+
+def pg_admin(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+def recreate_database(name: str) -> None:
+    pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pg_admin(f"CREATE DATABASE {name}")
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of our own on a free port, without persistence."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="taskorch-bench-redis-")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def spawn(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A peer's worker in a process group of its own (Celery's pool children go with it)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            cwd=BENCH,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,
+        )
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    with contextlib.suppress(ProcessLookupError):  # stragglers of the group
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+# -- the systems -------------------------------------------------------------------------------
+
+
+class System:
+    """One queue system with N workers running, from ``start`` to ``stop``."""
+
+    label = ""
+
+    async def start(self, workers: int, logdir: Path) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def submit(self, n: int) -> Any:
+        raise NotImplementedError
+
+    async def submit_many(self, first: int, count: int) -> list[Any]:
+        ids: list[Any] = [None] * count
+        cursor = 0
+
+        async def submitter() -> None:
+            nonlocal cursor
+            while cursor < count:
+                index = cursor
+                cursor += 1
+                ids[index] = await self.submit(first + index)
+
+        await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
+        return ids
+
+    async def wait_done(self, ids: list[Any]) -> None:
+        raise NotImplementedError
+
+    async def times(self, ids: list[Any]) -> dict[Any, tuple[float, float]]:
+        """(start, done) of each task, as epoch seconds."""
+        raise NotImplementedError
+
+    # A client that waits for completions through the system's own notifications: the time
+    # it learns of each (epoch seconds).
+
+    async def observe(self) -> None:
+        self.heard: dict[Any, float] = {}
+
+    def submitted(self, task: Any) -> None:
+        """Called right after a paced task was submitted."""
+
+    async def notified(self, ids: list[Any]) -> dict[Any, float]:
+        deadline = time.monotonic() + TIMEOUT
+        while any(k not in self.heard for k in ids):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.label}: completions not heard")
+            await asyncio.sleep(0.05)
+        return self.heard
+
+
+class _ThreadObserver:
+    """A thread that records when each completion notice arrives."""
+
+    def __init__(self, listen: Any) -> None:
+        self.heard: dict[Any, float] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=listen, args=(self,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
+class Taskorch(System):
+    def __init__(self, backend: str, in_process: bool) -> None:
+        self.backend = backend
+        self.in_process = in_process
+        where = "SQLite" if backend == "sqlite" else "PostgreSQL"
+        self.label = f"taskorch {where}, " + (
+            "N in-process slots" if in_process else "N remote worker procs"
+        )
+        self._server: contextlib.AbstractContextManager[ServerProcess] | None = None
+        self._workers: list[WorkerProcess] = []
+        self.client: AsyncClient | None = None
+        self._done_before = 0
+
+    async def start(self, workers: int, logdir: Path) -> None:
+        url = None
+        if self.backend == "postgresql":
+            recreate_database(TASKORCH_DB)
+            url = f"postgresql+asyncpg://{PG}/{TASKORCH_DB}"
+        slots = str(workers if self.in_process else 0)
+        self._server = taskorch_server("--workers", slots, database_url=url)
+        server = self._server.__enter__()
+        if not self.in_process:
+            for i in range(workers):
+                worker = WorkerProcess(
+                    server.grpc_addr,
+                    logdir / f"taskorch-worker-{i}.log",
+                    args=("--concurrency", "1", "--kinds", "echo"),
+                )
+                self._workers.append(worker.start())
+            for worker in self._workers:
+                await asyncio.to_thread(worker.wait_connected)
+        self.client = AsyncClient(server.grpc_addr)
+        self._done_before = 0
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+        if self._server is not None:
+            self._server.__exit__(None, None, None)
+        if self.backend == "postgresql":
+            pg_admin(f"DROP DATABASE IF EXISTS {TASKORCH_DB} WITH (FORCE)")
+
+    async def submit(self, n: int) -> str:
+        assert self.client is not None
+        task = await self.client.create_task(task_type="echo", input_data={"n": n})
+        return task.task_id
+
+    async def wait_done(self, ids: list[Any]) -> None:
+        assert self.client is not None
+        deadline = time.monotonic() + TIMEOUT
+        expected = self._done_before + len(ids)
+        while (await self.client.list_tasks(status="completed", limit=1)).total < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.label}: tasks did not complete")
+            await asyncio.sleep(0.05)
+        self._done_before = expected
+
+    async def observe(self) -> None:
+        self.heard = {}
+        self._watchers: list[asyncio.Task[None]] = []
+
+    def submitted(self, task: Any) -> None:
+        async def watch() -> None:
+            assert self.client is not None
+            await self.client.wait_for_task(task, timeout=TIMEOUT)
+            self.heard[task] = time.time()
+
+        self._watchers.append(asyncio.create_task(watch()))
+
+    async def notified(self, ids: list[Any]) -> dict[Any, float]:
+        await asyncio.gather(*self._watchers)
+        return self.heard
+
+    async def times(self, ids: list[Any]) -> dict[Any, tuple[float, float]]:
+        assert self.client is not None
+        wanted = set(ids)
+        found = {}
+        async for task in self.client.iter_tasks(limit=1000):
+            if task.task_id in wanted:
+                assert task.started_at and task.completed_at
+                found[task.task_id] = (task.started_at.timestamp(), task.completed_at.timestamp())
+        return found
+
+
+class CeleryRedis(System):
+    label = "Celery + Redis, prefork N, acks_late, prefetch 1"
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self._proc: subprocess.Popen[bytes] | None = None
+        from _peer_apps import celery_app, celery_echo
+
+        self.app = celery_app
+        self.echo = celery_echo
+
+    async def start(self, workers: int, logdir: Path) -> None:
+        import redis
+
+        redis.Redis.from_url(self.redis_url).flushdb()
+        self._proc = spawn(
+            [sys.executable, "-m", "celery", "-A", "_peer_apps", "worker", "--pool", "prefork",
+             "--concurrency", str(workers), "--prefetch-multiplier", "1", "--loglevel", "warning",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            logdir / "celery.log",
+            {"BENCH_REDIS_URL": self.redis_url},
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self.app.control.ping(timeout=0.5):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start: {logdir / 'celery.log'}")
+
+    async def stop(self) -> None:
+        if self._proc is not None:
+            stop_group(self._proc)
+
+    async def submit(self, n: int) -> Any:
+        return self.echo.apply_async(({"n": n},))
+
+    async def submit_many(self, first: int, count: int) -> list[Any]:
+        # A synchronous client: one thread, one call after the other.
+        return [self.echo.apply_async(({"n": first + i},)) for i in range(count)]
+
+    async def wait_done(self, ids: list[Any]) -> None:
+        for result in ids:
+            result.get(timeout=TIMEOUT)
+
+    async def times(self, ids: list[Any]) -> dict[Any, tuple[float, float]]:
+        return {r: (r.result["started"], r.date_done.timestamp()) for r in ids}
+
+    async def observe(self) -> None:
+        import redis
+
+        subscribed = threading.Event()
+
+        def listen(observer: _ThreadObserver) -> None:
+            # The result backend stores a result with SET and PUBLISH in one pipeline.
+            pubsub = redis.Redis.from_url(self.redis_url).pubsub(ignore_subscribe_messages=True)
+            pubsub.psubscribe("celery-task-meta-*")
+            subscribed.set()
+            while not observer.stopping.is_set():
+                message = pubsub.get_message(timeout=0.2)
+                if message is not None:
+                    key = message["channel"].decode().removeprefix("celery-task-meta-")
+                    observer.heard[key] = time.time()
+            pubsub.close()
+
+        self._observer = _ThreadObserver(listen)
+        await asyncio.to_thread(subscribed.wait, 10)
+
+    async def notified(self, ids: list[Any]) -> dict[Any, float]:
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while any(r.id not in self._observer.heard for r in ids):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("celery: completions not heard")
+                await asyncio.sleep(0.05)
+            return {r: self._observer.heard[r.id] for r in ids}
+        finally:
+            self._observer.close()
+
+
+# procrastinate keeps no results: a trigger tells a listening client of each success (the
+# way the peer baselines timed it); the NOTIFY is delivered when the finishing commit is done.
+NOTIFY_SUCCEEDED = """
+CREATE FUNCTION bench_notify_succeeded() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('bench_succeeded', NEW.id::text);
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER bench_notify_succeeded AFTER UPDATE OF status ON procrastinate_jobs
+    FOR EACH ROW WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION bench_notify_succeeded();
+"""
+
+
+class Procrastinate(System):
+    label = "procrastinate, PostgreSQL, N worker procs"
+
+    def __init__(self) -> None:
+        self.dsn = f"postgresql://{PG}/{PROCRASTINATE_DB}"
+        from _peer_apps import procrastinate_app, procrastinate_echo
+
+        recreate_database(PROCRASTINATE_DB)
+        self.app = procrastinate_app
+        self.echo = procrastinate_echo
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._opened: Any = None
+        self._schema_applied = False
+
+    async def _sql(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            cursor = await conn.execute(sql, params)  # type: ignore[arg-type]
+            return await cursor.fetchall() if cursor.description else []
+
+    async def start(self, workers: int, logdir: Path) -> None:
+        self._opened = self.app.open_async()
+        await self._opened.__aenter__()
+        if not self._schema_applied:
+            await self.app.schema_manager.apply_schema_async()
+            await self._sql(NOTIFY_SUCCEEDED)
+            self._schema_applied = True
+        await self._sql(
+            "TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers CASCADE"
+        )
+        for i in range(workers):
+            self._procs.append(
+                spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "procrastinate",
+                        "--app",
+                        "_peer_apps.procrastinate_app",
+                        "worker",
+                        "--concurrency",
+                        "1",
+                        "--name",
+                        f"bench-{i}",
+                    ],
+                    logdir / f"procrastinate-{i}.log",
+                    {"BENCH_PROCRASTINATE_DSN": self.dsn},
+                )
+            )
+        deadline = time.monotonic() + 60
+        while (await self._sql("SELECT count(*) FROM procrastinate_workers"))[0][0] < workers:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self._procs):
+                raise RuntimeError(f"procrastinate workers did not start: see {logdir}")
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        for proc in self._procs:
+            stop_group(proc)
+        self._procs = []
+        if self._opened is not None:
+            await self._opened.__aexit__(None, None, None)
+            self._opened = None
+
+    async def submit(self, n: int) -> int:
+        return await self.echo.defer_async(data={"n": n})
+
+    async def wait_done(self, ids: list[Any]) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        query = (
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded' AND id = ANY(%s)"
+        )
+        while (await self._sql(query, ids))[0][0] < len(ids):
+            if time.monotonic() > deadline:
+                raise TimeoutError("procrastinate: jobs did not complete")
+            await asyncio.sleep(0.05)
+
+    async def observe(self) -> None:
+        listening = threading.Event()
+
+        def listen(observer: _ThreadObserver) -> None:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute("LISTEN bench_succeeded")
+                listening.set()
+                while not observer.stopping.is_set():
+                    for notice in conn.notifies(timeout=0.2):
+                        observer.heard[int(notice.payload)] = time.time()
+
+        self._observer = _ThreadObserver(listen)
+        await asyncio.to_thread(listening.wait, 10)
+
+    async def notified(self, ids: list[Any]) -> dict[Any, float]:
+        self.heard = self._observer.heard
+        try:
+            return await super().notified(ids)
+        finally:
+            self._observer.close()
+
+    async def times(self, ids: list[Any]) -> dict[Any, tuple[float, float]]:
+        rows = await self._sql(
+            "SELECT job_id, type::text, extract(epoch FROM at) FROM procrastinate_events "
+            "WHERE job_id = ANY(%s) AND type IN ('started', 'succeeded')",
+            ids,
+        )
+        seen: dict[int, dict[str, float]] = {}
+        for job_id, kind, at in rows:
+            seen.setdefault(job_id, {})[kind] = float(at)
+        return {j: (t["started"], t["succeeded"]) for j, t in seen.items()}
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    tasks_per_s: list[float] = field(default_factory=list)
+    submit_per_s: list[float] = field(default_factory=list)
+    # (p50, p99) of each run, seconds
+    start: list[tuple[float, float]] = field(default_factory=list)
+    done: list[tuple[float, float]] = field(default_factory=list)
+    notified: list[tuple[float, float]] = field(default_factory=list)
+
+
+async def measure(system: System, workers: int, args: argparse.Namespace, into: Figures) -> None:
+    with tempfile.TemporaryDirectory(prefix="taskorch-bench-peers-") as logdir:
+        await system.start(workers, Path(logdir))
+        try:
+            warm = await system.submit_many(0, 20)
+            await system.wait_done(warm)
+
+            first = time.time()
+            ids = await system.submit_many(100, args.tasks)
+            submitted = time.time()
+            await system.wait_done(ids)
+            times = await system.times(ids)
+            assert len(times) == len(ids), f"{system.label}: {len(times)} of {len(ids)} timed"
+            last = max(done for _, done in times.values())
+            into.tasks_per_s.append(args.tasks / (last - first))
+            into.submit_per_s.append(args.tasks / (submitted - first))
+
+            submit_at: dict[Any, float] = {}
+            await system.observe()
+            begin = time.monotonic()
+            for i in range(args.paced):
+                at = time.time()
+                task = await system.submit(10_000_000 + i)
+                submit_at[task] = at
+                system.submitted(task)
+                await asyncio.sleep(max(0.0, begin + (i + 1) / args.rate - time.monotonic()))
+            paced_ids = list(submit_at)
+            heard = await system.notified(paced_ids)
+            await system.wait_done(paced_ids)
+            paced = await system.times(paced_ids)
+            start = [paced[k][0] - at for k, at in submit_at.items()]
+            done = [paced[k][1] - at for k, at in submit_at.items()]
+            notified = [heard[k] - at for k, at in submit_at.items()]
+            into.start.append((percentile(start, 50), percentile(start, 99)))
+            into.done.append((percentile(done, 50), percentile(done, 99)))
+            into.notified.append((percentile(notified, 50), percentile(notified, 99)))
+        finally:
+            await system.stop()
+
+
+def versions() -> str:
+    def v(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+    redis_server = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    with psycopg.connect(PG_ADMIN_DSN) as conn:
+        pg = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH
+    ).stdout.strip()
+    return (
+        f"taskorch {commit}, celery {v('celery')}, kombu {v('kombu')}, redis-py {v('redis')}, "
+        f"redis-server {redis_server[2].removeprefix('v=') if len(redis_server) > 2 else '?'}, "
+        f"procrastinate {v('procrastinate')}, psycopg {v('psycopg')}, PostgreSQL {pg}, "
+        f"asyncpg {v('asyncpg')}, SQLAlchemy {v('sqlalchemy')}"
+    )
+
+
+def median_ms(pairs: list[tuple[float, float]]) -> str:
+    """Median p50 / median p99 of the runs, in ms."""
+    p50 = statistics.median(p[0] for p in pairs) * 1e3
+    p99 = statistics.median(p[1] for p in pairs) * 1e3
+    return f"{p50:.1f} / {p99:.1f}"
+
+
+def ratio(mine: list[Any], theirs: list[Any] | None) -> str:
+    """Median against median; for latency pairs, of the p50s."""
+    if not theirs or not mine:
+        return "-"
+    if isinstance(mine[0], tuple):
+        mine, theirs = [p[0] for p in mine], [p[0] for p in theirs]
+    return f"{statistics.median(mine) / statistics.median(theirs):.2f}"
+
+
+def report(
+    labels: dict[str, str],
+    results: dict[tuple[str, int], Figures],
+    workers: list[int],
+    rate: float,
+) -> None:
+    def peers(n: int) -> tuple[Figures | None, Figures | None]:
+        return results.get(("celery", n)), results.get(("procrastinate", n))
+
+    rows: list[tuple[str, ...]] = [
+        ("system (end-to-end tasks/s)", *(f"{n} workers" for n in workers))
+    ]
+    for key, label in labels.items():
+        cells = []
+        for n in workers:
+            f = results.get((key, n))
+            celery, procr = peers(n)
+            if f is None or not f.tasks_per_s:
+                cells.append("-")
+                continue
+            cells.append(
+                f"{statistics.median(f.tasks_per_s):,.0f} "
+                f"({min(f.tasks_per_s):,.0f}-{max(f.tasks_per_s):,.0f}) "
+                f"xC {ratio(f.tasks_per_s, celery and celery.tasks_per_s)} "
+                f"xP {ratio(f.tasks_per_s, procr and procr.tasks_per_s)}"
+            )
+        rows.append((label, *cells))
+    print("\nEnd-to-end tasks/s, median (min-max); xC = ratio to Celery, xP = to procrastinate\n")
+    print(table(rows))
+
+    for n in workers:
+        celery, procr = peers(n)
+        rows = [
+            ("system", "submit/s", "submit→done, notified p50/p99 ms", "xC", "xP",
+             "submit→done, recorded", "dispatch p50/p99 ms", "xC", "xP")
+        ]  # fmt: skip
+        for key, label in labels.items():
+            f = results.get((key, n))
+            if f is None or not f.notified:
+                continue
+            # A system whose throughput is below the paced rate falls behind: its latency
+            # is then mostly the time spent queued.
+            saturated = statistics.median(f.tasks_per_s) < rate * 1.1
+            rows.append(
+                (
+                    label + (" (*)" if saturated else ""),
+                    f"{statistics.median(f.submit_per_s):,.0f}",
+                    median_ms(f.notified),
+                    ratio(f.notified, celery and celery.notified),
+                    ratio(f.notified, procr and procr.notified),
+                    median_ms(f.done),
+                    median_ms(f.start),
+                    ratio(f.start, celery and celery.start),
+                    ratio(f.start, procr and procr.start),
+                )
+            )
+        print(
+            f"\nLatency at {rate:g} tasks/s, {n} worker{'s' if n > 1 else ''} (ratios of p50s; "
+            "(*) = end-to-end throughput under 1.1x that rate: the queue grows)\n"
+        )
+        print(table(rows))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=600, help="tasks of each throughput run")
+    parser.add_argument("--paced", type=int, default=200, help="tasks of each latency run")
+    parser.add_argument("--rate", type=float, default=50.0, help="paced submit rate, tasks/s")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument(
+        "--systems", default="sqlite,pg,sqlite-inproc,pg-inproc,celery,procrastinate"
+    )
+    args = parser.parse_args()
+    workers = [int(w) for w in args.workers.split(",")]
+    wanted = args.systems.split(",")
+    print(f"machine: {machine()}")
+    print(f"versions: {versions()}")
+    print(
+        f"{args.tasks} tasks per throughput run, {args.paced} per latency run at {args.rate:g}/s, "
+        f"median of {args.repeats} runs in alternating order"
+    )
+    with private_redis() as redis_url:
+        # Read when _peer_apps is imported, here and in the workers.
+        os.environ["BENCH_REDIS_URL"] = redis_url
+        os.environ["BENCH_PROCRASTINATE_DSN"] = f"postgresql://{PG}/{PROCRASTINATE_DB}"
+        makers = {
+            "sqlite": lambda: Taskorch("sqlite", in_process=False),
+            "pg": lambda: Taskorch("postgresql", in_process=False),
+            "sqlite-inproc": lambda: Taskorch("sqlite", in_process=True),
+            "pg-inproc": lambda: Taskorch("postgresql", in_process=True),
+            "celery": lambda: CeleryRedis(redis_url),
+            "procrastinate": Procrastinate,
+        }
+        systems = {key: makers[key]() for key in makers if key in wanted}
+        labels = {key: s.label for key, s in systems.items()}
+        results: dict[tuple[str, int], Figures] = {}
+        configs = [(key, n) for n in workers for key in systems]
+        started = time.monotonic()
+        for repeat in range(args.repeats):
+            order = configs if repeat % 2 == 0 else configs[::-1]
+            for key, n in order:
+                t0 = time.monotonic()
+                figures = results.setdefault((key, n), Figures())
+                await measure(systems[key], n, args, figures)
+                print(
+                    f"  run {repeat + 1}: {labels[key]}, {n} workers: "
+                    f"{figures.tasks_per_s[-1]:,.0f} tasks/s, "
+                    f"notified p50 {figures.notified[-1][0] * 1e3:.1f} ms, "
+                    f"dispatch p50 {figures.start[-1][0] * 1e3:.1f} ms "
+                    f"({time.monotonic() - t0:.0f} s)",
+                    flush=True,
+                )
+        pg_admin(f"DROP DATABASE IF EXISTS {PROCRASTINATE_DB} WITH (FORCE)")
+    print(f"\n(total {time.monotonic() - started:.0f} s)")
+    report(labels, results, workers, args.rate)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
