@@ -28,6 +28,15 @@ class Settings:
     db_pool_size: int = 4
     log_level: str = "info"
     log_format: str = "auto"
+    # Serve without credentials on a non-loopback address (never the default).
+    insecure: bool = False
+    # OAuth bearer tokens: a JWKS file or URL, the issuer and the audience to accept.
+    oauth_jwks: str = ""
+    oauth_issuer: str = ""
+    oauth_audience: str = ""
+    oauth_tenant_claim: str = "tenant"
+    # Unfinished (pending or running) tasks a tenant may have at once; 0 means no limit.
+    max_active_tasks: int = 10_000
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -40,3 +49,15 @@ def split_addr(addr: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{addr!r} is not HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(addr: str) -> bool:
+    import ipaddress
+
+    host, _ = split_addr(addr)
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -26,7 +26,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from taskorch import __version__
-from taskorch.config import Settings, split_addr
+from taskorch.config import Settings, is_loopback, split_addr
+from taskorch.core.auth import Authenticator, OAuthConfig
 from taskorch.core.chat import ChatService
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.hub import EventHub
@@ -123,6 +124,15 @@ class TaskorchServer:
             ]
         )
         self.directory = WorkerDirectory()
+        oauth = None
+        if settings.oauth_jwks:
+            oauth = OAuthConfig(
+                jwks=settings.oauth_jwks,
+                issuer=settings.oauth_issuer,
+                audience=settings.oauth_audience,
+                tenant_claim=settings.oauth_tenant_claim,
+            )
+        self.auth = Authenticator(self.db, oauth)
         self.tasks = TaskService(self.db, self.hub, self.catalog, directory=self.directory)
         self.scheduler = Scheduler(self.db, self.hub)
         self.subtasks = SubtaskService(self.db, self.hub, self.scheduler, self.directory)
@@ -158,6 +168,7 @@ class TaskorchServer:
     async def start(self) -> None:
         log.info("starting taskorch", version=__version__, database=self.db.describe())
         await self.db.open()
+        await self._check_access()
         if not self.db.is_sqlite:
             # Other replicas' changes: events for watchers here, work for idle takers.
             self.listener = PostgresListener(self.db, self.hub)
@@ -182,6 +193,23 @@ class TaskorchServer:
         ]
         self._announce()
 
+    async def _check_access(self) -> None:
+        """Secure by default: no credentials configured is tolerated on loopback only."""
+        if not await self.auth.is_open():
+            return
+        exposed = [a for a in (self.settings.grpc_addr, self.settings.http_addr) if a]
+        public = [a for a in exposed if not is_loopback(a)]
+        if public and not self.settings.insecure:
+            raise OSError(
+                f"refusing to serve {', '.join(public)} without credentials: create an API key "
+                "(taskorch keys create --tenant NAME), configure --oauth-jwks, or pass --insecure"
+            )
+        log.warning(
+            "NO AUTHENTICATION: no API key exists and no token issuer is configured; every "
+            "caller acts as the default tenant. Create a key with `taskorch keys create`.",
+            listening=exposed,
+        )
+
     def _start_workers(self) -> None:
         if self.settings.workers <= 0:
             log.info("no in-process workers: work runs only on remote workers")
@@ -200,7 +228,9 @@ class TaskorchServer:
         self.directory.register_local(worker.worker_id, worker.identity.kinds)
 
     async def _start_grpc(self) -> None:
-        server = grpc.aio.server(interceptors=[ServerInterceptor()], options=GRPC_OPTIONS)
+        server = grpc.aio.server(
+            interceptors=[ServerInterceptor(self.auth.authenticate)], options=GRPC_OPTIONS
+        )
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(self.tasks, self.subtasks), server
         )

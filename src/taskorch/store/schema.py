@@ -209,6 +209,21 @@ task_events = Table(
 )
 
 
+# API keys: only a hash of each key is stored; the key itself is shown once, at creation.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(ID), primary_key=True),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("name", String(200), nullable=False, server_default=""),
+    # The first characters of the key, to recognise it in listings.
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
 # How many tasks each combination of the list filters has, so a list's `total` costs the same
 # at a thousand tasks as at a million. Writers only append deltas (no hot row to contend
 # for); a compaction folds them into task_counts every second.

@@ -1,0 +1,317 @@
+"""Who may call: API keys and OAuth bearer tokens, roles, and which methods each role may use.
+
+Credentials arrive as metadata, so gRPC and REST (Envoy passes headers on) share this:
+
+- ``x-api-key: tko_…``: random keys, stored only as SHA-256 hashes, shown once at creation,
+  revocable. A revocation reaches every replica within :data:`CACHE_SECONDS`.
+- ``authorization: Bearer <JWT>``: RS256/ES256 tokens of a configured issuer and audience,
+  checked against a JWKS (a file or a URL); expiry and not-before are enforced. The tenant
+  comes from a claim (``tenant`` by default); scopes map to roles
+  (``taskorch:admin`` → admin, ``taskorch:worker`` → worker, anything else → user).
+
+Roles: ``user`` works with its tenant's tasks, subtasks, templates and chats; ``worker`` only
+takes and reports work (and reads what it works on); ``admin`` may do anything in every
+tenant. With no key and no token issuer configured the server runs open (every caller is
+the default tenant) — ``serve`` allows that only on a loopback address, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from taskorch.core.caller import ADMIN, ANONYMOUS, USER, WORKER, Caller
+from taskorch.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from taskorch.store import keys as key_store
+from taskorch.store.database import Database, Transaction
+from taskorch.store.schema import utcnow
+
+log = structlog.get_logger(__name__)
+
+ROLES = (USER, WORKER, ADMIN)
+KEY_PREFIX = "tko_"
+CACHE_SECONDS = 2.0
+TOKEN_CACHE_SECONDS = 60.0
+
+# Anyone may call these: load balancers, grpcurl, the docs.
+OPEN_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.health.v1.Health/List",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/taskorch.v1.SystemService/GetHealth",
+        "/taskorch.v1.SystemService/GetOpenApiDocument",
+    }
+)
+# What a worker-only credential may call.
+WORKER_METHODS = frozenset(
+    {
+        "/taskorch.v1.WorkerService/Take",
+        "/taskorch.v1.WorkerService/Listen",
+        "/taskorch.v1.WorkerService/Heartbeat",
+        "/taskorch.v1.WorkerService/Complete",
+        "/taskorch.v1.WorkerService/Fail",
+        "/taskorch.v1.WorkerService/Release",
+        "/taskorch.v1.TaskService/TakeSubtask",
+        "/taskorch.v1.TaskService/UpdateSubtaskStatus",
+        "/taskorch.v1.TaskService/GetSubtask",
+        "/taskorch.v1.TaskService/ListSubtasks",
+        "/taskorch.v1.TaskService/GetTask",
+        "/taskorch.v1.ModelService/ListModels",
+        "/taskorch.v1.ModelService/GetModel",
+    }
+)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just created: ``secret`` is shown once and never stored."""
+
+    record: key_store.ApiKeyRecord
+    secret: str
+
+
+class KeyRing:
+    """Creating, listing and revoking API keys (the ``taskorch keys`` commands)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, tenant_id: str, role: str = USER, name: str = "") -> NewKey:
+        tenant_id = tenant_id.strip()
+        if not tenant_id or len(tenant_id) > 64:
+            raise InvalidArgument("tenant must be 1 to 64 characters", field="tenant")
+        if role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}", field="role")
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = key_store.ApiKeyRecord(
+            key_id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            role=role,
+            name=name[:200],
+            prefix=secret[:12],
+            created_at=utcnow(),
+            revoked_at=None,
+        )
+
+        def store(tx: Transaction) -> None:
+            key_store.insert_key(tx.conn, record, hash_key(secret))
+
+        await self.db.write(store)
+        return NewKey(record, secret)
+
+    async def list(self, tenant_id: str | None = None) -> list[key_store.ApiKeyRecord]:
+        return await self.db.read(lambda conn: key_store.list_keys(conn, tenant_id))
+
+    async def revoke(self, key_or_id: str) -> key_store.ApiKeyRecord | None:
+        """Revokes by key id or by the key itself."""
+        target = hash_key(key_or_id) if key_or_id.startswith(KEY_PREFIX) else key_or_id
+        return await self.db.write(lambda tx: key_store.revoke(tx.conn, target, utcnow()))
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    """Bearer tokens: who issues them, for whom, and where their signing keys are."""
+
+    jwks: str  # a file path or an https URL
+    issuer: str
+    audience: str
+    tenant_claim: str = "tenant"
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    leeway_seconds: float = 30.0
+
+
+@dataclass
+class _Cached:
+    caller: Caller | None
+    error: Exception | None
+    until: float
+
+
+@dataclass
+class Authenticator:
+    """Resolves the caller of a request from its metadata (see the module docstring)."""
+
+    db: Database
+    oauth: OAuthConfig | None = None
+    _keys: dict[str, _Cached] = field(default_factory=dict)
+    _tokens: dict[str, _Cached] = field(default_factory=dict)
+    _open_until: float = 0.0
+    _open: bool = True
+    _jwks: Any = None
+
+    async def authenticate(self, method: str, metadata: Mapping[str, str]) -> Caller:
+        """The caller, checked against the method's policy.
+
+        Raises:
+            Unauthenticated: no usable credentials where they are required.
+            PermissionDenied: the credentials' role may not call ``method``.
+        """
+        caller = await self._caller(metadata)
+        if method in OPEN_METHODS:
+            return caller or ANONYMOUS
+        if caller is None:
+            if await self.is_open():
+                return ANONYMOUS
+            raise Unauthenticated("Missing credentials: send an x-api-key or a bearer token")
+        authorize(method, caller)
+        return caller
+
+    async def is_open(self) -> bool:
+        """True while no API key exists and no token issuer is configured."""
+        if self.oauth is not None:
+            return False
+        now = time.monotonic()
+        if now >= self._open_until:
+            self._open = await self.db.read(key_store.active_count) == 0
+            self._open_until = now + CACHE_SECONDS
+        return self._open
+
+    async def _caller(self, metadata: Mapping[str, str]) -> Caller | None:
+        key = metadata.get("x-api-key", "").strip()
+        if key:
+            return await self._from_key(key)
+        header = metadata.get("authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("The authorization header must be 'Bearer <token>'")
+            return await self._from_token(token.strip())
+        return None
+
+    async def _from_key(self, key: str) -> Caller:
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._keys.get(digest)
+        if cached is None or now >= cached.until:
+            found = await self.db.read(lambda conn: key_store.find_by_hash(conn, digest))
+            if found is None or found[0].revoked_at is not None:
+                cached = _Cached(
+                    None, Unauthenticated("Invalid or revoked API key"), now + CACHE_SECONDS
+                )
+            else:
+                record, stored = found
+                # The lookup used the hash as an index key; compare it in constant time too.
+                valid = hmac.compare_digest(stored, digest)
+                caller = Caller(record.tenant_id, _roles(record.role), f"key:{record.key_id}")
+                cached = _Cached(caller if valid else None, None, now + CACHE_SECONDS)
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[digest] = cached
+        if cached.error is not None:
+            raise cached.error
+        assert cached.caller is not None
+        return cached.caller
+
+    async def _from_token(self, token: str) -> Caller:
+        if self.oauth is None:
+            raise Unauthenticated("Bearer tokens are not accepted: no token issuer is configured")
+        now = time.monotonic()
+        cached = self._tokens.get(token)
+        if cached is None or now >= cached.until:
+            try:
+                caller, expires = await asyncio.to_thread(self._verify, token)
+                cached = _Cached(caller, None, min(now + TOKEN_CACHE_SECONDS, now + expires))
+            except Unauthenticated as exc:
+                cached = _Cached(None, exc, now + CACHE_SECONDS)
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            self._tokens[token] = cached
+        if cached.error is not None:
+            raise cached.error
+        assert cached.caller is not None
+        return cached.caller
+
+    def _verify(self, token: str) -> tuple[Caller, float]:
+        import jwt
+
+        assert self.oauth is not None
+        config = self.oauth
+        try:
+            signing_key = self._signing_key(token)
+            claims = jwt.decode(
+                token,
+                signing_key,
+                algorithms=list(config.algorithms),
+                audience=config.audience,
+                issuer=config.issuer,
+                leeway=config.leeway_seconds,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("The bearer token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("The bearer token is not valid yet (nbf)") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated("The bearer token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthenticated("The bearer token is from another issuer") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"Invalid bearer token: {exc}") from None
+        tenant = claims.get(config.tenant_claim)
+        if not isinstance(tenant, str) or not tenant:
+            raise Unauthenticated(f"The bearer token has no {config.tenant_claim!r} claim")
+        caller = Caller(tenant[:64], _roles_from_scopes(claims), f"sub:{claims.get('sub', '')}")
+        return caller, max(float(claims["exp"]) - time.time(), 0.0)
+
+    def _signing_key(self, token: str) -> Any:
+        import jwt
+
+        assert self.oauth is not None
+        source = self.oauth.jwks
+        if source.startswith(("https://", "http://")):
+            if self._jwks is None:
+                self._jwks = jwt.PyJWKClient(source, cache_keys=True, lifespan=300)
+            return self._jwks.get_signing_key_from_jwt(token).key
+        if self._jwks is None:
+            self._jwks = jwt.PyJWKSet.from_dict(json.loads(Path(source).read_text()))
+        kid = jwt.get_unverified_header(token).get("kid")
+        for key in self._jwks.keys:
+            if kid is None or key.key_id == kid:
+                return key.key
+        raise Unauthenticated("The bearer token's signing key (kid) is unknown")
+
+
+def authorize(method: str, caller: Caller) -> None:
+    """Raises PermissionDenied unless ``caller``'s roles may call ``method``."""
+    if ADMIN in caller.roles or USER in caller.roles:
+        return
+    if WORKER in caller.roles and method in WORKER_METHODS:
+        return
+    raise PermissionDenied(f"The role of this credential may not call {method.rsplit('/', 1)[-1]}")
+
+
+def _roles(role: str) -> frozenset[str]:
+    return frozenset({role})
+
+
+def _roles_from_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+    scopes: list[str] = []
+    for name in ("scope", "scp", "roles"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            scopes += value.split()
+        elif isinstance(value, list):
+            scopes += [str(v) for v in value]
+    if "taskorch:admin" in scopes:
+        return frozenset({ADMIN})
+    if "taskorch:worker" in scopes and "taskorch:user" not in scopes:
+        return frozenset({WORKER})
+    return frozenset({USER})
