@@ -69,6 +69,37 @@ def serve(
     log_format: str = typer.Option(
         "auto", envvar="TASKORCH_LOG_FORMAT", help="json|console|auto (console on a terminal)."
     ),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        envvar="TASKORCH_INSECURE",
+        help="Serve a non-loopback address with no API key and no token issuer (everyone is "
+        "the default tenant). Without it such a server refuses to start.",
+    ),
+    oauth_jwks: str = typer.Option(
+        "",
+        envvar="TASKORCH_OAUTH_JWKS",
+        help="Accept OAuth bearer tokens (RS256/ES256 JWTs) signed by the keys of this JWKS "
+        "file or URL. Needs --oauth-issuer and --oauth-audience.",
+    ),
+    oauth_issuer: str = typer.Option(
+        "", envvar="TASKORCH_OAUTH_ISSUER", help="The `iss` bearer tokens must carry."
+    ),
+    oauth_audience: str = typer.Option(
+        "", envvar="TASKORCH_OAUTH_AUDIENCE", help="The `aud` bearer tokens must carry."
+    ),
+    oauth_tenant_claim: str = typer.Option(
+        "tenant",
+        envvar="TASKORCH_OAUTH_TENANT_CLAIM",
+        help="The token claim naming the caller's tenant.",
+    ),
+    max_active_tasks: int = typer.Option(
+        10_000,
+        envvar="TASKORCH_MAX_ACTIVE_TASKS",
+        min=0,
+        help="Unfinished (pending or running) tasks a tenant may have at once; more are "
+        "refused with RESOURCE_EXHAUSTED (HTTP 429). 0: no limit.",
+    ),
 ) -> None:
     logs.configure(log_level, log_format)
     settings = Settings(
@@ -84,7 +115,17 @@ def serve(
         drain_seconds=drain_seconds,
         log_level=log_level,
         log_format=log_format,
+        insecure=insecure,
+        oauth_jwks=oauth_jwks,
+        oauth_issuer=oauth_issuer,
+        oauth_audience=oauth_audience,
+        oauth_tenant_claim=oauth_tenant_claim,
+        max_active_tasks=max_active_tasks,
     )
+    if oauth_jwks and not (oauth_issuer and oauth_audience):
+        raise typer.BadParameter(
+            "--oauth-jwks needs --oauth-issuer and --oauth-audience", param_hint="--oauth-jwks"
+        )
     from taskorch.gateway.config import RateLimit
     from taskorch.gateway.launcher import GatewayError
     from taskorch.server.app import TaskorchServer

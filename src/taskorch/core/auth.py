@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from taskorch.core.caller import ADMIN, ANONYMOUS, USER, WORKER, Caller
+from taskorch.core.caller import ADMIN, ANONYMOUS, NOBODY, USER, WORKER, Caller
 from taskorch.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from taskorch.store import keys as key_store
 from taskorch.store.database import Database, Transaction
@@ -165,11 +165,11 @@ class Authenticator:
             PermissionDenied: the credentials' role may not call ``method``.
         """
         caller = await self._caller(metadata)
+        if caller is None and await self.is_open():
+            return ANONYMOUS
         if method in OPEN_METHODS:
-            return caller or ANONYMOUS
+            return caller or NOBODY
         if caller is None:
-            if await self.is_open():
-                return ANONYMOUS
             raise Unauthenticated("Missing credentials: send an x-api-key or a bearer token")
         authorize(method, caller)
         return caller

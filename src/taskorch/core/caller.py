@@ -28,4 +28,6 @@ class Caller:
 
 
 ANONYMOUS = Caller()
+# No credentials on a server that requires them (open methods only): no tenant, no role.
+NOBODY = Caller(tenant_id="", roles=frozenset(), subject="nobody")
 SYSTEM = Caller(tenant_id=DEFAULT_TENANT, roles=frozenset({ADMIN, USER, WORKER}), subject="system")

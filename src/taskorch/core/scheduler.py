@@ -194,6 +194,7 @@ class Scheduler:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         progress: float | None = None,
         message: str | None = None,
+        tenant_scope: str | None = None,
     ) -> HeartbeatAnswer:
         """Extends the lease and records progress. Tells the worker when to stop.
 
@@ -213,7 +214,7 @@ class Scheduler:
                 tx.conn, subtask_id, values, only_if_status=(Status.RUNNING,), lease_id=lease_id
             )
             if subtask is None:
-                return self._stop_answer(tx, subtask_id, lease_id)
+                return self._stop_answer(tx, subtask_id, lease_id, tenant_scope)
             if _timed_out(subtask, now):
                 self._fail(
                     tx,
@@ -230,8 +231,10 @@ class Scheduler:
 
         return await self.db.write(beat)
 
-    def _stop_answer(self, tx: Transaction, subtask_id: str, lease_id: str) -> HeartbeatAnswer:
-        current = subtask_store.get_subtask(tx.conn, None, subtask_id)
+    def _stop_answer(
+        self, tx: Transaction, subtask_id: str, lease_id: str, tenant_scope: str | None
+    ) -> HeartbeatAnswer:
+        current = subtask_store.get_subtask(tx.conn, tenant_scope, subtask_id)
         if current is None:
             raise SubtaskNotFound(subtask_id)
         if current.status is Status.CANCELLED:
@@ -260,7 +263,13 @@ class Scheduler:
         )
 
     async def report_output(
-        self, subtask_id: str, lease_id: str, *, delta: str | None = None, data: JSON | None = None
+        self,
+        subtask_id: str,
+        lease_id: str,
+        *,
+        delta: str | None = None,
+        data: JSON | None = None,
+        tenant_scope: str | None = None,
     ) -> bool:
         """Streams partial output (e.g. generated tokens) to the task's watchers.
 
@@ -273,7 +282,7 @@ class Scheduler:
 
         def output(tx: Transaction) -> bool:
             now = self.clock()
-            subtask = subtask_store.get_subtask(tx.conn, None, subtask_id)
+            subtask = subtask_store.get_subtask(tx.conn, tenant_scope, subtask_id)
             if subtask is None:
                 raise SubtaskNotFound(subtask_id)
             if subtask.status is Status.CANCELLED:
@@ -304,6 +313,7 @@ class Scheduler:
         result: JSON | None,
         *,
         resource_usage: ResourceUsage | None = None,
+        tenant_scope: str | None = None,
     ) -> Subtask:
         """Records the result; the task completes when its last subtask does.
 
@@ -330,7 +340,7 @@ class Scheduler:
                 lease_id=lease_id,
             )
             if subtask is None:
-                current = subtask_store.get_subtask(tx.conn, None, subtask_id)
+                current = subtask_store.get_subtask(tx.conn, tenant_scope, subtask_id)
                 if current is None:
                     raise SubtaskNotFound(subtask_id)
                 raise LeaseLost(subtask_id, _why_lost(current, lease_id))
@@ -437,6 +447,7 @@ class Scheduler:
         *,
         error_code: str = "INTERNAL_ERROR",
         retryable: bool = True,
+        tenant_scope: str | None = None,
     ) -> Subtask:
         """Records a failed attempt: retried with backoff, or the task fails.
 
@@ -447,7 +458,7 @@ class Scheduler:
         def failed(tx: Transaction) -> Subtask:
             now = self.clock()
             self._lock_task_of(tx, subtask_id)
-            subtask = subtask_store.get_subtask(tx.conn, None, subtask_id)
+            subtask = subtask_store.get_subtask(tx.conn, tenant_scope, subtask_id)
             if subtask is None:
                 raise SubtaskNotFound(subtask_id)
             if subtask.status is not Status.RUNNING or subtask.lease_id != lease_id:

@@ -26,6 +26,7 @@ from taskorch.core.errors import (
     AlreadyExists,
     Conflict,
     InvalidArgument,
+    ResourceExhausted,
     TaskNotCancellable,
     TaskNotFound,
 )
@@ -43,6 +44,7 @@ from taskorch.core.model import (
 )
 from taskorch.core.planning import Catalog, Plan, TaskSpec
 from taskorch.events.bus import SubscriptionLagged
+from taskorch.store import counts
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database, Transaction
@@ -53,6 +55,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_DEPENDENCIES = 100
+QUOTA_RETRY_SECONDS = 5.0
 # How long a watch waits for a live event before re-reading the store (a safety net for
 # events published by another replica or lost by a crash between commit and publish).
 WATCH_RECHECK_SECONDS = 5.0
@@ -84,12 +87,14 @@ class TaskService:
         catalog: Catalog,
         *,
         directory: WorkerDirectory | None = None,
+        max_active_tasks: int = 0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.hub = hub
         self.catalog = catalog
         self.directory = directory or WorkerDirectory()
+        self.max_active_tasks = max_active_tasks
         self.clock = clock
         self.estimator = DurationEstimator()
         hub.add_listener(self.estimator.observe)
@@ -143,6 +148,7 @@ class TaskService:
                 earlier = task_store.find_by_request_id(tx.conn, caller.tenant_id, request_id)
                 if earlier is not None:
                     return _same_request(earlier, task)
+            self._check_quota(tx, caller.tenant_id)
             ready = self._check_dependencies(tx, caller, depends_on)
             task_store.insert_task(tx.conn, task)
             subtask_store.insert_subtasks(tx.conn, _subtasks(task, plan, ready=ready, now=now))
@@ -173,6 +179,22 @@ class TaskService:
             if earlier is None:
                 raise
             return _same_request(earlier, task)
+
+    def _check_quota(self, tx: Transaction, tenant_id: str) -> None:
+        """Refuses a new task while the tenant has ``max_active_tasks`` unfinished ones.
+
+        Exact on SQLite (one writer); on PostgreSQL concurrent creates of one tenant may pass
+        the limit by the number of writers."""
+        if self.max_active_tasks <= 0:
+            return
+        active = counts.active(tx.conn, tenant_id)
+        if active >= self.max_active_tasks:
+            raise ResourceExhausted(
+                f"The tenant has {active} unfinished tasks, the most it may have at once "
+                f"({self.max_active_tasks}); retry when some have finished",
+                reason="QUOTA_EXCEEDED",
+                retry_after_seconds=QUOTA_RETRY_SECONDS,
+            )
 
     def _check_dependencies(
         self, tx: Transaction, caller: Caller, depends_on: tuple[str, ...]

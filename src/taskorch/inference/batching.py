@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from taskorch.core.errors import InternalError, Unavailable
+from taskorch.inference import metrics
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,15 @@ class DynamicBatcher(Generic[ItemT, OutT]):
             except Exception as exc:  # a model crash fails this batch only
                 log.exception("model %s failed on a batch of %d", self.name, len(live))
                 error = exc
+            elapsed = time.perf_counter() - started
             self.stats.batches += 1
             self.stats.items += len(live)
             self.stats.largest_batch = max(self.stats.largest_batch, len(live))
-            self.stats.busy_seconds += time.perf_counter() - started
+            self.stats.busy_seconds += elapsed
+            metrics.BATCH_SIZE.labels(self.name).observe(len(live))
+            metrics.BATCH_SECONDS.labels(self.name).observe(elapsed)
+            for pending in live:
+                metrics.QUEUE_SECONDS.labels(self.name).observe(started - pending.queued_at)
             for index, pending in enumerate(live):
                 if pending.future.done():
                     continue

@@ -58,6 +58,7 @@ from taskorch.server.tasks import TaskServicer
 from taskorch.server.templates import TemplateServicer
 from taskorch.server.workers import WorkerServicer
 from taskorch.store import counts
+from taskorch.store import subtasks as subtask_store
 from taskorch.store.database import Database
 from taskorch.v1 import (
     chat_service_pb2_grpc,
@@ -133,7 +134,13 @@ class TaskorchServer:
                 tenant_claim=settings.oauth_tenant_claim,
             )
         self.auth = Authenticator(self.db, oauth)
-        self.tasks = TaskService(self.db, self.hub, self.catalog, directory=self.directory)
+        self.tasks = TaskService(
+            self.db,
+            self.hub,
+            self.catalog,
+            directory=self.directory,
+            max_active_tasks=settings.max_active_tasks,
+        )
         self.scheduler = Scheduler(self.db, self.hub)
         self.subtasks = SubtaskService(self.db, self.hub, self.scheduler, self.directory)
         self.chat = ChatService(self.db, self.hub, self.tasks, EngineChatModels(self.engine))
@@ -153,6 +160,7 @@ class TaskorchServer:
             workers_alive=lambda: all(w.alive for w in self.workers),
         )
         self._background: list[asyncio.Task[None]] = []
+        self._queued_kinds: set[str] = set()
         self._metrics_server: Any = None
         self._stopped = asyncio.Event()
         self._fatal = asyncio.Event()
@@ -326,7 +334,7 @@ class TaskorchServer:
         while True:
             await asyncio.sleep(RESCUE_INTERVAL)
             try:
-                await self.scheduler.rescue_expired()
+                metrics.LEASE_EXPIRIES.inc(await self.scheduler.rescue_expired())
             except Exception as exc:
                 log.warning("lease rescue failed", error=str(exc))
 
@@ -346,6 +354,10 @@ class TaskorchServer:
                 counts = await self.tasks.counts(SYSTEM)
                 for status, count in counts.items():
                     metrics.TASKS_BY_STATUS.labels(status.name.lower()).set(count)
+                depth = await self.db.read(subtask_store.queue_depth)
+                for kind in set(depth) | self._queued_kinds:
+                    metrics.QUEUE_DEPTH.labels(kind).set(depth.get(kind, 0))
+                self._queued_kinds |= set(depth)
             except Exception as exc:
                 log.debug("stats refresh failed", error=str(exc))
             await asyncio.sleep(STATS_INTERVAL)

@@ -10,6 +10,7 @@ into INTERNAL after logging it with the request id.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 import uuid
@@ -126,7 +127,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:
                 code, status = _status_of(exc, request_id)
-                await context.abort_with_status(rpc_status.to_status(status))
+                await context.abort_with_status(_with_headers(status, exc, request_id))
             finally:
                 RPC_DURATION.labels(method, code).observe(time.perf_counter() - started)
                 structlog.contextvars.clear_contextvars()
@@ -154,7 +155,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:
                 code, status = _status_of(exc, request_id)
-                await context.abort_with_status(rpc_status.to_status(status))
+                await context.abort_with_status(_with_headers(status, exc, request_id))
             finally:
                 RPC_DURATION.labels(method, code).observe(time.perf_counter() - started)
                 structlog.contextvars.clear_contextvars()
@@ -181,6 +182,25 @@ def _parse(parse: Callable[[bytes], Any], raw: bytes) -> Any:
         return parse(raw)
     except DecodeError as exc:
         raise InvalidArgument(f"the request is not a valid message: {exc}"[:300]) from None
+
+
+@dataclass(frozen=True)
+class _GrpcStatus(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _with_headers(status: Any, exc: Exception, request_id: str) -> grpc.Status:
+    """The status to abort with, its trailers carrying the request id and, when retrying
+    later helps, ``retry-after`` in whole seconds (Envoy turns trailers of an error into
+    HTTP headers, so REST clients get ``Retry-After`` too)."""
+    converted = rpc_status.to_status(status)
+    extra: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
+    retry = exc.retry_after_seconds if isinstance(exc, TaskorchError) else None
+    if retry is not None:
+        extra.append(("retry-after", str(max(1, math.ceil(retry)))))
+    return _GrpcStatus(converted.code, converted.details, (*converted.trailing_metadata, *extra))
 
 
 def _status_of(exc: Exception, request_id: str) -> tuple[str, Any]:

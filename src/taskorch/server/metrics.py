@@ -1,4 +1,5 @@
-"""Prometheus metrics: seed 001's task counters and processing-time histogram, RPC latency.
+"""Prometheus metrics: seed 001's task counters and processing-time histogram, RPC latency,
+queue depth and lease expiries (inference batches: inference/metrics.py).
 
 Exposed on ``--metrics-addr`` (and through Envoy at ``/metrics``).
 """
@@ -23,6 +24,15 @@ TASKS_BY_STATUS = Gauge(
     "taskorch_tasks",
     "Tasks stored, by current status (refreshed every few seconds)",
     ["status"],
+)
+QUEUE_DEPTH = Gauge(
+    "taskorch_queue_depth",
+    "Runnable subtasks waiting for a worker, by kind (refreshed every few seconds)",
+    ["kind"],
+)
+LEASE_EXPIRIES = Counter(
+    "taskorch_lease_expiries",
+    "Leases that expired (the worker stopped heartbeating); their work was re-queued or failed",
 )
 RPC_DURATION = Histogram(
     "taskorch_rpc_duration_seconds",

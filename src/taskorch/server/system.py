@@ -8,13 +8,13 @@ from typing import Any, TypeAlias
 from google.api import httpbody_pb2
 
 from taskorch import __version__
-from taskorch.core.caller import SYSTEM
 from taskorch.core.errors import Unavailable
 from taskorch.core.model import Status
 from taskorch.core.tasks import TaskService
 from taskorch.gateway import openapi
 from taskorch.server.convert import set_time
 from taskorch.server.health import HealthReporter
+from taskorch.server.interceptors import current_caller
 from taskorch.store.schema import utcnow
 from taskorch.v1 import system_service_pb2 as pb
 from taskorch.v1 import system_service_pb2_grpc as pb_grpc
@@ -44,7 +44,8 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
         set_time(report.timestamp, utcnow())
         if healthy:
             try:
-                counts = await self.tasks.counts(SYSTEM)
+                # The caller's tenant (every tenant for an admin; none without credentials).
+                counts = await self.tasks.counts(current_caller())
             except Unavailable:
                 counts = {}
             report.active_tasks = counts.get(Status.RUNNING, 0)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeAlias
 
 import structlog
 
 from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
-from taskorch.core.errors import InvalidArgument, NoWorkAvailable
+from taskorch.core.errors import InvalidArgument, NoWorkAvailable, SubtaskNotFound
 from taskorch.core.hub import EventHub, StopNotice
 from taskorch.core.model import Lease, ResourceUsage, Status
 from taskorch.core.scheduler import DEFAULT_LEASE_SECONDS, Scheduler, WorkerIdentity
@@ -165,12 +165,14 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
+        scope = current_caller().tenant_scope
         if request.output_delta or request.HasField("output_data"):
             await self.scheduler.report_output(
                 request.subtask_id,
                 request.lease_id,
                 delta=request.output_delta or None,
                 data=convert.optional_struct(request, "output_data"),
+                tenant_scope=scope,
             )
         answer = await self.scheduler.heartbeat(
             request.subtask_id,
@@ -178,6 +180,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             lease_seconds=request.lease_seconds or DEFAULT_LEASE_SECONDS,
             progress=request.progress if request.HasField("progress") else None,
             message=request.message or None,
+            tenant_scope=scope,
         )
         if answer.cancelled:
             self._finished(request.subtask_id)
@@ -195,43 +198,53 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 memory_used_gb=u.memory_used_gb,
                 execution_provider=u.execution_provider,
             )
-        try:
+        with self._reported(request.subtask_id):
             subtask = await self.scheduler.complete(
                 request.subtask_id,
                 request.lease_id,
                 convert.optional_struct(request, "result"),
                 resource_usage=usage,
+                tenant_scope=current_caller().tenant_scope,
             )
-        finally:
-            self._finished(request.subtask_id)
         return convert.subtask_to_proto(subtask)
 
     async def Fail(self, request: pb.FailRequest, context: Context) -> Any:
-        try:
+        with self._reported(request.subtask_id):
             subtask = await self.scheduler.fail(
                 request.subtask_id,
                 request.lease_id,
                 request.error or "failed",
                 error_code=request.error_code or "INTERNAL_ERROR",
                 retryable=not request.permanent,
+                tenant_scope=current_caller().tenant_scope,
             )
-        finally:
-            self._finished(request.subtask_id)
         return convert.subtask_to_proto(subtask)
 
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> Any:
-        try:
+        scope = current_caller().tenant_scope
+        with self._reported(request.subtask_id):
             await self.scheduler.release(
                 request.subtask_id, request.lease_id, reason=request.reason or "released"
             )
-        finally:
-            self._finished(request.subtask_id)
-        found = await self.db.read(
-            lambda conn: subtask_store.get_subtask(conn, None, request.subtask_id)
-        )
-        if found is None:
-            raise InvalidArgument("no such subtask", field="subtask_id")
+            found = await self.db.read(
+                lambda conn: subtask_store.get_subtask(conn, scope, request.subtask_id)
+            )
+            if found is None:
+                raise SubtaskNotFound(request.subtask_id)
         return convert.subtask_to_proto(found)
+
+    @contextlib.contextmanager
+    def _reported(self, subtask_id: str) -> Iterator[None]:
+        """Frees the Listen slot of a reported subtask, also when the report lost its lease;
+        not when the subtask is not the caller's to report (another tenant's id)."""
+        try:
+            yield
+        except SubtaskNotFound:
+            raise
+        except BaseException:
+            self._finished(subtask_id)
+            raise
+        self._finished(subtask_id)
 
 
 async def _drain(stops: Any) -> AsyncIterator[StopNotice]:

@@ -59,6 +59,23 @@ def total(conn: Connection, filters: dict[str, Any]) -> int:
     return int(folded) + int(pending)
 
 
+def active(conn: Connection, tenant_id: str) -> int:
+    """The tenant's unfinished (pending or running) tasks."""
+    unfinished = (int(Status.PENDING), int(Status.RUNNING))
+    folded = conn.execute(
+        select(func.coalesce(func.sum(task_counts.c.count), 0)).where(
+            task_counts.c.tenant_id == tenant_id, task_counts.c.status.in_(unfinished)
+        )
+    ).scalar_one()
+    pending = conn.execute(
+        select(func.coalesce(func.sum(task_count_deltas.c.delta), 0)).where(
+            task_count_deltas.c.tenant_id == tenant_id,
+            task_count_deltas.c.status.in_(unfinished),
+        )
+    ).scalar_one()
+    return int(folded) + int(pending)
+
+
 def by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:
     counts = {status: 0 for status in Status}
     tenant = {"tenant_id": tenant_id}

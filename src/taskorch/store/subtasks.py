@@ -291,6 +291,16 @@ def count_unfinished(conn: Connection, task_id: str) -> int:
     ).scalar_one()
 
 
+def queue_depth(conn: Connection) -> dict[str, int]:
+    """Runnable subtasks (pending and ready, backed-off ones included) by kind, every tenant."""
+    rows = conn.execute(
+        select(subtasks.c.kind, func.count())
+        .where(subtasks.c.status == int(Status.PENDING), subtasks.c.ready.is_(True))
+        .group_by(subtasks.c.kind)
+    )
+    return {kind: int(count) for kind, count in rows}
+
+
 def next_wakeup(conn: Connection, now: datetime) -> datetime | None:
     """When the earliest backed-off subtask becomes runnable (None if none waits)."""
     return conn.execute(
