@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
+import uuid
 
 import grpc
+import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
+from taskorch.v1 import task_service_pb2 as task_pb
+from taskorch.v1 import task_service_pb2_grpc as task_grpc
+from taskorch.v1 import worker_service_pb2 as worker_pb
+from taskorch.v1 import worker_service_pb2_grpc as worker_grpc
+from tests.conftest import ServerFactory
 from tests.servers import ServerProcess
 
 
@@ -49,3 +59,54 @@ def test_logs_are_json_with_request_ids(server: ServerProcess) -> None:
     assert any(line.get("event") == "taskorch is serving" for line in lines)
     routes = [line["http"] for line in lines if line.get("event") == "route"]
     assert "POST /v1/tasks" in routes and "GET /v1/tasks/{task_id}:watch" in routes
+
+
+def _metrics(server: ServerProcess) -> str:
+    return urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+
+
+def _sample(body: str, name: str) -> float | None:
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_queue_depth_and_lease_expiries_are_exported(server_factory: ServerFactory) -> None:
+    server = server_factory("--workers", "0")
+    kind = "metrics-probe"
+    with server.client() as client, grpc.insecure_channel(server.grpc_addr) as channel:
+        tasks = task_grpc.TaskServiceStub(channel)
+        for _ in range(3):
+            task = client.create_task(task_type="container")
+            tasks.CreateSubtask(task_pb.CreateSubtaskRequest(task_id=task.task_id, kind=kind))
+        depth = f'taskorch_queue_depth{{kind="{kind}"}}'
+        deadline = time.monotonic() + 15
+        while _sample(_metrics(server), depth) != 3.0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _sample(_metrics(server), depth) == 3.0
+        # A lease nobody heartbeats expires and is counted.
+        workers = worker_grpc.WorkerServiceStub(channel)
+        workers.Take(worker_pb.TakeRequest(worker_id="w", kinds=[kind], lease_seconds=1))
+        deadline = time.monotonic() + 15
+        while (_sample(_metrics(server), "taskorch_lease_expiries_total") or 0) < 1:
+            assert time.monotonic() < deadline, "no lease expiry counted"
+            time.sleep(0.5)
+
+
+def test_every_answer_carries_its_request_id(server: ServerProcess) -> None:
+    with grpc.insecure_channel(server.grpc_addr) as channel:
+        stub = task_grpc.TaskServiceStub(channel)
+        _, call = stub.ListTasks.with_call(
+            task_pb.ListTasksRequest(limit=1), metadata=(("x-request-id", "probe-123"),)
+        )
+        assert dict(call.trailing_metadata())["x-request-id"] == "probe-123"
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetTask(task_pb.GetTaskRequest(task_id=str(uuid.uuid4())))
+        generated = dict(raised.value.trailing_metadata())["x-request-id"]
+        assert generated.startswith("req_")
+        status = rpc_status.from_call(raised.value)
+        assert status is not None
+        info = error_details_pb2.RequestInfo()
+        assert any(d.Unpack(info) for d in status.details)
+        assert info.request_id == generated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,6 +171,28 @@ def test_infer_accepts_the_hugging_face_top_level_inputs(
     many = pb.InferRequest(model_name=MINILM)
     many.input_data.update({"inputs": ["one", "two", "three"]})
     assert [len(e.values) for e in models.Infer(many, timeout=30).embeddings] == [384] * 3
+
+
+def test_batches_are_measured_for_prometheus(
+    server: ServerProcess, models: pb_grpc.ModelServiceStub
+) -> None:
+    def count(body: str, metric: str) -> float:
+        prefix = f'{metric}_count{{model="{MINILM}"}} '
+        lines = [line for line in body.splitlines() if line.startswith(prefix)]
+        return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+    before = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    many = pb.InferRequest(model_name=MINILM)
+    many.input_data.update({"inputs": ["one", "two", "three"]})
+    models.Infer(many, timeout=30)
+    after = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    for metric in (
+        "taskorch_inference_batch_size",
+        "taskorch_inference_batch_seconds",
+        "taskorch_inference_queue_seconds",
+    ):
+        assert count(after, metric) > count(before, metric), metric
+    assert f'taskorch_inference_batch_size_bucket{{le="128.0",model="{MINILM}"}}' in after
 
 
 def test_generate_streams_deltas_then_the_whole_result(models: pb_grpc.ModelServiceStub) -> None:

@@ -164,9 +164,9 @@ class Authenticator:
             Unauthenticated: no usable credentials where they are required.
             PermissionDenied: the credentials' role may not call ``method``.
         """
+        if await self.is_open():
+            return ANONYMOUS  # credentials are not checked: none could be valid
         caller = await self._caller(metadata)
-        if caller is None and await self.is_open():
-            return ANONYMOUS
         if method in OPEN_METHODS:
             return caller or NOBODY
         if caller is None:

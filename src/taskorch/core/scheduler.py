@@ -215,6 +215,7 @@ class Scheduler:
             )
             if subtask is None:
                 return self._stop_answer(tx, subtask_id, lease_id, tenant_scope)
+            _check_tenant(subtask, tenant_scope)
             if _timed_out(subtask, now):
                 self._fail(
                     tx,
@@ -344,6 +345,7 @@ class Scheduler:
                 if current is None:
                     raise SubtaskNotFound(subtask_id)
                 raise LeaseLost(subtask_id, _why_lost(current, lease_id))
+            _check_tenant(subtask, tenant_scope)
             self._after_step(tx, subtask, resource_usage, now)
             return subtask
 
@@ -561,7 +563,14 @@ class Scheduler:
         if found is not None:
             task_store.get_task(tx.conn, None, found.task_id, lock=True)
 
-    async def release(self, subtask_id: str, lease_id: str, *, reason: str = "released") -> None:
+    async def release(
+        self,
+        subtask_id: str,
+        lease_id: str,
+        *,
+        reason: str = "released",
+        tenant_scope: str | None = None,
+    ) -> None:
         """Gives a subtask back without counting the attempt (a worker shutting down)."""
 
         def give_back(tx: Transaction) -> None:
@@ -569,6 +578,7 @@ class Scheduler:
             subtask = subtask_store.unlease(tx.conn, subtask_id, lease_id, now)
             if subtask is None:
                 return
+            _check_tenant(subtask, tenant_scope)
             message = f"re-queued: {reason}"
             record(
                 tx,
@@ -652,6 +662,13 @@ def _timed_out(subtask: Subtask, now: datetime) -> bool:
     if not subtask.timeout_seconds or subtask.started_at is None:
         return False
     return now - subtask.started_at > timedelta(seconds=subtask.timeout_seconds)
+
+
+def _check_tenant(subtask: Subtask, tenant_scope: str | None) -> None:
+    """A lease id is a secret of its holder; should one reach a credential of another tenant,
+    its subtask still does not exist for that tenant (raising undoes the change)."""
+    if tenant_scope is not None and subtask.tenant_id != tenant_scope:
+        raise SubtaskNotFound(subtask.subtask_id)
 
 
 def _why_lost(current: Subtask, lease_id: str) -> str:

@@ -224,7 +224,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         scope = current_caller().tenant_scope
         with self._reported(request.subtask_id):
             await self.scheduler.release(
-                request.subtask_id, request.lease_id, reason=request.reason or "released"
+                request.subtask_id,
+                request.lease_id,
+                reason=request.reason or "released",
+                tenant_scope=scope,
             )
             found = await self.db.read(
                 lambda conn: subtask_store.get_subtask(conn, scope, request.subtask_id)
