@@ -657,16 +657,13 @@ def _same_post(conn: Connection, earlier: list[Message], message: Message) -> Po
 
 
 def _paging(request: PageRequest, default_limit: int) -> tuple[int, int, int]:
-    if request.limit < 0:
-        raise InvalidArgument("limit must not be negative", field="limit")
-    if request.offset < 0:
-        raise InvalidArgument("offset must not be negative", field="offset")
-    if request.page < 0:
-        raise InvalidArgument("page must be 1 or more", field="page")
-    if request.page and request.offset:
-        raise InvalidArgument("give either page or offset, not both", field="page")
-    limit = min(request.limit or default_limit, MAX_LIMIT)
-    offset = (request.page - 1) * limit if request.page else request.offset
+    limit, offset = validation.paging(
+        request.limit,
+        request.offset,
+        request.page,
+        default_limit=default_limit,
+        max_limit=MAX_LIMIT,
+    )
     if request.page_token:
         offset = 0
     return limit, offset, offset // limit + 1

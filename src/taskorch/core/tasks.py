@@ -506,15 +506,13 @@ def _query(caller: Caller, request: ListRequest) -> tuple[task_store.TaskQuery, 
                 "processing are accepted too)",
                 field="status",
             ) from None
-    if request.limit < 0:
-        raise InvalidArgument("limit must not be negative", field="limit")
-    if request.offset < 0:
-        raise InvalidArgument("offset must not be negative", field="offset")
-    if request.page < 0:
-        raise InvalidArgument("page must be 1 or more", field="page")
-    if request.page and request.offset:
-        raise InvalidArgument("give either page or offset, not both", field="page")
-    limit = min(request.limit or DEFAULT_LIMIT, MAX_LIMIT)
+    limit, offset = validation.paging(
+        request.limit,
+        request.offset,
+        request.page,
+        default_limit=DEFAULT_LIMIT,
+        max_limit=MAX_LIMIT,
+    )
     sort_by = (request.sort_by or "created_at").strip().lower()
     if sort_by not in task_store.SORTABLE:
         raise InvalidArgument(
@@ -524,7 +522,6 @@ def _query(caller: Caller, request: ListRequest) -> tuple[task_store.TaskQuery, 
     order = (request.sort_order or "desc").strip().lower()
     if order not in ("asc", "desc"):
         raise InvalidArgument(f"sort order {order!r} must be asc or desc", field="sort_order")
-    offset = (request.page - 1) * limit if request.page else request.offset
     query = task_store.TaskQuery(
         tenant_id=caller.tenant_scope,
         status=status,

@@ -72,3 +72,36 @@ def short_text(value: str, field: str, *, limit: int = 200) -> str:
     if len(value) > limit:
         raise InvalidArgument(f"{field} is longer than {limit} characters", field=field)
     return value.strip()
+
+
+# Offset paging deeper than this is refused: page tokens go anywhere at constant cost.
+MAX_OFFSET = 1_000_000
+
+
+def paging(
+    limit: int, offset: int, page: int, *, default_limit: int, max_limit: int
+) -> tuple[int, int]:
+    """The page size and the offset of an offset- or page-numbered list request.
+
+    A limit above ``max_limit`` is reduced, not refused (seed behaviour).
+
+    Raises:
+        InvalidArgument: a negative number, page and offset together, or too deep.
+    """
+    if limit < 0:
+        raise InvalidArgument("limit must not be negative", field="limit")
+    if offset < 0:
+        raise InvalidArgument("offset must not be negative", field="offset")
+    if page < 0:
+        raise InvalidArgument("page must be 1 or more", field="page")
+    if page and offset:
+        raise InvalidArgument("give either page or offset, not both", field="page")
+    limit = min(limit or default_limit, max_limit)
+    offset = (page - 1) * limit if page else offset
+    if offset > MAX_OFFSET:
+        field = "page" if page else "offset"
+        raise InvalidArgument(
+            f"{field} reaches past item {MAX_OFFSET}; follow next_page_token to go deeper",
+            field=field,
+        )
+    return limit, offset

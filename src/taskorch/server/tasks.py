@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 from google.api import httpbody_pb2
 
-from taskorch.core.errors import NoWorkAvailable
+from taskorch.core.errors import InvalidArgument, NoWorkAvailable
 from taskorch.core.model import Status, Task
 from taskorch.core.planning import CONTAINER, TaskSpec
 from taskorch.core.scheduler import WorkerIdentity
@@ -146,7 +146,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.SubtaskStatusUpdate:
         report = StatusReport(
             lease_id=request.lease_id,
-            status=Status(request.status) if request.status else Status.RUNNING,
+            status=_reported_status(request.status),
             progress=request.progress if request.HasField("progress") else None,
             message=request.message,
             result=convert.optional_struct(request, "result"),
@@ -193,3 +193,14 @@ def _list_request(request: pb.ListTasksRequest) -> ListRequest:
     path = _surface()
     limit = next((n for prefix, n in _SURFACE_LIMITS if path.startswith(prefix)), _DEFAULT_LIMIT)
     return replace(listing, limit=limit)
+
+
+def _reported_status(number: int) -> Status:
+    """The status a worker reports (unset: still running)."""
+    if not number:
+        return Status.RUNNING
+    try:
+        return Status(number)
+    except ValueError:
+        words = ", ".join(s.name for s in Status)
+        raise InvalidArgument(f"status {number} is not one of {words}", field="status") from None
