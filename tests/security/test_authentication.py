@@ -6,6 +6,9 @@ method is PERMISSION_DENIED (403); health and reflection stay open.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -203,3 +206,30 @@ def test_issuer_settings_must_come_together() -> None:
     done = taskorch("serve", "--oauth-jwks", "/nonexistent.json", check=False)
     assert done.returncode == 2
     assert "--oauth-issuer" in done.stderr
+
+
+def test_the_cli_sends_a_key_or_a_token(secured: Secured) -> None:
+    server = ("--server", secured.server.grpc_addr)
+    refused = taskorch("task", "list", *server, check=False)
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    with_key = taskorch("task", "list", "--json", *server, "--api-key", secured.acme)
+    assert with_key.returncode == 0
+    token = secured.issuer.token("acme")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskorch",
+            "task",
+            "submit",
+            "--text",
+            "by token",
+            "--no-watch",
+            *server,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TASKORCH_TOKEN": token},
+    )
+    assert "task " in done.stdout, done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,12 +23,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 SERVER = typer.Option(
     "127.0.0.1:50051", "--server", "-s", envvar="TASKORCH_SERVER", help="HOST:PORT of the API."
 )
-API_KEY = typer.Option(None, "--api-key", envvar="TASKORCH_API_KEY", help="API key to send.")
+API_KEY = typer.Option(
+    None,
+    "--api-key",
+    envvar="TASKORCH_API_KEY",
+    help="API key to send. An OAuth bearer token is taken from $TASKORCH_TOKEN.",
+)
 JSON_OUT = typer.Option(False, "--json", help="Print JSON (one object per line) for scripts.")
 
 
 def client(server: str, api_key: str | None) -> Client:
-    return Client(server, api_key=api_key)
+    return Client(server, api_key=api_key, bearer_token=bearer_token())
+
+
+def bearer_token() -> str | None:
+    """An OAuth access token for the server, from ``$TASKORCH_TOKEN`` (kept off the command
+    line, where other users of the machine could read it)."""
+    return os.environ.get("TASKORCH_TOKEN") or None
 
 
 def to_json(value: Any) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from taskorch import logs
+from taskorch.cli._common import API_KEY, bearer_token
 from taskorch.core.scheduler import DEFAULT_LEASE_SECONDS
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
 
@@ -67,7 +68,7 @@ def worker(
     ),
     lease_seconds: float = typer.Option(DEFAULT_LEASE_SECONDS, "--lease-seconds", min=1.0),
     drain_seconds: float = typer.Option(30.0, "--drain-seconds", min=0.0),
-    api_key: str | None = typer.Option(None, "--api-key", envvar="TASKORCH_API_KEY"),
+    api_key: str | None = API_KEY,
     log_level: str = typer.Option("info", envvar="TASKORCH_LOG_LEVEL"),
     log_format: str = typer.Option("auto", envvar="TASKORCH_LOG_FORMAT"),
 ) -> None:
@@ -108,6 +109,7 @@ def worker(
         concurrency=concurrency,
         worker_id=worker_id or None,
         api_key=api_key,
+        bearer_token=bearer_token(),
         lease_seconds=lease_seconds,
         drain_seconds=drain_seconds,
         handlers=registry,
