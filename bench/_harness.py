@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import re
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -121,3 +124,60 @@ async def raw_unary_rate(target: str, *, concurrency: int = 32, seconds: float =
 
 def mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
+
+
+# -- h2load: a C load generator, so the client costs the shared cores little -------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One way of making a call: where to send it and how."""
+
+    name: str
+    url: str
+    body: Path | None
+    headers: tuple[str, ...]
+    http1: bool = False
+    grpc_method: str = ""  # counted on the server for gRPC paths
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def h2load(
+    path: Target, *, concurrency: int, seconds: float, log: Path
+) -> tuple[float, list[float]]:
+    """Runs h2load once; returns (requests/s, latencies in seconds)."""
+    log.unlink(missing_ok=True)  # h2load appends to its log file
+    command = [
+        "h2load",
+        "-D",
+        f"{seconds:g}",
+        "--warm-up-time",
+        "1",
+        "-c",
+        str(concurrency),
+        "-m",
+        "1",
+        "--log-file",
+        str(log),
+    ]
+    if path.http1:
+        command.append("--h1")
+    if path.body is not None:
+        command += ["-d", str(path.body)]
+    for header in path.headers:
+        command += ["-H", header]
+    command.append(path.url)
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+    rate = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    failed = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    assert codes and failed, out
+    if any(int(n) for n in codes.groups()[1:]) or any(int(n) for n in failed.groups()):
+        raise RuntimeError(f"{path.name}: not every request succeeded:\n{out}")
+    latencies = [int(line.split("\t")[2]) / 1e6 for line in log.read_text().splitlines() if line]
+    return rate, latencies

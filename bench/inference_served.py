@@ -2,8 +2,10 @@
 
 1. MiniLM-L6 embeddings: raw ONNX Runtime in process at batch 1 and at the best batch size,
    then ModelService.Infer over gRPC at concurrency 1, 8 and 32 (the server batches
-   concurrent requests dynamically). Ratios: served throughput / raw best-batch throughput,
-   and served batch-1 p50 latency minus raw batch-1 p50.
+   concurrent requests dynamically), twice: from a Python grpc.aio client (what an SDK user
+   sees) and from h2load sending the same gRPC frames (a C client: on two cores the Python
+   client's own CPU otherwise decides the result). Ratios: served throughput / raw best-batch
+   throughput, and served batch-1 p50 latency minus raw batch-1 p50.
 2. SmolLM2-135M generation: a plain single-sequence ORT loop in process, then
    ModelService.Generate over gRPC at concurrency 1 and 4 (continuous batching): aggregate
    tokens/s and time to first token, as ratios to the plain loop.
@@ -18,12 +20,13 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import grpc
+from _harness import Target, grpc_frame, h2load, percentile, table, taskorch_server
 from _harness import machine as grpc_machine
-from _harness import percentile, table, taskorch_server
 from inference_raw import NEW_TOKENS, PROMPTS, SENTENCES, machine, plain_generation, raw_embeddings
 
 from taskorch.v1 import model_service_pb2 as pb
@@ -53,6 +56,24 @@ async def served_embeddings(
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return len(latencies) / (time.perf_counter() - started), latencies
+
+
+def served_embeddings_h2load(
+    server_addr: str, concurrency: int, workdir: Path, seconds: float = 4.0
+) -> tuple[float, list[float]]:
+    """The same Infer calls from h2load (one request in flight per connection)."""
+    request = pb.InferRequest(model_name=MINILM, task_type="feature_extraction")
+    request.inputs.string_value = SENTENCES[0]
+    body = workdir / "infer.bin"
+    body.write_bytes(grpc_frame(request.SerializeToString()))
+    target = Target(
+        name=f"Infer h2load c{concurrency}",
+        url=f"http://{server_addr}/taskorch.v1.ModelService/Infer",
+        body=body,
+        headers=("content-type: application/grpc", "te: trailers"),
+        grpc_method="/taskorch.v1.ModelService/Infer",
+    )
+    return h2load(target, concurrency=concurrency, seconds=seconds, log=workdir / "h2load.log")
 
 
 async def served_generation(
@@ -100,6 +121,10 @@ async def main() -> None:
         stub = pb_grpc.ModelServiceStub(channel)
         await served_embeddings(stub, 8, seconds=1.0)  # warm up
         embeddings = {c: await served_embeddings(stub, c) for c in (1, 8, 32)}
+        with tempfile.TemporaryDirectory() as scratch:
+            native = {
+                c: served_embeddings_h2load(server.grpc_addr, c, Path(scratch)) for c in (1, 8, 32)
+            }
         generation = {c: await served_generation(stub, c) for c in (1, 4)}
         await channel.close()
 
@@ -117,8 +142,25 @@ async def main() -> None:
                 f"{rate / raw_best:.2f} of best batch",
             )
         )
-    overhead = percentile(embeddings[1][1], 50) * 1e3 - raw_batch1_p50
-    rows.append(("batch-1 latency overhead (served p50 - raw p50)", "", f"{overhead:+.1f} ms", ""))
+    for concurrency, (rate, latencies) in native.items():
+        rows.append(
+            (
+                f"served gRPC Infer from h2load, concurrency {concurrency}",
+                f"{rate:,.0f}",
+                f"{percentile(latencies, 50) * 1e3:.1f} / {percentile(latencies, 99) * 1e3:.1f} ms",
+                f"{rate / raw_best:.2f} of best batch",
+            )
+        )
+    for client, measured in (("Python client", embeddings), ("h2load", native)):
+        overhead = percentile(measured[1][1], 50) * 1e3 - raw_batch1_p50
+        rows.append(
+            (
+                f"batch-1 latency overhead, {client} (served p50 - raw p50)",
+                "",
+                f"{overhead:+.1f} ms",
+                "",
+            )
+        )
     print(table(rows))
     print()
     gen_rows = [("generation (SmolLM2-135M, greedy)", "tokens/s", "TTFT p50", "ratio")]

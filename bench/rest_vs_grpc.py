@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _harness import machine, percentile, table, taskorch_server
+from _harness import Target, grpc_frame, h2load, machine, percentile, table, taskorch_server
 
 from taskorch.gateway.launcher import envoy_binary
 from taskorch.v1 import task_service_pb2 as pb
@@ -52,60 +51,6 @@ class Measured:
         p50 = percentile(self.latencies, 50) * 1e3
         p99 = percentile(self.latencies, 99) * 1e3
         return f"{self.rate:,.0f}/s ({p50:.1f} / {p99:.1f} ms)"
-
-
-@dataclass(frozen=True)
-class Target:
-    """One way of making a call: where to send it and how."""
-
-    name: str
-    url: str
-    body: Path | None
-    headers: tuple[str, ...]
-    http1: bool = False
-    grpc_method: str = ""  # counted on the server for gRPC paths
-
-
-def grpc_frame(message: bytes) -> bytes:
-    return b"\x00" + struct.pack(">I", len(message)) + message
-
-
-def h2load(
-    path: Target, *, concurrency: int, seconds: float, log: Path
-) -> tuple[float, list[float]]:
-    """Runs h2load once; returns (requests/s, latencies in seconds)."""
-    log.unlink(missing_ok=True)  # h2load appends to its log file
-    command = [
-        "h2load",
-        "-D",
-        f"{seconds:g}",
-        "--warm-up-time",
-        "1",
-        "-c",
-        str(concurrency),
-        "-m",
-        "1",
-        "--log-file",
-        str(log),
-    ]
-    if path.http1:
-        command.append("--h1")
-    if path.body is not None:
-        command += ["-d", str(path.body)]
-    for header in path.headers:
-        command += ["-H", header]
-    command.append(path.url)
-    out = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 60, check=True
-    ).stdout
-    rate = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
-    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
-    failed = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
-    assert codes and failed, out
-    if any(int(n) for n in codes.groups()[1:]) or any(int(n) for n in failed.groups()):
-        raise RuntimeError(f"{path.name}: not every request succeeded:\n{out}")
-    latencies = [int(line.split("\t")[2]) / 1e6 for line in log.read_text().splitlines() if line]
-    return rate, latencies
 
 
 def ok_count(server: ServerProcess, method: str) -> float:
