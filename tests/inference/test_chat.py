@@ -9,6 +9,7 @@ session's watchers, and the text streamed is the text stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -432,25 +433,32 @@ def test_bad_input_gets_clear_errors_naming_the_field(client: Client) -> None:
 # -- the command line --------------------------------------------------------------------------
 
 
-def _taskorch(server: ServerProcess, *args: str) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def _taskorch(server: ServerProcess, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """The CLI as a child process with pipes; killed (if still running) and reaped after."""
     env = {**os.environ, "TASKORCH_SERVER": server.grpc_addr, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "taskorch", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-    )
+    ) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def test_cli_chats_line_by_line_and_continues_a_session(
     server: ServerProcess, client: Client
 ) -> None:
-    chat = _taskorch(
+    with _taskorch(
         server, "chat", "--model", TINY, "--system", "Be brief.", "-p", '{"max_new_tokens": 6}'
-    )
-    out, err = chat.communicate("hello\n\nworld\n", timeout=60)
+    ) as chat:
+        out, err = chat.communicate("hello\n\nworld\n", timeout=60)
     assert chat.returncode == 0, err
     header, _, streamed = out.partition("\n")
     assert header.startswith("session ") and header.endswith(f"({TINY})")
@@ -459,8 +467,8 @@ def test_cli_chats_line_by_line_and_continues_a_session(
     assert [r.status for r in replies] == ["COMPLETED", "COMPLETED"]
     assert streamed == "".join(f"{r.content}\n" for r in replies)
 
-    again = _taskorch(server, "chat", "--session", session_id, "--json")
-    out, err = again.communicate("once more\n", timeout=60)
+    with _taskorch(server, "chat", "--session", session_id, "--json") as again:
+        out, err = again.communicate("once more\n", timeout=60)
     assert again.returncode == 0, err
     objects = [json.loads(line) for line in out.splitlines()]
     assert objects[0]["type"] == "SESSION"
@@ -473,23 +481,23 @@ def test_cli_chats_line_by_line_and_continues_a_session(
 def test_cli_ctrl_c_cancels_the_reply_and_twice_leaves(
     server: ServerProcess, client: Client
 ) -> None:
-    chat = _taskorch(server, "chat", "--model", SMOLLM, "-p", '{"max_new_tokens": 300}')
-    assert chat.stdin is not None and chat.stdout is not None
-    header = chat.stdout.readline()
-    session_id = header.split()[1]
-    chat.stdin.write("Tell me a very long story about the sea.\n")
-    chat.stdin.flush()
-    assert chat.stdout.read(1)  # the first streamed character
-    chat.send_signal(signal.SIGINT)
-    assert chat.stdout.readline().endswith("[cancelled]\n")
-    reply = client.chat.get_session(session_id).messages[-1]
-    assert client.wait_for_task(reply.task_id, timeout=30).status == "CANCELLED"
-    chat.send_signal(signal.SIGINT)  # at the prompt: a hint, then a second one leaves
-    assert chat.stdout.readline() == "\n"
-    assert chat.stdout.readline() == "(Ctrl-C again or Ctrl-D to leave)\n"
-    chat.send_signal(signal.SIGINT)
-    assert chat.wait(timeout=30) == 0  # (stdin still open: it left because of Ctrl-C)
-    chat.communicate()
+    with _taskorch(server, "chat", "--model", SMOLLM, "-p", '{"max_new_tokens": 300}') as chat:
+        assert chat.stdin is not None and chat.stdout is not None
+        header = chat.stdout.readline()
+        session_id = header.split()[1]
+        chat.stdin.write("Tell me a very long story about the sea.\n")
+        chat.stdin.flush()
+        assert chat.stdout.read(1)  # the first streamed character
+        chat.send_signal(signal.SIGINT)
+        assert chat.stdout.readline().endswith("[cancelled]\n")
+        reply = client.chat.get_session(session_id).messages[-1]
+        assert client.wait_for_task(reply.task_id, timeout=30).status == "CANCELLED"
+        chat.send_signal(signal.SIGINT)  # at the prompt: a hint, then a second one leaves
+        assert chat.stdout.readline() == "\n"
+        assert chat.stdout.readline() == "(Ctrl-C again or Ctrl-D to leave)\n"
+        # Sent as soon as the hint is read: the chat may not be back at its prompt yet.
+        chat.send_signal(signal.SIGINT)
+        assert chat.wait(timeout=30) == 0  # (stdin still open: it left because of Ctrl-C)
     final = client.chat.get_message(session_id, reply.message_id)
     assert final.status == "CANCELLED" and final.content
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +23,37 @@ from taskorch.cli._common import API_KEY, SERVER, client, errors, print_json, re
 from taskorch.client import ChatMessage, ChatSession, Client, ConflictError, NotFoundError
 
 QUIT = frozenset({"/quit", "/exit"})
+
+
+class CtrlC:
+    """Ctrl-C as a KeyboardInterrupt only inside :meth:`waiting` (at the prompt, or while a
+    reply streams), where it is caught. One pressed in between (while the chat prints) is
+    kept and raised as soon as the next wait begins, instead of escaping where nothing
+    catches it or being lost."""
+
+    def __init__(self) -> None:
+        self._armed = False
+        self._pending = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        if self._armed:
+            self._armed = False  # a second press while this one is handled waits its turn
+            raise KeyboardInterrupt
+        self._pending = True
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        self._armed = True
+        try:
+            if self._pending:
+                self._pending = self._armed = False
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self._armed = False
 
 
 def chat(
@@ -100,10 +133,13 @@ def _converse(
     interactive: bool,
     as_json: bool,
 ) -> None:
+    ctrl_c = CtrlC()
+    ctrl_c.install()
     interrupted = False
     while True:
         try:
-            line = input("you> " if interactive else "")
+            with ctrl_c.waiting():
+                line = input("you> " if interactive else "")
         except EOFError:
             break
         except KeyboardInterrupt:
@@ -118,7 +154,7 @@ def _converse(
             continue
         if text in QUIT:
             break
-        _reply(api, session, text, parameters, as_json)
+        _reply(api, session, text, parameters, as_json, ctrl_c)
     if interactive:
         _write("\n")
 
@@ -129,25 +165,27 @@ def _reply(
     text: str,
     parameters: dict[str, Any] | None,
     as_json: bool,
+    ctrl_c: CtrlC,
 ) -> None:
     """Streams one reply; Ctrl-C cancels it (the session keeps it, CANCELLED)."""
     events = api.chat.stream(session.session_id, text, parameters=parameters)
     task_id = ""
     printed = False
     try:
-        for event in events:
-            if event.type == "MESSAGE_ADDED" and event.message and event.message.task_id:
-                task_id = event.message.task_id
-            if as_json:
-                print_json(event)
-            elif event.type == "REPLY_STARTED" and printed:
-                # The server restarted mid-reply: it is generated again from the start.
-                _write(" [interrupted; generating again]\n")
-            elif event.type == "REPLY_DELTA":
-                printed = True
-                _write(event.delta)
-            elif event.type == "REPLY_FINISHED" and event.message is not None:
-                _finish(event.message)
+        with ctrl_c.waiting():
+            for event in events:
+                if event.type == "MESSAGE_ADDED" and event.message and event.message.task_id:
+                    task_id = event.message.task_id
+                if as_json:
+                    print_json(event)
+                elif event.type == "REPLY_STARTED" and printed:
+                    # The server restarted mid-reply: it is generated again from the start.
+                    _write(" [interrupted; generating again]\n")
+                elif event.type == "REPLY_DELTA":
+                    printed = True
+                    _write(event.delta)
+                elif event.type == "REPLY_FINISHED" and event.message is not None:
+                    _finish(event.message)
     except KeyboardInterrupt:
         events.close()
         if task_id:

@@ -34,6 +34,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_LEASE_SECONDS = 30.0
 MAX_LEASE_SECONDS = 3600.0
 MAX_WAIT_SECONDS = 60.0
+# A take that found only work whose task another writer was changing tries again this often.
+BUSY_RETRIES = 5
+BUSY_PAUSE_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,21 @@ class Scheduler:
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
+        busy_rounds = 0
         while True:
-            leases = await self.db.write(
+            leases, busy = await self.db.write(
                 lambda tx: self._take(tx, worker, limit, lease_seconds, task_id)
             )
+            if leases:
+                return leases
+            if busy and busy_rounds < BUSY_RETRIES:
+                # Work was there but its task was being changed: that takes milliseconds.
+                busy_rounds += 1
+                await asyncio.sleep(BUSY_PAUSE_SECONDS * busy_rounds)
+                continue
+            busy_rounds = 0
             remaining = deadline - loop.time()
-            if leases or remaining <= 0:
+            if remaining <= 0:
                 return leases
             # Woken by new work; re-checked at least every second for retries coming due.
             await self.hub.work.wait(min(remaining, 1.0))
@@ -114,9 +126,11 @@ class Scheduler:
         limit: int,
         lease_seconds: float,
         task_id: str | None,
-    ) -> list[Lease]:
+    ) -> tuple[list[Lease], bool]:
+        """The leases granted, and whether runnable work was skipped because its task's
+        row was locked by another writer."""
         now = self.clock()
-        ids = subtask_store.runnable_candidates(
+        candidates = subtask_store.runnable_candidates(
             tx.conn,
             kinds=worker.kinds,
             models=worker.models,
@@ -127,8 +141,12 @@ class Scheduler:
             skip_locked=not self.db.is_sqlite,
         )
         leases = []
+        busy = False
         expires = now + timedelta(seconds=lease_seconds)
-        for subtask_id in ids:
+        for subtask_id, task_id in candidates:
+            if not self.db.is_sqlite and not task_store.try_lock_task(tx.conn, task_id):
+                busy = True  # being changed (cancelled, say): the next round sees the outcome
+                continue
             lease_id = str(uuid.uuid4())
             subtask = subtask_store.lease(
                 tx.conn, subtask_id, lease_id, expires, worker.worker_id, now
@@ -148,7 +166,7 @@ class Scheduler:
                     dependency_results=results,
                 )
             )
-        return leases
+        return leases, busy
 
     def _task_started(
         self, tx: Transaction, subtask: Subtask, worker_id: str, now: datetime
@@ -210,6 +228,7 @@ class Scheduler:
             values: dict[str, Any] = {"lease_expires_at": expires, "updated_at": now}
             if progress is not None:
                 values["progress"] = progress
+            self._lock_task_of(tx, subtask_id)
             subtask = subtask_store.update_subtask(
                 tx.conn, subtask_id, values, only_if_status=(Status.RUNNING,), lease_id=lease_id
             )
@@ -557,11 +576,8 @@ class Scheduler:
     def _lock_task_of(self, tx: Transaction, subtask_id: str) -> None:
         """Serialises the state changes of one task across writers (PostgreSQL): sibling
         subtasks finishing at once must see each other to decide the next stage or the end."""
-        if self.db.is_sqlite:
-            return
-        found = subtask_store.get_subtask(tx.conn, None, subtask_id)
-        if found is not None:
-            task_store.get_task(tx.conn, None, found.task_id, lock=True)
+        if not self.db.is_sqlite:
+            task_store.lock_task_of_subtask(tx.conn, subtask_id)
 
     async def release(
         self,
@@ -575,6 +591,7 @@ class Scheduler:
 
         def give_back(tx: Transaction) -> None:
             now = self.clock()
+            self._lock_task_of(tx, subtask_id)
             subtask = subtask_store.unlease(tx.conn, subtask_id, lease_id, now)
             if subtask is None:
                 return
@@ -606,7 +623,11 @@ class Scheduler:
         def rescue(tx: Transaction) -> int:
             now = self.clock()
             rescued = 0
-            for subtask in subtask_store.expired_leases(tx.conn, now):
+            expired = subtask_store.expired_leases(tx.conn, now)
+            if not self.db.is_sqlite:  # the lock order: tasks (by id) before their subtasks
+                for task_id in sorted({s.task_id for s in expired}):
+                    task_store.get_task(tx.conn, None, task_id, lock=True)
+            for subtask in expired:
                 current = subtask_store.get_subtask(tx.conn, None, subtask.subtask_id)
                 if (
                     current is None

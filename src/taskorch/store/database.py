@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ T = TypeVar("T")
 DEFAULT_URL = "sqlite:///var/taskorch.db"
 MAX_BATCH = 256
 CONFLICT_RETRIES = 5
+CONFLICT_PAUSE_SECONDS = 0.01  # the upper bound of a random pause, times the attempt
 # serialization_failure, deadlock_detected
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _MIGRATION_LOCK_KEY = 0x7461736B  # serialises the migrations of replicas on PostgreSQL
@@ -254,7 +256,14 @@ class Database:
 
     async def _commit_retrying(self, batch: list[_Pending]) -> None:
         """Commits; a batch PostgreSQL aborted as a deadlock or serialisation conflict with
-        another writer is simply run again (its operations are functions of the database)."""
+        another writer is run again (its operations are functions of the database).
+
+        Each operation takes its rows in the one lock order (a task's row before its
+        subtasks'), but a batch of several operations takes the rows of several tasks in
+        the order the operations came, and another writer's batch may meet them in another
+        order. So after a conflict the operations run again one transaction each, which
+        cannot deadlock each other; only a single operation is retried as it is.
+        """
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 await self._commit(batch)
@@ -262,7 +271,25 @@ class Database:
             except DBAPIError as exc:
                 if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == CONFLICT_RETRIES:
                     raise
-                log.info("write conflict; retrying", sqlstate=_sqlstate(exc), attempt=attempt)
+                log.info(
+                    "write conflict; retrying",
+                    sqlstate=_sqlstate(exc),
+                    attempt=attempt,
+                    batch=len(batch),
+                )
+            if len(batch) > 1:
+                await self._commit_one_by_one(batch)
+                return
+            await asyncio.sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * attempt))
+
+    async def _commit_one_by_one(self, batch: list[_Pending]) -> None:
+        for item in batch:
+            try:
+                await self._commit_retrying([item])
+            except Exception as exc:  # this operation alone failed to commit
+                log.warning("database write failed", error=_short(exc), batch=1)
+                item.error = Unavailable(f"database unavailable: {_short(exc)}")
+                item.hooks = []
 
     async def _commit(self, batch: list[_Pending]) -> None:
         if self._write_thread is not None:

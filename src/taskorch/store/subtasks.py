@@ -107,17 +107,23 @@ def runnable_candidates(
     now: datetime,
     limit: int,
     skip_locked: bool,
-) -> list[str]:
-    """Ids of the subtasks a worker would take next: highest priority first, then oldest.
+) -> list[tuple[str, str]]:
+    """(subtask id, task id) of the subtasks a worker would take next: highest priority
+    first, then oldest.
 
     One query per kind, each reading the head of the queue index in take order; merging
     a few heads is cheaper than letting the database sort every queued row of several kinds.
     """
     kind_list: list[str | None] = [*sorted(set(kinds))] or [None]
-    heads: list[tuple[int, datetime, str]] = []
+    heads: list[tuple[int, datetime, str, str]] = []
     for kind in kind_list:
         stmt = (
-            select(subtasks.c.subtask_id, subtasks.c.priority, subtasks.c.created_at)
+            select(
+                subtasks.c.subtask_id,
+                subtasks.c.priority,
+                subtasks.c.created_at,
+                subtasks.c.task_id,
+            )
             .where(
                 subtasks.c.status == int(Status.PENDING),
                 subtasks.c.ready.is_(True),
@@ -137,8 +143,8 @@ def runnable_candidates(
             stmt = stmt.where(subtasks.c.task_id == task_id)
         if skip_locked:
             stmt = stmt.with_for_update(skip_locked=True)
-        heads += [(-row[1], row[2], row[0]) for row in conn.execute(stmt)]
-    return [subtask_id for _, _, subtask_id in sorted(heads)[:limit]]
+        heads += [(-row[1], row[2], row[0], row[3]) for row in conn.execute(stmt)]
+    return [(subtask_id, task_id) for _, _, subtask_id, task_id in sorted(heads)[:limit]]
 
 
 def update_subtask(

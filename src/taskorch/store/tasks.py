@@ -24,7 +24,7 @@ from sqlalchemy import (
 
 from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
 from taskorch.store import counts, notify, statements
-from taskorch.store.schema import task_dependencies, task_events, tasks
+from taskorch.store.schema import subtasks, task_dependencies, task_events, tasks
 
 SORTABLE = {
     "created_at": tasks.c.created_at,
@@ -146,6 +146,39 @@ def get_task(
     )
     row = conn.execute(stmt, {"_id": task_id, "_tenant": tenant_id}).mappings().first()
     return task_from_row(row) if row else None
+
+
+def lock_task_of_subtask(conn: Connection, subtask_id: str) -> None:
+    """Locks the row of the subtask's task (PostgreSQL). Every transaction that changes a
+    task and its subtasks takes the task's row first: one lock order, so writers that change
+    the same task wait for each other instead of deadlocking."""
+    conn.execute(_LOCK_TASK_OF_SUBTASK, {"_id": subtask_id})
+
+
+def try_lock_task(conn: Connection, task_id: str) -> bool:
+    """Locks the task's row unless another transaction holds it (PostgreSQL); never waits.
+
+    Takers hold the subtask row they picked (``SKIP LOCKED``) before they reach its task, the
+    reverse of the lock order: they must not wait there, so a busy task is skipped instead.
+    """
+    return conn.execute(_TRY_LOCK_TASK, {"_id": task_id}).first() is not None
+
+
+_LOCK_TASK_OF_SUBTASK = (
+    select(tasks.c.task_id)
+    .where(
+        tasks.c.task_id
+        == select(subtasks.c.task_id)
+        .where(subtasks.c.subtask_id == bindparam("_id"))
+        .scalar_subquery()
+    )
+    .with_for_update()
+)
+_TRY_LOCK_TASK = (
+    select(tasks.c.task_id)
+    .where(tasks.c.task_id == bindparam("_id"))
+    .with_for_update(skip_locked=True)
+)
 
 
 def get_tasks(
