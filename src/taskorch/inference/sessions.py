@@ -48,6 +48,12 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Providers this build has but that failed to load in this process (CUDA without its
+# libraries, say): ONNX Runtime fell back to CPU, printing its reason once. They are not asked
+# for again, so later models neither repeat the attempt nor its error lines.
+_failed_to_load: set[str] = set()
+
+
 def choose_providers(requested: Sequence[str], *, prefer_gpu: bool) -> list[str]:
     """The providers to ask for: ``requested`` minus those this build lacks, CPU always last."""
     available = set(ort.get_available_providers())
@@ -83,17 +89,27 @@ class ModelSession:
         options.log_severity_level = 3  # the CUDA fallback logs an [E:] line; we report it instead
         self.path = path
         self.providers_requested = tuple(choose_providers(providers, prefer_gpu=prefer_gpu))
-        self.session = ort.InferenceSession(
-            str(path), sess_options=options, providers=list(self.providers_requested)
-        )
+        attempted = [p for p in self.providers_requested if p not in _failed_to_load]
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=attempted)
         self.providers_active = tuple(self.session.get_providers())
         self.on_cuda = self.providers_active[0] == "CUDAExecutionProvider"
-        if self.providers_requested[0] != self.providers_active[0]:
+        if attempted[0] != self.providers_active[0]:
+            unloaded = set(attempted) - set(self.providers_active)
+            _failed_to_load.update(unloaded)
             log.warning(
-                "%s: asked for %s but ONNX Runtime runs it on %s",
+                "%s: asked for %s but ONNX Runtime runs it on %s (its message above says why); "
+                "this process will not ask for %s again",
                 path,
-                self.providers_requested[0],
+                attempted[0],
                 self.providers_active[0],
+                ", ".join(sorted(unloaded)),
+            )
+        elif self.providers_requested[0] != self.providers_active[0]:
+            log.info(
+                "%s runs on %s: %s failed to load earlier in this process",
+                path,
+                self.providers_active[0],
+                self.providers_requested[0],
             )
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
