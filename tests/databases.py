@@ -110,3 +110,113 @@ def fetch(url: str, sql: str) -> list[tuple[object, ...]]:
 def admin(sql: str) -> None:
     """Runs a statement on the PostgreSQL server as the test administrator."""
     _execute(sql)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of a test's own (initdb in a temporary folder, a free port), so a
+    test may crash and restart the database server itself without touching anyone else's.
+
+    Needs the server binaries (``pg_ctl``, ``initdb``) and, when the tests run as root, the
+    ``postgres`` system user to run them as (PostgreSQL refuses to run as root).
+    """
+
+    def __init__(self) -> None:
+        self.bindir = _postgres_bindir()
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                user = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("tests run as root and there is no 'postgres' user to run a cluster")
+            self.run_as = ["runuser", "-u", "postgres", "--"]
+            self._owner: tuple[int, int] | None = (user.pw_uid, user.pw_gid)
+        else:
+            self._owner = None
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="taskorch-pg-"))
+        self.data = self.root / "data"
+        self.port = _free_port()
+        if self._owner is not None:
+            os.chown(self.root, *self._owner)
+        self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on"
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+
+    def crash(self) -> None:
+        """Stops the server the way a crash would (``immediate``: no checkpoint, recovery
+        from the WAL at the next start)."""
+        self._pg("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def close(self) -> None:
+        import shutil
+        import subprocess
+
+        subprocess.run(
+            [
+                *self.run_as,
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _pg(self, program: str, *args: str) -> None:
+        import subprocess
+
+        done = subprocess.run(
+            [*self.run_as, str(self.bindir / program), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed: {done.stdout}{done.stderr}")
+
+
+def _postgres_bindir() -> Path:
+    import shutil
+    import subprocess
+
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        candidates.insert(0, Path(found.stdout.strip()))
+    for bindir in candidates:
+        if (bindir / "pg_ctl").exists() and (bindir / "initdb").exists():
+            return bindir
+    pytest.skip("no PostgreSQL server binaries (pg_ctl, initdb) to run a private cluster")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
