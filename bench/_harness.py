@@ -6,6 +6,7 @@ import asyncio
 import os
 import platform
 import re
+import shutil
 import statistics
 import struct
 import subprocess
@@ -149,6 +150,8 @@ def h2load(
     path: Target, *, concurrency: int, seconds: float, log: Path
 ) -> tuple[float, list[float]]:
     """Runs h2load once; returns (requests/s, latencies in seconds)."""
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load is missing: apt-get install nghttp2-client")
     log.unlink(missing_ok=True)  # h2load appends to its log file
     command = [
         "h2load",
