@@ -11,7 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, literal, select, text, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -35,7 +46,11 @@ def key_of(task: Task, status: Status) -> dict[str, Any]:
 def add(conn: Connection, changes: Iterable[tuple[dict[str, Any], int]]) -> None:
     rows = [{**key, "delta": delta} for key, delta in changes if delta]
     if rows:
-        conn.execute(insert(task_count_deltas), rows)
+        conn.execute(_INSERT_DELTA, rows)
+
+
+# Hot statements are built once (building one per call cost more than running it).
+_INSERT_DELTA = insert(task_count_deltas)
 
 
 def _filters(table: Any, filters: dict[str, Any]) -> list[ColumnElement[bool]]:
@@ -60,20 +75,28 @@ def total(conn: Connection, filters: dict[str, Any]) -> int:
 
 
 def active(conn: Connection, tenant_id: str) -> int:
-    """The tenant's unfinished (pending or running) tasks."""
+    """The tenant's unfinished (pending or running) tasks (one statement, built once: it runs
+    on every create)."""
+    return int(conn.execute(_ACTIVE, {"_tenant": tenant_id}).scalar_one())
+
+
+def _active_statement() -> Any:
     unfinished = (int(Status.PENDING), int(Status.RUNNING))
-    folded = conn.execute(
-        select(func.coalesce(func.sum(task_counts.c.count), 0)).where(
-            task_counts.c.tenant_id == tenant_id, task_counts.c.status.in_(unfinished)
-        )
-    ).scalar_one()
-    pending = conn.execute(
-        select(func.coalesce(func.sum(task_count_deltas.c.delta), 0)).where(
-            task_count_deltas.c.tenant_id == tenant_id,
-            task_count_deltas.c.status.in_(unfinished),
-        )
-    ).scalar_one()
-    return int(folded) + int(pending)
+    tenant = bindparam("_tenant", type_=task_counts.c.tenant_id.type)
+    folded = (
+        select(func.coalesce(func.sum(task_counts.c.count), 0))
+        .where(task_counts.c.tenant_id == tenant, task_counts.c.status.in_(unfinished))
+        .scalar_subquery()
+    )
+    pending = (
+        select(func.coalesce(func.sum(task_count_deltas.c.delta), 0))
+        .where(task_count_deltas.c.tenant_id == tenant, task_count_deltas.c.status.in_(unfinished))
+        .scalar_subquery()
+    )
+    return select(folded + pending)
+
+
+_ACTIVE = _active_statement()
 
 
 def by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Integer, RowMapping, bindparam, func, insert, select, update
 
 from taskorch.core.model import Status, Subtask
 from taskorch.store import notify, statements
@@ -114,37 +115,55 @@ def runnable_candidates(
     One query per kind, each reading the head of the queue index in take order; merging
     a few heads is cheaper than letting the database sort every queued row of several kinds.
     """
+    model_list = list(models)
     kind_list: list[str | None] = [*sorted(set(kinds))] or [None]
+    stmt = _queue_head(
+        by_kind=kind_list != [None],
+        by_models=bool(model_list),
+        by_tenants=tenant_ids is not None,
+        by_task=task_id is not None,
+        skip_locked=skip_locked,
+    )
+    params: dict[str, Any] = {"_now": now, "_limit": limit, "_task": task_id}
+    if model_list:
+        params["_models"] = [*model_list, ""]
+    if tenant_ids is not None:
+        params["_tenants"] = list(tenant_ids)
     heads: list[tuple[int, datetime, str, str]] = []
     for kind in kind_list:
-        stmt = (
-            select(
-                subtasks.c.subtask_id,
-                subtasks.c.priority,
-                subtasks.c.created_at,
-                subtasks.c.task_id,
-            )
-            .where(
-                subtasks.c.status == int(Status.PENDING),
-                subtasks.c.ready.is_(True),
-                subtasks.c.available_at <= now,
-            )
-            .order_by(subtasks.c.priority.desc(), subtasks.c.created_at, subtasks.c.subtask_id)
-            .limit(limit)
-        )
-        if kind is not None:
-            stmt = stmt.where(subtasks.c.kind == kind)
-        model_list = list(models)
-        if model_list:
-            stmt = stmt.where(subtasks.c.model_name.in_([*model_list, ""]))
-        if tenant_ids is not None:
-            stmt = stmt.where(subtasks.c.tenant_id.in_(list(tenant_ids)))
-        if task_id is not None:
-            stmt = stmt.where(subtasks.c.task_id == task_id)
-        if skip_locked:
-            stmt = stmt.with_for_update(skip_locked=True)
-        heads += [(-row[1], row[2], row[0], row[3]) for row in conn.execute(stmt)]
+        rows = conn.execute(stmt, {**params, "_kind": kind})
+        heads += [(-row[1], row[2], row[0], row[3]) for row in rows]
     return [(subtask_id, task_id) for _, _, subtask_id, task_id in sorted(heads)[:limit]]
+
+
+@cache
+def _queue_head(
+    *, by_kind: bool, by_models: bool, by_tenants: bool, by_task: bool, skip_locked: bool
+) -> Any:
+    """The statement reading the head of the queue, built once per shape."""
+    stmt = (
+        select(
+            subtasks.c.subtask_id, subtasks.c.priority, subtasks.c.created_at, subtasks.c.task_id
+        )
+        .where(
+            subtasks.c.status == int(Status.PENDING),
+            subtasks.c.ready.is_(True),
+            subtasks.c.available_at <= bindparam("_now", type_=subtasks.c.available_at.type),
+        )
+        .order_by(subtasks.c.priority.desc(), subtasks.c.created_at, subtasks.c.subtask_id)
+        .limit(bindparam("_limit", type_=Integer))
+    )
+    if by_kind:
+        stmt = stmt.where(subtasks.c.kind == bindparam("_kind", type_=subtasks.c.kind.type))
+    if by_models:
+        stmt = stmt.where(subtasks.c.model_name.in_(bindparam("_models", expanding=True)))
+    if by_tenants:
+        stmt = stmt.where(subtasks.c.tenant_id.in_(bindparam("_tenants", expanding=True)))
+    if by_task:
+        stmt = stmt.where(subtasks.c.task_id == bindparam("_task", type_=subtasks.c.task_id.type))
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return stmt
 
 
 def update_subtask(

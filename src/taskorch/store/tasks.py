@@ -312,10 +312,12 @@ def _after(column: Any, descending: bool, value: Any, task_id: str) -> ColumnEle
 
 def dependents_of(conn: Connection, task_id: str) -> list[str]:
     """Ids of the tasks that wait for ``task_id``."""
-    rows = conn.execute(
-        select(task_dependencies.c.task_id).where(task_dependencies.c.depends_on_id == task_id)
-    )
-    return [row[0] for row in rows]
+    return [row[0] for row in conn.execute(_DEPENDENTS_OF, {"_id": task_id})]
+
+
+_DEPENDENTS_OF = select(task_dependencies.c.task_id).where(
+    task_dependencies.c.depends_on_id == bindparam("_id")
+)
 
 
 def count_by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:
@@ -338,7 +340,7 @@ def insert_event(conn: Connection, event: TaskEvent) -> None:
     """Stores an event (and tells other replicas, on PostgreSQL, when it commits)."""
     notify.event_stored(conn, event.task_id, event.sequence)
     conn.execute(
-        insert(task_events),
+        _INSERT_EVENT,
         {
             "task_id": event.task_id,
             "tenant_id": event.tenant_id,
@@ -352,6 +354,9 @@ def insert_event(conn: Connection, event: TaskEvent) -> None:
             "created_at": event.created_at,
         },
     )
+
+
+_INSERT_EVENT = insert(task_events)
 
 
 def events_after(
