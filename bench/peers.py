@@ -29,7 +29,8 @@ Every configuration runs ``--repeats`` times, in alternating order; the tables s
 (throughput with min-max). Usage:
 
     python bench/peers.py [--tasks 600] [--paced 200] [--rate 50] [--repeats 3]
-        [--workers 1,2,4] [--systems sqlite,pg,sqlite-inproc,pg-inproc,celery,procrastinate]
+        [--workers 1,2,4]
+        [--systems sqlite,pg,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,celery,procrastinate]
 """
 
 from __future__ import annotations
@@ -208,13 +209,16 @@ class _ThreadObserver:
 
 
 class Taskorch(System):
-    def __init__(self, backend: str, in_process: bool) -> None:
+    def __init__(self, backend: str, in_process: bool, batch: int = 0) -> None:
         self.backend = backend
         self.in_process = in_process
+        self.batch = batch
         where = "SQLite" if backend == "sqlite" else "PostgreSQL"
         self.label = f"taskorch {where}, " + (
             "N in-process slots" if in_process else "N remote worker procs"
         )
+        if batch:
+            self.label += f", submits {batch} per BatchCreateTasks"
         self._server: contextlib.AbstractContextManager[ServerProcess] | None = None
         self._workers: list[WorkerProcess] = []
         self.client: AsyncClient | None = None
@@ -256,6 +260,26 @@ class Taskorch(System):
         assert self.client is not None
         task = await self.client.create_task(task_type="echo", input_data={"n": n})
         return task.task_id
+
+    async def submit_many(self, first: int, count: int) -> list[Any]:
+        if not self.batch:
+            return await super().submit_many(first, count)
+        client = self.client
+        assert client is not None
+        chunks = [
+            range(first + start, first + min(start + self.batch, count))
+            for start in range(0, count, self.batch)
+        ]
+        # A few calls in flight, each a whole batch (one transaction on the server).
+        limit = asyncio.Semaphore(4)
+
+        async def send(chunk: range) -> list[str]:
+            async with limit:
+                requests = [{"task_type": "echo", "input_data": {"n": n}} for n in chunk]
+                return [t.task_id for t in await client.create_tasks(requests)]
+
+        done = await asyncio.gather(*(send(chunk) for chunk in chunks))
+        return [task_id for ids in done for task_id in ids]
 
     async def wait_done(self, ids: list[Any]) -> None:
         assert self.client is not None
@@ -658,7 +682,8 @@ async def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument(
-        "--systems", default="sqlite,pg,sqlite-inproc,pg-inproc,celery,procrastinate"
+        "--systems",
+        default="sqlite,pg,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,celery,procrastinate",
     )
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
@@ -676,6 +701,8 @@ async def main() -> None:
         makers = {
             "sqlite": lambda: Taskorch("sqlite", in_process=False),
             "pg": lambda: Taskorch("postgresql", in_process=False),
+            "sqlite-batch": lambda: Taskorch("sqlite", in_process=False, batch=100),
+            "pg-batch": lambda: Taskorch("postgresql", in_process=False, batch=100),
             "sqlite-inproc": lambda: Taskorch("sqlite", in_process=True),
             "pg-inproc": lambda: Taskorch("postgresql", in_process=True),
             "celery": lambda: CeleryRedis(redis_url),

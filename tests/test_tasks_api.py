@@ -208,3 +208,60 @@ def test_task_dataclass_reports_done(server: ServerProcess) -> None:
         task: Task = client.create_task(text="done flag")
         assert not task.done
         assert client.wait_for_task(task.task_id, timeout=30).done
+
+
+# -- batch create ------------------------------------------------------------------------------
+
+
+def test_batch_create_queues_every_task_in_order_and_runs_them(server: ServerProcess) -> None:
+    texts = [f"batch text number {i} of fifty" for i in range(50)]
+    with server.client() as client:
+        before = client.list_tasks(limit=1).total
+        created = client.create_tasks(
+            [{"text": t} for t in texts[:-1]] + [{"task_type": "echo", "priority": 9}]
+        )
+        assert [t.text for t in created[:-1]] == texts[:-1]
+        assert created[-1].task_type == "echo" and created[-1].priority == 9
+        assert len({t.task_id for t in created}) == 50
+        assert all(t.status == "PENDING" for t in created)
+        assert client.list_tasks(limit=1).total == before + 50
+        done = [client.wait_for_task(t.task_id, timeout=60) for t in created]
+    assert {t.status for t in done} == {"COMPLETED"}
+    assert done[7].result is not None and done[7].result["word_count"] == 6
+
+
+def test_a_bad_request_refuses_the_whole_batch_naming_it(server: ServerProcess) -> None:
+    with server.client() as client:
+        before = client.list_tasks(limit=1).total
+        with pytest.raises(InvalidArgumentError) as bad:
+            client.create_tasks([{"text": "fine"}, {"text": "also fine"}, {"text": "x" * 4001}])
+        assert [v.field for v in bad.value.field_violations] == ["requests[2].text"]
+        assert bad.value.message.startswith("requests[2]: ")
+        with pytest.raises(InvalidArgumentError) as unknown:
+            client.create_tasks([{"text": "fine"}, {"task_type": "image_generation"}])
+        assert unknown.value.field_violations[0].field == "requests[1].task_type"
+        with pytest.raises(InvalidArgumentError) as empty:
+            client.create_tasks([])
+        assert empty.value.field_violations[0].field == "requests"
+        with pytest.raises(InvalidArgumentError) as too_many:
+            client.create_tasks([{"task_type": "echo"}] * 1001)
+        assert too_many.value.field_violations[0].field == "requests"
+        assert client.list_tasks(limit=1).total == before  # nothing of them was stored
+
+
+def test_a_retried_batch_creates_nothing_twice(server: ServerProcess) -> None:
+    keys = [f"batch-{uuid.uuid4()}" for _ in range(3)]
+    requests = [{"task_type": "echo", "request_id": key} for key in keys]
+    with server.client() as client:
+        first = client.create_tasks(requests)
+        again = client.create_tasks([*requests, {"task_type": "echo"}])
+        assert [t.task_id for t in again[:3]] == [t.task_id for t in first]
+        assert again[3].task_id not in {t.task_id for t in first}
+        with pytest.raises(InvalidArgumentError) as repeated:
+            client.create_tasks([requests[0], requests[0]])
+        assert repeated.value.field_violations[0].field == "requests"
+        with pytest.raises(ConflictError) as reused:
+            client.create_tasks([{"text": "different", "request_id": keys[1]}])
+        assert reused.value.reason == "REQUEST_ID_REUSED"
+        with pytest.raises(TypeError):
+            client.create_tasks([{"txt": "typo"}])

@@ -120,3 +120,18 @@ def test_bad_list_parameters_are_json_400s(rest: httpx.Client) -> None:
     assert_json_error(rest.get("/v1/tasks", params={"status": "bogus"}), 400, "VALIDATION_ERROR")
     assert_json_error(rest.get("/v1/tasks", params={"limit": "abc"}), 400, "VALIDATION_ERROR")
     assert_json_error(rest.get("/v1/tasks", params={"page": -1}), 400, "VALIDATION_ERROR")
+
+
+def test_batch_create_over_rest_is_all_or_nothing(rest: httpx.Client) -> None:
+    response = rest.post(
+        "/v1/tasks:batchCreate",
+        json={"requests": [{"text": "first of two"}, {"task_type": "echo", "priority": 7}]},
+    )
+    assert response.status_code == 200, response.text
+    tasks = response.json()["tasks"]
+    assert [t["text"] for t in tasks] == ["first of two", ""]
+    assert tasks[1]["priority"] == 7 and all(UUID4.match(t["task_id"]) for t in tasks)
+    bad = rest.post(
+        "/v1/tasks:batchCreate", json={"requests": [{"text": "fine"}, {"text": "a" * 4001}]}
+    )
+    assert field_violations(assert_json_error(bad, 400, "VALIDATION_ERROR")) == ["requests[1].text"]

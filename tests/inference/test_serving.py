@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -337,3 +341,83 @@ def test_a_model_added_to_the_repository_is_served_without_restart(
     )
     assert client.wait_for_task(task.task_id, timeout=60).status == "COMPLETED"
     shutil.rmtree(models_dir / "hot-added")
+
+
+# -- the SDK's models namespace ----------------------------------------------------------------
+
+
+def test_sdk_lists_models_with_the_provider_really_used(client: Client) -> None:
+    models = {m.name: m for m in client.models.list()}
+    assert models[MINILM].state == "READY"
+    assert models[MINILM].execution_provider == models[MINILM].providers_active[0]
+    assert "feature_extraction" in models[MINILM].task_types
+    assert models["broken-model"].state == "LOAD_FAILED" and models["broken-model"].error
+    generators = client.models.list(task_type="text-generation")
+    assert SMOLLM in {m.name for m in generators}
+    assert MINILM not in {m.name for m in generators}
+    assert client.models.get(PII).task == "token_classification"
+    with pytest.raises(NotFoundError) as missing:
+        client.models.get("no-such-model")
+    assert missing.value.reason == "MODEL_NOT_FOUND"
+
+
+def test_sdk_infer_returns_embeddings_and_task_results(client: Client) -> None:
+    one = client.models.infer(MINILM, "A cat sits on the mat.")
+    assert one.embedding is not None and len(one.embedding) == 384
+    assert one.resource_usage is not None and one.resource_usage.model_name == MINILM
+    many = client.models.infer(MINILM, ["first sentence", "second sentence"])
+    assert many.embeddings is not None and [len(v) for v in many.embeddings] == [384, 384]
+    similar = client.models.infer(
+        MINILM,
+        input_data={
+            "source_sentence": "The weather is lovely today.",
+            "sentences": ["It is a beautiful sunny day.", "The stock market crashed."],
+        },
+        task_type="sentence_similarity",
+    )
+    paraphrase, unrelated = similar.result["scores"]
+    assert paraphrase > unrelated
+    with pytest.raises(InvalidArgumentError) as bad:
+        client.models.infer(MINILM, input_data={"wrong": 1})
+    assert bad.value.field_violations
+
+
+async def test_async_sdk_generate_streams_deltas_that_add_up(server: ServerProcess) -> None:
+    async with server.async_client(timeout=120) as api:
+        events = [
+            e
+            async for e in api.models.generate(
+                SMOLLM, "What is the capital of France?", parameters={"max_new_tokens": 12}
+            )
+        ]
+        assert events[-1].done and events[-1].result is not None
+        text = "".join(e.delta for e in events)
+        assert text == events[-1].result["generated_text"]
+        assert "Paris" in text
+        listed = await api.models.list()
+        assert SMOLLM in {m.name for m in listed}
+
+
+def test_cli_models_list_shows_what_the_server_runs(
+    server: ServerProcess, models_dir: Path
+) -> None:
+    def taskorch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "taskorch", "models", "list", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TASKORCH_SERVER": server.grpc_addr, "COLUMNS": "200"},
+            check=False,
+        )
+
+    served = taskorch("--json")
+    assert served.returncode == 0, served.stderr
+    rows = {row["name"]: row for row in json.loads(served.stdout)}
+    assert rows[MINILM]["state"] == "READY"
+    assert rows[MINILM]["execution_provider"] == "CPUExecutionProvider"  # no GPU here
+    assert rows["broken-model"]["state"] == "LOAD_FAILED"
+    table = taskorch()
+    assert table.returncode == 0 and MINILM in table.stdout and "CPU" in table.stdout
+    down = taskorch("--server", "127.0.0.1:1")
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stderr

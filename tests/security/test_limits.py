@@ -73,6 +73,19 @@ def test_a_tenant_over_its_quota_is_refused_with_a_retry_hint(
             client.create_task(task_type="echo")
 
 
+def test_a_batch_that_would_pass_the_quota_is_refused_whole(
+    quota_server: tuple[ServerProcess, str, str],
+) -> None:
+    server, _, other = quota_server
+    with server.client(api_key=other) as client:
+        room = QUOTA - client.list_tasks(status="pending").total
+        with pytest.raises(ResourceExhaustedError) as refused:
+            client.create_tasks([{"task_type": "echo"}] * (room + 1))
+        assert refused.value.reason == "QUOTA_EXCEEDED" and refused.value.retry_after == 5
+        assert client.list_tasks(status="pending").total == QUOTA - room  # none was stored
+        assert len(client.create_tasks([{"task_type": "echo"}] * room)) == room
+
+
 def test_the_quota_refusal_carries_retry_info_for_grpc_clients(
     quota_server: tuple[ServerProcess, str, str],
 ) -> None:

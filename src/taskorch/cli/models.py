@@ -10,6 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from taskorch.cli._common import API_KEY, SERVER, client, reporting_errors
+from taskorch.client import ModelInfo
+
 app = typer.Typer(
     name="models",
     help="Manage the model repository: import, install the defaults, list.",
@@ -77,12 +80,44 @@ def defaults_command(models_dir: Path | None = MODELS_DIR_OPTION) -> None:
         typer.echo(f"ready: {path}")
 
 
-def _row(info: Any) -> dict[str, Any]:
+async def _local_rows(models_dir: Path) -> list[dict[str, Any]]:
+    from taskorch.inference import InferenceEngine
+
+    engine = InferenceEngine(models_dir, poll_seconds=0)
+    await engine.start()
+    try:
+        return [_local_row(info) for info in engine.models()]
+    finally:
+        await engine.close()
+
+
+def _server_row(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "task": info.task or None,
+        "family": info.family or None,
+        "state": info.state,
+        "execution_provider": info.execution_provider,
+        "providers_requested": list(info.providers_requested),
+        "providers_active": list(info.providers_active),
+        "max_batch_size": info.max_batch_size,
+        "max_queue_delay_ms": info.max_queue_delay_ms,
+        "max_input_length": info.max_input_length,
+        "quantization": info.quantization,
+        "default_for": list(info.default_for),
+        "size_bytes": info.size_bytes,
+        "load_seconds": info.load_seconds,
+        "error": info.error,
+    }
+
+
+def _local_row(info: Any) -> dict[str, Any]:
     return {
         "name": info.name,
         "task": info.task.value if info.task else None,
         "family": info.family.value if info.family else None,
         "state": info.state.value,
+        "execution_provider": info.providers_active[0] if info.providers_active else "",
         "providers_requested": list(info.providers_requested),
         "providers_active": list(info.providers_active),
         "max_batch_size": info.max_batch_size,
@@ -110,20 +145,20 @@ def _provider(row: dict[str, Any]) -> str:
 @app.command("list")
 def list_command(
     models_dir: Path | None = MODELS_DIR_OPTION,
+    local: bool = typer.Option(
+        False, "--local", help="Load the repository in this process instead of asking a server."
+    ),
+    server: str = SERVER,
+    api_key: str | None = API_KEY,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Load every model of the repository and show its state and the provider really used."""
-    from taskorch.inference import InferenceEngine
-
-    async def collect() -> list[dict[str, Any]]:
-        engine = InferenceEngine(models_dir or default_models_dir(), poll_seconds=0)
-        await engine.start()
-        try:
-            return [_row(info) for info in engine.models()]
-        finally:
-            await engine.close()
-
-    rows = asyncio.run(collect())
+    """Show every model, its state and the execution provider really used: as the server at
+    --server runs them, or (--local) as this machine loads the repository."""
+    if local:
+        rows = asyncio.run(_local_rows(models_dir or default_models_dir()))
+    else:
+        with reporting_errors(), client(server, api_key) as api:
+            rows = [_server_row(info) for info in api.models.list()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

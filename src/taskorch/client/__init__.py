@@ -10,6 +10,8 @@ with Client("127.0.0.1:50051") as client:
     session = client.chat.create_session("smollm2-135m-instruct", system_prompt="Be brief.")
     for event in client.chat.stream(session.session_id, "What is ONNX?"):
         print(event.delta, end="", flush=True)
+
+    vector = client.models.infer("all-minilm-l6-v2", "A sentence to embed.").embedding
 """
 
 from taskorch.client._chat import (
@@ -36,11 +38,19 @@ from taskorch.client._errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from taskorch.client._inference import (
+    AsyncModels,
+    GenerationEvent,
+    InferenceResult,
+    ModelInfo,
+    Models,
+)
 from taskorch.client._models import ResourceUsage, Task, TaskEvent, TaskPage
 
 __all__ = [
     "AsyncChat",
     "AsyncClient",
+    "AsyncModels",
     "Chat",
     "ChatEvent",
     "ChatExchange",
@@ -52,8 +62,12 @@ __all__ = [
     "ConflictError",
     "DeadlineExceededError",
     "FieldViolation",
+    "GenerationEvent",
+    "InferenceResult",
     "InternalError",
     "InvalidArgumentError",
+    "ModelInfo",
+    "Models",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",

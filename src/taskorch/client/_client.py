@@ -17,6 +17,7 @@ import grpc
 
 from taskorch.client._chat import AsyncChat, Chat
 from taskorch.client._errors import UnavailableError, from_rpc_error
+from taskorch.client._inference import AsyncModels, Models
 from taskorch.client._models import Task, TaskEvent, TaskPage
 from taskorch.v1 import task_service_pb2 as pb
 from taskorch.v1 import task_service_pb2_grpc as pb_grpc
@@ -68,6 +69,30 @@ def _create_request(
     return request
 
 
+_CREATE_DEFAULTS: dict[str, Any] = {
+    "text": None,
+    "task_type": "",
+    "model_name": "",
+    "input_data": None,
+    "parameters": None,
+    "template": "",
+    "priority": 0,
+    "depends_on": (),
+    "request_id": "",
+    "max_attempts": 0,
+    "timeout_seconds": 0.0,
+}
+
+
+def _batch_request(requests: Sequence[Mapping[str, Any]]) -> pb.BatchCreateTasksRequest:
+    unknown = {key for item in requests for key in item} - set(_CREATE_DEFAULTS)
+    if unknown:
+        raise TypeError(f"create_tasks: unknown fields {sorted(unknown)}")
+    return pb.BatchCreateTasksRequest(
+        requests=[_create_request(**{**_CREATE_DEFAULTS, **item}) for item in requests]
+    )
+
+
 def _list_request(**filters: Any) -> pb.ListTasksRequest:
     return pb.ListTasksRequest(**{k: v for k, v in filters.items() if v})
 
@@ -103,6 +128,8 @@ class AsyncClient:
         self._tasks = pb_grpc.TaskServiceStub(self._channel)
         #: Chat sessions, messages and streamed replies.
         self.chat = AsyncChat(self)
+        #: The server's models and synchronous inference.
+        self.models = AsyncModels(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -149,6 +176,14 @@ class AsyncClient:
             timeout_seconds=timeout_seconds,
         )
         return Task.from_proto(await self._call(self._tasks.CreateTask, request))
+
+    async def create_tasks(self, requests: Sequence[Mapping[str, Any]]) -> list[Task]:
+        """Queues up to 1000 tasks in one call and one transaction: all of them or none.
+        Each request has the keyword arguments of :meth:`create_task`, e.g.
+        ``[{"text": "..."}, {"task_type": "echo", "priority": 8}]``; the tasks come back in
+        the same order."""
+        response = await self._call(self._tasks.BatchCreateTasks, _batch_request(requests))
+        return [Task.from_proto(t) for t in response.tasks]
 
     async def get_task(self, task_id: str) -> Task:
         response = await self._call(self._tasks.GetTask, pb.GetTaskRequest(task_id=task_id))
@@ -238,6 +273,8 @@ class Client:
         self._tasks = pb_grpc.TaskServiceStub(self._channel)
         #: Chat sessions, messages and streamed replies.
         self.chat = Chat(self)
+        #: The server's models and synchronous inference.
+        self.models = Models(self)
 
     def __enter__(self) -> Client:
         return self
@@ -283,6 +320,11 @@ class Client:
             timeout_seconds=timeout_seconds,
         )
         return Task.from_proto(self._call(self._tasks.CreateTask, request))
+
+    def create_tasks(self, requests: Sequence[Mapping[str, Any]]) -> list[Task]:
+        """Queues up to 1000 tasks in one call; see :meth:`AsyncClient.create_tasks`."""
+        response = self._call(self._tasks.BatchCreateTasks, _batch_request(requests))
+        return [Task.from_proto(t) for t in response.tasks]
 
     def get_task(self, task_id: str) -> Task:
         return Task.from_proto(self._call(self._tasks.GetTask, pb.GetTaskRequest(task_id=task_id)))

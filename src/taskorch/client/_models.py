@@ -36,6 +36,10 @@ class ResourceUsage:
     memory_used_gb: float
     execution_provider: str
 
+    @classmethod
+    def from_proto(cls, u: pb.ResourceUsage) -> ResourceUsage:
+        return cls(u.model_name, u.inference_time_seconds, u.memory_used_gb, u.execution_provider)
+
 
 @dataclass(frozen=True)
 class Task:
@@ -76,15 +80,7 @@ class Task:
 
     @classmethod
     def from_proto(cls, m: pb.Task) -> Task:
-        usage = None
-        if m.HasField("resource_usage"):
-            u = m.resource_usage
-            usage = ResourceUsage(
-                u.model_name,
-                u.inference_time_seconds,
-                u.memory_used_gb,
-                u.execution_provider,
-            )
+        usage = ResourceUsage.from_proto(m.resource_usage) if m.HasField("resource_usage") else None
         return cls(
             task_id=m.task_id,
             status=_status(m.status),

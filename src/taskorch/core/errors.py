@@ -266,3 +266,17 @@ class DeadlineExceeded(TaskorchError):
 class InternalError(TaskorchError):
     def __init__(self, message: str = "Unexpected internal error") -> None:
         super().__init__(message, reason="INTERNAL_ERROR", status=ErrorStatus.INTERNAL)
+
+
+def within(error: TaskorchError, path: str) -> TaskorchError:
+    """``error`` as the error of a part of a request (``path``, e.g. ``requests[3]``): its
+    message and field paths are prefixed with the part, the rest is kept."""
+    error.message = f"{path}: {error.message}"
+    error.violations = tuple(
+        FieldViolation(f"{path}.{v.field}" if v.field else path, v.description)
+        for v in error.violations
+    )
+    if "field" in error.metadata:
+        error.metadata = {**error.metadata, "field": f"{path}.{error.metadata['field']}"}
+    error.args = (error.message,)
+    return error

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection
@@ -29,6 +29,8 @@ from taskorch.core.errors import (
     ResourceExhausted,
     TaskNotCancellable,
     TaskNotFound,
+    TaskorchError,
+    within,
 )
 from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
@@ -52,13 +54,24 @@ from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+MAX_BATCH = 1000  # tasks of one create_many
 MAX_DEPENDENCIES = 100
 QUOTA_RETRY_SECONDS = 5.0
 # How long a watch waits for a live event before re-reading the store (a safety net for
 # events published by another replica or lost by a crash between commit and publish).
 WATCH_RECHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A checked and planned create request: the task to store, and its work."""
+
+    task: Task
+    plan: Plan
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,55 @@ class TaskService:
             InvalidArgument: a field is invalid (named in the error).
             UnsupportedTaskType, ModelNotFound, TemplateNotFound: nothing can run it.
             AlreadyExists: ``request_id`` was used before for a different request.
+            ResourceExhausted: the tenant has its quota of unfinished tasks.
         """
+        prepared = await self._prepare(caller, spec)
+
+        def insert(tx: Transaction) -> Task:
+            return self._insert(tx, caller, [prepared], batch=False)[0]
+
+        return await self._write_creating(insert)
+
+    async def create_many(self, caller: Caller, specs: Sequence[TaskSpec]) -> list[Task]:
+        """Creates up to ``MAX_BATCH`` tasks in one transaction: all of them or none.
+
+        Each request is checked as :meth:`create` checks it; an error names the request
+        (``requests[3].text``). Requests with a ``request_id`` used before answer the earlier
+        task, so a retried batch creates nothing twice.
+        """
+        if not specs:
+            raise InvalidArgument("requests must not be empty", field="requests")
+        if len(specs) > MAX_BATCH:
+            raise InvalidArgument(
+                f"{len(specs)} requests; a batch holds at most {MAX_BATCH}", field="requests"
+            )
+        prepared: list[_Prepared] = []
+        for index, spec in enumerate(specs):
+            try:
+                prepared.append(await self._prepare(caller, spec))
+            except TaskorchError as exc:
+                raise within(exc, f"requests[{index}]") from None
+        keys = [p.task.request_id for p in prepared if p.task.request_id]
+        if len(set(keys)) != len(keys):
+            raise InvalidArgument(
+                "two requests of the batch have the same request_id", field="requests"
+            )
+
+        def insert_all(tx: Transaction) -> list[Task]:
+            return self._insert(tx, caller, prepared, batch=True)
+
+        return await self._write_creating(insert_all)
+
+    async def _write_creating(self, op: Callable[[Transaction], T]) -> T:
+        try:
+            return await self.db.write(op)
+        except IntegrityError:
+            # Another replica inserted one of the request_ids between our check and our
+            # insert: run again, which now finds (and answers) the earlier task.
+            return await self.db.write(op)
+
+    async def _prepare(self, caller: Caller, spec: TaskSpec) -> _Prepared:
+        """Checks and plans one request; the task it would create (not stored yet)."""
         priority = validation.priority(spec.priority)
         max_attempts = validation.bounded_int(
             spec.max_attempts, "max_attempts", low=1, high=100, default=DEFAULT_MAX_ATTEMPTS
@@ -142,56 +203,72 @@ class TaskService:
             created_at=now,
             updated_at=now,
         )
+        return _Prepared(task, plan)
 
-        def insert(tx: Transaction) -> Task:
-            if request_id:
-                earlier = task_store.find_by_request_id(tx.conn, caller.tenant_id, request_id)
-                if earlier is not None:
-                    return _same_request(earlier, task)
-            self._check_quota(tx, caller.tenant_id)
-            ready = self._check_dependencies(tx, caller, depends_on)
-            task_store.insert_task(tx.conn, task)
-            subtask_store.insert_subtasks(tx.conn, _subtasks(task, plan, ready=ready, now=now))
-            event = TaskEvent(
-                task_id=task.task_id,
-                tenant_id=task.tenant_id,
-                sequence=1,
-                type=EventType.STATUS_CHANGED,
-                status=Status.PENDING,
-                created_at=now,
-                progress=0.0,
-                message="queued",
-            )
-            task_store.insert_event(tx.conn, event)
-            tx.after_commit(lambda: self.hub.publish(event))
-            tx.after_commit(self.hub.work.notify)
-            return task
+    def _insert(
+        self, tx: Transaction, caller: Caller, prepared: Sequence[_Prepared], *, batch: bool
+    ) -> list[Task]:
+        """Stores prepared tasks with their subtasks and first events; a request whose
+        ``request_id`` was used before answers the task made the first time instead (and
+        does not count against the quota)."""
+        answers: list[Task | None] = []
+        for index, item in enumerate(prepared):
+            earlier = None
+            if item.task.request_id:
+                earlier = task_store.find_by_request_id(
+                    tx.conn, caller.tenant_id, item.task.request_id
+                )
+            try:
+                answers.append(None if earlier is None else _same_request(earlier, item.task))
+            except TaskorchError as exc:
+                raise _within_batch(exc, index, batch) from None
+        fresh = [item for item, answer in zip(prepared, answers, strict=True) if answer is None]
+        self._check_quota(tx, caller.tenant_id, len(fresh))
+        created = iter(fresh)
+        for index, answer in enumerate(answers):
+            if answer is None:
+                try:
+                    answers[index] = self._store(tx, caller, next(created))
+                except TaskorchError as exc:
+                    raise _within_batch(exc, index, batch) from None
+        return [answer for answer in answers if answer is not None]
 
-        try:
-            return await self.db.write(insert)
-        except IntegrityError:
-            if not request_id:
-                raise
-            # Another replica inserted the same request_id between our check and insert.
-            earlier = await self.db.read(
-                lambda conn: task_store.find_by_request_id(conn, caller.tenant_id, request_id)
-            )
-            if earlier is None:
-                raise
-            return _same_request(earlier, task)
+    def _store(self, tx: Transaction, caller: Caller, prepared: _Prepared) -> Task:
+        task, plan = prepared.task, prepared.plan
+        ready = self._check_dependencies(tx, caller, task.depends_on)
+        now = task.created_at
+        task_store.insert_task(tx.conn, task)
+        subtask_store.insert_subtasks(tx.conn, _subtasks(task, plan, ready=ready, now=now))
+        event = TaskEvent(
+            task_id=task.task_id,
+            tenant_id=task.tenant_id,
+            sequence=1,
+            type=EventType.STATUS_CHANGED,
+            status=Status.PENDING,
+            created_at=now,
+            progress=0.0,
+            message="queued",
+        )
+        task_store.insert_event(tx.conn, event)
+        tx.after_commit(lambda: self.hub.publish(event))
+        tx.after_commit(self.hub.work.notify)
+        return task
 
-    def _check_quota(self, tx: Transaction, tenant_id: str) -> None:
-        """Refuses a new task while the tenant has ``max_active_tasks`` unfinished ones.
+    def _check_quota(self, tx: Transaction, tenant_id: str, adding: int) -> None:
+        """Refuses new tasks that would take the tenant past ``max_active_tasks`` unfinished
+        ones.
 
         Exact on SQLite (one writer); on PostgreSQL concurrent creates of one tenant may pass
         the limit by the number of writers."""
-        if self.max_active_tasks <= 0:
+        if self.max_active_tasks <= 0 or adding == 0:
             return
         active = counts.active(tx.conn, tenant_id)
-        if active >= self.max_active_tasks:
+        if active + adding > self.max_active_tasks:
+            more = "another" if adding == 1 else f"{adding} more"
             raise ResourceExhausted(
-                f"The tenant has {active} unfinished tasks, the most it may have at once "
-                f"({self.max_active_tasks}); retry when some have finished",
+                f"The tenant has {active} unfinished tasks, and may have at most "
+                f"{self.max_active_tasks} at once: {more} would pass that; "
+                "retry when some have finished",
                 reason="QUOTA_EXCEEDED",
                 retry_after_seconds=QUOTA_RETRY_SECONDS,
             )
@@ -464,6 +541,11 @@ def _subtasks(task: Task, plan: Plan, *, ready: bool, now: datetime) -> list[Sub
         )
         for stage, step in enumerate(plan.steps)
     ]
+
+
+def _within_batch(exc: TaskorchError, index: int, batch: bool) -> TaskorchError:
+    """The error of one request, naming the request when it came in a batch."""
+    return within(exc, f"requests[{index}]") if batch else exc
 
 
 def _same_request(earlier: Task, task: Task) -> Task:

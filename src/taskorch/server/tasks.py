@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 from google.api import httpbody_pb2
 
-from taskorch.core.errors import InvalidArgument, NoWorkAvailable
+from taskorch.core.errors import InvalidArgument, NoWorkAvailable, TaskorchError, within
 from taskorch.core.model import Status, Task
 from taskorch.core.planning import CONTAINER, TaskSpec
 from taskorch.core.scheduler import WorkerIdentity
@@ -40,6 +40,18 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             # Seed 000's `POST /task` with nothing: a container for custom subtasks.
             spec = replace(spec, task_type=CONTAINER)
         return self._task(await self.tasks.create(current_caller(), spec))
+
+    async def BatchCreateTasks(
+        self, request: pb.BatchCreateTasksRequest, context: Context
+    ) -> pb.BatchCreateTasksResponse:
+        specs = []
+        for index, item in enumerate(request.requests):
+            try:
+                specs.append(convert.spec_from_proto(item))
+            except TaskorchError as exc:
+                raise within(exc, f"requests[{index}]") from None
+        created = await self.tasks.create_many(current_caller(), specs)
+        return pb.BatchCreateTasksResponse(tasks=[self._task(t) for t in created])
 
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
         return self._task(await self.tasks.get(current_caller(), request.task_id))

@@ -45,6 +45,11 @@ class TaskServiceStub:
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.CreateTaskRequest.SerializeToString,
                 response_deserializer=taskorch_dot_v1_dot_task__service__pb2.Task.FromString,
                 _registered_method=True)
+        self.BatchCreateTasks = channel.unary_unary(
+                '/taskorch.v1.TaskService/BatchCreateTasks',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.BatchCreateTasksRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.BatchCreateTasksResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/taskorch.v1.TaskService/GetTask',
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.GetTaskRequest.SerializeToString,
@@ -126,6 +131,17 @@ class TaskServiceServicer:
         One request shape accepts the payloads of all the seed documents:
         `text` alone runs the built-in text analysis; `task_type` with
         `model_name` runs an inference task; `template` runs a template.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateTasks(self, request, context):
+        """Creates up to 1000 tasks in one transaction: all of them or none. Each
+        request is checked as CreateTask checks it, and an error names the request
+        (`requests[3].text`). A request whose request_id was used before answers the
+        earlier task, so a retried batch creates nothing twice. The tasks come back
+        in the order of the requests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -242,6 +258,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     request_deserializer=taskorch_dot_v1_dot_task__service__pb2.CreateTaskRequest.FromString,
                     response_serializer=taskorch_dot_v1_dot_task__service__pb2.Task.SerializeToString,
             ),
+            'BatchCreateTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateTasks,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.BatchCreateTasksRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.BatchCreateTasksResponse.SerializeToString,
+            ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
                     request_deserializer=taskorch_dot_v1_dot_task__service__pb2.GetTaskRequest.FromString,
@@ -340,6 +361,33 @@ class TaskService:
             '/taskorch.v1.TaskService/CreateTask',
             taskorch_dot_v1_dot_task__service__pb2.CreateTaskRequest.SerializeToString,
             taskorch_dot_v1_dot_task__service__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/BatchCreateTasks',
+            taskorch_dot_v1_dot_task__service__pb2.BatchCreateTasksRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.BatchCreateTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

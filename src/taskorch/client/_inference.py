@@ -1,0 +1,245 @@
+"""Synchronous inference in the SDK: ``client.models`` (:class:`Models`, blocking) and
+``async_client.models`` (:class:`AsyncModels`): the models a server has, and calls to them that
+answer at once (``infer``) or stream generated text (``generate``).
+
+For work that should be queued, retried, prioritised and watched, create a task with
+``task_type`` and ``model_name`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import json_format
+
+from taskorch.client._errors import from_rpc_error
+from taskorch.client._models import ResourceUsage, _struct
+from taskorch.v1 import model_service_pb2 as pb
+from taskorch.v1 import model_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from taskorch.client._client import AsyncClient, Client
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model of the server's repository. ``state`` is LOADING, READY or LOAD_FAILED (then
+    ``error`` says why); ``execution_provider`` is the ONNX Runtime provider that really runs
+    it, which may differ from the first of ``providers_requested``."""
+
+    name: str
+    task: str
+    family: str
+    state: str
+    execution_provider: str
+    providers_requested: tuple[str, ...] = ()
+    providers_active: tuple[str, ...] = ()
+    task_types: tuple[str, ...] = ()
+    default_for: tuple[str, ...] = ()
+    max_batch_size: int = 0
+    max_queue_delay_ms: float = 0.0
+    max_input_length: int = 0
+    quantization: str = ""
+    labels: tuple[str, ...] = ()
+    size_bytes: int = 0
+    load_seconds: float = 0.0
+    error: str = ""
+
+    @classmethod
+    def from_proto(cls, m: pb.Model) -> ModelInfo:
+        return cls(
+            name=m.name,
+            task=m.task,
+            family=m.family,
+            state=pb.Model.State.Name(m.state),
+            execution_provider=m.execution_provider,
+            providers_requested=tuple(m.providers_requested),
+            providers_active=tuple(m.providers_active),
+            task_types=tuple(m.task_types),
+            default_for=tuple(m.default_for),
+            max_batch_size=m.max_batch_size,
+            max_queue_delay_ms=m.max_queue_delay_ms,
+            max_input_length=m.max_input_length,
+            quantization=m.quantization,
+            labels=tuple(m.labels),
+            size_bytes=m.size_bytes,
+            load_seconds=m.load_seconds,
+            error=m.error,
+        )
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What ``infer`` answers. ``result`` has the Hugging Face Inference API shape of the task;
+    feature extraction returns its vectors in ``embedding`` (one input) or ``embeddings`` (a
+    list of inputs) instead."""
+
+    model_name: str
+    task_type: str
+    result: dict[str, Any]
+    embedding: list[float] | None = None
+    embeddings: list[list[float]] | None = None
+    resource_usage: ResourceUsage | None = None
+
+    @classmethod
+    def from_proto(cls, m: pb.InferResponse) -> InferenceResult:
+        return cls(
+            model_name=m.model_name,
+            task_type=m.task_type,
+            result=_struct(m, "result") or {},
+            embedding=list(m.embedding) if m.embedding else None,
+            embeddings=[list(e.values) for e in m.embeddings] if m.embeddings else None,
+            resource_usage=_usage(m),
+        )
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """A piece of a streamed generation: ``delta`` is the text since the previous event (the
+    deltas concatenate to the final text); the last event has ``done`` and the ``result``
+    (``generated_text``, ``tokens_generated``, ``finish_reason``, ...)."""
+
+    delta: str
+    done: bool
+    result: dict[str, Any] | None = None
+    resource_usage: ResourceUsage | None = None
+
+    @classmethod
+    def from_proto(cls, m: pb.GenerateEvent) -> GenerationEvent:
+        return cls(
+            delta=m.delta, done=m.done, result=_struct(m, "result"), resource_usage=_usage(m)
+        )
+
+
+def _usage(m: pb.InferResponse | pb.GenerateEvent) -> ResourceUsage | None:
+    return ResourceUsage.from_proto(m.resource_usage) if m.HasField("resource_usage") else None
+
+
+def _infer_request(
+    model_name: str,
+    inputs: Any,
+    input_data: Mapping[str, Any] | None,
+    parameters: Mapping[str, Any] | None,
+    task_type: str,
+) -> pb.InferRequest:
+    request = pb.InferRequest(model_name=model_name, task_type=task_type)
+    if inputs is not None:
+        json_format.ParseDict(inputs, request.inputs)
+    if input_data is not None:
+        request.input_data.update(input_data)
+    if parameters is not None:
+        request.parameters.update(parameters)
+    return request
+
+
+def _list_request(task_type: str) -> pb.ListModelsRequest:
+    return pb.ListModelsRequest(task_type=task_type)
+
+
+class Models:
+    """``client.models``: the server's models and synchronous calls to them (blocking)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = pb_grpc.ModelServiceStub(client._channel)
+
+    def list(self, task_type: str = "") -> list[ModelInfo]:
+        """Every model of the repository (only those that run ``task_type``, if given)."""
+        answer = self._client._call(self._stub.ListModels, _list_request(task_type))
+        return [ModelInfo.from_proto(m) for m in answer.models]
+
+    def get(self, name: str) -> ModelInfo:
+        """One model (``NotFoundError``, reason MODEL_NOT_FOUND, when there is none)."""
+        return ModelInfo.from_proto(
+            self._client._call(self._stub.GetModel, pb.GetModelRequest(name=name))
+        )
+
+    def infer(
+        self,
+        model_name: str,
+        inputs: Any = None,
+        *,
+        input_data: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        task_type: str = "",
+    ) -> InferenceResult:
+        """Runs one inference now. ``inputs`` is the Inference API's top-level field (a text,
+        or a list of them); other shapes go in ``input_data`` (e.g. ``{"question": ...,
+        "context": ...}``). ``task_type`` defaults to the task the model was exported for."""
+        request = _infer_request(model_name, inputs, input_data, parameters, task_type)
+        return InferenceResult.from_proto(self._client._call(self._stub.Infer, request))
+
+    def generate(
+        self,
+        model_name: str,
+        prompt: str | None = None,
+        *,
+        input_data: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """Generates text, yielding it as it is produced (close the iterator to stop)."""
+        data = dict(input_data or {})
+        if prompt is not None:
+            data["prompt"] = prompt
+        request = _infer_request(model_name, None, data, parameters, "")
+        call = self._stub.Generate(request, metadata=self._client._metadata)
+        try:
+            for event in call:
+                yield GenerationEvent.from_proto(event)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+
+class AsyncModels:
+    """``async_client.models``: the same methods as :class:`Models`, for asyncio."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._stub = pb_grpc.ModelServiceStub(client._channel)
+
+    async def list(self, task_type: str = "") -> list[ModelInfo]:
+        answer = await self._client._call(self._stub.ListModels, _list_request(task_type))
+        return [ModelInfo.from_proto(m) for m in answer.models]
+
+    async def get(self, name: str) -> ModelInfo:
+        return ModelInfo.from_proto(
+            await self._client._call(self._stub.GetModel, pb.GetModelRequest(name=name))
+        )
+
+    async def infer(
+        self,
+        model_name: str,
+        inputs: Any = None,
+        *,
+        input_data: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        task_type: str = "",
+    ) -> InferenceResult:
+        request = _infer_request(model_name, inputs, input_data, parameters, task_type)
+        return InferenceResult.from_proto(await self._client._call(self._stub.Infer, request))
+
+    async def generate(
+        self,
+        model_name: str,
+        prompt: str | None = None,
+        *,
+        input_data: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[GenerationEvent]:
+        data = dict(input_data or {})
+        if prompt is not None:
+            data["prompt"] = prompt
+        request = _infer_request(model_name, None, data, parameters, "")
+        call = self._stub.Generate(request, metadata=self._client._metadata)
+        try:
+            async for event in call:
+                yield GenerationEvent.from_proto(event)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
