@@ -89,6 +89,26 @@ async def test_many_watchers_all_see_the_same_events(server: ServerProcess) -> N
     assert results[0][-1] >= 12
 
 
+async def test_thousands_of_watchers_opened_at_once_are_all_served(server: ServerProcess) -> None:
+    """A burst of streams beyond gRPC's default 1000 calls waiting to be picked up (past
+    which it cancels them): every one gets its task's final state."""
+    async with server.async_client(timeout=120) as client:
+        created = []
+        for _ in range(3):
+            created += await client.create_tasks([{"task_type": "echo"}] * 1000)
+        ids = [t.task_id for t in created]
+        await asyncio.gather(*(client.wait_for_task(i, timeout=120) for i in ids[-50:]))
+
+        async def final(task_id: str) -> str:
+            events = [e async for e in client.watch_task(task_id)]
+            return events[-1].status
+
+        statuses = await asyncio.gather(*(final(i) for i in ids), return_exceptions=True)
+    errors = [s for s in statuses if isinstance(s, BaseException)]
+    assert not errors, f"{len(errors)} of {len(ids)} watches failed: {errors[0]!r}"
+    assert set(statuses) == {"COMPLETED"}
+
+
 async def test_a_slow_watcher_does_not_hold_up_others_or_the_worker(
     server: ServerProcess,
 ) -> None:
