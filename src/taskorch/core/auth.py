@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 
 from taskorch.core.caller import ADMIN, ANONYMOUS, NOBODY, USER, WORKER, Caller
-from taskorch.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from taskorch.core.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from taskorch.store import keys as key_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow
@@ -164,9 +164,15 @@ class Authenticator:
             Unauthenticated: no usable credentials where they are required.
             PermissionDenied: the credentials' role may not call ``method``.
         """
-        if await self.is_open():
-            return ANONYMOUS  # credentials are not checked: none could be valid
-        caller = await self._caller(metadata)
+        try:
+            if await self.is_open():
+                return ANONYMOUS  # credentials are not checked: none could be valid
+            caller = await self._caller(metadata)
+        except Unavailable:
+            if method in OPEN_METHODS:
+                # Health checks must answer NOT_SERVING, not fail, while the database is down.
+                return NOBODY
+            raise
         if method in OPEN_METHODS:
             return caller or NOBODY
         if caller is None:
@@ -180,7 +186,14 @@ class Authenticator:
             return False
         now = time.monotonic()
         if now >= self._open_until:
-            self._open = await self.db.read(key_store.active_count) == 0
+            try:
+                self._open = await self.db.read(key_store.active_count) == 0
+            except Unavailable:
+                if not self._open_until:
+                    raise  # never read: unknown
+                # Keys cannot be created while the database is down: the last answer holds.
+                self._open_until = now + 1.0
+                return self._open
             self._open_until = now + CACHE_SECONDS
         return self._open
 
