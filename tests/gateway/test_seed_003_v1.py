@@ -134,4 +134,4 @@ def test_batch_create_over_rest_is_all_or_nothing(rest: httpx.Client) -> None:
     bad = rest.post(
         "/v1/tasks:batchCreate", json={"requests": [{"text": "fine"}, {"text": "a" * 4001}]}
     )
-    assert field_violations(assert_json_error(bad, 400, "VALIDATION_ERROR")) == ["requests[1].text"]
+    assert field_violations(assert_json_error(bad, 400, "TEXT_TOO_LONG")) == ["requests[1].text"]

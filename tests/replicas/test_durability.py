@@ -150,7 +150,7 @@ def test_a_postgresql_crash_and_restart_under_load_is_survived(
     cluster = databases.PrivatePostgres()
     try:
         cluster.start()
-        server = server_factory("--workers", "2", database_url=cluster.url)
+        server = server_factory("--workers", "4", database_url=cluster.url)
         acknowledged: list[str] = []
         refused = 0
         health_during_outage: set[int] = set()
@@ -172,7 +172,7 @@ def test_a_postgresql_crash_and_restart_under_load_is_survived(
                             acknowledged.append(task.task_id)
                         except UnavailableError:
                             refused += 1
-                        await asyncio.sleep(0.02)
+                        await asyncio.sleep(0.05)
 
                 async def outage() -> None:
                     await asyncio.sleep(3)
@@ -182,7 +182,7 @@ def test_a_postgresql_crash_and_restart_under_load_is_survived(
                         await asyncio.sleep(0.2)
                     await asyncio.to_thread(cluster.start)
 
-                await asyncio.gather(outage(), *(submitter() for _ in range(8)))
+                await asyncio.gather(outage(), *(submitter() for _ in range(4)))
 
         asyncio.run(under_load())
         assert refused > 0  # reported as UNAVAILABLE while it was down, not hidden
