@@ -36,6 +36,13 @@ async def _burst(client: AsyncClient, count: int, acknowledged: list[str]) -> No
     await asyncio.gather(*(submitter() for _ in range(32)))
 
 
+def _health(grpc_addr: str) -> int:
+    """The server's grpc.health.v1 status (SERVING, NOT_SERVING)."""
+    with grpc.insecure_channel(grpc_addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sigkill_in_a_burst_keeps_every_acknowledged_task(
     server_factory: ServerFactory, tmp_path, backend: str
@@ -114,9 +121,7 @@ def test_a_database_outage_is_reported_and_survived(
                     await asyncio.sleep(0.02)
 
         def health() -> int:
-            with grpc.insecure_channel(server.grpc_addr) as channel:
-                stub = health_pb2_grpc.HealthStub(channel)
-                return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            return _health(server.grpc_addr)
 
         asyncio.run(under_load())
         assert refused > 0  # the outage was reported as UNAVAILABLE, not hidden
@@ -156,9 +161,7 @@ def test_a_postgresql_crash_and_restart_under_load_is_survived(
         health_during_outage: set[int] = set()
 
         def health() -> int:
-            with grpc.insecure_channel(server.grpc_addr) as channel:
-                stub = health_pb2_grpc.HealthStub(channel)
-                return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            return _health(server.grpc_addr)
 
         async def under_load() -> None:
             async with server.async_client(timeout=10) as client:

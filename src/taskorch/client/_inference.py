@@ -135,6 +135,18 @@ def _infer_request(
     return request
 
 
+def _generate_request(
+    model_name: str,
+    prompt: str | None,
+    input_data: Mapping[str, Any] | None,
+    parameters: Mapping[str, Any] | None,
+) -> pb.InferRequest:
+    data = dict(input_data or {})
+    if prompt is not None:
+        data["prompt"] = prompt
+    return _infer_request(model_name, None, data, parameters, "")
+
+
 def _list_request(task_type: str) -> pb.ListModelsRequest:
     return pb.ListModelsRequest(task_type=task_type)
 
@@ -181,10 +193,7 @@ class Models:
         parameters: Mapping[str, Any] | None = None,
     ) -> Iterator[GenerationEvent]:
         """Generates text, yielding it as it is produced (close the iterator to stop)."""
-        data = dict(input_data or {})
-        if prompt is not None:
-            data["prompt"] = prompt
-        request = _infer_request(model_name, None, data, parameters, "")
+        request = _generate_request(model_name, prompt, input_data, parameters)
         call = self._stub.Generate(request, metadata=self._client._metadata)
         try:
             for event in call:
@@ -231,10 +240,7 @@ class AsyncModels:
         input_data: Mapping[str, Any] | None = None,
         parameters: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[GenerationEvent]:
-        data = dict(input_data or {})
-        if prompt is not None:
-            data["prompt"] = prompt
-        request = _infer_request(model_name, None, data, parameters, "")
+        request = _generate_request(model_name, prompt, input_data, parameters)
         call = self._stub.Generate(request, metadata=self._client._metadata)
         try:
             async for event in call:

@@ -16,7 +16,12 @@ log = structlog.get_logger(__name__)
 
 
 class WorkSignal:
-    """Wakes every waiter when work may have become runnable (a broadcast, not a queue)."""
+    """Wakes every waiter when work may have become runnable (a broadcast, not a queue).
+
+    A taker takes a :meth:`ticket` BEFORE it looks for work and, finding none, waits on that
+    ticket: work queued while it was looking has already set it, so that wake-up is not lost
+    (waiting on whatever notify comes next would sleep through it until the timeout).
+    """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -25,10 +30,17 @@ class WorkSignal:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, timeout: float) -> bool:
-        """True if notified within ``timeout`` seconds."""
+    def ticket(self) -> asyncio.Event:
+        """The event the next :meth:`notify` sets."""
+        return self._event
+
+    async def wait(self, timeout: float, ticket: asyncio.Event | None = None) -> bool:
+        """True if notified (since ``ticket`` was taken, if given) within ``timeout`` s."""
+        event = ticket if ticket is not None else self._event
+        if event.is_set():
+            return True
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             return False
         return True

@@ -102,6 +102,7 @@ class Scheduler:
         deadline = loop.time() + wait_seconds
         busy_rounds = 0
         while True:
+            ticket = self.hub.work.ticket()
             leases, busy = await self.db.write(
                 lambda tx: self._take(tx, worker, limit, lease_seconds, task_id)
             )
@@ -117,7 +118,7 @@ class Scheduler:
             if remaining <= 0:
                 return leases
             # Woken by new work; re-checked at least every second for retries coming due.
-            await self.hub.work.wait(min(remaining, 1.0))
+            await self.hub.work.wait(min(remaining, 1.0), ticket)
 
     def _take(
         self,

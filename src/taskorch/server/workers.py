@@ -91,6 +91,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             with self.hub.stops.subscribe(worker.worker_id) as stops:
                 while True:
                     self.directory.seen(worker.worker_id, worker.kinds, worker.models)
+                    ticket = self.hub.work.ticket()  # before taking: see WorkSignal
                     free = capacity - len(listener.held)
                     if free > 0:
                         leases = await self.scheduler.take(
@@ -120,7 +121,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                         yield ping
                         next_ping = loop.time() + PING_SECONDS
                     await _first(
-                        self.hub.work.wait(PING_SECONDS),
+                        self.hub.work.wait(PING_SECONDS, ticket),
                         listener.changed.wait(),
                         stops.wait(PING_SECONDS),
                         timeout=max(0.0, next_ping - loop.time()),
