@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import make_url
 
 from taskorch.core.caller import ANONYMOUS, Caller
 from taskorch.core.hub import EventHub
@@ -77,3 +79,71 @@ async def test_counters_match_the_rows_through_every_change(tmp_path: Path, back
     finally:
         await db.close()
         databases.discard(url)
+
+
+async def test_a_delta_committed_while_compacting_is_folded_later_not_lost(tmp_path: Path) -> None:
+    """PostgreSQL: another writer's delta row, inserted before the compaction began but
+    committed while it runs, is neither lost nor counted twice."""
+    url = databases.new_database(tmp_path, "postgresql")
+    db = Database(url)
+    await db.open()
+    service = TaskService(db, EventHub(), Catalog([EchoPlanner()]))
+    other = _OtherWriter(url)
+    try:
+        # The other writer's row gets its id first, then a task's delta (a higher id)
+        # commits: the compaction sees rows on both sides of the uncommitted one.
+        other.run("BEGIN")
+        other.run(
+            "INSERT INTO task_count_deltas (tenant_id, status, task_type, model_name, template,"
+            " delta) VALUES ('default', 1, 'echo', '', '', 1)"
+        )
+        await service.create(ANONYMOUS, TaskSpec(task_type="echo"))
+        committed = False
+
+        def commit_the_other_writer(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+            nonlocal committed
+            reads_deltas = "task_count_deltas" in statement and (
+                "sum(" in statement or statement.lstrip().upper().startswith("DELETE")
+            )
+            if reads_deltas and not committed:
+                committed = True
+                other.run("COMMIT")
+
+        assert db._async_engine is not None
+        engine = db._async_engine.sync_engine
+        event.listen(engine, "after_cursor_execute", commit_the_other_writer)
+        await db.write(lambda tx: counts.compact(tx.conn))
+        event.remove(engine, "after_cursor_execute", commit_the_other_writer)
+        assert committed
+        await db.write(lambda tx: counts.compact(tx.conn))
+        pending = await db.read(lambda conn: counts.by_status(conn, "default")[Status.PENDING])
+        assert pending == 2  # the task, and the other writer's +1
+    finally:
+        other.close()
+        await db.close()
+        databases.discard(url)
+
+
+class _OtherWriter:
+    """A second PostgreSQL session on a thread of its own, to interleave with a compaction."""
+
+    def __init__(self, url: str) -> None:
+        import asyncpg
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conn = self._wait(asyncpg.connect(dsn, timeout=5))
+
+    def _wait(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def run(self, sql: str) -> None:
+        self._wait(self.conn.execute(sql))
+
+    def close(self) -> None:
+        self._wait(self.conn.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

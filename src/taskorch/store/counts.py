@@ -117,32 +117,35 @@ def by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:
 
 
 def compact(conn: Connection) -> int:
-    """Folds the appended deltas into the counts; returns how many were folded."""
+    """Folds the appended deltas into the counts; returns how many were folded.
+
+    The deltas folded are exactly those the DELETE removed (``RETURNING``): on PostgreSQL
+    each statement sees the rows committed when it starts, so summing in one statement and
+    deleting in another would delete deltas committed in between without folding them.
+    """
     if conn.dialect.name == "postgresql":
         got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _COMPACT_LOCK})
         if not got.scalar_one():
             return 0  # another replica is compacting
-    upto = conn.execute(select(func.max(task_count_deltas.c.delta_id))).scalar_one()
-    if upto is None:
-        return 0
     keys = [task_count_deltas.c[name] for name in COUNT_KEYS]
-    sums = conn.execute(
-        select(*keys, func.sum(task_count_deltas.c.delta), func.count())
-        .where(task_count_deltas.c.delta_id <= upto)
-        .group_by(*keys)
-    ).all()
+    deleted = conn.execute(delete(task_count_deltas).returning(*keys, task_count_deltas.c.delta))
+    sums: dict[tuple[Any, ...], int] = {}
     folded = 0
+    for row in deleted:
+        folded += 1
+        key = tuple(row[: len(COUNT_KEYS)])
+        sums[key] = sums.get(key, 0) + int(row[-1])
+    if not folded:
+        return 0
     upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    for *key, delta, rows in sums:
-        folded += rows
+    for values, delta in sums.items():
         if not delta:
             continue
-        stmt = upsert(task_counts).values(**dict(zip(COUNT_KEYS, key, strict=True)), count=delta)
+        stmt = upsert(task_counts).values(**dict(zip(COUNT_KEYS, values, strict=True)), count=delta)
         stmt = stmt.on_conflict_do_update(
             index_elements=list(COUNT_KEYS),
             set_={"count": task_counts.c.count + stmt.excluded.count},
         )
         conn.execute(stmt)
-    conn.execute(delete(task_count_deltas).where(task_count_deltas.c.delta_id <= upto))
     conn.execute(delete(task_counts).where(task_counts.c.count == literal(0)))
     return folded
