@@ -20,6 +20,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
 )
 
 from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
@@ -293,8 +294,12 @@ def list_tasks(conn: Connection, query: TaskQuery, *, count: bool = True) -> tup
     if query.after is not None:
         stmt = stmt.where(_after(column, query.descending, *query.after))
     key = column.desc() if query.descending else column.asc()
+    if column.nullable:
+        # Not started or not finished yet: at the end, whichever the direction. (On a NOT
+        # NULL column the clause would only stop PostgreSQL from reading the index in order.)
+        key = key.nulls_last()
     tiebreak = tasks.c.task_id.desc() if query.descending else tasks.c.task_id.asc()
-    stmt = stmt.order_by(key.nulls_last(), tiebreak).limit(query.limit)
+    stmt = stmt.order_by(key, tiebreak).limit(query.limit)
     if query.after is None and query.offset:
         stmt = stmt.offset(query.offset)
     rows = conn.execute(stmt).mappings()
@@ -302,7 +307,11 @@ def list_tasks(conn: Connection, query: TaskQuery, *, count: bool = True) -> tup
 
 
 def _after(column: Any, descending: bool, value: Any, task_id: str) -> ColumnElement[bool]:
-    """Rows strictly after (value, task_id) in ORDER BY column [DESC] NULLS LAST, task_id."""
+    """Rows strictly after (value, task_id) in ORDER BY column [DESC] [NULLS LAST], task_id."""
+    if not column.nullable:
+        # A row comparison: both databases read it as a range of the (column, task_id) index.
+        row = tuple_(column, tasks.c.task_id)
+        return row < (value, task_id) if descending else row > (value, task_id)
     beyond_id = tasks.c.task_id < task_id if descending else tasks.c.task_id > task_id
     if value is None:  # already in the trailing NULL block
         return and_(column.is_(None), beyond_id)
