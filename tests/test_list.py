@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from taskorch.client import Client, Task
-from tests.servers import ServerProcess, sqlite_url
+from taskorch.store.tasks import DEFERRED_OFFSET
+from tests.databases import discard, new_database
+from tests.servers import ServerProcess
 
 
 @dataclass
@@ -31,9 +33,8 @@ class Population:
 def population(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Population]:
     """A server with one worker and tasks in every status."""
     workdir: Path = tmp_path_factory.mktemp("list")
-    server = ServerProcess(
-        workdir=workdir, database_url=sqlite_url(workdir / "db.sqlite"), args=("--workers", "1")
-    ).start()
+    url = new_database(workdir)
+    server = ServerProcess(workdir=workdir, database_url=url, args=("--workers", "1")).start()
     with server.client() as client:
         completed = []
         for i in range(5):
@@ -56,6 +57,7 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Population]
             cancelled.append(client.cancel_task(task.task_id).task_id)
     yield Population(server, completed, failed, [blocker.task_id], pending, cancelled)
     server.kill()
+    discard(url)
 
 
 def _ids(tasks: list[Task]) -> list[str]:
@@ -192,3 +194,33 @@ def test_seed_003_order_parameter_is_the_same_as_sort_order(client: Client) -> N
 
 def _lifecycle(status: str) -> int:
     return ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"].index(status)
+
+
+def test_deep_offsets_give_the_pages_a_token_walk_gives(tmp_path: Path) -> None:
+    """Past DEFERRED_OFFSET a page is picked by task id first: the same rows, the same order."""
+    url = new_database(tmp_path)
+    server = ServerProcess(workdir=tmp_path, database_url=url, args=("--workers", "0")).start()
+    try:
+        with server.client() as client:
+            count = DEFERRED_OFFSET + 300
+            client.create_tasks(
+                [
+                    {"task_type": "echo" if i % 3 else "text_analysis", "text": f"t {i}",
+                     "priority": 1 + i % 10}
+                    for i in range(count)
+                ]
+            )  # fmt: skip
+            for filters in (
+                {},
+                {"status": "pending", "task_type": "echo"},
+                {"sort_by": "priority", "sort_order": "asc"},
+                {"sort_by": "updated_at"},
+            ):
+                walked = [t.task_id for t in client.iter_tasks(**filters, limit=100)]
+                assert len(walked) == client.list_tasks(**filters, limit=1).total
+                for offset in (DEFERRED_OFFSET - 1, DEFERRED_OFFSET + 1, len(walked) - 7):
+                    page = client.list_tasks(**filters, limit=50, offset=offset)
+                    assert _ids(page.tasks) == walked[offset : offset + 50], (filters, offset)
+    finally:
+        server.kill()
+        discard(url)

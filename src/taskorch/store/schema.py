@@ -104,13 +104,14 @@ tasks = Table(
     Column("completed_at", UTCDateTime),
     Column("cancelled_at", UTCDateTime),
     UniqueConstraint("tenant_id", "request_id"),
-    # List filters, each ordered by creation for the default sort and keyset pagination.
+    # List filters, each in list order (sort column, task_id): pages are read in index order,
+    # keyset pagination is a range, and deep offsets skip rows in the index alone.
     Index(None, "tenant_id", "created_at", "task_id"),
-    Index(None, "tenant_id", "status", "created_at"),
-    Index(None, "tenant_id", "task_type", "created_at"),
-    Index(None, "tenant_id", "model_name", "created_at"),
-    Index(None, "tenant_id", "template", "created_at"),
-    Index(None, "tenant_id", "updated_at"),
+    Index(None, "tenant_id", "status", "created_at", "task_id"),
+    Index(None, "tenant_id", "task_type", "created_at", "task_id"),
+    Index(None, "tenant_id", "model_name", "created_at", "task_id"),
+    Index(None, "tenant_id", "template", "created_at", "task_id"),
+    Index(None, "tenant_id", "updated_at", "task_id"),
     Index(None, "status"),
 )
 
