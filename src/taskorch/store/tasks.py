@@ -308,7 +308,7 @@ def list_tasks(conn: Connection, query: TaskQuery, *, count: bool = True) -> tup
         if query.offset > DEFERRED_OFFSET:
             # A deferred join: the rows skipped are read from the index alone (task ids),
             # and only the page's rows are fetched whole. Still linear in the offset (page
-            # tokens are flat at any depth), but PostgreSQL skipped 350k rows in 75 ms, not 1 s.
+            # tokens are flat at any depth), but PostgreSQL skipped 350k rows in 76 ms, not 838 ms.
             page_ids = stmt.with_only_columns(tasks.c.task_id)
             stmt = select(tasks).where(tasks.c.task_id.in_(page_ids)).order_by(key, tiebreak)
     rows = conn.execute(stmt).mappings()
