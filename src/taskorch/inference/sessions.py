@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,12 @@ def default_threads() -> int:
 
 # Providers this build has but that failed to load in this process (CUDA without its
 # libraries, say): ONNX Runtime fell back to CPU, printing its reason once. They are not asked
-# for again, so later models neither repeat the attempt nor its error lines.
+# for again, so later models neither repeat the attempt nor its error lines. Until a provider
+# has loaded once, sessions asking for it are created one at a time (models load on threads of
+# their own, and all of them would otherwise try, and print, at once).
 _failed_to_load: set[str] = set()
+_loaded: set[str] = {"CPUExecutionProvider"}
+_first_load = threading.Lock()
 
 
 def choose_providers(requested: Sequence[str], *, prefer_gpu: bool) -> list[str]:
@@ -89,13 +94,13 @@ class ModelSession:
         options.log_severity_level = 3  # the CUDA fallback logs an [E:] line; we report it instead
         self.path = path
         self.providers_requested = tuple(choose_providers(providers, prefer_gpu=prefer_gpu))
-        attempted = [p for p in self.providers_requested if p not in _failed_to_load]
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=attempted)
-        self.providers_active = tuple(self.session.get_providers())
+        if set(self.providers_requested) <= _loaded | _failed_to_load:
+            attempted, unloaded = self._load(options)
+        else:
+            with _first_load:
+                attempted, unloaded = self._load(options)
         self.on_cuda = self.providers_active[0] == "CUDAExecutionProvider"
-        if attempted[0] != self.providers_active[0]:
-            unloaded = set(attempted) - set(self.providers_active)
-            _failed_to_load.update(unloaded)
+        if unloaded:
             log.warning(
                 "%s: asked for %s but ONNX Runtime runs it on %s (its message above says why); "
                 "this process will not ask for %s again",
@@ -115,6 +120,17 @@ class ModelSession:
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         self.inputs = tuple(_info(i) for i in self.session.get_inputs())
         self.outputs = tuple(_info(o) for o in self.session.get_outputs())
+
+    def _load(self, options: ort.SessionOptions) -> tuple[list[str], set[str]]:
+        """Creates the session with the providers not known to fail; returns those asked for
+        and those of them that failed to load now."""
+        attempted = [p for p in self.providers_requested if p not in _failed_to_load]
+        self.session = ort.InferenceSession(str(self.path), options, providers=attempted)
+        self.providers_active = tuple(self.session.get_providers())
+        unloaded = set(attempted) - set(self.providers_active)
+        _loaded.update(self.providers_active)
+        _failed_to_load.update(unloaded)
+        return attempted, unloaded
 
     def input(self, name: str) -> TensorInfo:
         """The description of input ``name`` (KeyError when the graph has none)."""
