@@ -14,9 +14,8 @@ How the database is filled (honestly, but quickly):
    5% git_script, 5% container tasks of 3 templates; created_at spread over the 90 days
    before the run, priorities 1-10. The counters behind list totals are then recounted (as
    migration 0005 first fills them; the server keeps them itself, bulk inserts bypass it).
-   SQLite gets no ANALYZE (taskorch never runs one);
-   PostgreSQL gets a VACUUM ANALYZE after each fill (what autovacuum does shortly after such
-   an insert-only load since PostgreSQL 13).
+   SQLite gets no ANALYZE (taskorch never runs one); PostgreSQL gets a VACUUM ANALYZE after
+   each fill (what autovacuum does shortly after such an insert-only load since PostgreSQL 13).
 3. At each size, a fresh server (``--workers 0``) is warmed up, then each call is sent one
    at a time (latency, concurrency 1) and its p50/p99 taken: GetTask of random tasks of the
    tenant, ListTasks (default sort; filtered by status; by task_type; a page half-way down

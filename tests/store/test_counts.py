@@ -102,6 +102,8 @@ async def test_a_delta_committed_while_compacting_is_folded_later_not_lost(tmp_p
 
         def commit_the_other_writer(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
             nonlocal committed
+            # At the compaction's first statement over the deltas: a sum (how it used to
+            # work, and lost the row) or the DELETE ... RETURNING (how it works now).
             reads_deltas = "task_count_deltas" in statement and (
                 "sum(" in statement or statement.lstrip().upper().startswith("DELETE")
             )
