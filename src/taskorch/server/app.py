@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
 
 from taskorch import __version__
@@ -241,9 +241,10 @@ class TaskorchServer:
         self.directory.register_local(worker.worker_id, worker.identity.kinds)
 
     async def _start_grpc(self) -> None:
-        server = grpc.aio.server(
+        grpc_server = grpc.aio.server(
             interceptors=[ServerInterceptor(self.auth.authenticate)], options=GRPC_OPTIONS
         )
+        server = GenericHandlersOnly(grpc_server)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(self.tasks, self.subtasks), server
         )
@@ -262,23 +263,25 @@ class TaskorchServer:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, server)
         names = [s.full_name for s in routes.services()]
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                [
+                    *names,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ]
+            ),
             server,
         )
         host, port = split_addr(self.settings.grpc_addr)
         try:
-            bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
+            bound = grpc_server.add_insecure_port(f"{_bracket(host)}:{port}")
         except RuntimeError:
             bound = 0
         if bound == 0:
             raise OSError(f"cannot listen on {self.settings.grpc_addr} (is it in use?)")
-        await server.start()
-        self._grpc = server
+        await grpc_server.start()
+        self._grpc = grpc_server
         self.endpoints.grpc = f"{_bracket(host)}:{bound}"
 
     def _start_metrics(self) -> None:
@@ -422,6 +425,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class GenericHandlersOnly:
+    """Adds servicers to a grpc.aio server through generic handlers only.
+
+    The generated ``add_*Servicer_to_server`` functions also register every method with the
+    server. grpc.aio (1.85) then keeps one pending "next call" future per registered method and
+    waits on all of them (``asyncio.wait``) for every call that arrives, so each call costs time
+    in proportion to the number of methods: with the ~50 methods here, about 0.3 ms per call on
+    the reference machine. Generic handlers serve the same methods through one future; the
+    interceptor caches the handler of each method, so lookups stay cheap.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, handlers: Any) -> None:
+        """Not registered: the generic handler added with them serves these methods."""
 
 
 def _bracket(host: str) -> str:
