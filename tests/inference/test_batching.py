@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
+import numpy as np
 import pytest
 
 from taskorch.core.errors import InternalError, Unavailable
 from taskorch.inference import InferenceEngine
-from taskorch.inference.batching import DynamicBatcher
+from taskorch.inference.batching import DynamicBatcher, bucket_of
+from taskorch.inference.config import Pooling
+from taskorch.inference.runtime import sentence_embeddings
 
 
 async def test_concurrent_items_share_batches() -> None:
@@ -104,3 +108,41 @@ async def test_batching_raises_embedding_throughput(default_engine: InferenceEng
     await asyncio.gather(*(one(t) for t in sentences))
     concurrent = len(sentences) / (time.perf_counter() - started)
     assert concurrent > 1.3 * sequential, (sequential, concurrent)
+
+
+async def test_an_embedding_does_not_depend_on_its_batch(tiny_engine: InferenceEngine) -> None:
+    """Inputs of different lengths padded into one batch embed exactly as they do alone."""
+    model = tiny_engine._serving("tiny-bert-embed")
+    short, long = "parse all the arguments of the module", "parse the arguments of the calendar module now"
+    lengths = [feed["input_ids"].shape[0] for feed in model.tokenize([short, long], field="x")]
+    assert lengths[0] < lengths[1] and bucket_of(lengths[0]) == bucket_of(lengths[1])
+
+    async def embed(inputs: str | list[str]) -> Any:
+        request = tiny_engine.check("feature_extraction", "tiny-bert-embed", {"inputs": inputs}, {})
+        result = (await tiny_engine.run(request)).result
+        return result["embeddings"] if isinstance(inputs, list) else [result["embedding"]]
+
+    together = await embed([short, long])  # one request: queued at once, so one batch
+    alone = [*(await embed(short)), *(await embed(long))]
+    np.testing.assert_allclose(np.array(together), np.array(alone), atol=1e-5)
+
+
+def test_pooling_counts_only_the_real_tokens() -> None:
+    tokens = np.array(
+        [[[1.0, 4.0], [3.0, 0.0], [9.0, 9.0]], [[2.0, 2.0], [4.0, 6.0], [6.0, -2.0]]],
+        dtype=np.float32,
+    )
+    mask = np.array([[1, 1, 0], [1, 1, 1]], dtype=np.int64)  # the first row has one pad token
+    out = {"last_hidden_state": tokens}
+    feed = {"attention_mask": mask}
+    np.testing.assert_allclose(
+        sentence_embeddings(out, feed, Pooling.MEAN), [[2.0, 2.0], [4.0, 2.0]]
+    )
+    np.testing.assert_allclose(
+        sentence_embeddings(out, feed, Pooling.MAX), [[3.0, 4.0], [6.0, 6.0]]
+    )
+    np.testing.assert_allclose(
+        sentence_embeddings(out, feed, Pooling.CLS), [[1.0, 4.0], [2.0, 2.0]]
+    )
+    own = {"sentence_embedding": np.ones((2, 2), dtype=np.float32), **out}
+    np.testing.assert_allclose(sentence_embeddings(own, feed, Pooling.MEAN), np.ones((2, 2)))

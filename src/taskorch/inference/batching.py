@@ -1,12 +1,20 @@
 """Dynamic batching: many concurrent requests to one model become few ``session.run`` calls.
 
-Requests are queued items (one tokenised sequence, image, ...). A collector waits for the first
-item, then (when the previous batch held more than one item, i.e. requests overlap) for at most
-``max_queue_delay`` or until ``max_batch_size`` items are queued, and
-hands the batch to a dedicated thread, so the event loop never blocks on ONNX Runtime. Items
-are grouped by length bucket before padding, so one long input does not make a whole batch pay
-for its padding. While a batch runs, new items pile up and form the next batch: under load the
-batches fill up by themselves.
+Requests are queued items (one tokenised sequence, image, ...). Each model has one batching
+thread that owns the model while it runs (the event loop never blocks on ONNX Runtime): it
+takes the queued items, up to ``max_batch_size``, runs them, and hands each batch's outputs
+back to the event loop in one call. Because the thread forms the next batch itself the moment
+the previous one finishes, the model does not sit idle while the event loop is busy sending
+answers, and items that arrived meanwhile form the next batch: under load batches fill up by
+themselves.
+
+When requests overlap (the previous batch held more than one item) and fewer than
+``max_batch_size`` are waiting, the thread waits at most ``max_queue_delay`` for company,
+counted from the later of the oldest item's arrival and the moment the model became free: a
+batch of clients answered together comes back together, and that short wait lets them join the
+next batch instead of splitting into groups that alternate half full. A lone client at low load
+(last batch of one) is served at once. Items are grouped by length bucket before padding, so
+one long input does not make a whole batch pay for its padding.
 
 Each item has its own future: a cancelled request is skipped if still queued, and an exception
 from the model fails only the items of that batch.
@@ -18,11 +26,11 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from taskorch.core.errors import InternalError, Unavailable
 from taskorch.inference import metrics
@@ -70,7 +78,7 @@ class DynamicBatcher(Generic[ItemT, OutT]):
         run_batch: runs a list of items in one go and returns one output per item, in order.
             Called on the batcher's thread; items of one call share a length bucket.
         max_batch_size: most items per ``run_batch`` call.
-        max_queue_delay_ms: longest wait for more items once the first one is queued.
+        max_queue_delay_ms: longest wait for more items while requests overlap.
         max_queue_size: items allowed to wait; more are refused with ``Unavailable``.
     """
 
@@ -90,31 +98,42 @@ class DynamicBatcher(Generic[ItemT, OutT]):
         self.max_queue_size = max_queue_size
         self.stats = BatchStats()
         self._queue: collections.deque[_Pending[ItemT, OutT]] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
-        self._task: asyncio.Task[None] | None = None
+        # Guards the queue and wakes the batching thread; held only to queue or take items.
+        self._arrived = threading.Condition(threading.Lock())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._closed = False
         self._last_batch = 0
+        self._free_since = 0.0
+        self._metrics = (
+            metrics.BATCH_SIZE.labels(name),
+            metrics.BATCH_SECONDS.labels(name),
+            metrics.QUEUE_SECONDS.labels(name),
+        )
 
     def start(self) -> None:
-        """Start the collector on the running event loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._collect(), name=f"batcher-{self.name}"
+        """Start the batching thread; outputs are delivered on the running event loop."""
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(
+                target=self._serve, name=f"batch-{self.name}", daemon=True
             )
+            self._thread.start()
 
     async def close(self) -> None:
-        """Stop collecting, fail queued items with ``Unavailable`` and release the thread."""
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        while self._queue:
-            pending = self._queue.popleft()
+        """Stop taking items, let a running batch finish, and fail queued items with
+        ``Unavailable``."""
+        with self._arrived:
+            self._closed = True
+            self._arrived.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        with self._arrived:
+            left = list(self._queue)
+            self._queue.clear()
+        for pending in left:
             if not pending.future.done():
                 pending.future.set_exception(Unavailable(f"model {self.name!r} was unloaded"))
-        self._executor.shutdown(wait=True)
 
     @property
     def queued(self) -> int:
@@ -135,93 +154,110 @@ class DynamicBatcher(Generic[ItemT, OutT]):
 
     def submit_many(self, items: Sequence[tuple[ItemT, int]]) -> list[asyncio.Future[OutT]]:
         """Queue several items of one request at once (all or none) and return their futures."""
-        if self._closed:
-            raise Unavailable(f"model {self.name!r} is not serving")
-        if len(self._queue) + len(items) > self.max_queue_size:
-            raise Unavailable(
-                f"model {self.name!r} has {len(self._queue)} inputs queued "
-                f"(limit {self.max_queue_size}); retry later"
-            )
-        if self._task is None:
+        if self._thread is None and not self._closed:
             self.start()
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[OutT]] = []
-        for item, length in items:
-            future: asyncio.Future[OutT] = loop.create_future()
-            self._queue.append(_Pending(item, length, future))
-            futures.append(future)
-        self._wakeup.set()
-        return futures
+        loop = self._loop
+        assert loop is not None
+        now = time.perf_counter()
+        pendings = [_Pending(item, length, loop.create_future(), now) for item, length in items]
+        with self._arrived:
+            if self._closed:
+                raise Unavailable(f"model {self.name!r} is not serving")
+            if len(self._queue) + len(pendings) > self.max_queue_size:
+                raise Unavailable(
+                    f"model {self.name!r} has {len(self._queue)} inputs queued "
+                    f"(limit {self.max_queue_size}); retry later"
+                )
+            self._queue.extend(pendings)
+            self._arrived.notify()
+        return [p.future for p in pendings]
 
-    async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
+    # --- the batching thread ---------------------------------------------------------------
+
+    def _serve(self) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
+            batch = self._take()
+            if batch is None:
+                return
+            self._last_batch = len(batch)
+            groups: dict[int, list[_Pending[ItemT, OutT]]] = collections.defaultdict(list)
+            for pending in batch:
+                groups[bucket_of(pending.length)].append(pending)
+            for group in groups.values():
+                self._run(group)
+            self._free_since = time.perf_counter()
+
+    def _take(self) -> list[_Pending[ItemT, OutT]] | None:
+        """Waits for items and returns the next batch (None once closed)."""
+        with self._arrived:
+            while True:
                 self._drop_cancelled()
-                if not self._queue:
+                if self._closed:
+                    return None
+                if self._queue:
                     break
-                # Waiting for company only pays when requests overlap; a lone client at low
-                # load (last batch of one) is served at once.
-                delay = self.max_queue_delay if self._last_batch > 1 else 0.0
-                deadline = self._queue[0].queued_at + delay
-                while len(self._queue) < self.max_batch_size:
+                self._arrived.wait()
+            # Waiting for company only pays when requests overlap.
+            if self._last_batch > 1 and self.max_queue_delay > 0:
+                start = max(self._queue[0].queued_at, self._free_since)
+                deadline = start + self.max_queue_delay
+                while len(self._queue) < self.max_batch_size and not self._closed:
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
                         break
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), remaining)
-                    self._wakeup.clear()
+                    self._arrived.wait(remaining)
                 self._drop_cancelled()
-                batch = [
-                    self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch_size))
-                ]
-                if batch:
-                    await self._run(loop, batch)
+            count = min(len(self._queue), self.max_batch_size)
+            return [self._queue.popleft() for _ in range(count)]
 
     def _drop_cancelled(self) -> None:
+        # Reading ``done()`` from this thread is safe: it only reads the future's state.
         if any(p.future.done() for p in self._queue):
             kept = [p for p in self._queue if not p.future.done()]
             self._queue.clear()
             self._queue.extend(kept)
 
-    async def _run(
-        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[ItemT, OutT]]
+    def _run(self, group: list[_Pending[ItemT, OutT]]) -> None:
+        live = [p for p in group if not p.future.done()]
+        if not live:
+            return
+        started = time.perf_counter()
+        outputs: Sequence[OutT] = ()
+        error: BaseException | None = None
+        try:
+            outputs = self._run_batch([p.item for p in live])
+        except Exception as exc:  # a model crash fails this batch only
+            log.exception("model %s failed on a batch of %d", self.name, len(live))
+            error = exc
+        elapsed = time.perf_counter() - started
+        stats = self.stats
+        stats.batches += 1
+        stats.items += len(live)
+        stats.largest_batch = max(stats.largest_batch, len(live))
+        stats.busy_seconds += elapsed
+        size, seconds, queue_seconds = self._metrics
+        size.observe(len(live))
+        seconds.observe(elapsed)
+        for pending in live:
+            queue_seconds.observe(started - pending.queued_at)
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._deliver, live, outputs, error)
+
+    def _deliver(
+        self,
+        live: list[_Pending[ItemT, OutT]],
+        outputs: Sequence[OutT],
+        error: BaseException | None,
     ) -> None:
-        self._last_batch = len(batch)
-        groups: dict[int, list[_Pending[ItemT, OutT]]] = collections.defaultdict(list)
-        for pending in batch:
-            groups[bucket_of(pending.length)].append(pending)
-        for group in groups.values():
-            live = [p for p in group if not p.future.done()]
-            if not live:
+        """Resolves a batch's futures (on the event loop)."""
+        for index, pending in enumerate(live):
+            if pending.future.done():
                 continue
-            started = time.perf_counter()
-            try:
-                outputs = await loop.run_in_executor(
-                    self._executor, self._run_batch, [p.item for p in live]
-                )
-                error: BaseException | None = None
-            except Exception as exc:  # a model crash fails this batch only
-                log.exception("model %s failed on a batch of %d", self.name, len(live))
-                error = exc
-            elapsed = time.perf_counter() - started
-            self.stats.batches += 1
-            self.stats.items += len(live)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(live))
-            self.stats.busy_seconds += elapsed
-            metrics.BATCH_SIZE.labels(self.name).observe(len(live))
-            metrics.BATCH_SECONDS.labels(self.name).observe(elapsed)
-            for pending in live:
-                metrics.QUEUE_SECONDS.labels(self.name).observe(started - pending.queued_at)
-            for index, pending in enumerate(live):
-                if pending.future.done():
-                    continue
-                if error is not None:
-                    pending.future.set_exception(_model_error(self.name, error))
-                else:
-                    pending.future.set_result(outputs[index])
+            if error is not None:
+                pending.future.set_exception(_model_error(self.name, error))
+            else:
+                pending.future.set_result(outputs[index])
 
 
 def _model_error(name: str, error: BaseException) -> BaseException:
@@ -230,8 +266,3 @@ def _model_error(name: str, error: BaseException) -> BaseException:
     if isinstance(error, TaskorchError):
         return error
     return InternalError(f"model {name!r} failed: {type(error).__name__}: {error}")
-
-
-def result_of(future: asyncio.Future[Any]) -> Any:
-    """The result of a finished future (re-raising its exception)."""
-    return future.result()

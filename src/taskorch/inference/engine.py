@@ -92,14 +92,25 @@ def _safe_size(path: Path) -> int:
         return 0
 
 
+_MEMORY_REFRESH_SECONDS = 1.0
+_memory_sample = (-_MEMORY_REFRESH_SECONDS, 0.0)  # (monotonic time read, GB)
+
+
 def _memory_gb() -> float:
-    """Resident memory of this process in GB (peak RSS where /proc is missing)."""
+    """Resident memory of this process in GB (peak RSS where /proc is missing), read at most
+    once a second: reading /proc on every request cost more than a small model's batch share."""
+    global _memory_sample
+    now = time.monotonic()
+    if now - _memory_sample[0] < _MEMORY_REFRESH_SECONDS:
+        return _memory_sample[1]
     try:
         with open("/proc/self/statm", encoding="ascii") as handle:
             pages = int(handle.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1e9
+        gb = pages * os.sysconf("SC_PAGE_SIZE") / 1e9
     except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    _memory_sample = (now, gb)
+    return gb
 
 
 class InferenceEngine:
@@ -239,6 +250,19 @@ class InferenceEngine:
         if entry is None:
             raise ModelNotFound(name, available=self._entries)
         return entry.info()
+
+    def task_of(self, name: str) -> str:
+        """The task type model ``name`` was imported for ("" when its config is unreadable),
+        without building its whole description.
+
+        Raises:
+            ModelNotFound: no folder of that name (the message lists the models).
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(name, available=self._entries)
+        config = entry.folder.config
+        return str(config.task) if config is not None and config.task else ""
 
     def supported_task_types(self) -> list[str]:
         """Canonical names of the task types this engine can run."""

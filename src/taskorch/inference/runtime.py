@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from taskorch.core.errors import InvalidArgument
 from taskorch.inference.batching import DynamicBatcher
-from taskorch.inference.config import ModelConfig, Truncation
+from taskorch.inference.config import ModelConfig, Pooling, Truncation
 from taskorch.inference.generation import DecoderGenerator, Seq2SeqGenerator
 from taskorch.inference.sessions import ModelSession
 from taskorch.inference.tasks import ModelFamily, task_types_of
@@ -368,7 +368,14 @@ class LoadedModel:
         refuse = self.config.truncation is Truncation.REFUSE
         wanted = set(self.session.input_names)
         feeds: list[Feed] = []
-        for encoding in self._fast.encode_batch(list(texts)):
+        # One text is encoded on this thread: encode_batch hands even a single text to the
+        # tokenizer's thread pool, which costs a thread wake-up per request.
+        encodings = (
+            [self._fast.encode(texts[0])]
+            if len(texts) == 1
+            else self._fast.encode_batch(list(texts))
+        )
+        for encoding in encodings:
             length = len(encoding.ids)
             if refuse and length > limit:
                 raise InvalidArgument(
@@ -410,6 +417,9 @@ class LoadedModel:
             else:
                 feed[key] = np.stack([item[key] for item in items])
         out = self.session.run(feed)
+        if self.config.family is ModelFamily.TEXT_ENCODER:
+            vectors = sentence_embeddings(out, feed, self.config.pooling)
+            return [{"sentence_embedding": vector} for vector in vectors]
         results: list[Outputs] = []
         for row, length in enumerate(lengths):
             results.append(
@@ -419,6 +429,26 @@ class LoadedModel:
                 }
             )
         return results
+
+
+def sentence_embeddings(out: Outputs, feed: Feed, pooling: Pooling) -> Array:
+    """One float32 vector per input of a text encoder's batch: the model's own
+    ``sentence_embedding`` output, else its token embeddings pooled over the real tokens
+    (padding excluded), in one vectorised step for the whole batch."""
+    if "sentence_embedding" in out:
+        return np.asarray(out["sentence_embedding"], dtype=np.float32)
+    tokens = out.get("last_hidden_state", out.get("token_embeddings"))
+    if tokens is None:
+        raise ValueError("the encoder has neither a sentence_embedding nor a last_hidden_state")
+    tokens = np.asarray(tokens, dtype=np.float32)
+    if pooling is Pooling.CLS:
+        return tokens[:, 0]
+    mask = feed.get("attention_mask")
+    real = (mask if mask is not None else np.ones(tokens.shape[:2], np.int64))[..., None] > 0
+    if pooling is Pooling.MAX:
+        return np.asarray(np.where(real, tokens, -np.inf).max(axis=1), dtype=np.float32)
+    counts = np.maximum(real.sum(axis=1), 1)
+    return np.asarray(np.where(real, tokens, 0.0).sum(axis=1) / counts, dtype=np.float32)
 
 
 def _is_sequence_axis(dim: int | str) -> bool:

@@ -87,21 +87,26 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     def _check(self, request: pb.InferRequest) -> Any:
         if not request.model_name:
             raise InvalidArgument("model_name is required", field="model_name")
-        model = self.engine.model(request.model_name)
+        model_task = self.engine.task_of(request.model_name)
         input_data: Mapping[str, Any] = (
             struct_to_dict(request.input_data, "input_data")
             if request.HasField("input_data")
             else {}
         )
         if request.HasField("inputs"):
-            inputs = structs.to_dict_value(json_format.MessageToDict(request.inputs))
+            value = request.inputs
+            inputs = (
+                value.string_value  # the common case, without json_format's generic walk
+                if value.WhichOneof("kind") == "string_value"
+                else structs.to_dict_value(json_format.MessageToDict(value))
+            )
             input_data = {**input_data, "inputs": inputs}
         parameters = (
             struct_to_dict(request.parameters, "parameters")
             if request.HasField("parameters")
             else {}
         )
-        task_type = request.task_type or str(model.task or "")
+        task_type = request.task_type or model_task
         return self.engine.check(task_type, request.model_name, input_data, parameters)
 
     async def Infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:

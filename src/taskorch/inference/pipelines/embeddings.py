@@ -3,7 +3,7 @@
 feature_extraction input ``{"inputs": "..." | [...]}``; parameter ``normalize`` (default from
 ``model.yaml``). Result: ``{"embedding": [...], "dimensions": n}`` for one text,
 ``{"embeddings": [[...], ...], "dimensions": n}`` for a list. Pooling (mean | cls | max over
-real tokens) comes from ``model.yaml``.
+real tokens) comes from ``model.yaml`` and runs in the model's batch (``LoadedModel``).
 
 sentence_similarity input ``{"source_sentence": "...", "sentences": [...]}`` (also nested
 under ``inputs``, as the Hugging Face API sends it). Result: ``{"scores": [cosine per
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.inference.config import Pooling
 from taskorch.inference.pipelines.base import (
     OnText,
     param_bool,
@@ -32,22 +31,14 @@ from taskorch.inference.runtime import LoadedModel, Outputs
 Vector = npt.NDArray[np.float32]
 
 
-def pool(model: LoadedModel, out: Outputs, *, normalize: bool) -> Vector:
-    """One sentence vector from one input's token embeddings (padding already removed)."""
-    if "sentence_embedding" in out:
-        vector = out["sentence_embedding"].astype(np.float32)
-    else:
-        tokens = out.get("last_hidden_state", out.get("token_embeddings"))
-        assert tokens is not None, "encoder has no token embedding output"
-        if model.config.pooling is Pooling.CLS:
-            vector = tokens[0]
-        elif model.config.pooling is Pooling.MAX:
-            vector = tokens.max(axis=0)
-        else:
-            vector = tokens.mean(axis=0)
+def pool(out: Outputs, *, normalize: bool) -> Vector:
+    """One input's sentence vector (the batch pooled it: ``LoadedModel`` runs the model's
+    pooling over real tokens for the whole batch), L2-normalised if asked."""
+    vector: Vector = out["sentence_embedding"]
     if normalize:
-        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-    return np.asarray(vector, dtype=np.float32)
+        norm = float(np.sqrt(np.dot(vector, vector)))
+        vector = vector / max(norm, 1e-12)
+    return vector
 
 
 async def embed(
@@ -55,7 +46,7 @@ async def embed(
 ) -> list[Vector]:
     """Embed ``texts`` through the model's dynamic batcher."""
     outputs = await model.infer(model.tokenize(texts, field=field))
-    return [pool(model, out, normalize=normalize) for out in outputs]
+    return [pool(out, normalize=normalize) for out in outputs]
 
 
 class FeatureExtraction:
