@@ -1,17 +1,21 @@
 """Served inference against raw ONNX Runtime in the same run (not a test).
 
-1. MiniLM-L6 embeddings: raw ONNX Runtime in process at batch 1 and at the best batch size,
-   then ModelService.Infer over gRPC at concurrency 1, 8 and 32 (the server batches
-   concurrent requests dynamically), twice: from a Python grpc.aio client (what an SDK user
-   sees) and from h2load sending the same gRPC frames (a C client: on two cores the Python
-   client's own CPU otherwise decides the result). Ratios: served throughput / raw best-batch
-   throughput, and served batch-1 p50 latency minus raw batch-1 p50.
+1. MiniLM-L6 embeddings, in ``--rounds`` interleaved rounds (the machine's speed drifts, so
+   each served figure is compared with the raw figures of its own round): raw ONNX Runtime in
+   process at batch 1 and at batch 16, 32 and 64 (the best of them is the round's limit), then
+   ModelService.Infer over gRPC at concurrency 1, 8 and 32 (the server batches concurrent
+   requests dynamically), twice: from a Python grpc.aio client (what an SDK user sees) and from
+   h2load sending the same gRPC frames (a C client: on two cores the Python client's own CPU
+   otherwise decides the result). Ratios, per round then the median and range over rounds:
+   served throughput / raw best-batch throughput, and served batch-1 p50 latency minus raw
+   batch-1 p50.
 2. SmolLM2-135M generation: a plain single-sequence ORT loop in process, then
    ModelService.Generate over gRPC at concurrency 1 and 4 (continuous batching): aggregate
    tokens/s and time to first token, as ratios to the plain loop.
 
 The client, the server and ONNX Runtime share this machine's cores. Usage:
-``python bench/inference_served.py [--models-dir var/models]`` after ``taskorch models defaults``.
+``python bench/inference_served.py [--models-dir var/models] [--rounds 3]`` after
+``taskorch models defaults``.
 """
 
 from __future__ import annotations
@@ -22,18 +26,50 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from _harness import Target, grpc_frame, h2load, percentile, table, taskorch_server
 from _harness import machine as grpc_machine
-from inference_raw import NEW_TOKENS, PROMPTS, SENTENCES, machine, plain_generation, raw_embeddings
+from inference_raw import NEW_TOKENS, PROMPTS, SENTENCES, RawEmbedder, machine, plain_generation
 
 from taskorch.v1 import model_service_pb2 as pb
 from taskorch.v1 import model_service_pb2_grpc as pb_grpc
 
 MINILM = "all-minilm-l6-v2"
 SMOLLM = "smollm2-135m-instruct"
+BATCHES = (16, 32, 64)  # raw batch sizes tried for the round's best
+CONCURRENCY = (1, 8, 32)
+Measured = tuple[float, list[float]]  # (requests/s, latencies in s)
+
+
+@dataclass
+class Round:
+    """One round's raw and served figures."""
+
+    raw: dict[int, tuple[float, float]]  # batch: (sentences/s, p50 ms)
+    python: dict[int, Measured]
+    h2load: dict[int, Measured]
+
+    @property
+    def best(self) -> tuple[int, float]:
+        batch = max(BATCHES, key=lambda b: self.raw[b][0])
+        return batch, self.raw[batch][0]
+
+    def ratio(self, client: str, concurrency: int) -> float:
+        return getattr(self, client)[concurrency][0] / self.best[1]
+
+    def overhead_ms(self, client: str) -> float:
+        return percentile(getattr(self, client)[1][1], 50) * 1e3 - self.raw[1][1]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """The median, and the range when there is more than one value."""
+    middle = format(statistics.median(values), fmt)
+    if len(values) < 2:
+        return middle
+    return f"{middle} ({format(min(values), fmt)} to {format(max(values), fmt)})"
 
 
 async def served_embeddings(
@@ -107,61 +143,83 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     default = Path(os.environ.get("TASKORCH_MODELS_DIR") or "var/models")
     parser.add_argument("--models-dir", type=Path, default=default)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved embedding rounds")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
     args = parser.parse_args()
     models: Path = args.models_dir.resolve()
+    seconds: float = args.seconds
     print(f"machine: {machine()}; {grpc_machine()}")
 
-    raw, provider = raw_embeddings(models / MINILM)
-    best_batch = max(raw, key=lambda b: raw[b][0])
-    raw_best, raw_batch1_p50 = raw[best_batch][0], raw[1][1]
+    embedder = RawEmbedder(models / MINILM)
     plain_rate, plain_ttft = plain_generation(models / SMOLLM)
-
-    with taskorch_server("--models-dir", str(models), "--workers", "4") as server:
+    rounds: list[Round] = []
+    with (
+        taskorch_server("--models-dir", str(models), "--workers", "4") as server,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         channel = grpc.aio.insecure_channel(server.grpc_addr)
         stub = pb_grpc.ModelServiceStub(channel)
         await served_embeddings(stub, 8, seconds=1.0)  # warm up
-        embeddings = {c: await served_embeddings(stub, c) for c in (1, 8, 32)}
-        with tempfile.TemporaryDirectory() as scratch:
+        for number in range(args.rounds):
+            raw = {batch: embedder.measure(batch, seconds) for batch in (1, *BATCHES)}
+            python = {c: await served_embeddings(stub, c, seconds) for c in CONCURRENCY}
             native = {
-                c: served_embeddings_h2load(server.grpc_addr, c, Path(scratch)) for c in (1, 8, 32)
+                c: served_embeddings_h2load(server.grpc_addr, c, Path(scratch), seconds)
+                for c in CONCURRENCY
             }
+            rounds.append(Round(raw, python, native))
+            print(f"  round {number + 1} of {args.rounds} measured", flush=True)
         generation = {c: await served_generation(stub, c) for c in (1, 4)}
         await channel.close()
 
+    def latencies(client: str, concurrency: int) -> list[float]:
+        return [t for r in rounds for t in getattr(r, client)[concurrency][1]]
+
+    def rates(client: str, concurrency: int) -> list[float]:
+        return [getattr(r, client)[concurrency][0] for r in rounds]
+
+    provider = embedder.provider
+    best_batches = sorted({r.best[0] for r in rounds})
     rows = [("embeddings (MiniLM-L6, ~16 tokens)", "sentences/s", "p50 / p99", "ratio")]
     rows.append(
-        (f"raw ORT, batch 1 ({provider})", f"{raw[1][0]:,.0f}", f"{raw_batch1_p50:.1f} ms", "")
+        (
+            f"raw ORT, batch 1 ({provider})",
+            spread([r.raw[1][0] for r in rounds], ",.0f"),
+            f"{statistics.median(r.raw[1][1] for r in rounds):.1f} ms",
+            "",
+        )
     )
-    rows.append((f"raw ORT, best batch ({best_batch})", f"{raw_best:,.0f}", "", "1.00"))
-    for concurrency, (rate, latencies) in embeddings.items():
-        rows.append(
-            (
-                f"served gRPC Infer, concurrency {concurrency}",
-                f"{rate:,.0f}",
-                f"{percentile(latencies, 50) * 1e3:.1f} / {percentile(latencies, 99) * 1e3:.1f} ms",
-                f"{rate / raw_best:.2f} of best batch",
-            )
+    rows.append(
+        (
+            f"raw ORT, best batch ({'/'.join(map(str, best_batches))})",
+            spread([r.best[1] for r in rounds], ",.0f"),
+            "",
+            "1.00",
         )
-    for concurrency, (rate, latencies) in native.items():
-        rows.append(
-            (
-                f"served gRPC Infer from h2load, concurrency {concurrency}",
-                f"{rate:,.0f}",
-                f"{percentile(latencies, 50) * 1e3:.1f} / {percentile(latencies, 99) * 1e3:.1f} ms",
-                f"{rate / raw_best:.2f} of best batch",
+    )
+    for client, label in (("python", "Python client"), ("h2load", "h2load")):
+        for concurrency in CONCURRENCY:
+            times = latencies(client, concurrency)
+            rows.append(
+                (
+                    f"served gRPC Infer, {label}, concurrency {concurrency}",
+                    spread(rates(client, concurrency), ",.0f"),
+                    f"{percentile(times, 50) * 1e3:.1f} / {percentile(times, 99) * 1e3:.1f} ms",
+                    spread([r.ratio(client, concurrency) for r in rounds], ".2f")
+                    + " of best batch",
+                )
             )
-        )
-    for client, measured in (("Python client", embeddings), ("h2load", native)):
-        overhead = percentile(measured[1][1], 50) * 1e3 - raw_batch1_p50
+    for client, label in (("python", "Python client"), ("h2load", "h2load")):
         rows.append(
             (
-                f"batch-1 latency overhead, {client} (served p50 - raw p50)",
+                f"batch-1 latency overhead, {label} (served p50 - raw p50)",
                 "",
-                f"{overhead:+.1f} ms",
+                spread([r.overhead_ms(client) for r in rounds], "+.1f") + " ms",
                 "",
             )
         )
     print(table(rows))
+    print(f"(median over {len(rounds)} rounds, range in brackets; each ratio uses its round's raw)")
     print()
     gen_rows = [("generation (SmolLM2-135M, greedy)", "tokens/s", "TTFT p50", "ratio")]
     gen_rows.append(
