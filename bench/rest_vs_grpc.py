@@ -4,6 +4,10 @@ Calls: GetTask of an existing task, and CreateTask of a text-analysis task. Path
 - gRPC: h2load sending raw gRPC frames straight to the server's port;
 - REST: h2load to Envoy (h2c, and HTTP/1.1) at GET /v1/tasks/{id} and POST /v1/tasks {text};
 - gRPC passthrough: the same gRPC frames through Envoy's port (what the proxy hop alone costs).
+The raw limit of any proxy on this machine is measured in the same run: a bare Envoy (router
+only) in front of an Envoy that answers by itself, against that Envoy directly. Its added p50
+bounds what REST through a proxy can reach one call at a time: a call that takes T directly
+takes at least T + hop through any proxy, so the "c=1 bound" column is T / (T + hop).
 Concurrency 1 and 32 (connections with one request in flight each). Every path of a case is run
 ``--repeats`` times in alternating order (A B C D, D C B A, ...); rates are the mean, p50/p99
 come from every request of those runs. After each CreateTask run the server's queue drains
@@ -24,14 +28,18 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import yaml
 from _harness import Target, grpc_frame, h2load, machine, percentile, table, taskorch_server
 
 from taskorch.gateway.launcher import envoy_binary
 from taskorch.v1 import task_service_pb2 as pb
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, free_port
 
 TEXT = "Multimodal is building AI-powered tools to automate complex tasks."
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
@@ -102,6 +110,117 @@ def measure(
     return results
 
 
+_ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def _listener(port: int, route: dict[str, Any]) -> dict[str, Any]:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
+        ".v3.HttpConnectionManager",
+        "stat_prefix": "bench",
+        "codec_type": "AUTO",
+        "route_config": {
+            "virtual_hosts": [
+                {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, **route}]}
+            ]
+        },
+        "http_filters": [_ROUTER],
+    }
+    return {
+        "name": f"bench-{port}",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+@contextmanager
+def bare_hop(workdir: Path) -> Iterator[tuple[str, str]]:
+    """Two Envoys: one answering 200 by itself, one routing to it over HTTP/2 with no other
+    filter. Yields (direct URL, proxied URL)."""
+    answer, hop = free_port(), free_port()
+    answering = {
+        "static_resources": {
+            "listeners": [
+                _listener(
+                    answer, {"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
+                )
+            ]
+        }
+    }
+    cluster = {
+        "name": "answer",
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
+                ".HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "answer",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": "127.0.0.1", "port_value": answer}
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    routing = {
+        "static_resources": {
+            "listeners": [_listener(hop, {"route": {"cluster": "answer", "timeout": "0s"}})],
+            "clusters": [cluster],
+        }
+    }
+    procs = []
+    try:
+        for name, config in (("answer", answering), ("hop", routing)):
+            path = workdir / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            log = (workdir / f"{name}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [envoy_binary(), "-c", str(path), "--disable-hot-restart", "-l", "warning"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        urls = (f"http://127.0.0.1:{answer}/", f"http://127.0.0.1:{hop}/")
+        deadline = time.monotonic() + 30
+        for url in urls:
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=2).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
 def versions() -> str:
     h2 = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.strip()
     envoy = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True).stdout
@@ -126,6 +245,7 @@ def main() -> None:
             "gRPC direct",
             "REST h2c via Envoy",
             "ratio",
+            "c=1 bound",
             "REST HTTP/1.1 via Envoy",
             "ratio",
             "gRPC via Envoy",
@@ -137,6 +257,24 @@ def main() -> None:
         taskorch_server("--workers", str(args.workers), gateway=True) as server,
     ):
         workdir = Path(tmp)
+        with bare_hop(workdir) as (direct_url, hop_url):
+            hop = measure(
+                server,
+                [Target("direct", direct_url, None, ()), Target("hop", hop_url, None, ())],
+                concurrency=1,
+                seconds=args.seconds,
+                repeats=args.repeats,
+                creates=False,
+                workdir=workdir,
+            )
+        hop_ms = (
+            percentile(hop["hop"].latencies, 50) - percentile(hop["direct"].latencies, 50)
+        ) * 1e3
+        print(
+            f"  bare Envoy hop, concurrency 1: direct {hop['direct'].cell()}, through a "
+            f"router-only Envoy {hop['hop'].cell()}: +{hop_ms:.2f} ms p50",
+            flush=True,
+        )
         request = urllib.request.Request(
             f"{server.http_url}/v1/tasks",
             data=json.dumps({"text": TEXT}).encode(),
@@ -219,13 +357,18 @@ def main() -> None:
                 row = [call, str(concurrency), measured["grpc"].cell()]
                 for name in ("rest", "rest1", "proxied"):
                     row += [measured[name].cell(), f"{measured[name].rate / grpc_rate:.2f}"]
+                    if name == "rest":
+                        direct_ms = percentile(measured["grpc"].latencies, 50) * 1e3
+                        bound = direct_ms / (direct_ms + hop_ms)
+                        row.append(f"{bound:.2f}" if concurrency == 1 else "")
                 rows.append(tuple(row))
                 print(f"  measured {call} at concurrency {concurrency}", flush=True)
     print(table(rows))
     print(
         f"(req/s mean of {args.repeats} runs of {args.seconds:g} s each, p50 / p99 over all "
         f"their requests; ratio = path / gRPC direct; server: SQLite, {args.workers} worker "
-        f"slots, rate limiting off; load average {os.getloadavg()[0]:.2f} at the end)"
+        f"slots, rate limiting off; load average {os.getloadavg()[0]:.2f} at the end; c=1 "
+        f"bound = gRPC p50 / (gRPC p50 + the bare hop's {hop_ms:.2f} ms))"
     )
 
 
