@@ -113,7 +113,8 @@ async def test_batching_raises_embedding_throughput(default_engine: InferenceEng
 async def test_an_embedding_does_not_depend_on_its_batch(tiny_engine: InferenceEngine) -> None:
     """Inputs of different lengths padded into one batch embed exactly as they do alone."""
     model = tiny_engine._serving("tiny-bert-embed")
-    short, long = "parse all the arguments of the module", "parse the arguments of the calendar module now"
+    short = "parse all the arguments of the module"
+    long = "parse the arguments of the calendar module now"
     lengths = [feed["input_ids"].shape[0] for feed in model.tokenize([short, long], field="x")]
     assert lengths[0] < lengths[1] and bucket_of(lengths[0]) == bucket_of(lengths[1])
 
