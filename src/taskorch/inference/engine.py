@@ -246,10 +246,14 @@ class InferenceEngine:
         Raises:
             ModelNotFound: no folder of that name (the message lists the models).
         """
+        entry = self._entry(name)
+        return entry.info()
+
+    def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
         if entry is None:
             raise ModelNotFound(name, available=self._entries)
-        return entry.info()
+        return entry
 
     def task_of(self, name: str) -> str:
         """The task type model ``name`` was imported for ("" when its config is unreadable),
@@ -258,9 +262,7 @@ class InferenceEngine:
         Raises:
             ModelNotFound: no folder of that name (the message lists the models).
         """
-        entry = self._entries.get(name)
-        if entry is None:
-            raise ModelNotFound(name, available=self._entries)
+        entry = self._entry(name)
         config = entry.folder.config
         return str(config.task) if config is not None and config.task else ""
 
@@ -300,9 +302,7 @@ class InferenceEngine:
         return ranked[0]
 
     def _serving(self, name: str) -> LoadedModel:
-        entry = self._entries.get(name)
-        if entry is None:
-            raise ModelNotFound(name, available=self._entries)
+        entry = self._entry(name)
         if entry.state is ModelState.LOADING:
             raise Unavailable(f"model {name!r} is still loading", retry_after_seconds=2.0)
         if entry.state is ModelState.FAILED or entry.model is None:

@@ -433,9 +433,11 @@ class GenericHandlersOnly:
     The generated ``add_*Servicer_to_server`` functions also register every method with the
     server. grpc.aio (1.85) then keeps one pending "next call" future per registered method and
     waits on all of them (``asyncio.wait``) for every call that arrives, so each call costs time
-    in proportion to the number of methods: with the ~50 methods here, about 0.3 ms per call on
-    the reference machine. Generic handlers serve the same methods through one future; the
-    interceptor caches the handler of each method, so lookups stay cheap.
+    in proportion to the number of methods. With the ~50 methods here, measured on the
+    reference machine (GetModel, concurrency 8): 0.70-0.85 ms of server CPU per call through
+    generic handlers against 0.79-0.88 ms registered, 4-25% more calls/s. Generic handlers
+    serve the same methods through one future; the interceptor caches the handler of each
+    method, so lookups stay cheap.
     """
 
     def __init__(self, server: grpc.aio.Server) -> None:
