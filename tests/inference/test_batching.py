@@ -20,7 +20,7 @@ from taskorch.inference.runtime import sentence_embeddings
 async def test_concurrent_items_share_batches() -> None:
     sizes: list[int] = []
 
-    def run(items: list[int]) -> list[int]:
+    def run(items: list[int], instance: int | None) -> list[int]:
         sizes.append(len(items))
         time.sleep(0.01)
         return [i * 2 for i in items]
@@ -36,10 +36,39 @@ async def test_concurrent_items_share_batches() -> None:
         await batcher.close()
 
 
+async def test_instances_run_batches_side_by_side_and_a_lone_item_runs_alone() -> None:
+    """Two instances: queued items are shared between the idle ones and both run at the same
+    time; one item arriving while both are idle runs as instance None (all the cores)."""
+    inside: list[int | None] = []
+    both_in = threading.Barrier(2, timeout=5)
+    calls: list[tuple[int | None, int]] = []
+
+    def run(items: list[int], instance: int | None) -> list[int]:
+        calls.append((instance, len(items)))
+        if len(items) > 1:
+            inside.append(instance)
+            both_in.wait()  # fails with BrokenBarrierError unless the other instance runs too
+        return [i + 100 for i in items]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "pair", run, max_batch_size=16, max_queue_delay_ms=0, instances=2
+    )
+    try:
+        assert await batcher.submit(1) == 101
+        assert calls == [(None, 1)]
+        calls.clear()
+        futures = batcher.submit_many([(i, 4) for i in range(8)])
+        assert [await f for f in futures] == [i + 100 for i in range(8)]
+        assert sorted(calls, key=str) == [(0, 4), (1, 4)]
+        assert sorted(inside, key=str) == [0, 1]
+    finally:
+        await batcher.close()
+
+
 async def test_full_queue_is_refused_and_a_crash_fails_only_its_batch() -> None:
     gate = threading.Event()
 
-    def run(items: list[int]) -> list[int]:
+    def run(items: list[int], instance: int | None) -> list[int]:
         gate.wait(5)
         if -1 in items:
             raise RuntimeError("boom")
@@ -69,7 +98,7 @@ async def test_cancelled_items_are_skipped() -> None:
     seen: list[int] = []
     gate = threading.Event()
 
-    def run(items: list[int]) -> list[int]:
+    def run(items: list[int], instance: int | None) -> list[int]:
         gate.wait(5)
         seen.extend(items)
         return items

@@ -34,6 +34,8 @@ def _copy(tiny: TinyModels, name: str, target: Path) -> Path:
         ({}, "task is required"),
         ({"task": "teleport"}, "not supported"),
         ({"task": "feature_extraction", "max_batch_size": 0}, "max_batch_size"),
+        ({"task": "feature_extraction", "instances": 0}, "instances"),
+        ({"task": "feature_extraction", "instances": "many"}, "instances"),
         ({"task": "feature_extraction", "truncation": "maybe"}, "truncation"),
         ({"task": "feature_extraction", "colour": "red"}, "unknown keys"),
         ({"task": "feature_extraction", "default_for": ["text_generation"]}, "cannot serve"),

@@ -16,6 +16,8 @@ import grpc
 import pytest
 
 from taskorch.client import Client, InvalidArgumentError, NotFoundError
+from taskorch.inference.runtime import batching_instances
+from taskorch.inference.sessions import default_threads
 from taskorch.v1 import model_service_pb2 as pb
 from taskorch.v1 import model_service_pb2_grpc as pb_grpc
 from tests.servers import ServerProcess, sqlite_url
@@ -90,6 +92,10 @@ def test_models_list_shows_states_and_the_provider_really_used(
     assert listed[SMOLLM].state == pb.Model.READY
     assert listed[SMOLLM].execution_provider == "CPUExecutionProvider"
     assert "text_generation" in listed[SMOLLM].task_types
+    # Batched models run one instance per core here (two cores, no GPU); generation runs one.
+    cores = default_threads()
+    assert listed[MINILM].instances == batching_instances(None, cores=cores, on_cuda=False)
+    assert listed[SMOLLM].instances == 1
     assert listed[MINILM].inputs and listed[MINILM].inputs[0].name == "input_ids"
     broken = _wait_ready(models, "broken-model")
     assert broken.state == pb.Model.LOAD_FAILED and broken.error

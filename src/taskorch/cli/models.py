@@ -107,6 +107,7 @@ def _server_row(info: ModelInfo) -> dict[str, Any]:
         "default_for": list(info.default_for),
         "size_bytes": info.size_bytes,
         "load_seconds": info.load_seconds,
+        "instances": info.instances,
         "error": info.error,
     }
 
@@ -127,6 +128,7 @@ def _local_row(info: Any) -> dict[str, Any]:
         "default_for": [t.value for t in info.default_for],
         "size_bytes": info.size_bytes,
         "load_seconds": info.load_seconds,
+        "instances": info.instances,
         "error": info.error,
         "path": str(info.path),
     }
@@ -165,7 +167,9 @@ def list_command(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "task", "state", "provider", "batch", "quant", "size MB", "error")
+    table = Table(
+        "name", "task", "state", "provider", "batch", "instances", "quant", "size MB", "error"
+    )
     for row in rows:
         table.add_row(
             row["name"],
@@ -173,6 +177,7 @@ def list_command(
             row["state"],
             _provider(row),
             str(row["max_batch_size"]),
+            str(row["instances"] or "-"),
             row["quantization"],
             f"{row['size_bytes'] / 1e6:.1f}",
             row["error"] or "",

@@ -47,6 +47,7 @@ class ModelInfo:
     size_bytes: int = 0
     load_seconds: float = 0.0
     error: str = ""
+    instances: int = 0
 
     @classmethod
     def from_proto(cls, m: pb.Model) -> ModelInfo:
@@ -68,6 +69,7 @@ class ModelInfo:
             size_bytes=m.size_bytes,
             load_seconds=m.load_seconds,
             error=m.error,
+            instances=m.instances,
         )
 
 

@@ -9,6 +9,8 @@ Example (every key but ``task`` is optional)::
     max_batch_size: 32
     max_queue_delay_ms: 2
     max_queue_size: 1024
+    instances: auto                   # batching threads, each with its own session: auto is
+                                      # one per core on CPU (at most 4), 1 on GPU
     max_input_length: 256             # tokens; longer inputs are truncated or refused:
     truncation: truncate              # truncate | refuse
     providers: [CUDAExecutionProvider, CPUExecutionProvider]
@@ -70,6 +72,7 @@ class ModelConfig:
     max_batch_size: int = 8
     max_queue_delay_ms: float = 2.0
     max_queue_size: int = 1024
+    instances: int | None = None  # None: chosen at load (see runtime.batching_instances)
     max_input_length: int = 512
     truncation: Truncation = Truncation.TRUNCATE
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
@@ -91,6 +94,7 @@ class ModelConfig:
             "max_batch_size": self.max_batch_size,
             "max_queue_delay_ms": self.max_queue_delay_ms,
             "max_queue_size": self.max_queue_size,
+            **({"instances": self.instances} if self.instances is not None else {}),
             "max_input_length": self.max_input_length,
             "truncation": self.truncation.value,
             "providers": list(self.providers),
@@ -118,6 +122,7 @@ _KNOWN_KEYS = {
     "max_batch_size",
     "max_queue_delay_ms",
     "max_queue_size",
+    "instances",
     "max_input_length",
     "truncation",
     "providers",
@@ -200,6 +205,11 @@ def parse_model_config(raw: object) -> ModelConfig:
     context_window = raw.get("context_window")
     if context_window is not None:
         context_window = _int(raw, "context_window", 0, minimum=8)
+    instances = raw.get("instances")
+    if instances == "auto":
+        instances = None
+    elif instances is not None:
+        instances = _int(raw, "instances", 1)
     extra = {k: raw[k] for k in ("source", "validation") if k in raw}
     return ModelConfig(
         task=task,
@@ -210,6 +220,7 @@ def parse_model_config(raw: object) -> ModelConfig:
         max_batch_size=_int(raw, "max_batch_size", 8),
         max_queue_delay_ms=float(delay),
         max_queue_size=_int(raw, "max_queue_size", 1024),
+        instances=instances,
         max_input_length=_int(raw, "max_input_length", 512, minimum=2),
         truncation=_enum(raw, "truncation", Truncation, Truncation.TRUNCATE),
         providers=tuple(providers),

@@ -2,8 +2,10 @@
 
 ``LoadedModel.load`` does the slow, blocking part (reading the graph, building the session,
 loading the tokenizer) and is meant to run on a thread. Encoder families get a
-``DynamicBatcher`` whose items are single tokenised inputs; causal LMs get a continuous-batching
-``DecoderGenerator``; seq2seq LMs a ``Seq2SeqGenerator``.
+``DynamicBatcher`` whose items are single tokenised inputs, and on a CPU with several cores one
+more session per batching instance (``instances`` in model.yaml), each with its share of the
+cores; causal LMs get a continuous-batching ``DecoderGenerator``; seq2seq LMs a
+``Seq2SeqGenerator``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from taskorch.core.errors import InvalidArgument
 from taskorch.inference.batching import DynamicBatcher
 from taskorch.inference.config import ModelConfig, Pooling, Truncation
 from taskorch.inference.generation import DecoderGenerator, Seq2SeqGenerator
-from taskorch.inference.sessions import ModelSession
+from taskorch.inference.sessions import ModelSession, default_threads
 from taskorch.inference.tasks import ModelFamily, task_types_of
 from taskorch.inference.types import ModelInfo, ModelState
 
@@ -67,6 +69,7 @@ class LoadedModel:
         tokenizer: Any = None,
         image_processor: Any = None,
         extra_sessions: Mapping[str, ModelSession] | None = None,
+        instance_sessions: Sequence[ModelSession] = (),
         hf_config: Mapping[str, Any] | None = None,
         load_seconds: float = 0.0,
     ) -> None:
@@ -78,6 +81,8 @@ class LoadedModel:
         self._fast: Any = None
         self.image_processor = image_processor
         self.extra_sessions = dict(extra_sessions or {})
+        # Batching instances' own sessions; none: every batch runs on ``session``.
+        self.instance_sessions = tuple(instance_sessions)
         self.hf_config = dict(hf_config or {})
         self.load_seconds = load_seconds
         self.size_bytes = folder_size(path)
@@ -117,7 +122,13 @@ class LoadedModel:
                 max_batch_size=config.max_batch_size,
                 max_queue_delay_ms=config.max_queue_delay_ms,
                 max_queue_size=config.max_queue_size,
+                instances=len(self.instance_sessions) or 1,
             )
+
+    @property
+    def instances(self) -> int:
+        """Batching instances running side by side (1 for generators)."""
+        return len(self.instance_sessions) or 1
 
     # --- loading -------------------------------------------------------------------------
 
@@ -163,6 +174,20 @@ class LoadedModel:
             main = ModelSession(
                 onnx_file, providers=config.providers, prefer_gpu=prefer_gpu, threads=threads
             )
+        instance_sessions: list[ModelSession] = []
+        if config.family not in (ModelFamily.CAUSAL_LM, ModelFamily.SEQ2SEQ_LM):
+            cores = threads or default_threads()
+            count = batching_instances(config.instances, cores=cores, on_cuda=main.on_cuda)
+            if count > 1:
+                instance_sessions = [
+                    ModelSession(
+                        main.path,
+                        providers=main.providers_active,
+                        prefer_gpu=prefer_gpu,
+                        threads=max(1, cores // count),
+                    )
+                    for _ in range(count)
+                ]
         tokenizer = None
         image_processor = None
         if config.family is ModelFamily.IMAGE_CLASSIFICATION:
@@ -181,6 +206,7 @@ class LoadedModel:
             tokenizer=tokenizer,
             image_processor=image_processor,
             extra_sessions=extra,
+            instance_sessions=instance_sessions,
             hf_config=hf_config,
             load_seconds=time.perf_counter() - started,
         )
@@ -268,6 +294,7 @@ class LoadedModel:
             task_types=tuple(task_types_of(self.config.family)),
             size_bytes=self.size_bytes,
             load_seconds=self.load_seconds,
+            instances=self.instances,
         )
 
     # --- tokenisation --------------------------------------------------------------------
@@ -403,7 +430,7 @@ class LoadedModel:
             for fut in futures:
                 fut.cancel()
 
-    def _run_batch(self, items: list[Feed]) -> list[Outputs]:
+    def _run_batch(self, items: list[Feed], instance: int | None) -> list[Outputs]:
         lengths = [_length(item) for item in items]
         width = max(lengths)
         feed: dict[str, Array] = {}
@@ -416,7 +443,10 @@ class LoadedModel:
                 feed[key] = batch
             else:
                 feed[key] = np.stack([item[key] for item in items])
-        out = self.session.run(feed)
+        session = self.session
+        if instance is not None and self.instance_sessions:
+            session = self.instance_sessions[instance]
+        out = session.run(feed)
         if self.config.family is ModelFamily.TEXT_ENCODER:
             vectors = sentence_embeddings(out, feed, self.config.pooling)
             return [{"sentence_embedding": vector} for vector in vectors]
@@ -429,6 +459,20 @@ class LoadedModel:
                 }
             )
         return results
+
+
+def batching_instances(configured: int | None, *, cores: int, on_cuda: bool) -> int:
+    """How many batching instances a batched model runs: ``configured`` when model.yaml sets
+    it, else one per core on a CPU (at most 4, each then gets ``cores // instances`` threads)
+    and one on a GPU, which batches better than it shares."""
+    if configured is not None:
+        return configured
+    if on_cuda or cores < 2:
+        return 1
+    return min(cores, MAX_AUTO_INSTANCES)
+
+
+MAX_AUTO_INSTANCES = 4
 
 
 def sentence_embeddings(out: Outputs, feed: Feed, pooling: Pooling) -> Array:

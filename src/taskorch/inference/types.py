@@ -52,6 +52,7 @@ class ModelInfo:
     error: str | None = None
     size_bytes: int = 0
     load_seconds: float | None = None
+    instances: int = 0  # batching instances running (0 until loaded)
 
     @property
     def execution_provider(self) -> str:

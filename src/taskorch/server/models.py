@@ -47,6 +47,7 @@ def model_to_proto(info: ModelInfo) -> pb.Model:
         error=info.error or "",
         size_bytes=info.size_bytes,
         load_seconds=info.load_seconds or 0.0,
+        instances=info.instances,
     )
 
 
