@@ -10,7 +10,7 @@
    h2load sending the same gRPC frames (a C client: on two cores the Python client's own CPU
    otherwise decides the result). Ratios, per round then the median and range over rounds:
    served throughput / raw best-batch throughput, and served batch-1 p50 latency minus raw
-   batch-1 p50.
+   batch-1 p50, from alternating one-second slices of raw batch 1 and served concurrency 1.
 2. SmolLM2-135M generation: a plain single-sequence ORT loop in process, then
    ModelService.Generate over gRPC at concurrency 1 and 4 (continuous batching): aggregate
    tokens/s and time to first token, as ratios to the plain loop.
@@ -43,6 +43,7 @@ MINILM = "all-minilm-l6-v2"
 SMOLLM = "smollm2-135m-instruct"
 BATCHES = (16, 32, 64)  # raw batch sizes tried for the round's best
 CONCURRENCY = (1, 8, 32)
+SLICES = 4  # alternating raw / served slices per round for the batch-1 latency added
 SIDE_LABEL = "1"  # how many one-thread sessions run side by side (set from the embedder)
 Measured = tuple[float, list[float]]  # (requests/s, latencies in s)
 
@@ -55,6 +56,9 @@ class Round:
     side: dict[int, float]  # batch: sentences/s, one-thread sessions side by side
     python: dict[int, Measured]
     h2load: dict[int, Measured]
+    # Batch-1 p50 added by serving, one figure per slice: raw batch 1 and served concurrency 1
+    # measured in alternating one-second slices (the machine's speed moves within seconds).
+    added: dict[str, list[float]]
 
     @property
     def best(self) -> tuple[str, float]:
@@ -67,7 +71,7 @@ class Round:
         return getattr(self, client)[concurrency][0] / self.best[1]
 
     def overhead_ms(self, client: str) -> float:
-        return percentile(getattr(self, client)[1][1], 50) * 1e3 - self.raw[1][1]
+        return statistics.median(self.added[client])
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -116,6 +120,26 @@ def served_embeddings_h2load(
         grpc_method="/taskorch.v1.ModelService/Infer",
     )
     return h2load(target, concurrency=concurrency, seconds=seconds, log=workdir / "h2load.log")
+
+
+async def batch1_added(
+    embedder: RawEmbedder,
+    stub: pb_grpc.ModelServiceStub,
+    server_addr: str,
+    workdir: Path,
+    slices: int = SLICES,
+) -> dict[str, list[float]]:
+    """Milliseconds serving adds to the batch-1 p50, per slice: each client's served p50 at
+    concurrency 1 minus the raw batch-1 p50 of the slice just before it."""
+    added: dict[str, list[float]] = {"python": [], "h2load": []}
+    for _ in range(slices):
+        raw_p50 = embedder.measure(1, 1.0)[1]
+        python = (await served_embeddings(stub, 1, 1.0))[1]
+        added["python"].append(percentile(python, 50) * 1e3 - raw_p50)
+        raw_p50 = embedder.measure(1, 1.0)[1]
+        native = served_embeddings_h2load(server_addr, 1, workdir, 1.0)[1]
+        added["h2load"].append(percentile(native, 50) * 1e3 - raw_p50)
+    return added
 
 
 async def served_generation(
@@ -176,7 +200,8 @@ async def main() -> None:
                 c: served_embeddings_h2load(server.grpc_addr, c, Path(scratch), seconds)
                 for c in CONCURRENCY
             }
-            rounds.append(Round(raw, side, python, native))
+            added = await batch1_added(embedder, stub, server.grpc_addr, Path(scratch))
+            rounds.append(Round(raw, side, python, native, added))
             print(f"  round {number + 1} of {args.rounds} measured", flush=True)
         generation = {c: await served_generation(stub, c) for c in (1, 4)}
         await channel.close()
@@ -240,7 +265,7 @@ async def main() -> None:
     for client, label in (("python", "Python client"), ("h2load", "h2load")):
         rows.append(
             (
-                f"batch-1 latency overhead, {label} (served p50 - raw p50)",
+                f"batch-1 latency added, {label} (served p50 - raw p50, {SLICES} slices/round)",
                 "",
                 spread([r.overhead_ms(client) for r in rounds], "+.1f") + " ms",
                 "",
