@@ -9,12 +9,11 @@ while the event loop is busy sending answers, and items that arrived meanwhile f
 batch: under load batches fill up by themselves.
 
 Several instances on a CPU each run one-thread sessions side by side: on the 2-core reference
-machine two of them embed ~10-20% more sentences per second than one two-thread session at any
-batch size, and a thread preempted by the event loop then delays only its own batch instead of
-stalling the other core at every operator's barrier. Idle instances share what is queued (each
-takes its part), and a lone item, arriving while every instance is idle, runs with instance
-``None``: the caller's session using all the cores, so one request at a time is as fast as the
-model allows.
+machine two of them embed 7-19% more sentences per second than one two-thread session at batch
+sizes 16-64 (bench/inference_served.py), and a thread preempted by the event loop delays only
+its own batch. Idle instances share what is queued (each takes its part), and a lone item,
+arriving while every instance is idle, runs with instance ``None``: the caller's session using
+all the cores, so one request at a time is as fast as the model allows.
 
 When requests overlap (the previous batch held more than one item) and fewer than
 ``max_batch_size`` are waiting, the thread waits at most ``max_queue_delay`` for company,
