@@ -133,7 +133,7 @@ class RawEmbedder:
 
 def _fast_tokenizer(model_dir: Path) -> Any:
     """The model's Rust tokenizer, called directly (as the server does: the transformers
-    wrapper costs ~0.5 ms more per call), padding a batch to its longest text, truncating at
+    wrapper cost 0.5-0.8 ms more per call here), padding a batch to its longest text, truncating at
     256 tokens."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer

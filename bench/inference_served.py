@@ -44,7 +44,6 @@ SMOLLM = "smollm2-135m-instruct"
 BATCHES = (16, 32, 64)  # raw batch sizes tried for the round's best
 CONCURRENCY = (1, 8, 32)
 SLICES = 4  # alternating raw / served slices per round for the batch-1 latency added
-SIDE_LABEL = "1"  # how many one-thread sessions run side by side (set from the embedder)
 Measured = tuple[float, list[float]]  # (requests/s, latencies in s)
 
 
@@ -53,7 +52,8 @@ class Round:
     """One round's raw and served figures."""
 
     raw: dict[int, tuple[float, float]]  # batch: (sentences/s, p50 ms), one session
-    side: dict[int, float]  # batch: sentences/s, one-thread sessions side by side
+    lanes: int  # one-thread sessions side by side
+    side: dict[int, float]  # batch: sentences/s of those sessions
     python: dict[int, Measured]
     h2load: dict[int, Measured]
     # Batch-1 p50 added by serving, one figure per slice: raw batch 1 and served concurrency 1
@@ -64,7 +64,7 @@ class Round:
     def best(self) -> tuple[str, float]:
         """The round's limit: (which configuration, sentences/s)."""
         candidates = [(f"{b}", self.raw[b][0]) for b in BATCHES]
-        candidates += [(f"{b} x{SIDE_LABEL}", self.side[b]) for b in BATCHES]
+        candidates += [(f"{b} x{self.lanes}", self.side[b]) for b in BATCHES]
         return max(candidates, key=lambda c: c[1])
 
     def ratio(self, client: str, concurrency: int) -> float:
@@ -181,8 +181,6 @@ async def main() -> None:
     print(f"machine: {machine()}; {grpc_machine()}")
 
     embedder = RawEmbedder(models / MINILM)
-    global SIDE_LABEL
-    SIDE_LABEL = str(embedder.lanes)
     plain_rate, plain_ttft = plain_generation(models / SMOLLM)
     rounds: list[Round] = []
     with (
@@ -201,7 +199,7 @@ async def main() -> None:
                 for c in CONCURRENCY
             }
             added = await batch1_added(embedder, stub, server.grpc_addr, Path(scratch))
-            rounds.append(Round(raw, side, python, native, added))
+            rounds.append(Round(raw, embedder.lanes, side, python, native, added))
             print(f"  round {number + 1} of {args.rounds} measured", flush=True)
         generation = {c: await served_generation(stub, c) for c in (1, 4)}
         await channel.close()

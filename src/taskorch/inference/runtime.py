@@ -122,7 +122,7 @@ class LoadedModel:
                 max_batch_size=config.max_batch_size,
                 max_queue_delay_ms=config.max_queue_delay_ms,
                 max_queue_size=config.max_queue_size,
-                instances=len(self.instance_sessions) or 1,
+                instances=self.instances,
             )
 
     @property
@@ -461,6 +461,9 @@ class LoadedModel:
         return results
 
 
+MAX_AUTO_INSTANCES = 4
+
+
 def batching_instances(configured: int | None, *, cores: int, on_cuda: bool) -> int:
     """How many batching instances a batched model runs: ``configured`` when model.yaml sets
     it, else one per core on a CPU (at most 4, each then gets ``cores // instances`` threads)
@@ -470,9 +473,6 @@ def batching_instances(configured: int | None, *, cores: int, on_cuda: bool) -> 
     if on_cuda or cores < 2:
         return 1
     return min(cores, MAX_AUTO_INSTANCES)
-
-
-MAX_AUTO_INSTANCES = 4
 
 
 def sentence_embeddings(out: Outputs, feed: Feed, pooling: Pooling) -> Array:
