@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from taskorch import logs
+from taskorch.cli import _loop
 from taskorch.cli._common import API_KEY, bearer_token
 from taskorch.core.scheduler import DEFAULT_LEASE_SECONDS
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
@@ -131,4 +132,4 @@ def worker(
             if engine is not None:
                 await engine.close()
 
-    asyncio.run(main())
+    _loop.run(main())
