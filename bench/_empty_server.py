@@ -23,4 +23,10 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    # argv: PORT [asyncio|uvloop]
+    if sys.argv[2:] == ["uvloop"]:
+        from taskorch.cli import _loop
+
+        _loop.run(main(int(sys.argv[1])))
+    else:
+        asyncio.run(main(int(sys.argv[1])))

@@ -36,6 +36,37 @@ def machine() -> str:
     )
 
 
+class Steal:
+    """Cores the hypervisor took from this VM (``/proc/stat`` steal time) while a block ran:
+    CPU a benchmark wanted and did not get, which moves figures from one minute to the next."""
+
+    def __enter__(self) -> Steal:
+        self._start = _steal_and_total()
+        self.cores = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        steal, total = (b - a for a, b in zip(self._start, _steal_and_total(), strict=True))
+        self.cores = (os.cpu_count() or 1) * steal / total if total else 0.0
+
+
+def _steal_and_total() -> tuple[int, int]:
+    """(steal, all) clock ticks of every core since boot; zeros where /proc/stat is missing."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0, 0
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time (user + system) a process, or one of its threads, has used so far."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -82,13 +113,20 @@ def taskorch_server(
 @contextmanager
 def empty_server() -> Iterator[str]:
     """A grpc.aio server whose one method does nothing: the Python gRPC ceiling here."""
+    with empty_server_process() as (target, _pid):
+        yield target
+
+
+@contextmanager
+def empty_server_process(event_loop: str = "asyncio") -> Iterator[tuple[str, int]]:
+    """The empty server on ``event_loop`` (asyncio or uvloop); yields (target, its pid)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(EMPTY_SERVER), str(port)])
+    proc = subprocess.Popen([sys.executable, str(EMPTY_SERVER), str(port), event_loop])
     target = f"127.0.0.1:{port}"
     try:
         with grpc.insecure_channel(target) as channel:
             grpc.channel_ready_future(channel).result(timeout=20)
-        yield target
+        yield target, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)

@@ -11,6 +11,12 @@
    otherwise decides the result). Ratios, per round then the median and range over rounds:
    served throughput / raw best-batch throughput, and served batch-1 p50 latency minus raw
    batch-1 p50, from alternating one-second slices of raw batch 1 and served concurrency 1.
+   A second server on asyncio's own event loop (``--event-loop asyncio``) is measured at the
+   top concurrency and at 1 right after the default uvloop one. Figures that steal cannot
+   move: CPU per sentence of the raw side-by-side sessions against the server's CPU per
+   request (and its event loop's share), and an empty grpc.aio call on uvloop (server CPU per
+   call, p50 at concurrency 1): the floor any Python gRPC server here pays. The CPU the
+   hypervisor took from this VM (steal) while raw and served ran is printed too.
 2. SmolLM2-135M generation: a plain single-sequence ORT loop in process, then
    ModelService.Generate over gRPC at concurrency 1 and 4 (continuous batching): aggregate
    tokens/s and time to first token, as ratios to the plain loop.
@@ -32,7 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from _harness import Target, grpc_frame, h2load, percentile, table, taskorch_server
+from _harness import (
+    Steal,
+    Target,
+    cpu_seconds,
+    empty_server_process,
+    grpc_frame,
+    h2load,
+    percentile,
+    table,
+    taskorch_server,
+)
 from _harness import machine as grpc_machine
 from inference_raw import NEW_TOKENS, PROMPTS, SENTENCES, RawEmbedder, machine, plain_generation
 
@@ -59,6 +75,33 @@ class Round:
     # Batch-1 p50 added by serving, one figure per slice: raw batch 1 and served concurrency 1
     # measured in alternating one-second slices (the machine's speed moves within seconds).
     added: dict[str, list[float]]
+    # h2load at the top concurrency and at 1 against the same server run on asyncio's own
+    # event loop (--event-loop asyncio), measured right after the default (uvloop) server's.
+    on_asyncio: dict[int, Measured]
+    steal: tuple[float, float]  # cores the hypervisor took: (raw, served) measurements
+    # CPU ms per sentence of the side-by-side sessions at each batch size (this process's
+    # CPU while they ran), and per request of the server at the top concurrency from h2load:
+    # (whole process, its event loop thread).
+    side_cpu: dict[int, float]
+    served_cpu: tuple[float, float]
+    # An empty grpc.aio call on uvloop (the server's loop) from h2load: its server CPU ms per
+    # call at the top concurrency and its p50 ms at concurrency 1: what any Python gRPC
+    # server here pays before doing anything.
+    floor: tuple[float, float]
+
+    @property
+    def floor_ratio(self) -> float:
+        """The best share of the limit a server could reach that paid only the empty call's
+        CPU per request on top of the model's, with every core busy."""
+        best_batch = max(self.side, key=lambda b: self.side[b])
+        return self.side_cpu[best_batch] / (self.side_cpu[best_batch] + self.floor[0])
+
+    @property
+    def cpu_ratio(self) -> float:
+        """Raw CPU per sentence at the best side-by-side batch / served CPU per request: the
+        share of the limit the server could reach with every core busy (steal-proof)."""
+        best_batch = max(self.side, key=lambda b: self.side[b])
+        return self.side_cpu[best_batch] / self.served_cpu[0]
 
     @property
     def best(self) -> tuple[str, float]:
@@ -120,6 +163,25 @@ def served_embeddings_h2load(
         grpc_method="/taskorch.v1.ModelService/Infer",
     )
     return h2load(target, concurrency=concurrency, seconds=seconds, log=workdir / "h2load.log")
+
+
+def empty_call_floor(target: str, pid: int, workdir: Path, seconds: float) -> tuple[float, float]:
+    """(server CPU ms per call at the top concurrency, p50 ms at concurrency 1) of the empty
+    grpc.aio method, from h2load."""
+    body = workdir / "empty.bin"
+    body.write_bytes(grpc_frame(b""))
+    call = Target(
+        name="empty call",
+        url=f"http://{target}/bench.Empty/Call",
+        body=body,
+        headers=("content-type: application/grpc", "te: trailers"),
+    )
+    log = workdir / "empty.log"
+    cpu, wall = cpu_seconds(pid), time.perf_counter()
+    rate, _ = h2load(call, concurrency=CONCURRENCY[-1], seconds=seconds, log=log)
+    per_call = (cpu_seconds(pid) - cpu) * 1e3 / ((time.perf_counter() - wall) * rate)
+    _, latencies = h2load(call, concurrency=1, seconds=seconds, log=log)
+    return per_call, percentile(latencies, 50) * 1e3
 
 
 async def batch1_added(
@@ -185,21 +247,66 @@ async def main() -> None:
     rounds: list[Round] = []
     with (
         taskorch_server("--models-dir", str(models), "--workers", "4") as server,
+        taskorch_server(
+            "--models-dir", str(models), "--workers", "4", "--event-loop", "asyncio"
+        ) as asyncio_server,
+        empty_server_process("uvloop") as (empty_target, empty_pid),
         tempfile.TemporaryDirectory() as scratch,
     ):
         channel = grpc.aio.insecure_channel(server.grpc_addr)
         stub = pb_grpc.ModelServiceStub(channel)
         await served_embeddings(stub, 8, seconds=1.0)  # warm up
+        top = CONCURRENCY[-1]
+        served_embeddings_h2load(asyncio_server.grpc_addr, top, Path(scratch), 1.0)  # warm up
         for number in range(args.rounds):
-            raw = {batch: embedder.measure(batch, seconds) for batch in (1, *BATCHES)}
-            side = {batch: embedder.measure_side_by_side(batch, seconds) for batch in BATCHES}
-            python = {c: await served_embeddings(stub, c, seconds) for c in CONCURRENCY}
-            native = {
-                c: served_embeddings_h2load(server.grpc_addr, c, Path(scratch), seconds)
-                for c in CONCURRENCY
-            }
+            with Steal() as raw_steal:
+                raw = {batch: embedder.measure(batch, seconds) for batch in (1, *BATCHES)}
+                side, side_cpu = {}, {}
+                for batch in BATCHES:
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    side[batch] = embedder.measure_side_by_side(batch, seconds)
+                    sentences = side[batch] * (time.perf_counter() - wall)
+                    side_cpu[batch] = (time.process_time() - cpu) * 1e3 / sentences
+            with Steal() as served_steal:
+                python = {c: await served_embeddings(stub, c, seconds) for c in CONCURRENCY}
+                native = {
+                    c: served_embeddings_h2load(server.grpc_addr, c, Path(scratch), seconds)
+                    for c in CONCURRENCY[:-1]
+                }
+                assert server.proc is not None
+                pid = server.proc.pid  # the event loop runs on its main thread
+                before = cpu_seconds(pid), cpu_seconds(pid, pid), time.perf_counter()
+                native[top] = served_embeddings_h2load(
+                    server.grpc_addr, top, Path(scratch), seconds
+                )
+                # h2load's warm-up second runs at the same load: CPU rate / request rate.
+                per_request = 1e3 / ((time.perf_counter() - before[2]) * native[top][0])
+                served_cpu = (
+                    (cpu_seconds(pid) - before[0]) * per_request,
+                    (cpu_seconds(pid, pid) - before[1]) * per_request,
+                )
+                on_asyncio = {
+                    c: served_embeddings_h2load(asyncio_server.grpc_addr, c, Path(scratch), seconds)
+                    for c in (top, 1)
+                }
             added = await batch1_added(embedder, stub, server.grpc_addr, Path(scratch))
-            rounds.append(Round(raw, embedder.lanes, side, python, native, added))
+            floor = empty_call_floor(empty_target, empty_pid, Path(scratch), seconds)
+            steal = (raw_steal.cores, served_steal.cores)
+            rounds.append(
+                Round(
+                    raw,
+                    embedder.lanes,
+                    side,
+                    python,
+                    native,
+                    added,
+                    on_asyncio,
+                    steal,
+                    side_cpu,
+                    served_cpu,
+                    floor,
+                )
+            )
             print(f"  round {number + 1} of {args.rounds} measured", flush=True)
         generation = {c: await served_generation(stub, c) for c in (1, 4)}
         await channel.close()
@@ -260,6 +367,22 @@ async def main() -> None:
                     + " of best batch",
                 )
             )
+    top = CONCURRENCY[-1]
+    for concurrency in (1, top):
+        times = [t for r in rounds for t in r.on_asyncio[concurrency][1]]
+        rows.append(
+            (
+                f"served gRPC Infer, h2load, concurrency {concurrency}, on asyncio's loop",
+                spread([r.on_asyncio[concurrency][0] for r in rounds], ",.0f"),
+                f"{percentile(times, 50) * 1e3:.1f} / {percentile(times, 99) * 1e3:.1f} ms",
+                "uvloop's rate "
+                + spread(
+                    [r.h2load[concurrency][0] / r.on_asyncio[concurrency][0] for r in rounds],
+                    ".2f",
+                )
+                + "x",
+            )
+        )
     for client, label in (("python", "Python client"), ("h2load", "h2load")):
         rows.append(
             (
@@ -271,6 +394,27 @@ async def main() -> None:
         )
     print(table(rows))
     print(f"(median over {len(rounds)} rounds, range in brackets; each ratio uses its round's raw)")
+    print(
+        f"CPU per sentence: raw {spread([min(r.side_cpu.values()) for r in rounds], '.2f')} ms "
+        f"(side by side); served Infer at concurrency {top} (h2load) "
+        f"{spread([r.served_cpu[0] for r in rounds], '.2f')} ms per request, of which the "
+        f"event loop {spread([r.served_cpu[1] for r in rounds], '.2f')} ms; raw / served "
+        f"{spread([r.cpu_ratio for r in rounds], '.2f')} (the share of the limit reachable "
+        "with every core busy)"
+    )
+    print(
+        f"an empty grpc.aio call on uvloop (h2load): "
+        f"{spread([r.floor[0] for r in rounds], '.2f')} ms server CPU per call at concurrency "
+        f"{top}, p50 {spread([r.floor[1] for r in rounds], '.2f')} ms at concurrency 1; a "
+        "server paying only that per request above the model could reach "
+        f"{spread([r.floor_ratio for r in rounds], '.2f')} of the limit with every core busy"
+    )
+    print(
+        "cores the hypervisor took (steal) while raw ran: "
+        + spread([r.steal[0] for r in rounds], ".2f")
+        + "; while served ran: "
+        + spread([r.steal[1] for r in rounds], ".2f")
+    )
     print()
     gen_rows = [("generation (SmolLM2-135M, greedy)", "tokens/s", "TTFT p50", "ratio")]
     gen_rows.append(

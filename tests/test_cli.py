@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from tests.conftest import ServerFactory
 from tests.servers import ServerProcess
 
 
@@ -119,3 +120,32 @@ def test_help_lists_the_serve_flags_of_the_design() -> None:
     ):
         assert flag in run.stdout
     assert "TASKORCH_GRPC_ADDR" in run.stdout
+
+
+def _event_loop_logged(server: ServerProcess) -> str:
+    for line in server.logs().splitlines():
+        if line.startswith("{") and json.loads(line).get("event") == "starting taskorch":
+            return str(json.loads(line)["event_loop"])
+    raise AssertionError(f"no startup line in:\n{server.logs()}")
+
+
+def test_serve_runs_on_uvloop_or_on_asyncio_when_asked(server_factory: ServerFactory) -> None:
+    for args, expected in (((), "uvloop"), (("--event-loop", "asyncio"), "asyncio")):
+        server = server_factory(*args)
+        assert _event_loop_logged(server) == expected
+        run = taskorch(server, "task", "submit", "--text", "on either loop", "--json")
+        assert json.loads(run.stdout.splitlines()[-1])["status"] == "COMPLETED", run.stderr
+        assert server.stop() == 0
+
+
+def test_an_unknown_event_loop_is_a_usage_error() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "taskorch", "serve", "--event-loop", "trio"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "--event-loop" in run.stderr and "trio" in run.stderr
+    assert "Traceback" not in run.stderr

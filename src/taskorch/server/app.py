@@ -179,7 +179,12 @@ class TaskorchServer:
         return f"{LOCAL_WORKER_PREFIX}-{socket.gethostname()}-"
 
     async def start(self) -> None:
-        log.info("starting taskorch", version=__version__, database=self.db.describe())
+        log.info(
+            "starting taskorch",
+            version=__version__,
+            database=self.db.describe(),
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+        )
         await self.db.open()
         await self._check_access()
         if not self.db.is_sqlite:
