@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 
 from taskorch.core.errors import InternalError, Unavailable
 from taskorch.inference import InferenceEngine
-from taskorch.inference.batching import DynamicBatcher, bucket_of
+from taskorch.inference.batching import INSTANCE_NICENESS, DynamicBatcher, bucket_of
 from taskorch.inference.config import Pooling
 from taskorch.inference.runtime import sentence_embeddings
 
@@ -176,3 +178,24 @@ def test_pooling_counts_only_the_real_tokens() -> None:
     )
     own = {"sentence_embedding": np.ones((2, 2), dtype=np.float32), **out}
     np.testing.assert_allclose(sentence_embeddings(own, feed, Pooling.MEAN), np.ones((2, 2)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice levels are Linux's")
+async def test_batching_threads_run_nicer_than_the_event_loop() -> None:
+    """The event loop reads every request and sends every answer: a batch must not hold it up."""
+    niceness: list[int] = []
+
+    def run(items: list[int], instance: int | None) -> list[int]:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return items
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "nice", run, max_batch_size=4, max_queue_delay_ms=0, instances=2
+    )
+    try:
+        await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+        loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        expected = min(19, loop_niceness + INSTANCE_NICENESS)
+        assert niceness and set(niceness) == {expected}
+    finally:
+        await batcher.close()

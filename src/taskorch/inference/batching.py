@@ -23,6 +23,13 @@ next batch instead of splitting into groups that alternate half full. A lone cli
 (last batch of one) is served at once. Items are grouped by length bucket before padding, so
 one long input does not make a whole batch pay for its padding.
 
+The batching threads run at a lower priority than the event loop (``INSTANCE_NICENESS`` more,
+on Linux): the loop reads every request and sends every answer, so when it waits for a core
+behind a batch, all clients wait and fewer requests are queued when an instance comes for its
+next batch. On the 2-core reference machine, at concurrency 32 in 7 alternating A/B pairs,
+batches grew in 5 (~9 to ~10), the server's CPU per request fell in 6 (median 2%, up to 12%)
+and calls/s rose by a median 1% (-3% to +10%).
+
 Each item has its own future: a cancelled request is skipped if still queued, and an exception
 from the model fails only the items of that batch.
 """
@@ -34,6 +41,8 @@ import collections
 import contextlib
 import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +59,21 @@ OutT = TypeVar("OutT")
 
 # Padded lengths of the buckets; longer inputs share the last, open-ended bucket.
 LENGTH_BUCKETS = (8, 16, 32, 64, 128, 256, 512)
+
+
+# How much lower the batching threads' priority is than the process's (nice levels).
+INSTANCE_NICENESS = 10
+
+
+def lower_thread_priority(by: int = INSTANCE_NICENESS) -> None:
+    """Makes the calling thread ``by`` nice levels nicer (Linux: nice is per thread; elsewhere
+    the call would change the whole process, so it does nothing)."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):  # a container may refuse it: the thread still runs
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + by))
 
 
 def bucket_of(length: int) -> int:
@@ -189,6 +213,7 @@ class DynamicBatcher(Generic[ItemT, OutT]):
 
     def _serve(self, index: int) -> None:
         """One instance's thread: take a batch, run it, repeat until closed."""
+        lower_thread_priority()
         last_batch = 0  # the size of this instance's previous batch
         free_since = 0.0  # when it finished
         while True:
