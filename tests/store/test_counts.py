@@ -126,6 +126,50 @@ async def test_a_delta_committed_while_compacting_is_folded_later_not_lost(tmp_p
         databases.discard(url)
 
 
+async def test_a_compaction_between_reads_does_not_change_a_total(tmp_path: Path) -> None:
+    """PostgreSQL: a compaction that commits while a total or the by-status counts are being
+    read moves deltas into task_counts; the reader must count each of them exactly once."""
+    url = databases.new_database(tmp_path, "postgresql")
+    db = Database(url)
+    await db.open()
+    service = TaskService(db, EventHub(), Catalog([EchoPlanner()]))
+    other = _OtherWriter(url)
+    compacted = False
+
+    def compact_after_the_first_read(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        nonlocal compacted
+        if not compacted and "task_counts" in statement:
+            compacted = True
+            other.run(
+                "BEGIN;"
+                " INSERT INTO task_counts (tenant_id, status, task_type, model_name, template,"
+                " count) SELECT tenant_id, status, task_type, model_name, template, sum(delta)"
+                " FROM task_count_deltas GROUP BY tenant_id, status, task_type, model_name,"
+                " template ON CONFLICT (tenant_id, status, task_type, model_name, template)"
+                " DO UPDATE SET count = task_counts.count + excluded.count;"
+                " DELETE FROM task_count_deltas; COMMIT"
+            )
+
+    try:
+        await asyncio.gather(
+            *(service.create(ANONYMOUS, TaskSpec(task_type="echo")) for _ in range(5))
+        )
+        assert db._async_engine is not None
+        engine = db._async_engine.sync_engine
+        event.listen(engine, "after_cursor_execute", compact_after_the_first_read)
+        total = await db.read(lambda conn: counts.total(conn, {"tenant_id": "default"}))
+        assert compacted and total == 5
+        await service.create(ANONYMOUS, TaskSpec(task_type="echo"))  # a delta again
+        compacted = False
+        pending = await db.read(lambda conn: counts.by_status(conn, "default")[Status.PENDING])
+        event.remove(engine, "after_cursor_execute", compact_after_the_first_read)
+        assert compacted and pending == 6
+    finally:
+        other.close()
+        await db.close()
+        databases.discard(url)
+
+
 class _OtherWriter:
     """A second PostgreSQL session on a thread of its own, to interleave with a compaction."""
 

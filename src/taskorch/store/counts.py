@@ -22,6 +22,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -60,18 +61,22 @@ def _filters(table: Any, filters: dict[str, Any]) -> list[ColumnElement[bool]]:
 
 
 def total(conn: Connection, filters: dict[str, Any]) -> int:
-    """Tasks matching exact-match ``filters`` (keys of COUNT_KEYS; None = any)."""
-    folded = conn.execute(
-        select(func.coalesce(func.sum(task_counts.c.count), 0)).where(
-            *_filters(task_counts, filters)
-        )
-    ).scalar_one()
-    pending = conn.execute(
-        select(func.coalesce(func.sum(task_count_deltas.c.delta), 0)).where(
-            *_filters(task_count_deltas, filters)
-        )
-    ).scalar_one()
-    return int(folded) + int(pending)
+    """Tasks matching exact-match ``filters`` (keys of COUNT_KEYS; None = any).
+
+    Both tables are read in one statement: on PostgreSQL each statement has its own snapshot,
+    so two reads could fall on either side of a compaction and miss the deltas it folded.
+    """
+    folded = (
+        select(func.coalesce(func.sum(task_counts.c.count), 0))
+        .where(*_filters(task_counts, filters))
+        .scalar_subquery()
+    )
+    pending = (
+        select(func.coalesce(func.sum(task_count_deltas.c.delta), 0))
+        .where(*_filters(task_count_deltas, filters))
+        .scalar_subquery()
+    )
+    return int(conn.execute(select(folded + pending)).scalar_one())
 
 
 def active(conn: Connection, tenant_id: str) -> int:
@@ -100,19 +105,21 @@ _ACTIVE = _active_statement()
 
 
 def by_status(conn: Connection, tenant_id: str | None) -> dict[Status, int]:
+    """The tenant's tasks (all tenants' for None) by status, read in one statement (see
+    :func:`total`)."""
     counts = {status: 0 for status in Status}
     tenant = {"tenant_id": tenant_id}
-    for table, column in (
-        (task_counts, task_counts.c.count),
-        (task_count_deltas, task_count_deltas.c.delta),
-    ):
-        rows = conn.execute(
-            select(table.c.status, func.sum(column))
-            .where(*_filters(table, tenant))
-            .group_by(table.c.status)
-        )
-        for status, count in rows:
-            counts[Status(status)] += int(count or 0)
+    both = union_all(
+        select(task_counts.c.status, task_counts.c.count.label("n")).where(
+            *_filters(task_counts, tenant)
+        ),
+        select(task_count_deltas.c.status, task_count_deltas.c.delta.label("n")).where(
+            *_filters(task_count_deltas, tenant)
+        ),
+    ).subquery()
+    rows = conn.execute(select(both.c.status, func.sum(both.c.n)).group_by(both.c.status))
+    for status, count in rows:
+        counts[Status(status)] += int(count or 0)
     return counts
 
 
