@@ -66,17 +66,22 @@ def total(conn: Connection, filters: dict[str, Any]) -> int:
     Both tables are read in one statement: on PostgreSQL each statement has its own snapshot,
     so two reads could fall on either side of a compaction and miss the deltas it folded.
     """
-    folded = (
-        select(func.coalesce(func.sum(task_counts.c.count), 0))
-        .where(*_filters(task_counts, filters))
+    both = _folded_plus_pending(
+        _filters(task_counts, filters), _filters(task_count_deltas, filters)
+    )
+    return int(conn.execute(both).scalar_one())
+
+
+def _folded_plus_pending(
+    counted: list[ColumnElement[bool]], pending: list[ColumnElement[bool]]
+) -> Any:
+    """One statement summing the folded counts and the pending deltas that match."""
+    return select(
+        select(func.coalesce(func.sum(task_counts.c.count), 0)).where(*counted).scalar_subquery()
+        + select(func.coalesce(func.sum(task_count_deltas.c.delta), 0))
+        .where(*pending)
         .scalar_subquery()
     )
-    pending = (
-        select(func.coalesce(func.sum(task_count_deltas.c.delta), 0))
-        .where(*_filters(task_count_deltas, filters))
-        .scalar_subquery()
-    )
-    return int(conn.execute(select(folded + pending)).scalar_one())
 
 
 def active(conn: Connection, tenant_id: str) -> int:
@@ -88,17 +93,10 @@ def active(conn: Connection, tenant_id: str) -> int:
 def _active_statement() -> Any:
     unfinished = (int(Status.PENDING), int(Status.RUNNING))
     tenant = bindparam("_tenant", type_=task_counts.c.tenant_id.type)
-    folded = (
-        select(func.coalesce(func.sum(task_counts.c.count), 0))
-        .where(task_counts.c.tenant_id == tenant, task_counts.c.status.in_(unfinished))
-        .scalar_subquery()
+    return _folded_plus_pending(
+        [task_counts.c.tenant_id == tenant, task_counts.c.status.in_(unfinished)],
+        [task_count_deltas.c.tenant_id == tenant, task_count_deltas.c.status.in_(unfinished)],
     )
-    pending = (
-        select(func.coalesce(func.sum(task_count_deltas.c.delta), 0))
-        .where(task_count_deltas.c.tenant_id == tenant, task_count_deltas.c.status.in_(unfinished))
-        .scalar_subquery()
-    )
-    return select(folded + pending)
 
 
 _ACTIVE = _active_statement()
