@@ -34,6 +34,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,18 +91,21 @@ class Round:
     floor: tuple[float, float]
 
     @property
+    def raw_cpu(self) -> float:
+        """CPU ms per sentence of the side-by-side sessions at their fastest batch size."""
+        return self.side_cpu[max(self.side, key=lambda b: self.side[b])]
+
+    @property
     def floor_ratio(self) -> float:
         """The best share of the limit a server could reach that paid only the empty call's
         CPU per request on top of the model's, with every core busy."""
-        best_batch = max(self.side, key=lambda b: self.side[b])
-        return self.side_cpu[best_batch] / (self.side_cpu[best_batch] + self.floor[0])
+        return self.raw_cpu / (self.raw_cpu + self.floor[0])
 
     @property
     def cpu_ratio(self) -> float:
-        """Raw CPU per sentence at the best side-by-side batch / served CPU per request: the
-        share of the limit the server could reach with every core busy (steal-proof)."""
-        best_batch = max(self.side, key=lambda b: self.side[b])
-        return self.side_cpu[best_batch] / self.served_cpu[0]
+        """Raw CPU per sentence / served CPU per request: the share of the limit the server
+        could reach with every core busy (steal-proof)."""
+        return self.raw_cpu / self.served_cpu[0]
 
     @property
     def best(self) -> tuple[str, float]:
@@ -165,6 +169,20 @@ def served_embeddings_h2load(
     return h2load(target, concurrency=concurrency, seconds=seconds, log=workdir / "h2load.log")
 
 
+def with_server_cpu(pid: int, run: Callable[[], Measured]) -> tuple[Measured, float, float]:
+    """Runs one h2load measurement against the server process ``pid``; returns it with the
+    server's CPU ms per request, whole process and its main thread (the event loop). h2load's
+    warm-up second runs at the same load: CPU rate over the call / request rate."""
+    process, loop, started = cpu_seconds(pid), cpu_seconds(pid, pid), time.perf_counter()
+    measured = run()
+    per_request = 1e3 / ((time.perf_counter() - started) * measured[0])
+    return (
+        measured,
+        (cpu_seconds(pid) - process) * per_request,
+        (cpu_seconds(pid, pid) - loop) * per_request,
+    )
+
+
 def empty_call_floor(target: str, pid: int, workdir: Path, seconds: float) -> tuple[float, float]:
     """(server CPU ms per call at the top concurrency, p50 ms at concurrency 1) of the empty
     grpc.aio method, from h2load."""
@@ -177,9 +195,9 @@ def empty_call_floor(target: str, pid: int, workdir: Path, seconds: float) -> tu
         headers=("content-type: application/grpc", "te: trailers"),
     )
     log = workdir / "empty.log"
-    cpu, wall = cpu_seconds(pid), time.perf_counter()
-    rate, _ = h2load(call, concurrency=CONCURRENCY[-1], seconds=seconds, log=log)
-    per_call = (cpu_seconds(pid) - cpu) * 1e3 / ((time.perf_counter() - wall) * rate)
+    _, per_call, _ = with_server_cpu(
+        pid, lambda: h2load(call, concurrency=CONCURRENCY[-1], seconds=seconds, log=log)
+    )
     _, latencies = h2load(call, concurrency=1, seconds=seconds, log=log)
     return per_call, percentile(latencies, 50) * 1e3
 
@@ -275,15 +293,9 @@ async def main() -> None:
                 }
                 assert server.proc is not None
                 pid = server.proc.pid  # the event loop runs on its main thread
-                before = cpu_seconds(pid), cpu_seconds(pid, pid), time.perf_counter()
-                native[top] = served_embeddings_h2load(
-                    server.grpc_addr, top, Path(scratch), seconds
-                )
-                # h2load's warm-up second runs at the same load: CPU rate / request rate.
-                per_request = 1e3 / ((time.perf_counter() - before[2]) * native[top][0])
-                served_cpu = (
-                    (cpu_seconds(pid) - before[0]) * per_request,
-                    (cpu_seconds(pid, pid) - before[1]) * per_request,
+                native[top], process_cpu, loop_cpu = with_server_cpu(
+                    pid,
+                    lambda: served_embeddings_h2load(server.grpc_addr, top, Path(scratch), seconds),
                 )
                 on_asyncio = {
                     c: served_embeddings_h2load(asyncio_server.grpc_addr, c, Path(scratch), seconds)
@@ -303,7 +315,7 @@ async def main() -> None:
                     on_asyncio,
                     steal,
                     side_cpu,
-                    served_cpu,
+                    (process_cpu, loop_cpu),
                     floor,
                 )
             )
@@ -367,7 +379,6 @@ async def main() -> None:
                     + " of best batch",
                 )
             )
-    top = CONCURRENCY[-1]
     for concurrency in (1, top):
         times = [t for r in rounds for t in r.on_asyncio[concurrency][1]]
         rows.append(
@@ -395,8 +406,8 @@ async def main() -> None:
     print(table(rows))
     print(f"(median over {len(rounds)} rounds, range in brackets; each ratio uses its round's raw)")
     print(
-        f"CPU per sentence: raw {spread([min(r.side_cpu.values()) for r in rounds], '.2f')} ms "
-        f"(side by side); served Infer at concurrency {top} (h2load) "
+        f"CPU per sentence: raw {spread([r.raw_cpu for r in rounds], '.2f')} ms "
+        f"(side by side, fastest batch); served Infer at concurrency {top} (h2load) "
         f"{spread([r.served_cpu[0] for r in rounds], '.2f')} ms per request, of which the "
         f"event loop {spread([r.served_cpu[1] for r in rounds], '.2f')} ms; raw / served "
         f"{spread([r.cpu_ratio for r in rounds], '.2f')} (the share of the limit reachable "
