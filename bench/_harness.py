@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import ServerProcess, free_port, sqlite_url
 
 EMPTY_SERVER = Path(__file__).with_name("_empty_server.py")
+BARE_INFER_SERVER = Path(__file__).with_name("_bare_infer_server.py")
 
 
 def machine() -> str:
@@ -120,12 +121,26 @@ def empty_server() -> Iterator[str]:
 @contextmanager
 def empty_server_process(event_loop: str = "asyncio") -> Iterator[tuple[str, int]]:
     """The empty server on ``event_loop`` (asyncio or uvloop); yields (target, its pid)."""
+    with _server_script(EMPTY_SERVER, event_loop) as started:
+        yield started
+
+
+@contextmanager
+def bare_infer_server(model_dir: Path) -> Iterator[tuple[str, int]]:
+    """The bare MiniLM Infer server (bench/_bare_infer_server.py); yields (target, its pid)."""
+    with _server_script(BARE_INFER_SERVER, str(model_dir), timeout=120) as started:
+        yield started
+
+
+@contextmanager
+def _server_script(script: Path, *args: str, timeout: float = 20) -> Iterator[tuple[str, int]]:
+    """Runs a benchmark's own server ``script PORT *args`` until it accepts gRPC calls."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(EMPTY_SERVER), str(port), event_loop])
+    proc = subprocess.Popen([sys.executable, str(script), str(port), *args])
     target = f"127.0.0.1:{port}"
     try:
         with grpc.insecure_channel(target) as channel:
-            grpc.channel_ready_future(channel).result(timeout=20)
+            grpc.channel_ready_future(channel).result(timeout=timeout)
         yield target, proc.pid
     finally:
         proc.terminate()

@@ -58,7 +58,7 @@ class RawEmbedder:
     batching instances do; ``lanes`` is the server's default for this machine)."""
 
     def __init__(self, model_dir: Path) -> None:
-        self.tokenizer = _fast_tokenizer(model_dir)
+        self.tokenizer = fast_tokenizer(model_dir)
         self.session = ModelSession(model_dir / "model.onnx", providers=["CUDAExecutionProvider"])
         self.provider = self.session.providers_active[0]
         cores = default_threads()
@@ -66,7 +66,7 @@ class RawEmbedder:
         # Each lane has its own tokenizer: a fast tokenizer's padding state is not thread-safe.
         self._lanes = [
             (
-                _fast_tokenizer(model_dir),
+                fast_tokenizer(model_dir),
                 ModelSession(
                     model_dir / "model.onnx",
                     providers=self.session.providers_active,
@@ -131,7 +131,7 @@ class RawEmbedder:
         return latencies
 
 
-def _fast_tokenizer(model_dir: Path) -> Any:
+def fast_tokenizer(model_dir: Path) -> Any:
     """The model's Rust tokenizer, called directly (as the server does: the transformers
     wrapper cost 0.5-0.8 ms more per call here), padding a batch to its longest text, truncating at
     256 tokens."""

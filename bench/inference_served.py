@@ -17,6 +17,9 @@
    request (and its event loop's share), and an empty grpc.aio call on uvloop (server CPU per
    call, p50 at concurrency 1): the floor any Python gRPC server here pays. The CPU the
    hypervisor took from this VM (steal) while raw and served ran is printed too.
+   A peer in the same rounds: the bare Infer server (bench/_bare_infer_server.py: grpc.aio on
+   uvloop, tokenise, batch on the same instances, answer; nothing else) at the top
+   concurrency and at 1: the most this design can reach on this machine.
 2. SmolLM2-135M generation: a plain single-sequence ORT loop in process, then
    ModelService.Generate over gRPC at concurrency 1 and 4 (continuous batching): aggregate
    tokens/s and time to first token, as ratios to the plain loop.
@@ -42,6 +45,7 @@ import grpc
 from _harness import (
     Steal,
     Target,
+    bare_infer_server,
     cpu_seconds,
     empty_server_process,
     grpc_frame,
@@ -89,6 +93,9 @@ class Round:
     # call at the top concurrency and its p50 ms at concurrency 1: what any Python gRPC
     # server here pays before doing anything.
     floor: tuple[float, float]
+    # The bare Infer server from h2load at the top concurrency, and its CPU ms per request.
+    bare: Measured
+    bare_cpu: float
 
     @property
     def raw_cpu(self) -> float:
@@ -206,12 +213,14 @@ async def batch1_added(
     embedder: RawEmbedder,
     stub: pb_grpc.ModelServiceStub,
     server_addr: str,
+    bare_addr: str,
     workdir: Path,
     slices: int = SLICES,
 ) -> dict[str, list[float]]:
     """Milliseconds serving adds to the batch-1 p50, per slice: each client's served p50 at
-    concurrency 1 minus the raw batch-1 p50 of the slice just before it."""
-    added: dict[str, list[float]] = {"python": [], "h2load": []}
+    concurrency 1 minus the raw batch-1 p50 of the slice just before it (``bare``: the bare
+    Infer server from h2load)."""
+    added: dict[str, list[float]] = {"python": [], "h2load": [], "bare": []}
     for _ in range(slices):
         raw_p50 = embedder.measure(1, 1.0)[1]
         python = (await served_embeddings(stub, 1, 1.0))[1]
@@ -219,6 +228,9 @@ async def batch1_added(
         raw_p50 = embedder.measure(1, 1.0)[1]
         native = served_embeddings_h2load(server_addr, 1, workdir, 1.0)[1]
         added["h2load"].append(percentile(native, 50) * 1e3 - raw_p50)
+        raw_p50 = embedder.measure(1, 1.0)[1]
+        bare = served_embeddings_h2load(bare_addr, 1, workdir, 1.0)[1]
+        added["bare"].append(percentile(bare, 50) * 1e3 - raw_p50)
     return added
 
 
@@ -269,13 +281,15 @@ async def main() -> None:
             "--models-dir", str(models), "--workers", "4", "--event-loop", "asyncio"
         ) as asyncio_server,
         empty_server_process("uvloop") as (empty_target, empty_pid),
+        bare_infer_server(models / MINILM) as (bare_target, bare_pid),
         tempfile.TemporaryDirectory() as scratch,
     ):
         channel = grpc.aio.insecure_channel(server.grpc_addr)
         stub = pb_grpc.ModelServiceStub(channel)
         await served_embeddings(stub, 8, seconds=1.0)  # warm up
         top = CONCURRENCY[-1]
-        served_embeddings_h2load(asyncio_server.grpc_addr, top, Path(scratch), 1.0)  # warm up
+        for warm in (asyncio_server.grpc_addr, bare_target):
+            served_embeddings_h2load(warm, top, Path(scratch), 1.0)  # warm up
         for number in range(args.rounds):
             with Steal() as raw_steal:
                 raw = {batch: embedder.measure(batch, seconds) for batch in (1, *BATCHES)}
@@ -301,7 +315,11 @@ async def main() -> None:
                     c: served_embeddings_h2load(asyncio_server.grpc_addr, c, Path(scratch), seconds)
                     for c in (top, 1)
                 }
-            added = await batch1_added(embedder, stub, server.grpc_addr, Path(scratch))
+                bare, bare_cpu, _ = with_server_cpu(
+                    bare_pid,
+                    lambda: served_embeddings_h2load(bare_target, top, Path(scratch), seconds),
+                )
+            added = await batch1_added(embedder, stub, server.grpc_addr, bare_target, Path(scratch))
             floor = empty_call_floor(empty_target, empty_pid, Path(scratch), seconds)
             steal = (raw_steal.cores, served_steal.cores)
             rounds.append(
@@ -317,6 +335,8 @@ async def main() -> None:
                     side_cpu,
                     (process_cpu, loop_cpu),
                     floor,
+                    bare,
+                    bare_cpu,
                 )
             )
             print(f"  round {number + 1} of {args.rounds} measured", flush=True)
@@ -334,7 +354,7 @@ async def main() -> None:
     best_single = "/".join(
         sorted({str(max(BATCHES, key=lambda b, r=r: r.raw[b][0])) for r in rounds}, key=int)
     )
-    rows = [("embeddings (MiniLM-L6, ~16 tokens)", "sentences/s", "p50 / p99", "ratio")]
+    rows = [("embeddings (MiniLM-L6, 19 tokens)", "sentences/s", "p50 / p99", "ratio")]
     rows.append(
         (
             f"raw ORT, batch 1 ({provider})",
@@ -379,6 +399,15 @@ async def main() -> None:
                     + " of best batch",
                 )
             )
+    bare_times = [t for r in rounds for t in r.bare[1]]
+    rows.append(
+        (
+            f"peer: bare grpc.aio Infer server, h2load, concurrency {top}",
+            spread([r.bare[0] for r in rounds], ",.0f"),
+            f"{percentile(bare_times, 50) * 1e3:.1f} / {percentile(bare_times, 99) * 1e3:.1f} ms",
+            spread([r.bare[0] / r.best[1] for r in rounds], ".2f") + " of best batch",
+        )
+    )
     for concurrency in (1, top):
         times = [t for r in rounds for t in r.on_asyncio[concurrency][1]]
         rows.append(
@@ -394,7 +423,11 @@ async def main() -> None:
                 + "x",
             )
         )
-    for client, label in (("python", "Python client"), ("h2load", "h2load")):
+    for client, label in (
+        ("python", "Python client"),
+        ("h2load", "h2load"),
+        ("bare", "peer: bare server, h2load"),
+    ):
         rows.append(
             (
                 f"batch-1 latency added, {label} (served p50 - raw p50, {SLICES} slices/round)",
@@ -419,6 +452,12 @@ async def main() -> None:
         f"{top}, p50 {spread([r.floor[1] for r in rounds], '.2f')} ms at concurrency 1; a "
         "server paying only that per request above the model could reach "
         f"{spread([r.floor_ratio for r in rounds], '.2f')} of the limit with every core busy"
+    )
+    print(
+        f"taskorch against the bare Infer server at concurrency {top} (h2load): "
+        f"{spread([r.h2load[top][0] / r.bare[0] for r in rounds], '.2f')} of its requests/s; "
+        f"its CPU per request {spread([r.bare_cpu for r in rounds], '.2f')} ms (raw / bare "
+        f"{spread([r.raw_cpu / r.bare_cpu for r in rounds], '.2f')})"
     )
     print(
         "cores the hypervisor took (steal) while raw ran: "
