@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from _empty_server import serve
 from inference_raw import fast_tokenizer
 
 from taskorch.cli import _loop
@@ -112,11 +113,7 @@ async def main(port: int, model_dir: Path) -> None:
             )
         },
     )
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
+    await serve(handler, port)
 
 
 if __name__ == "__main__":

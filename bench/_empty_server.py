@@ -15,6 +15,12 @@ async def main(port: int) -> None:
     handler = grpc.method_handlers_generic_handler(
         "bench.Empty", {"Call": grpc.unary_unary_rpc_method_handler(call)}
     )
+    await serve(handler, port)
+
+
+async def serve(handler: grpc.GenericRpcHandler, port: int) -> None:
+    """Serves ``handler`` on 127.0.0.1:``port`` until the process is stopped (also used by
+    the benchmark's other servers)."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((handler,))
     server.add_insecure_port(f"127.0.0.1:{port}")
