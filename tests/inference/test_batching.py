@@ -96,6 +96,27 @@ async def test_full_queue_is_refused_and_a_crash_fails_only_its_batch() -> None:
         await batcher.close()
 
 
+class _ModelAbort(BaseException):
+    """Not an Exception: what a model's native code or a careless custom op may raise."""
+
+
+async def test_a_base_exception_from_the_model_fails_its_batch_and_the_instance_serves_on() -> None:
+    def run(items: list[int], instance: int | None) -> list[int]:
+        if -1 in items:
+            raise _ModelAbort("aborted inside the model")
+        return items
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "abort", run, max_batch_size=1, max_queue_delay_ms=0
+    )
+    try:
+        with pytest.raises(InternalError, match="aborted inside the model"):
+            await asyncio.wait_for(batcher.submit(-1), 5)
+        assert await asyncio.wait_for(batcher.submit(7), 5) == 7
+    finally:
+        await batcher.close()
+
+
 async def test_cancelled_items_are_skipped() -> None:
     seen: list[int] = []
     gate = threading.Event()

@@ -6,6 +6,9 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
+from taskorch.core.errors import InternalError
 from taskorch.inference import InferenceEngine
 from taskorch.inference.streaming import IncrementalDecoder, StopFilter
 
@@ -87,6 +90,32 @@ async def test_concurrent_greedy_generation_equals_sequential(tiny_engine: Infer
         *(_generate(tiny_engine, "tiny-gpt2", {"prompt": p}, params) for p in prompts)
     )
     assert [r["generated_text"] for r in together] == [r["generated_text"] for r in alone]
+
+
+class _ModelAbort(BaseException):
+    """Not an Exception: what a model's native code or a careless custom op may raise."""
+
+
+async def test_a_base_exception_in_a_step_fails_its_sequence_and_generation_goes_on(
+    tiny_engine: InferenceEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoder = tiny_engine._serving("tiny-gpt2").decoder
+    assert decoder is not None
+    step = decoder._decode_step
+    aborted: list[bool] = []
+
+    def abort_once() -> None:
+        if not aborted:
+            aborted.append(True)
+            raise _ModelAbort("aborted inside the model")
+        step()
+
+    monkeypatch.setattr(decoder, "_decode_step", abort_once)
+    data, params = {"prompt": "the calendar"}, {"max_new_tokens": 5}
+    with pytest.raises(InternalError, match="aborted inside the model"):
+        await asyncio.wait_for(_generate(tiny_engine, "tiny-gpt2", data, params), 30)
+    result = await asyncio.wait_for(_generate(tiny_engine, "tiny-gpt2", data, params), 30)
+    assert result["tokens_generated"] == 5
 
 
 async def test_cancel_stops_a_sequence_promptly(tiny_engine: InferenceEngine) -> None:

@@ -31,7 +31,7 @@ batches grew in 5 (~9 to ~10), the server's CPU per request fell in 6 (median 2%
 and calls/s rose by a median 1% (-3% to +10%).
 
 Each item has its own future: a cancelled request is skipped if still queued, and an exception
-from the model fails only the items of that batch.
+from the model (any ``BaseException``) fails only the items of that batch; the instance serves on.
 """
 
 from __future__ import annotations
@@ -289,7 +289,9 @@ class DynamicBatcher(Generic[ItemT, OutT]):
         error: BaseException | None = None
         try:
             outputs = self._run_batch([p.item for p in live], instance)
-        except Exception as exc:  # a model crash fails this batch only
+        except BaseException as exc:  # a model crash fails this batch only
+            # BaseException too: one that ended this thread would leave the batch's callers,
+            # and every later caller of a one-instance model, waiting for ever.
             log.exception("model %s failed on a batch of %d", self.name, len(live))
             error = exc
         elapsed = time.perf_counter() - started

@@ -291,7 +291,9 @@ class DecoderGenerator:
                     continue
                 if self._rows:
                     self._decode_step()
-            except Exception as exc:  # a model crash fails the sequences in flight only
+            except BaseException as exc:  # a model crash fails the sequences in flight only
+                # BaseException too: one that ended this thread would leave every caller of
+                # the model waiting for ever.
                 log.exception("generation step failed for model %s", self.name)
                 error = _model_error(self.name, exc)
                 for seq in self._rows:
@@ -329,7 +331,7 @@ class DecoderGenerator:
             return False
         try:
             self._prefill(group)
-        except Exception as exc:
+        except BaseException as exc:  # as in _loop
             log.exception("prefill failed for model %s", self.name)
             for seq in group:
                 seq.finish("error", _model_error(self.name, exc))
@@ -478,7 +480,7 @@ class Seq2SeqGenerator:
         with self._lock:
             try:
                 self._decode(seq)
-            except Exception as exc:
+            except BaseException as exc:  # as in DecoderGenerator._loop
                 log.exception("seq2seq generation failed for model %s", self.name)
                 seq.finish("error", _model_error(self.name, exc))
 
