@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import sys
 import threading
 from pathlib import Path
@@ -24,6 +23,7 @@ from _empty_server import serve
 from inference_raw import fast_tokenizer
 
 from taskorch.cli import _loop
+from taskorch.inference.batching import lower_thread_priority
 from taskorch.inference.runtime import batching_instances
 from taskorch.inference.sessions import ModelSession, default_threads
 from taskorch.v1 import model_service_pb2 as pb
@@ -56,7 +56,7 @@ class Instances:
         return future
 
     def _serve(self, session: ModelSession) -> None:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # as taskorch's
+        lower_thread_priority()  # as taskorch's instances
         while True:
             with self.arrived:
                 while not self.queue:

@@ -37,7 +37,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,17 +220,23 @@ async def batch1_added(
     """Milliseconds serving adds to the batch-1 p50, per slice: each client's served p50 at
     concurrency 1 minus the raw batch-1 p50 of the slice just before it (``bare``: the bare
     Infer server from h2load)."""
-    added: dict[str, list[float]] = {"python": [], "h2load": [], "bare": []}
+
+    async def python() -> list[float]:
+        return (await served_embeddings(stub, 1, 1.0))[1]
+
+    async def h2load_to(addr: str) -> list[float]:
+        return served_embeddings_h2load(addr, 1, workdir, 1.0)[1]
+
+    clients: dict[str, Callable[[], Awaitable[list[float]]]] = {
+        "python": python,
+        "h2load": lambda: h2load_to(server_addr),
+        "bare": lambda: h2load_to(bare_addr),
+    }
+    added: dict[str, list[float]] = {client: [] for client in clients}
     for _ in range(slices):
-        raw_p50 = embedder.measure(1, 1.0)[1]
-        python = (await served_embeddings(stub, 1, 1.0))[1]
-        added["python"].append(percentile(python, 50) * 1e3 - raw_p50)
-        raw_p50 = embedder.measure(1, 1.0)[1]
-        native = served_embeddings_h2load(server_addr, 1, workdir, 1.0)[1]
-        added["h2load"].append(percentile(native, 50) * 1e3 - raw_p50)
-        raw_p50 = embedder.measure(1, 1.0)[1]
-        bare = served_embeddings_h2load(bare_addr, 1, workdir, 1.0)[1]
-        added["bare"].append(percentile(bare, 50) * 1e3 - raw_p50)
+        for client, measure in clients.items():
+            raw_p50 = embedder.measure(1, 1.0)[1]
+            added[client].append(percentile(await measure(), 50) * 1e3 - raw_p50)
     return added
 
 
@@ -354,7 +360,8 @@ async def main() -> None:
     best_single = "/".join(
         sorted({str(max(BATCHES, key=lambda b, r=r: r.raw[b][0])) for r in rounds}, key=int)
     )
-    rows = [("embeddings (MiniLM-L6, 19 tokens)", "sentences/s", "p50 / p99", "ratio")]
+    tokens = len(embedder.tokenizer.encode(SENTENCES[0]).ids)
+    rows = [(f"embeddings (MiniLM-L6, {tokens} tokens)", "sentences/s", "p50 / p99", "ratio")]
     rows.append(
         (
             f"raw ORT, batch 1 ({provider})",
