@@ -64,6 +64,7 @@ PG = "postgres@127.0.0.1:5432"
 PG_ADMIN_DSN = f"postgresql://{PG}/test"
 TASKORCH_DB = "taskorch_bench_peers"
 PROCRASTINATE_DB = "taskorch_bench_procrastinate"
+PGQUEUER_DB = "taskorch_bench_pgqueuer"
 SUBMITTERS = 32
 TIMEOUT = 300.0
 
@@ -517,6 +518,115 @@ class Procrastinate(System):
         return {j: (t["started"], t["succeeded"]) for j, t in seen.items()}
 
 
+# pgqueuer logs every transition in pgqueuer_log (queued, picked, successful); a trigger
+# tells a listening client of each success, delivered when the logging commit is done.
+PGQUEUER_NOTIFY_SUCCESSFUL = """
+CREATE FUNCTION bench_notify_successful() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('bench_successful', NEW.job_id::text);
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER bench_notify_successful AFTER INSERT ON pgqueuer_log
+    FOR EACH ROW WHEN (NEW.status = 'successful') EXECUTE FUNCTION bench_notify_successful();
+"""
+
+
+class PgQueuer(System):
+    """pgqueuer 1.6 on the same PostgreSQL: N worker processes (bench/_pgqueuer_worker.py, its
+    defaults: dequeue batches of 10, completions logged in buffered batches), clients
+    enqueueing one job per call through an asyncpg pool."""
+
+    label = "pgqueuer, PostgreSQL, N worker procs"
+
+    def __init__(self) -> None:
+        self.dsn = f"postgresql://{PG}/{PGQUEUER_DB}"
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._pool: Any = None
+        self._queries: Any = None
+
+    async def _sql(self, sql: str, *params: Any) -> list[Any]:
+        assert self._pool is not None
+        return list(await self._pool.fetch(sql, *params))
+
+    async def start(self, workers: int, logdir: Path) -> None:
+        import asyncpg
+        from pgqueuer import AsyncpgPoolDriver, Queries
+
+        recreate_database(PGQUEUER_DB)
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=4, max_size=SUBMITTERS)
+        self._queries = Queries(AsyncpgPoolDriver(self._pool))
+        await self._queries.install()
+        await self._pool.execute(PGQUEUER_NOTIFY_SUCCESSFUL)
+        for i in range(workers):
+            proc = spawn(
+                [sys.executable, str(BENCH / "_pgqueuer_worker.py"), self.dsn],
+                logdir / f"pgqueuer-{i}.log",
+            )
+            self._procs.append(proc)
+        deadline = time.monotonic() + 60
+        logs = [logdir / f"pgqueuer-{i}.log" for i in range(workers)]
+        while not all(log.exists() and b"ready" in log.read_bytes() for log in logs):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self._procs):
+                raise RuntimeError(f"pgqueuer workers did not start: see {logdir}")
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        for proc in self._procs:
+            stop_group(proc)
+        self._procs = []
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        pg_admin(f"DROP DATABASE IF EXISTS {PGQUEUER_DB} WITH (FORCE)")
+
+    async def submit(self, n: int) -> int:
+        ids = await self._queries.enqueue("echo", str(n).encode())
+        return int(ids[0])
+
+    async def wait_done(self, ids: list[Any]) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        query = (
+            "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful' AND job_id = ANY($1)"
+        )
+        while (await self._sql(query, ids))[0][0] < len(ids):
+            if time.monotonic() > deadline:
+                raise TimeoutError("pgqueuer: jobs did not complete")
+            await asyncio.sleep(0.05)
+
+    async def observe(self) -> None:
+        listening = threading.Event()
+
+        def listen(observer: _ThreadObserver) -> None:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute("LISTEN bench_successful")
+                listening.set()
+                while not observer.stopping.is_set():
+                    for notice in conn.notifies(timeout=0.2):
+                        observer.heard[int(notice.payload)] = time.time()
+
+        self._observer = _ThreadObserver(listen)
+        await asyncio.to_thread(listening.wait, 10)
+
+    async def notified(self, ids: list[Any]) -> dict[Any, float]:
+        self.heard = self._observer.heard
+        try:
+            return await super().notified(ids)
+        finally:
+            self._observer.close()
+
+    async def times(self, ids: list[Any]) -> dict[Any, tuple[float, float]]:
+        rows = await self._sql(
+            "SELECT job_id, status::text, extract(epoch FROM created) FROM pgqueuer_log "
+            "WHERE job_id = ANY($1) AND status IN ('picked', 'successful')",
+            ids,
+        )
+        seen: dict[int, dict[str, float]] = {}
+        for job_id, kind, at in rows:
+            seen.setdefault(job_id, {})[kind] = float(at)
+        return {j: (t["picked"], t["successful"]) for j, t in seen.items()}
+
+
 # -- measuring ---------------------------------------------------------------------------------
 
 
@@ -707,6 +817,7 @@ async def main() -> None:
             "pg-inproc": lambda: Taskorch("postgresql", in_process=True),
             "celery": lambda: CeleryRedis(redis_url),
             "procrastinate": Procrastinate,
+            "pgqueuer": PgQueuer,
         }
         systems = {key: makers[key]() for key in makers if key in wanted}
         labels = {key: s.label for key, s in systems.items()}

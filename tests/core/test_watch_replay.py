@@ -7,7 +7,7 @@ from pathlib import Path
 from taskorch.core.caller import ANONYMOUS
 from taskorch.core.hub import EventHub
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec
-from taskorch.core.scheduler import Scheduler, WorkerIdentity
+from taskorch.core.engine import TaskEngine, WorkerIdentity
 from taskorch.core.tasks import TaskService
 from taskorch.store.database import Database
 
@@ -17,7 +17,7 @@ async def test_a_watcher_that_overflows_its_buffer_misses_nothing(tmp_path: Path
     await db.open()
     hub = EventHub(watch_buffer=4)
     tasks = TaskService(db, hub, Catalog([EchoPlanner()]))
-    scheduler = Scheduler(db, hub)
+    scheduler = TaskEngine(db, hub)
     try:
         task = await tasks.create(ANONYMOUS, TaskSpec(task_type="echo"))
         watch = tasks.watch(ANONYMOUS, task.task_id)

@@ -14,7 +14,7 @@ from taskorch.core.caller import ANONYMOUS, Caller
 from taskorch.core.hub import EventHub
 from taskorch.core.model import Status
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
-from taskorch.core.scheduler import Scheduler, WorkerIdentity
+from taskorch.core.engine import TaskEngine, WorkerIdentity
 from taskorch.core.tasks import TaskService
 from taskorch.store import counts
 from taskorch.store.database import Database
@@ -36,7 +36,7 @@ async def test_counters_match_the_rows_through_every_change(tmp_path: Path, back
     await db.open()
     hub = EventHub()
     service = TaskService(db, hub, Catalog([TextAnalysisPlanner(), EchoPlanner()]))
-    scheduler = Scheduler(db, hub)
+    scheduler = TaskEngine(db, hub)
     other = Caller(tenant_id="other")
     try:
         made = await asyncio.gather(

@@ -25,10 +25,17 @@ class WorkSignal:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Calls ``listener`` on every notify (the task engine wakes its parked takers)."""
+        self._listeners.append(listener)
 
     def notify(self) -> None:
         self._event.set()
         self._event = asyncio.Event()
+        for listener in self._listeners:
+            listener()
 
     def ticket(self) -> asyncio.Event:
         """The event the next :meth:`notify` sets."""

@@ -12,8 +12,14 @@ from sqlalchemy import Connection
 
 from taskorch.core import validation
 from taskorch.core.caller import Caller
-from taskorch.core.dependencies import first_stage
 from taskorch.core.directory import WorkerDirectory
+from taskorch.core.engine import (
+    DEFAULT_LEASE_SECONDS,
+    HeartbeatAnswer,
+    TaskEngine,
+    WorkerIdentity,
+    first_stage,
+)
 from taskorch.core.errors import (
     Conflict,
     FailedPrecondition,
@@ -24,12 +30,6 @@ from taskorch.core.errors import (
 from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import JSON, EventType, Lease, Status, Subtask, Task
-from taskorch.core.scheduler import (
-    DEFAULT_LEASE_SECONDS,
-    HeartbeatAnswer,
-    Scheduler,
-    WorkerIdentity,
-)
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database, Transaction
@@ -71,14 +71,14 @@ class SubtaskService:
         self,
         db: Database,
         hub: EventHub,
-        scheduler: Scheduler,
+        engine: TaskEngine,
         directory: WorkerDirectory,
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.hub = hub
-        self.scheduler = scheduler
+        self.engine = engine
         self.directory = directory
         self.clock = clock
 
@@ -235,7 +235,7 @@ class SubtaskService:
         if task is None:
             raise TaskNotFound(task_id)
         self.directory.seen(worker.worker_id, worker.kinds, worker.models)
-        leases = await self.scheduler.take(
+        leases = await self.engine.take(
             worker,
             lease_seconds=lease_seconds or DEFAULT_LEASE_SECONDS,
             wait_seconds=wait_seconds,
@@ -255,12 +255,12 @@ class SubtaskService:
         lease_seconds = report.lease_seconds or DEFAULT_LEASE_SECONDS
         key, lease = current.subtask_id, report.lease_id
         if report.output_delta:
-            await self.scheduler.report_output(key, lease, delta=report.output_delta)
+            await self.engine.output(key, lease, delta=report.output_delta)
         if report.status is Status.COMPLETED:
-            done = await self.scheduler.complete(key, lease, report.result)
+            done = await self.engine.complete(key, lease, report.result)
             return done, HeartbeatAnswer(None)
         if report.status is Status.FAILED:
-            failed = await self.scheduler.fail(
+            failed = await self.engine.fail(
                 key,
                 lease,
                 report.error or "failed",
@@ -272,7 +272,7 @@ class SubtaskService:
             raise InvalidArgument(
                 "status must be RUNNING (a heartbeat), COMPLETED or FAILED", field="status"
             )
-        answer = await self.scheduler.heartbeat(
+        answer = await self.engine.heartbeat(
             key,
             lease,
             lease_seconds=lease_seconds,

@@ -16,18 +16,14 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 
 from taskorch.core import validation
 from taskorch.core.caller import Caller
-from taskorch.core.dependencies import fail_dependents
 from taskorch.core.directory import WorkerDirectory
+from taskorch.core.engine import NewTask, TaskEngine
 from taskorch.core.errors import (
-    AlreadyExists,
     Conflict,
     InvalidArgument,
-    ResourceExhausted,
-    TaskNotCancellable,
     TaskNotFound,
     TaskorchError,
     within,
@@ -36,7 +32,6 @@ from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import (
     DEFAULT_MAX_ATTEMPTS,
-    TERMINAL_STATUSES,
     EventType,
     Page,
     Status,
@@ -46,7 +41,6 @@ from taskorch.core.model import (
 )
 from taskorch.core.planning import Catalog, Plan, TaskSpec
 from taskorch.events.bus import SubscriptionLagged
-from taskorch.store import counts
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database, Transaction
@@ -60,18 +54,9 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_BATCH = 1000  # tasks of one create_many
 MAX_DEPENDENCIES = 100
-QUOTA_RETRY_SECONDS = 5.0
 # How long a watch waits for a live event before re-reading the store (a safety net for
 # events published by another replica or lost by a crash between commit and publish).
 WATCH_RECHECK_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A checked and planned create request: the task to store, and its work."""
-
-    task: Task
-    plan: Plan
 
 
 @dataclass(frozen=True)
@@ -97,6 +82,7 @@ class TaskService:
         self,
         db: Database,
         hub: EventHub,
+        engine: TaskEngine,
         catalog: Catalog,
         *,
         directory: WorkerDirectory | None = None,
@@ -105,6 +91,7 @@ class TaskService:
     ) -> None:
         self.db = db
         self.hub = hub
+        self.engine = engine
         self.catalog = catalog
         self.directory = directory or WorkerDirectory()
         self.max_active_tasks = max_active_tasks
@@ -124,11 +111,7 @@ class TaskService:
             ResourceExhausted: the tenant has its quota of unfinished tasks.
         """
         prepared = await self._prepare(caller, spec)
-
-        def insert(tx: Transaction) -> Task:
-            return self._insert(tx, caller, [prepared], batch=False)[0]
-
-        return await self._write_creating(insert)
+        return (await self._store(caller, [prepared], batch=False))[0]
 
     async def create_many(self, caller: Caller, specs: Sequence[TaskSpec]) -> list[Task]:
         """Creates up to ``MAX_BATCH`` tasks in one transaction: all of them or none.
@@ -143,7 +126,7 @@ class TaskService:
             raise InvalidArgument(
                 f"{len(specs)} requests; a batch holds at most {MAX_BATCH}", field="requests"
             )
-        prepared: list[_Prepared] = []
+        prepared: list[NewTask] = []
         for index, spec in enumerate(specs):
             try:
                 prepared.append(await self._prepare(caller, spec))
@@ -154,21 +137,15 @@ class TaskService:
             raise InvalidArgument(
                 "two requests of the batch have the same request_id", field="requests"
             )
+        return await self._store(caller, prepared, batch=True)
 
-        def insert_all(tx: Transaction) -> list[Task]:
-            return self._insert(tx, caller, prepared, batch=True)
+    async def _store(self, caller: Caller, tasks: list[NewTask], *, batch: bool) -> list[Task]:
+        """Queues checked tasks (all or none) in the engine's next batch."""
+        return await self.engine.create(
+            caller.tenant_id, tasks, batch=batch, max_active=self.max_active_tasks
+        )
 
-        return await self._write_creating(insert_all)
-
-    async def _write_creating(self, op: Callable[[Transaction], T]) -> T:
-        try:
-            return await self.db.write(op)
-        except IntegrityError:
-            # Another replica inserted one of the request_ids between our check and our
-            # insert: run again, which now finds (and answers) the earlier task.
-            return await self.db.write(op)
-
-    async def _prepare(self, caller: Caller, spec: TaskSpec) -> _Prepared:
+    async def _prepare(self, caller: Caller, spec: TaskSpec) -> NewTask:
         """Checks and plans one request; the task it would create (not stored yet)."""
         priority = validation.priority(spec.priority)
         max_attempts = validation.bounded_int(
@@ -203,96 +180,7 @@ class TaskService:
             created_at=now,
             updated_at=now,
         )
-        return _Prepared(task, plan)
-
-    def _insert(
-        self, tx: Transaction, caller: Caller, prepared: Sequence[_Prepared], *, batch: bool
-    ) -> list[Task]:
-        """Stores prepared tasks with their subtasks and first events; a request whose
-        ``request_id`` was used before answers the task made the first time instead (and
-        does not count against the quota)."""
-        answers: list[Task | None] = []
-        for index, item in enumerate(prepared):
-            earlier = None
-            if item.task.request_id:
-                earlier = task_store.find_by_request_id(
-                    tx.conn, caller.tenant_id, item.task.request_id
-                )
-            try:
-                answers.append(None if earlier is None else _same_request(earlier, item.task))
-            except TaskorchError as exc:
-                raise _within_batch(exc, index, batch) from None
-        fresh = [item for item, answer in zip(prepared, answers, strict=True) if answer is None]
-        self._check_quota(tx, caller.tenant_id, len(fresh))
-        created = iter(fresh)
-        for index, answer in enumerate(answers):
-            if answer is None:
-                try:
-                    answers[index] = self._store(tx, caller, next(created))
-                except TaskorchError as exc:
-                    raise _within_batch(exc, index, batch) from None
-        return [answer for answer in answers if answer is not None]
-
-    def _store(self, tx: Transaction, caller: Caller, prepared: _Prepared) -> Task:
-        task, plan = prepared.task, prepared.plan
-        ready = self._check_dependencies(tx, caller, task.depends_on)
-        now = task.created_at
-        task_store.insert_task(tx.conn, task)
-        subtask_store.insert_subtasks(tx.conn, _subtasks(task, plan, ready=ready, now=now))
-        event = TaskEvent(
-            task_id=task.task_id,
-            tenant_id=task.tenant_id,
-            sequence=1,
-            type=EventType.STATUS_CHANGED,
-            status=Status.PENDING,
-            created_at=now,
-            progress=0.0,
-            message="queued",
-        )
-        task_store.insert_event(tx.conn, event)
-        tx.after_commit(lambda: self.hub.publish(event))
-        tx.after_commit(self.hub.work.notify)
-        return task
-
-    def _check_quota(self, tx: Transaction, tenant_id: str, adding: int) -> None:
-        """Refuses new tasks that would take the tenant past ``max_active_tasks`` unfinished
-        ones.
-
-        Exact on SQLite (one writer); on PostgreSQL concurrent creates of one tenant may pass
-        the limit by the number of writers."""
-        if self.max_active_tasks <= 0 or adding == 0:
-            return
-        active = counts.active(tx.conn, tenant_id)
-        if active + adding > self.max_active_tasks:
-            more = "another" if adding == 1 else f"{adding} more"
-            raise ResourceExhausted(
-                f"The tenant has {active} unfinished tasks, and may have at most "
-                f"{self.max_active_tasks} at once: {more} would pass that; "
-                "retry when some have finished",
-                reason="QUOTA_EXCEEDED",
-                retry_after_seconds=QUOTA_RETRY_SECONDS,
-            )
-
-    def _check_dependencies(
-        self, tx: Transaction, caller: Caller, depends_on: tuple[str, ...]
-    ) -> bool:
-        """Raises on unknown dependencies; True when all of them already completed."""
-        if not depends_on:
-            return True
-        found = task_store.get_tasks(tx.conn, caller.tenant_id, depends_on, share_lock=True)
-        missing = sorted(set(depends_on) - {t.task_id for t in found})
-        if missing:
-            raise InvalidArgument(
-                f"depends_on names unknown tasks: {', '.join(missing)}", field="depends_on"
-            )
-        ended = [t for t in found if t.status in (Status.FAILED, Status.CANCELLED)]
-        if ended:
-            raise InvalidArgument(
-                f"depends_on task {ended[0].task_id} is {ended[0].status.name}; "
-                "this task could never run",
-                field="depends_on",
-            )
-        return all(t.status is Status.COMPLETED for t in found)
+        return NewTask(task, tuple(_subtasks(task, plan, now=now)))
 
     # -- read ----------------------------------------------------------------------------------
 
@@ -399,38 +287,7 @@ class TaskService:
         key = validation.resource_id(task_id, TaskNotFound)
         reason = validation.short_text(reason, "reason", limit=1000)
 
-        def cancel(tx: Transaction) -> Task:
-            task = task_store.get_task(tx.conn, caller.tenant_scope, key, lock=True)
-            if task is None:
-                raise TaskNotFound(task_id)
-            if task.status is Status.CANCELLED:
-                return task
-            if task.status in TERMINAL_STATUSES:
-                raise TaskNotCancellable(task.task_id, task.status.name)
-            now = self.clock()
-            ended = subtask_store.end_active_subtasks(tx.conn, key, Status.CANCELLED, now)
-            tx.after_commit(lambda: self.hub.stop_workers(ended, "task cancelled"))
-            fail_dependents(tx, self.hub, key, Status.CANCELLED, now)
-            recorded = record(
-                tx,
-                self.hub,
-                key,
-                {
-                    "status": int(Status.CANCELLED),
-                    "cancelled_at": now,
-                    "completed_at": now,
-                    "cancel_reason": reason or None,
-                    "progress_message": f"cancelled: {reason}" if reason else "cancelled",
-                },
-                EventType.STATUS_CHANGED,
-                now=now,
-                only_if_status=(Status.PENDING, Status.RUNNING),
-                message=reason or "cancelled by client",
-            )
-            assert recorded is not None  # the status was checked in this transaction
-            return recorded[0]
-
-        return await self.db.write(cancel)
+        return await self.engine.cancel(caller.tenant_scope, key, reason)
 
     # -- watch ---------------------------------------------------------------------------------
 
@@ -518,7 +375,7 @@ def _dependencies(ids: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(parsed))
 
 
-def _subtasks(task: Task, plan: Plan, *, ready: bool, now: datetime) -> list[Subtask]:
+def _subtasks(task: Task, plan: Plan, *, now: datetime) -> list[Subtask]:
     return [
         Subtask(
             subtask_id=str(uuid.uuid4()),
@@ -532,8 +389,8 @@ def _subtasks(task: Task, plan: Plan, *, ready: bool, now: datetime) -> list[Sub
             status=Status.PENDING,
             max_attempts=task.max_attempts,
             priority=task.priority,
-            # Steps run one after another: only the first is ready when dependencies are.
-            ready=ready and stage == 0,
+            # Steps run one after another: only the first is ready (when dependencies are).
+            ready=stage == 0,
             available_at=now,
             timeout_seconds=task.timeout_seconds,
             created_at=now,
@@ -541,23 +398,6 @@ def _subtasks(task: Task, plan: Plan, *, ready: bool, now: datetime) -> list[Sub
         )
         for stage, step in enumerate(plan.steps)
     ]
-
-
-def _within_batch(exc: TaskorchError, index: int, batch: bool) -> TaskorchError:
-    """The error of one request, naming the request when it came in a batch."""
-    return within(exc, f"requests[{index}]") if batch else exc
-
-
-def _same_request(earlier: Task, task: Task) -> Task:
-    """The earlier task of an idempotent retry; a different request with the key is refused."""
-    fields = ("task_type", "model_name", "template", "text", "input_data", "parameters")
-    if any(getattr(earlier, f) != getattr(task, f) for f in fields):
-        raise AlreadyExists(
-            f"request_id {task.request_id!r} was already used for a different request "
-            f"(task {earlier.task_id})",
-            reason="REQUEST_ID_REUSED",
-        )
-    return earlier
 
 
 def _snapshot(task: Task, partial_output: str = "") -> TaskEvent:

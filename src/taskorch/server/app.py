@@ -30,6 +30,7 @@ from taskorch.config import Settings, is_loopback, split_addr
 from taskorch.core.auth import Authenticator, OAuthConfig
 from taskorch.core.chat import ChatService
 from taskorch.core.directory import WorkerDirectory
+from taskorch.core.engine import TaskEngine
 from taskorch.core.hub import EventHub
 from taskorch.core.planning import (
     Catalog,
@@ -38,7 +39,6 @@ from taskorch.core.planning import (
     InferencePlanner,
     TextAnalysisPlanner,
 )
-from taskorch.core.scheduler import Scheduler
 from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
 from taskorch.core.templates import TemplatePlanner, TemplateService
@@ -139,15 +139,16 @@ class TaskorchServer:
                 tenant_claim=settings.oauth_tenant_claim,
             )
         self.auth = Authenticator(self.db, oauth)
+        self.task_engine = TaskEngine(self.db, self.hub)
         self.tasks = TaskService(
             self.db,
             self.hub,
+            self.task_engine,
             self.catalog,
             directory=self.directory,
             max_active_tasks=settings.max_active_tasks,
         )
-        self.scheduler = Scheduler(self.db, self.hub)
-        self.subtasks = SubtaskService(self.db, self.hub, self.scheduler, self.directory)
+        self.subtasks = SubtaskService(self.db, self.hub, self.task_engine, self.directory)
         self.chat = ChatService(self.db, self.hub, self.tasks, EngineChatModels(self.engine))
         self.handlers = handlers or builtin_handlers()
         if "inference" not in self.handlers:
@@ -195,7 +196,7 @@ class TaskorchServer:
         await self.engine.start()
         if self.db.is_sqlite:
             # One SQLite file has one server: whatever its local workers held was lost.
-            await self.scheduler.expire_leases_of(self.local_worker_prefix)
+            await self.task_engine.expire_leases_of(self.local_worker_prefix)
         await self.chat.start()
         self._start_workers()
         await self._start_grpc()
@@ -235,7 +236,7 @@ class TaskorchServer:
         import os
 
         worker = Worker(
-            LocalWorkSource(self.scheduler, self.hub),
+            LocalWorkSource(self.task_engine, self.hub),
             self.handlers,
             worker_id=f"{self.local_worker_prefix}{os.getpid()}",
             concurrency=self.settings.workers,
@@ -257,7 +258,7 @@ class TaskorchServer:
             TemplateServicer(self.templates, self.template_planner), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-            WorkerServicer(self.db, self.hub, self.scheduler, self.directory), server
+            WorkerServicer(self.db, self.hub, self.task_engine, self.directory), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.engine), server
@@ -347,7 +348,7 @@ class TaskorchServer:
         while True:
             await asyncio.sleep(RESCUE_INTERVAL)
             try:
-                metrics.LEASE_EXPIRIES.inc(await self.scheduler.rescue_expired())
+                metrics.LEASE_EXPIRIES.inc(await self.task_engine.rescue_expired())
             except Exception as exc:
                 log.warning("lease rescue failed", error=str(exc))
 
@@ -386,6 +387,9 @@ class TaskorchServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.gather(*(w.stop(self.settings.drain_seconds) for w in self.workers))
+        for worker in self.workers:
+            if isinstance(worker.source, LocalWorkSource):
+                await worker.source.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
         await self.chat.close()

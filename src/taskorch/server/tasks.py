@@ -9,10 +9,10 @@ from typing import Any, TypeAlias
 
 from google.api import httpbody_pb2
 
+from taskorch.core.engine import WorkerIdentity
 from taskorch.core.errors import InvalidArgument, NoWorkAvailable, TaskorchError, within
 from taskorch.core.model import Status, Task
 from taskorch.core.planning import CONTAINER, TaskSpec
-from taskorch.core.scheduler import WorkerIdentity
 from taskorch.core.subtasks import NewSubtask, StatusReport, SubtaskService
 from taskorch.core.tasks import ListRequest, TaskService
 from taskorch.server import convert

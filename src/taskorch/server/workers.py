@@ -12,10 +12,10 @@ import structlog
 
 from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
+from taskorch.core.engine import DEFAULT_LEASE_SECONDS, TaskEngine, WorkerIdentity
 from taskorch.core.errors import InvalidArgument, NoWorkAvailable, SubtaskNotFound
 from taskorch.core.hub import EventHub, StopNotice
 from taskorch.core.model import Lease, ResourceUsage, Status
-from taskorch.core.scheduler import DEFAULT_LEASE_SECONDS, Scheduler, WorkerIdentity
 from taskorch.events.bus import SubscriptionLagged
 from taskorch.server import convert
 from taskorch.server.interceptors import current_caller
@@ -53,18 +53,18 @@ class _Listener:
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
     def __init__(
-        self, db: Database, hub: EventHub, scheduler: Scheduler, directory: WorkerDirectory
+        self, db: Database, hub: EventHub, engine: TaskEngine, directory: WorkerDirectory
     ) -> None:
         self.db = db
         self.hub = hub
-        self.scheduler = scheduler
+        self.engine = engine
         self.directory = directory
         self._holders: dict[str, _Listener] = {}  # subtask_id -> the stream that holds it
 
     async def Take(self, request: pb.TakeRequest, context: Context) -> Any:
         worker = identity(current_caller(), request.worker_id, request.kinds, request.models)
         self.directory.seen(worker.worker_id, worker.kinds, worker.models)
-        leases = await self.scheduler.take(
+        leases = await self.engine.take(
             worker,
             lease_seconds=request.lease_seconds or DEFAULT_LEASE_SECONDS,
             wait_seconds=request.wait_seconds,
@@ -84,29 +84,46 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             )
         lease_seconds = request.lease_seconds or DEFAULT_LEASE_SECONDS
         listener = _Listener()
+        assignments: list[Lease] = []
+        ready = asyncio.Event()
+
+        async def feed() -> None:
+            """Takes work whenever the worker has a free slot (the engine parks the take
+            until work arrives, so an idle stream costs nothing)."""
+            while True:
+                free = capacity - len(listener.held)
+                if free <= 0:
+                    listener.changed.clear()
+                    await listener.changed.wait()
+                    continue
+                self.directory.seen(worker.worker_id, worker.kinds, worker.models)
+                leases = await self.engine.take(
+                    worker, limit=free, lease_seconds=lease_seconds, wait_seconds=PING_SECONDS
+                )
+                for lease in leases:
+                    self._hold(listener, lease)
+                assignments.extend(leases)
+                if leases:
+                    ready.set()
+
         log.info("worker connected", worker_id=worker.worker_id, kinds=list(worker.kinds))
         loop = asyncio.get_running_loop()
         next_ping = loop.time()
+        feeder = asyncio.create_task(feed(), name=f"feed {worker.worker_id}")
         try:
             with self.hub.stops.subscribe(worker.worker_id) as stops:
                 while True:
-                    self.directory.seen(worker.worker_id, worker.kinds, worker.models)
-                    ticket = self.hub.work.ticket()  # before taking: see WorkSignal
-                    free = capacity - len(listener.held)
-                    if free > 0:
-                        leases = await self.scheduler.take(
-                            worker, limit=free, lease_seconds=lease_seconds
+                    if feeder.done():
+                        feeder.result()  # raises what stopped it (the database, say)
+                    while assignments:
+                        lease = assignments.pop(0)
+                        yield pb.WorkerMessage(
+                            assignment=convert.subtask_to_proto(lease.subtask, lease)
                         )
-                        for lease in leases:
-                            self._hold(listener, lease)
-                            yield pb.WorkerMessage(
-                                assignment=convert.subtask_to_proto(lease.subtask, lease)
-                            )
-                        if len(leases) == free:
-                            continue
                     async for notice in _drain(stops):
                         if listener.held.pop(notice.subtask_id, None) is not None:
                             self._holders.pop(notice.subtask_id, None)
+                            listener.changed.set()
                         yield pb.WorkerMessage(
                             cancel=pb.Cancellation(
                                 subtask_id=notice.subtask_id,
@@ -120,27 +137,44 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                         convert.set_time(ping.ping, utcnow())
                         yield ping
                         next_ping = loop.time() + PING_SECONDS
+                    if assignments:
+                        continue
+                    ready.clear()
                     await _first(
-                        self.hub.work.wait(PING_SECONDS, ticket),
-                        listener.changed.wait(),
+                        ready.wait(),
                         stops.wait(PING_SECONDS),
+                        asyncio.shield(feeder),
                         timeout=max(0.0, next_ping - loop.time()),
                     )
-                    listener.changed.clear()
         finally:
+            feeder.cancel()
+            with contextlib.suppress(BaseException):
+                await feeder
+            # Taken for this stream but never sent: back to the queue at once.
+            for lease in assignments:
+                listener.held.pop(lease.subtask.subtask_id, None)
+                asyncio.ensure_future(self._give_back(lease))
             for subtask_id in listener.held:
                 self._holders.pop(subtask_id, None)
             log.info("worker disconnected", worker_id=worker.worker_id, holding=len(listener.held))
+
+    async def _give_back(self, lease: Lease) -> None:
+        with contextlib.suppress(Exception):
+            await self.engine.release(
+                lease.subtask.subtask_id, lease.lease_id, reason="worker disconnected"
+            )
 
     def _hold(self, listener: _Listener, lease: Lease) -> None:
         listener.held[lease.subtask.subtask_id] = lease.lease_id
         self._holders[lease.subtask.subtask_id] = listener
 
-    def _finished(self, subtask_id: str) -> None:
-        """A held subtask was completed, failed or released: its stream has a free slot."""
-        listener = self._holders.pop(subtask_id, None)
-        if listener is not None:
-            listener.held.pop(subtask_id, None)
+    def _finished(self, subtask_id: str, lease_id: str) -> None:
+        """A held subtask is being completed, failed or released: its stream has a free slot
+        (only for the lease's holder: a lease id is a secret of the worker that has it)."""
+        listener = self._holders.get(subtask_id)
+        if listener is not None and listener.held.get(subtask_id) == lease_id:
+            del self._holders[subtask_id]
+            del listener.held[subtask_id]
             listener.changed.set()
 
     async def _forget_finished(self, listener: _Listener) -> None:
@@ -168,14 +202,14 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     ) -> pb.HeartbeatResponse:
         scope = current_caller().tenant_scope
         if request.output_delta or request.HasField("output_data"):
-            await self.scheduler.report_output(
+            await self.engine.output(
                 request.subtask_id,
                 request.lease_id,
                 delta=request.output_delta or None,
                 data=convert.optional_struct(request, "output_data"),
                 tenant_scope=scope,
             )
-        answer = await self.scheduler.heartbeat(
+        answer = await self.engine.heartbeat(
             request.subtask_id,
             request.lease_id,
             lease_seconds=request.lease_seconds or DEFAULT_LEASE_SECONDS,
@@ -184,7 +218,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             tenant_scope=scope,
         )
         if answer.cancelled:
-            self._finished(request.subtask_id)
+            self._finished(request.subtask_id, request.lease_id)
         response = pb.HeartbeatResponse(stop=answer.cancelled, reason=answer.reason)
         convert.set_time(response.lease_expires_at, answer.lease_expires_at)
         return response
@@ -199,8 +233,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 memory_used_gb=u.memory_used_gb,
                 execution_provider=u.execution_provider,
             )
-        with self._reported(request.subtask_id):
-            subtask = await self.scheduler.complete(
+        with self._reported(request.subtask_id, request.lease_id):
+            subtask = await self.engine.complete(
                 request.subtask_id,
                 request.lease_id,
                 convert.optional_struct(request, "result"),
@@ -210,8 +244,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return convert.subtask_to_proto(subtask)
 
     async def Fail(self, request: pb.FailRequest, context: Context) -> Any:
-        with self._reported(request.subtask_id):
-            subtask = await self.scheduler.fail(
+        with self._reported(request.subtask_id, request.lease_id):
+            subtask = await self.engine.fail(
                 request.subtask_id,
                 request.lease_id,
                 request.error or "failed",
@@ -223,8 +257,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> Any:
         scope = current_caller().tenant_scope
-        with self._reported(request.subtask_id):
-            await self.scheduler.release(
+        with self._reported(request.subtask_id, request.lease_id):
+            await self.engine.release(
                 request.subtask_id,
                 request.lease_id,
                 reason=request.reason or "released",
@@ -238,17 +272,11 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return convert.subtask_to_proto(found)
 
     @contextlib.contextmanager
-    def _reported(self, subtask_id: str) -> Iterator[None]:
-        """Frees the Listen slot of a reported subtask, also when the report lost its lease;
-        not when the subtask is not the caller's to report (another tenant's id)."""
-        try:
-            yield
-        except SubtaskNotFound:
-            raise
-        except BaseException:
-            self._finished(subtask_id)
-            raise
-        self._finished(subtask_id)
+    def _reported(self, subtask_id: str, lease_id: str) -> Iterator[None]:
+        """Frees the Listen slot of a reported subtask as the report starts, so the stream's
+        next take joins the report's batch (a worker's slot is free once it reports)."""
+        self._finished(subtask_id, lease_id)
+        yield
 
 
 async def _drain(stops: Any) -> AsyncIterator[StopNotice]:

@@ -1,21 +1,33 @@
 """The database handle: engines per backend, migrations at start, and group commit.
 
-Repository code is synchronous SQLAlchemy Core (functions of a ``Connection``); this module
-runs it without blocking the event loop:
+Two kinds of writes share one group commit:
 
-- SQLite: on threads of our own, with the sqlite3 driver: one writer thread (SQLite allows one
-  writer) and a few reader threads (WAL lets them read while it writes). Measured on our
-  2-core machines, a statement costs ~40 µs this way against ~350-450 µs through the aiosqlite
-  adaptor, which hops threads for every DBAPI call; so URLs naming ``sqlite+aiosqlite`` are
-  accepted and run this way.
-- PostgreSQL: on asyncpg connections through ``AsyncConnection.run_sync``.
+- Transitions of the work queue (create, take, complete, ...) are values handed to
+  :meth:`Database.transition`. Every transition waiting when a batch starts runs in it, in
+  one call of the engine's runner per batch, which works on all of them at once with raw
+  driver statements (store/queue/): a batch of fifty completions costs the statements of
+  one. Its :class:`~taskorch.store.queue.Changes` (events, count deltas, work made ready) are
+  settled before the commit and handed to ``on_commit`` after it.
+- Everything else is synchronous SQLAlchemy Core (functions of a ``Connection``) handed to
+  :meth:`Database.write`.
 
-Every write goes through :meth:`Database.write`. Writers run all the operations waiting at
-that moment in ONE transaction, commit once, then run their after-commit hooks in commit
-order and answer the callers. Under load this spreads the commit (and its fsync) over many
-operations; when idle a write waits for nothing. Nothing is acknowledged before its
-transaction has committed. An operation that raises is rolled back alone: the batch is
-rolled back and the others run again without it.
+Where they run:
+
+- SQLite (one writer): one batch at a time holds the writer connection. BEGIN, the
+  SQLAlchemy operations and COMMIT (its fsync) run on a writer thread of our own; the
+  transitions run on the event loop between them, with the sqlite3 driver (each statement
+  takes tens of microseconds, less than a thread hop would). Reads run on a few reader
+  threads (WAL lets them read while the writer writes). URLs naming ``sqlite+aiosqlite``
+  are accepted and run this way: that adaptor hops threads for every DBAPI call.
+- PostgreSQL: transitions run on asyncpg connections of their own (prepared statements,
+  one round trip each, no SQLAlchemy), several batches at once; SQLAlchemy operations run on
+  asyncpg through ``AsyncConnection.run_sync`` in batches of their own. The database's row
+  locks keep them apart (see the lock order in store/queue/postgres.py).
+
+Under load one commit (and its fsync) serves many operations; when idle a write waits for
+nothing. Nothing is acknowledged before its transaction has committed. An operation that
+raises is rolled back alone: the batch is rolled back and the others run again without it
+(transitions, which fail as a group, run again each in a savepoint of their own).
 """
 
 from __future__ import annotations
@@ -24,7 +36,8 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +56,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskorch.core.errors import Unavailable
+from taskorch.store.queue import Changes, Queue
+from taskorch.store.queue.sqlite import SqliteQueue
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +69,9 @@ CONFLICT_RETRIES = 5
 CONFLICT_PAUSE_SECONDS = 0.01  # the upper bound of a random pause, times the attempt
 # serialization_failure, deadlock_detected
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# SQLSTATE classes of a database (or the way to it) failing rather than a statement:
+# connection exceptions, insufficient resources, operator intervention, system errors.
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 _MIGRATION_LOCK_KEY = 0x7461736B  # serialises the migrations of replicas on PostgreSQL
 
 
@@ -73,13 +91,39 @@ WriteOp = Callable[[Transaction], T]
 ReadOp = Callable[[Connection], T]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     op: WriteOp[Any]
     future: asyncio.Future[Any]
     result: Any = None
     error: BaseException | None = None
     hooks: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class HotOp:
+    """One transition waiting for a batch: ``value`` says what to do; the runner sets
+    ``result`` or ``error``."""
+
+    value: Any
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+
+    def reset(self) -> None:
+        self.result, self.error = None, None
+
+
+# Runs a batch's transitions inside its transaction (the task engine's, core/engine.py).
+HotRunner = Callable[[Queue, Changes, Sequence[HotOp]], Awaitable[None]]
+_Item = _Pending | HotOp
+
+
+class _ColdOpFailed(Exception):
+    """A SQLAlchemy operation raised: the batch is rolled back and run again without it."""
+
+    def __init__(self, item: _Pending) -> None:
+        self.item = item
 
 
 class Database:
@@ -89,7 +133,7 @@ class Database:
         url: ``sqlite:///path.db`` (``sqlite+aiosqlite`` is accepted) or
             ``postgresql+asyncpg://user@host/db``.
         pool_size: reader connections (threads on SQLite).
-        writers: concurrent writer transactions on PostgreSQL (SQLite always has one).
+        writers: concurrent writer transactions on PostgreSQL, of each kind (SQLite has one).
     """
 
     def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 4, writers: int = 4) -> None:
@@ -102,12 +146,17 @@ class Database:
             )
         self.pool_size = pool_size
         self.writers = 1 if self.is_sqlite else max(1, writers)
+        # The task engine's: runs the transitions of a batch; told what a batch changed.
+        self.hot_runner: HotRunner | None = None
+        self.on_commit: Callable[[Changes], None] | None = None
         self._sync_engine: Engine | None = None
         self._async_engine: AsyncEngine | None = None
         self._write_thread: ThreadPoolExecutor | None = None
         self._read_threads: ThreadPoolExecutor | None = None
         self._writer_conn: Connection | None = None
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        # PostgreSQL: transitions have writers of their own (raw asyncpg connections).
+        self._hot_queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._writer_tasks: list[asyncio.Task[None]] = []
         self._open = False
 
@@ -118,6 +167,11 @@ class Database:
     def describe(self) -> str:
         """The URL with any password hidden, for logs."""
         return self.url.render_as_string(hide_password=True)
+
+    @property
+    def dsn(self) -> str:
+        """The URL for a raw PostgreSQL driver (``postgresql://...``)."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -138,17 +192,29 @@ class Database:
             await self.migrate()
         self._open = True
         self._writer_tasks = [
-            asyncio.create_task(self._write_loop(), name=f"db-writer-{i}")
+            asyncio.create_task(self._write_loop(self._queue), name=f"db-writer-{i}")
             for i in range(self.writers)
         ]
+        if not self.is_sqlite:
+            from taskorch.store.queue.postgres import PostgresWriter
+
+            self._writer_tasks += [
+                asyncio.create_task(
+                    self._write_loop(self._hot_queue, PostgresWriter(self.dsn)),
+                    name=f"db-hot-writer-{i}",
+                )
+                for i in range(self.writers)
+            ]
 
     async def close(self) -> None:
         """Finishes queued writes, then closes every connection."""
         if not self._open:
             return
         self._open = False
-        for _ in self._writer_tasks:
+        for _ in range(self.writers):
             self._queue.put_nowait(None)
+            if not self.is_sqlite:
+                self._hot_queue.put_nowait(None)
         await asyncio.gather(*self._writer_tasks, return_exceptions=True)
         self._writer_tasks = []
         if self._write_thread is not None:
@@ -192,6 +258,19 @@ class Database:
         self._queue.put_nowait(_Pending(op, future))
         return await future
 
+    def transition(self, value: Any) -> asyncio.Future[Any]:
+        """Queues a transition for the next batch; the future answers once it committed.
+
+        Raises:
+            Unavailable: the database is closed.
+        """
+        if not self._open:
+            raise Unavailable("database is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queue = self._queue if self.is_sqlite else self._hot_queue
+        queue.put_nowait(HotOp(value, future))
+        return future
+
     async def read(self, fn: ReadOp[T]) -> T:
         """Runs ``fn`` on a pooled connection inside one read transaction (a snapshot)."""
         try:
@@ -219,42 +298,91 @@ class Database:
 
     # -- the writers ---------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            try:
-                await self._commit_retrying(batch)
-            except Exception as exc:  # the connection broke or the commit failed
-                log.warning("database write failed", error=_short(exc), batch=len(batch))
-                error = Unavailable(f"database unavailable: {_short(exc)}")
-                for item in batch:
-                    item.error, item.hooks = error, []
+    async def _write_loop(
+        self, queue: asyncio.Queue[_Item | None], hot_writer: PostgresWriterLike | None = None
+    ) -> None:
+        try:
+            while True:
+                first = await queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < MAX_BATCH and not queue.empty():
+                    item = queue.get_nowait()
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                await self._settle(batch, hot_writer)
+                if stop:
+                    return
+        finally:
+            if hot_writer is not None:
+                await hot_writer.close()
+
+    async def _settle(self, batch: list[_Item], hot_writer: PostgresWriterLike | None) -> None:
+        """Commits one batch, then runs its after-commit work and answers its callers."""
+        changes: Changes | None = None
+        try:
+            if hot_writer is not None:
+                changes = await hot_writer.commit(self._run_hot, batch)  # type: ignore[arg-type]
+            else:
+                changes = await self._commit_retrying(batch)
+        except Exception as exc:  # the connection broke or the commit failed
+            log.warning("database write failed", error=_short(exc), batch=len(batch))
+            error = Unavailable(f"database unavailable: {_short(exc)}")
             for item in batch:
+                item.error = error
+                if isinstance(item, _Pending):
+                    item.hooks = []
+        if changes is not None and self.on_commit is not None:
+            try:
+                self.on_commit(changes)
+            except Exception:
+                log.exception("after-commit work failed")
+        for item in batch:
+            if isinstance(item, _Pending):
                 for hook in item.hooks:
                     try:
                         hook()
                     except Exception:
                         log.exception("after-commit hook failed")
-                if item.future.done():
-                    continue
-                if item.error is not None:
-                    item.future.set_exception(item.error)
-                else:
-                    item.future.set_result(item.result)
-            if stop:
-                return
+            if item.future.done():
+                continue
+            if item.error is not None:
+                item.future.set_exception(item.error)
+            else:
+                item.future.set_result(item.result)
 
-    async def _commit_retrying(self, batch: list[_Pending]) -> None:
+    async def _run_hot(self, q: Queue, changes: Changes, ops: Sequence[HotOp]) -> None:
+        assert self.hot_runner is not None, "no task engine attached to the database"
+        for op in ops:
+            op.reset()
+        await self.hot_runner(q, changes, ops)
+
+    async def _run_isolated(
+        self,
+        q: Queue,
+        changes: Changes,
+        ops: Sequence[HotOp],
+        savepoint: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        """Each transition alone in a savepoint: one that fails takes only itself down."""
+        for op in ops:
+            own = Changes()
+            try:
+                async with savepoint():
+                    await self._run_hot(q, own, [op])
+            except Exception as exc:
+                if _is_raw_outage(exc):
+                    raise
+                log.info("a transition failed in its batch", error=_short(exc))
+                op.error = exc
+                continue
+            changes.merge(own)
+
+    async def _commit_retrying(self, batch: list[_Item]) -> Changes:
         """Commits; a batch PostgreSQL aborted as a deadlock or serialisation conflict with
         another writer is run again (its operations are functions of the database).
 
@@ -266,8 +394,7 @@ class Database:
         """
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
-                await self._commit(batch)
-                return
+                return await self._commit(batch)
             except DBAPIError as exc:
                 if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == CONFLICT_RETRIES:
                     raise
@@ -278,26 +405,86 @@ class Database:
                     batch=len(batch),
                 )
             if len(batch) > 1:
-                await self._commit_one_by_one(batch)
-                return
+                return await self._commit_one_by_one(batch)
             await asyncio.sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * attempt))
+        raise AssertionError("unreachable")
 
-    async def _commit_one_by_one(self, batch: list[_Pending]) -> None:
+    async def _commit_one_by_one(self, batch: list[_Item]) -> Changes:
+        changes = Changes()
         for item in batch:
             try:
-                await self._commit_retrying([item])
+                changes.merge(await self._commit_retrying([item]))
             except Exception as exc:  # this operation alone failed to commit
                 log.warning("database write failed", error=_short(exc), batch=1)
                 item.error = Unavailable(f"database unavailable: {_short(exc)}")
-                item.hooks = []
+                if isinstance(item, _Pending):
+                    item.hooks = []
+        return changes
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Item]) -> Changes:
         if self._write_thread is not None:
-            await self._in_writer_thread(lambda: self._on_writer_conn(_run_batch_in_tx, batch))
-            return
+            return await self._commit_sqlite(batch)
+        cold = [item for item in batch if isinstance(item, _Pending)]
         assert self._async_engine is not None
         async with self._async_engine.connect() as aconn:
-            await aconn.run_sync(_run_batch_in_tx, batch)
+            await aconn.run_sync(_run_batch_in_tx, cold)
+        return Changes()
+
+    async def _commit_sqlite(self, batch: list[_Item]) -> Changes:
+        """One transaction on the writer connection: transitions on the event loop, the
+        SQLAlchemy operations, BEGIN and COMMIT on the writer thread."""
+        hot = [item for item in batch if isinstance(item, HotOp)]
+        cold = [item for item in batch if isinstance(item, _Pending)]
+        isolate = False
+        cold_rounds = itertools.chain((False, False), itertools.repeat(True))
+        cold_savepoints = next(cold_rounds)
+        while True:
+            conn = await self._in_writer_thread(self._begin)
+            changes = Changes()
+            try:
+                raw = _sqlite_raw(conn)
+                queue = SqliteQueue(raw)
+                if hot and isolate:
+                    await self._run_isolated(queue, changes, hot, lambda: _sqlite_savepoint(raw))
+                elif hot:
+                    await self._run_hot(queue, changes, hot)
+                if cold:
+                    await self._in_writer_thread(lambda: _run_cold(conn, cold, cold_savepoints))
+                await queue.settle(changes)
+                await self._in_writer_thread(lambda: self._end(conn, commit=True))
+                return changes
+            except _ColdOpFailed as failed:
+                await self._in_writer_thread(lambda: self._end(conn, commit=False))
+                cold = [item for item in cold if item is not failed.item]
+                cold_savepoints = next(cold_rounds)
+            except (DBAPIError, sqlite3.Error) as exc:
+                await self._in_writer_thread(lambda: self._end(conn, commit=False))
+                if isolate or not hot or _is_raw_outage(exc):
+                    raise
+                isolate = True  # a transition's statement failed: find which one
+            except BaseException:
+                await self._in_writer_thread(lambda: self._end(conn, commit=False))
+                raise
+
+    def _begin(self) -> Connection:
+        def begin(conn: Connection) -> Connection:
+            conn.begin()
+            return conn
+
+        return self._on_writer_conn(begin)
+
+    def _end(self, conn: Connection, *, commit: bool) -> None:
+        transaction = conn.get_transaction()
+        if transaction is None:
+            return
+        try:
+            if commit:
+                transaction.commit()
+            else:
+                transaction.rollback()
+        except DBAPIError:
+            self._close_writer_conn()
+            raise
 
     async def _in_writer_thread(self, fn: Callable[[], T]) -> T:
         assert self._write_thread is not None
@@ -324,9 +511,62 @@ class Database:
             self._writer_conn = None
 
 
+class PostgresWriterLike:
+    """What a PostgreSQL transition writer offers the write loop (store/queue/postgres.py)."""
+
+    async def commit(self, run: HotRunner, batch: list[HotOp]) -> Changes:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+def _sqlite_raw(conn: Connection) -> sqlite3.Connection:
+    raw: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+    return raw
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_savepoint(raw: sqlite3.Connection) -> Any:
+    raw.execute("SAVEPOINT transition").close()
+    try:
+        yield
+    except BaseException:
+        raw.execute("ROLLBACK TO transition").close()
+        raw.execute("RELEASE transition").close()
+        raise
+    raw.execute("RELEASE transition").close()
+
+
 def _in_tx(conn: Connection, fn: Callable[[Connection], T]) -> T:
     with conn.begin():
         return fn(conn)
+
+
+def _run_cold(conn: Connection, batch: list[_Pending], use_savepoints: bool) -> None:
+    """Runs SQLAlchemy operations inside the open transaction; raises _ColdOpFailed for the
+    first that fails when not using savepoints (the caller rolls back and retries it out)."""
+    for item in batch:
+        item.hooks, item.result, item.error = [], None, None
+        write_tx = Transaction(conn)
+        savepoint = conn.begin_nested() if use_savepoints else None
+        try:
+            item.result = item.op(write_tx)
+        except DBAPIError as exc:
+            if not _is_own_conflict(exc):
+                raise  # connection or transaction broken: the caller fails the batch
+            item.error = exc
+        except Exception as exc:
+            item.error = exc
+        if item.error is None:
+            item.hooks = write_tx.hooks
+            if savepoint is not None:
+                savepoint.commit()
+            continue
+        if savepoint is not None:
+            savepoint.rollback()
+            continue
+        raise _ColdOpFailed(item)
 
 
 def _run_batch_in_tx(conn: Connection, batch: list[_Pending]) -> None:
@@ -340,37 +580,12 @@ def _run_batch_in_tx(conn: Connection, batch: list[_Pending]) -> None:
     for use_savepoints in itertools.chain((False, False), itertools.repeat(True)):
         if not pending:
             return
-        failed = _attempt(conn, pending, use_savepoints)
-        if failed is None:
+        try:
+            with conn.begin():
+                _run_cold(conn, pending, use_savepoints)
             return
-        pending = [item for item in pending if item is not failed]
-
-
-def _attempt(conn: Connection, batch: list[_Pending], use_savepoints: bool) -> _Pending | None:
-    with conn.begin() as tx:
-        for item in batch:
-            item.hooks, item.result, item.error = [], None, None
-            write_tx = Transaction(conn)
-            savepoint = conn.begin_nested() if use_savepoints else None
-            try:
-                item.result = item.op(write_tx)
-            except DBAPIError as exc:
-                if not _is_own_conflict(exc):
-                    raise  # connection or transaction broken: the caller fails the batch
-                item.error = exc
-            except Exception as exc:
-                item.error = exc
-            if item.error is None:
-                item.hooks = write_tx.hooks
-                if savepoint is not None:
-                    savepoint.commit()
-                continue
-            if savepoint is not None:
-                savepoint.rollback()
-                continue
-            tx.rollback()
-            return item
-    return None
+        except _ColdOpFailed as failed:
+            pending = [item for item in pending if item is not failed.item]
 
 
 def _is_own_conflict(exc: DBAPIError) -> bool:
@@ -384,12 +599,30 @@ def _is_outage(exc: DBAPIError) -> bool:
     return not isinstance(exc, ProgrammingError | IntegrityError | DataError | NotSupportedError)
 
 
+def _is_raw_outage(exc: BaseException) -> bool:
+    """The same question for an error of a raw driver (sqlite3, asyncpg)."""
+    if isinstance(exc, DBAPIError):
+        return _is_outage(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        return True  # locked, disk I/O, full disk: the database, not the statement
+    if isinstance(exc, sqlite3.Error):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES
+    return True  # lost connections, timeouts, OS errors
+
+
 def _sqlstate(exc: DBAPIError) -> str | None:
     return getattr(exc.orig, "sqlstate", None)
 
 
 def _short(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+    return (
+        str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        if str(exc)
+        else type(exc).__name__
+    )
 
 
 def _sqlite_engine(url: URL, pool_size: int) -> Engine:

@@ -112,7 +112,6 @@ tasks = Table(
     Index(None, "tenant_id", "model_name", "created_at", "task_id"),
     Index(None, "tenant_id", "template", "created_at", "task_id"),
     Index(None, "tenant_id", "updated_at", "task_id"),
-    Index(None, "status"),
 )
 
 task_dependencies = Table(
@@ -171,20 +170,31 @@ subtasks = Table(
     Column("started_at", UTCDateTime),
     Column("completed_at", UTCDateTime),
     Index(None, "task_id", "stage"),
-    # The lease rescuer: running subtasks by lease deadline.
-    Index(None, "status", "lease_expires_at"),
 )
+
+# Partial indexes hold only live rows, so finished work never slows a take or a rescue down
+# and finishing work removes an entry instead of moving one (queries must state the same
+# condition, word for word, for SQLite to use them).
+QUEUED = "status = 1 AND ready"
+RUNNING = "status = 2"
 
 # The work queue: runnable subtasks of a kind in take order (priority first, then oldest),
 # so a take reads the first rows of the index instead of sorting the queue.
 Index(
     "ix_subtasks_queue",
-    subtasks.c.status,
-    subtasks.c.ready,
     subtasks.c.kind,
     subtasks.c.priority.desc(),
     subtasks.c.created_at,
     subtasks.c.subtask_id,
+    sqlite_where=text(QUEUED),
+    postgresql_where=text(QUEUED),
+)
+# The lease rescuer: running subtasks by lease deadline.
+Index(
+    "ix_subtasks_leases",
+    subtasks.c.lease_expires_at,
+    sqlite_where=text(RUNNING),
+    postgresql_where=text(RUNNING),
 )
 
 task_events = Table(

@@ -20,9 +20,9 @@ import structlog
 
 from taskorch import structs
 from taskorch.client._errors import UnavailableError, from_rpc_error
+from taskorch.core.engine import HeartbeatAnswer, WorkerIdentity
 from taskorch.core.errors import InternalError, LeaseLost, SubtaskNotFound
 from taskorch.core.model import JSON, Lease, ResourceUsage, Status, Subtask
-from taskorch.core.scheduler import HeartbeatAnswer, WorkerIdentity
 from taskorch.v1 import task_service_pb2
 from taskorch.v1 import worker_service_pb2 as pb
 from taskorch.v1 import worker_service_pb2_grpc as pb_grpc
@@ -112,7 +112,7 @@ class GrpcWorkSource:
         )
         self._stub = pb_grpc.WorkerServiceStub(self._channel)
         self._assignments: asyncio.Queue[Lease] = asyncio.Queue()
-        self._stops: dict[str, asyncio.Future[str]] = {}
+        self._stop_notice: Callable[[str, str], None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -178,10 +178,8 @@ class GrpcWorkSource:
         kind = message.WhichOneof("message")
         if kind == "assignment":
             self._assignments.put_nowait(lease_from_proto(message.assignment))
-        elif kind == "cancel":
-            stop = self._stops.get(message.cancel.subtask_id)
-            if stop is not None and not stop.done():
-                stop.set_result(message.cancel.reason or "cancelled")
+        elif kind == "cancel" and self._stop_notice is not None:
+            self._stop_notice(message.cancel.subtask_id, message.cancel.reason or "cancelled")
 
     # -- WorkSource ----------------------------------------------------------------------------
 
@@ -196,8 +194,6 @@ class GrpcWorkSource:
             return []
         while len(leases) < limit and not self._assignments.empty():
             leases.append(self._assignments.get_nowait())
-        for lease in leases:
-            self._stops[lease.subtask.subtask_id] = asyncio.get_running_loop().create_future()
         return leases
 
     async def heartbeat(
@@ -241,10 +237,7 @@ class GrpcWorkSource:
             usage.inference_time_seconds = resource_usage.inference_time_seconds
             usage.memory_used_gb = resource_usage.memory_used_gb
             usage.execution_provider = resource_usage.execution_provider
-        try:
-            await self._report(lease, self._stub.Complete, request)
-        finally:
-            self._stops.pop(lease.subtask.subtask_id, None)
+        await self._report(lease, self._stub.Complete, request)
 
     async def fail(self, lease: Lease, error: str, *, error_code: str, retryable: bool) -> None:
         request = pb.FailRequest(
@@ -254,26 +247,16 @@ class GrpcWorkSource:
             error_code=error_code,
             permanent=not retryable,
         )
-        try:
-            await self._report(lease, self._stub.Fail, request)
-        finally:
-            self._stops.pop(lease.subtask.subtask_id, None)
+        await self._report(lease, self._stub.Fail, request)
 
     async def release(self, lease: Lease, *, reason: str) -> None:
         request = pb.ReleaseRequest(
             subtask_id=lease.subtask.subtask_id, lease_id=lease.lease_id, reason=reason
         )
-        try:
-            await self._report(lease, self._stub.Release, request, retries=1)
-        finally:
-            self._stops.pop(lease.subtask.subtask_id, None)
+        await self._report(lease, self._stub.Release, request, retries=1)
 
-    async def wait_cancelled(self, lease: Lease) -> None:
-        stop = self._stops.get(lease.subtask.subtask_id)
-        if stop is None:
-            await asyncio.Event().wait()  # never: heartbeats still report cancellation
-        else:
-            await asyncio.shield(stop)
+    def on_stop(self, worker_id: str, notice: Callable[[str, str], None]) -> None:
+        self._stop_notice = notice
 
     async def _report(
         self,

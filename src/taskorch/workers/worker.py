@@ -3,6 +3,11 @@
 One loop serves both the in-process workers of ``taskorch serve`` (a LocalWorkSource) and
 remote ``taskorch worker`` processes (a gRPC source). It takes as many leases as it has free
 slots in one call, so idle slots cost no polling and many workers do not stampede.
+
+A slot is free again as soon as its handler returns: the report (complete or fail) is sent
+on its way and the next take goes with it, so on the server both land in the same batch.
+One heartbeat loop extends every running lease, and stop notices (a task cancelled, a
+sibling failed) arrive through the source, so a lease costs one asyncio task: its handler's.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from typing import TypeVar
 
 import structlog
 
+from taskorch.core.engine import DEFAULT_LEASE_SECONDS, WorkerIdentity
 from taskorch.core.errors import InvalidArgument, LeaseLost, TaskorchError
 from taskorch.core.model import JSON, Lease
-from taskorch.core.scheduler import DEFAULT_LEASE_SECONDS, WorkerIdentity
 from taskorch.workers.handlers import HandlerRegistry, Outcome, PermanentFailure, WorkContext
 from taskorch.workers.source import WorkSource
 
@@ -45,20 +50,36 @@ class WorkerStats:
     lost: int = 0
 
 
-class _LeaseReporter:
-    """Reports a running lease's progress and output; notices cancellation."""
+class _Run:
+    """One running lease: its handler's task, and how to stop it."""
 
-    def __init__(self, worker: Worker, lease: Lease, ctx_cancel: Callable[[str], None]) -> None:
+    def __init__(self, worker: Worker, lease: Lease) -> None:
         self.worker = worker
         self.lease = lease
-        self._cancel = ctx_cancel
+        self.reason: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.last_beat = time.monotonic()
         self._last_progress = 0.0
+        self.ctx = WorkContext(lease, self, worker.worker_id)
+
+    def cancel(self, why: str) -> None:
+        """Stops the handler: one that watches ``ctx.cancelled`` stops by itself and keeps
+        its partial output (generation does); any other is cancelled after a short grace."""
+        if self.reason is not None:
+            return
+        self.reason = why
+        self.ctx.cancelled.set()
+        if self.task is not None:
+            asyncio.get_running_loop().call_later(CANCEL_GRACE_SECONDS, self.task.cancel)
+
+    # Reporter (the handler's progress and output)
 
     async def progress(self, percent: float, message: str | None = None) -> None:
         now = time.monotonic()
         if now - self._last_progress < MIN_PROGRESS_INTERVAL and percent < 100:
             return  # coalesce bursts; heartbeats carry the latest anyway
         self._last_progress = now
+        self.last_beat = now
         answer = await self.worker.source.heartbeat(
             self.lease,
             lease_seconds=self.worker.lease_seconds,
@@ -66,11 +87,11 @@ class _LeaseReporter:
             message=message,
         )
         if answer.cancelled:
-            self._cancel(answer.reason or "cancelled")
+            self.cancel(answer.reason or "cancelled")
 
     async def output(self, delta: str | None = None, data: JSON | None = None) -> None:
         if not await self.worker.source.output(self.lease, delta=delta, data=data):
-            self._cancel("cancelled")
+            self.cancel("cancelled")
 
 
 class Worker:
@@ -107,10 +128,12 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.stats = WorkerStats()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, _Run] = {}
+        self._reports: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
         self.on_error: Callable[[BaseException], Awaitable[None]] | None = None
 
     @property
@@ -136,35 +159,43 @@ class Worker:
             kinds=list(self.identity.kinds),
             concurrency=self.concurrency,
         )
+        self.source.on_stop(self.worker_id, self._stop_notice)
+        self._beat_task = asyncio.create_task(self._heartbeats(), name="worker heartbeats")
         backoff = 0.5
-        while not self._stopping.is_set():
-            free = self.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._until(self._slot_freed)
-                continue
-            try:
-                leases = await self._interruptible(
-                    self.source.take(
-                        self.identity,
-                        limit=free,
-                        lease_seconds=self.lease_seconds,
-                        wait_seconds=TAKE_WAIT_SECONDS,
+        try:
+            while not self._stopping.is_set():
+                free = self.concurrency - len(self._running)
+                if free <= 0:
+                    self._slot_freed.clear()
+                    await self._until(self._slot_freed)
+                    continue
+                try:
+                    leases = await self._interruptible(
+                        self.source.take(
+                            self.identity,
+                            limit=free,
+                            lease_seconds=self.lease_seconds,
+                            wait_seconds=TAKE_WAIT_SECONDS,
+                        )
                     )
-                )
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("taking work failed; retrying", error=str(exc), retry_in=backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if leases is None:
-                break  # stopping
-            for lease in leases:
-                key = lease.subtask.subtask_id
-                self._running[key] = asyncio.create_task(self._run(lease), name=f"subtask {key}")
+                    backoff = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("taking work failed; retrying", error=str(exc), retry_in=backoff)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if leases is None:
+                    break  # stopping
+                for lease in leases:
+                    run = _Run(self, lease)
+                    self._running[lease.subtask.subtask_id] = run
+                    run.task = asyncio.create_task(
+                        self._run(run), name=f"subtask {lease.subtask.subtask_id}"
+                    )
+        finally:
+            self._beat_task.cancel()
 
     async def stop(self, drain_seconds: float = 30.0) -> None:
         """Stops taking work; lets running work finish for ``drain_seconds``, then releases it."""
@@ -174,36 +205,26 @@ class Worker:
                 await self._loop_task
         # No new work from here on: work handed back below must not come straight back.
         await self.source.stop_taking()
-        running = list(self._running.values())
+        running = [run.task for run in self._running.values() if run.task is not None]
         if running:
             log.info("draining running work", count=len(running), seconds=drain_seconds)
+            self._beat_task = asyncio.create_task(self._heartbeats(), name="drain heartbeats")
             _, pending = await asyncio.wait(running, timeout=drain_seconds)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=10)
+            self._beat_task.cancel()
+        if self._reports:
+            await asyncio.wait(list(self._reports), timeout=10)
         log.info("worker stopped", worker_id=self.worker_id, **vars(self.stats))
 
     # -- one lease -----------------------------------------------------------------------------
 
-    async def _run(self, lease: Lease) -> None:
+    async def _run(self, run: _Run) -> None:
+        lease = run.lease
         handler = self.handlers.get(lease.subtask.kind)
-        reason: list[str] = []
-        handler_task: asyncio.Task[Outcome] | None = None
-
-        def cancel(why: str) -> None:
-            if reason:
-                return
-            reason.append(why)
-            ctx.cancelled.set()
-            # A handler that watches ctx.cancelled stops by itself and keeps its partial
-            # output (generation does); any other is cancelled after a short grace.
-            if handler_task is not None:
-                asyncio.get_running_loop().call_later(CANCEL_GRACE_SECONDS, handler_task.cancel)
-
-        ctx = WorkContext(lease, _LeaseReporter(self, lease, cancel), self.worker_id)
-        heartbeat = asyncio.create_task(self._heartbeats(lease, cancel))
-        watcher = asyncio.create_task(self._watch_cancel(lease, cancel))
+        report: Awaitable[None] | None = None
         bound = structlog.contextvars.bound_contextvars(
             task_id=lease.subtask.task_id, subtask_id=lease.subtask.subtask_id
         )
@@ -211,48 +232,59 @@ class Worker:
             with bound:
                 if handler is None:  # cannot happen: we only take kinds we have
                     raise PermanentFailure(f"no handler for kind {lease.subtask.kind!r}")
-                handler_task = asyncio.create_task(handler(ctx))
-                timeout = lease.subtask.timeout_seconds
-                async with asyncio.timeout(timeout):
-                    outcome = await handler_task
-                await self.source.complete(lease, outcome.result, outcome.resource_usage)
-                self.stats.completed += 1
+                async with asyncio.timeout(lease.subtask.timeout_seconds):
+                    outcome = await handler(run.ctx)
+                if run.reason is not None:  # cancelled while finishing: not wanted
+                    log.info("stopped running work", reason=run.reason)
+                else:
+                    report = self._completed(lease, outcome)
         except asyncio.CancelledError:
-            if reason:  # the task was cancelled or the lease lost: nothing to report
-                log.info("stopped running work", reason=reason[0])
+            if run.reason is not None:  # the task was cancelled or the lease lost
+                log.info("stopped running work", reason=run.reason)
             elif self._stopping.is_set():  # draining ran out of time: hand the work back
                 await self._give_back(lease)
                 raise
             else:
                 raise
         except TimeoutError:
-            await self._report_failure(
+            report = self._failed(
                 lease, f"timed out after {lease.subtask.timeout_seconds:g} s", "TIMEOUT", True
             )
-        except LeaseLost as exc:
-            if reason:  # cancelled while finishing: the result is not wanted
-                log.info("stopped running work", reason=reason[0])
-            else:
-                self.stats.lost += 1
-                log.warning("lease lost; result discarded", error=str(exc))
         except PermanentFailure as exc:
-            await self._report_failure(lease, str(exc), exc.error_code, False)
+            report = self._failed(lease, str(exc), exc.error_code, False)
         except InvalidArgument as exc:
-            await self._report_failure(lease, str(exc), exc.reason, False)
+            report = self._failed(lease, str(exc), exc.reason, False)
+        except LeaseLost as exc:
+            self.stats.lost += 1
+            log.warning("lease lost", error=str(exc))
         except TaskorchError as exc:
-            await self._report_failure(lease, str(exc), exc.reason, True)
+            report = self._failed(lease, str(exc), exc.reason, True)
         except Exception as exc:
             log.exception("handler failed", kind=lease.subtask.kind)
-            await self._report_failure(
-                lease, f"{type(exc).__name__}: {exc}", "INTERNAL_ERROR", True
-            )
+            report = self._failed(lease, f"{type(exc).__name__}: {exc}", "INTERNAL_ERROR", True)
         finally:
-            heartbeat.cancel()
-            watcher.cancel()
+            if report is not None:
+                # Sent on its way before the slot is free, so the next take joins it.
+                self._send(report)
             self._running.pop(lease.subtask.subtask_id, None)
             self._slot_freed.set()
 
-    async def _report_failure(self, lease: Lease, error: str, code: str, retryable: bool) -> None:
+    def _send(self, report: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(report)
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _completed(self, lease: Lease, outcome: Outcome) -> None:
+        try:
+            await self.source.complete(lease, outcome.result, outcome.resource_usage)
+            self.stats.completed += 1
+        except LeaseLost as exc:
+            self.stats.lost += 1
+            log.warning("lease lost; result discarded", error=str(exc))
+        except Exception as exc:
+            log.warning("could not report a result; the lease will expire", error=str(exc))
+
+    async def _failed(self, lease: Lease, error: str, code: str, retryable: bool) -> None:
         self.stats.failed += 1
         try:
             await self.source.fail(lease, error, error_code=code, retryable=retryable)
@@ -268,28 +300,42 @@ class Worker:
         except Exception as exc:
             log.warning("could not hand work back; its lease will expire", error=str(exc))
 
-    async def _heartbeats(self, lease: Lease, cancel: Callable[[str], None]) -> None:
-        interval = self.lease_seconds / 3
-        failures = 0
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                answer = await self.source.heartbeat(lease, lease_seconds=self.lease_seconds)
-                failures = 0
-            except LeaseLost:
-                cancel("lease lost")
-                return
-            except Exception as exc:
-                failures += 1
-                log.warning("heartbeat failed", error=str(exc), failures=failures)
-                continue
-            if answer.cancelled:
-                cancel(answer.reason or "cancelled")
-                return
+    def _stop_notice(self, subtask_id: str, reason: str) -> None:
+        run = self._running.get(subtask_id)
+        if run is not None:
+            run.cancel(reason or "cancelled")
 
-    async def _watch_cancel(self, lease: Lease, cancel: Callable[[str], None]) -> None:
-        await self.source.wait_cancelled(lease)
-        cancel("cancelled")
+    async def _heartbeats(self) -> None:
+        """Extends every running lease a third of its length before it ends: the leases due
+        are renewed together (one batch on the server)."""
+        interval = self.lease_seconds / 3
+        failures: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(min(interval, 1.0))
+            now = time.monotonic()
+            due = [run for run in self._running.values() if now - run.last_beat >= interval]
+            if not due:
+                continue
+            for run in due:
+                run.last_beat = now
+            answers = await asyncio.gather(
+                *(
+                    self.source.heartbeat(run.lease, lease_seconds=self.lease_seconds)
+                    for run in due
+                ),
+                return_exceptions=True,
+            )
+            for run, answer in zip(due, answers, strict=True):
+                key = run.lease.subtask.subtask_id
+                if isinstance(answer, LeaseLost):
+                    run.cancel("lease lost")
+                elif isinstance(answer, BaseException):
+                    failures[key] = failures.get(key, 0) + 1
+                    log.warning("heartbeat failed", error=str(answer), failures=failures[key])
+                elif answer.cancelled:
+                    run.cancel(answer.reason or "cancelled")
+                else:
+                    failures.pop(key, None)
 
     # -- waiting that stop() interrupts --------------------------------------------------------
 

@@ -1,0 +1,1091 @@
+"""The task engine: every transition of tasks and subtasks on the hot path, run in batches.
+
+Callers hand a transition (create, take, heartbeat, output, complete, fail, release,
+cancel, expire) to :class:`TaskEngine` and await its answer. Every transition waiting when
+the database starts a batch runs in that batch's one transaction (store/database.py): the
+engine groups them by kind and runs each group as a few statements for all of its rows
+(store/queue/), in this order, so a batch sees its own work:
+
+    creates → cancels → outputs → heartbeats → completes → fails → releases → expiries → takes
+
+After the commit it publishes the batch's events to watchers, tells the workers of ended
+subtasks to stop, and wakes the takers that the batch gave work to run.
+
+Takers wait here without polling: a take that found nothing is *parked* until work it
+could run is created, re-queued or comes due (or another replica says so). A create hands
+its ready work straight to the parked takers that can run it: their takes join the same
+batch, so an idle worker gets a new task in the transaction that created it.
+
+Lease rules: a lease is a worker's exclusive claim on one subtask until its deadline;
+heartbeats extend it. Only the current holder may report or complete (a stale worker gets
+LEASE_LOST, so a late result never overwrites). An expired lease puts the subtask back with
+exponential backoff; past ``max_attempts`` the task fails with the last error. The task's
+status follows its subtasks; a task's subtasks run stage by stage, and tasks wait for the
+tasks they depend on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from taskorch.core import templates
+from taskorch.core.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    LeaseLost,
+    ResourceExhausted,
+    SubtaskNotFound,
+    TaskNotCancellable,
+    TaskNotFound,
+    TaskorchError,
+    within,
+)
+from taskorch.core.hub import EventHub
+from taskorch.core.model import (
+    JSON,
+    TERMINAL_STATUSES,
+    Lease,
+    ResourceUsage,
+    Status,
+    Subtask,
+    Task,
+)
+from taskorch.store.database import Database, HotOp
+from taskorch.store.queue import Changes, Done, Progress, Queue, Retry, TakeFilter, TaskEnd
+from taskorch.store.schema import utcnow
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_LEASE_SECONDS = 30.0
+MAX_LEASE_SECONDS = 3600.0
+MAX_WAIT_SECONDS = 60.0
+# A parked taker looks again at least this often (work of another process on the same
+# SQLite file, a notice missed while reconnecting to PostgreSQL).
+RECHECK_SECONDS = 1.0
+QUOTA_RETRY_SECONDS = 5.0
+DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
+STEP_OUTPUT_MISSING = "STEP_OUTPUT_MISSING"
+EXPIRE_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who takes work, and which work it can run."""
+
+    worker_id: str
+    kinds: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    tenant_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    lease_expires_at: datetime | None
+    cancelled: bool = False
+    reason: str = ""
+
+
+@dataclass
+class Backoff:
+    """Retry delay: ``initial * multiplier**(attempt-1)``, capped at ``maximum`` seconds."""
+
+    initial: float = 1.0
+    multiplier: float = 2.0
+    maximum: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.initial * self.multiplier ** max(attempt - 1, 0), self.maximum))
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A checked and planned task to store, with its subtasks (readiness assuming its
+    dependencies completed; the engine holds them back otherwise)."""
+
+    task: Task
+    subtasks: tuple[Subtask, ...]
+
+
+# -- the transitions, as values handed to the database's batches ------------------------------
+
+
+@dataclass(frozen=True)
+class _Create:
+    tenant_id: str
+    tasks: tuple[NewTask, ...]
+    batch: bool  # errors name the request (requests[3]) when it came in a batch
+    max_active: int
+
+
+@dataclass(eq=False)
+class _Take:
+    taker: TakeFilter
+    worker_id: str
+    limit: int
+    lease_seconds: float
+    deadline: float
+    future: asyncio.Future[list[Lease]]
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class _Beat:
+    subtask_id: str
+    lease_id: str
+    lease_seconds: float
+    progress: float | None
+    message: str | None
+    tenant_scope: str | None
+
+
+@dataclass(frozen=True)
+class _Output:
+    subtask_id: str
+    lease_id: str
+    delta: str | None
+    data: JSON | None
+    tenant_scope: str | None
+
+
+@dataclass(frozen=True)
+class _Complete:
+    subtask_id: str
+    lease_id: str
+    result: JSON | None
+    usage: ResourceUsage | None
+    tenant_scope: str | None
+
+
+@dataclass(frozen=True)
+class _Fail:
+    subtask_id: str
+    lease_id: str
+    error: str
+    error_code: str
+    retryable: bool
+    tenant_scope: str | None
+
+
+@dataclass(frozen=True)
+class _Release:
+    subtask_id: str
+    lease_id: str
+    reason: str
+    tenant_scope: str | None
+
+
+@dataclass(frozen=True)
+class _Cancel:
+    task_id: str
+    reason: str
+    tenant_scope: str | None
+
+
+@dataclass(frozen=True)
+class _Expire:
+    """Returns expired leases to the queue; with ``worker_prefix``, first ends the leases of
+    those (dead) workers."""
+
+    worker_prefix: str | None = None
+
+
+@dataclass
+class _Attempt:
+    """A failed attempt to settle: retried with backoff, or the end of its task."""
+
+    subtask: Subtask
+    error: str
+    error_code: str
+    retryable: bool
+    op: HotOp | None = None
+
+
+@dataclass
+class _Batch:
+    """One batch's transaction, queue and changes, with what its steps share."""
+
+    q: Queue
+    changes: Changes
+    now: datetime
+    attempts: list[_Attempt] = field(default_factory=list)
+
+
+class TaskEngine:
+    """Runs the hot transitions in batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        hub: EventHub,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self._parked: list[_Take] = []
+        self._steps: list[tuple[type, Callable[[_Batch, list[HotOp]], Awaitable[None]]]] = [
+            (_Create, self._creates),
+            (_Cancel, self._cancels),
+            (_Output, self._outputs),
+            (_Beat, self._beats),
+            (_Complete, self._completes),
+            (_Fail, self._fails),
+            (_Release, self._releases),
+            (_Expire, self._expiries),
+            (_Take, self._takes),
+        ]
+        db.hot_runner = self._run
+        db.on_commit = self._committed
+        # Work made runnable outside the engine (chat replies, seed 000's subtasks) and
+        # other replicas' notices wake the parked takers too.
+        hub.work.add_listener(self.wake_all)
+
+    # -- the public transitions ---------------------------------------------------------------
+
+    async def create(
+        self,
+        tenant_id: str,
+        tasks: Sequence[NewTask],
+        *,
+        batch: bool = False,
+        max_active: int = 0,
+    ) -> list[Task]:
+        """Stores tasks (all or none), answering each in request order; a request whose
+        ``request_id`` was used before answers the task made the first time.
+
+        Raises:
+            InvalidArgument: a dependency is unknown or can no longer complete.
+            AlreadyExists: a request id was used for a different request.
+            ResourceExhausted: the tenant would pass ``max_active`` unfinished tasks.
+        """
+        future = self.db.transition(_Create(tenant_id, tuple(tasks), batch, max_active))
+        # Idle takers that can run the new work take it in the same transaction.
+        self._wake(
+            (s.kind, s.model_name, s.tenant_id)
+            for item in tasks
+            if not item.task.depends_on
+            for s in item.subtasks
+            if s.ready
+        )
+        result: list[Task] = await future
+        return result
+
+    async def take(
+        self,
+        worker: WorkerIdentity,
+        *,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        wait_seconds: float = 0.0,
+        task_id: str | None = None,
+    ) -> list[Lease]:
+        """Leases up to ``limit`` runnable subtasks, highest priority first, then oldest.
+
+        With ``wait_seconds`` it waits (without polling) until work arrives or time is up.
+        """
+        if not 0 < lease_seconds <= MAX_LEASE_SECONDS:
+            raise InvalidArgument(
+                f"lease_seconds must be between 0 and {MAX_LEASE_SECONDS:g}", field="lease_seconds"
+            )
+        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidArgument(
+                f"wait_seconds must be between 0 and {MAX_WAIT_SECONDS:g}", field="wait_seconds"
+            )
+        loop = asyncio.get_running_loop()
+        request = _Take(
+            taker=TakeFilter(worker.kinds, worker.models, worker.tenant_ids, task_id),
+            worker_id=worker.worker_id,
+            limit=max(1, limit),
+            lease_seconds=lease_seconds,
+            deadline=loop.time() + wait_seconds,
+            future=loop.create_future(),
+        )
+        self._submit_take(request)
+        try:
+            return await request.future
+        finally:
+            self._unpark(request)
+
+    async def heartbeat(
+        self,
+        subtask_id: str,
+        lease_id: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        progress: float | None = None,
+        message: str | None = None,
+        tenant_scope: str | None = None,
+    ) -> HeartbeatAnswer:
+        """Extends the lease and records progress. Tells the worker when to stop.
+
+        Raises:
+            LeaseLost: the lease expired and the work moved on (stop, do not report).
+        """
+        if progress is not None and not 0 <= progress <= 100:
+            raise InvalidArgument("progress must be between 0 and 100", field="progress")
+        seconds = min(lease_seconds, MAX_LEASE_SECONDS)
+        beat = _Beat(subtask_id, lease_id, seconds, progress, message, tenant_scope)
+        answer: HeartbeatAnswer = await self.db.transition(beat)
+        return answer
+
+    async def output(
+        self,
+        subtask_id: str,
+        lease_id: str,
+        *,
+        delta: str | None = None,
+        data: JSON | None = None,
+        tenant_scope: str | None = None,
+    ) -> bool:
+        """Streams partial output (e.g. generated tokens) to the task's watchers.
+
+        Returns:
+            False when the task was cancelled (the worker should stop).
+
+        Raises:
+            LeaseLost: the lease is not held any more.
+        """
+        kept: bool = await self.db.transition(
+            _Output(subtask_id, lease_id, delta, data, tenant_scope)
+        )
+        return kept
+
+    async def complete(
+        self,
+        subtask_id: str,
+        lease_id: str,
+        result: JSON | None,
+        *,
+        resource_usage: ResourceUsage | None = None,
+        tenant_scope: str | None = None,
+    ) -> Subtask:
+        """Records the result; the task completes when its last subtask does.
+
+        Raises:
+            LeaseLost: the lease is not held any more (the result is discarded).
+        """
+        done: Subtask = await self.db.transition(
+            _Complete(subtask_id, lease_id, result, resource_usage, tenant_scope)
+        )
+        return done
+
+    async def fail(
+        self,
+        subtask_id: str,
+        lease_id: str,
+        error: str,
+        *,
+        error_code: str = "INTERNAL_ERROR",
+        retryable: bool = True,
+        tenant_scope: str | None = None,
+    ) -> Subtask:
+        """Records a failed attempt: retried with backoff, or the task fails.
+
+        Raises:
+            LeaseLost: the lease is not held any more.
+        """
+        failed: Subtask = await self.db.transition(
+            _Fail(subtask_id, lease_id, error[:4000], error_code, retryable, tenant_scope)
+        )
+        return failed
+
+    async def release(
+        self,
+        subtask_id: str,
+        lease_id: str,
+        *,
+        reason: str = "released",
+        tenant_scope: str | None = None,
+    ) -> None:
+        """Gives a subtask back without counting the attempt (a worker shutting down)."""
+        await self.db.transition(_Release(subtask_id, lease_id, reason, tenant_scope))
+
+    async def cancel(self, tenant_scope: str | None, task_id: str, reason: str = "") -> Task:
+        """Cancels a pending or running task and tells its running workers to stop;
+        cancelling a cancelled task answers it again.
+
+        Raises:
+            TaskNotFound: no such task for this caller.
+            TaskNotCancellable: the task already completed or failed.
+        """
+        cancelled: Task = await self.db.transition(_Cancel(task_id, reason, tenant_scope))
+        return cancelled
+
+    async def rescue_expired(self) -> int:
+        """Returns the work of expired leases to the queue (or fails it); safe on every replica.
+
+        Each subtask is re-checked under its task's lock (still RUNNING under the same,
+        expired lease), so a completion that landed meanwhile is never overwritten.
+        """
+        count: int = await self.db.transition(_Expire())
+        if count:
+            log.warning("expired leases returned to the queue", count=count)
+        return count
+
+    async def expire_leases_of(self, worker_prefix: str) -> int:
+        """Ends the leases of workers known to be dead (this server's previous run)."""
+        count: int = await self.db.transition(_Expire(worker_prefix))
+        if count:
+            log.warning("found work left running by a previous run", count=count)
+        return count
+
+    # -- parked takers ------------------------------------------------------------------------
+
+    def wake_all(self) -> None:
+        """Work of any kind may have become runnable: every parked taker looks again."""
+        parked, self._parked = self._parked, []
+        for request in parked:
+            self._resubmit(request)
+
+    def _wake(self, ready: Iterable[tuple[str, str, str]]) -> None:
+        work = set(ready)
+        if not work or not self._parked:
+            return
+        still = []
+        for request in self._parked:
+            if any(request.taker.accepts(*w) for w in work):
+                self._resubmit(request)
+            else:
+                still.append(request)
+        self._parked = still
+
+    def _resubmit(self, request: _Take) -> None:
+        if request.timer is not None:
+            request.timer.cancel()
+            request.timer = None
+        if not request.future.done():
+            self._submit_take(request)
+
+    def _submit_take(self, request: _Take) -> None:
+        try:
+            future = self.db.transition(request)
+        except TaskorchError as exc:
+            if not request.future.done():
+                request.future.set_exception(exc)
+            return
+        future.add_done_callback(lambda done: self._took(request, done))
+
+    def _took(self, request: _Take, done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            if not request.future.done():
+                request.future.set_exception(error)
+            return
+        leases: list[Lease] = done.result()
+        if request.future.done():
+            # The taker stopped waiting (a worker shutting down): hand the work back.
+            for lease in leases:
+                asyncio.ensure_future(
+                    self._give_back(lease.subtask.subtask_id, lease.lease_id, "taker gone")
+                )
+            return
+        loop = asyncio.get_running_loop()
+        remaining = request.deadline - loop.time()
+        if leases or remaining <= 0:
+            request.future.set_result(leases)
+            return
+        self._parked.append(request)
+        request.timer = loop.call_later(min(remaining, RECHECK_SECONDS), self._recheck, request)
+
+    def _recheck(self, request: _Take) -> None:
+        request.timer = None
+        if request in self._parked:
+            self._parked.remove(request)
+            self._resubmit(request)
+
+    def _unpark(self, request: _Take) -> None:
+        if request in self._parked:
+            self._parked.remove(request)
+        if request.timer is not None:
+            request.timer.cancel()
+            request.timer = None
+
+    async def _give_back(self, subtask_id: str, lease_id: str, reason: str) -> None:
+        try:
+            await self.release(subtask_id, lease_id, reason=reason)
+        except Exception as exc:  # its lease expires instead
+            log.warning("could not hand back an unwanted lease", error=str(exc))
+
+    # -- after the commit ---------------------------------------------------------------------
+
+    def _committed(self, changes: Changes) -> None:
+        for event in changes.events:
+            self.hub.publish(event)
+        for subtask, reason in changes.stopped:
+            self.hub.stop_workers([subtask], reason)
+        self._wake(changes.ready)
+        if changes.due:
+            loop = asyncio.get_running_loop()
+            now = self.clock()
+            for due in set(changes.due):
+                loop.call_later(max((due - now).total_seconds(), 0.0), self.wake_all)
+
+    # -- a batch ------------------------------------------------------------------------------
+
+    async def _run(self, q: Queue, changes: Changes, ops: Sequence[HotOp]) -> None:
+        groups: dict[type, list[HotOp]] = defaultdict(list)
+        for op in ops:
+            groups[type(op.value)].append(op)
+        batch = _Batch(q, changes, self.clock())
+        await self._lock(batch, ops)
+        for kind, step in self._steps:
+            if kind in groups:
+                await step(batch, groups[kind])
+        if batch.attempts:
+            await self._settle_attempts(batch)
+
+    async def _lock(self, batch: _Batch, ops: Sequence[HotOp]) -> None:
+        """Takes the task rows the batch will change, all at once in one order (PostgreSQL;
+        SQLite has one writer): transitions that change a task and its subtasks never wait
+        for each other in opposite orders."""
+        task_ids: set[str] = set()
+        subtask_ids: set[str] = set()
+        for op in ops:
+            value = op.value
+            if isinstance(value, _Cancel):
+                task_ids.add(value.task_id)
+            elif isinstance(value, _Complete | _Fail | _Release | _Output) or (isinstance(value, _Beat) and (value.progress is not None or value.message)):
+                subtask_ids.add(value.subtask_id)
+        if task_ids or subtask_ids:
+            await batch.q.lock_tasks(task_ids, subtask_ids)
+
+    # creates
+
+    async def _creates(self, batch: _Batch, ops: list[HotOp]) -> None:
+        q = batch.q
+        active: dict[str, int] = {}
+        fresh: list[NewTask] = []
+        by_request: dict[tuple[str, str], Task] = {}
+        for op in ops:
+            create: _Create = op.value
+            try:
+                op.result, new = await self._plan_create(batch, create, active, by_request)
+            except TaskorchError as exc:
+                op.error = exc
+                continue
+            fresh += new
+        if fresh:
+            await q.insert_tasks([(n.task, n.subtasks) for n in fresh], batch.changes)
+
+    async def _plan_create(
+        self,
+        batch: _Batch,
+        create: _Create,
+        active: dict[str, int],
+        by_request: dict[tuple[str, str], Task],
+    ) -> tuple[list[Task], list[NewTask]]:
+        """Checks one create against the database; its answers and the tasks to insert."""
+        q = batch.q
+        tenant = create.tenant_id
+        keys = [n.task.request_id for n in create.tasks if n.task.request_id]
+        earlier = await q.find_requests(tenant, keys) if keys else {}
+        answers: list[Task] = []
+        new: list[NewTask] = []
+        for index, item in enumerate(create.tasks):
+            request_id = item.task.request_id
+            before = None
+            if request_id:
+                before = earlier.get(request_id) or by_request.get((tenant, request_id))
+            try:
+                if before is not None:
+                    answers.append(_same_request(before, item.task))
+                    continue
+                item = await self._check_dependencies(q, tenant, item)
+            except TaskorchError as exc:
+                raise _within_batch(exc, index, create.batch) from None
+            answers.append(item.task)
+            new.append(item)
+        if new and create.max_active > 0:
+            if tenant not in active:
+                active[tenant] = await q.active_tasks(tenant)
+            if active[tenant] + len(new) > create.max_active:
+                more = "another" if len(new) == 1 else f"{len(new)} more"
+                raise ResourceExhausted(
+                    f"The tenant has {active[tenant]} unfinished tasks, and may have at most "
+                    f"{create.max_active} at once: {more} would pass that; "
+                    "retry when some have finished",
+                    reason="QUOTA_EXCEEDED",
+                    retry_after_seconds=QUOTA_RETRY_SECONDS,
+                )
+            active[tenant] += len(new)
+        for item in new:
+            if item.task.request_id:
+                by_request[(tenant, item.task.request_id)] = item.task
+        return answers, new
+
+    async def _check_dependencies(self, q: Queue, tenant: str, item: NewTask) -> NewTask:
+        """Raises on unknown or failed dependencies; holds the work back until they complete."""
+        depends_on = item.task.depends_on
+        if not depends_on:
+            return item
+        states = await q.dependency_states(tenant, depends_on)
+        missing = sorted(set(depends_on) - set(states))
+        if missing:
+            raise InvalidArgument(
+                f"depends_on names unknown tasks: {', '.join(missing)}", field="depends_on"
+            )
+        for task_id in depends_on:
+            if states[task_id] in (Status.FAILED, Status.CANCELLED):
+                raise InvalidArgument(
+                    f"depends_on task {task_id} is {states[task_id].name}; "
+                    "this task could never run",
+                    field="depends_on",
+                )
+        if all(states[t] is Status.COMPLETED for t in depends_on):
+            return item
+        held = tuple(replace(s, ready=False) for s in item.subtasks)
+        return NewTask(item.task, held)
+
+    # takes
+
+    async def _takes(self, batch: _Batch, ops: list[HotOp]) -> None:
+        taken_all = []
+        for op in ops:
+            request: _Take = op.value
+            if request.future.done():
+                op.result = []
+                continue
+            expires = batch.now + timedelta(seconds=request.lease_seconds)
+            taken = await batch.q.take(
+                request.taker,
+                request.limit,
+                worker_id=request.worker_id,
+                expires_at=expires,
+                now=batch.now,
+                changes=batch.changes,
+            )
+            taken_all.append((op, expires, taken))
+        wanted = {dep for _, _, taken in taken_all for t in taken for dep in t.depends_on}
+        results = await batch.q.results_of(sorted(wanted)) if wanted else {}
+        for op, expires, taken in taken_all:
+            op.result = [
+                Lease(
+                    subtask=t.subtask,
+                    lease_id=t.subtask.lease_id or "",
+                    expires_at=expires,
+                    dependency_results={dep: results.get(dep) for dep in t.depends_on},
+                )
+                for t in taken
+            ]
+
+    # while running
+
+    async def _outputs(self, batch: _Batch, ops: list[HotOp]) -> None:
+        found = await batch.q.subtasks([op.value.subtask_id for op in ops])
+        valid: list[tuple[HotOp, Subtask]] = []
+        for op in ops:
+            out: _Output = op.value
+            subtask = _visible(found.get(out.subtask_id), out.tenant_scope)
+            if subtask is None:
+                op.error = SubtaskNotFound(out.subtask_id)
+            elif subtask.status is Status.CANCELLED:
+                op.result = False
+            elif subtask.status is not Status.RUNNING or subtask.lease_id != out.lease_id:
+                op.error = LeaseLost(out.subtask_id, _why_lost(subtask, out.lease_id))
+            else:
+                valid.append((op, subtask))
+        if not valid:
+            return
+        had = await batch.q.output_events(
+            [(s.task_id, op.value.delta, op.value.data) for op, s in valid],
+            batch.now,
+            batch.changes,
+        )
+        for op, subtask in valid:
+            op.result = subtask.task_id in had
+
+    async def _beats(self, batch: _Batch, ops: list[HotOp]) -> None:
+        q, now = batch.q, batch.now
+        extended = await q.extend_leases(
+            [
+                (
+                    b.subtask_id,
+                    b.lease_id,
+                    now + timedelta(seconds=b.lease_seconds),
+                    b.progress,
+                    b.tenant_scope,
+                )
+                for b in (op.value for op in ops)
+            ],
+            now,
+        )
+        held = {s.subtask_id: s for s in extended}
+        lost = [op for op in ops if op.value.subtask_id not in held]
+        current = await q.subtasks([op.value.subtask_id for op in lost]) if lost else {}
+        progress: list[Progress] = []
+        for op in ops:
+            beat: _Beat = op.value
+            subtask = held.get(beat.subtask_id)
+            if subtask is None:
+                op.result, op.error = self._stop_answer(
+                    current, beat.subtask_id, beat.lease_id, beat.tenant_scope
+                )
+                continue
+            if _timed_out(subtask, now):
+                error = f"attempt timed out after {subtask.timeout_seconds:g} s"
+                batch.attempts.append(_Attempt(subtask, error, "TIMEOUT", retryable=True))
+                op.result = HeartbeatAnswer(None, cancelled=True, reason="timed out")
+                continue
+            if beat.progress is not None or beat.message:
+                progress.append(Progress(subtask.task_id, beat.message, from_subtasks=True))
+            op.result = HeartbeatAnswer(subtask.lease_expires_at)
+        if progress:
+            await q.progress_tasks(progress, now, batch.changes)
+
+    @staticmethod
+    def _stop_answer(
+        current: dict[str, Subtask], subtask_id: str, lease_id: str, tenant_scope: str | None
+    ) -> tuple[HeartbeatAnswer | None, TaskorchError | None]:
+        subtask = _visible(current.get(subtask_id), tenant_scope)
+        if subtask is None:
+            return None, SubtaskNotFound(subtask_id)
+        if subtask.status is Status.CANCELLED:
+            return HeartbeatAnswer(None, cancelled=True, reason="cancelled"), None
+        return None, LeaseLost(subtask_id, _why_lost(subtask, lease_id))
+
+    # finish
+
+    async def _completes(self, batch: _Batch, ops: list[HotOp]) -> None:
+        q, now = batch.q, batch.now
+        done = await q.complete_subtasks(
+            [
+                (c.subtask_id, c.lease_id, c.result, c.tenant_scope)
+                for c in (op.value for op in ops)
+            ],
+            now,
+        )
+        by_id = {d.subtask.subtask_id: d for d in done}
+        lost = [op for op in ops if op.value.subtask_id not in by_id]
+        if lost:
+            current = await q.subtasks([op.value.subtask_id for op in lost])
+            for op in lost:
+                c: _Complete = op.value
+                subtask = _visible(current.get(c.subtask_id), c.tenant_scope)
+                op.error = (
+                    SubtaskNotFound(c.subtask_id)
+                    if subtask is None
+                    else LeaseLost(c.subtask_id, _why_lost(subtask, c.lease_id))
+                )
+        ends: list[TaskEnd] = []
+        for op in ops:
+            d = by_id.get(op.value.subtask_id)
+            if d is None:
+                continue
+            op.result = d.subtask
+            usage = op.value.usage.to_json() if op.value.usage is not None else None
+            if d.open_siblings == 0 and d.siblings == 0:
+                ends.append(TaskEnd(d.subtask.task_id, d.subtask.result, usage))
+            else:
+                end = await self._after_step(batch, d, usage)
+                if end is not None:
+                    ends.append(end)
+        if ends:
+            finished = await q.complete_tasks(ends, now, batch.changes)
+            if finished:
+                await self._release_dependents(batch, [t.task_id for t in finished])
+
+    async def _after_step(self, batch: _Batch, done: Done, usage: JSON | None) -> TaskEnd | None:
+        """A subtask of a task with several completed: run the next stage, or end the task."""
+        q, now, subtask = batch.q, batch.now, done.subtask
+        if done.open_in_stage:  # its stage is still running
+            await q.progress_tasks(
+                [Progress(subtask.task_id, from_subtasks=True)], now, batch.changes
+            )
+            return None
+        siblings = await q.subtasks_of(subtask.task_id)
+        following = first_stage(siblings)
+        if following:
+            # Templates: a step may use earlier steps' outputs ({{steps.NAME.output.FIELD}});
+            # they are known now, so fill them into the inputs of the stage about to run.
+            outputs = {s.name: s.result for s in siblings if s.status is Status.COMPLETED}
+            inputs: dict[str, JSON] = {}
+            for step in following:
+                if step.input is not None and templates.has_step_outputs(step.input):
+                    try:
+                        inputs[step.subtask_id] = templates.resolve_step_outputs(
+                            step.input, outputs
+                        )
+                    except templates.StepOutputMissing as exc:
+                        await self._end_task(
+                            batch,
+                            subtask.task_id,
+                            f"step '{step.name}': {exc}",
+                            STEP_OUTPUT_MISSING,
+                            "another subtask of the task failed",
+                        )
+                        return None
+            await q.mark_ready(following, now, batch.changes, inputs)
+            stages = len({s.stage for s in siblings})
+            message = f"stage {subtask.stage + 1} of {stages} done"
+            await q.progress_tasks(
+                [Progress(subtask.task_id, message, from_subtasks=True)], now, batch.changes
+            )
+            return None
+        if any(s.status is not Status.COMPLETED for s in siblings):
+            return None
+        return TaskEnd(subtask.task_id, _task_result(siblings), usage)
+
+    async def _release_dependents(self, batch: _Batch, task_ids: Sequence[str]) -> None:
+        """After tasks completed: make ready the work of dependents now free to run."""
+        q = batch.q
+        dependents = await q.dependents_of(task_ids)
+        waiting = sorted({d for ids in dependents.values() for d in ids})
+        if not waiting:
+            return
+        tasks = await q.tasks(waiting, lock=True)
+        progress = []
+        for dependent in (tasks[t] for t in waiting if t in tasks):
+            if dependent.status is not Status.PENDING:
+                continue
+            waits_for = await q.tasks(dependent.depends_on)
+            if any(t.status is not Status.COMPLETED for t in waits_for.values()):
+                continue
+            ready = first_stage(await q.subtasks_of(dependent.task_id))
+            await q.mark_ready(ready, batch.now, batch.changes)
+            message = "dependencies completed; queued"
+            progress.append(Progress(dependent.task_id, message, only_if=(Status.PENDING,)))
+        if progress:
+            await q.progress_tasks(progress, batch.now, batch.changes)
+
+    async def _fails(self, batch: _Batch, ops: list[HotOp]) -> None:
+        current = await batch.q.subtasks([op.value.subtask_id for op in ops])
+        for op in ops:
+            f: _Fail = op.value
+            subtask = _visible(current.get(f.subtask_id), f.tenant_scope)
+            if subtask is None:
+                op.error = SubtaskNotFound(f.subtask_id)
+            elif subtask.status is not Status.RUNNING or subtask.lease_id != f.lease_id:
+                op.error = LeaseLost(f.subtask_id, _why_lost(subtask, f.lease_id))
+            else:
+                batch.attempts.append(_Attempt(subtask, f.error, f.error_code, f.retryable, op))
+
+    async def _settle_attempts(self, batch: _Batch) -> None:
+        """Failed attempts (reported, timed out or expired): retried with backoff, or their
+        task fails with the last error."""
+        q, now = batch.q, batch.now
+        attempts, batch.attempts = batch.attempts, []
+        retries: list[Retry] = []
+        progress: list[Progress] = []
+        finals: list[_Attempt] = []
+        for a in attempts:
+            s = a.subtask
+            if a.retryable and s.attempt < s.max_attempts:
+                delay = self.backoff.delay(s.attempt)
+                due = now + timedelta(seconds=delay)
+                retries.append(Retry(s.subtask_id, s.lease_id or "", a.error, a.error_code, due))
+                batch.changes.due.append(due)
+                message = (
+                    f"attempt {s.attempt} of {s.max_attempts} failed: {a.error}; "
+                    f"retrying in {delay:g} s"
+                )
+                progress.append(
+                    Progress(s.task_id, message, error=a.error, error_code=a.error_code)
+                )
+            else:
+                finals.append(a)
+        updated: dict[str, Subtask] = {}
+        if retries:
+            updated |= {s.subtask_id: s for s in await q.retry_subtasks(retries, now)}
+            await q.progress_tasks(progress, now, batch.changes)
+        if finals:
+            failures = [
+                (a.subtask.subtask_id, a.subtask.lease_id or "", a.error, a.error_code)
+                for a in finals
+            ]
+            updated |= {s.subtask_id: s for s in await q.fail_subtasks(failures, now)}
+            for a in finals:
+                s = a.subtask
+                attempts_made = f" after {s.attempt} attempts" if s.attempt > 1 else ""
+                await self._end_task(
+                    batch,
+                    s.task_id,
+                    a.error,
+                    a.error_code,
+                    "another subtask of the task failed",
+                    message=f"failed{attempts_made}: {a.error}",
+                )
+        for a in attempts:
+            if a.op is not None:
+                a.op.result = updated.get(a.subtask.subtask_id, a.subtask)
+
+    async def _end_task(
+        self,
+        batch: _Batch,
+        task_id: str,
+        error: str,
+        error_code: str,
+        stop_reason: str,
+        *,
+        message: str | None = None,
+    ) -> None:
+        """Fails a task: its other work is cancelled (workers told to stop), its dependents
+        fail too."""
+        q = batch.q
+        await q.end_subtasks(task_id, batch.now, batch.changes, stop_reason)
+        end = TaskEnd(
+            task_id, error=error, error_code=error_code, message=message or f"failed: {error}"
+        )
+        if await q.fail_tasks([end], batch.now, batch.changes):
+            await self._fail_dependents(batch, task_id, Status.FAILED)
+
+    async def _fail_dependents(self, batch: _Batch, task_id: str, status: Status) -> None:
+        """After ``task_id`` failed or was cancelled: fail every task that waits for it, and
+        theirs, transitively."""
+        q = batch.q
+        queue = [(task_id, status)]
+        while queue:
+            failed_id, failed_status = queue.pop(0)
+            dependents = (await q.dependents_of([failed_id])).get(failed_id, [])
+            if not dependents:
+                continue
+            await q.tasks(dependents, lock=True)
+            for dependent_id in sorted(dependents):
+                error = f"dependency {failed_id} {failed_status.name}; this task cannot run"
+                await q.end_subtasks(dependent_id, batch.now, batch.changes, error)
+                end = TaskEnd(
+                    dependent_id, error=error, error_code=DEPENDENCY_FAILED, message=error
+                )
+                if await q.fail_tasks([end], batch.now, batch.changes):
+                    queue.append((dependent_id, Status.FAILED))
+
+    async def _releases(self, batch: _Batch, ops: list[HotOp]) -> None:
+        q = batch.q
+        current = await q.subtasks([op.value.subtask_id for op in ops])
+        mine = []
+        for op in ops:
+            r: _Release = op.value
+            found = current.get(r.subtask_id)
+            if found is not None and _visible(found, r.tenant_scope) is None:
+                op.error = SubtaskNotFound(r.subtask_id)
+            else:
+                mine.append(op)
+        released = await q.release_subtasks(
+            [(op.value.subtask_id, op.value.lease_id) for op in mine], batch.now, batch.changes
+        )
+        reasons = {op.value.subtask_id: op.value.reason for op in mine}
+        progress = [Progress(s.task_id, f"re-queued: {reasons[s.subtask_id]}") for s in released]
+        if progress:
+            await q.progress_tasks(progress, batch.now, batch.changes)
+
+    async def _cancels(self, batch: _Batch, ops: list[HotOp]) -> None:
+        q, now = batch.q, batch.now
+        for op in ops:
+            c: _Cancel = op.value
+            task = (await q.tasks([c.task_id], lock=True)).get(c.task_id)
+            if task is None or (c.tenant_scope is not None and task.tenant_id != c.tenant_scope):
+                op.error = TaskNotFound(c.task_id)
+                continue
+            if task.status is Status.CANCELLED:
+                op.result = task
+                continue
+            if task.status in TERMINAL_STATUSES:
+                op.error = TaskNotCancellable(task.task_id, task.status.name)
+                continue
+            await q.end_subtasks(c.task_id, now, batch.changes, "task cancelled")
+            await self._fail_dependents(batch, c.task_id, Status.CANCELLED)
+            op.result = await q.cancel_task(c.task_id, c.reason, now, batch.changes)
+
+    async def _expiries(self, batch: _Batch, ops: list[HotOp]) -> None:
+        q, now = batch.q, batch.now
+        prefixes = {op.value.worker_prefix for op in ops if op.value.worker_prefix}
+        dead = await q.leases_of_workers(sorted(prefixes)) if prefixes else []
+        expired = await q.expired_leases(now, EXPIRE_LIMIT)
+        candidates = {s.subtask_id: s for s in [*dead, *expired]}
+        if not candidates:
+            for op in ops:
+                op.result = 0
+            return
+        await q.lock_tasks({s.task_id for s in candidates.values()}, set())
+        current = await q.subtasks(list(candidates))
+        count = 0
+        for subtask_id, seen in candidates.items():
+            s = current.get(subtask_id)
+            if s is None or s.status is not Status.RUNNING or s.lease_id != seen.lease_id:
+                continue
+            if subtask_id not in {d.subtask_id for d in dead} and (
+                s.lease_expires_at is None or s.lease_expires_at >= now
+            ):
+                continue
+            error = f"lease expired: worker {s.worker_id} stopped heartbeating"
+            batch.attempts.append(_Attempt(s, error, "LEASE_EXPIRED", retryable=True))
+            count += 1
+        for op in ops:
+            op.result = count
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def first_stage(subtasks: list[Subtask]) -> list[Subtask]:
+    """The pending subtasks of the lowest stage that has not completed."""
+    pending = [s for s in subtasks if s.status is Status.PENDING]
+    if not pending:
+        return []
+    stage = min(s.stage for s in pending)
+    if any(s.stage < stage and s.status is not Status.COMPLETED for s in subtasks):
+        return []
+    return [s for s in pending if s.stage == stage]
+
+
+def _visible(subtask: Subtask | None, tenant_scope: str | None) -> Subtask | None:
+    """A lease id is a secret of its holder; should one reach a credential of another
+    tenant, its subtask still does not exist for that tenant."""
+    if subtask is None or (tenant_scope is not None and subtask.tenant_id != tenant_scope):
+        return None
+    return subtask
+
+
+def _timed_out(subtask: Subtask, now: datetime) -> bool:
+    if not subtask.timeout_seconds or subtask.started_at is None:
+        return False
+    return now - subtask.started_at > timedelta(seconds=subtask.timeout_seconds)
+
+
+def _why_lost(current: Subtask, lease_id: str) -> str:
+    if current.status is Status.RUNNING and current.lease_id != lease_id:
+        return f"it was leased again (attempt {current.attempt}, worker {current.worker_id})"
+    if current.status is Status.PENDING:
+        return "the lease expired and the subtask went back to the queue"
+    return f"the subtask is {current.status.name}"
+
+
+def _task_result(subtasks: Iterable[Subtask]) -> JSON | None:
+    """A one-subtask task's result is its subtask's. With several: the last stage's result
+    when that stage has one subtask, with every subtask's result under ``steps`` (by name,
+    else id)."""
+    ordered = sorted(subtasks, key=lambda s: (s.stage, s.created_at))
+    if len(ordered) == 1:
+        return ordered[0].result
+    last_stage = [s for s in ordered if s.stage == ordered[-1].stage]
+    result = dict(last_stage[0].result or {}) if len(last_stage) == 1 else {}
+    result["steps"] = {s.name or s.subtask_id: s.result for s in ordered}
+    return result
+
+
+def _same_request(earlier: Task, task: Task) -> Task:
+    """The earlier task of an idempotent retry; a different request with the key is refused."""
+    fields = ("task_type", "model_name", "template", "text", "input_data", "parameters")
+    if any(getattr(earlier, f) != getattr(task, f) for f in fields):
+        raise AlreadyExists(
+            f"request_id {task.request_id!r} was already used for a different request "
+            f"(task {earlier.task_id})",
+            reason="REQUEST_ID_REUSED",
+        )
+    return earlier
+
+
+def _within_batch(exc: TaskorchError, index: int, batch: bool) -> TaskorchError:
+    """The error of one request, naming the request when it came in a batch."""
+    return within(exc, f"requests[{index}]") if batch else exc

@@ -1,0 +1,334 @@
+"""The work queue's statements: every transition of a task and its subtasks, per backend.
+
+Each transition is one named method of a backend's queue (``sqlite.py``, ``postgres.py``),
+stating which states it may leave, which it enters and which event it appends; the task
+engine (core/engine.py) composes them. A method runs inside the caller's transaction and
+works on many rows at once: a batch of ten completions costs the statements of one.
+
+What a batch changed is gathered in :class:`Changes` and settled once, before the commit:
+count deltas folded into a few rows, one notice to other replicas (PostgreSQL). After the
+commit the engine publishes its events and wakes the takers it names.
+
+    transition        leaves              enters                     task event
+    insert_tasks      -                   PENDING                    STATUS_CHANGED (seq 1)
+    take              PENDING (ready)     RUNNING, leased            STATUS_CHANGED or PROGRESS
+    extend_leases     RUNNING (lease)     RUNNING, later deadline    -
+    progress_tasks    RUNNING task        RUNNING                    PROGRESS
+    output_events     RUNNING task        RUNNING                    OUTPUT
+    complete_subtasks RUNNING (lease)     COMPLETED                  -
+    complete_tasks    PENDING, RUNNING    COMPLETED                  STATUS_CHANGED (terminal)
+    retry_subtasks    RUNNING (lease)     PENDING, backed off        (progress_tasks)
+    fail_subtasks     RUNNING (lease)     FAILED                     -
+    fail_tasks        PENDING, RUNNING    FAILED                     STATUS_CHANGED (terminal)
+    end_subtasks      PENDING, RUNNING    CANCELLED                  - (stop notices)
+    cancel_task       PENDING, RUNNING    CANCELLED                  STATUS_CHANGED (terminal)
+    release_subtasks  RUNNING (lease)     PENDING, attempt undone    (progress_tasks)
+    mark_ready        PENDING, not ready  PENDING, ready             -
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from taskorch.core.model import JSON, EventType, Status, Subtask, Task, TaskEvent
+
+# (tenant_id, task_type, model_name, template): the counters a task adds to.
+CountKey = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TakeFilter:
+    """Which work a taker may run (empty means any)."""
+
+    kinds: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    tenant_ids: tuple[str, ...] | None = None
+    task_id: str | None = None
+
+    def accepts(self, kind: str, model_name: str, tenant_id: str) -> bool:
+        """Whether work of this kind, model and tenant could be taken."""
+        if self.kinds and kind not in self.kinds:
+            return False
+        if self.models and model_name and model_name not in self.models:
+            return False
+        return self.tenant_ids is None or tenant_id in self.tenant_ids
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """One subtask leased by :meth:`Queue.take`, and what the engine needs of its task."""
+
+    subtask: Subtask
+    depends_on: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A subtask :meth:`Queue.complete_subtasks` completed, and what its task still has open."""
+
+    subtask: Subtask
+    # The task's other subtasks; those of them that have not completed (any stage), and of
+    # this subtask's stage only. Read after the task's row was locked.
+    siblings: int
+    open_siblings: int
+    open_in_stage: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnd:
+    """How one task ends: its result or its error."""
+
+    task_id: str
+    result: JSON | None = None
+    resource_usage: JSON | None = None
+    error: str | None = None
+    error_code: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A PROGRESS event for a running task; ``progress`` None keeps the task's figure,
+    ``from_subtasks`` recomputes it as the mean of its subtasks (completed ones count 100)."""
+
+    task_id: str
+    message: str | None = None
+    progress: float | None = None
+    from_subtasks: bool = False
+    error: str | None = None
+    error_code: str | None = None
+    data: JSON | None = None
+    # The states the task may be in; others are left alone (no event).
+    only_if: tuple[Status, ...] = (Status.RUNNING,)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A failed attempt that goes back to the queue after ``available_at``."""
+
+    subtask_id: str
+    lease_id: str
+    error: str
+    error_code: str
+    available_at: datetime
+
+
+@dataclass
+class Changes:
+    """What one batch changed: its events (published after the commit), count deltas
+    (folded into one statement), the kinds of work made runnable (takers to wake), running
+    subtasks that ended early (workers to stop) and when backed-off work becomes due."""
+
+    events: list[TaskEvent] = field(default_factory=list)
+    deltas: dict[tuple[str, int, str, str, str], int] = field(default_factory=dict)
+    ready: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, model, tenant)
+    stopped: list[tuple[Subtask, str]] = field(default_factory=list)  # (subtask, why)
+    due: list[datetime] = field(default_factory=list)
+    # PostgreSQL: the event ids this batch stored, for the notice to other replicas.
+    first_event_id: int | None = None
+    last_event_id: int | None = None
+
+    def count(self, key: CountKey, old: Status | None, new: Status) -> None:
+        """A task moved from ``old`` (None: new task) to ``new``."""
+        if old is new:
+            return
+        tenant, task_type, model_name, template = key
+        if old is not None:
+            k = (tenant, int(old), task_type, model_name, template)
+            self.deltas[k] = self.deltas.get(k, 0) - 1
+        k = (tenant, int(new), task_type, model_name, template)
+        self.deltas[k] = self.deltas.get(k, 0) + 1
+
+    def stored(self, event_ids: Iterable[int]) -> None:
+        for event_id in event_ids:
+            if self.first_event_id is None or event_id < self.first_event_id:
+                self.first_event_id = event_id
+            if self.last_event_id is None or event_id > self.last_event_id:
+                self.last_event_id = event_id
+
+    def merge(self, other: Changes) -> None:
+        self.events += other.events
+        for key, delta in other.deltas.items():
+            self.deltas[key] = self.deltas.get(key, 0) + delta
+        self.ready += other.ready
+        self.stopped += other.stopped
+        self.due += other.due
+        self.stored(i for i in (other.first_event_id, other.last_event_id) if i is not None)
+
+
+class Queue(Protocol):
+    """The transitions of one backend, inside one transaction (see the module docstring)."""
+
+    # -- create -------------------------------------------------------------------------------
+
+    async def find_requests(self, tenant_id: str, request_ids: Sequence[str]) -> dict[str, Task]:
+        """The tenant's tasks created with these request ids, by request id."""
+        ...
+
+    async def dependency_states(self, tenant_id: str, task_ids: Sequence[str]) -> dict[str, Status]:
+        """The states of the tenant's tasks with these ids; they keep them until the commit."""
+        ...
+
+    async def active_tasks(self, tenant_id: str) -> int:
+        """The tenant's PENDING and RUNNING tasks; creates of the tenant wait for the commit."""
+        ...
+
+    async def insert_tasks(
+        self, tasks: Sequence[tuple[Task, Sequence[Subtask]]], changes: Changes
+    ) -> None:
+        """Stores new PENDING tasks with their subtasks, dependency edges and first event."""
+        ...
+
+    # -- take ---------------------------------------------------------------------------------
+
+    async def take(
+        self,
+        taker: TakeFilter,
+        limit: int,
+        *,
+        worker_id: str,
+        expires_at: datetime,
+        now: datetime,
+        changes: Changes,
+    ) -> list[Taken]:
+        """Leases up to ``limit`` runnable subtasks, highest priority first, then oldest, and
+        starts their tasks (never waits for rows other writers hold: it skips them)."""
+        ...
+
+    async def results_of(self, task_ids: Sequence[str]) -> dict[str, JSON | None]: ...
+
+    # -- while running ------------------------------------------------------------------------
+
+    async def lock_tasks(self, task_ids: Iterable[str], subtask_ids: Iterable[str]) -> None:
+        """Holds the rows of these tasks and of the subtasks' tasks until the commit, taken
+        in one order so that writers never deadlock (PostgreSQL; SQLite has one writer)."""
+        ...
+
+    async def subtasks(self, subtask_ids: Sequence[str]) -> dict[str, Subtask]: ...
+
+    async def subtasks_of(self, task_id: str) -> list[Subtask]: ...
+
+    async def extend_leases(
+        self, leases: Sequence[tuple[str, str, datetime, float | None, str | None]], now: datetime
+    ) -> list[Subtask]:
+        """(subtask id, lease id, new deadline, progress or None, tenant or None): the leases
+        still held (by a subtask of that tenant) are extended and returned."""
+        ...
+
+    async def progress_tasks(
+        self, items: Sequence[Progress], now: datetime, changes: Changes
+    ) -> None: ...
+
+    async def output_events(
+        self, items: Sequence[tuple[str, str | None, JSON | None]], now: datetime, changes: Changes
+    ) -> set[str]:
+        """(task id, text delta, data): OUTPUT events of RUNNING tasks; the task ids that had one."""
+        ...
+
+    # -- finish -------------------------------------------------------------------------------
+
+    async def complete_subtasks(
+        self, items: Sequence[tuple[str, str, JSON | None, str | None]], now: datetime
+    ) -> list[Done]:
+        """(subtask id, lease id, result, tenant or None) of leases still held: COMPLETED."""
+        ...
+
+    async def complete_tasks(
+        self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
+    ) -> list[Task]:
+        """Tasks still PENDING or RUNNING become COMPLETED; the tasks that did."""
+        ...
+
+    async def retry_subtasks(self, retries: Sequence[Retry], now: datetime) -> list[Subtask]: ...
+
+    async def fail_subtasks(
+        self, failures: Sequence[tuple[str, str, str, str]], now: datetime
+    ) -> list[Subtask]:
+        """(subtask id, lease id, error, code) of leases still held: marked FAILED."""
+        ...
+
+    async def fail_tasks(
+        self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
+    ) -> list[Task]: ...
+
+    async def end_subtasks(
+        self, task_id: str, now: datetime, changes: Changes, reason: str
+    ) -> list[Subtask]:
+        """The task's PENDING and RUNNING subtasks become CANCELLED; returns them as they were
+        (the running ones' workers are told to stop, with ``reason``)."""
+        ...
+
+    async def cancel_task(
+        self, task_id: str, reason: str, now: datetime, changes: Changes
+    ) -> Task | None: ...
+
+    async def release_subtasks(
+        self, leases: Sequence[tuple[str, str]], now: datetime, changes: Changes
+    ) -> list[Subtask]:
+        """Leases handed back unfinished: PENDING again, the attempt not counted."""
+        ...
+
+    async def expired_leases(self, now: datetime, limit: int) -> list[Subtask]: ...
+
+    async def leases_of_workers(self, prefixes: Sequence[str]) -> list[Subtask]:
+        """Running subtasks held by workers whose ids start with one of ``prefixes``."""
+        ...
+
+    # -- stages and dependencies --------------------------------------------------------------
+
+    async def mark_ready(
+        self,
+        subtasks: Sequence[Subtask],
+        now: datetime,
+        changes: Changes,
+        inputs: dict[str, JSON] | None = None,
+    ) -> None:
+        """Makes PENDING subtasks runnable (with new inputs where given)."""
+        ...
+
+    async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The tasks waiting for each of ``task_ids``."""
+        ...
+
+    async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]: ...
+
+    # -- the end of a batch -------------------------------------------------------------------
+
+    async def settle(self, changes: Changes) -> None:
+        """Writes the batch's folded count deltas (and, on PostgreSQL, its notice)."""
+        ...
+
+
+def stop_candidates(subtasks: Iterable[Subtask]) -> list[Subtask]:
+    """The running ones among subtasks that were ended: their workers must stop."""
+    return [s for s in subtasks if s.status is Status.RUNNING and s.worker_id and s.lease_id]
+
+
+def event(
+    task: Task | Any,
+    event_type: EventType,
+    *,
+    now: datetime,
+    message: str | None = None,
+    progress: float | None = None,
+    output_delta: str | None = None,
+    data: JSON | None = None,
+    with_task: bool = False,
+) -> TaskEvent:
+    """The event a transition appends, numbered with the task's (already bumped) sequence."""
+    return TaskEvent(
+        task_id=task.task_id,
+        tenant_id=task.tenant_id,
+        sequence=task.sequence,
+        type=event_type,
+        status=task.status,
+        created_at=now,
+        progress=progress if progress is not None else task.progress,
+        message=message,
+        output_delta=output_delta,
+        data=data,
+        task=task if with_task else None,
+    )

@@ -1,0 +1,283 @@
+"""Rows of the queue's tables as the raw drivers see them, and the domain values they hold.
+
+The schema (store/schema.py) is shared with SQLAlchemy, so raw statements store values the
+way SQLAlchemy does: on SQLite, times as ``YYYY-MM-DD HH:MM:SS.ffffff`` text in UTC, JSON as
+text and booleans as 0/1; on PostgreSQL, ``timestamptz`` and ``jsonb`` (decoded by the
+connection's codecs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from taskorch.core.model import ResourceUsage, Status, Subtask, Task
+
+TASK_COLUMNS = (
+    "task_id",
+    "tenant_id",
+    "status",
+    "task_type",
+    "model_name",
+    "template",
+    "text",
+    "input_data",
+    "parameters",
+    "priority",
+    "depends_on",
+    "result",
+    "error",
+    "error_code",
+    "progress",
+    "progress_message",
+    "worker_id",
+    "request_id",
+    "attempt",
+    "max_attempts",
+    "timeout_seconds",
+    "resource_usage",
+    "sequence",
+    "cancel_reason",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "cancelled_at",
+)
+SUBTASK_COLUMNS = (
+    "subtask_id",
+    "task_id",
+    "tenant_id",
+    "kind",
+    "model_name",
+    "name",
+    "stage",
+    "input",
+    "info",
+    "status",
+    "progress",
+    "result",
+    "error",
+    "error_code",
+    "attempt",
+    "max_attempts",
+    "priority",
+    "ready",
+    "available_at",
+    "lease_id",
+    "lease_expires_at",
+    "worker_id",
+    "timeout_seconds",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+)
+EVENT_COLUMNS = (
+    "task_id",
+    "tenant_id",
+    "sequence",
+    "type",
+    "status",
+    "progress",
+    "message",
+    "output_delta",
+    "data",
+    "created_at",
+)
+TASK_JSON = frozenset({"input_data", "parameters", "depends_on", "result", "resource_usage"})
+TASK_TIMES = frozenset({"created_at", "updated_at", "started_at", "completed_at", "cancelled_at"})
+SUBTASK_JSON = frozenset({"input", "info", "result"})
+SUBTASK_TIMES = frozenset(
+    {"available_at", "lease_expires_at", "created_at", "updated_at", "started_at", "completed_at"}
+)
+
+
+# -- SQLite values -----------------------------------------------------------------------------
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """A UTC time as SQLAlchemy stores it on SQLite (always with microseconds, so text order
+    is time order)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return f"{value:%Y-%m-%d %H:%M:%S.%f}"
+
+
+def from_sqlite_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def dumps(value: Any) -> str | None:
+    """JSON text for a JSON column (None stays NULL)."""
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def task_values_sqlite(task: Task) -> tuple[Any, ...]:
+    """The row of a new task, in TASK_COLUMNS order."""
+    return (
+        task.task_id,
+        task.tenant_id,
+        int(task.status),
+        task.task_type,
+        task.model_name,
+        task.template,
+        task.text,
+        dumps(task.input_data),
+        dumps(task.parameters),
+        task.priority,
+        dumps(list(task.depends_on)) if task.depends_on else None,
+        dumps(task.result),
+        task.error,
+        task.error_code,
+        task.progress,
+        task.progress_message,
+        task.worker_id,
+        task.request_id,
+        task.attempt,
+        task.max_attempts,
+        task.timeout_seconds,
+        dumps(task.resource_usage.to_json()) if task.resource_usage else None,
+        task.sequence,
+        None,
+        sqlite_time(task.created_at),
+        sqlite_time(task.updated_at),
+        sqlite_time(task.started_at),
+        sqlite_time(task.completed_at),
+        sqlite_time(task.cancelled_at),
+    )
+
+
+def subtask_values_sqlite(s: Subtask) -> tuple[Any, ...]:
+    """The row of a new subtask, in SUBTASK_COLUMNS order."""
+    return (
+        s.subtask_id,
+        s.task_id,
+        s.tenant_id,
+        s.kind,
+        s.model_name,
+        s.name,
+        s.stage,
+        dumps(s.input),
+        dumps(s.info),
+        int(s.status),
+        s.progress,
+        dumps(s.result),
+        s.error,
+        s.error_code,
+        s.attempt,
+        s.max_attempts,
+        s.priority,
+        1 if s.ready else 0,
+        sqlite_time(s.available_at or s.created_at),
+        s.lease_id,
+        sqlite_time(s.lease_expires_at),
+        s.worker_id,
+        s.timeout_seconds,
+        sqlite_time(s.created_at),
+        sqlite_time(s.updated_at),
+        sqlite_time(s.started_at),
+        sqlite_time(s.completed_at),
+    )
+
+
+def _decoded(
+    row: Mapping[str, Any], json_columns: frozenset[str], time_columns: frozenset[str]
+) -> Callable[[str], Any]:
+    def get(name: str) -> Any:
+        value = row[name]
+        if value is None:
+            return None
+        if name in json_columns:
+            return json.loads(value)
+        if name in time_columns:
+            return from_sqlite_time(value)
+        return value
+
+    return get
+
+
+def task_from_sqlite(row: Mapping[str, Any]) -> Task:
+    return task_from(_decoded(row, TASK_JSON, TASK_TIMES))
+
+
+def subtask_from_sqlite(row: Mapping[str, Any]) -> Subtask:
+    return subtask_from(_decoded(row, SUBTASK_JSON, SUBTASK_TIMES))
+
+
+# -- domain values from decoded rows (either backend) ------------------------------------------
+
+
+def task_from(get: Callable[[str], Any]) -> Task:
+    return Task(
+        task_id=get("task_id"),
+        tenant_id=get("tenant_id"),
+        status=Status(get("status")),
+        task_type=get("task_type"),
+        model_name=get("model_name"),
+        template=get("template"),
+        text=get("text"),
+        input_data=get("input_data"),
+        parameters=get("parameters"),
+        priority=get("priority"),
+        depends_on=tuple(get("depends_on") or ()),
+        result=get("result"),
+        error=get("error"),
+        error_code=get("error_code"),
+        progress=get("progress"),
+        progress_message=get("progress_message"),
+        worker_id=get("worker_id"),
+        request_id=get("request_id"),
+        attempt=get("attempt"),
+        max_attempts=get("max_attempts"),
+        timeout_seconds=get("timeout_seconds"),
+        resource_usage=ResourceUsage.from_json(get("resource_usage")),
+        sequence=get("sequence"),
+        created_at=get("created_at"),
+        updated_at=get("updated_at"),
+        started_at=get("started_at"),
+        completed_at=get("completed_at"),
+        cancelled_at=get("cancelled_at"),
+    )
+
+
+def subtask_from(get: Callable[[str], Any]) -> Subtask:
+    return Subtask(
+        subtask_id=get("subtask_id"),
+        task_id=get("task_id"),
+        tenant_id=get("tenant_id"),
+        kind=get("kind"),
+        model_name=get("model_name"),
+        name=get("name"),
+        stage=get("stage"),
+        input=get("input"),
+        info=get("info"),
+        status=Status(get("status")),
+        progress=get("progress"),
+        result=get("result"),
+        error=get("error"),
+        error_code=get("error_code"),
+        attempt=get("attempt"),
+        max_attempts=get("max_attempts"),
+        priority=get("priority"),
+        ready=bool(get("ready")),
+        available_at=get("available_at"),
+        lease_id=get("lease_id"),
+        lease_expires_at=get("lease_expires_at"),
+        worker_id=get("worker_id"),
+        timeout_seconds=get("timeout_seconds"),
+        created_at=get("created_at"),
+        updated_at=get("updated_at"),
+        started_at=get("started_at"),
+        completed_at=get("completed_at"),
+    )

@@ -1,0 +1,672 @@
+"""The queue's transitions on SQLite, with the sqlite3 driver on the writer's connection.
+
+SQLite has one writer, so nothing here locks: each transition reads what it decides on and
+writes many rows per statement (``UPDATE … FROM json_each(?)`` with the batch's values as
+one JSON array, ``executemany`` for inserts). Statements cost tens of microseconds in
+process; the Python around them is what a batch spends, so rows are decoded only where the
+engine needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from taskorch.core.model import JSON, EventType, Status, Subtask, Task, TaskEvent
+from taskorch.store.queue import (
+    Changes,
+    CountKey,
+    Done,
+    Progress,
+    Retry,
+    TakeFilter,
+    Taken,
+    TaskEnd,
+    event,
+    stop_candidates,
+)
+from taskorch.store.queue.rows import (
+    EVENT_COLUMNS,
+    SUBTASK_COLUMNS,
+    TASK_COLUMNS,
+    dumps,
+    loads,
+    sqlite_time,
+    subtask_from_sqlite,
+    subtask_values_sqlite,
+    task_from_sqlite,
+    task_values_sqlite,
+)
+
+_INSERT_TASK = (
+    f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
+)
+_INSERT_SUBTASK = f"INSERT INTO subtasks ({', '.join(SUBTASK_COLUMNS)}) VALUES ({', '.join('?' * len(SUBTASK_COLUMNS))})"
+_INSERT_EVENT = f"INSERT INTO task_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+_INSERT_DEPENDENCY = "INSERT INTO task_dependencies (task_id, depends_on_id) VALUES (?, ?)"
+_INSERT_DELTA = (
+    "INSERT INTO task_count_deltas (tenant_id, status, task_type, model_name, template, delta) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+ACTIVE = (int(Status.PENDING), int(Status.RUNNING))
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _key(row: Any) -> CountKey:
+    return (row["tenant_id"], row["task_type"], row["model_name"], row["template"])
+
+
+class SqliteQueue:
+    """The transitions (see store/queue/__init__.py) on one sqlite3 connection, inside the
+    transaction its owner began."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        cursor = self.conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        try:
+            return cursor.execute(sql, params).fetchall()
+        finally:
+            cursor.close()
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql, params).close()
+
+    def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows).close()
+
+    def _events(self, events: Sequence[TaskEvent], changes: Changes) -> None:
+        if not events:
+            return
+        self._many(
+            _INSERT_EVENT,
+            [
+                (
+                    e.task_id,
+                    e.tenant_id,
+                    e.sequence,
+                    int(e.type),
+                    int(e.status),
+                    e.progress,
+                    e.message,
+                    e.output_delta,
+                    dumps(e.data),
+                    sqlite_time(e.created_at),
+                )
+                for e in events
+            ],
+        )
+        changes.events += events
+
+    def _statuses(self, task_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT task_id, status FROM tasks WHERE task_id IN ({_marks(len(ids))})", ids
+        ).fetchall()
+        return dict(rows)
+
+    # -- create -------------------------------------------------------------------------------
+
+    async def find_requests(self, tenant_id: str, request_ids: Sequence[str]) -> dict[str, Task]:
+        if not request_ids:
+            return {}
+        rows = self._rows(
+            f"SELECT * FROM tasks WHERE tenant_id = ? AND request_id IN ({_marks(len(request_ids))})",
+            [tenant_id, *request_ids],
+        )
+        return {row["request_id"]: task_from_sqlite(row) for row in rows}
+
+    async def dependency_states(self, tenant_id: str, task_ids: Sequence[str]) -> dict[str, Status]:
+        if not task_ids:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT task_id, status FROM tasks WHERE tenant_id = ? AND task_id IN ({_marks(len(task_ids))})",
+            [tenant_id, *task_ids],
+        ).fetchall()
+        return {task_id: Status(status) for task_id, status in rows}
+
+    async def active_tasks(self, tenant_id: str) -> int:
+        (count,) = self.conn.execute(
+            "SELECT (SELECT coalesce(sum(count), 0) FROM task_counts "
+            "WHERE tenant_id = ? AND status IN (1, 2)) + "
+            "(SELECT coalesce(sum(delta), 0) FROM task_count_deltas "
+            "WHERE tenant_id = ? AND status IN (1, 2))",
+            (tenant_id, tenant_id),
+        ).fetchone()
+        return int(count)
+
+    async def insert_tasks(
+        self, tasks: Sequence[tuple[Task, Sequence[Subtask]]], changes: Changes
+    ) -> None:
+        self._many(_INSERT_TASK, [task_values_sqlite(task) for task, _ in tasks])
+        self._many(
+            _INSERT_SUBTASK, [subtask_values_sqlite(s) for _, subtasks in tasks for s in subtasks]
+        )
+        edges = [(task.task_id, dep) for task, _ in tasks for dep in task.depends_on]
+        if edges:
+            self._many(_INSERT_DEPENDENCY, edges)
+        events = []
+        for task, subtasks in tasks:
+            changes.count(
+                (task.tenant_id, task.task_type, task.model_name, task.template), None, task.status
+            )
+            events.append(
+                event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")
+            )
+            changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks if s.ready]
+        self._events(events, changes)
+
+    # -- take ---------------------------------------------------------------------------------
+
+    async def take(
+        self,
+        taker: TakeFilter,
+        limit: int,
+        *,
+        worker_id: str,
+        expires_at: datetime,
+        now: datetime,
+        changes: Changes,
+    ) -> list[Taken]:
+        kinds = sorted(set(taker.kinds))
+        sql = _queue_head(
+            len(kinds),
+            len(taker.models) + 1 if taker.models else 0,
+            len(taker.tenant_ids) if taker.tenant_ids is not None else -1,
+            taker.task_id is not None,
+        )
+        arm: list[Any] = [sqlite_time(now)]
+        if taker.models:
+            arm += [*taker.models, ""]
+        if taker.tenant_ids is not None:
+            arm += list(taker.tenant_ids)
+        if taker.task_id is not None:
+            arm.append(taker.task_id)
+        params: list[Any] = []
+        for kind in kinds or [None]:
+            params += ([kind] if kind is not None else []) + arm + [limit]
+        picked = [row[0] for row in self.conn.execute(sql, [*params, limit]).fetchall()]
+        if not picked:
+            return []
+        leases = json.dumps([[sid, str(uuid.uuid4())] for sid in picked])
+        at = sqlite_time(now)
+        rows = self._rows(
+            "UPDATE subtasks SET status = 2, lease_id = i.lease, lease_expires_at = ?, "
+            "worker_id = ?, attempt = attempt + 1, started_at = ?, updated_at = ? "
+            "FROM (SELECT value->>0 AS id, value->>1 AS lease FROM json_each(?)) AS i "
+            "WHERE subtasks.subtask_id = i.id AND subtasks.status = 1 RETURNING *",
+            (sqlite_time(expires_at), worker_id, at, at, leases),
+        )
+        leased = [subtask_from_sqlite(row) for row in rows]
+        order = {sid: n for n, sid in enumerate(picked)}
+        leased.sort(key=lambda s: order[s.subtask_id])
+        starts: dict[str, Subtask] = {}
+        for s in leased:
+            starts.setdefault(s.task_id, s)
+        before = self._statuses(starts)
+        values = json.dumps([[tid, s.attempt] for tid, s in starts.items()])
+        updated = self._rows(
+            "UPDATE tasks SET status = 2, "
+            "started_at = CASE WHEN status = 1 THEN ? ELSE started_at END, "
+            "progress_message = CASE WHEN status = 1 THEN NULL "
+            "ELSE 'attempt ' || i.attempt || ' started on ' || ? END, "
+            "worker_id = ?, attempt = i.attempt, sequence = sequence + 1, updated_at = ? "
+            "FROM (SELECT value->>0 AS id, value->>1 AS attempt FROM json_each(?)) AS i "
+            "WHERE tasks.task_id = i.id AND tasks.status IN (1, 2) "
+            "RETURNING task_id, tenant_id, status, sequence, progress, depends_on, "
+            "task_type, model_name, template",
+            (at, worker_id, worker_id, at, values),
+        )
+        events = []
+        depends: dict[str, tuple[str, ...]] = {}
+        for row in updated:
+            task_id = row["task_id"]
+            attempt = starts[task_id].attempt
+            old = Status(before[task_id])
+            changes.count(_key(row), old, Status.RUNNING)
+            depends[task_id] = tuple(loads(row["depends_on"]) or ())
+            events.append(
+                TaskEvent(
+                    task_id=task_id,
+                    tenant_id=row["tenant_id"],
+                    sequence=row["sequence"],
+                    type=EventType.STATUS_CHANGED if old is Status.PENDING else EventType.PROGRESS,
+                    status=Status.RUNNING,
+                    created_at=now,
+                    progress=row["progress"],
+                    message=f"attempt {attempt} started on {worker_id}",
+                    # Marks where a run starts (chat replies start their streamed text over).
+                    data={"attempt": attempt, "worker_id": worker_id},
+                )
+            )
+        self._events(events, changes)
+        return [Taken(s, depends.get(s.task_id, ())) for s in leased]
+
+    async def results_of(self, task_ids: Sequence[str]) -> dict[str, JSON | None]:
+        if not task_ids:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT task_id, result FROM tasks WHERE task_id IN ({_marks(len(task_ids))})",
+            list(task_ids),
+        ).fetchall()
+        return {task_id: loads(result) for task_id, result in rows}
+
+    # -- while running ------------------------------------------------------------------------
+
+    async def lock_tasks(self, task_ids: Iterable[str], subtask_ids: Iterable[str]) -> None:
+        return None  # one writer: nothing to lock
+
+    async def subtasks(self, subtask_ids: Sequence[str]) -> dict[str, Subtask]:
+        ids = list(dict.fromkeys(subtask_ids))
+        if not ids:
+            return {}
+        rows = self._rows(f"SELECT * FROM subtasks WHERE subtask_id IN ({_marks(len(ids))})", ids)
+        return {row["subtask_id"]: subtask_from_sqlite(row) for row in rows}
+
+    async def subtasks_of(self, task_id: str) -> list[Subtask]:
+        rows = self._rows(
+            "SELECT * FROM subtasks WHERE task_id = ? ORDER BY stage, created_at", (task_id,)
+        )
+        return [subtask_from_sqlite(row) for row in rows]
+
+    async def extend_leases(
+        self, leases: Sequence[tuple[str, str, datetime, float | None, str | None]], now: datetime
+    ) -> list[Subtask]:
+        values = json.dumps(
+            [[sid, lid, sqlite_time(exp), p, tenant] for sid, lid, exp, p, tenant in leases]
+        )
+        rows = self._rows(
+            "UPDATE subtasks SET lease_expires_at = i.expires, "
+            "progress = coalesce(i.progress, subtasks.progress), updated_at = ? "
+            "FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS expires, "
+            "value->>3 AS progress, value->>4 AS tenant FROM json_each(?)) AS i "
+            "WHERE subtasks.subtask_id = i.id AND subtasks.status = 2 "
+            "AND subtasks.lease_id = i.lease "
+            "AND (i.tenant IS NULL OR subtasks.tenant_id = i.tenant) RETURNING *",
+            (sqlite_time(now), values),
+        )
+        return [subtask_from_sqlite(row) for row in rows]
+
+    async def progress_tasks(
+        self, items: Sequence[Progress], now: datetime, changes: Changes
+    ) -> None:
+        events = []
+        at = sqlite_time(now)
+        for item in items:
+            progress = item.progress
+            if item.from_subtasks:
+                (progress,) = self.conn.execute(
+                    "SELECT avg(CASE WHEN status = 3 THEN 100.0 ELSE progress END) "
+                    "FROM subtasks WHERE task_id = ?",
+                    (item.task_id,),
+                ).fetchone()
+            statuses = [int(s) for s in item.only_if]
+            rows = self._rows(
+                "UPDATE tasks SET progress = coalesce(?, progress), "
+                "progress_message = CASE WHEN ? THEN ? ELSE progress_message END, "
+                "error = CASE WHEN ? THEN ? ELSE error END, "
+                "error_code = CASE WHEN ? THEN ? ELSE error_code END, "
+                "sequence = sequence + 1, updated_at = ? "
+                f"WHERE task_id = ? AND status IN ({_marks(len(statuses))}) "
+                "RETURNING task_id, tenant_id, status, sequence, progress",
+                (
+                    progress,
+                    item.message is not None,
+                    item.message,
+                    item.error is not None,
+                    item.error,
+                    item.error is not None,
+                    item.error_code,
+                    at,
+                    item.task_id,
+                    *statuses,
+                ),
+            )
+            for row in rows:
+                events.append(
+                    TaskEvent(
+                        task_id=row["task_id"],
+                        tenant_id=row["tenant_id"],
+                        sequence=row["sequence"],
+                        type=EventType.PROGRESS,
+                        status=Status(row["status"]),
+                        created_at=now,
+                        progress=row["progress"],
+                        message=item.message,
+                        data=item.data,
+                    )
+                )
+        self._events(events, changes)
+
+    async def output_events(
+        self, items: Sequence[tuple[str, str | None, JSON | None]], now: datetime, changes: Changes
+    ) -> set[str]:
+        per_task: dict[str, list[tuple[str | None, JSON | None]]] = {}
+        for task_id, delta, data in items:
+            per_task.setdefault(task_id, []).append((delta, data))
+        events = []
+        for task_id, outputs in per_task.items():
+            row = self.conn.execute(
+                "UPDATE tasks SET sequence = sequence + ?, updated_at = ? "
+                "WHERE task_id = ? AND status = 2 RETURNING tenant_id, sequence, progress",
+                (len(outputs), sqlite_time(now), task_id),
+            ).fetchone()
+            if row is None:
+                continue
+            tenant_id, last, progress = row
+            for n, (delta, data) in enumerate(outputs):
+                events.append(
+                    TaskEvent(
+                        task_id=task_id,
+                        tenant_id=tenant_id,
+                        sequence=last - len(outputs) + 1 + n,
+                        type=EventType.OUTPUT,
+                        status=Status.RUNNING,
+                        created_at=now,
+                        progress=progress,
+                        output_delta=delta,
+                        data=data,
+                    )
+                )
+        self._events(events, changes)
+        return {e.task_id for e in events}
+
+    # -- finish -------------------------------------------------------------------------------
+
+    async def complete_subtasks(
+        self, items: Sequence[tuple[str, str, JSON | None, str | None]], now: datetime
+    ) -> list[Done]:
+        at = sqlite_time(now)
+        values = json.dumps([list(item) for item in items])
+        rows = self._rows(
+            "UPDATE subtasks SET status = 3, result = i.result, progress = 100.0, "
+            "lease_id = NULL, lease_expires_at = NULL, updated_at = ?, completed_at = ? "
+            "FROM (SELECT value->>0 AS id, value->>1 AS lease, value->2 AS result, "
+            "value->>3 AS tenant FROM json_each(?)) AS i "
+            "WHERE subtasks.subtask_id = i.id AND subtasks.status = 2 "
+            "AND subtasks.lease_id = i.lease "
+            "AND (i.tenant IS NULL OR subtasks.tenant_id = i.tenant) RETURNING *",
+            (at, at, values),
+        )
+        done = [subtask_from_sqlite(row) for row in rows]
+        return self._with_open_siblings(done)
+
+    def _with_open_siblings(self, done: list[Subtask]) -> list[Done]:
+        task_ids = list({s.task_id for s in done})
+        if not task_ids:
+            return []
+        rows = self.conn.execute(
+            "SELECT task_id, stage, subtask_id, status <> 3 FROM subtasks "
+            f"WHERE task_id IN ({_marks(len(task_ids))})",
+            task_ids,
+        ).fetchall()
+        return [_done(s, rows) for s in done]
+
+    async def complete_tasks(
+        self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
+    ) -> list[Task]:
+        before = self._statuses(e.task_id for e in ends)
+        at = sqlite_time(now)
+        finished = []
+        for end in ends:
+            if before.get(end.task_id) not in ACTIVE:
+                continue
+            rows = self._rows(
+                "UPDATE tasks SET status = 3, result = ?, progress = 100.0, "
+                "progress_message = NULL, error = NULL, error_code = NULL, "
+                "resource_usage = coalesce(?, resource_usage), completed_at = ?, "
+                "updated_at = ?, sequence = sequence + 1 "
+                "WHERE task_id = ? AND status IN (1, 2) RETURNING *",
+                (dumps(end.result), dumps(end.resource_usage), at, at, end.task_id),
+            )
+            finished += self._ended(rows, before, end.message or "completed", changes)
+        return finished
+
+    def _ended(
+        self, rows: list[sqlite3.Row], before: dict[str, int], message: str, changes: Changes
+    ) -> list[Task]:
+        tasks = [task_from_sqlite(row) for row in rows]
+        events = []
+        for task in tasks:
+            changes.count(
+                (task.tenant_id, task.task_type, task.model_name, task.template),
+                Status(before[task.task_id]),
+                task.status,
+            )
+            progress = 100.0 if task.status is Status.COMPLETED else None
+            events.append(
+                event(
+                    task,
+                    EventType.STATUS_CHANGED,
+                    now=task.updated_at,
+                    message=message,
+                    progress=progress,
+                    with_task=True,
+                )
+            )
+        self._events(events, changes)
+        return tasks
+
+    async def retry_subtasks(self, retries: Sequence[Retry], now: datetime) -> list[Subtask]:
+        values = json.dumps(
+            [
+                [r.subtask_id, r.lease_id, r.error, r.error_code, sqlite_time(r.available_at)]
+                for r in retries
+            ]
+        )
+        rows = self._rows(
+            "UPDATE subtasks SET status = 1, lease_id = NULL, lease_expires_at = NULL, "
+            "worker_id = NULL, error = i.error, error_code = i.code, available_at = i.at, "
+            "updated_at = ? "
+            "FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS error, "
+            "value->>3 AS code, value->>4 AS at FROM json_each(?)) AS i "
+            "WHERE subtasks.subtask_id = i.id AND subtasks.status = 2 "
+            "AND subtasks.lease_id = i.lease RETURNING *",
+            (sqlite_time(now), values),
+        )
+        return [subtask_from_sqlite(row) for row in rows]
+
+    async def fail_subtasks(
+        self, failures: Sequence[tuple[str, str, str, str]], now: datetime
+    ) -> list[Subtask]:
+        at = sqlite_time(now)
+        rows = self._rows(
+            "UPDATE subtasks SET status = 4, lease_id = NULL, lease_expires_at = NULL, "
+            "error = i.error, error_code = i.code, updated_at = ?, completed_at = ? "
+            "FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS error, "
+            "value->>3 AS code FROM json_each(?)) AS i "
+            "WHERE subtasks.subtask_id = i.id AND subtasks.status = 2 "
+            "AND subtasks.lease_id = i.lease RETURNING *",
+            (at, at, json.dumps([list(f) for f in failures])),
+        )
+        return [subtask_from_sqlite(row) for row in rows]
+
+    async def fail_tasks(
+        self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
+    ) -> list[Task]:
+        before = self._statuses(e.task_id for e in ends)
+        at = sqlite_time(now)
+        failed = []
+        for end in ends:
+            if before.get(end.task_id) not in ACTIVE:
+                continue
+            rows = self._rows(
+                "UPDATE tasks SET status = 4, error = ?, error_code = ?, progress_message = NULL, "
+                "completed_at = ?, updated_at = ?, sequence = sequence + 1 "
+                "WHERE task_id = ? AND status IN (1, 2) RETURNING *",
+                (end.error, end.error_code, at, at, end.task_id),
+            )
+            failed += self._ended(rows, before, end.message, changes)
+        return failed
+
+    async def end_subtasks(
+        self, task_id: str, now: datetime, changes: Changes, reason: str
+    ) -> list[Subtask]:
+        rows = self._rows(
+            "SELECT * FROM subtasks WHERE task_id = ? AND status IN (1, 2)", (task_id,)
+        )
+        ended = [subtask_from_sqlite(row) for row in rows]
+        if ended:
+            at = sqlite_time(now)
+            self._run(
+                "UPDATE subtasks SET status = 5, lease_id = NULL, lease_expires_at = NULL, "
+                "updated_at = ?, completed_at = ? WHERE task_id = ? AND status IN (1, 2)",
+                (at, at, task_id),
+            )
+            changes.stopped += [(s, reason) for s in stop_candidates(ended)]
+        return ended
+
+    async def cancel_task(
+        self, task_id: str, reason: str, now: datetime, changes: Changes
+    ) -> Task | None:
+        before = self._statuses([task_id])
+        at = sqlite_time(now)
+        rows = self._rows(
+            "UPDATE tasks SET status = 5, cancelled_at = ?, completed_at = ?, cancel_reason = ?, "
+            "progress_message = ?, updated_at = ?, sequence = sequence + 1 "
+            "WHERE task_id = ? AND status IN (1, 2) RETURNING *",
+            (
+                at,
+                at,
+                reason or None,
+                f"cancelled: {reason}" if reason else "cancelled",
+                at,
+                task_id,
+            ),
+        )
+        cancelled = self._ended(rows, before, reason or "cancelled by client", changes)
+        return cancelled[0] if cancelled else None
+
+    async def release_subtasks(
+        self, leases: Sequence[tuple[str, str]], now: datetime, changes: Changes
+    ) -> list[Subtask]:
+        at = sqlite_time(now)
+        rows = self._rows(
+            "UPDATE subtasks SET status = 1, lease_id = NULL, lease_expires_at = NULL, "
+            "worker_id = NULL, attempt = attempt - 1, available_at = ?, updated_at = ? "
+            "FROM (SELECT value->>0 AS id, value->>1 AS lease FROM json_each(?)) AS i "
+            "WHERE subtasks.subtask_id = i.id AND subtasks.status = 2 "
+            "AND subtasks.lease_id = i.lease RETURNING *",
+            (at, at, json.dumps([list(lease) for lease in leases])),
+        )
+        released = [subtask_from_sqlite(row) for row in rows]
+        changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in released]
+        return released
+
+    async def expired_leases(self, now: datetime, limit: int) -> list[Subtask]:
+        rows = self._rows(
+            "SELECT * FROM subtasks WHERE status = 2 AND lease_expires_at < ? "
+            "ORDER BY lease_expires_at LIMIT ?",
+            (sqlite_time(now), limit),
+        )
+        return [subtask_from_sqlite(row) for row in rows]
+
+    async def leases_of_workers(self, prefixes: Sequence[str]) -> list[Subtask]:
+        found: list[Subtask] = []
+        for prefix in prefixes:
+            rows = self._rows(
+                "SELECT * FROM subtasks WHERE status = 2 AND substr(worker_id, 1, ?) = ?",
+                (len(prefix), prefix),
+            )
+            found += [subtask_from_sqlite(row) for row in rows]
+        return found
+
+    # -- stages and dependencies --------------------------------------------------------------
+
+    async def mark_ready(
+        self,
+        subtasks: Sequence[Subtask],
+        now: datetime,
+        changes: Changes,
+        inputs: dict[str, JSON] | None = None,
+    ) -> None:
+        if not subtasks:
+            return
+        at = sqlite_time(now)
+        new_inputs = inputs or {}
+        self._many(
+            "UPDATE subtasks SET ready = 1, available_at = ?, updated_at = ?, "
+            "input = CASE WHEN ? THEN ? ELSE input END WHERE subtask_id = ? AND status = 1",
+            [
+                (
+                    at,
+                    at,
+                    s.subtask_id in new_inputs,
+                    dumps(new_inputs.get(s.subtask_id)),
+                    s.subtask_id,
+                )
+                for s in subtasks
+            ],
+        )
+        changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks]
+
+    async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
+        if not task_ids:
+            return {}
+        rows = self.conn.execute(
+            "SELECT depends_on_id, task_id FROM task_dependencies "
+            f"WHERE depends_on_id IN ({_marks(len(task_ids))})",
+            list(task_ids),
+        ).fetchall()
+        found: dict[str, list[str]] = {}
+        for depends_on_id, task_id in rows:
+            found.setdefault(depends_on_id, []).append(task_id)
+        return found
+
+    async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        rows = self._rows(f"SELECT * FROM tasks WHERE task_id IN ({_marks(len(ids))})", ids)
+        return {row["task_id"]: task_from_sqlite(row) for row in rows}
+
+    # -- the end of a batch -------------------------------------------------------------------
+
+    async def settle(self, changes: Changes) -> None:
+        rows = [(*key, delta) for key, delta in changes.deltas.items() if delta]
+        if rows:
+            self._many(_INSERT_DELTA, rows)
+
+
+def _done(subtask: Subtask, rows: list[tuple[str, int, str, int]]) -> Done:
+    """The subtask with what is open of its task: rows are (task, stage, subtask, open)."""
+    others = [r for r in rows if r[0] == subtask.task_id and r[2] != subtask.subtask_id]
+    return Done(
+        subtask,
+        siblings=len(others),
+        open_siblings=sum(1 for r in others if r[3]),
+        open_in_stage=sum(1 for r in others if r[3] and r[1] == subtask.stage),
+    )
+
+
+@cache
+def _queue_head(kinds: int, models: int, tenants: int, by_task: bool) -> str:
+    """The statement reading the head of the queue: one arm per kind, each reading its part
+    of the queue index in take order (merging a few heads is cheaper than sorting every
+    queued row of several kinds), merged and cut to the limit."""
+    where = "status = 1 AND ready AND available_at <= ?"
+    if models:
+        where += f" AND model_name IN ({_marks(models)})"
+    if tenants >= 0:
+        where += f" AND tenant_id IN ({_marks(tenants)})" if tenants else " AND 0"
+    if by_task:
+        where += " AND task_id = ?"
+    order = "ORDER BY priority DESC, created_at, subtask_id"
+    arm = "SELECT subtask_id, priority, created_at FROM subtasks WHERE {kind}" + where
+    arms = [
+        "SELECT * FROM (" + arm.format(kind="kind = ? AND " if kinds else "") + f" {order} LIMIT ?)"
+        for _ in range(max(kinds, 1))
+    ]
+    return " UNION ALL ".join(arms) + f" {order} LIMIT ?"
