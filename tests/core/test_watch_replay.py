@@ -16,8 +16,8 @@ async def test_a_watcher_that_overflows_its_buffer_misses_nothing(tmp_path: Path
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     await db.open()
     hub = EventHub(watch_buffer=4)
-    tasks = TaskService(db, hub, Catalog([EchoPlanner()]))
     scheduler = TaskEngine(db, hub)
+    tasks = TaskService(db, hub, scheduler, Catalog([EchoPlanner()]))
     try:
         task = await tasks.create(ANONYMOUS, TaskSpec(task_type="echo"))
         watch = tasks.watch(ANONYMOUS, task.task_id)

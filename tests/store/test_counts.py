@@ -35,8 +35,8 @@ async def test_counters_match_the_rows_through_every_change(tmp_path: Path, back
     db = Database(url)
     await db.open()
     hub = EventHub()
-    service = TaskService(db, hub, Catalog([TextAnalysisPlanner(), EchoPlanner()]))
     scheduler = TaskEngine(db, hub)
+    service = TaskService(db, hub, scheduler, Catalog([TextAnalysisPlanner(), EchoPlanner()]))
     other = Caller(tenant_id="other")
     try:
         made = await asyncio.gather(
@@ -87,7 +87,8 @@ async def test_a_delta_committed_while_compacting_is_folded_later_not_lost(tmp_p
     url = databases.new_database(tmp_path, "postgresql")
     db = Database(url)
     await db.open()
-    service = TaskService(db, EventHub(), Catalog([EchoPlanner()]))
+    hub = EventHub()
+    service = TaskService(db, hub, TaskEngine(db, hub), Catalog([EchoPlanner()]))
     other = _OtherWriter(url)
     try:
         # The other writer's row gets its id first, then a task's delta (a higher id)
@@ -132,7 +133,8 @@ async def test_a_compaction_between_reads_does_not_change_a_total(tmp_path: Path
     url = databases.new_database(tmp_path, "postgresql")
     db = Database(url)
     await db.open()
-    service = TaskService(db, EventHub(), Catalog([EchoPlanner()]))
+    hub = EventHub()
+    service = TaskService(db, hub, TaskEngine(db, hub), Catalog([EchoPlanner()]))
     other = _OtherWriter(url)
     compacted = False
 

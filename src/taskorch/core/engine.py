@@ -58,7 +58,7 @@ from taskorch.core.model import (
     Task,
 )
 from taskorch.store.database import Database, HotOp
-from taskorch.store.queue import Changes, Done, Progress, Queue, Retry, TakeFilter, TaskEnd
+from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd
 from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)
@@ -556,7 +556,9 @@ class TaskEngine:
             value = op.value
             if isinstance(value, _Cancel):
                 task_ids.add(value.task_id)
-            elif isinstance(value, _Complete | _Fail | _Release | _Output) or (isinstance(value, _Beat) and (value.progress is not None or value.message)):
+            elif isinstance(value, _Complete | _Fail | _Release | _Output) or (
+                isinstance(value, _Beat) and (value.progress is not None or value.message)
+            ):
                 subtask_ids.add(value.subtask_id)
         if task_ids or subtask_ids:
             await batch.q.lock_tasks(task_ids, subtask_ids)
@@ -779,32 +781,39 @@ class TaskEngine:
                     else LeaseLost(c.subtask_id, _why_lost(subtask, c.lease_id))
                 )
         ends: list[TaskEnd] = []
+        steps: dict[str, tuple[Subtask, JSON | None]] = {}
         for op in ops:
             d = by_id.get(op.value.subtask_id)
             if d is None:
                 continue
             op.result = d.subtask
             usage = op.value.usage.to_json() if op.value.usage is not None else None
-            if d.open_siblings == 0 and d.siblings == 0:
+            if d.siblings == 0:  # the task's only subtask: the task is done
                 ends.append(TaskEnd(d.subtask.task_id, d.subtask.result, usage))
             else:
-                end = await self._after_step(batch, d, usage)
-                if end is not None:
-                    ends.append(end)
+                steps.setdefault(d.subtask.task_id, (d.subtask, usage))
+        for subtask, usage in steps.values():
+            end = await self._after_step(batch, subtask, usage)
+            if end is not None:
+                ends.append(end)
         if ends:
             finished = await q.complete_tasks(ends, now, batch.changes)
             if finished:
                 await self._release_dependents(batch, [t.task_id for t in finished])
 
-    async def _after_step(self, batch: _Batch, done: Done, usage: JSON | None) -> TaskEnd | None:
-        """A subtask of a task with several completed: run the next stage, or end the task."""
-        q, now, subtask = batch.q, batch.now, done.subtask
-        if done.open_in_stage:  # its stage is still running
+    async def _after_step(
+        self, batch: _Batch, subtask: Subtask, usage: JSON | None
+    ) -> TaskEnd | None:
+        """A subtask of a task with several completed (once per task and batch): the task
+        goes on with the rest of its stage, or its next stage, or ends."""
+        q, now = batch.q, batch.now
+        siblings = await q.subtasks_of(subtask.task_id)
+        if any(s.stage == subtask.stage and s.status is not Status.COMPLETED for s in siblings):
+            # its stage is still running
             await q.progress_tasks(
                 [Progress(subtask.task_id, from_subtasks=True)], now, batch.changes
             )
             return None
-        siblings = await q.subtasks_of(subtask.task_id)
         following = first_stage(siblings)
         if following:
             # Templates: a step may use earlier steps' outputs ({{steps.NAME.output.FIELD}});

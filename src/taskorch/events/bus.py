@@ -107,6 +107,10 @@ class EventBus(Generic[E]):
         for subscription in self._subscribers.get(topic, ()):
             subscription._offer(event)
 
+    def topics(self) -> list[Hashable]:
+        """The topics that have subscribers."""
+        return list(self._subscribers)
+
     def subscriber_count(self, topic: Hashable) -> int:
         return len(self._subscribers.get(topic, ()))
 

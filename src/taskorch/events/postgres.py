@@ -87,6 +87,10 @@ class PostgresListener:
             task_id = parts[2]
             if self.hub.bus.subscriber_count(task_id):
                 self._spawn(self._replay(task_id, int(parts[3])))
+        elif kind == "b" and len(parts) == 4:
+            # A batch of the task engine stored events first..last: read the watched ones.
+            if self.hub.bus.topics():
+                self._spawn(self._replay_span(int(parts[2]), int(parts[3])))
         elif kind == "s" and len(parts) == 5:
             worker_id, subtask_id, lease_id = parts[2:5]
             notice = StopNotice(worker_id, subtask_id, lease_id, "task cancelled")
@@ -96,6 +100,24 @@ class PostgresListener:
         task = asyncio.create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _replay_span(self, first: int, last: int) -> None:
+        watched = self.hub.bus.topics()
+        try:
+            events = await self.db.read(
+                lambda conn: task_store.events_between(conn, first, last, watched)
+            )
+            ended = [e.task_id for e in events if e.is_terminal]
+            tasks = {}
+            if ended:
+                found = await self.db.read(lambda conn: task_store.get_tasks(conn, None, ended))
+                tasks = {t.task_id: t for t in found}
+            for event in events:
+                if event.is_terminal:
+                    event = replace(event, task=tasks.get(event.task_id))
+                self.hub.bus.publish(event.task_id, event)
+        except Exception as exc:  # watchers re-read the store on their own
+            log.debug("could not replay notified events", error=str(exc))
 
     async def _replay(self, task_id: str, sequence: int) -> None:
         try:

@@ -389,6 +389,24 @@ def events_after(
     return [event_from_row(row) for row in rows]
 
 
+def events_between(
+    conn: Connection, first_id: int, last_id: int, task_ids: Sequence[Any]
+) -> list[TaskEvent]:
+    """Stored events with ids first..last of these tasks, in id order."""
+    ids = [t for t in task_ids if isinstance(t, str)]
+    if not ids:
+        return []
+    rows = conn.execute(
+        select(task_events)
+        .where(
+            task_events.c.event_id.between(first_id, last_id),
+            task_events.c.task_id.in_(ids),
+        )
+        .order_by(task_events.c.event_id)
+    ).mappings()
+    return [event_from_row(row) for row in rows]
+
+
 def output_so_far(conn: Connection, task_id: str, up_to_sequence: int) -> str:
     """The text streamed by the task's OUTPUT events up to a sequence number, joined."""
     rows = conn.execute(

@@ -67,14 +67,11 @@ class Taken:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """A subtask :meth:`Queue.complete_subtasks` completed, and what its task still has open."""
+    """A subtask :meth:`Queue.complete_subtasks` completed."""
 
     subtask: Subtask
-    # The task's other subtasks; those of them that have not completed (any stage), and of
-    # this subtask's stage only. Read after the task's row was locked.
+    # How many other subtasks its task has (none: the task is done with it).
     siblings: int
-    open_siblings: int
-    open_in_stage: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,11 +408,12 @@ class SqliteQueue:
         if not task_ids:
             return []
         rows = self.conn.execute(
-            "SELECT task_id, stage, subtask_id, status <> 3 FROM subtasks "
-            f"WHERE task_id IN ({_marks(len(task_ids))})",
+            "SELECT task_id, count(*) FROM subtasks "
+            f"WHERE task_id IN ({_marks(len(task_ids))}) GROUP BY task_id",
             task_ids,
         ).fetchall()
-        return [_done(s, rows) for s in done]
+        counts = dict(rows)
+        return [Done(s, siblings=counts[s.task_id] - 1) for s in done]
 
     async def complete_tasks(
         self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
@@ -638,17 +639,6 @@ class SqliteQueue:
         rows = [(*key, delta) for key, delta in changes.deltas.items() if delta]
         if rows:
             self._many(_INSERT_DELTA, rows)
-
-
-def _done(subtask: Subtask, rows: list[tuple[str, int, str, int]]) -> Done:
-    """The subtask with what is open of its task: rows are (task, stage, subtask, open)."""
-    others = [r for r in rows if r[0] == subtask.task_id and r[2] != subtask.subtask_id]
-    return Done(
-        subtask,
-        siblings=len(others),
-        open_siblings=sum(1 for r in others if r[3]),
-        open_in_stage=sum(1 for r in others if r[3] and r[1] == subtask.stage),
-    )
 
 
 @cache

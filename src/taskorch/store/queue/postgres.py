@@ -1,0 +1,924 @@
+"""The queue's transitions on PostgreSQL, with asyncpg on connections of their own.
+
+Each transition is one statement for the whole batch: the batch's values travel as arrays
+(``unnest``), and data-modifying CTEs change the subtasks, the tasks and append the events
+in the same round trip. asyncpg prepares each statement once per connection.
+
+Lock order, kept by every writer (these transitions and the SQLAlchemy ones alike): a task's
+row before its subtasks' rows, tasks in id order. A batch takes the rows of every task it
+will change first, in one statement (:meth:`PostgresQueue.lock_tasks`). Takes are the
+exception that never waits: they lock runnable subtasks and their tasks with ``SKIP LOCKED``
+and leave busy ones to the next take. Quotas are exact across writers and replicas: a
+create holds a transaction-scoped advisory lock per tenant while it counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from taskorch.core.model import JSON, EventType, Status, Subtask, Task, TaskEvent
+from taskorch.store import notify
+from taskorch.store.queue import (
+    Changes,
+    CountKey,
+    Done,
+    Progress,
+    Retry,
+    TakeFilter,
+    Taken,
+    TaskEnd,
+    event,
+    stop_candidates,
+)
+from taskorch.store.queue.rows import subtask_from, task_from
+
+log = structlog.get_logger(__name__)
+
+CONFLICT_RETRIES = 5
+CONFLICT_PAUSE_SECONDS = 0.01
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+_QUOTA_LOCK = "taskorch-quota:"
+
+
+def _subtask(record: Any) -> Subtask:
+    return subtask_from(record.__getitem__)
+
+
+def _task(record: Any) -> Task:
+    return task_from(record.__getitem__)
+
+
+def _key(record: Any) -> CountKey:
+    return (record["tenant_id"], record["task_type"], record["model_name"], record["template"])
+
+
+def _stored(changes: Changes, record: Any) -> None:
+    first, last = record["first_event"], record["last_event"]
+    if first is not None:
+        changes.stored((first, last))
+
+
+# -- statements ---------------------------------------------------------------------------------
+
+_INSERT_TASKS = """
+WITH new_tasks AS (
+    INSERT INTO tasks (task_id, tenant_id, status, task_type, model_name, template, text,
+        input_data, parameters, priority, depends_on, progress, progress_message, request_id,
+        attempt, max_attempts, timeout_seconds, sequence, created_at, updated_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::jsonb[], $9::jsonb[], $10::int2[], $11::jsonb[],
+        $12::float8[], $13::text[], $14::text[], $15::int4[], $16::int4[], $17::float8[],
+        $18::int4[], $19::timestamptz[], $19::timestamptz[])
+), new_subtasks AS (
+    INSERT INTO subtasks (subtask_id, task_id, tenant_id, kind, model_name, name, stage,
+        input, info, status, progress, attempt, max_attempts, priority, ready, available_at,
+        timeout_seconds, created_at, updated_at)
+    SELECT s.*, s.created_at FROM unnest($20::text[], $21::text[], $22::text[],
+        $23::text[], $24::text[], $25::text[], $26::int4[], $27::jsonb[], $28::jsonb[],
+        $29::int2[], $30::float8[], $31::int4[], $32::int4[], $33::int2[], $34::bool[],
+        $35::timestamptz[], $36::float8[], $37::timestamptz[])
+        AS s(subtask_id, task_id, tenant_id, kind, model_name, name, stage, input, info,
+            status, progress, attempt, max_attempts, priority, ready, available_at,
+            timeout_seconds, created_at)
+), new_edges AS (
+    INSERT INTO task_dependencies (task_id, depends_on_id)
+    SELECT * FROM unnest($38::text[], $39::text[])
+), new_events AS (
+    INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
+        created_at)
+    SELECT task_id, tenant_id, 1, 2, status, progress, 'queued', created_at
+    FROM unnest($1::text[], $2::text[], $3::int2[], $12::float8[], $19::timestamptz[])
+        AS t(task_id, tenant_id, status, progress, created_at)
+    RETURNING event_id
+)
+SELECT min(event_id) AS first_event, max(event_id) AS last_event FROM new_events
+"""
+
+_TAKE = """
+WITH candidates AS (
+    SELECT c.subtask_id, c.task_id, c.priority, c.created_at
+    FROM unnest($1::text[]) AS k(kind)
+    CROSS JOIN LATERAL (
+        SELECT s.subtask_id, s.task_id, s.priority, s.created_at FROM subtasks s
+        WHERE s.kind = k.kind AND s.status = 1 AND s.ready AND s.available_at <= $2
+          AND ($3::text[] IS NULL OR s.model_name = ANY($3::text[]))
+          AND ($4::text[] IS NULL OR s.tenant_id = ANY($4::text[]))
+          AND ($5::text IS NULL OR s.task_id = $5::text)
+        ORDER BY s.priority DESC, s.created_at, s.subtask_id
+        LIMIT $6
+        FOR UPDATE OF s SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.created_at, c.subtask_id
+    LIMIT $6
+), locked AS (
+    SELECT t.task_id, t.status AS old_status FROM tasks t
+    WHERE t.task_id IN (SELECT task_id FROM candidates) AND t.status IN (1, 2)
+    FOR UPDATE OF t SKIP LOCKED
+), leased AS (
+    UPDATE subtasks s SET status = 2, lease_id = gen_random_uuid()::text,
+        lease_expires_at = $7, worker_id = $8, attempt = s.attempt + 1, started_at = $2,
+        updated_at = $2
+    FROM candidates c
+    WHERE s.subtask_id = c.subtask_id AND c.task_id IN (SELECT task_id FROM locked)
+    RETURNING s.*, c.priority AS take_priority, c.created_at AS take_created_at
+), first_lease AS (
+    SELECT DISTINCT ON (task_id) task_id, attempt FROM leased ORDER BY task_id, attempt DESC
+), started AS (
+    UPDATE tasks t SET status = 2,
+        started_at = CASE WHEN t.status = 1 THEN $2 ELSE t.started_at END,
+        progress_message = CASE WHEN t.status = 1 THEN NULL
+            ELSE 'attempt ' || f.attempt || ' started on ' || $8 END,
+        worker_id = $8, attempt = f.attempt, sequence = t.sequence + 1, updated_at = $2
+    FROM first_lease f, locked l
+    WHERE t.task_id = f.task_id AND l.task_id = f.task_id
+    RETURNING t.task_id, t.tenant_id, t.sequence, t.progress, t.depends_on, t.task_type,
+        t.model_name, t.template, l.old_status, f.attempt AS task_attempt
+), new_events AS (
+    INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
+        data, created_at)
+    SELECT task_id, tenant_id, sequence, CASE WHEN old_status = 1 THEN 2 ELSE 3 END, 2,
+        progress, 'attempt ' || task_attempt || ' started on ' || $8,
+        jsonb_build_object('attempt', task_attempt, 'worker_id', $8::text), $2
+    FROM started
+    RETURNING event_id
+), span AS (
+    SELECT min(event_id) AS first_event, max(event_id) AS last_event FROM new_events
+)
+SELECT l.*, st.sequence AS task_sequence, st.progress AS task_progress,
+    st.depends_on AS task_depends_on, st.task_type, st.model_name AS task_model_name,
+    st.template, st.old_status, st.task_attempt, span.first_event, span.last_event
+FROM leased l JOIN started st ON st.task_id = l.task_id CROSS JOIN span
+ORDER BY l.take_priority DESC, l.take_created_at, l.subtask_id
+"""
+
+_LOCK_TASKS = """
+SELECT task_id FROM tasks
+WHERE task_id = ANY($1::text[])
+   OR task_id IN (SELECT task_id FROM subtasks WHERE subtask_id = ANY($2::text[]))
+ORDER BY task_id
+FOR UPDATE
+"""
+
+_EXTEND = """
+UPDATE subtasks s SET lease_expires_at = i.expires,
+    progress = coalesce(i.progress, s.progress), updated_at = $1
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[])
+    AS i(id, lease, expires, progress, tenant)
+WHERE s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
+  AND (i.tenant IS NULL OR s.tenant_id = i.tenant)
+RETURNING s.*
+"""
+
+_PROGRESS = """
+WITH i AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::bool[], $5::float8[], $6::bool[],
+        $7::text[], $8::bool[], $9::text[], $10::jsonb[], $11::int4[])
+        AS i(task_id, message, set_message, progress, from_subtasks, error, set_error, code,
+            data, states)
+), changed AS (
+    UPDATE tasks t SET
+        progress = CASE WHEN i.from_subtasks THEN coalesce(
+                (SELECT avg(CASE WHEN o.status = 3 THEN 100.0 ELSE o.progress END)
+                 FROM subtasks o WHERE o.task_id = t.task_id), t.progress)
+            ELSE coalesce(i.progress, t.progress) END,
+        progress_message = CASE WHEN i.set_message THEN i.message ELSE t.progress_message END,
+        error = CASE WHEN i.set_error THEN i.error ELSE t.error END,
+        error_code = CASE WHEN i.set_error THEN i.code ELSE t.error_code END,
+        sequence = t.sequence + 1, updated_at = $1
+    FROM i
+    WHERE t.task_id = i.task_id AND ((1 << t.status) & i.states) <> 0
+    RETURNING t.task_id, t.tenant_id, t.status, t.sequence, t.progress, i.message, i.data
+), new_events AS (
+    INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
+        data, created_at)
+    SELECT task_id, tenant_id, sequence, 3, status, progress, message, data, $1 FROM changed
+    RETURNING event_id
+), span AS (
+    SELECT min(event_id) AS first_event, max(event_id) AS last_event FROM new_events
+)
+SELECT changed.*, span.* FROM changed CROSS JOIN span
+"""
+
+_OUTPUT = """
+WITH i AS (
+    SELECT * FROM unnest($2::text[], $3::int4[]) AS i(task_id, n)
+), changed AS (
+    UPDATE tasks t SET sequence = t.sequence + i.n, updated_at = $1
+    FROM i WHERE t.task_id = i.task_id AND t.status = 2
+    RETURNING t.task_id, t.tenant_id, t.sequence, t.progress, i.n
+), new_events AS (
+    INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress,
+        output_delta, data, created_at)
+    SELECT o.task_id, c.tenant_id, c.sequence - c.n + o.k, 4, 2, c.progress, o.delta,
+        o.data, $1
+    FROM unnest($4::text[], $5::int4[], $6::text[], $7::jsonb[]) AS o(task_id, k, delta, data)
+    JOIN changed c ON c.task_id = o.task_id
+    RETURNING event_id
+), span AS (
+    SELECT min(event_id) AS first_event, max(event_id) AS last_event FROM new_events
+)
+SELECT changed.*, span.* FROM changed CROSS JOIN span
+"""
+
+_COMPLETE_SUBTASKS = """
+UPDATE subtasks s SET status = 3, result = i.result, progress = 100.0, lease_id = NULL,
+    lease_expires_at = NULL, updated_at = $1, completed_at = $1
+FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::text[]) AS i(id, lease, result, tenant)
+WHERE s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
+  AND (i.tenant IS NULL OR s.tenant_id = i.tenant)
+RETURNING s.*,
+    (SELECT count(*) FROM subtasks o WHERE o.task_id = s.task_id) - 1 AS siblings
+"""
+
+# The task ends (completed, failed, cancelled) share one shape: $4 is the new status.
+_END_TASKS = """
+WITH i AS (
+    SELECT * FROM unnest($2::text[], $3::jsonb[], $5::jsonb[], $6::text[], $7::text[],
+        $8::text[], $9::text[])
+        AS i(task_id, result, usage, error, code, message, reason)
+), before AS (
+    SELECT t.task_id, t.status FROM tasks t JOIN i ON i.task_id = t.task_id
+    WHERE t.status IN (1, 2)
+), ended AS (
+    UPDATE tasks t SET status = $4::int2,
+        result = CASE WHEN $4::int2 = 3 THEN i.result ELSE t.result END,
+        progress = CASE WHEN $4::int2 = 3 THEN 100.0 ELSE t.progress END,
+        resource_usage = CASE WHEN $4::int2 = 3 THEN coalesce(i.usage, t.resource_usage)
+            ELSE t.resource_usage END,
+        error = CASE WHEN $4::int2 = 3 THEN NULL WHEN $4::int2 = 4 THEN i.error ELSE t.error END,
+        error_code = CASE WHEN $4::int2 = 3 THEN NULL WHEN $4::int2 = 4 THEN i.code ELSE t.error_code END,
+        progress_message = CASE WHEN $4::int2 = 5 THEN
+            CASE WHEN i.reason IS NULL THEN 'cancelled' ELSE 'cancelled: ' || i.reason END
+            ELSE NULL END,
+        cancel_reason = CASE WHEN $4::int2 = 5 THEN i.reason ELSE t.cancel_reason END,
+        cancelled_at = CASE WHEN $4::int2 = 5 THEN $1 ELSE t.cancelled_at END,
+        completed_at = $1, updated_at = $1, sequence = t.sequence + 1
+    FROM i, before
+    WHERE t.task_id = i.task_id AND before.task_id = i.task_id
+    RETURNING t.*, before.status AS old_status, i.message AS event_message
+), new_events AS (
+    INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
+        created_at)
+    SELECT task_id, tenant_id, sequence, 2, status, progress, event_message, $1 FROM ended
+    RETURNING event_id
+), span AS (
+    SELECT min(event_id) AS first_event, max(event_id) AS last_event FROM new_events
+)
+SELECT ended.*, span.* FROM ended CROSS JOIN span
+"""
+
+_RETRY_SUBTASKS = """
+UPDATE subtasks s SET status = 1, lease_id = NULL, lease_expires_at = NULL, worker_id = NULL,
+    error = i.error, error_code = i.code, available_at = i.due, updated_at = $1
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+    AS i(id, lease, error, code, due)
+WHERE s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
+RETURNING s.*
+"""
+
+_FAIL_SUBTASKS = """
+UPDATE subtasks s SET status = 4, lease_id = NULL, lease_expires_at = NULL, error = i.error,
+    error_code = i.code, updated_at = $1, completed_at = $1
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS i(id, lease, error, code)
+WHERE s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
+RETURNING s.*
+"""
+
+_END_SUBTASKS = """
+WITH ended AS (
+    SELECT * FROM subtasks WHERE task_id = $1 AND status IN (1, 2) FOR UPDATE
+), changed AS (
+    UPDATE subtasks s SET status = 5, lease_id = NULL, lease_expires_at = NULL,
+        updated_at = $2, completed_at = $2
+    FROM ended WHERE s.subtask_id = ended.subtask_id
+)
+SELECT * FROM ended
+"""
+
+_RELEASE_SUBTASKS = """
+UPDATE subtasks s SET status = 1, lease_id = NULL, lease_expires_at = NULL, worker_id = NULL,
+    attempt = s.attempt - 1, available_at = $1, updated_at = $1
+FROM unnest($2::text[], $3::text[]) AS i(id, lease)
+WHERE s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
+RETURNING s.*
+"""
+
+_MARK_READY = """
+UPDATE subtasks s SET ready = true, available_at = $1, updated_at = $1,
+    input = CASE WHEN i.replace THEN i.input ELSE s.input END
+FROM unnest($2::text[], $3::bool[], $4::jsonb[]) AS i(id, replace, input)
+WHERE s.subtask_id = i.id AND s.status = 1
+"""
+
+_ACTIVE = """
+SELECT (SELECT coalesce(sum(count), 0) FROM task_counts
+        WHERE tenant_id = $1 AND status IN (1, 2))
+     + (SELECT coalesce(sum(delta), 0) FROM task_count_deltas
+        WHERE tenant_id = $1 AND status IN (1, 2))
+"""
+
+_SETTLE = """
+WITH deltas AS (
+    INSERT INTO task_count_deltas (tenant_id, status, task_type, model_name, template, delta)
+    SELECT * FROM unnest($1::text[], $2::int2[], $3::text[], $4::text[], $5::text[],
+        $6::int4[])
+)
+SELECT count(pg_notify($7, notice)) FROM unnest($8::text[]) AS notice
+"""
+
+
+class PostgresQueue:
+    """The transitions (see store/queue/__init__.py) on one asyncpg connection, inside the
+    transaction its owner began."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    # -- create -------------------------------------------------------------------------------
+
+    async def find_requests(self, tenant_id: str, request_ids: Sequence[str]) -> dict[str, Task]:
+        if not request_ids:
+            return {}
+        rows = await self.conn.fetch(
+            "SELECT * FROM tasks WHERE tenant_id = $1 AND request_id = ANY($2::text[])",
+            tenant_id,
+            list(request_ids),
+        )
+        return {row["request_id"]: _task(row) for row in rows}
+
+    async def dependency_states(self, tenant_id: str, task_ids: Sequence[str]) -> dict[str, Status]:
+        if not task_ids:
+            return {}
+        rows = await self.conn.fetch(
+            "SELECT task_id, status FROM tasks WHERE tenant_id = $1 AND task_id = ANY($2::text[]) "
+            "ORDER BY task_id FOR SHARE",
+            tenant_id,
+            sorted(set(task_ids)),
+        )
+        return {row["task_id"]: Status(row["status"]) for row in rows}
+
+    async def active_tasks(self, tenant_id: str) -> int:
+        # Held until the commit: the tenant's next create counts after this one's tasks.
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", _QUOTA_LOCK + tenant_id
+        )
+        count = await self.conn.fetchval(_ACTIVE, tenant_id)
+        return int(count)
+
+    async def insert_tasks(
+        self, tasks: Sequence[tuple[Task, Sequence[Subtask]]], changes: Changes
+    ) -> None:
+        ts = [task for task, _ in tasks]
+        subs = [s for _, subtasks in tasks for s in subtasks]
+        edges = [(task.task_id, dep) for task in ts for dep in task.depends_on]
+        record = await self.conn.fetchrow(
+            _INSERT_TASKS,
+            [t.task_id for t in ts],
+            [t.tenant_id for t in ts],
+            [int(t.status) for t in ts],
+            [t.task_type for t in ts],
+            [t.model_name for t in ts],
+            [t.template for t in ts],
+            [t.text for t in ts],
+            [t.input_data for t in ts],
+            [t.parameters for t in ts],
+            [t.priority for t in ts],
+            [list(t.depends_on) if t.depends_on else None for t in ts],
+            [t.progress for t in ts],
+            [t.progress_message for t in ts],
+            [t.request_id for t in ts],
+            [t.attempt for t in ts],
+            [t.max_attempts for t in ts],
+            [t.timeout_seconds for t in ts],
+            [t.sequence for t in ts],
+            [t.created_at for t in ts],
+            [s.subtask_id for s in subs],
+            [s.task_id for s in subs],
+            [s.tenant_id for s in subs],
+            [s.kind for s in subs],
+            [s.model_name for s in subs],
+            [s.name for s in subs],
+            [s.stage for s in subs],
+            [s.input for s in subs],
+            [s.info for s in subs],
+            [int(s.status) for s in subs],
+            [s.progress for s in subs],
+            [s.attempt for s in subs],
+            [s.max_attempts for s in subs],
+            [s.priority for s in subs],
+            [s.ready for s in subs],
+            [s.available_at or s.created_at for s in subs],
+            [s.timeout_seconds for s in subs],
+            [s.created_at for s in subs],
+            [a for a, _ in edges],
+            [b for _, b in edges],
+        )
+        _stored(changes, record)
+        events = []
+        for task, subtasks in tasks:
+            changes.count(
+                (task.tenant_id, task.task_type, task.model_name, task.template), None, task.status
+            )
+            events.append(
+                event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")
+            )
+            changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks if s.ready]
+        changes.events += events
+
+    # -- take ---------------------------------------------------------------------------------
+
+    async def take(
+        self,
+        taker: TakeFilter,
+        limit: int,
+        *,
+        worker_id: str,
+        expires_at: datetime,
+        now: datetime,
+        changes: Changes,
+    ) -> list[Taken]:
+        kinds = sorted(set(taker.kinds))
+        if not kinds:
+            # A worker of every kind: the kinds that have runnable work, read from the index.
+            kinds = [
+                row[0]
+                for row in await self.conn.fetch(
+                    "SELECT DISTINCT kind FROM subtasks WHERE status = 1 AND ready"
+                )
+            ]
+            if not kinds:
+                return []
+        rows = await self.conn.fetch(
+            _TAKE,
+            kinds,
+            now,
+            [*taker.models, ""] if taker.models else None,
+            list(taker.tenant_ids) if taker.tenant_ids is not None else None,
+            taker.task_id,
+            limit,
+            expires_at,
+            worker_id,
+        )
+        if not rows:
+            return []
+        _stored(changes, rows[0])
+        taken = []
+        seen: set[str] = set()
+        for row in rows:
+            subtask = _subtask(row)
+            taken.append(Taken(subtask, tuple(row["task_depends_on"] or ())))
+            task_id = subtask.task_id
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            old = Status(row["old_status"])
+            changes.count(
+                (subtask.tenant_id, row["task_type"], row["task_model_name"], row["template"]),
+                old,
+                Status.RUNNING,
+            )
+            attempt = row["task_attempt"]
+            changes.events.append(
+                TaskEvent(
+                    task_id=task_id,
+                    tenant_id=subtask.tenant_id,
+                    sequence=row["task_sequence"],
+                    type=EventType.STATUS_CHANGED if old is Status.PENDING else EventType.PROGRESS,
+                    status=Status.RUNNING,
+                    created_at=now,
+                    progress=row["task_progress"],
+                    message=f"attempt {attempt} started on {worker_id}",
+                    data={"attempt": attempt, "worker_id": worker_id},
+                )
+            )
+        return taken
+
+    async def results_of(self, task_ids: Sequence[str]) -> dict[str, JSON | None]:
+        rows = await self.conn.fetch(
+            "SELECT task_id, result FROM tasks WHERE task_id = ANY($1::text[])", list(task_ids)
+        )
+        return {row["task_id"]: row["result"] for row in rows}
+
+    # -- while running ------------------------------------------------------------------------
+
+    async def lock_tasks(self, task_ids: Iterable[str], subtask_ids: Iterable[str]) -> None:
+        await self.conn.execute(_LOCK_TASKS, sorted(set(task_ids)), sorted(set(subtask_ids)))
+
+    async def subtasks(self, subtask_ids: Sequence[str]) -> dict[str, Subtask]:
+        if not subtask_ids:
+            return {}
+        rows = await self.conn.fetch(
+            "SELECT * FROM subtasks WHERE subtask_id = ANY($1::text[])", list(set(subtask_ids))
+        )
+        return {row["subtask_id"]: _subtask(row) for row in rows}
+
+    async def subtasks_of(self, task_id: str) -> list[Subtask]:
+        rows = await self.conn.fetch(
+            "SELECT * FROM subtasks WHERE task_id = $1 ORDER BY stage, created_at", task_id
+        )
+        return [_subtask(row) for row in rows]
+
+    async def extend_leases(
+        self, leases: Sequence[tuple[str, str, datetime, float | None, str | None]], now: datetime
+    ) -> list[Subtask]:
+        rows = await self.conn.fetch(
+            _EXTEND,
+            now,
+            [lease[0] for lease in leases],
+            [lease[1] for lease in leases],
+            [lease[2] for lease in leases],
+            [lease[3] for lease in leases],
+            [lease[4] for lease in leases],
+        )
+        return [_subtask(row) for row in rows]
+
+    async def progress_tasks(
+        self, items: Sequence[Progress], now: datetime, changes: Changes
+    ) -> None:
+        # One row per task in each statement (an UPDATE changes a row once), in order.
+        rounds: list[list[Progress]] = []
+        for item in items:
+            for batch in rounds:
+                if all(other.task_id != item.task_id for other in batch):
+                    batch.append(item)
+                    break
+            else:
+                rounds.append([item])
+        for batch in rounds:
+            rows = await self.conn.fetch(
+                _PROGRESS,
+                now,
+                [p.task_id for p in batch],
+                [p.message for p in batch],
+                [p.message is not None for p in batch],
+                [p.progress for p in batch],
+                [p.from_subtasks for p in batch],
+                [p.error for p in batch],
+                [p.error is not None for p in batch],
+                [p.error_code for p in batch],
+                [p.data for p in batch],
+                [sum(1 << int(s) for s in p.only_if) for p in batch],
+            )
+            if rows:
+                _stored(changes, rows[0])
+            changes.events += [
+                TaskEvent(
+                    task_id=row["task_id"],
+                    tenant_id=row["tenant_id"],
+                    sequence=row["sequence"],
+                    type=EventType.PROGRESS,
+                    status=Status(row["status"]),
+                    created_at=now,
+                    progress=row["progress"],
+                    message=row["message"],
+                    data=row["data"],
+                )
+                for row in rows
+            ]
+
+    async def output_events(
+        self, items: Sequence[tuple[str, str | None, JSON | None]], now: datetime, changes: Changes
+    ) -> set[str]:
+        counts: dict[str, int] = {}
+        numbered = []
+        for task_id, delta, data in items:
+            counts[task_id] = counts.get(task_id, 0) + 1
+            numbered.append((task_id, counts[task_id], delta, data))
+        rows = await self.conn.fetch(
+            _OUTPUT,
+            now,
+            list(counts),
+            list(counts.values()),
+            [n[0] for n in numbered],
+            [n[1] for n in numbered],
+            [n[2] for n in numbered],
+            [n[3] for n in numbered],
+        )
+        if not rows:
+            return set()
+        _stored(changes, rows[0])
+        changed = {row["task_id"]: row for row in rows}
+        for task_id, k, delta, data in numbered:
+            row = changed.get(task_id)
+            if row is None:
+                continue
+            changes.events.append(
+                TaskEvent(
+                    task_id=task_id,
+                    tenant_id=row["tenant_id"],
+                    sequence=row["sequence"] - row["n"] + k,
+                    type=EventType.OUTPUT,
+                    status=Status.RUNNING,
+                    created_at=now,
+                    progress=row["progress"],
+                    output_delta=delta,
+                    data=data,
+                )
+            )
+        return set(changed)
+
+    # -- finish -------------------------------------------------------------------------------
+
+    async def complete_subtasks(
+        self, items: Sequence[tuple[str, str, JSON | None, str | None]], now: datetime
+    ) -> list[Done]:
+        rows = await self.conn.fetch(
+            _COMPLETE_SUBTASKS,
+            now,
+            [i[0] for i in items],
+            [i[1] for i in items],
+            [i[2] for i in items],
+            [i[3] for i in items],
+        )
+        return [Done(_subtask(row), siblings=row["siblings"]) for row in rows]
+
+    async def _end_tasks(
+        self,
+        status: Status,
+        ends: Sequence[TaskEnd],
+        reasons: Sequence[str | None],
+        now: datetime,
+        changes: Changes,
+    ) -> list[Task]:
+        unique = list(
+            {end.task_id: (end, reason) for end, reason in zip(ends, reasons, strict=True)}.values()
+        )
+        if not unique:
+            return []
+        rows = await self.conn.fetch(
+            _END_TASKS,
+            now,
+            [e.task_id for e, _ in unique],
+            [e.result for e, _ in unique],
+            int(status),
+            [e.resource_usage for e, _ in unique],
+            [e.error for e, _ in unique],
+            [e.error_code for e, _ in unique],
+            [e.message for e, _ in unique],
+            [r for _, r in unique],
+        )
+        if rows:
+            _stored(changes, rows[0])
+        tasks = []
+        for row in rows:
+            task = _task(row)
+            tasks.append(task)
+            changes.count(_key(row), Status(row["old_status"]), status)
+            changes.events.append(
+                event(
+                    task,
+                    EventType.STATUS_CHANGED,
+                    now=now,
+                    message=row["event_message"],
+                    with_task=True,
+                )
+            )
+        return tasks
+
+    async def complete_tasks(
+        self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
+    ) -> list[Task]:
+        for end in ends:
+            if not end.message:
+                ends = [
+                    e
+                    if e.message
+                    else TaskEnd(e.task_id, e.result, e.resource_usage, message="completed")
+                    for e in ends
+                ]
+                break
+        return await self._end_tasks(Status.COMPLETED, ends, [None] * len(ends), now, changes)
+
+    async def retry_subtasks(self, retries: Sequence[Retry], now: datetime) -> list[Subtask]:
+        rows = await self.conn.fetch(
+            _RETRY_SUBTASKS,
+            now,
+            [r.subtask_id for r in retries],
+            [r.lease_id for r in retries],
+            [r.error for r in retries],
+            [r.error_code for r in retries],
+            [r.available_at for r in retries],
+        )
+        return [_subtask(row) for row in rows]
+
+    async def fail_subtasks(
+        self, failures: Sequence[tuple[str, str, str, str]], now: datetime
+    ) -> list[Subtask]:
+        rows = await self.conn.fetch(
+            _FAIL_SUBTASKS,
+            now,
+            [f[0] for f in failures],
+            [f[1] for f in failures],
+            [f[2] for f in failures],
+            [f[3] for f in failures],
+        )
+        return [_subtask(row) for row in rows]
+
+    async def fail_tasks(
+        self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
+    ) -> list[Task]:
+        return await self._end_tasks(Status.FAILED, ends, [None] * len(ends), now, changes)
+
+    async def end_subtasks(
+        self, task_id: str, now: datetime, changes: Changes, reason: str
+    ) -> list[Subtask]:
+        rows = await self.conn.fetch(_END_SUBTASKS, task_id, now)
+        ended = [_subtask(row) for row in rows]
+        changes.stopped += [(s, reason) for s in stop_candidates(ended)]
+        return ended
+
+    async def cancel_task(
+        self, task_id: str, reason: str, now: datetime, changes: Changes
+    ) -> Task | None:
+        end = TaskEnd(task_id, message=reason or "cancelled by client")
+        cancelled = await self._end_tasks(Status.CANCELLED, [end], [reason or None], now, changes)
+        return cancelled[0] if cancelled else None
+
+    async def release_subtasks(
+        self, leases: Sequence[tuple[str, str]], now: datetime, changes: Changes
+    ) -> list[Subtask]:
+        rows = await self.conn.fetch(
+            _RELEASE_SUBTASKS, now, [lease[0] for lease in leases], [lease[1] for lease in leases]
+        )
+        released = [_subtask(row) for row in rows]
+        changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in released]
+        return released
+
+    async def expired_leases(self, now: datetime, limit: int) -> list[Subtask]:
+        rows = await self.conn.fetch(
+            "SELECT * FROM subtasks WHERE status = 2 AND lease_expires_at < $1 "
+            "ORDER BY lease_expires_at LIMIT $2",
+            now,
+            limit,
+        )
+        return [_subtask(row) for row in rows]
+
+    async def leases_of_workers(self, prefixes: Sequence[str]) -> list[Subtask]:
+        rows = await self.conn.fetch(
+            "SELECT * FROM subtasks WHERE status = 2 AND EXISTS "
+            "(SELECT 1 FROM unnest($1::text[]) AS p WHERE starts_with(worker_id, p))",
+            list(prefixes),
+        )
+        return [_subtask(row) for row in rows]
+
+    # -- stages and dependencies --------------------------------------------------------------
+
+    async def mark_ready(
+        self,
+        subtasks: Sequence[Subtask],
+        now: datetime,
+        changes: Changes,
+        inputs: dict[str, JSON] | None = None,
+    ) -> None:
+        if not subtasks:
+            return
+        new_inputs = inputs or {}
+        await self.conn.execute(
+            _MARK_READY,
+            now,
+            [s.subtask_id for s in subtasks],
+            [s.subtask_id in new_inputs for s in subtasks],
+            [new_inputs.get(s.subtask_id) for s in subtasks],
+        )
+        changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks]
+
+    async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
+        rows = await self.conn.fetch(
+            "SELECT depends_on_id, task_id FROM task_dependencies "
+            "WHERE depends_on_id = ANY($1::text[])",
+            list(task_ids),
+        )
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            found.setdefault(row["depends_on_id"], []).append(row["task_id"])
+        return found
+
+    async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]:
+        if not task_ids:
+            return {}
+        sql = "SELECT * FROM tasks WHERE task_id = ANY($1::text[]) ORDER BY task_id"
+        rows = await self.conn.fetch(sql + (" FOR UPDATE" if lock else ""), sorted(set(task_ids)))
+        return {row["task_id"]: _task(row) for row in rows}
+
+    # -- the end of a batch -------------------------------------------------------------------
+
+    async def settle(self, changes: Changes) -> None:
+        deltas = [(key, delta) for key, delta in changes.deltas.items() if delta]
+        notices = []
+        if changes.first_event_id is not None:
+            notices.append(f"b|{notify.NODE_ID}|{changes.first_event_id}|{changes.last_event_id}")
+        if changes.ready:
+            notices.append(f"w|{notify.NODE_ID}")
+        for subtask, _ in changes.stopped:
+            notices.append(
+                f"s|{notify.NODE_ID}|{subtask.worker_id}|{subtask.subtask_id}|{subtask.lease_id}"
+            )
+        if not deltas and not notices:
+            return
+        await self.conn.fetchval(
+            _SETTLE,
+            [k[0] for k, _ in deltas],
+            [k[1] for k, _ in deltas],
+            [k[2] for k, _ in deltas],
+            [k[3] for k, _ in deltas],
+            [k[4] for k, _ in deltas],
+            [d for _, d in deltas],
+            notify.CHANNEL,
+            notices,
+        )
+
+
+class PostgresWriter:
+    """One connection that commits batches of transitions (see store/database.py)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await asyncpg.connect(self.dsn, timeout=10)
+            for name in ("json", "jsonb"):
+                await conn.set_type_codec(
+                    name, encoder=_dumps, decoder=json.loads, schema="pg_catalog"
+                )
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            try:
+                await asyncio.wait_for(self._conn.close(), 5)
+            except Exception:
+                self._conn.terminate()
+        self._conn = None
+
+    async def commit(self, run: Any, batch: list[Any]) -> Changes:
+        """Runs ``run(queue, changes, batch)`` in one transaction and commits. A conflict
+        with another writer (deadlock, serialisation) runs the batch again; a statement
+        that fails runs each transition alone in a savepoint, so one bad transition fails
+        alone."""
+        isolate = False
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            conn = await self._connection()
+            try:
+                return await self._once(conn, run, batch, isolate)
+            except asyncpg.PostgresError as exc:
+                sqlstate = getattr(exc, "sqlstate", "") or ""
+                if sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES:
+                    await self.close()
+                    raise
+                if sqlstate in RETRYABLE_SQLSTATES:
+                    if attempt == CONFLICT_RETRIES:
+                        raise
+                    log.info("write conflict; retrying", sqlstate=sqlstate, attempt=attempt)
+                    await asyncio.sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * attempt))
+                    continue
+                if isolate:
+                    raise
+                isolate = True  # a transition's statement failed: find which one
+            except (OSError, asyncpg.InterfaceError, TimeoutError):
+                await self.close()
+                raise
+        raise RuntimeError("write conflicts did not clear")
+
+    async def _once(
+        self, conn: asyncpg.Connection, run: Any, batch: list[Any], isolate: bool
+    ) -> Changes:
+        changes = Changes()
+        queue = PostgresQueue(conn)
+        async with conn.transaction():
+            if not isolate:
+                await run(queue, changes, batch)
+            else:
+                for op in batch:
+                    own = Changes()
+                    try:
+                        async with conn.transaction():
+                            await run(queue, own, [op])
+                    except asyncpg.PostgresError as exc:
+                        sqlstate = getattr(exc, "sqlstate", "") or ""
+                        if (
+                            sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES
+                            or sqlstate in RETRYABLE_SQLSTATES
+                        ):
+                            raise
+                        log.info("a transition failed in its batch", error=str(exc)[:200])
+                        op.error = exc
+                        continue
+                    changes.merge(own)
+            await queue.settle(changes)
+        return changes
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
