@@ -1,4 +1,5 @@
-"""taskorch against Celery + Redis and procrastinate on the same trivial task, in one run.
+"""taskorch against pgqueuer, Celery + Redis and procrastinate on the same trivial task, in one
+run.
 
 For each system and each number of workers (1, 2, 4 by default), on a fresh queue:
 
@@ -20,17 +21,22 @@ Systems (the task returns its input; see _peer_apps.py):
   default, N in-process worker slots (``serve --workers N``), is shown too;
 - Celery 5 with Redis as broker and result backend (a private redis-server without
   persistence), prefork pool of N child processes, acks_late + prefetch multiplier 1;
-- procrastinate 3 on the same PostgreSQL: N ``procrastinate worker --concurrency 1``.
+- procrastinate 3 on the same PostgreSQL: N ``procrastinate worker --concurrency 1``;
+- pgqueuer 1.6 on the same PostgreSQL: N worker processes with its defaults (dequeue batches
+  of 10, buffered completion logging; bench/_pgqueuer_worker.py), the fastest durable
+  Python queue measured here.
 
-Clients: taskorch and procrastinate submit from 32 coroutines (async clients); Celery's
-client is synchronous and submits from one thread (more threads do not help on 2 cores).
+Clients: every system submits one task per call from 32 concurrent clients: coroutines of
+the async clients (taskorch's SDK, procrastinate, pgqueuer through an asyncpg pool), threads
+for Celery's synchronous one. taskorch's BatchCreateTasks rows are shown apart.
 
 Every configuration runs ``--repeats`` times, in alternating order; the tables show medians
 (throughput with min-max). Usage:
 
     python bench/peers.py [--tasks 600] [--paced 200] [--rate 50] [--repeats 3]
         [--workers 1,2,4]
-        [--systems sqlite,pg,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,celery,procrastinate]
+        [--systems sqlite,pg,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,celery,procrastinate,
+                   pgqueuer]
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,8 +361,16 @@ class CeleryRedis(System):
         return self.echo.apply_async(({"n": n},))
 
     async def submit_many(self, first: int, count: int) -> list[Any]:
-        # A synchronous client: one thread, one call after the other.
-        return [self.echo.apply_async(({"n": first + i},)) for i in range(count)]
+        # A synchronous client: 32 threads, each sending one task per call like the other
+        # systems' 32 coroutines (kombu's producer pool gives each thread its connection).
+        results: list[Any] = [None] * count
+
+        def send(index: int) -> None:
+            results[index] = self.echo.apply_async(({"n": first + index},))
+
+        with ThreadPoolExecutor(SUBMITTERS) as pool:
+            list(pool.map(send, range(count)))
+        return results
 
     async def wait_done(self, ids: list[Any]) -> None:
         for result in ids:
@@ -586,9 +601,7 @@ class PgQueuer(System):
 
     async def wait_done(self, ids: list[Any]) -> None:
         deadline = time.monotonic() + TIMEOUT
-        query = (
-            "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful' AND job_id = ANY($1)"
-        )
+        query = "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful' AND job_id = ANY($1)"
         while (await self._sql(query, ids))[0][0] < len(ids):
             if time.monotonic() > deadline:
                 raise TimeoutError("pgqueuer: jobs did not complete")
@@ -725,8 +738,12 @@ def report(
     workers: list[int],
     rate: float,
 ) -> None:
-    def peers(n: int) -> tuple[Figures | None, Figures | None]:
-        return results.get(("celery", n)), results.get(("procrastinate", n))
+    def peers(n: int) -> tuple[Figures | None, Figures | None, Figures | None]:
+        return (
+            results.get(("celery", n)),
+            results.get(("procrastinate", n)),
+            results.get(("pgqueuer", n)),
+        )
 
     rows: list[tuple[str, ...]] = [
         ("system (end-to-end tasks/s)", *(f"{n} workers" for n in workers))
@@ -735,22 +752,26 @@ def report(
         cells = []
         for n in workers:
             f = results.get((key, n))
-            celery, procr = peers(n)
+            celery, procr, pgq = peers(n)
             if f is None or not f.tasks_per_s:
                 cells.append("-")
                 continue
             cells.append(
                 f"{statistics.median(f.tasks_per_s):,.0f} "
                 f"({min(f.tasks_per_s):,.0f}-{max(f.tasks_per_s):,.0f}) "
+                f"xQ {ratio(f.tasks_per_s, pgq and pgq.tasks_per_s)} "
                 f"xC {ratio(f.tasks_per_s, celery and celery.tasks_per_s)} "
                 f"xP {ratio(f.tasks_per_s, procr and procr.tasks_per_s)}"
             )
         rows.append((label, *cells))
-    print("\nEnd-to-end tasks/s, median (min-max); xC = ratio to Celery, xP = to procrastinate\n")
+    print(
+        "\nEnd-to-end tasks/s, median (min-max); xQ = ratio to pgqueuer, xC = to Celery, "
+        "xP = to procrastinate\n"
+    )
     print(table(rows))
 
     for n in workers:
-        celery, procr = peers(n)
+        celery, procr, _ = peers(n)
         rows = [
             ("system", "submit/s", "submit→done, notified p50/p99 ms", "xC", "xP",
              "submit→done, recorded", "dispatch p50/p99 ms", "xC", "xP")
@@ -793,7 +814,8 @@ async def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument(
         "--systems",
-        default="sqlite,pg,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,celery,procrastinate",
+        default="sqlite,pg,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,celery,procrastinate,"
+        "pgqueuer",
     )
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]

@@ -40,6 +40,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -440,31 +441,41 @@ class Database:
         cold_savepoints = next(cold_rounds)
         while True:
             conn = await self._in_writer_thread(self._begin)
-            changes = Changes()
             try:
-                raw = _sqlite_raw(conn)
-                queue = SqliteQueue(raw)
-                if hot and isolate:
-                    await self._run_isolated(queue, changes, hot, lambda: _sqlite_savepoint(raw))
-                elif hot:
-                    await self._run_hot(queue, changes, hot)
-                if cold:
-                    await self._in_writer_thread(lambda: _run_cold(conn, cold, cold_savepoints))
-                await queue.settle(changes)
-                await self._in_writer_thread(lambda: self._end(conn, commit=True))
-                return changes
+                return await self._sqlite_batch(conn, hot, cold, isolate, cold_savepoints)
             except _ColdOpFailed as failed:
-                await self._in_writer_thread(lambda: self._end(conn, commit=False))
+                await self._in_writer_thread(partial(self._end, conn, commit=False))
                 cold = [item for item in cold if item is not failed.item]
                 cold_savepoints = next(cold_rounds)
             except (DBAPIError, sqlite3.Error) as exc:
-                await self._in_writer_thread(lambda: self._end(conn, commit=False))
+                await self._in_writer_thread(partial(self._end, conn, commit=False))
                 if isolate or not hot or _is_raw_outage(exc):
                     raise
                 isolate = True  # a transition's statement failed: find which one
             except BaseException:
-                await self._in_writer_thread(lambda: self._end(conn, commit=False))
+                await self._in_writer_thread(partial(self._end, conn, commit=False))
                 raise
+
+    async def _sqlite_batch(
+        self,
+        conn: Connection,
+        hot: list[HotOp],
+        cold: list[_Pending],
+        isolate: bool,
+        cold_savepoints: bool,
+    ) -> Changes:
+        changes = Changes()
+        raw = _sqlite_raw(conn)
+        queue = SqliteQueue(raw)
+        if hot and isolate:
+            await self._run_isolated(queue, changes, hot, partial(_sqlite_savepoint, raw))
+        elif hot:
+            await self._run_hot(queue, changes, hot)
+        if cold:
+            await self._in_writer_thread(partial(_run_cold, conn, cold, cold_savepoints))
+        await queue.settle(changes)
+        await self._in_writer_thread(partial(self._end, conn, commit=True))
+        return changes
 
     def _begin(self) -> Connection:
         def begin(conn: Connection) -> Connection:

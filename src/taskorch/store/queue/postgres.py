@@ -75,7 +75,7 @@ WITH new_tasks AS (
         input_data, parameters, priority, depends_on, progress, progress_message, request_id,
         attempt, max_attempts, timeout_seconds, sequence, created_at, updated_at)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[],
-        $6::text[], $7::text[], $8::jsonb[], $9::jsonb[], $10::int2[], $11::jsonb[],
+        $6::text[], $7::text[], $8::text[]::jsonb[], $9::text[]::jsonb[], $10::int2[], $11::text[]::jsonb[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::int4[], $17::float8[],
         $18::int4[], $19::timestamptz[], $19::timestamptz[])
 ), new_subtasks AS (
@@ -83,7 +83,7 @@ WITH new_tasks AS (
         input, info, status, progress, attempt, max_attempts, priority, ready, available_at,
         timeout_seconds, created_at, updated_at)
     SELECT s.*, s.created_at FROM unnest($20::text[], $21::text[], $22::text[],
-        $23::text[], $24::text[], $25::text[], $26::int4[], $27::jsonb[], $28::jsonb[],
+        $23::text[], $24::text[], $25::text[], $26::int4[], $27::text[]::jsonb[], $28::text[]::jsonb[],
         $29::int2[], $30::float8[], $31::int4[], $32::int4[], $33::int2[], $34::bool[],
         $35::timestamptz[], $36::float8[], $37::timestamptz[])
         AS s(subtask_id, task_id, tenant_id, kind, model_name, name, stage, input, info,
@@ -181,7 +181,7 @@ RETURNING s.*
 _PROGRESS = """
 WITH i AS (
     SELECT * FROM unnest($2::text[], $3::text[], $4::bool[], $5::float8[], $6::bool[],
-        $7::text[], $8::bool[], $9::text[], $10::jsonb[], $11::int4[])
+        $7::text[], $8::bool[], $9::text[], $10::text[]::jsonb[], $11::int4[])
         AS i(task_id, message, set_message, progress, from_subtasks, error, set_error, code,
             data, states)
 ), changed AS (
@@ -220,7 +220,7 @@ WITH i AS (
         output_delta, data, created_at)
     SELECT o.task_id, c.tenant_id, c.sequence - c.n + o.k, 4, 2, c.progress, o.delta,
         o.data, $1
-    FROM unnest($4::text[], $5::int4[], $6::text[], $7::jsonb[]) AS o(task_id, k, delta, data)
+    FROM unnest($4::text[], $5::int4[], $6::text[], $7::text[]::jsonb[]) AS o(task_id, k, delta, data)
     JOIN changed c ON c.task_id = o.task_id
     RETURNING event_id
 ), span AS (
@@ -232,7 +232,7 @@ SELECT changed.*, span.* FROM changed CROSS JOIN span
 _COMPLETE_SUBTASKS = """
 UPDATE subtasks s SET status = 3, result = i.result, progress = 100.0, lease_id = NULL,
     lease_expires_at = NULL, updated_at = $1, completed_at = $1
-FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::text[]) AS i(id, lease, result, tenant)
+FROM unnest($2::text[], $3::text[], $4::text[]::jsonb[], $5::text[]) AS i(id, lease, result, tenant)
 WHERE s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
   AND (i.tenant IS NULL OR s.tenant_id = i.tenant)
 RETURNING s.*,
@@ -242,7 +242,7 @@ RETURNING s.*,
 # The task ends (completed, failed, cancelled) share one shape: $4 is the new status.
 _END_TASKS = """
 WITH i AS (
-    SELECT * FROM unnest($2::text[], $3::jsonb[], $5::jsonb[], $6::text[], $7::text[],
+    SELECT * FROM unnest($2::text[], $3::text[]::jsonb[], $5::text[]::jsonb[], $6::text[], $7::text[],
         $8::text[], $9::text[])
         AS i(task_id, result, usage, error, code, message, reason)
 ), before AS (
@@ -315,7 +315,7 @@ RETURNING s.*
 _MARK_READY = """
 UPDATE subtasks s SET ready = true, available_at = $1, updated_at = $1,
     input = CASE WHEN i.replace THEN i.input ELSE s.input END
-FROM unnest($2::text[], $3::bool[], $4::jsonb[]) AS i(id, replace, input)
+FROM unnest($2::text[], $3::bool[], $4::text[]::jsonb[]) AS i(id, replace, input)
 WHERE s.subtask_id = i.id AND s.status = 1
 """
 
@@ -389,10 +389,10 @@ class PostgresQueue:
             [t.model_name for t in ts],
             [t.template for t in ts],
             [t.text for t in ts],
-            [t.input_data for t in ts],
-            [t.parameters for t in ts],
+            _json(t.input_data for t in ts),
+            _json(t.parameters for t in ts),
             [t.priority for t in ts],
-            [list(t.depends_on) if t.depends_on else None for t in ts],
+            _json(list(t.depends_on) if t.depends_on else None for t in ts),
             [t.progress for t in ts],
             [t.progress_message for t in ts],
             [t.request_id for t in ts],
@@ -408,8 +408,8 @@ class PostgresQueue:
             [s.model_name for s in subs],
             [s.name for s in subs],
             [s.stage for s in subs],
-            [s.input for s in subs],
-            [s.info for s in subs],
+            _json(s.input for s in subs),
+            _json(s.info for s in subs),
             [int(s.status) for s in subs],
             [s.progress for s in subs],
             [s.attempt for s in subs],
@@ -565,7 +565,7 @@ class PostgresQueue:
                 [p.error for p in batch],
                 [p.error is not None for p in batch],
                 [p.error_code for p in batch],
-                [p.data for p in batch],
+                _json(p.data for p in batch),
                 [sum(1 << int(s) for s in p.only_if) for p in batch],
             )
             if rows:
@@ -601,7 +601,7 @@ class PostgresQueue:
             [n[0] for n in numbered],
             [n[1] for n in numbered],
             [n[2] for n in numbered],
-            [n[3] for n in numbered],
+            _json(n[3] for n in numbered),
         )
         if not rows:
             return set()
@@ -636,7 +636,7 @@ class PostgresQueue:
             now,
             [i[0] for i in items],
             [i[1] for i in items],
-            [i[2] for i in items],
+            _json(i[2] for i in items),
             [i[3] for i in items],
         )
         return [Done(_subtask(row), siblings=row["siblings"]) for row in rows]
@@ -658,9 +658,9 @@ class PostgresQueue:
             _END_TASKS,
             now,
             [e.task_id for e, _ in unique],
-            [e.result for e, _ in unique],
+            _json(e.result for e, _ in unique),
             int(status),
-            [e.resource_usage for e, _ in unique],
+            _json(e.resource_usage for e, _ in unique),
             [e.error for e, _ in unique],
             [e.error_code for e, _ in unique],
             [e.message for e, _ in unique],
@@ -787,7 +787,7 @@ class PostgresQueue:
             now,
             [s.subtask_id for s in subtasks],
             [s.subtask_id in new_inputs for s in subtasks],
-            [new_inputs.get(s.subtask_id) for s in subtasks],
+            _json(new_inputs.get(s.subtask_id) for s in subtasks),
         )
         changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks]
 
@@ -918,6 +918,12 @@ class PostgresWriter:
                     changes.merge(own)
             await queue.settle(changes)
         return changes
+
+
+def _json(values: Iterable[Any]) -> list[str | None]:
+    """JSON values for a ``jsonb[]`` parameter, as text: asyncpg would read a list value as
+    another dimension of the array."""
+    return [None if v is None else _dumps(v) for v in values]
 
 
 def _dumps(value: Any) -> str:
