@@ -215,3 +215,69 @@ def test_a_postgresql_crash_and_restart_under_load_is_survived(
         server.stop()
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_completions_cut_short_by_a_kill_run_again_and_count_once(
+    server_factory: ServerFactory, tmp_path, backend: str
+) -> None:
+    """Workers report completions in batches (many per transaction): a SIGKILL while
+    batches of completions are on their way loses none of the work (its leases expire and it
+    runs again) and counts none of it twice (one terminal event per task, gapless event
+    sequences, counters equal to the rows)."""
+    url = databases.new_database(tmp_path, backend)
+    try:
+        server = server_factory("--workers", "16", database_url=url)
+        requests = [
+            {"task_type": "echo", "input_data": {"delay_seconds": 0.02, "progress_steps": 1}}
+            for _ in range(100)
+        ]
+
+        async def submit_then_kill() -> list[str]:
+            async with server.async_client(timeout=30) as client:
+                ids = []
+                for _ in range(6):
+                    ids += [t.task_id for t in await client.create_tasks(requests)]
+                while (await client.list_tasks(status="completed", limit=1)).total < 150:
+                    await asyncio.sleep(0.005)
+            server.kill()  # completions keep arriving at this point
+            return ids
+
+        ids = asyncio.run(submit_then_kill())
+        finished = databases.fetch(url, "SELECT COUNT(*) FROM tasks WHERE status = 3")[0][0]
+        assert 150 <= finished < len(ids)  # cut in the middle of the work
+        server.start()
+
+        async def all_done() -> list[str]:
+            async with server.async_client(timeout=60) as client:
+                done = await asyncio.gather(
+                    *(client.wait_for_task(task_id, timeout=120) for task_id in ids)
+                )
+            return [t.status for t in done]
+
+        assert set(asyncio.run(all_done())) == {"COMPLETED"}
+        twice = databases.fetch(
+            url,
+            "SELECT task_id FROM task_events WHERE type = 2 AND status = 3 "
+            "GROUP BY task_id HAVING COUNT(*) > 1",
+        )
+        assert twice == []
+        gaps = databases.fetch(
+            url,
+            "SELECT task_id FROM task_events GROUP BY task_id "
+            "HAVING COUNT(*) <> MAX(sequence) OR MIN(sequence) <> 1",
+        )
+        assert gaps == []
+        rows = dict(databases.fetch(url, "SELECT status, COUNT(*) FROM tasks GROUP BY status"))
+        counted = dict(
+            databases.fetch(
+                url,
+                "SELECT status, SUM(n) FROM (SELECT status, count AS n FROM task_counts "
+                "UNION ALL SELECT status, delta AS n FROM task_count_deltas) AS c "
+                "GROUP BY status HAVING SUM(n) <> 0",
+            )
+        )
+        assert {int(k): int(v) for k, v in counted.items()} == {int(k): int(v) for k, v in rows.items()}
+        assert rows == {3: len(ids)}
+    finally:
+        databases.discard(url)
