@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from taskorch.v1 import chat_service_pb2 as chat_pb
 from taskorch.v1 import chat_service_pb2_grpc as chat_grpc
 from taskorch.v1 import model_service_pb2 as model_pb
 from taskorch.v1 import model_service_pb2_grpc as model_grpc
+from taskorch.v1 import system_service_pb2 as system_pb
+from taskorch.v1 import system_service_pb2_grpc as system_grpc
 from taskorch.v1 import task_service_pb2 as task_pb
 from taskorch.v1 import task_service_pb2_grpc as task_grpc
 from taskorch.v1 import template_service_pb2 as template_pb
@@ -38,7 +41,8 @@ pytestmark = pytest.mark.xdist_group("auth-mode")
 # Longer than the server caches a key's lookup (core.auth.CACHE_SECONDS), so a change of
 # the keys has had every chance to show.
 SETTLE_SECONDS = 4.0
-REST_PATHS = ("/v1/tasks", "/tasks", "/api/v1/tasks", "/v1/chat/sessions", "/v1/models")
+# /metrics is seed 001's path: it covers every tenant, so it is refused like the rest.
+REST_PATHS = ("/v1/tasks", "/tasks", "/api/v1/tasks", "/v1/chat/sessions", "/v1/models", "/metrics")
 
 
 @pytest.fixture
@@ -70,6 +74,9 @@ def _refusals_without_credentials(server: ServerProcess) -> dict[str, grpc.Statu
         ),
         "ListTemplates": lambda ch: template_grpc.TemplateServiceStub(ch).ListTemplates(
             template_pb.ListTemplatesRequest(), timeout=10
+        ),
+        "GetMetrics": lambda ch: system_grpc.SystemServiceStub(ch).GetMetrics(
+            system_pb.GetMetricsRequest(), timeout=10
         ),
     }
     codes: dict[str, grpc.StatusCode] = {}
@@ -131,7 +138,7 @@ def test_revoking_the_last_key_refuses_everyone_instead_of_reopening(
         server.stop()
 
 
-def test_a_server_started_without_auth_requires_keys_even_when_none_exists(
+def test_a_server_started_without_auth_requires_keys_even_for_metrics(
     workdir: tuple[Path, str],
 ) -> None:
     server = _server(workdir, gateway=True, auth=None).start()
@@ -150,6 +157,18 @@ def test_a_server_started_without_auth_requires_keys_even_when_none_exists(
         assert set(_refusals_without_credentials(server).values()) == {
             grpc.StatusCode.UNAUTHENTICATED
         }
+        # Metrics sum every tenant's tasks: a user key may not read them, an admin key may.
+        refused = httpx.get(server.http_url + "/metrics", headers={"X-API-Key": key}, timeout=10)
+        assert_json_error(refused, 403, "PERMISSION_DENIED")
+        admin = create_key(workdir[1], "ops", "admin")
+        metrics = httpx.get(server.http_url + "/metrics", headers={"X-API-Key": admin}, timeout=10)
+        assert metrics.status_code == 200, metrics.text
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert "# TYPE task_manager_tasks_total counter" in metrics.text
+        assert "# TYPE taskorch_tasks gauge" in metrics.text
+        # Scrapers read the metrics port, which never goes through Envoy (keep it private).
+        with urllib.request.urlopen(server.metrics_url, timeout=10) as scraped:
+            assert "# TYPE taskorch_tasks gauge" in scraped.read().decode()
     finally:
         server.stop()
 

@@ -331,15 +331,11 @@ class TaskorchServer:
     async def _start_gateway(self) -> None:
         self._gateway_dir = Path(tempfile.mkdtemp(prefix="taskorch-gateway-"))
         descriptor = write_descriptor(self._gateway_dir)
-        metrics_target = None
-        if self.endpoints.metrics:
-            metrics_target = self.endpoints.metrics.removeprefix("http://").removesuffix("/metrics")
         settings = GatewaySettings(
             listen=self.settings.http_addr,
             upstreams=[self.endpoints.grpc],
             descriptor=descriptor,
             admin=f"127.0.0.1:{free_port()}",
-            metrics=metrics_target,
             rate_limit=RateLimit.parse(self.settings.rate_limit),
             services=service_names(),
         )
