@@ -48,18 +48,20 @@ lint: install
 # TASKORCH_TEST_POSTGRES_URL points them at another server).
 PG_TESTS := tests/store tests/test_tasks_api.py tests/test_list.py tests/test_subtasks_api.py \
 	tests/test_dependencies.py tests/test_watch.py tests/test_reliability.py tests/workers \
-	tests/test_templates_api.py tests/security/test_tenancy.py
+	tests/test_templates_api.py tests/security/test_tenancy.py tests/security/test_auth_mode.py
 
 test: install proto-check lint
 	$(BIN)/pytest -n 2 --dist loadgroup
 	TASKORCH_TEST_BACKEND=postgresql $(BIN)/pytest -n 2 --dist loadgroup $(PG_TESTS)
 
 MODELS_DIR ?= var/models
+# serve's --auth: none (loopback only) for trying it out; `make serve AUTH=keys` needs keys.
+AUTH ?= none
 
 # Converts the default models once (cached), then runs the service on SQLite.
 serve: install
 	$(BIN)/taskorch models defaults --models-dir $(MODELS_DIR)
-	$(BIN)/taskorch serve --models-dir $(MODELS_DIR)
+	$(BIN)/taskorch serve --models-dir $(MODELS_DIR) --auth $(AUTH)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -28,6 +28,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         env: dict[str, str] | None = None,
         gateway: bool = False,
         models_dir: Path | None = None,
+        auth: str | None = "none",
     ) -> ServerProcess:
         workdir = tmp_path / f"server{len(started)}"
         workdir.mkdir()
@@ -42,6 +43,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
             env=env or {},
             gateway=gateway,
             models_dir=models_dir,
+            auth=auth,
         )
         started.append(server)
         return server.start(wait=wait)

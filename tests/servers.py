@@ -41,6 +41,9 @@ class ServerProcess:
     gateway: bool = False
     http_port: int = 0
     models_dir: Path | None = None
+    # serve's --auth: "none" (every caller is the default tenant) unless a test asks for
+    # credentials; None passes no flag, so the server runs in its default mode.
+    auth: str | None = "none"
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -87,6 +90,7 @@ class ServerProcess:
             "--models-dir",
             str(self.models_dir or self.workdir / "models"),
             *gateway,
+            *(["--auth", self.auth] if self.auth is not None else []),
             "--log-format",
             "json",
             *self.args,

@@ -117,9 +117,10 @@ def test_help_lists_the_serve_flags_of_the_design() -> None:
         "--models-dir",
         "--no-gateway",
         "--workers",
+        "--auth",
     ):
         assert flag in run.stdout
-    assert "TASKORCH_GRPC_ADDR" in run.stdout
+    assert "TASKORCH_GRPC_ADDR" in run.stdout and "TASKORCH_AUTH" in run.stdout
 
 
 def _event_loop_logged(server: ServerProcess) -> str:

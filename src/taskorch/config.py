@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskorch.core.auth import AuthMethod
 from taskorch.store.database import DEFAULT_URL
 
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
 DEFAULT_HTTP_ADDR = "127.0.0.1:8080"
 DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
 DEFAULT_MODELS_DIR = Path("var/models")
+# Fail closed: a server started without --auth requires API keys (make serve asks for none).
+DEFAULT_AUTH = "keys"
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,10 @@ class Settings:
     db_pool_size: int = 4
     log_level: str = "info"
     log_format: str = "auto"
-    # Serve without credentials on a non-loopback address (never the default).
+    # Which credentials are required (--auth): API keys, OAuth bearer tokens or both; empty
+    # means none are checked, which serve allows on loopback addresses only.
+    auth: frozenset[AuthMethod] = frozenset({AuthMethod.KEYS})
+    # Serve with --auth none on a non-loopback address (never the default).
     insecure: bool = False
     # OAuth bearer tokens: a JWKS file or URL, the issuer and the audience to accept.
     oauth_jwks: str = ""

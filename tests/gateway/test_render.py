@@ -86,8 +86,8 @@ def test_upstream_twice_gives_two_endpoints(tmp_path: Path) -> None:
     assert _validate(text, tmp_path).returncode == 0
 
 
-def test_rate_limit_off_and_no_metrics_render_without_them(tmp_path: Path) -> None:
-    text = _render("--rate-limit", "off", "--metrics-addr", "", "--http-addr", "127.0.0.1:9090")
+def test_rate_limit_off_renders_without_limiters(tmp_path: Path) -> None:
+    text = _render("--rate-limit", "off", "--http-addr", "127.0.0.1:9090")
     config = yaml.safe_load(text)
     hcm = _hcm(config)
     names = [f["name"] for f in hcm["http_filters"]]
@@ -96,8 +96,13 @@ def test_rate_limit_off_and_no_metrics_render_without_them(tmp_path: Path) -> No
     assert names.index("envoy.filters.http.lua") < names.index(
         "envoy.filters.http.grpc_json_transcoder"
     )
+    # /metrics is transcoded to SystemService.GetMetrics on the servers, which check the
+    # caller like any call: no route bypasses them to the unauthenticated metrics port.
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    assert all(r["match"].get("path") != "/metrics" for r in routes)
+    (metrics,) = [r for r in routes if r["match"].get("path") == "/metrics"]
+    assert metrics["route"]["cluster"] == "taskorch_grpc"
+    clusters = [c["name"] for c in config["static_resources"]["clusters"]]
+    assert clusters == ["taskorch_grpc"]
     listener = config["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["port_value"] == 9090
     assert _validate(text, tmp_path).returncode == 0

@@ -137,6 +137,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         database_url=url,
         gateway=True,
         models_dir=tiny_repository(workdir / "models"),
+        auth="keys,oauth",
         args=(
             "--workers",
             "0",

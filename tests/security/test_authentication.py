@@ -188,6 +188,8 @@ def test_a_public_address_without_credentials_is_refused(tmp_path: Path) -> None
     database = sqlite_url(tmp_path / "open.db")
     done = taskorch(
         "serve",
+        "--auth",
+        "none",
         "--grpc-addr",
         f"0.0.0.0:{free_port()}",
         "--no-gateway",
@@ -203,7 +205,7 @@ def test_a_public_address_without_credentials_is_refused(tmp_path: Path) -> None
 
 
 def test_issuer_settings_must_come_together() -> None:
-    done = taskorch("serve", "--oauth-jwks", "/nonexistent.json", check=False)
+    done = taskorch("serve", "--auth", "oauth", "--oauth-jwks", "/nonexistent.json", check=False)
     assert done.returncode == 2
     assert "--oauth-issuer" in done.stderr
 

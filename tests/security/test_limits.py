@@ -37,6 +37,7 @@ def quota_server(
         workdir=workdir,
         database_url=url,
         gateway=True,
+        auth="keys",
         args=("--workers", "0", "--max-active-tasks", str(QUOTA)),
     )
     process.start()

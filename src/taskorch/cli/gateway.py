@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from taskorch.config import DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_METRICS_ADDR
+from taskorch.config import DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR
 from taskorch.gateway import openapi
 from taskorch.gateway.config import GatewaySettings, RateLimit, render_yaml
 from taskorch.gateway.descriptor import descriptor_set, service_names
@@ -23,9 +23,6 @@ def render(
         help="gRPC address of a taskorch server; repeat for several replicas.",
     ),
     http_addr: str = typer.Option(DEFAULT_HTTP_ADDR, "--http-addr", help="Where Envoy listens."),
-    metrics_addr: str = typer.Option(
-        DEFAULT_METRICS_ADDR, "--metrics-addr", help="Metrics to serve at /metrics ('' for none)."
-    ),
     admin_addr: str = typer.Option("127.0.0.1:9901", "--admin-addr", help="Envoy's admin API."),
     descriptor: Path = typer.Option(
         Path("gateway/taskorch.pb"),
@@ -39,7 +36,11 @@ def render(
         False, "--write-descriptor", help="Also write the descriptor set to --descriptor."
     ),
 ) -> None:
-    """Print the Envoy configuration (YAML) for a gateway in front of the given servers."""
+    """Print the Envoy configuration (YAML) for a gateway in front of the given servers.
+
+    ``/metrics`` goes to a server like any call (admin credentials needed where the server
+    requires credentials); scrape each server's metrics port for every replica's figures.
+    """
     try:
         limit = RateLimit.parse(rate_limit)
     except ValueError as exc:
@@ -52,7 +53,6 @@ def render(
         upstreams=upstream,
         descriptor=descriptor,
         admin=admin_addr,
-        metrics=metrics_addr or None,
         rate_limit=limit,
         services=service_names(),
     )

@@ -1,7 +1,8 @@
 """``taskorch keys …``: create, list and revoke API keys, straight in the server's database.
 
 These commands talk to the database, not to a server, so they work before the first key
-exists (which is when a server on a public address refuses to start).
+exists. Keys are checked by servers started with ``--auth keys`` (the default) or
+``--auth keys,oauth``; creating or revoking one never switches a server's mode.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from taskorch.store.database import DEFAULT_URL, Database
 
 app = typer.Typer(
     name="keys",
-    help="Create, list and revoke API keys (in the database given by --database-url).",
+    help="Create, list and revoke API keys (in the database given by --database-url). Servers "
+    "check them with --auth keys (the default); revoking the last key leaves such a server "
+    "refusing every call, never open.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

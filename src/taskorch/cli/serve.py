@@ -9,12 +9,14 @@ import typer
 from taskorch import logs
 from taskorch.cli import _loop
 from taskorch.config import (
+    DEFAULT_AUTH,
     DEFAULT_GRPC_ADDR,
     DEFAULT_HTTP_ADDR,
     DEFAULT_METRICS_ADDR,
     DEFAULT_MODELS_DIR,
     Settings,
 )
+from taskorch.core.auth import AuthMethod, parse_auth_mode
 from taskorch.store.database import DEFAULT_URL
 
 
@@ -69,18 +71,27 @@ def serve(
     log_format: str = typer.Option(
         "auto", envvar="TASKORCH_LOG_FORMAT", help="json|console|auto (console on a terminal)."
     ),
+    auth: str = typer.Option(
+        DEFAULT_AUTH,
+        envvar="TASKORCH_AUTH",
+        help="Credentials every call needs (health and reflection excepted): 'keys' (API keys "
+        "from `taskorch keys create`, the default), 'oauth' (bearer tokens, see --oauth-*), "
+        "'keys,oauth' (either), or 'none' (everyone is the default tenant; loopback "
+        "addresses only unless --insecure). Fixed for the server's life: creating or revoking "
+        "keys never switches it.",
+    ),
     insecure: bool = typer.Option(
         False,
         "--insecure",
         envvar="TASKORCH_INSECURE",
-        help="Serve a non-loopback address with no API key and no token issuer (everyone is "
-        "the default tenant). Without it such a server refuses to start.",
+        help="Allow --auth none on a non-loopback address (everyone is the default tenant). "
+        "Without it such a server refuses to start.",
     ),
     oauth_jwks: str = typer.Option(
         "",
         envvar="TASKORCH_OAUTH_JWKS",
-        help="Accept OAuth bearer tokens (RS256/ES256 JWTs) signed by the keys of this JWKS "
-        "file or URL. Needs --oauth-issuer and --oauth-audience.",
+        help="With --auth oauth: accept bearer tokens (RS256/ES256 JWTs) signed by the keys of "
+        "this JWKS file or URL. Needs --oauth-issuer and --oauth-audience.",
     ),
     oauth_issuer: str = typer.Option(
         "", envvar="TASKORCH_OAUTH_ISSUER", help="The `iss` bearer tokens must carry."
@@ -108,6 +119,7 @@ def serve(
     ),
 ) -> None:
     logs.configure(log_level, log_format)
+    methods = _auth_methods(auth, oauth_jwks, oauth_issuer, oauth_audience)
     settings = Settings(
         grpc_addr=grpc_addr,
         http_addr=http_addr,
@@ -121,6 +133,7 @@ def serve(
         drain_seconds=drain_seconds,
         log_level=log_level,
         log_format=log_format,
+        auth=methods,
         insecure=insecure,
         oauth_jwks=oauth_jwks,
         oauth_issuer=oauth_issuer,
@@ -128,10 +141,6 @@ def serve(
         oauth_tenant_claim=oauth_tenant_claim,
         max_active_tasks=max_active_tasks,
     )
-    if oauth_jwks and not (oauth_issuer and oauth_audience):
-        raise typer.BadParameter(
-            "--oauth-jwks needs --oauth-issuer and --oauth-audience", param_hint="--oauth-jwks"
-        )
     from taskorch.gateway.config import RateLimit
     from taskorch.gateway.launcher import GatewayError
     from taskorch.server.app import TaskorchServer
@@ -146,3 +155,24 @@ def serve(
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+def _auth_methods(auth: str, jwks: str, issuer: str, audience: str) -> frozenset[AuthMethod]:
+    """The --auth mode, checked against the --oauth-* flags (each needs the other)."""
+    try:
+        methods = parse_auth_mode(auth)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--auth") from None
+    if AuthMethod.OAUTH in methods:
+        if not (jwks and issuer and audience):
+            raise typer.BadParameter(
+                "--auth oauth needs --oauth-jwks, --oauth-issuer and --oauth-audience",
+                param_hint="--auth",
+            )
+    elif jwks or issuer or audience:
+        raise typer.BadParameter(
+            "bearer tokens are configured but --auth does not accept them: add oauth "
+            "(--auth oauth or --auth keys,oauth)",
+            param_hint="--auth",
+        )
+    return methods

@@ -9,15 +9,22 @@ Credentials arrive as metadata, so gRPC and REST (Envoy passes headers on) share
   comes from a claim (``tenant`` by default); scopes map to roles
   (``taskorch:admin`` → admin, ``taskorch:worker`` → worker, anything else → user).
 
+Which of the two a server accepts is its explicit mode (``serve --auth``, :class:`AuthMethod`):
+``keys``, ``oauth`` or both; never inferred from how many keys exist, so creating the first
+key or revoking the last one changes nothing but that key. With keys required and none valid,
+every method but health, reflection and the API document is refused (UNAUTHENTICATED). Mode
+``none`` checks nothing (every caller is the default tenant); ``serve`` allows it only on
+loopback addresses, loudly.
+
 Roles: ``user`` works with its tenant's tasks, subtasks, templates and chats; ``worker`` only
 takes and reports work (and reads what it works on); ``admin`` may do anything in every
-tenant. With no key and no token issuer configured the server runs open (every caller is
-the default tenant) — ``serve`` allows that only on a loopback address, loudly.
+tenant, and alone may read the server's metrics (:data:`ADMIN_METHODS`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import hmac
 import json
@@ -31,7 +38,7 @@ from typing import Any
 
 import structlog
 
-from taskorch.core.caller import ADMIN, ANONYMOUS, NOBODY, USER, WORKER, Caller
+from taskorch.core.caller import ADMIN, NOBODY, USER, WORKER, Caller
 from taskorch.core.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from taskorch.store import keys as key_store
 from taskorch.store.database import Database, Transaction
@@ -56,6 +63,8 @@ OPEN_METHODS = frozenset(
         "/taskorch.v1.SystemService/GetOpenApiDocument",
     }
 )
+# Only an admin may call these: metrics cover every tenant.
+ADMIN_METHODS = frozenset({"/taskorch.v1.SystemService/GetMetrics"})
 # What a worker-only credential may call.
 WORKER_METHODS = frozenset(
     {
@@ -74,6 +83,36 @@ WORKER_METHODS = frozenset(
         "/taskorch.v1.ModelService/GetModel",
     }
 )
+
+
+class AuthMethod(enum.StrEnum):
+    """A kind of credential a server accepts (``serve --auth``)."""
+
+    KEYS = "keys"  # x-api-key, made by `taskorch keys create`
+    OAUTH = "oauth"  # bearer JWTs of the configured issuer
+
+
+AUTH_NONE = "none"
+
+
+def parse_auth_mode(text: str) -> frozenset[AuthMethod]:
+    """``--auth``: ``none`` (empty set), ``keys``, ``oauth`` or both (``keys,oauth``).
+
+    Raises:
+        ValueError: anything else, saying what is accepted.
+    """
+    words = {w.strip().lower() for w in text.split(",")} - {""}
+    if words == {AUTH_NONE}:
+        return frozenset()
+    known = {m.value for m in AuthMethod}
+    if not words or not words <= known:
+        raise ValueError(f"{text!r} is not none, keys, oauth or keys,oauth")
+    return frozenset(AuthMethod(w) for w in words)
+
+
+def describe_auth_mode(methods: frozenset[AuthMethod]) -> str:
+    """The ``--auth`` spelling of ``methods`` (``none``, ``keys``, ``keys,oauth``)."""
+    return ",".join(m.value for m in AuthMethod if m in methods) or AUTH_NONE
 
 
 def hash_key(key: str) -> str:
@@ -147,15 +186,24 @@ class _Cached:
 
 @dataclass
 class Authenticator:
-    """Resolves the caller of a request from its metadata (see the module docstring)."""
+    """Resolves the caller of a request from its metadata (see the module docstring).
+
+    ``methods`` is the server's mode and never changes while it runs; it must not be empty
+    (mode ``none`` does not authenticate at all: the server uses no Authenticator).
+    """
 
     db: Database
+    methods: frozenset[AuthMethod]
     oauth: OAuthConfig | None = None
     _keys: dict[str, _Cached] = field(default_factory=dict)
     _tokens: dict[str, _Cached] = field(default_factory=dict)
-    _open_until: float = 0.0
-    _open: bool = True
     _jwks: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ValueError("an Authenticator needs at least one method (keys, oauth)")
+        if AuthMethod.OAUTH in self.methods and self.oauth is None:
+            raise ValueError("mode oauth needs an OAuthConfig")
 
     async def authenticate(self, method: str, metadata: Mapping[str, str]) -> Caller:
         """The caller, checked against the method's policy.
@@ -164,42 +212,34 @@ class Authenticator:
             Unauthenticated: no usable credentials where they are required.
             PermissionDenied: the credentials' role may not call ``method``.
         """
-        try:
-            if await self.is_open():
-                return ANONYMOUS  # credentials are not checked: none could be valid
-            caller = await self._caller(metadata)
-        except Unavailable:
-            if method in OPEN_METHODS:
-                # Health checks must answer NOT_SERVING, not fail, while the database is down.
-                return NOBODY
-            raise
         if method in OPEN_METHODS:
-            return caller or NOBODY
+            # Health checks must answer (NOT_SERVING while the database is down) whatever
+            # the credentials, and load balancers send none.
+            try:
+                return await self._caller(metadata) or NOBODY
+            except (Unauthenticated, Unavailable):
+                return NOBODY
+        caller = await self._caller(metadata)
         if caller is None:
-            raise Unauthenticated("Missing credentials: send an x-api-key or a bearer token")
+            raise Unauthenticated(f"Missing credentials: send {self._accepted()}")
         authorize(method, caller)
         return caller
 
-    async def is_open(self) -> bool:
-        """True while no API key exists and no token issuer is configured."""
-        if self.oauth is not None:
-            return False
-        now = time.monotonic()
-        if now >= self._open_until:
-            try:
-                self._open = await self.db.read(key_store.active_count) == 0
-            except Unavailable:
-                if not self._open_until:
-                    raise  # never read: unknown
-                # Keys cannot be created while the database is down: the last answer holds.
-                self._open_until = now + 1.0
-                return self._open
-            self._open_until = now + CACHE_SECONDS
-        return self._open
+    def _accepted(self) -> str:
+        kinds = []
+        if AuthMethod.KEYS in self.methods:
+            kinds.append("an x-api-key header (taskorch keys create)")
+        if AuthMethod.OAUTH in self.methods:
+            kinds.append("an authorization: Bearer <token> header")
+        return " or ".join(kinds)
 
     async def _caller(self, metadata: Mapping[str, str]) -> Caller | None:
         key = metadata.get("x-api-key", "").strip()
         if key:
+            if AuthMethod.KEYS not in self.methods:
+                raise Unauthenticated(
+                    "API keys are not accepted by this server (--auth oauth): send a bearer token"
+                )
             return await self._from_key(key)
         header = metadata.get("authorization", "")
         if header:
@@ -234,8 +274,10 @@ class Authenticator:
         return cached.caller
 
     async def _from_token(self, token: str) -> Caller:
-        if self.oauth is None:
-            raise Unauthenticated("Bearer tokens are not accepted: no token issuer is configured")
+        if self.oauth is None or AuthMethod.OAUTH not in self.methods:
+            raise Unauthenticated(
+                "Bearer tokens are not accepted by this server (--auth keys): send an x-api-key"
+            )
         now = time.monotonic()
         cached = self._tokens.get(token)
         if cached is None or now >= cached.until:
@@ -304,7 +346,14 @@ class Authenticator:
 
 def authorize(method: str, caller: Caller) -> None:
     """Raises PermissionDenied unless ``caller``'s roles may call ``method``."""
-    if ADMIN in caller.roles or USER in caller.roles:
+    if ADMIN in caller.roles:
+        return
+    if method in ADMIN_METHODS:
+        raise PermissionDenied(
+            f"Only an admin credential may call {method.rsplit('/', 1)[-1]} (it covers every "
+            "tenant)"
+        )
+    if USER in caller.roles:
         return
     if WORKER in caller.roles and method in WORKER_METHODS:
         return

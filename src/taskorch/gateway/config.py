@@ -193,7 +193,6 @@ class GatewaySettings:
     upstreams: Sequence[str]
     descriptor: Path
     admin: str = "127.0.0.1:9901"
-    metrics: str | None = None
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     services: Sequence[str] = ()
     access_log: bool = False
@@ -482,19 +481,17 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
         },
     ]
     rest_only = ["envoy.filters.http.lua", "envoy.filters.http.grpc_json_transcoder"]
-    routes: list[dict[str, Any]] = []
-    if settings.metrics:
-        routes.append(
-            {
-                "match": {"path": "/metrics"},
-                "route": {"cluster": "taskorch_metrics"},
-                "typed_per_filter_config": _disabled(*rest_only, *limiters),
-            }
-        )
-    routes += [
+    routes: list[dict[str, Any]] = [
         {
             # Load balancers probe /health: never rate limited.
             **_rest_route({"path": "/health"}, rule="health"),
+            "typed_per_filter_config": _disabled(*limiters),
+        },
+        {
+            # Scrapers neither (SystemService.GetMetrics, transcoded: the server checks that
+            # the caller is an admin, as for any call; the metrics port itself never
+            # reaches Envoy).
+            **_rest_route({"path": "/metrics"}),
             "typed_per_filter_config": _disabled(*limiters),
         },
         {
@@ -578,20 +575,6 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
             },
         }
     ]
-    if settings.metrics:
-        clusters.append(
-            {
-                "name": "taskorch_metrics",
-                "type": "STATIC",
-                "connect_timeout": "2s",
-                "load_assignment": {
-                    "cluster_name": "taskorch_metrics",
-                    "endpoints": [
-                        {"lb_endpoints": [{"endpoint": {"address": _address(settings.metrics)}}]}
-                    ],
-                },
-            }
-        )
     return {
         "admin": {"address": _address(settings.admin)},
         "static_resources": {

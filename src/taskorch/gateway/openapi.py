@@ -48,8 +48,16 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     ".google.protobuf.Empty": {"type": "object"},
     ".google.protobuf.Any": {"type": "object", "additionalProperties": True},
 }
-# Methods answering google.api.HttpBody: what their JSON body holds.
+# Methods answering google.api.HttpBody with something else than JSON: its media type.
+HTTP_BODY_MEDIA_TYPES: dict[str, str] = {
+    "taskorch.v1.SystemService.GetMetrics": "text/plain",
+}
+# Methods answering google.api.HttpBody: what their body holds.
 HTTP_BODY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "taskorch.v1.SystemService.GetMetrics": {
+        "type": "string",
+        "description": "Prometheus text exposition format.",
+    },
     "taskorch.v1.TaskService.ListTasksJson": {
         "type": "array",
         "items": {"$ref": "#/components/schemas/taskorch.v1.Task"},
@@ -266,8 +274,10 @@ def _operation(
         operation["parameters"] = parameters
     success: dict[str, Any]
     if method.output_type == ".google.api.HttpBody":
-        schema = HTTP_BODY_SCHEMAS.get(f"{service.lstrip('.')}.{method.name}", {})
-        success = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        name = f"{service.lstrip('.')}.{method.name}"
+        media = HTTP_BODY_MEDIA_TYPES.get(name, "application/json")
+        schema = HTTP_BODY_SCHEMAS.get(name, {})
+        success = {"description": "OK", "content": {media: {"schema": schema}}}
     elif method.server_streaming:
         success = {
             "description": "A Server-Sent Events stream: one `data: {json}` frame per message "

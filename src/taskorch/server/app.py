@@ -27,7 +27,7 @@ from prometheus_client import start_http_server
 
 from taskorch import __version__
 from taskorch.config import Settings, is_loopback, split_addr
-from taskorch.core.auth import Authenticator, OAuthConfig
+from taskorch.core.auth import Authenticator, AuthMethod, OAuthConfig, describe_auth_mode
 from taskorch.core.chat import ChatService
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import TaskEngine
@@ -51,13 +51,14 @@ from taskorch.inference.chat import EngineChatModels
 from taskorch.server import metrics, routes
 from taskorch.server.chat import ChatServicer
 from taskorch.server.health import HealthReporter
-from taskorch.server.interceptors import ServerInterceptor
+from taskorch.server.interceptors import ServerInterceptor, open_access
 from taskorch.server.models import ModelServicer
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
 from taskorch.server.templates import TemplateServicer
 from taskorch.server.workers import WorkerServicer
 from taskorch.store import counts
+from taskorch.store import keys as key_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store.database import Database
 from taskorch.v1 import (
@@ -131,14 +132,15 @@ class TaskorchServer:
         )
         self.directory = WorkerDirectory()
         oauth = None
-        if settings.oauth_jwks:
+        if AuthMethod.OAUTH in settings.auth:
             oauth = OAuthConfig(
                 jwks=settings.oauth_jwks,
                 issuer=settings.oauth_issuer,
                 audience=settings.oauth_audience,
                 tenant_claim=settings.oauth_tenant_claim,
             )
-        self.auth = Authenticator(self.db, oauth)
+        # --auth none: nobody is authenticated (and serve allows it on loopback only).
+        self.auth = Authenticator(self.db, settings.auth, oauth) if settings.auth else None
         self.task_engine = TaskEngine(self.db, self.hub)
         self.tasks = TaskService(
             self.db,
@@ -213,21 +215,49 @@ class TaskorchServer:
         self._announce()
 
     async def _check_access(self) -> None:
-        """Secure by default: no credentials configured is tolerated on loopback only."""
-        if not await self.auth.is_open():
-            return
+        """Secure by default: ``--auth none`` only on loopback addresses (or with --insecure).
+
+        The mode is the one given, whatever keys exist; what it means is logged once here.
+        """
+        mode = describe_auth_mode(self.settings.auth)
         exposed = [a for a in (self.settings.grpc_addr, self.settings.http_addr) if a]
+        if self.auth is not None:
+            if AuthMethod.KEYS in self.settings.auth and not await self._active_keys():
+                log.warning(
+                    "authentication: no active API key yet, so every call but health and "
+                    "reflection is refused until one is created (taskorch keys create)",
+                    auth=mode,
+                )
+            else:
+                log.info("authentication required", auth=mode)
+            self._warn_open_metrics()
+            return
         public = [a for a in exposed if not is_loopback(a)]
         if public and not self.settings.insecure:
             raise OSError(
-                f"refusing to serve {', '.join(public)} without credentials: create an API key "
-                "(taskorch keys create --tenant NAME), configure --oauth-jwks, or pass --insecure"
+                f"refusing to serve {', '.join(public)} with --auth none: require credentials "
+                "with --auth keys (taskorch keys create --tenant NAME) or --auth oauth, or "
+                "pass --insecure"
             )
+        keys = await self._active_keys()
         log.warning(
-            "NO AUTHENTICATION: no API key exists and no token issuer is configured; every "
-            "caller acts as the default tenant. Create a key with `taskorch keys create`.",
+            "NO AUTHENTICATION (--auth none): every caller acts as the default tenant"
+            + (f"; the {keys} active API key(s) are not checked" if keys else ""),
             listening=exposed,
         )
+
+    async def _active_keys(self) -> int:
+        """Reported at start-up only: how many keys exist never switches anything."""
+        return await self.db.read(key_store.active_count)
+
+    def _warn_open_metrics(self) -> None:
+        metrics_addr = self.settings.metrics_addr
+        if metrics_addr and not is_loopback(metrics_addr):
+            log.warning(
+                "the metrics port answers without credentials and covers every tenant: keep "
+                "it on a private network",
+                metrics=metrics_addr,
+            )
 
     def _start_workers(self) -> None:
         if self.settings.workers <= 0:
@@ -248,7 +278,8 @@ class TaskorchServer:
 
     async def _start_grpc(self) -> None:
         grpc_server = grpc.aio.server(
-            interceptors=[ServerInterceptor(self.auth.authenticate)], options=GRPC_OPTIONS
+            interceptors=[ServerInterceptor(self.auth.authenticate if self.auth else open_access)],
+            options=GRPC_OPTIONS,
         )
         server = GenericHandlersOnly(grpc_server)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(
@@ -301,15 +332,11 @@ class TaskorchServer:
     async def _start_gateway(self) -> None:
         self._gateway_dir = Path(tempfile.mkdtemp(prefix="taskorch-gateway-"))
         descriptor = write_descriptor(self._gateway_dir)
-        metrics_target = None
-        if self.endpoints.metrics:
-            metrics_target = self.endpoints.metrics.removeprefix("http://").removesuffix("/metrics")
         settings = GatewaySettings(
             listen=self.settings.http_addr,
             upstreams=[self.endpoints.grpc],
             descriptor=descriptor,
             admin=f"127.0.0.1:{free_port()}",
-            metrics=metrics_target,
             rate_limit=RateLimit.parse(self.settings.rate_limit),
             services=service_names(),
         )

@@ -1,4 +1,5 @@
-"""SystemService: the health report of seed 001 (/health through the gateway)."""
+"""SystemService: the health report of seed 001 (/health through the gateway), the metrics
+(/metrics through the gateway, admin credentials only) and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from typing import Any, TypeAlias
 
 from google.api import httpbody_pb2
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from taskorch import __version__
 from taskorch.core.errors import Unavailable
@@ -54,6 +56,15 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
             report.failed_tasks = counts.get(Status.FAILED, 0)
             report.cancelled_tasks = counts.get(Status.CANCELLED, 0)
         return report
+
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        # The interceptor let only an admin (or anyone, with --auth none) this far: the
+        # figures cover every tenant.
+        return httpbody_pb2.HttpBody(
+            content_type=CONTENT_TYPE_LATEST, data=generate_latest(REGISTRY)
+        )
 
     async def GetOpenApiDocument(
         self, request: pb.GetOpenApiDocumentRequest, context: Context

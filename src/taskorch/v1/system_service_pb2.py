@@ -27,7 +27,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskorch/v1/system_service.proto\x12\x0btaskorch.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetHealthRequest\"\x1b\n\x19GetOpenApiDocumentRequest\"\xa5\x02\n\x0cHealthReport\x12\x0e\n\x06status\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06uptime\x18\x04 \x01(\x05\x12\x14\n\x0c\x61\x63tive_tasks\x18\x05 \x01(\x05\x12\x15\n\rpending_tasks\x18\x06 \x01(\x05\x12\x17\n\x0f\x63ompleted_tasks\x18\x07 \x01(\x05\x12\x14\n\x0c\x66\x61iled_tasks\x18\x08 \x01(\x05\x12\x17\n\x0f\x63\x61ncelled_tasks\x18\t \x01(\x05\x12\x0f\n\x07problem\x18\n \x01(\t\x12\x14\n\x0cworker_slots\x18\x0b \x01(\x05\x12\x19\n\x11\x62usy_worker_slots\x18\x0c \x01(\x05\x32\xe0\x01\n\rSystemService\x12\x64\n\tGetHealth\x12\x1d.taskorch.v1.GetHealthRequest\x1a\x19.taskorch.v1.HealthReport\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x07/healthZ\x0c\x12\n/v1/health\x12i\n\x12GetOpenApiDocument\x12&.taskorch.v1.GetOpenApiDocumentRequest\x1a\x14.google.api.HttpBody\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/openapi.jsonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskorch/v1/system_service.proto\x12\x0btaskorch.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetHealthRequest\"\x13\n\x11GetMetricsRequest\"\x1b\n\x19GetOpenApiDocumentRequest\"\xa5\x02\n\x0cHealthReport\x12\x0e\n\x06status\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06uptime\x18\x04 \x01(\x05\x12\x14\n\x0c\x61\x63tive_tasks\x18\x05 \x01(\x05\x12\x15\n\rpending_tasks\x18\x06 \x01(\x05\x12\x17\n\x0f\x63ompleted_tasks\x18\x07 \x01(\x05\x12\x14\n\x0c\x66\x61iled_tasks\x18\x08 \x01(\x05\x12\x17\n\x0f\x63\x61ncelled_tasks\x18\t \x01(\x05\x12\x0f\n\x07problem\x18\n \x01(\t\x12\x14\n\x0cworker_slots\x18\x0b \x01(\x05\x12\x19\n\x11\x62usy_worker_slots\x18\x0c \x01(\x05\x32\xb6\x02\n\rSystemService\x12\x64\n\tGetHealth\x12\x1d.taskorch.v1.GetHealthRequest\x1a\x19.taskorch.v1.HealthReport\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x07/healthZ\x0c\x12\n/v1/health\x12T\n\nGetMetrics\x12\x1e.taskorch.v1.GetMetricsRequest\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/metrics\x12i\n\x12GetOpenApiDocument\x12&.taskorch.v1.GetOpenApiDocumentRequest\x1a\x14.google.api.HttpBody\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/openapi.jsonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,14 +36,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['GetHealth']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['GetHealth']._serialized_options = b'\202\323\344\223\002\027\022\007/healthZ\014\022\n/v1/health'
+  _globals['_SYSTEMSERVICE'].methods_by_name['GetMetrics']._loaded_options = None
+  _globals['_SYSTEMSERVICE'].methods_by_name['GetMetrics']._serialized_options = b'\202\323\344\223\002\n\022\010/metrics'
   _globals['_SYSTEMSERVICE'].methods_by_name['GetOpenApiDocument']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['GetOpenApiDocument']._serialized_options = b'\202\323\344\223\002\017\022\r/openapi.json'
   _globals['_GETHEALTHREQUEST']._serialized_start=139
   _globals['_GETHEALTHREQUEST']._serialized_end=157
-  _globals['_GETOPENAPIDOCUMENTREQUEST']._serialized_start=159
-  _globals['_GETOPENAPIDOCUMENTREQUEST']._serialized_end=186
-  _globals['_HEALTHREPORT']._serialized_start=189
-  _globals['_HEALTHREPORT']._serialized_end=482
-  _globals['_SYSTEMSERVICE']._serialized_start=485
-  _globals['_SYSTEMSERVICE']._serialized_end=709
+  _globals['_GETMETRICSREQUEST']._serialized_start=159
+  _globals['_GETMETRICSREQUEST']._serialized_end=178
+  _globals['_GETOPENAPIDOCUMENTREQUEST']._serialized_start=180
+  _globals['_GETOPENAPIDOCUMENTREQUEST']._serialized_end=207
+  _globals['_HEALTHREPORT']._serialized_start=210
+  _globals['_HEALTHREPORT']._serialized_end=503
+  _globals['_SYSTEMSERVICE']._serialized_start=506
+  _globals['_SYSTEMSERVICE']._serialized_end=816
 # @@protoc_insertion_point(module_scope)

@@ -14,6 +14,10 @@ class GetHealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetMetricsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GetOpenApiDocumentRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -41,6 +41,11 @@ class SystemServiceStub:
                 request_serializer=taskorch_dot_v1_dot_system__service__pb2.GetHealthRequest.SerializeToString,
                 response_deserializer=taskorch_dot_v1_dot_system__service__pb2.HealthReport.FromString,
                 _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/taskorch.v1.SystemService/GetMetrics',
+                request_serializer=taskorch_dot_v1_dot_system__service__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.GetOpenApiDocument = channel.unary_unary(
                 '/taskorch.v1.SystemService/GetOpenApiDocument',
                 request_serializer=taskorch_dot_v1_dot_system__service__pb2.GetOpenApiDocumentRequest.SerializeToString,
@@ -60,6 +65,17 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetrics(self, request, context):
+        """The server's Prometheus metrics in the text exposition format (seed 001's
+        GET /metrics). They cover every tenant, so only an admin credential may read
+        them (PERMISSION_DENIED for others, UNAUTHENTICATED without credentials; open
+        with serve --auth none). Scrapers on a private network read the same text on
+        the metrics port (serve --metrics-addr) without credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOpenApiDocument(self, request, context):
         """The OpenAPI 3 document of the REST surface, generated from these protos.
         """
@@ -74,6 +90,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.GetHealth,
                     request_deserializer=taskorch_dot_v1_dot_system__service__pb2.GetHealthRequest.FromString,
                     response_serializer=taskorch_dot_v1_dot_system__service__pb2.HealthReport.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=taskorch_dot_v1_dot_system__service__pb2.GetMetricsRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'GetOpenApiDocument': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOpenApiDocument,
@@ -109,6 +130,33 @@ class SystemService:
             '/taskorch.v1.SystemService/GetHealth',
             taskorch_dot_v1_dot_system__service__pb2.GetHealthRequest.SerializeToString,
             taskorch_dot_v1_dot_system__service__pb2.HealthReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.SystemService/GetMetrics',
+            taskorch_dot_v1_dot_system__service__pb2.GetMetricsRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,
