@@ -277,7 +277,9 @@ def test_completions_cut_short_by_a_kill_run_again_and_count_once(
                 "GROUP BY status HAVING SUM(n) <> 0",
             )
         )
-        assert {int(k): int(v) for k, v in counted.items()} == {int(k): int(v) for k, v in rows.items()}
+        assert {int(k): int(v) for k, v in counted.items()} == {
+            int(k): int(v) for k, v in rows.items()
+        }
         assert rows == {3: len(ids)}
     finally:
         databases.discard(url)

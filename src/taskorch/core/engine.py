@@ -233,6 +233,7 @@ class TaskEngine:
         self.clock = clock
         self.backoff = backoff or Backoff()
         self._parked: list[_Take] = []
+        self._tasks: set[asyncio.Future[None]] = set()
         self._steps: list[tuple[type, Callable[[_Batch, list[HotOp]], Awaitable[None]]]] = [
             (_Create, self._creates),
             (_Cancel, self._cancels),
@@ -487,7 +488,7 @@ class TaskEngine:
         if request.future.done():
             # The taker stopped waiting (a worker shutting down): hand the work back.
             for lease in leases:
-                asyncio.ensure_future(
+                self._background(
                     self._give_back(lease.subtask.subtask_id, lease.lease_id, "taker gone")
                 )
             return
@@ -511,6 +512,11 @@ class TaskEngine:
         if request.timer is not None:
             request.timer.cancel()
             request.timer = None
+
+    def _background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _give_back(self, subtask_id: str, lease_id: str, reason: str) -> None:
         try:

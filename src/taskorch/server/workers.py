@@ -60,6 +60,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self.engine = engine
         self.directory = directory
         self._holders: dict[str, _Listener] = {}  # subtask_id -> the stream that holds it
+        self._giving_back: set[asyncio.Future[None]] = set()
 
     async def Take(self, request: pb.TakeRequest, context: Context) -> Any:
         worker = identity(current_caller(), request.worker_id, request.kinds, request.models)
@@ -153,7 +154,9 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             # Taken for this stream but never sent: back to the queue at once.
             for lease in assignments:
                 listener.held.pop(lease.subtask.subtask_id, None)
-                asyncio.ensure_future(self._give_back(lease))
+                give_back = asyncio.ensure_future(self._give_back(lease))
+                self._giving_back.add(give_back)
+                give_back.add_done_callback(self._giving_back.discard)
             for subtask_id in listener.held:
                 self._holders.pop(subtask_id, None)
             log.info("worker disconnected", worker_id=worker.worker_id, holding=len(listener.held))

@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -327,7 +327,7 @@ class Database:
         changes: Changes | None = None
         try:
             if hot_writer is not None:
-                changes = await hot_writer.commit(self._run_hot, batch)  # type: ignore[arg-type]
+                changes = await hot_writer.commit(self._run_hot, batch)
             else:
                 changes = await self._commit_retrying(batch)
         except Exception as exc:  # the connection broke or the commit failed
@@ -522,14 +522,12 @@ class Database:
             self._writer_conn = None
 
 
-class PostgresWriterLike:
+class PostgresWriterLike(Protocol):
     """What a PostgreSQL transition writer offers the write loop (store/queue/postgres.py)."""
 
-    async def commit(self, run: HotRunner, batch: list[HotOp]) -> Changes:
-        raise NotImplementedError
+    async def commit(self, run: Any, batch: list[Any]) -> Changes: ...
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    async def close(self) -> None: ...
 
 
 def _sqlite_raw(conn: Connection) -> sqlite3.Connection:

@@ -222,7 +222,7 @@ class Queue(Protocol):
     async def output_events(
         self, items: Sequence[tuple[str, str | None, JSON | None]], now: datetime, changes: Changes
     ) -> set[str]:
-        """(task id, text delta, data): OUTPUT events of RUNNING tasks; the task ids that had one."""
+        """(task id, text delta, data): OUTPUT events of RUNNING tasks; the tasks that had one."""
         ...
 
     # -- finish -------------------------------------------------------------------------------

@@ -75,7 +75,8 @@ WITH new_tasks AS (
         input_data, parameters, priority, depends_on, progress, progress_message, request_id,
         attempt, max_attempts, timeout_seconds, sequence, created_at, updated_at)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[],
-        $6::text[], $7::text[], $8::text[]::jsonb[], $9::text[]::jsonb[], $10::int2[], $11::text[]::jsonb[],
+        $6::text[], $7::text[], $8::text[]::jsonb[], $9::text[]::jsonb[], $10::int2[],
+        $11::text[]::jsonb[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::int4[], $17::float8[],
         $18::int4[], $19::timestamptz[], $19::timestamptz[])
 ), new_subtasks AS (
@@ -83,7 +84,8 @@ WITH new_tasks AS (
         input, info, status, progress, attempt, max_attempts, priority, ready, available_at,
         timeout_seconds, created_at, updated_at)
     SELECT s.*, s.created_at FROM unnest($20::text[], $21::text[], $22::text[],
-        $23::text[], $24::text[], $25::text[], $26::int4[], $27::text[]::jsonb[], $28::text[]::jsonb[],
+        $23::text[], $24::text[], $25::text[], $26::int4[], $27::text[]::jsonb[],
+        $28::text[]::jsonb[],
         $29::int2[], $30::float8[], $31::int4[], $32::int4[], $33::int2[], $34::bool[],
         $35::timestamptz[], $36::float8[], $37::timestamptz[])
         AS s(subtask_id, task_id, tenant_id, kind, model_name, name, stage, input, info,
@@ -220,7 +222,8 @@ WITH i AS (
         output_delta, data, created_at)
     SELECT o.task_id, c.tenant_id, c.sequence - c.n + o.k, 4, 2, c.progress, o.delta,
         o.data, $1
-    FROM unnest($4::text[], $5::int4[], $6::text[], $7::text[]::jsonb[]) AS o(task_id, k, delta, data)
+    FROM unnest($4::text[], $5::int4[], $6::text[], $7::text[]::jsonb[])
+        AS o(task_id, k, delta, data)
     JOIN changed c ON c.task_id = o.task_id
     RETURNING event_id
 ), span AS (
@@ -242,8 +245,8 @@ RETURNING s.*,
 # The task ends (completed, failed, cancelled) share one shape: $4 is the new status.
 _END_TASKS = """
 WITH i AS (
-    SELECT * FROM unnest($2::text[], $3::text[]::jsonb[], $5::text[]::jsonb[], $6::text[], $7::text[],
-        $8::text[], $9::text[])
+    SELECT * FROM unnest($2::text[], $3::text[]::jsonb[], $5::text[]::jsonb[], $6::text[],
+        $7::text[], $8::text[], $9::text[])
         AS i(task_id, result, usage, error, code, message, reason)
 ), before AS (
     SELECT t.task_id, t.status FROM tasks t JOIN i ON i.task_id = t.task_id
@@ -255,7 +258,8 @@ WITH i AS (
         resource_usage = CASE WHEN $4::int2 = 3 THEN coalesce(i.usage, t.resource_usage)
             ELSE t.resource_usage END,
         error = CASE WHEN $4::int2 = 3 THEN NULL WHEN $4::int2 = 4 THEN i.error ELSE t.error END,
-        error_code = CASE WHEN $4::int2 = 3 THEN NULL WHEN $4::int2 = 4 THEN i.code ELSE t.error_code END,
+        error_code = CASE WHEN $4::int2 = 3 THEN NULL WHEN $4::int2 = 4 THEN i.code
+            ELSE t.error_code END,
         progress_message = CASE WHEN $4::int2 = 5 THEN
             CASE WHEN i.reason IS NULL THEN 'cancelled' ELSE 'cancelled: ' || i.reason END
             ELSE NULL END,

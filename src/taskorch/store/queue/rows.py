@@ -9,7 +9,7 @@ connection's codecs).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -192,7 +192,7 @@ def subtask_values_sqlite(s: Subtask) -> tuple[Any, ...]:
 
 
 def _decoded(
-    row: Mapping[str, Any], json_columns: frozenset[str], time_columns: frozenset[str]
+    row: Any, json_columns: frozenset[str], time_columns: frozenset[str]
 ) -> Callable[[str], Any]:
     def get(name: str) -> Any:
         value = row[name]
@@ -207,11 +207,11 @@ def _decoded(
     return get
 
 
-def task_from_sqlite(row: Mapping[str, Any]) -> Task:
+def task_from_sqlite(row: Any) -> Task:
     return task_from(_decoded(row, TASK_JSON, TASK_TIMES))
 
 
-def subtask_from_sqlite(row: Mapping[str, Any]) -> Subtask:
+def subtask_from_sqlite(row: Any) -> Subtask:
     return subtask_from(_decoded(row, SUBTASK_JSON, SUBTASK_TIMES))
 
 

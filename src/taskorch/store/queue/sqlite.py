@@ -43,11 +43,14 @@ from taskorch.store.queue.rows import (
     task_values_sqlite,
 )
 
-_INSERT_TASK = (
-    f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
-)
-_INSERT_SUBTASK = f"INSERT INTO subtasks ({', '.join(SUBTASK_COLUMNS)}) VALUES ({', '.join('?' * len(SUBTASK_COLUMNS))})"
-_INSERT_EVENT = f"INSERT INTO task_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+_INSERT_TASK = _insert("tasks", TASK_COLUMNS)
+_INSERT_SUBTASK = _insert("subtasks", SUBTASK_COLUMNS)
+_INSERT_EVENT = _insert("task_events", EVENT_COLUMNS)
 _INSERT_DEPENDENCY = "INSERT INTO task_dependencies (task_id, depends_on_id) VALUES (?, ?)"
 _INSERT_DELTA = (
     "INSERT INTO task_count_deltas (tenant_id, status, task_type, model_name, template, delta) "
@@ -123,7 +126,8 @@ class SqliteQueue:
         if not request_ids:
             return {}
         rows = self._rows(
-            f"SELECT * FROM tasks WHERE tenant_id = ? AND request_id IN ({_marks(len(request_ids))})",
+            "SELECT * FROM tasks WHERE tenant_id = ? "
+            f"AND request_id IN ({_marks(len(request_ids))})",
             [tenant_id, *request_ids],
         )
         return {row["request_id"]: task_from_sqlite(row) for row in rows}
@@ -132,7 +136,8 @@ class SqliteQueue:
         if not task_ids:
             return {}
         rows = self.conn.execute(
-            f"SELECT task_id, status FROM tasks WHERE tenant_id = ? AND task_id IN ({_marks(len(task_ids))})",
+            "SELECT task_id, status FROM tasks WHERE tenant_id = ? "
+            f"AND task_id IN ({_marks(len(task_ids))})",
             [tenant_id, *task_ids],
         ).fetchall()
         return {task_id: Status(status) for task_id, status in rows}
@@ -195,8 +200,8 @@ class SqliteQueue:
         if taker.task_id is not None:
             arm.append(taker.task_id)
         params: list[Any] = []
-        for kind in kinds or [None]:
-            params += ([kind] if kind is not None else []) + arm + [limit]
+        for kind in kinds or [""]:
+            params += ([kind] if kinds else []) + arm + [limit]
         picked = [row[0] for row in self.conn.execute(sql, [*params, limit]).fetchall()]
         if not picked:
             return []
