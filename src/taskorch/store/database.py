@@ -37,6 +37,7 @@ import contextlib
 import itertools
 import random
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -160,6 +161,9 @@ class Database:
         self._hot_queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._writer_tasks: list[asyncio.Task[None]] = []
         self._open = False
+        # Transactions committed and operations in them (the group commit's effect).
+        self.batches = 0
+        self.operations = 0
 
     @property
     def is_sqlite(self) -> bool:
@@ -233,7 +237,7 @@ class Database:
         from taskorch.store.migrate import upgrade
 
         if self.is_sqlite:
-            await self._in_writer_thread(lambda: self._on_writer_conn(_in_tx, upgrade))
+            await self._in_writer_thread(lambda: self._on_writer_conn(_waiting_in_tx, upgrade))
             return
 
         def run_locked(conn: Connection) -> None:
@@ -324,6 +328,8 @@ class Database:
 
     async def _settle(self, batch: list[_Item], hot_writer: PostgresWriterLike | None) -> None:
         """Commits one batch, then runs its after-commit work and answers its callers."""
+        self.batches += 1
+        self.operations += len(batch)
         changes: Changes | None = None
         try:
             if hot_writer is not None:
@@ -432,15 +438,15 @@ class Database:
         return Changes()
 
     async def _commit_sqlite(self, batch: list[_Item]) -> Changes:
-        """One transaction on the writer connection: transitions on the event loop, the
-        SQLAlchemy operations, BEGIN and COMMIT on the writer thread."""
+        """One transaction on the writer connection: BEGIN and the transitions on the event
+        loop, the SQLAlchemy operations and COMMIT (its fsync) on the writer thread."""
         hot = [item for item in batch if isinstance(item, HotOp)]
         cold = [item for item in batch if isinstance(item, _Pending)]
         isolate = False
         cold_rounds = itertools.chain((False, False), itertools.repeat(True))
         cold_savepoints = next(cold_rounds)
         while True:
-            conn = await self._in_writer_thread(self._begin)
+            conn = await self._begin()
             try:
                 return await self._sqlite_batch(conn, hot, cold, isolate, cold_savepoints)
             except _ColdOpFailed as failed:
@@ -468,7 +474,7 @@ class Database:
         raw = _sqlite_raw(conn)
         queue = SqliteQueue(raw)
         if hot and isolate:
-            await self._run_isolated(queue, changes, hot, partial(_sqlite_savepoint, raw))
+            await self._run_isolated(queue, changes, hot, partial(_sqlite_savepoint, raw, queue))
         elif hot:
             await self._run_hot(queue, changes, hot)
         if cold:
@@ -477,23 +483,37 @@ class Database:
         await self._in_writer_thread(partial(self._end, conn, commit=True))
         return changes
 
-    def _begin(self) -> Connection:
-        def begin(conn: Connection) -> Connection:
-            conn.begin()
-            return conn
-
-        return self._on_writer_conn(begin)
+    async def _begin(self) -> Connection:
+        """BEGIN IMMEDIATE (the write lock) on the writer connection, on the event loop when
+        the lock is free at once (a few microseconds); when another process holds it (a CLI
+        writing), the writer thread waits for it instead."""
+        conn = self._writer_conn
+        if conn is None or conn.closed:
+            conn = await self._in_writer_thread(partial(self._on_writer_conn, lambda c: c))
+        raw = _sqlite_raw(conn)
+        try:
+            raw.execute("BEGIN IMMEDIATE").close()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            await self._in_writer_thread(partial(_begin_waiting, raw))
+        return conn
 
     def _end(self, conn: Connection, *, commit: bool) -> None:
+        """COMMIT or ROLLBACK: through SQLAlchemy when its operations ran in the transaction
+        (it then knows of it), else on the driver."""
         transaction = conn.get_transaction()
-        if transaction is None:
-            return
         try:
-            if commit:
-                transaction.commit()
-            else:
-                transaction.rollback()
-        except DBAPIError:
+            if transaction is not None:
+                if commit:
+                    transaction.commit()
+                else:
+                    transaction.rollback()
+                return
+            raw = _sqlite_raw(conn)
+            if raw.in_transaction:
+                raw.execute("COMMIT" if commit else "ROLLBACK").close()
+        except (DBAPIError, sqlite3.Error):
             self._close_writer_conn()
             raise
 
@@ -509,6 +529,9 @@ class Database:
             # Take the write lock at BEGIN, so a second process (a CLI) waits on busy_timeout
             # instead of failing when it upgrades a read lock.
             self._writer_conn.info["taskorch_begin"] = "BEGIN IMMEDIATE"
+            # Batches begin on the event loop, which must never wait: a busy lock answers at
+            # once there and is waited for on the writer thread (_begin_waiting).
+            _sqlite_raw(self._writer_conn).execute("PRAGMA busy_timeout = 0").close()
         try:
             return fn(self._writer_conn, *args)
         except DBAPIError:
@@ -536,20 +559,41 @@ def _sqlite_raw(conn: Connection) -> sqlite3.Connection:
 
 
 @contextlib.asynccontextmanager
-async def _sqlite_savepoint(raw: sqlite3.Connection) -> Any:
+async def _sqlite_savepoint(raw: sqlite3.Connection, queue: SqliteQueue) -> Any:
     raw.execute("SAVEPOINT transition").close()
     try:
         yield
     except BaseException:
         raw.execute("ROLLBACK TO transition").close()
         raw.execute("RELEASE transition").close()
+        queue.forget()  # what it read in the savepoint may be undone
         raise
     raw.execute("RELEASE transition").close()
 
 
-def _in_tx(conn: Connection, fn: Callable[[Connection], T]) -> T:
-    with conn.begin():
-        return fn(conn)
+def _begin_waiting(raw: sqlite3.Connection, seconds: float = 30.0) -> None:
+    """BEGIN IMMEDIATE, waiting up to ``seconds`` for another process's write lock."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE").close()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)
+
+
+def _waiting_in_tx(conn: Connection, fn: Callable[[Connection], T]) -> T:
+    """``fn`` in a transaction that waits for another process's write lock (up to 30 s)."""
+    raw = _sqlite_raw(conn)
+    raw.execute("PRAGMA busy_timeout = 30000").close()
+    try:
+        with conn.begin():
+            return fn(conn)
+    finally:
+        raw.execute("PRAGMA busy_timeout = 0").close()
 
 
 def _run_cold(conn: Connection, batch: list[_Pending], use_savepoints: bool) -> None:
@@ -666,6 +710,8 @@ def _sqlite_engine(url: URL, pool_size: int) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(conn.info.get("taskorch_begin", "BEGIN"))
+        # The writer's batches may have begun the transaction on the driver already.
+        if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+            conn.exec_driver_sql(conn.info.get("taskorch_begin", "BEGIN"))
 
     return engine

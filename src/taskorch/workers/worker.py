@@ -129,8 +129,11 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.stats = WorkerStats()
         self._running: dict[str, _Run] = {}
-        self._reports: set[asyncio.Task[None]] = set()
-        self._slot_freed = asyncio.Event()
+        self._reports: set[asyncio.Future[None]] = set()
+        # Set while every slot is busy; a slot that frees resolves it, leaving its report
+        # for the loop to send together with the next take (one batch on the server).
+        self._slot_waiter: asyncio.Future[None] | None = None
+        self._deferred: list[Awaitable[None]] = []
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
@@ -166,9 +169,16 @@ class Worker:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._running)
                 if free <= 0:
-                    self._slot_freed.clear()
-                    await self._until(self._slot_freed)
+                    self._slot_waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._slot_waiter
+                    finally:
+                        self._slot_waiter = None
                     continue
+                # Reports of the slots just freed go out now, right before the take.
+                deferred, self._deferred = self._deferred, []
+                for report in deferred:
+                    self._send(report)
                 try:
                     leases = await self._interruptible(
                         self.source.take(
@@ -200,6 +210,7 @@ class Worker:
     async def stop(self, drain_seconds: float = 30.0) -> None:
         """Stops taking work; lets running work finish for ``drain_seconds``, then releases it."""
         self._stopping.set()
+        self._free_slot()
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loop_task
@@ -215,6 +226,9 @@ class Worker:
             if pending:
                 await asyncio.wait(pending, timeout=10)
             self._beat_task.cancel()
+        for report in self._deferred:
+            self._send(report)
+        self._deferred = []
         if self._reports:
             await asyncio.wait(list(self._reports), timeout=10)
         log.info("worker stopped", worker_id=self.worker_id, **vars(self.stats))
@@ -263,11 +277,17 @@ class Worker:
             log.exception("handler failed", kind=lease.subtask.kind)
             report = self._failed(lease, f"{type(exc).__name__}: {exc}", "INTERNAL_ERROR", True)
         finally:
-            if report is not None:
-                # Sent on its way before the slot is free, so the next take joins it.
-                self._send(report)
             self._running.pop(lease.subtask.subtask_id, None)
-            self._slot_freed.set()
+            if report is not None:
+                if self._slot_waiter is not None and not self._stopping.is_set():
+                    self._deferred.append(report)  # sent with the loop's next take
+                else:
+                    self._send(report)
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        if self._slot_waiter is not None and not self._slot_waiter.done():
+            self._slot_waiter.set_result(None)
 
     def _send(self, report: Awaitable[None]) -> None:
         task = asyncio.ensure_future(report)
@@ -338,9 +358,6 @@ class Worker:
                     failures.pop(key, None)
 
     # -- waiting that stop() interrupts --------------------------------------------------------
-
-    async def _until(self, event: asyncio.Event) -> None:
-        await self._interruptible(event.wait())
 
     async def _sleep(self, seconds: float) -> None:
         await self._interruptible(asyncio.sleep(seconds))

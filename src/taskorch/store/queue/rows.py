@@ -9,6 +9,7 @@ connection's codecs).
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -87,12 +88,6 @@ EVENT_COLUMNS = (
     "data",
     "created_at",
 )
-TASK_JSON = frozenset({"input_data", "parameters", "depends_on", "result", "resource_usage"})
-TASK_TIMES = frozenset({"created_at", "updated_at", "started_at", "completed_at", "cancelled_at"})
-SUBTASK_JSON = frozenset({"input", "info", "result"})
-SUBTASK_TIMES = frozenset(
-    {"available_at", "lease_expires_at", "created_at", "updated_at", "started_at", "completed_at"}
-)
 
 
 # -- SQLite values -----------------------------------------------------------------------------
@@ -101,17 +96,15 @@ SUBTASK_TIMES = frozenset(
 def sqlite_time(value: datetime | None) -> str | None:
     """A UTC time as SQLAlchemy stores it on SQLite (always with microseconds, so text order
     is time order)."""
-    if value is None:
-        return None
+    return None if value is None else _format_time(value)
+
+
+@lru_cache(maxsize=1024)
+def _format_time(value: datetime) -> str:
+    # Cached: a batch writes the same few times (its "now", deadlines) into many rows.
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     return f"{value:%Y-%m-%d %H:%M:%S.%f}"
-
-
-def from_sqlite_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def dumps(value: Any) -> str | None:
@@ -191,28 +184,86 @@ def subtask_values_sqlite(s: Subtask) -> tuple[Any, ...]:
     )
 
 
-def _decoded(
-    row: Any, json_columns: frozenset[str], time_columns: frozenset[str]
-) -> Callable[[str], Any]:
-    def get(name: str) -> Any:
-        value = row[name]
-        if value is None:
-            return None
-        if name in json_columns:
-            return json.loads(value)
-        if name in time_columns:
-            return from_sqlite_time(value)
-        return value
+def _json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
 
-    return get
+
+@lru_cache(maxsize=4096)
+def _parse_time(value: str) -> datetime:
+    # Cached: the rows a batch writes share their times (each transition's "now").
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else _parse_time(value)
 
 
 def task_from_sqlite(row: Any) -> Task:
-    return task_from(_decoded(row, TASK_JSON, TASK_TIMES))
+    """A task from a ``tasks`` row read with the sqlite3 driver (``sqlite3.Row``). Written
+    out field by field: it runs for every task a batch ends."""
+    return Task(
+        task_id=row["task_id"],
+        tenant_id=row["tenant_id"],
+        status=Status(row["status"]),
+        task_type=row["task_type"],
+        model_name=row["model_name"],
+        template=row["template"],
+        text=row["text"],
+        input_data=_json(row["input_data"]),
+        parameters=_json(row["parameters"]),
+        priority=row["priority"],
+        depends_on=tuple(_json(row["depends_on"]) or ()),
+        result=_json(row["result"]),
+        error=row["error"],
+        error_code=row["error_code"],
+        progress=row["progress"],
+        progress_message=row["progress_message"],
+        worker_id=row["worker_id"],
+        request_id=row["request_id"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        timeout_seconds=row["timeout_seconds"],
+        resource_usage=ResourceUsage.from_json(_json(row["resource_usage"])),
+        sequence=row["sequence"],
+        created_at=_time(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=_time(row["updated_at"]),  # type: ignore[arg-type]
+        started_at=_time(row["started_at"]),
+        completed_at=_time(row["completed_at"]),
+        cancelled_at=_time(row["cancelled_at"]),
+    )
 
 
 def subtask_from_sqlite(row: Any) -> Subtask:
-    return subtask_from(_decoded(row, SUBTASK_JSON, SUBTASK_TIMES))
+    """A subtask from a ``subtasks`` row read with the sqlite3 driver (see above)."""
+    return Subtask(
+        subtask_id=row["subtask_id"],
+        task_id=row["task_id"],
+        tenant_id=row["tenant_id"],
+        kind=row["kind"],
+        model_name=row["model_name"],
+        name=row["name"],
+        stage=row["stage"],
+        input=_json(row["input"]),
+        info=_json(row["info"]),
+        status=Status(row["status"]),
+        progress=row["progress"],
+        result=_json(row["result"]),
+        error=row["error"],
+        error_code=row["error_code"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        priority=row["priority"],
+        ready=bool(row["ready"]),
+        available_at=_time(row["available_at"]),
+        lease_id=row["lease_id"],
+        lease_expires_at=_time(row["lease_expires_at"]),
+        worker_id=row["worker_id"],
+        timeout_seconds=row["timeout_seconds"],
+        created_at=_time(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=_time(row["updated_at"]),  # type: ignore[arg-type]
+        started_at=_time(row["started_at"]),
+        completed_at=_time(row["completed_at"]),
+    )
 
 
 # -- domain values from decoded rows (either backend) ------------------------------------------

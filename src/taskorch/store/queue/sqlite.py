@@ -73,6 +73,13 @@ class SqliteQueue:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        # Task statuses read in this transaction before a statement changed them (a
+        # completion reads its task's with the subtask's update), by task id.
+        self._task_status: dict[str, int] = {}
+
+    def forget(self) -> None:
+        """Drops what this queue remembers of the transaction (a savepoint rolled back)."""
+        self._task_status.clear()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         cursor = self.conn.cursor()
@@ -89,26 +96,7 @@ class SqliteQueue:
         self.conn.executemany(sql, rows).close()
 
     def _events(self, events: Sequence[TaskEvent], changes: Changes) -> None:
-        if not events:
-            return
-        self._many(
-            _INSERT_EVENT,
-            [
-                (
-                    e.task_id,
-                    e.tenant_id,
-                    e.sequence,
-                    int(e.type),
-                    int(e.status),
-                    e.progress,
-                    e.message,
-                    e.output_delta,
-                    dumps(e.data),
-                    sqlite_time(e.created_at),
-                )
-                for e in events
-            ],
-        )
+        """Events are written once per batch, by :meth:`settle`."""
         changes.events += events
 
     def _statuses(self, task_ids: Iterable[str]) -> dict[str, int]:
@@ -202,9 +190,11 @@ class SqliteQueue:
         params: list[Any] = []
         for kind in kinds or [""]:
             params += ([kind] if kinds else []) + arm + [limit]
-        picked = [row[0] for row in self.conn.execute(sql, [*params, limit]).fetchall()]
-        if not picked:
+        heads = self.conn.execute(sql, [*params, limit]).fetchall()
+        if not heads:
             return []
+        picked = [row[0] for row in heads]
+        before = {row[3]: row[4] for row in heads}
         leases = json.dumps([[sid, str(uuid.uuid4())] for sid in picked])
         at = sqlite_time(now)
         rows = self._rows(
@@ -220,7 +210,6 @@ class SqliteQueue:
         starts: dict[str, Subtask] = {}
         for s in leased:
             starts.setdefault(s.task_id, s)
-        before = self._statuses(starts)
         values = json.dumps([[tid, s.attempt] for tid, s in starts.items()])
         updated = self._rows(
             "UPDATE tasks SET status = 2, "
@@ -398,52 +387,78 @@ class SqliteQueue:
         rows = self._rows(
             "UPDATE subtasks SET status = 3, result = i.result, progress = 100.0, "
             "lease_id = NULL, lease_expires_at = NULL, updated_at = ?, completed_at = ? "
-            "FROM (SELECT value->>0 AS id, value->>1 AS lease, value->2 AS result, "
+            "FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS result, "
             "value->>3 AS tenant FROM json_each(?)) AS i "
             "WHERE subtasks.subtask_id = i.id AND subtasks.status = 2 "
             "AND subtasks.lease_id = i.lease "
-            "AND (i.tenant IS NULL OR subtasks.tenant_id = i.tenant) RETURNING *",
+            "AND (i.tenant IS NULL OR subtasks.tenant_id = i.tenant) "
+            "RETURNING *, (SELECT count(*) - 1 FROM subtasks AS o "
+            "WHERE o.task_id = subtasks.task_id) AS siblings, "
+            "(SELECT status FROM tasks AS t WHERE t.task_id = subtasks.task_id) AS task_status",
             (at, at, values),
         )
-        done = [subtask_from_sqlite(row) for row in rows]
-        return self._with_open_siblings(done)
-
-    def _with_open_siblings(self, done: list[Subtask]) -> list[Done]:
-        task_ids = list({s.task_id for s in done})
-        if not task_ids:
-            return []
-        rows = self.conn.execute(
-            "SELECT task_id, count(*) FROM subtasks "
-            f"WHERE task_id IN ({_marks(len(task_ids))}) GROUP BY task_id",
-            task_ids,
-        ).fetchall()
-        counts = dict(rows)
-        return [Done(s, siblings=counts[s.task_id] - 1) for s in done]
+        self._task_status.update((row["task_id"], row["task_status"]) for row in rows)
+        return [Done(subtask_from_sqlite(row), siblings=row["siblings"]) for row in rows]
 
     async def complete_tasks(
         self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
     ) -> list[Task]:
-        before = self._statuses(e.task_id for e in ends)
-        at = sqlite_time(now)
-        finished = []
-        for end in ends:
-            if before.get(end.task_id) not in ACTIVE:
-                continue
-            rows = self._rows(
-                "UPDATE tasks SET status = 3, result = ?, progress = 100.0, "
-                "progress_message = NULL, error = NULL, error_code = NULL, "
-                "resource_usage = coalesce(?, resource_usage), completed_at = ?, "
-                "updated_at = ?, sequence = sequence + 1 "
-                "WHERE task_id = ? AND status IN (1, 2) RETURNING *",
-                (dumps(end.result), dumps(end.resource_usage), at, at, end.task_id),
-            )
-            finished += self._ended(rows, before, end.message or "completed", changes)
-        return finished
+        return self._end_tasks(Status.COMPLETED, ends, now, changes)
 
-    def _ended(
-        self, rows: list[sqlite3.Row], before: dict[str, int], message: str, changes: Changes
+    def _end_tasks(
+        self,
+        status: Status,
+        ends: Sequence[TaskEnd],
+        now: datetime,
+        changes: Changes,
+        reason: str | None = None,
     ) -> list[Task]:
+        """Tasks still PENDING or RUNNING end (completed, failed or cancelled): one statement
+        for them all, one terminal event each."""
+        unique = list({end.task_id: end for end in ends}.values())
+        if not unique:
+            return []
+        known = self._task_status
+        if all(end.task_id in known for end in unique):
+            before = {end.task_id: known[end.task_id] for end in unique}
+        else:
+            before = self._statuses(end.task_id for end in unique)
+        at = sqlite_time(now)
+        values = json.dumps(
+            [
+                [e.task_id, e.result, e.resource_usage, e.error, e.error_code, e.message]
+                for e in unique
+            ]
+        )
+        code = int(status)
+        rows = self._rows(
+            "UPDATE tasks SET status = ?1, "
+            "result = CASE WHEN ?1 = 3 THEN i.result ELSE tasks.result END, "
+            "progress = CASE WHEN ?1 = 3 THEN 100.0 ELSE tasks.progress END, "
+            "resource_usage = CASE WHEN ?1 = 3 THEN coalesce(i.usage, tasks.resource_usage) "
+            "ELSE tasks.resource_usage END, "
+            "error = CASE WHEN ?1 = 3 THEN NULL WHEN ?1 = 4 THEN i.error ELSE tasks.error END, "
+            "error_code = CASE WHEN ?1 = 3 THEN NULL WHEN ?1 = 4 THEN i.code "
+            "ELSE tasks.error_code END, "
+            "progress_message = CASE WHEN ?1 = 5 THEN ?2 ELSE NULL END, "
+            "cancel_reason = CASE WHEN ?1 = 5 THEN ?3 ELSE tasks.cancel_reason END, "
+            "cancelled_at = CASE WHEN ?1 = 5 THEN ?4 ELSE tasks.cancelled_at END, "
+            "completed_at = ?4, updated_at = ?4, sequence = tasks.sequence + 1 "
+            "FROM (SELECT value->>0 AS id, value->>1 AS result, value->>2 AS usage, "
+            "value->>3 AS error, value->>4 AS code, value->>5 AS message "
+            "FROM json_each(?5)) AS i "
+            "WHERE tasks.task_id = i.id AND tasks.status IN (1, 2) RETURNING *",
+            (
+                code,
+                f"cancelled: {reason}" if reason else "cancelled",
+                reason or None,
+                at,
+                values,
+            ),
+        )
+        messages = {e.task_id: e.message for e in unique}
         tasks = [task_from_sqlite(row) for row in rows]
+        known.update((task.task_id, int(task.status)) for task in tasks)
         events = []
         for task in tasks:
             changes.count(
@@ -451,14 +466,12 @@ class SqliteQueue:
                 Status(before[task.task_id]),
                 task.status,
             )
-            progress = 100.0 if task.status is Status.COMPLETED else None
             events.append(
                 event(
                     task,
                     EventType.STATUS_CHANGED,
-                    now=task.updated_at,
-                    message=message,
-                    progress=progress,
+                    now=now,
+                    message=messages[task.task_id] or "completed",
                     with_task=True,
                 )
             )
@@ -502,20 +515,7 @@ class SqliteQueue:
     async def fail_tasks(
         self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
     ) -> list[Task]:
-        before = self._statuses(e.task_id for e in ends)
-        at = sqlite_time(now)
-        failed = []
-        for end in ends:
-            if before.get(end.task_id) not in ACTIVE:
-                continue
-            rows = self._rows(
-                "UPDATE tasks SET status = 4, error = ?, error_code = ?, progress_message = NULL, "
-                "completed_at = ?, updated_at = ?, sequence = sequence + 1 "
-                "WHERE task_id = ? AND status IN (1, 2) RETURNING *",
-                (end.error, end.error_code, at, at, end.task_id),
-            )
-            failed += self._ended(rows, before, end.message, changes)
-        return failed
+        return self._end_tasks(Status.FAILED, ends, now, changes)
 
     async def end_subtasks(
         self, task_id: str, now: datetime, changes: Changes, reason: str
@@ -537,22 +537,8 @@ class SqliteQueue:
     async def cancel_task(
         self, task_id: str, reason: str, now: datetime, changes: Changes
     ) -> Task | None:
-        before = self._statuses([task_id])
-        at = sqlite_time(now)
-        rows = self._rows(
-            "UPDATE tasks SET status = 5, cancelled_at = ?, completed_at = ?, cancel_reason = ?, "
-            "progress_message = ?, updated_at = ?, sequence = sequence + 1 "
-            "WHERE task_id = ? AND status IN (1, 2) RETURNING *",
-            (
-                at,
-                at,
-                reason or None,
-                f"cancelled: {reason}" if reason else "cancelled",
-                at,
-                task_id,
-            ),
-        )
-        cancelled = self._ended(rows, before, reason or "cancelled by client", changes)
+        end = TaskEnd(task_id, message=reason or "cancelled by client")
+        cancelled = self._end_tasks(Status.CANCELLED, [end], now, changes, reason)
         return cancelled[0] if cancelled else None
 
     async def release_subtasks(
@@ -641,6 +627,26 @@ class SqliteQueue:
     # -- the end of a batch -------------------------------------------------------------------
 
     async def settle(self, changes: Changes) -> None:
+        """Writes the batch's events and its folded count deltas (two statements)."""
+        if changes.events:
+            self._many(
+                _INSERT_EVENT,
+                [
+                    (
+                        e.task_id,
+                        e.tenant_id,
+                        e.sequence,
+                        int(e.type),
+                        int(e.status),
+                        e.progress,
+                        e.message,
+                        e.output_delta,
+                        dumps(e.data),
+                        sqlite_time(e.created_at),
+                    )
+                    for e in changes.events
+                ],
+            )
         rows = [(*key, delta) for key, delta in changes.deltas.items() if delta]
         if rows:
             self._many(_INSERT_DELTA, rows)
@@ -659,7 +665,13 @@ def _queue_head(kinds: int, models: int, tenants: int, by_task: bool) -> str:
     if by_task:
         where += " AND task_id = ?"
     order = "ORDER BY priority DESC, created_at, subtask_id"
-    arm = "SELECT subtask_id, priority, created_at FROM subtasks WHERE {kind}" + where
+    # With each candidate, its task's status (the take changes it; SQLite's RETURNING only
+    # shows new values).
+    arm = (
+        "SELECT subtask_id, priority, created_at, task_id, "
+        "(SELECT status FROM tasks AS t WHERE t.task_id = subtasks.task_id) AS task_status "
+        "FROM subtasks WHERE {kind}"
+    ) + where
     arms = [
         "SELECT * FROM (" + arm.format(kind="kind = ? AND " if kinds else "") + f" {order} LIMIT ?)"
         for _ in range(max(kinds, 1))
