@@ -164,8 +164,8 @@ ORDER BY l.take_priority DESC, l.take_created_at, l.subtask_id
 
 _LOCK_TASKS = """
 SELECT task_id FROM tasks
-WHERE task_id = ANY($1::text[])
-   OR task_id IN (SELECT task_id FROM subtasks WHERE subtask_id = ANY($2::text[]))
+WHERE task_id = ANY($1::text[]
+    || ARRAY(SELECT task_id FROM subtasks WHERE subtask_id = ANY($2::text[])))
 ORDER BY task_id
 FOR UPDATE
 """
@@ -232,11 +232,22 @@ WITH i AS (
 SELECT changed.*, span.* FROM changed CROSS JOIN span
 """
 
+# The batch's task locks ($6, $7: see lock_tasks) are taken first, whole (an InitPlan counts
+# them before the first row is changed), in the one order.
 _COMPLETE_SUBTASKS = """
+WITH locked AS (
+    SELECT task_id FROM tasks
+    WHERE task_id = ANY($6::text[]
+        || ARRAY(SELECT task_id FROM subtasks WHERE subtask_id = ANY($7::text[])))
+    ORDER BY task_id
+    FOR UPDATE
+)
 UPDATE subtasks s SET status = 3, result = i.result, progress = 100.0, lease_id = NULL,
     lease_expires_at = NULL, updated_at = $1, completed_at = $1
-FROM unnest($2::text[], $3::text[], $4::text[]::jsonb[], $5::text[]) AS i(id, lease, result, tenant)
-WHERE s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
+FROM unnest($2::text[], $3::text[], $4::text[]::jsonb[], $5::text[])
+    AS i(id, lease, result, tenant)
+WHERE (SELECT count(*) FROM locked) >= 0
+  AND s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
   AND (i.tenant IS NULL OR s.tenant_id = i.tenant)
 RETURNING s.*,
     (SELECT count(*) FROM subtasks o WHERE o.task_id = s.task_id) - 1 AS siblings
@@ -268,7 +279,12 @@ WITH i AS (
         completed_at = $1, updated_at = $1, sequence = t.sequence + 1
     FROM i, before
     WHERE t.task_id = i.task_id AND before.task_id = i.task_id
-    RETURNING t.*, before.status AS old_status, i.message AS event_message
+      -- A task completes only with all its work done (a subtask added meanwhile runs first).
+      AND ($4::int2 <> 3 OR NOT EXISTS (
+          SELECT 1 FROM subtasks o WHERE o.task_id = t.task_id AND o.status <> 3))
+    RETURNING t.*, before.status AS old_status, i.message AS event_message,
+        EXISTS (SELECT 1 FROM task_dependencies d WHERE d.depends_on_id = t.task_id)
+            AS has_dependents
 ), new_events AS (
     INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
         created_at)
@@ -346,6 +362,20 @@ class PostgresQueue:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        # Task locks asked for and not taken yet: the next statement that needs them takes
+        # them (completions take them in their own statement, saving a round trip).
+        self._lock_tasks: set[str] = set()
+        self._lock_subtasks: set[str] = set()
+        # Tasks this batch ended, and whether tasks wait for them.
+        self._has_dependents: dict[str, bool] = {}
+
+    async def _locks(self) -> None:
+        if self._lock_tasks or self._lock_subtasks:
+            await self.conn.execute(
+                _LOCK_TASKS, sorted(self._lock_tasks), sorted(self._lock_subtasks)
+            )
+            self._lock_tasks.clear()
+            self._lock_subtasks.clear()
 
     # -- create -------------------------------------------------------------------------------
 
@@ -450,6 +480,7 @@ class PostgresQueue:
         now: datetime,
         changes: Changes,
     ) -> list[Taken]:
+        await self._locks()
         kinds = sorted(set(taker.kinds))
         if not kinds:
             # A worker of every kind: the kinds that have runnable work, read from the index.
@@ -515,9 +546,11 @@ class PostgresQueue:
     # -- while running ------------------------------------------------------------------------
 
     async def lock_tasks(self, task_ids: Iterable[str], subtask_ids: Iterable[str]) -> None:
-        await self.conn.execute(_LOCK_TASKS, sorted(set(task_ids)), sorted(set(subtask_ids)))
+        self._lock_tasks.update(task_ids)
+        self._lock_subtasks.update(subtask_ids)
 
     async def subtasks(self, subtask_ids: Sequence[str]) -> dict[str, Subtask]:
+        await self._locks()
         if not subtask_ids:
             return {}
         rows = await self.conn.fetch(
@@ -526,6 +559,7 @@ class PostgresQueue:
         return {row["subtask_id"]: _subtask(row) for row in rows}
 
     async def subtasks_of(self, task_id: str) -> list[Subtask]:
+        await self._locks()
         rows = await self.conn.fetch(
             "SELECT * FROM subtasks WHERE task_id = $1 ORDER BY stage, created_at", task_id
         )
@@ -534,6 +568,7 @@ class PostgresQueue:
     async def extend_leases(
         self, leases: Sequence[tuple[str, str, datetime, float | None, str | None]], now: datetime
     ) -> list[Subtask]:
+        await self._locks()
         rows = await self.conn.fetch(
             _EXTEND,
             now,
@@ -548,6 +583,7 @@ class PostgresQueue:
     async def progress_tasks(
         self, items: Sequence[Progress], now: datetime, changes: Changes
     ) -> None:
+        await self._locks()
         # One row per task in each statement (an UPDATE changes a row once), in order.
         rounds: list[list[Progress]] = []
         for item in items:
@@ -592,6 +628,7 @@ class PostgresQueue:
     async def output_events(
         self, items: Sequence[tuple[str, str | None, JSON | None]], now: datetime, changes: Changes
     ) -> set[str]:
+        await self._locks()
         counts: dict[str, int] = {}
         numbered = []
         for task_id, delta, data in items:
@@ -642,7 +679,11 @@ class PostgresQueue:
             [i[1] for i in items],
             _json(i[2] for i in items),
             [i[3] for i in items],
+            sorted(self._lock_tasks),
+            sorted(self._lock_subtasks),
         )
+        self._lock_tasks.clear()
+        self._lock_subtasks.clear()
         return [Done(_subtask(row), siblings=row["siblings"]) for row in rows]
 
     async def _end_tasks(
@@ -653,6 +694,7 @@ class PostgresQueue:
         now: datetime,
         changes: Changes,
     ) -> list[Task]:
+        await self._locks()
         unique = list(
             {end.task_id: (end, reason) for end, reason in zip(ends, reasons, strict=True)}.values()
         )
@@ -676,6 +718,7 @@ class PostgresQueue:
         for row in rows:
             task = _task(row)
             tasks.append(task)
+            self._has_dependents[task.task_id] = row["has_dependents"]
             changes.count(_key(row), Status(row["old_status"]), status)
             changes.events.append(
                 event(
@@ -703,6 +746,7 @@ class PostgresQueue:
         return await self._end_tasks(Status.COMPLETED, ends, [None] * len(ends), now, changes)
 
     async def retry_subtasks(self, retries: Sequence[Retry], now: datetime) -> list[Subtask]:
+        await self._locks()
         rows = await self.conn.fetch(
             _RETRY_SUBTASKS,
             now,
@@ -717,6 +761,7 @@ class PostgresQueue:
     async def fail_subtasks(
         self, failures: Sequence[tuple[str, str, str, str]], now: datetime
     ) -> list[Subtask]:
+        await self._locks()
         rows = await self.conn.fetch(
             _FAIL_SUBTASKS,
             now,
@@ -735,6 +780,7 @@ class PostgresQueue:
     async def end_subtasks(
         self, task_id: str, now: datetime, changes: Changes, reason: str
     ) -> list[Subtask]:
+        await self._locks()
         rows = await self.conn.fetch(_END_SUBTASKS, task_id, now)
         ended = [_subtask(row) for row in rows]
         changes.stopped += [(s, reason) for s in stop_candidates(ended)]
@@ -750,6 +796,7 @@ class PostgresQueue:
     async def release_subtasks(
         self, leases: Sequence[tuple[str, str]], now: datetime, changes: Changes
     ) -> list[Subtask]:
+        await self._locks()
         rows = await self.conn.fetch(
             _RELEASE_SUBTASKS, now, [lease[0] for lease in leases], [lease[1] for lease in leases]
         )
@@ -783,6 +830,7 @@ class PostgresQueue:
         changes: Changes,
         inputs: dict[str, JSON] | None = None,
     ) -> None:
+        await self._locks()
         if not subtasks:
             return
         new_inputs = inputs or {}
@@ -796,6 +844,9 @@ class PostgresQueue:
         changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks]
 
     async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
+        known = self._has_dependents
+        if all(known.get(t) is False for t in task_ids):
+            return {}  # this batch ended them and saw none wait
         rows = await self.conn.fetch(
             "SELECT depends_on_id, task_id FROM task_dependencies "
             "WHERE depends_on_id = ANY($1::text[])",
@@ -807,6 +858,7 @@ class PostgresQueue:
         return found
 
     async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]:
+        await self._locks()
         if not task_ids:
             return {}
         sql = "SELECT * FROM tasks WHERE task_id = ANY($1::text[]) ORDER BY task_id"
@@ -816,7 +868,25 @@ class PostgresQueue:
     # -- the end of a batch -------------------------------------------------------------------
 
     async def settle(self, changes: Changes) -> None:
-        deltas = [(key, delta) for key, delta in changes.deltas.items() if delta]
+        await self.conn.execute(self.settling(changes))
+
+    def settling(self, changes: Changes) -> str:
+        """The SQL writing the batch's folded count deltas and sending its notice to other
+        replicas, as one simple-protocol statement, so that it travels with the batch's
+        COMMIT in one round trip. Values go in as JSON literals (escaped below); counts and
+        notices are the only values, none of them binary."""
+        deltas = [
+            {
+                "tenant_id": k[0],
+                "status": k[1],
+                "task_type": k[2],
+                "model_name": k[3],
+                "template": k[4],
+                "delta": d,
+            }
+            for k, d in changes.deltas.items()
+            if d
+        ]
         notices = []
         if changes.first_event_id is not None:
             notices.append(f"b|{notify.NODE_ID}|{changes.first_event_id}|{changes.last_event_id}")
@@ -827,17 +897,14 @@ class PostgresQueue:
                 f"s|{notify.NODE_ID}|{subtask.worker_id}|{subtask.subtask_id}|{subtask.lease_id}"
             )
         if not deltas and not notices:
-            return
-        await self.conn.fetchval(
-            _SETTLE,
-            [k[0] for k, _ in deltas],
-            [k[1] for k, _ in deltas],
-            [k[2] for k, _ in deltas],
-            [k[3] for k, _ in deltas],
-            [k[4] for k, _ in deltas],
-            [d for _, d in deltas],
-            notify.CHANNEL,
-            notices,
+            return ""
+        return (
+            "WITH deltas AS (INSERT INTO task_count_deltas "
+            "(tenant_id, status, task_type, model_name, template, delta) "
+            f"SELECT * FROM json_to_recordset({_literal(deltas)}::json) AS x(tenant_id text, "
+            "status int2, task_type text, model_name text, template text, delta int4)) "
+            f"SELECT count(pg_notify({_literal(notify.CHANNEL)}, n)) "
+            f"FROM json_array_elements_text({_literal(notices)}::json) AS n"
         )
 
 
@@ -851,6 +918,13 @@ class PostgresWriter:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             conn = await asyncpg.connect(self.dsn, timeout=10)
+            # Each statement here is prepared once and run with arrays of any length: one
+            # generic plan fits every call (planning the take anew each time, which "auto"
+            # chose, cost more than running it). A plan made once must not depend on how
+            # big the tables were then: every statement finds its rows through an index
+            # (ids, the queue), so sequential scans are ruled out for these connections.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.execute("SET enable_seqscan = off")
             for name in ("json", "jsonb"):
                 await conn.set_type_codec(
                     name, encoder=_dumps, decoder=json.loads, schema="pg_catalog"
@@ -898,17 +972,20 @@ class PostgresWriter:
     async def _once(
         self, conn: asyncpg.Connection, run: Any, batch: list[Any], isolate: bool
     ) -> Changes:
+        """One transaction: BEGIN, the transitions, then the settlement and COMMIT together
+        (one round trip for both)."""
         changes = Changes()
         queue = PostgresQueue(conn)
-        async with conn.transaction():
+        await conn.execute("BEGIN")
+        try:
             if not isolate:
                 await run(queue, changes, batch)
             else:
                 for op in batch:
                     own = Changes()
+                    await conn.execute("SAVEPOINT transition")
                     try:
-                        async with conn.transaction():
-                            await run(queue, own, [op])
+                        await run(queue, own, [op])
                     except asyncpg.PostgresError as exc:
                         sqlstate = getattr(exc, "sqlstate", "") or ""
                         if (
@@ -916,12 +993,29 @@ class PostgresWriter:
                             or sqlstate in RETRYABLE_SQLSTATES
                         ):
                             raise
+                        await conn.execute("ROLLBACK TO SAVEPOINT transition")
+                        queue = PostgresQueue(conn)  # what it remembered may be undone
                         log.info("a transition failed in its batch", error=str(exc)[:200])
                         op.error = exc
                         continue
+                    await conn.execute("RELEASE SAVEPOINT transition")
                     changes.merge(own)
-            await queue.settle(changes)
+            settling = queue.settling(changes)
+            await conn.execute(f"{settling}; COMMIT" if settling else "COMMIT")
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                try:
+                    await asyncio.wait_for(conn.execute("ROLLBACK"), 10)
+                except Exception:
+                    conn.terminate()
+            raise
         return changes
+
+
+def _literal(value: Any) -> str:
+    """A JSON value (or string) as an escaped SQL string literal (E'...')."""
+    text = value if isinstance(value, str) else _dumps(value)
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _json(values: Iterable[Any]) -> list[str | None]:
