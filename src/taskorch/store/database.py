@@ -489,7 +489,7 @@ class Database:
         writing), the writer thread waits for it instead."""
         conn = self._writer_conn
         if conn is None or conn.closed:
-            conn = await self._in_writer_thread(partial(self._on_writer_conn, lambda c: c))
+            conn = await self._in_writer_thread(partial(self._on_writer_conn, _same_connection))
         raw = _sqlite_raw(conn)
         try:
             raw.execute("BEGIN IMMEDIATE").close()
@@ -715,3 +715,7 @@ def _sqlite_engine(url: URL, pool_size: int) -> Engine:
             conn.exec_driver_sql(conn.info.get("taskorch_begin", "BEGIN"))
 
     return engine
+
+
+def _same_connection(conn: Connection) -> Connection:
+    return conn

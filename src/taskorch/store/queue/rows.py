@@ -9,9 +9,9 @@ connection's codecs).
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from taskorch.core.model import ResourceUsage, Status, Subtask, Task
