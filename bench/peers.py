@@ -18,13 +18,15 @@ Redis). All processes run on this machine, so they share one clock.
 Systems (the task returns its input; see _peer_apps.py):
 - taskorch, SQLite (synchronous=FULL) or PostgreSQL (fsync on); the like-for-like setup is
   ``serve --workers 0`` plus N ``taskorch worker --concurrency 1 --kinds echo`` processes; its
-  default, N in-process worker slots (``serve --workers N``), is shown too;
+  default, N in-process worker slots (``serve --workers N``), is shown too. ``:10`` rows give
+  each worker 10 concurrent tasks (``--concurrency 10``; in process, 10N slots), the
+  concurrency a pgqueuer worker runs at;
 - Celery 5 with Redis as broker and result backend (a private redis-server without
   persistence), prefork pool of N child processes, acks_late + prefetch multiplier 1;
 - procrastinate 3 on the same PostgreSQL: N ``procrastinate worker --concurrency 1``;
 - pgqueuer 1.6 on the same PostgreSQL: N worker processes with its defaults (dequeue batches
-  of 10, buffered completion logging; bench/_pgqueuer_worker.py), the fastest durable
-  Python queue measured here.
+  of 10, every job its own asyncio task with no concurrency limit, buffered completion
+  logging; bench/_pgqueuer_worker.py), the fastest durable Python queue measured here.
 
 Clients: every system submits one task per call from 32 concurrent clients: coroutines of
 the async clients (taskorch's SDK, procrastinate, pgqueuer through an asyncpg pool), threads
@@ -35,8 +37,8 @@ Every configuration runs ``--repeats`` times, in alternating order; the tables s
 
     python bench/peers.py [--tasks 600] [--paced 200] [--rate 50] [--repeats 3]
         [--workers 1,2,4]
-        [--systems sqlite,pg,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,celery,procrastinate,
-                   pgqueuer]
+        [--systems sqlite,pg,sqlite:10,pg:10,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,
+                   sqlite-inproc:10,pg-inproc:10,celery,procrastinate,pgqueuer]
 """
 
 from __future__ import annotations
@@ -217,13 +219,17 @@ class _ThreadObserver:
 
 
 class Taskorch(System):
-    def __init__(self, backend: str, in_process: bool, batch: int = 0) -> None:
+    def __init__(
+        self, backend: str, in_process: bool, batch: int = 0, concurrency: int = 1
+    ) -> None:
         self.backend = backend
         self.in_process = in_process
         self.batch = batch
+        self.concurrency = concurrency
         where = "SQLite" if backend == "sqlite" else "PostgreSQL"
+        each = f"{concurrency}x" if concurrency > 1 else ""
         self.label = f"taskorch {where}, " + (
-            "N in-process slots" if in_process else "N remote worker procs"
+            f"{each}N in-process slots" if in_process else f"N remote worker procs x{concurrency}"
         )
         if batch:
             self.label += f", submits {batch} per BatchCreateTasks"
@@ -237,7 +243,7 @@ class Taskorch(System):
         if self.backend == "postgresql":
             recreate_database(TASKORCH_DB)
             url = f"postgresql+asyncpg://{PG}/{TASKORCH_DB}"
-        slots = str(workers if self.in_process else 0)
+        slots = str(workers * self.concurrency if self.in_process else 0)
         self._server = taskorch_server("--workers", slots, database_url=url)
         server = self._server.__enter__()
         if not self.in_process:
@@ -245,7 +251,7 @@ class Taskorch(System):
                 worker = WorkerProcess(
                     server.grpc_addr,
                     logdir / f"taskorch-worker-{i}.log",
-                    args=("--concurrency", "1", "--kinds", "echo"),
+                    args=("--concurrency", str(self.concurrency), "--kinds", "echo"),
                 )
                 self._workers.append(worker.start())
             for worker in self._workers:
@@ -814,8 +820,9 @@ async def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument(
         "--systems",
-        default="sqlite,pg,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,celery,procrastinate,"
-        "pgqueuer",
+        default="sqlite,pg,sqlite:10,pg:10,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,"
+        "sqlite-inproc:10,pg-inproc:10,celery,procrastinate,pgqueuer",
+        help="taskorch systems take ':C' for C concurrent tasks per worker (default 1)",
     )
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
@@ -841,7 +848,16 @@ async def main() -> None:
             "procrastinate": Procrastinate,
             "pgqueuer": PgQueuer,
         }
-        systems = {key: makers[key]() for key in makers if key in wanted}
+        systems: dict[str, System] = {}
+        for key in wanted:
+            name, _, each = key.partition(":")
+            if each:
+                backend = "sqlite" if name.startswith("sqlite") else "postgresql"
+                systems[key] = Taskorch(
+                    backend, in_process=name.endswith("-inproc"), concurrency=int(each)
+                )
+            else:
+                systems[key] = makers[name]()
         labels = {key: s.label for key, s in systems.items()}
         results: dict[tuple[str, int], Figures] = {}
         configs = [(key, n) for n in workers for key in systems]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -77,6 +78,42 @@ def test_a_killed_worker_loses_its_lease_and_the_work_completes_elsewhere(
     assert done.result == {"worker_id": "survivor", "attempt": 2}
     assert any("lease expired: worker doomed stopped heartbeating" in m for m in history)
     assert sum(m == "completed" for m in history) == 1  # one result kept
+
+
+def test_a_frozen_worker_is_offered_no_more_work_and_costs_no_attempt(
+    server_factory: ServerFactory, worker_factory: WorkerFactory
+) -> None:
+    """A worker stopped (SIGSTOP) while still connected: the work sent to it goes back to the
+    queue before its lease expires, without costing an attempt, and it is offered nothing
+    more; the healthy worker runs everything."""
+    server = server_factory("--workers", "0")
+    frozen = worker_factory(
+        server, "--lease-seconds", "2", "--concurrency", "1", "--worker-id", "frozen"
+    )
+    assert frozen.proc is not None
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        worker_factory(
+            server, "--lease-seconds", "2", "--concurrency", "1", "--worker-id", "healthy"
+        )
+        with server.client() as client:
+            tasks = []
+            for i in range(8):
+                task = _container(client, max_attempts=1)
+                _add(server.grpc_addr, task.task_id, "record", label=i, seconds=0.5)
+                tasks.append(task)
+            done = [client.wait_for_task(t.task_id, timeout=60) for t in tasks]
+            histories = [
+                [e.message for e in client.watch_task(t.task_id, after_sequence=1)] for t in tasks
+            ]
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    assert [t.status for t in done] == ["COMPLETED"] * 8, [t.error for t in done]
+    assert all(t.result and t.result["worker_id"] == "healthy" for t in done)
+    # One task was sent to the frozen worker before it could be known frozen; only one.
+    handed_back = [h for h in histories if any("frozen did not start it" in m for m in h)]
+    assert len(handed_back) == 1, histories
+    assert all(t.result and t.result["attempt"] == 1 for t in done)
 
 
 def test_a_stale_worker_cannot_overwrite_the_result(server_factory: ServerFactory) -> None:

@@ -13,7 +13,7 @@ import structlog
 from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import DEFAULT_LEASE_SECONDS, TaskEngine, WorkerIdentity
-from taskorch.core.errors import InvalidArgument, NoWorkAvailable, SubtaskNotFound
+from taskorch.core.errors import InvalidArgument, LeaseLost, NoWorkAvailable, SubtaskNotFound
 from taskorch.core.hub import EventHub, StopNotice
 from taskorch.core.model import Lease, ResourceUsage, Status
 from taskorch.events.bus import SubscriptionLagged
@@ -31,6 +31,13 @@ Context: TypeAlias = Any
 
 PING_SECONDS = 5.0
 MAX_CAPACITY = 1000
+# A worker that has shown no sign of life (a heartbeat or a report) this long into the lease
+# of work sent to it has not started it (it is frozen, or its process is stopped): the work
+# goes back to the queue before the lease expires, without costing the task an attempt.
+UNSTARTED_LEASE_FRACTION = 0.75
+# How long a stream keeps the slot of such work (no more work offered to a worker that may
+# be frozen), in leases, when the worker never shows life again.
+STALLED_LEASES = 10
 
 
 def identity(caller: Caller, worker_id: str, kinds: Any, models: Any) -> WorkerIdentity:
@@ -44,11 +51,63 @@ def identity(caller: Caller, worker_id: str, kinds: Any, models: Any) -> WorkerI
 
 
 class _Listener:
-    """The work one Listen stream holds, and what wakes it."""
+    """The work one Listen stream holds, and what wakes it.
 
-    def __init__(self) -> None:
+    A slot is freed when the worker reports its work or is told to stop it, or, once the
+    work ended elsewhere (expired, reported through another replica), when the worker has
+    shown life since it was sent. A worker that shows no life keeps its slots taken: a frozen
+    worker is not offered more work.
+    """
+
+    def __init__(self, lease_seconds: float) -> None:
+        self.lease_seconds = lease_seconds
         self.held: dict[str, str] = {}  # subtask_id -> lease_id
+        self.sent_at: dict[str, float] = {}  # subtask_id -> loop time it was sent
+        self.stalled: set[str] = set()  # handed back unstarted; the slot stays taken
+        self.last_seen = 0.0  # loop time of the worker's latest heartbeat or report
         self.changed = asyncio.Event()
+
+    def sent(self, subtask_id: str, now: float) -> None:
+        self.sent_at[subtask_id] = now
+
+    def seen(self, now: float) -> set[str]:
+        """The worker heartbeated or reported: it is alive, its stalled slots are free
+        (returned)."""
+        self.last_seen = now
+        freed, self.stalled = self.stalled, set()
+        for subtask_id in freed:
+            self.free(subtask_id)
+        return freed
+
+    def free(self, subtask_id: str) -> None:
+        if self.held.pop(subtask_id, None) is not None:
+            self.changed.set()
+        self.sent_at.pop(subtask_id, None)
+
+    def alive_since_sent(self, subtask_id: str) -> bool:
+        return self.last_seen >= self.sent_at.get(subtask_id, 0.0)
+
+    def unstarted(self, now: float) -> list[tuple[str, str]]:
+        """Held work the worker has shown no life since it was sent, for most of a lease."""
+        late = now - self.lease_seconds * UNSTARTED_LEASE_FRACTION
+        return [
+            (subtask_id, lease_id)
+            for subtask_id, lease_id in self.held.items()
+            if subtask_id not in self.stalled
+            and not self.alive_since_sent(subtask_id)
+            and self.sent_at.get(subtask_id, now) <= late
+        ]
+
+    def next_check(self) -> float | None:
+        """When the earliest held, unanswered work becomes unstarted."""
+        waiting = [
+            at
+            for subtask_id, at in self.sent_at.items()
+            if subtask_id not in self.stalled and self.last_seen < at
+        ]
+        if not waiting:
+            return None
+        return min(waiting) + self.lease_seconds * UNSTARTED_LEASE_FRACTION
 
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
@@ -84,7 +143,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 f"capacity must be between 1 and {MAX_CAPACITY}", field="capacity"
             )
         lease_seconds = request.lease_seconds or DEFAULT_LEASE_SECONDS
-        listener = _Listener()
+        listener = _Listener(lease_seconds)
         assignments: list[Lease] = []
         ready = asyncio.Event()
 
@@ -118,13 +177,14 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                         feeder.result()  # raises what stopped it (the database, say)
                     while assignments:
                         lease = assignments.pop(0)
+                        listener.sent(lease.subtask.subtask_id, loop.time())
                         yield pb.WorkerMessage(
                             assignment=convert.subtask_to_proto(lease.subtask, lease)
                         )
                     async for notice in _drain(stops):
-                        if listener.held.pop(notice.subtask_id, None) is not None:
+                        if notice.subtask_id in listener.held:
                             self._holders.pop(notice.subtask_id, None)
-                            listener.changed.set()
+                            listener.free(notice.subtask_id)
                         yield pb.WorkerMessage(
                             cancel=pb.Cancellation(
                                 subtask_id=notice.subtask_id,
@@ -132,6 +192,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                                 reason=notice.reason,
                             )
                         )
+                    await self._hand_back_unstarted(worker.worker_id, listener)
                     if loop.time() >= next_ping:
                         await self._forget_finished(listener)
                         ping = pb.WorkerMessage()
@@ -141,11 +202,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                     if assignments:
                         continue
                     ready.clear()
+                    wake = min(next_ping, listener.next_check() or next_ping)
                     await _first(
                         ready.wait(),
                         stops.wait(PING_SECONDS),
                         asyncio.shield(feeder),
-                        timeout=max(0.0, next_ping - loop.time()),
+                        timeout=max(0.0, wake - loop.time()),
                     )
         finally:
             feeder.cancel()
@@ -177,12 +239,35 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         listener = self._holders.get(subtask_id)
         if listener is not None and listener.held.get(subtask_id) == lease_id:
             del self._holders[subtask_id]
-            del listener.held[subtask_id]
-            listener.changed.set()
+            listener.free(subtask_id)
+            self._seen(subtask_id, lease_id, listener)
+
+    def _seen(self, subtask_id: str, lease_id: str, listener: _Listener | None = None) -> None:
+        """A heartbeat or report on held work: its worker is alive."""
+        listener = listener or self._holders.get(subtask_id)
+        if listener is None or listener.held.get(subtask_id, lease_id) != lease_id:
+            return
+        for freed in listener.seen(asyncio.get_running_loop().time()):
+            self._holders.pop(freed, None)
+
+    async def _hand_back_unstarted(self, worker_id: str, listener: _Listener) -> None:
+        """Work sent to a worker that has shown no life since goes back to the queue before
+        its lease expires, without costing the task an attempt; the slot stays taken, so a
+        frozen worker is offered nothing more until it shows life."""
+        for subtask_id, lease_id in listener.unstarted(asyncio.get_running_loop().time()):
+            listener.stalled.add(subtask_id)
+            reason = f"worker {worker_id} did not start it (no heartbeat)"
+            with contextlib.suppress(LeaseLost, SubtaskNotFound):
+                await self.engine.release(subtask_id, lease_id, reason=reason)
+                log.warning(
+                    "unstarted work handed back", worker_id=worker_id, subtask_id=subtask_id
+                )
 
     async def _forget_finished(self, listener: _Listener) -> None:
         """Frees slots whose work ended elsewhere (reported through another replica, or
-        expired); keeps a stream from waiting forever on a slot it no longer holds."""
+        expired) once the worker has shown life since it was sent (a worker that has not
+        may be frozen: it keeps its slots, up to STALLED_LEASES leases); keeps a live stream
+        from waiting forever on a slot it no longer holds."""
         if not listener.held:
             return
         held = dict(listener.held)
@@ -196,14 +281,22 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             return running
 
         running = await self.db.read(still_running)
+        now = asyncio.get_running_loop().time()
+        given_up = now - listener.lease_seconds * STALLED_LEASES
         for subtask_id in set(held) - running:
-            listener.held.pop(subtask_id, None)
+            if not listener.alive_since_sent(subtask_id) and (
+                listener.sent_at.get(subtask_id, now) > given_up
+            ):
+                continue
+            listener.stalled.discard(subtask_id)
+            listener.free(subtask_id)
             self._holders.pop(subtask_id, None)
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
         scope = current_caller().tenant_scope
+        self._seen(request.subtask_id, request.lease_id)
         if request.output_delta or request.HasField("output_data"):
             await self.engine.output(
                 request.subtask_id,
