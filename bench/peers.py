@@ -722,6 +722,50 @@ def versions() -> str:
     )
 
 
+def commit_floors(samples: int = 200) -> str:
+    """The durable commit of each backend, measured now: a one-row SQLite transaction
+    (WAL, synchronous=FULL, as taskorch's) in a temporary folder on this disk, and a one-row
+    PostgreSQL commit. A task needs at least two durable commits in series (accepting it,
+    then its result) before its client hears it is done, and one worker slot that runs one
+    task at a time commits once per task (its result with its next take)."""
+    import sqlite3
+
+    folder = Path(tempfile.mkdtemp(prefix="taskorch-bench-fsync-"))
+    try:
+        db = sqlite3.connect(folder / "floor.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (x INTEGER)")
+        sqlite_s = []
+        for i in range(samples):
+            started = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?)", (i,))
+            db.execute("COMMIT")
+            sqlite_s.append(time.perf_counter() - started)
+        db.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE floor_probe (x int)")
+        conn.execute("CREATE TABLE IF NOT EXISTS taskorch_bench_floor (x int)")
+        pg_s = []
+        for i in range(samples):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO taskorch_bench_floor VALUES (%s)", (i,))
+            pg_s.append(time.perf_counter() - started)
+        conn.execute("DROP TABLE taskorch_bench_floor")
+    lines = []
+    for name, values in (("SQLite", sqlite_s), ("PostgreSQL", pg_s)):
+        p50 = percentile(values, 50)
+        lines.append(
+            f"{name}: a durable commit takes {p50 * 1e3:.2f} ms (p50): submit→done >= "
+            f"{2 * p50 * 1e3:.1f} ms; one slot running one task at a time <= {1 / p50:,.0f} "
+            "tasks/s"
+        )
+    return "\n".join(lines)
+
+
 def median_ms(pairs: list[tuple[float, float]]) -> str:
     """Median p50 / median p99 of the runs, in ms."""
     p50 = statistics.median(p[0] for p in pairs) * 1e3
@@ -878,6 +922,7 @@ async def main() -> None:
                 )
         pg_admin(f"DROP DATABASE IF EXISTS {PROCRASTINATE_DB} WITH (FORCE)")
     print(f"\n(total {time.monotonic() - started:.0f} s)")
+    print("\nDurable-commit floors, measured after the runs:\n" + commit_floors())
     report(labels, results, workers, args.rate)
 
 
