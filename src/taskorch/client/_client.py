@@ -247,7 +247,8 @@ class AsyncClient:
                     return event.task
             return await self.get_task(task_id)
 
-        return await asyncio.wait_for(final(), timeout)
+        async with asyncio.timeout(timeout):
+            return await final()
 
 
 class Client:

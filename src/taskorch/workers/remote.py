@@ -153,7 +153,8 @@ class GrpcWorkSource:
             call = self._stub.Listen(request, metadata=self.metadata)
             try:
                 while True:
-                    message = await asyncio.wait_for(call.read(), SILENCE_LIMIT)
+                    async with asyncio.timeout(SILENCE_LIMIT):
+                        message = await call.read()
                     if message is grpc.aio.EOF:
                         break
                     if not self.connected.is_set():
@@ -189,7 +190,8 @@ class GrpcWorkSource:
         self._listen(worker, lease_seconds)
         leases: list[Lease] = []
         try:
-            leases.append(await asyncio.wait_for(self._assignments.get(), wait_seconds))
+            async with asyncio.timeout(wait_seconds):
+                leases.append(await self._assignments.get())
         except TimeoutError:
             return []
         while len(leases) < limit and not self._assignments.empty():
