@@ -65,7 +65,8 @@ def serve(
         30.0,
         envvar="TASKORCH_DRAIN_SECONDS",
         min=0.0,
-        help="On SIGTERM, how long running work may finish before it is re-queued.",
+        help="On SIGTERM or Ctrl-C, how long running work may finish before it is re-queued "
+        "(a second signal cuts it short and exits within 5 s with 130 or 143).",
     ),
     log_level: str = typer.Option("info", envvar="TASKORCH_LOG_LEVEL", help="debug|info|warning"),
     log_format: str = typer.Option(
