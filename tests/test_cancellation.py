@@ -10,12 +10,17 @@ streaming. Each test cancels a waiter in exactly that turn and expects it to end
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from taskorch.config import Settings
 from taskorch.core.hub import WorkSignal
 from taskorch.events.bus import EventBus
+from taskorch.server.app import TaskorchServer
 from taskorch.server.health import HealthReporter
 
 
@@ -78,3 +83,38 @@ async def test_the_health_loop_cancelled_as_a_ping_answers_stops() -> None:
     db.runner = asyncio.create_task(reporter.run())
     await _ends_cancelled(db.runner)
     assert db.pings == 1
+
+
+async def test_a_sigterm_that_meets_a_health_ping_stops_the_whole_server(tmp_path: Path) -> None:
+    """The real server in this process: its database ping answers in the turn the shutdown
+    cancels the health loop (as a slow ping would), then SIGTERM arrives."""
+    settings = Settings(
+        grpc_addr="127.0.0.1:0",
+        metrics_addr="",
+        database_url=f"sqlite:///{tmp_path / 'taskorch.db'}",
+        models_dir=tmp_path / "models",
+        gateway=False,
+        workers=1,
+        auth=frozenset(),
+        drain_seconds=0,
+    )
+    server = TaskorchServer(settings)
+    ping = server.db.ping
+    pending: list[bool] = []
+
+    async def ping_answering_at_shutdown() -> None:
+        await ping()
+        if server._background:  # started: answer once the shutdown begins
+            pending.append(True)
+            await server._stopped.wait()
+
+    server.db.ping = ping_answering_at_shutdown  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    async with asyncio.timeout(30):
+        while not pending:
+            assert not serving.done()
+            await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+    done, _ = await asyncio.wait({serving}, timeout=10)
+    assert done, "the server did not stop: a cancel was swallowed"
+    assert serving.result() == 0
