@@ -94,7 +94,8 @@ def test_a_stale_worker_cannot_overwrite_the_result(server_factory: ServerFactor
         stub = pb_grpc.WorkerServiceStub(channel)
         take = pb.TakeRequest(worker_id="slow-one", kinds=["manual"], lease_seconds=1)
         stale = stub.Take(take, timeout=10)
-        time.sleep(2.5)  # the lease expires; the rescuer puts the work back (backoff 1 s)
+        # The lease expires, the rescuer puts the work back (backoff 1 s): the waiting take
+        # gets it as soon as it is runnable.
         fresh = stub.Take(
             pb.TakeRequest(
                 worker_id="fast-one", kinds=["manual"], lease_seconds=30, wait_seconds=10
@@ -236,7 +237,10 @@ def test_git_script_runs_only_on_a_worker_that_allows_scripts(
             script_path="hello.py",
             output_path="out/hello.json",
         )
-        time.sleep(1)
+        # The in-process workers take the oldest runnable work first: once a later echo task
+        # has run, they have passed this one over.
+        later = client.create_task(task_type="echo")
+        assert client.wait_for_task(later.task_id, timeout=30).status == "COMPLETED"
         assert client.get_task(task.task_id).status == "PENDING"
         output = tmp_path / "script-output"
         worker_factory(server, "--allow-scripts", "--script-output-dir", str(output))
