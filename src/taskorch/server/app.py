@@ -64,6 +64,7 @@ from taskorch.store import counts
 from taskorch.store import keys as key_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store.database import Database
+from taskorch.store.sqlite_lock import DatabaseInUse, SqliteLock
 from taskorch.v1 import (
     chat_service_pb2_grpc,
     model_service_pb2_grpc,
@@ -183,6 +184,7 @@ class TaskorchServer:
         # Started by a second signal: ends the process if the shutdown still runs.
         self._watchdog: threading.Timer | None = None
         self._cut_calls: asyncio.Task[None] | None = None
+        self._sqlite_lock: SqliteLock | None = None
         self.hub.add_listener(metrics.observe_task_event)
 
     @property
@@ -190,6 +192,14 @@ class TaskorchServer:
         return f"{LOCAL_WORKER_PREFIX}-{socket.gethostname()}-"
 
     async def start(self) -> None:
+        if (database_file := self.db.sqlite_file) is not None:
+            # Before anything touches the file: a second server would re-queue our work.
+            self._sqlite_lock = SqliteLock(database_file)
+            try:
+                self._sqlite_lock.acquire()
+            except DatabaseInUse:
+                self._stopped.set()  # nothing was started: nothing to stop
+                raise
         log.info(
             "starting taskorch",
             version=__version__,
@@ -436,6 +446,8 @@ class TaskorchServer:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.db.close()
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
         log.info("stopped")
 
     async def serve(self) -> int:
