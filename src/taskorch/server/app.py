@@ -51,6 +51,7 @@ from taskorch.gateway.descriptor import service_names
 from taskorch.gateway.launcher import Gateway, write_descriptor
 from taskorch.inference import InferenceEngine
 from taskorch.inference.chat import EngineChatModels
+from taskorch.limits import MAX_MESSAGE_BYTES
 from taskorch.server import metrics, routes
 from taskorch.server.chat import ChatServicer
 from taskorch.server.health import HealthReporter
@@ -84,7 +85,6 @@ LOCAL_WORKER_PREFIX = "local"
 RESCUE_INTERVAL = 1.0
 STATS_INTERVAL = 5.0
 COMPACT_INTERVAL = 1.0
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # After a second SIGTERM/SIGINT, how long the rest of the shutdown may take.
 HURRY_SECONDS = 5.0
 

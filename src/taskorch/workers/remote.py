@@ -19,6 +19,7 @@ import grpc
 import structlog
 
 from taskorch import structs
+from taskorch.client._client import CHANNEL_OPTIONS
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.core.engine import HeartbeatAnswer, WorkerIdentity
 from taskorch.core.errors import InternalError, LeaseLost, SubtaskNotFound
@@ -106,9 +107,9 @@ class GrpcWorkSource:
         self.capacity = capacity
         self.metadata = tuple(metadata)
         self._channel = (
-            grpc.aio.secure_channel(target, credentials)
+            grpc.aio.secure_channel(target, credentials, CHANNEL_OPTIONS)
             if credentials is not None
-            else grpc.aio.insecure_channel(target)
+            else grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
         )
         self._stub = pb_grpc.WorkerServiceStub(self._channel)
         self._assignments: asyncio.Queue[Lease] = asyncio.Queue()
