@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -248,3 +249,24 @@ def test_git_script_runs_only_on_a_worker_that_allows_scripts(
     assert done.status == "COMPLETED", done.error
     assert done.result is not None and done.result["stdout"] == "hello from the script\n"
     assert (output / "out" / "hello.json").exists()
+
+
+def test_a_second_ctrl_c_hands_running_work_back_at_once(
+    server_factory: ServerFactory, worker_factory: WorkerFactory
+) -> None:
+    """Issue 22 item 6, for remote workers: the second signal cuts a 60 s drain short."""
+    server = server_factory("--workers", "0")
+    worker = worker_factory(server, "--drain-seconds", "60")
+    assert worker.proc is not None
+    with server.client() as client:
+        task = _container(client)
+        _add(server.grpc_addr, task.task_id, "slow", seconds=120)
+        _wait(lambda: client.get_task(task.task_id).status == "RUNNING", what="running")
+        worker.proc.send_signal(signal.SIGINT)
+        _wait(lambda: "draining running work" in worker.logs(), what="draining")
+        started = time.monotonic()
+        worker.proc.send_signal(signal.SIGINT)
+        assert worker.proc.wait(15) == 0
+        assert time.monotonic() - started < 10
+        handed_back = client.get_task(task.task_id)
+        assert handed_back.progress_message == "re-queued: worker shutting down"
