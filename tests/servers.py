@@ -113,8 +113,12 @@ class ServerProcess:
                     raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.logs()}")
                 try:
                     answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING and (
-                        not self.gateway or _answers(f"{self.http_url}/health")
+                    # Its own log too: a port picked free may have gone to another test's
+                    # server in the meantime, which would answer SERVING in its place.
+                    if (
+                        answer.status == health_pb2.HealthCheckResponse.SERVING
+                        and (not self.gateway or _answers(f"{self.http_url}/health"))
+                        and "taskorch is serving" in self.log_path.read_text(errors="replace")
                     ):
                         return
                 except grpc.RpcError:

@@ -129,3 +129,77 @@ def test_garbage_bytes_get_a_clean_error_and_the_server_keeps_serving(
         assert caught.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
         stub = pb_grpc.TaskServiceStub(channel)
         assert stub.CreateTask(pb.CreateTaskRequest(text="still fine"), timeout=10).task_id
+
+
+# Issue 22 item 8: what a built-in handler reads is checked when the work is created, whatever
+# the route (a task, or a subtask of a built-in kind added to a container), with the field named.
+HANDLER_INPUTS = [
+    ("echo", {"delay_seconds": None}, "delay_seconds", "a number"),
+    ("echo", {"delay_seconds": "soon"}, "delay_seconds", "a number"),
+    ("echo", {"delay_seconds": [1]}, "delay_seconds", "a number"),
+    ("echo", {"progress_steps": None}, "progress_steps", "a whole number"),
+    ("echo", {"delay_seconds": 1, "progress_steps": 2.5}, "progress_steps", "a whole number"),
+    ("echo", {"fail_attempts": True}, "fail_attempts", "a whole number"),
+    ("echo", {"fail_attempts": "2"}, "fail_attempts", "a whole number"),
+    ("text_analysis", {"text": 5}, "text", "must be a string"),
+    ("text_analysis", {"text": None}, "text", "must be a string"),
+    ("text_analysis", {"text": "x", "top_n": "3"}, "top_n", "a whole number"),
+]
+
+
+@pytest.mark.parametrize(("kind", "data", "name", "words"), HANDLER_INPUTS[:7])
+def test_a_task_whose_handler_input_has_a_wrong_type_is_refused_at_create(
+    server: ServerProcess, kind: str, data: dict[str, object], name: str, words: str
+) -> None:
+    error = _refused(server, "create_task", task_type=kind, input_data=data)
+    assert [v.field for v in error.field_violations] == [f"input_data.{name}"], error
+    assert words in error.message
+
+
+def _container_with_subtask(stub: pb_grpc.TaskServiceStub, kind: str, data: object) -> str:
+    task = stub.CreateTask(pb.CreateTaskRequest(task_type="container"), timeout=10)
+    request = pb.CreateSubtaskRequest(task_id=task.task_id, kind=kind)
+    request.input.update(data)
+    return stub.CreateSubtask(request, timeout=10).subtask_id
+
+
+@pytest.mark.parametrize(("kind", "data", "name", "words"), HANDLER_INPUTS)
+def test_a_subtask_of_a_built_in_kind_with_a_wrong_input_is_refused_at_create(
+    server: ServerProcess, kind: str, data: dict[str, object], name: str, words: str
+) -> None:
+    with grpc.insecure_channel(server.grpc_addr) as channel:
+        stub = pb_grpc.TaskServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            _container_with_subtask(stub, kind, data)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"input.{name}" in caught.value.details() and words in caught.value.details()
+
+
+def test_a_pending_subtask_cannot_be_given_a_wrong_input(server: ServerProcess) -> None:
+    with grpc.insecure_channel(server.grpc_addr) as channel:
+        stub = pb_grpc.TaskServiceStub(channel)
+        task = stub.CreateTask(pb.CreateTaskRequest(task_type="container"), timeout=10)
+        added = pb.CreateSubtaskRequest(task_id=task.task_id, kind="unrun-kind")
+        subtask = stub.CreateSubtask(added, timeout=10)
+        # A kind no built-in handler runs: its input belongs to its workers.
+        update = pb.UpdateSubtaskRequest(task_id=task.task_id, subtask_id=subtask.subtask_id)
+        update.input.update({"anything": None})
+        stub.UpdateSubtask(update, timeout=10)
+        echo = stub.CreateSubtask(
+            pb.CreateSubtaskRequest(task_id=task.task_id, kind="echo"), timeout=10
+        )
+        update = pb.UpdateSubtaskRequest(task_id=task.task_id, subtask_id=echo.subtask_id)
+        update.input.update({"delay_seconds": None})
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.UpdateSubtask(update, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input.delay_seconds" in caught.value.details()
+
+
+def test_the_echo_inputs_that_were_accepted_still_run(server: ServerProcess) -> None:
+    with server.client() as client:
+        task = client.create_task(
+            task_type="echo",
+            input_data={"delay_seconds": 0.1, "progress_steps": 2, "fail_attempts": 0, "x": None},
+        )
+        assert client.wait_for_task(task.task_id, timeout=30).status == "COMPLETED"

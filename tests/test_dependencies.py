@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from taskorch.client import InvalidArgumentError
@@ -17,8 +15,12 @@ def test_a_dependent_runs_only_after_its_dependencies_completed(server: ServerPr
         second = client.create_task(task_type="echo", input_data={"delay_seconds": 0.5})
         joined = client.create_task(text="after both", depends_on=[first.task_id, second.task_id])
         assert joined.depends_on == (first.task_id, second.task_id)
-        time.sleep(0.3)
-        assert client.get_task(joined.task_id).status == "PENDING"
+        # Once one dependency has completed, the dependent still waits for the other (read
+        # first: were it RUNNING, the other would have had to complete before this read).
+        client.wait_for_task(second.task_id, timeout=30)
+        waiting = client.get_task(joined.task_id)
+        other = client.get_task(first.task_id)
+        assert waiting.status == "PENDING" or other.status == "COMPLETED", waiting
         done = client.wait_for_task(joined.task_id, timeout=30)
         a = client.get_task(first.task_id)
         b = client.get_task(second.task_id)

@@ -139,3 +139,70 @@ def test_the_server_exits_cleanly_on_signals(server_factory: ServerFactory, sig:
     assert server.proc is not None
     assert server.proc.wait(30) == 0
     assert "stopped" in server.logs()
+
+
+def test_a_task_completed_after_a_failed_attempt_carries_no_error(
+    server_factory: ServerFactory,
+) -> None:
+    """Issue 22 item 13: the error of an earlier attempt is not the completed task's error."""
+    server = server_factory("--workers", "1")
+    with server.client() as client:
+        task = client.create_task(task_type="echo", input_data={"fail_attempts": 1}, max_attempts=3)
+        done = client.wait_for_task(task.task_id, timeout=60)
+        again = client.get_task(task.task_id)
+    for seen in (done, again):
+        assert seen.status == "COMPLETED" and seen.attempt == 2, seen
+        assert (seen.error, seen.error_code) == ("", ""), seen
+
+
+def test_a_task_completed_after_an_expired_lease_carries_no_error(
+    server_factory: ServerFactory,
+) -> None:
+    import grpc
+
+    from taskorch.v1 import task_service_pb2 as task_pb
+    from taskorch.v1 import task_service_pb2_grpc as task_grpc
+    from taskorch.v1 import worker_service_pb2 as pb
+    from taskorch.v1 import worker_service_pb2_grpc as pb_grpc
+
+    server = server_factory("--workers", "0")
+    with server.client() as client, grpc.insecure_channel(server.grpc_addr) as channel:
+        task = client.create_task(task_type="container")
+        tasks = task_grpc.TaskServiceStub(channel)
+        tasks.CreateSubtask(
+            task_pb.CreateSubtaskRequest(task_id=task.task_id, kind="manual"), timeout=10
+        )
+        workers = pb_grpc.WorkerServiceStub(channel)
+        workers.Take(pb.TakeRequest(worker_id="gone", kinds=["manual"], lease_seconds=1))
+        # Never heartbeated: the lease expires and the work comes back (attempt 2).
+        fresh = workers.Take(
+            pb.TakeRequest(worker_id="next", kinds=["manual"], lease_seconds=30, wait_seconds=20),
+            timeout=30,
+        )
+        assert fresh.attempt == 2
+        assert client.get_task(task.task_id).error_code == "LEASE_EXPIRED"
+        workers.Complete(
+            pb.CompleteRequest(subtask_id=fresh.subtask_id, lease_id=fresh.lease_id), timeout=10
+        )
+        done = client.wait_for_task(task.task_id, timeout=30)
+        listed = [t for t in client.list_tasks(limit=100).tasks if t.task_id == task.task_id]
+    for seen in (done, *listed):
+        assert seen.status == "COMPLETED", seen
+        assert (seen.error, seen.error_code) == ("", ""), seen
+
+
+def test_a_task_completed_after_its_server_was_killed_carries_no_error(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory("--workers", "1")
+    with server.client() as client:
+        task = client.create_task(task_type="echo", input_data={"delay_seconds": 2})
+        _wait_running(client, task.task_id)
+    server.kill()
+    server.start()  # its leases expire at start: attempt 2 runs
+    with server.client() as client:
+        done = client.wait_for_task(task.task_id, timeout=120)
+        listed = [t for t in client.list_tasks(limit=100).tasks if t.task_id == task.task_id]
+    for seen in (done, *listed):
+        assert seen.status == "COMPLETED" and seen.attempt == 2, seen
+        assert (seen.error, seen.error_code) == ("", ""), seen

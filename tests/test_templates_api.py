@@ -321,7 +321,10 @@ def test_git_script_execution_waits_for_a_remote_worker(client: Client) -> None:
     )
     assert created.task_type == "git_script"
     assert created.progress_message is not None and "git_script" in created.progress_message
-    time.sleep(0.5)  # the in-process workers never take it
+    # The in-process workers take the oldest runnable work first: once a later echo task has
+    # run, they have passed this one over.
+    later = client.create_task(task_type="echo")
+    assert client.wait_for_task(later.task_id, timeout=30).status == "COMPLETED"
     still = client.get_task(created.task_id)
     assert still.status == "PENDING" and still.worker_id in (None, "")
     client.cancel_task(created.task_id)

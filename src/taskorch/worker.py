@@ -84,6 +84,14 @@ class Worker:
         if bearer_token:
             metadata.append(("authorization", f"Bearer {bearer_token}"))
         self.metadata = tuple(metadata)
+        self._loop: WorkerLoop | None = None
+        self._hurried = False
+
+    def hurry(self) -> None:
+        """Cuts the drain short: running work is handed back now (a second Ctrl-C)."""
+        self._hurried = True
+        if self._loop is not None:
+            self._loop.hurry()
 
     def handler(self, kind: str) -> Callable[[HandlerFn], HandlerFn]:
         """Registers the decorated function as the handler of ``kind``."""
@@ -115,21 +123,40 @@ class Worker:
             lease_seconds=self.lease_seconds,
             models=self.models,
         )
+        self._loop = loop
+        if self._hurried:
+            loop.hurry()
         loop.start()
         try:
             await (stop or asyncio.Event()).wait()
         finally:
             await loop.stop(self.drain_seconds)
             await source.close()
+            self._loop = None
 
     def run(self) -> None:
         """Works until SIGTERM or SIGINT (Ctrl-C), then shuts down gracefully."""
 
         async def main() -> None:
             stop = asyncio.Event()
-            running = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                running.add_signal_handler(sig, stop.set)
+            stop_on_signals(self, stop)
             await self.run_async(stop)
 
         asyncio.run(main())
+
+
+def stop_on_signals(worker: Worker, stop: asyncio.Event) -> None:
+    """SIGTERM or SIGINT sets ``stop`` (drain, then exit); a second one cuts the drain short.
+
+    Call it on the running event loop.
+    """
+
+    def on_signal() -> None:
+        if stop.is_set():
+            worker.hurry()
+        else:
+            stop.set()
+
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, on_signal)

@@ -138,3 +138,11 @@ def test_the_gateway_started_within_its_ready_timeout(gateway_server: ServerProc
     logs = gateway_server.logs()
     assert '"event": "gateway ready"' in logs and '"event": "taskorch is serving"' in logs
     assert "envoy not ready" not in logs
+
+
+def test_a_wrong_handler_input_is_a_json_400_naming_the_field(rest: httpx.Client) -> None:
+    response = rest.post(
+        "/v1/tasks", json={"task_type": "echo", "input_data": {"delay_seconds": None}}
+    )
+    body = assert_json_error(response, 400, "VALIDATION_ERROR")
+    assert field_violations(body) == ["input_data.delay_seconds"]

@@ -47,7 +47,8 @@ def test_idle_workers_on_another_replica_are_woken_at_once(
     back = server_factory("--workers", "0", database_url=postgres_url)
     worker_factory(back)  # its Listen stream is on the other replica
     with front.client() as client:
-        time.sleep(1)  # the worker is idle, waiting on its stream
+        # Once it has run a first task, the worker is idle, waiting on its stream.
+        assert client.wait_for_task(client.create_task(task_type="echo").task_id, timeout=30)
         latencies = []
         for _ in range(5):
             task = client.create_task(task_type="echo")
@@ -99,7 +100,10 @@ def test_losing_a_replica_and_a_worker_loses_no_task(
             client = a if n % 2 else b
             task = client.create_task(task_type="echo", input_data={"delay_seconds": 0.5, "n": n})
             ids.append(task.task_id)
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while b.list_tasks(status="RUNNING", limit=1).total < 2:  # work is in flight
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         first.kill()  # a replica, with its in-process workers, mid-flight
         doomed_worker.kill()  # and a remote worker
         done = [b.wait_for_task(task_id, timeout=120) for task_id in ids]

@@ -131,7 +131,8 @@ def test_a_stale_worker_cannot_overwrite_the_result(server_factory: ServerFactor
         stub = pb_grpc.WorkerServiceStub(channel)
         take = pb.TakeRequest(worker_id="slow-one", kinds=["manual"], lease_seconds=1)
         stale = stub.Take(take, timeout=10)
-        time.sleep(2.5)  # the lease expires; the rescuer puts the work back (backoff 1 s)
+        # The lease expires, the rescuer puts the work back (backoff 1 s): the waiting take
+        # gets it as soon as it is runnable.
         fresh = stub.Take(
             pb.TakeRequest(
                 worker_id="fast-one", kinds=["manual"], lease_seconds=30, wait_seconds=10
@@ -273,7 +274,10 @@ def test_git_script_runs_only_on_a_worker_that_allows_scripts(
             script_path="hello.py",
             output_path="out/hello.json",
         )
-        time.sleep(1)
+        # The in-process workers take the oldest runnable work first: once a later echo task
+        # has run, they have passed this one over.
+        later = client.create_task(task_type="echo")
+        assert client.wait_for_task(later.task_id, timeout=30).status == "COMPLETED"
         assert client.get_task(task.task_id).status == "PENDING"
         output = tmp_path / "script-output"
         worker_factory(server, "--allow-scripts", "--script-output-dir", str(output))
@@ -281,3 +285,24 @@ def test_git_script_runs_only_on_a_worker_that_allows_scripts(
     assert done.status == "COMPLETED", done.error
     assert done.result is not None and done.result["stdout"] == "hello from the script\n"
     assert (output / "out" / "hello.json").exists()
+
+
+def test_a_second_ctrl_c_hands_running_work_back_at_once(
+    server_factory: ServerFactory, worker_factory: WorkerFactory
+) -> None:
+    """Issue 22 item 6, for remote workers: the second signal cuts a 60 s drain short."""
+    server = server_factory("--workers", "0")
+    worker = worker_factory(server, "--drain-seconds", "60")
+    assert worker.proc is not None
+    with server.client() as client:
+        task = _container(client)
+        _add(server.grpc_addr, task.task_id, "slow", seconds=120)
+        _wait(lambda: client.get_task(task.task_id).status == "RUNNING", what="running")
+        worker.proc.send_signal(signal.SIGINT)
+        _wait(lambda: "draining running work" in worker.logs(), what="draining")
+        started = time.monotonic()
+        worker.proc.send_signal(signal.SIGINT)
+        assert worker.proc.wait(15) == 0
+        assert time.monotonic() - started < 10
+        handed_back = client.get_task(task.task_id)
+        assert handed_back.progress_message == "re-queued: worker shutting down"

@@ -19,6 +19,9 @@ from taskorch.config import (
 from taskorch.core.auth import AuthMethod, parse_auth_mode
 from taskorch.store.database import DEFAULT_URL
 
+# Another server holds the SQLite database (exit 1 is every other start-up failure).
+EXIT_DATABASE_IN_USE = 3
+
 
 def serve(
     grpc_addr: str = typer.Option(
@@ -37,7 +40,8 @@ def serve(
     database_url: str = typer.Option(
         DEFAULT_URL,
         envvar="TASKORCH_DATABASE_URL",
-        help="sqlite:///FILE (default) or postgresql+asyncpg://USER@HOST/DB.",
+        help="sqlite:///FILE (default) or postgresql+asyncpg://USER@HOST/DB. One server per "
+        "SQLite file: a second one exits with code 3 before touching it (FILE.lock).",
     ),
     models_dir: Path = typer.Option(
         DEFAULT_MODELS_DIR,
@@ -65,7 +69,8 @@ def serve(
         30.0,
         envvar="TASKORCH_DRAIN_SECONDS",
         min=0.0,
-        help="On SIGTERM, how long running work may finish before it is re-queued.",
+        help="On SIGTERM or Ctrl-C, how long running work may finish before it is re-queued "
+        "(a second signal cuts it short and exits within 5 s with 130 or 143).",
     ),
     log_level: str = typer.Option("info", envvar="TASKORCH_LOG_LEVEL", help="debug|info|warning"),
     log_format: str = typer.Option(
@@ -149,8 +154,13 @@ def serve(
         RateLimit.parse(rate_limit)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rate-limit") from None
+    from taskorch.store.sqlite_lock import DatabaseInUse
+
     try:
         code = _loop.run(TaskorchServer(settings).serve(), event_loop)
+    except DatabaseInUse as exc:
+        typer.echo(f"taskorch: {exc}", err=True)
+        raise typer.Exit(EXIT_DATABASE_IN_USE) from None
     except (OSError, GatewayError) as exc:
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -68,7 +68,13 @@ def worker(
         Path("var/script-output"), "--script-output-dir", help="Where git_script writes output."
     ),
     lease_seconds: float = typer.Option(DEFAULT_LEASE_SECONDS, "--lease-seconds", min=1.0),
-    drain_seconds: float = typer.Option(30.0, "--drain-seconds", min=0.0),
+    drain_seconds: float = typer.Option(
+        30.0,
+        "--drain-seconds",
+        min=0.0,
+        help="On SIGTERM or Ctrl-C, how long running work may finish before it is handed "
+        "back (a second signal hands it back at once).",
+    ),
     api_key: str | None = API_KEY,
     log_level: str = typer.Option("info", envvar="TASKORCH_LOG_LEVEL"),
     log_format: str = typer.Option("auto", envvar="TASKORCH_LOG_FORMAT"),
@@ -77,7 +83,8 @@ def worker(
 
     It runs the built-in kinds (text_analysis, echo), inference with --models-dir,
     git_script with --allow-scripts, and your own handlers with --handlers. SIGTERM or
-    Ctrl-C lets running work finish (up to --drain-seconds), then hands the rest back.
+    Ctrl-C lets running work finish (up to --drain-seconds), then hands the rest back; a
+    second Ctrl-C hands it back at once.
     """
     from taskorch.worker import Worker
 
@@ -117,12 +124,10 @@ def worker(
     )
 
     async def main() -> None:
-        import signal
+        from taskorch.worker import stop_on_signals
 
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(sdk, stop)
         if engine is not None:
             await engine.start()
             sdk.models = tuple(m.name for m in engine.models())

@@ -556,7 +556,8 @@ class AsyncChat:
             ):
                 pass
 
-        await asyncio.wait_for(follow(), timeout)
+        async with asyncio.timeout(timeout):
+            await follow()
         return reply.exchange()
 
     async def stream(

@@ -19,6 +19,7 @@ from taskorch.client._chat import AsyncChat, Chat
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.client._inference import AsyncModels, Models
 from taskorch.client._models import Task, TaskEvent, TaskPage
+from taskorch.limits import MAX_MESSAGE_BYTES
 from taskorch.v1 import task_service_pb2 as pb
 from taskorch.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -93,6 +94,14 @@ def _batch_request(requests: Sequence[Mapping[str, Any]]) -> pb.BatchCreateTasks
     )
 
 
+# The server's message limit, both ways: what it accepts, it can send back (gRPC's own
+# default would refuse answers over 4 MiB).
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
 def _list_request(**filters: Any) -> pb.ListTasksRequest:
     return pb.ListTasksRequest(**{k: v for k, v in filters.items() if v})
 
@@ -121,9 +130,9 @@ class AsyncClient:
         self.timeout = timeout
         self._metadata = _metadata(api_key, bearer_token)
         self._channel = (
-            grpc.aio.secure_channel(target, credentials)
+            grpc.aio.secure_channel(target, credentials, CHANNEL_OPTIONS)
             if credentials is not None
-            else grpc.aio.insecure_channel(target)
+            else grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
         )
         self._tasks = pb_grpc.TaskServiceStub(self._channel)
         #: Chat sessions, messages and streamed replies.
@@ -247,7 +256,8 @@ class AsyncClient:
                     return event.task
             return await self.get_task(task_id)
 
-        return await asyncio.wait_for(final(), timeout)
+        async with asyncio.timeout(timeout):
+            return await final()
 
 
 class Client:
@@ -266,9 +276,9 @@ class Client:
         self.timeout = timeout
         self._metadata = _metadata(api_key, bearer_token)
         self._channel = (
-            grpc.secure_channel(target, credentials)
+            grpc.secure_channel(target, credentials, CHANNEL_OPTIONS)
             if credentials is not None
-            else grpc.insecure_channel(target)
+            else grpc.insecure_channel(target, CHANNEL_OPTIONS)
         )
         self._tasks = pb_grpc.TaskServiceStub(self._channel)
         #: Chat sessions, messages and streamed replies.

@@ -73,6 +73,9 @@ class Task:
     completed_at: datetime | None = None
     cancelled_at: datetime | None = None
     estimated_completion: datetime | None = None
+    #: In a list: the payloads left out for their size (``get_task`` has them, as does
+    #: ``list_tasks(view="FULL")``).
+    omitted_fields: tuple[str, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -110,6 +113,7 @@ class Task:
             completed_at=_time(m, "completed_at"),
             cancelled_at=_time(m, "cancelled_at"),
             estimated_completion=_time(m, "estimated_completion"),
+            omitted_fields=tuple(m.omitted_fields),
         )
 
 

@@ -47,7 +47,8 @@ class WorkSignal:
         if event.is_set():
             return True
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         except TimeoutError:
             return False
         return True

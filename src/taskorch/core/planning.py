@@ -8,7 +8,7 @@ subtasks to run, in order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -196,20 +196,79 @@ class EchoPlanner:
 
     def plan(self, spec: TaskSpec, task_type: str) -> Plan:
         data = dict(spec.input_data or {})
-        _number(data, "delay_seconds", 0.0, MAX_ECHO_DELAY)
-        _number(data, "progress_steps", 1, 1000)
-        _number(data, "fail_attempts", 0, 100)
+        check_echo_input(data, "input_data")
         return Plan(task_type=ECHO, steps=(Step(kind=ECHO, input=data),))
 
 
-def _number(data: JSON, name: str, low: float, high: float) -> None:
-    value = data.get(name)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+# What the built-in handlers read from their input, checked when the work is created (a task
+# or a subtask of a built-in kind), so a wrong type is INVALID_ARGUMENT naming the field instead
+# of a handler's TypeError on every attempt.
+
+
+def check_echo_input(data: Mapping[str, Any], prefix: str = "input") -> None:
+    """``delay_seconds`` (0-600), ``progress_steps`` (1-1000) and ``fail_attempts`` (0-100),
+    each optional but never null."""
+    _number(data, prefix, "delay_seconds", 0.0, MAX_ECHO_DELAY)
+    _number(data, prefix, "progress_steps", 1, 1000, whole=True)
+    _number(data, prefix, "fail_attempts", 0, 100, whole=True)
+
+
+def check_text_analysis_input(data: Mapping[str, Any], prefix: str = "input") -> None:
+    """``text`` (a non-empty string of at most 4000 characters) and ``top_n`` (1-100)."""
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise InvalidArgument(f"{prefix}.text must be a string", field=f"{prefix}.text")
+    if not text.strip():
+        raise InvalidArgument("text must not be empty", field=f"{prefix}.text")
+    if len(text) > MAX_TEXT_LENGTH:
         raise InvalidArgument(
-            f"input_data.{name} must be a number between {low:g} and {high:g}",
-            field=f"input_data.{name}",
+            f"text is {len(text)} characters long; the limit is {MAX_TEXT_LENGTH}",
+            field=f"{prefix}.text",
+            reason="TEXT_TOO_LONG",
+        )
+    _number(data, prefix, "top_n", 1, 100, whole=True)
+
+
+STEP_INPUT_CHECKS: Mapping[str, Callable[[Mapping[str, Any], str], None]] = {
+    ECHO: check_echo_input,
+    TEXT_ANALYSIS: check_text_analysis_input,
+}
+
+
+def check_step_input(kind: str, data: Mapping[str, Any] | None, prefix: str = "input") -> None:
+    """Checks the input of work of a built-in ``kind`` (others belong to their workers).
+
+    Raises:
+        InvalidArgument: naming the field, e.g. ``input.delay_seconds``.
+    """
+    check = STEP_INPUT_CHECKS.get(kind)
+    if check is not None:
+        check(data or {}, prefix)
+
+
+def _number(
+    data: Mapping[str, Any],
+    prefix: str,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    whole: bool = False,
+) -> None:
+    if name not in data:
+        return
+    value = data[name]
+    # JSON numbers arrive as floats (protobuf Struct): 4.0 is a whole number.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not low <= value <= high
+        or (whole and not float(value).is_integer())
+    ):
+        what = "a whole number" if whole else "a number"
+        raise InvalidArgument(
+            f"{prefix}.{name} must be {what} between {low:g} and {high:g}",
+            field=f"{prefix}.{name}",
         )
 
 

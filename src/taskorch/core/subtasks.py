@@ -30,6 +30,7 @@ from taskorch.core.errors import (
 from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import JSON, EventType, Lease, Status, Subtask, Task
+from taskorch.core.planning import check_step_input
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database, Transaction
@@ -98,6 +99,7 @@ class SubtaskService:
             spec.max_attempts, "max_attempts", low=1, high=100, default=0
         )
         timeout = validation.seconds(spec.timeout_seconds, "timeout_seconds")
+        check_step_input(kind, spec.input)
 
         def add(tx: Transaction) -> Subtask:
             found = task_store.get_task(tx.conn, caller.tenant_scope, key)
@@ -210,6 +212,7 @@ class SubtaskService:
                     f"Subtask '{current.subtask_id}' has started; its input cannot change",
                     reason="SUBTASK_STARTED",
                 )
+            check_step_input(current.kind, input)
             values["input"] = input
 
         def change(tx: Transaction) -> Subtask:

@@ -210,6 +210,11 @@ class TaskService:
             extra={"page": page_number},
         )
 
+    def token_after(self, caller: Caller, request: ListRequest, last: Task) -> str:
+        """The next_page_token of a page of ``request`` cut short after ``last``."""
+        query, _ = _query(caller, request)
+        return _encode_token(query, last)
+
     async def by_status(self, caller: Caller, limit: int = 0) -> dict[Status, Sequence[Task]]:
         """The newest ``limit`` tasks of each status (seed 002's grouped view)."""
         if limit < 0:

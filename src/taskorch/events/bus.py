@@ -58,7 +58,8 @@ class Subscription(Generic[E]):
                 raise SubscriptionLagged(str(self.topic))
             self._ready.clear()
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
             except TimeoutError:
                 return None
         return self._buffer.popleft()
@@ -69,7 +70,8 @@ class Subscription(Generic[E]):
             return True
         self._ready.clear()
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         except TimeoutError:
             return False
         return True

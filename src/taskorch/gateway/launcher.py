@@ -125,7 +125,8 @@ class Gateway:
             return
         process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), 10)
+            async with asyncio.timeout(10):
+                await process.wait()
         except TimeoutError:
             process.kill()
             await process.wait()
@@ -133,14 +134,16 @@ class Gateway:
     async def _ready(self) -> bool:
         host, port = split_addr(self.settings.admin)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
+            async with asyncio.timeout(1):
+                reader, writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError):
             return False
         try:
             # HTTP/1.1: Envoy answers HTTP/1.0 with 426 Upgrade Required (accept_http_10 off).
             writer.write(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
             await writer.drain()
-            answer = await asyncio.wait_for(reader.read(512), 2)
+            async with asyncio.timeout(2):
+                answer = await reader.read(512)
         except (OSError, TimeoutError):
             return False
         finally:

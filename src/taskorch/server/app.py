@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ from taskorch.gateway.descriptor import service_names
 from taskorch.gateway.launcher import Gateway, write_descriptor
 from taskorch.inference import InferenceEngine
 from taskorch.inference.chat import EngineChatModels
+from taskorch.limits import MAX_MESSAGE_BYTES
 from taskorch.server import metrics, routes
 from taskorch.server.chat import ChatServicer
 from taskorch.server.health import HealthReporter
@@ -61,6 +65,7 @@ from taskorch.store import counts
 from taskorch.store import keys as key_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store.database import Database
+from taskorch.store.sqlite_lock import DatabaseInUse, SqliteLock
 from taskorch.v1 import (
     chat_service_pb2_grpc,
     model_service_pb2_grpc,
@@ -80,7 +85,8 @@ LOCAL_WORKER_PREFIX = "local"
 RESCUE_INTERVAL = 1.0
 STATS_INTERVAL = 5.0
 COMPACT_INTERVAL = 1.0
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# After a second SIGTERM/SIGINT, how long the rest of the shutdown may take.
+HURRY_SECONDS = 5.0
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -175,6 +181,10 @@ class TaskorchServer:
         self.gateway: Gateway | None = None
         self.listener: PostgresListener | None = None
         self._gateway_dir: Path | None = None
+        # Started by a second signal: ends the process if the shutdown still runs.
+        self._watchdog: threading.Timer | None = None
+        self._cut_calls: asyncio.Task[None] | None = None
+        self._sqlite_lock: SqliteLock | None = None
         self.hub.add_listener(metrics.observe_task_event)
 
     @property
@@ -182,6 +192,14 @@ class TaskorchServer:
         return f"{LOCAL_WORKER_PREFIX}-{socket.gethostname()}-"
 
     async def start(self) -> None:
+        if (database_file := self.db.sqlite_file) is not None:
+            # Before anything touches the file: a second server would re-queue our work.
+            self._sqlite_lock = SqliteLock(database_file)
+            try:
+                self._sqlite_lock.acquire()
+            except DatabaseInUse:
+                self._stopped.set()  # nothing was started: nothing to stop
+                raise
         log.info(
             "starting taskorch",
             version=__version__,
@@ -263,8 +281,6 @@ class TaskorchServer:
         if self.settings.workers <= 0:
             log.info("no in-process workers: work runs only on remote workers")
             return
-        import os
-
         worker = Worker(
             LocalWorkSource(self.task_engine, self.hub),
             self.handlers,
@@ -418,7 +434,7 @@ class TaskorchServer:
             if isinstance(worker.source, LocalWorkSource):
                 await worker.source.close()
         if self._grpc is not None:
-            await self._grpc.stop(grace=2.0)
+            await self._grpc.stop(grace=None if self._watchdog is not None else 2.0)
         await self.chat.close()
         await self.engine.close()
         if self.listener is not None:
@@ -430,31 +446,92 @@ class TaskorchServer:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.db.close()
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
         log.info("stopped")
 
     async def serve(self) -> int:
         """Starts, then runs until SIGTERM or SIGINT, then shuts down gracefully.
 
+        A second signal cuts the shutdown short (see :meth:`hurry`); a third exits at once.
+        The handlers stay installed until the shutdown is over: a signal that found Python's
+        default handler there raised KeyboardInterrupt mid-shutdown, and asyncio then waited
+        for ever on tasks it could not cancel (issue 22 item 6).
+
         Returns:
-            The exit code: 0, or 1 when a part the server needs (the gateway) died.
+            The exit code: 0, 1 when a part the server needs (the gateway) died, or 128 plus
+            the second signal's number when one cut the shutdown short (130 for Ctrl-C).
         """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        signals: list[int] = []
+
+        def on_signal(sig: int) -> None:
+            signals.append(sig)
+            if len(signals) == 1:
+                log.info("signal received: shutting down", signal=signal.Signals(sig).name)
+                stop.set()
+            elif len(signals) == 2:
+                self.hurry(128 + sig)
+            else:
+                self._abandon(128 + signals[1])
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
-            await self.start()
-            stopped = asyncio.create_task(stop.wait())
-            fatal = asyncio.create_task(self._fatal.wait())
-            await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            fatal.cancel()
-            return 1 if self._fatal.is_set() else 0
+            try:
+                await self.start()
+                stopped = asyncio.create_task(stop.wait())
+                fatal = asyncio.create_task(self._fatal.wait())
+                await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                fatal.cancel()
+                code = 1 if self._fatal.is_set() else 0
+            finally:
+                await self.stop()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
-            await self.stop()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+        return 128 + signals[1] if len(signals) > 1 else code
+
+    def hurry(self, exit_code: int) -> None:
+        """Cuts the shutdown short: running work is handed back now instead of after the
+        drain, open calls are cut, and whatever still runs after ``HURRY_SECONDS`` is
+        abandoned (Envoy killed, its folder removed, the process ended with ``exit_code``).
+        """
+        if self._watchdog is not None:
+            return
+        log.warning(
+            "second signal: handing running work back now and exiting",
+            within_seconds=HURRY_SECONDS,
+        )
+        self._watchdog = threading.Timer(HURRY_SECONDS, self._abandon, (exit_code,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        for worker in self.workers:
+            worker.hurry()
+        if self._grpc is not None:  # grpc.aio: a later stop with a shorter grace wins
+            self._cut_calls = asyncio.create_task(self._grpc.stop(None), name="cut calls")
+
+    def _abandon(self, exit_code: int) -> None:
+        """Ends the process now (from any thread): stops Envoy, removes its folder, exits.
+
+        Work that was running stays leased and is re-queued by the next start (SQLite) or
+        when its lease expires (PostgreSQL).
+        """
+        log.error("shutdown abandoned: exiting now", exit_code=exit_code)
+        process = self.gateway.process if self.gateway is not None else None
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signal.SIGKILL)
+        if self._gateway_dir is not None:
+            shutil.rmtree(self._gateway_dir, ignore_errors=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
 
 
 def free_port() -> int:

@@ -13,6 +13,7 @@ from taskorch.core.errors import InvalidArgument
 from taskorch.core.model import JSON, Lease, Page, ResourceUsage, Subtask, Task, TaskEvent
 from taskorch.core.planning import TaskSpec
 from taskorch.core.tasks import ListRequest
+from taskorch.limits import LIST_PAYLOAD_BYTES, MAX_INPUT_BYTES, MAX_RESULT_BYTES, MiB
 from taskorch.v1 import task_service_pb2 as pb
 
 MAX_STRUCT_DEPTH = 32
@@ -33,7 +34,43 @@ def set_time(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
         target.FromDatetime(value)
 
 
+def check_input_size(*fields: tuple[str, Message | None]) -> None:
+    """Refuses input too large to be read back with its result (``MAX_INPUT_BYTES``).
+
+    Raises:
+        InvalidArgument: naming the largest field.
+    """
+    sizes = [(m.ByteSize(), name) for name, m in fields if m is not None]
+    total = sum(size for size, _ in sizes)
+    if total > MAX_INPUT_BYTES:
+        largest = max(sizes)[1]
+        raise InvalidArgument(
+            f"the input is {total / MiB:.1f} MiB; at most {MAX_INPUT_BYTES // MiB} MiB "
+            f"({', '.join(name for name, _ in fields)} together), so that the task can be "
+            "read back with its result",
+            field=largest,
+            reason="INPUT_TOO_LARGE",
+        )
+
+
+def check_result_size(request: Message) -> None:
+    """Refuses a reported result larger than ``MAX_RESULT_BYTES``."""
+    if not request.HasField("result"):
+        return
+    size = getattr(request, "result").ByteSize()  # noqa: B009 (any message with a result)
+    if size > MAX_RESULT_BYTES:
+        raise InvalidArgument(
+            f"the result is {size / MiB:.1f} MiB; at most {MAX_RESULT_BYTES // MiB} MiB",
+            field="result",
+            reason="RESULT_TOO_LARGE",
+        )
+
+
 def spec_from_proto(request: pb.CreateTaskRequest, idempotency_key: str = "") -> TaskSpec:
+    check_input_size(
+        ("input_data", request.input_data if request.HasField("input_data") else None),
+        ("parameters", request.parameters if request.HasField("parameters") else None),
+    )
     return TaskSpec(
         text=request.text if request.HasField("text") else None,
         task_type=request.task_type,
@@ -70,6 +107,21 @@ def list_request_from_proto(request: pb.ListTasksRequest) -> ListRequest:
         sort_order=request.sort_order or request.order,
         page_token=request.page_token,
     )
+
+
+_PAYLOADS = ("input_data", "parameters", "result")
+
+
+def list_item(task: pb.Task, view: int) -> pb.Task:
+    """A task as a list shows it: with view BASIC, payloads over ``LIST_PAYLOAD_BYTES`` are
+    left out and named in ``omitted_fields`` (GetTask has them)."""
+    if view == pb.TASK_VIEW_FULL:
+        return task
+    for name in _PAYLOADS:
+        if task.HasField(name) and getattr(task, name).ByteSize() > LIST_PAYLOAD_BYTES:
+            task.ClearField(name)
+            task.omitted_fields.append(name)
+    return task
 
 
 def task_to_proto(task: Task, estimated_completion: datetime | None = None) -> pb.Task:

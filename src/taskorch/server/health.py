@@ -39,7 +39,8 @@ class HealthReporter:
     async def check(self) -> bool:
         problem = ""
         try:
-            await asyncio.wait_for(self.db.ping(), timeout=self.interval * 2)
+            async with asyncio.timeout(self.interval * 2):
+                await self.db.ping()
         except (Unavailable, TimeoutError) as exc:
             problem = f"database: {exc or 'no answer'}"
         except Exception as exc:  # whatever it is, the database did not answer the ping

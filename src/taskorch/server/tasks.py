@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeAlias
 
@@ -15,6 +15,7 @@ from taskorch.core.model import Status, Task
 from taskorch.core.planning import CONTAINER, TaskSpec
 from taskorch.core.subtasks import NewSubtask, StatusReport, SubtaskService
 from taskorch.core.tasks import ListRequest, TaskService
+from taskorch.limits import LIST_FULL_PAGE_BYTES
 from taskorch.server import convert
 from taskorch.server.interceptors import current, current_caller
 from taskorch.v1 import task_service_pb2 as pb
@@ -56,17 +57,36 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
         return self._task(await self.tasks.get(current_caller(), request.task_id))
 
+    def _listed(self, tasks: Sequence[Task], view: int = 0) -> list[pb.Task]:
+        return [convert.list_item(self._task(t), view) for t in tasks]
+
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
-        page = await self.tasks.list(current_caller(), _list_request(request))
-        return convert.page_to_proto(page, [self._task(t) for t in page.items])
+        caller = current_caller()
+        listing = _list_request(request)
+        page = await self.tasks.list(caller, listing)
+        items = self._listed(page.items, request.view)
+        if request.view == pb.TASK_VIEW_FULL:
+            # Whole payloads: the page stops before it would pass the budget (one task at
+            # least, which fits by the input and result limits) and the token goes on.
+            size, kept = 0, 0
+            for item in items:
+                size += item.ByteSize()
+                if kept and size > LIST_FULL_PAGE_BYTES:
+                    break
+                kept += 1
+            if kept < len(items):
+                items = items[:kept]
+                token = self.tasks.token_after(caller, listing, page.items[kept - 1])
+                page = replace(page, next_page_token=token)
+        return convert.page_to_proto(page, items)
 
     async def ListTasksJson(
         self, request: pb.ListTasksRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
         page = await self.tasks.list(current_caller(), _list_request(request))
-        body = [convert.to_json(self._task(t)) for t in page.items]
+        body = [convert.to_json(t) for t in self._listed(page.items)]
         return httpbody_pb2.HttpBody(
             content_type="application/json",
             data=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
@@ -77,11 +97,11 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.TasksByStatus:
         groups = await self.tasks.by_status(current_caller(), request.limit)
         return pb.TasksByStatus(
-            queued=[self._task(t) for t in groups[Status.PENDING]],
-            running=[self._task(t) for t in groups[Status.RUNNING]],
-            completed=[self._task(t) for t in groups[Status.COMPLETED]],
-            failed=[self._task(t) for t in groups[Status.FAILED]],
-            cancelled=[self._task(t) for t in groups[Status.CANCELLED]],
+            queued=self._listed(groups[Status.PENDING]),
+            running=self._listed(groups[Status.RUNNING]),
+            completed=self._listed(groups[Status.COMPLETED]),
+            failed=self._listed(groups[Status.FAILED]),
+            cancelled=self._listed(groups[Status.CANCELLED]),
         )
 
     async def UpdateTaskPriority(
@@ -98,6 +118,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     # -- subtasks (seed 000) ------------------------------------------------------------------
 
     async def CreateSubtask(self, request: pb.CreateSubtaskRequest, context: Context) -> pb.Subtask:
+        convert.check_input_size(("input", request.input if request.HasField("input") else None))
         spec = NewSubtask(
             kind=request.kind,
             name=request.name,
@@ -124,6 +145,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         return convert.subtask_to_proto(subtask)
 
     async def UpdateSubtask(self, request: pb.UpdateSubtaskRequest, context: Context) -> pb.Subtask:
+        convert.check_input_size(("input", request.input if request.HasField("input") else None))
         subtask = await self.subtasks.update(
             current_caller(),
             request.task_id,
@@ -156,6 +178,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def UpdateSubtaskStatus(
         self, request: pb.UpdateSubtaskStatusRequest, context: Context
     ) -> pb.SubtaskStatusUpdate:
+        convert.check_result_size(request)
         report = StatusReport(
             lease_id=request.lease_id,
             status=_reported_status(request.status),

@@ -329,6 +329,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 memory_used_gb=u.memory_used_gb,
                 execution_provider=u.execution_provider,
             )
+        convert.check_result_size(request)
         with self._reported(request.subtask_id, request.lease_id):
             subtask = await self.engine.complete(
                 request.subtask_id,

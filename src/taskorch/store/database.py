@@ -169,6 +169,14 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database's file (None on PostgreSQL or without a file)."""
+        database = self.url.database if self.is_sqlite else None
+        if not database or database == ":memory:":
+            return None
+        return Path(database).resolve()
+
     def describe(self) -> str:
         """The URL with any password hidden, for logs."""
         return self.url.render_as_string(hide_password=True)

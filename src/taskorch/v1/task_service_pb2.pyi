@@ -14,8 +14,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TaskView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_VIEW_UNSPECIFIED: _ClassVar[TaskView]
+    TASK_VIEW_BASIC: _ClassVar[TaskView]
+    TASK_VIEW_FULL: _ClassVar[TaskView]
+TASK_VIEW_UNSPECIFIED: TaskView
+TASK_VIEW_BASIC: TaskView
+TASK_VIEW_FULL: TaskView
+
 class Task(_message.Message):
-    __slots__ = ("task_id", "id", "status", "task_type", "model_name", "template", "input_data", "parameters", "text", "priority", "depends_on", "result", "error", "error_code", "progress", "progress_message", "worker_id", "created_at", "updated_at", "started_at", "completed_at", "cancelled_at", "estimated_completion", "resource_usage", "request_id", "attempt", "max_attempts", "sequence", "timeout_seconds")
+    __slots__ = ("task_id", "id", "status", "task_type", "model_name", "template", "input_data", "parameters", "text", "priority", "depends_on", "result", "error", "error_code", "progress", "progress_message", "worker_id", "created_at", "updated_at", "started_at", "completed_at", "cancelled_at", "estimated_completion", "resource_usage", "request_id", "attempt", "max_attempts", "sequence", "timeout_seconds", "omitted_fields")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +54,7 @@ class Task(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     id: str
     status: _status_pb2.Status
@@ -74,7 +84,8 @@ class Task(_message.Message):
     max_attempts: int
     sequence: int
     timeout_seconds: float
-    def __init__(self, task_id: _Optional[str] = ..., id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., template: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_completion: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., sequence: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    omitted_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., template: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_completion: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., sequence: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., omitted_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Subtask(_message.Message):
     __slots__ = ("subtask_id", "task_id", "kind", "name", "stage", "input", "info", "status", "progress", "result", "error", "error_code", "attempt", "max_attempts", "priority", "model_name", "lease_id", "lease_expires_at", "worker_id", "ready", "available_at", "created_at", "updated_at", "started_at", "completed_at", "timeout_seconds", "dependency_results")
@@ -312,7 +323,7 @@ class GetTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("status", "task_type", "model_name", "template", "limit", "offset", "page", "sort_by", "sort_order", "order", "page_token")
+    __slots__ = ("status", "task_type", "model_name", "template", "limit", "offset", "page", "sort_by", "sort_order", "order", "page_token", "view")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +335,7 @@ class ListTasksRequest(_message.Message):
     SORT_ORDER_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     status: str
     task_type: str
     model_name: str
@@ -335,7 +347,8 @@ class ListTasksRequest(_message.Message):
     sort_order: str
     order: str
     page_token: str
-    def __init__(self, status: _Optional[str] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., template: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., page: _Optional[int] = ..., sort_by: _Optional[str] = ..., sort_order: _Optional[str] = ..., order: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
+    view: TaskView
+    def __init__(self, status: _Optional[str] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., template: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., page: _Optional[int] = ..., sort_by: _Optional[str] = ..., sort_order: _Optional[str] = ..., order: _Optional[str] = ..., page_token: _Optional[str] = ..., view: _Optional[_Union[TaskView, str]] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
     __slots__ = ("tasks", "total", "limit", "offset", "pagination", "next_page_token")

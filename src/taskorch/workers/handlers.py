@@ -143,7 +143,8 @@ async def run_echo(ctx: WorkContext) -> Outcome:
     steps = int(data.get("progress_steps", 10))
     for step in range(1, steps + 1 if delay > 0 else 1):
         try:
-            await asyncio.wait_for(ctx.cancelled.wait(), delay / steps)
+            async with asyncio.timeout(delay / steps):
+                await ctx.cancelled.wait()
             raise asyncio.CancelledError("echo cancelled")
         except TimeoutError:
             pass

@@ -19,6 +19,7 @@ import grpc
 import structlog
 
 from taskorch import structs
+from taskorch.client._client import CHANNEL_OPTIONS
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.core.engine import HeartbeatAnswer, WorkerIdentity
 from taskorch.core.errors import InternalError, LeaseLost, SubtaskNotFound
@@ -106,9 +107,9 @@ class GrpcWorkSource:
         self.capacity = capacity
         self.metadata = tuple(metadata)
         self._channel = (
-            grpc.aio.secure_channel(target, credentials)
+            grpc.aio.secure_channel(target, credentials, CHANNEL_OPTIONS)
             if credentials is not None
-            else grpc.aio.insecure_channel(target)
+            else grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
         )
         self._stub = pb_grpc.WorkerServiceStub(self._channel)
         self._assignments: asyncio.Queue[Lease] = asyncio.Queue()
@@ -153,7 +154,8 @@ class GrpcWorkSource:
             call = self._stub.Listen(request, metadata=self.metadata)
             try:
                 while True:
-                    message = await asyncio.wait_for(call.read(), SILENCE_LIMIT)
+                    async with asyncio.timeout(SILENCE_LIMIT):
+                        message = await call.read()
                     if message is grpc.aio.EOF:
                         break
                     if not self.connected.is_set():
@@ -189,7 +191,8 @@ class GrpcWorkSource:
         self._listen(worker, lease_seconds)
         leases: list[Lease] = []
         try:
-            leases.append(await asyncio.wait_for(self._assignments.get(), wait_seconds))
+            async with asyncio.timeout(wait_seconds):
+                leases.append(await self._assignments.get())
         except TimeoutError:
             return []
         while len(leases) < limit and not self._assignments.empty():

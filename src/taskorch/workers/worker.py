@@ -135,6 +135,7 @@ class Worker:
         self._slot_waiter: asyncio.Future[None] | None = None
         self._deferred: list[Awaitable[None]] = []
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
         self.on_error: Callable[[BaseException], Awaitable[None]] | None = None
@@ -207,6 +208,10 @@ class Worker:
         finally:
             self._beat_task.cancel()
 
+    def hurry(self) -> None:
+        """Cuts the drain of :meth:`stop` short: running work is handed back at once."""
+        self._hurry.set()
+
     async def stop(self, drain_seconds: float = 30.0) -> None:
         """Stops taking work; lets running work finish for ``drain_seconds``, then releases it."""
         self._stopping.set()
@@ -220,7 +225,13 @@ class Worker:
         if running:
             log.info("draining running work", count=len(running), seconds=drain_seconds)
             self._beat_task = asyncio.create_task(self._heartbeats(), name="drain heartbeats")
-            _, pending = await asyncio.wait(running, timeout=drain_seconds)
+            # Until all of it finished, the drain ran out, or a second signal cut it short.
+            drained = asyncio.ensure_future(asyncio.wait(running, timeout=drain_seconds))
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait([drained, hurry], return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+            hurry.cancel()
+            pending = [task for task in running if not task.done()]
             for task in pending:
                 task.cancel()
             if pending:

@@ -939,7 +939,8 @@ class PostgresWriter:
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
             try:
-                await asyncio.wait_for(self._conn.close(), 5)
+                async with asyncio.timeout(5):
+                    await self._conn.close()
             except Exception:
                 self._conn.terminate()
         self._conn = None
@@ -1009,7 +1010,8 @@ class PostgresWriter:
         except BaseException:
             if not conn.is_closed() and conn.is_in_transaction():
                 try:
-                    await asyncio.wait_for(conn.execute("ROLLBACK"), 10)
+                    async with asyncio.timeout(10):
+                        await conn.execute("ROLLBACK")
                 except Exception:
                     conn.terminate()
             raise
