@@ -74,6 +74,9 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 # SQLSTATE classes of a database (or the way to it) failing rather than a statement:
 # connection exceptions, insufficient resources, operator intervention, system errors.
 OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+# SQLSTATE classes of a statement's own fault: cardinality, data, integrity, routine, syntax
+# or access rule, feature not supported, PL/pgSQL.
+STATEMENT_SQLSTATE_CLASSES = frozenset({"21", "22", "23", "2F", "42", "0A", "P0"})
 DATABASE_UNAVAILABLE = "The database is unavailable; retry later"
 _MIGRATION_LOCK_KEY = 0x7461736B  # serialises the migrations of replicas on PostgreSQL
 
@@ -341,7 +344,7 @@ class Database:
             log.warning("database write failed", error=_short(exc), batch=len(batch))
             # A statement's own failure (bad data that passed every check: a bug) is
             # INTERNAL; anything else is the database's, told plainly (logged, not sent).
-            error: Exception = unavailable(exc) if _is_raw_outage(exc) else exc
+            error: Exception = exc if _is_statement_error(exc) else unavailable(exc)
             for item in batch:
                 item.error = error
                 if isinstance(item, _Pending):
@@ -352,7 +355,7 @@ class Database:
             except Exception:
                 log.exception("after-commit work failed")
         for item in batch:
-            if _is_driver_error(item.error) and _is_raw_outage(item.error):
+            if _is_driver_error(item.error) and not _is_statement_error(item.error):
                 item.error = unavailable(item.error)
             if isinstance(item, _Pending):
                 for hook in item.hooks:
@@ -408,7 +411,7 @@ class Database:
             try:
                 return await self._commit(batch)
             except (DBAPIError, sqlite3.Error) as exc:
-                if len(batch) > 1 and not _is_raw_outage(exc):
+                if len(batch) > 1 and _is_statement_error(exc):
                     # Every statement passed alone yet the batch failed (its settlement, say,
                     # met a value it cannot store): each operation commits alone, so the one
                     # at fault fails alone and never its batch-mates.
@@ -435,7 +438,7 @@ class Database:
                 changes.merge(await self._commit_retrying([item]))
             except Exception as exc:  # this operation alone failed to commit
                 log.warning("database write failed", error=_short(exc), batch=1)
-                item.error = unavailable(exc) if _is_raw_outage(exc) else exc
+                item.error = exc if _is_statement_error(exc) else unavailable(exc)
                 if isinstance(item, _Pending):
                     item.hooks = []
         return changes
@@ -662,12 +665,18 @@ def _is_outage(exc: DBAPIError) -> bool:
     """Whether the database (or the way to it) failed, rather than the statement: refused or
     lost connections, shutdowns, exhausted resources. Bugs in SQL and bad data are not (the
     asyncpg adaptor wraps most server errors in a generic DBAPIError: its SQLSTATE decides)."""
+    return not _is_statement_error(exc)
+
+
+def _is_statement_error(exc: BaseException | None) -> bool:
+    """Whether a driver's error is the statement's own fault (bad data, a constraint, a bug
+    in SQL), which retrying cannot cure, rather than the database's."""
     if isinstance(exc, ProgrammingError | IntegrityError | DataError | NotSupportedError):
-        return False
-    sqlstate = _sqlstate(exc)
-    if isinstance(sqlstate, str) and len(sqlstate) == 5:
-        return sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES or sqlstate in RETRYABLE_SQLSTATES
-    return True
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return not isinstance(exc, sqlite3.OperationalError)
+    sqlstate = _sqlstate(exc) if isinstance(exc, DBAPIError) else getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in STATEMENT_SQLSTATE_CLASSES
 
 
 def _is_raw_outage(exc: BaseException) -> bool:

@@ -46,6 +46,7 @@ CONFLICT_RETRIES = 5
 CONFLICT_PAUSE_SECONDS = 0.01
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+STATEMENT_SQLSTATE_CLASSES = frozenset({"21", "22", "23", "2F", "42", "0A", "P0"})  # as database.py
 _QUOTA_LOCK = "taskorch-quota:"
 
 
@@ -987,7 +988,7 @@ class PostgresWriter:
                 log.warning("a transition failed to commit alone", error=str(exc)[:200])
                 op.error = exc
                 sqlstate = getattr(exc, "sqlstate", None)
-                if not isinstance(sqlstate, str) or sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES:
+                if not isinstance(sqlstate, str) or sqlstate[:2] not in STATEMENT_SQLSTATE_CLASSES:
                     outage = exc
         return changes
 
