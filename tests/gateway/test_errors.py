@@ -138,3 +138,31 @@ def test_the_gateway_started_within_its_ready_timeout(gateway_server: ServerProc
     logs = gateway_server.logs()
     assert '"event": "gateway ready"' in logs and '"event": "taskorch is serving"' in logs
     assert "envoy not ready" not in logs
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/tasks", {"task_type": "v" * 17_000}),
+        ("/tasks", {"task_type": "v" * 100_000, "model_name": "m"}),
+        ("/api/v1/tasks", {"template": "t" * 100_000}),
+        ("/v1/tasks", {"text": "x", "request_id": "r" * 17_000}),
+    ],
+)
+def test_a_long_value_in_a_body_is_a_400_quoting_a_bounded_prefix(
+    rest: httpx.Client, path: str, body: dict[str, object]
+) -> None:
+    response = rest.post(path, json=body)
+    assert response.status_code in (400, 404), response.text[:300]
+    assert len(response.content) < 4000, len(response.content)
+    for value in body.values():
+        assert isinstance(value, str) and value[:200] not in response.text or len(value) < 200
+
+
+@pytest.mark.parametrize("param", ["status", "sort_by"])
+def test_a_long_query_value_is_a_400_quoting_a_bounded_prefix(
+    rest: httpx.Client, param: str
+) -> None:
+    response = rest.get("/v1/tasks", params={param: "s" * 6_000})
+    assert_json_error(response, 400, "VALIDATION_ERROR")
+    assert len(response.content) < 4000
