@@ -156,7 +156,8 @@ def test_a_long_value_in_a_body_is_a_400_quoting_a_bounded_prefix(
     assert response.status_code in (400, 404), response.text[:300]
     assert len(response.content) < 4000, len(response.content)
     for value in body.values():
-        assert isinstance(value, str) and value[:200] not in response.text or len(value) < 200
+        assert isinstance(value, str)
+        assert len(value) < 200 or value[:200] not in response.text
 
 
 @pytest.mark.parametrize("param", ["status", "sort_by"])
