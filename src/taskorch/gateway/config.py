@@ -19,7 +19,8 @@ through) on the same port. The filter chain, in order:
    route kept as matched on the REST path;
 5. ``router``.
 
-Local replies to REST clients (the transcoder's own 400/404, 429, 503) get a JSON body.
+Local replies to REST clients (the transcoder's own 400/404, 429, 503, and 431 for a URL and
+headers over 32 KiB) get the JSON body of their surface, each key once.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ local function seed_error_body(response_handle, status, surface)
   local body = response_handle:body()
   local text = body:getBytes(0, body:length())
   if string.sub(text, 1, 1) ~= "{" or string.find(text, '"request_id":"', 1, true) == 2 then
+    return
+  end
+  -- Envoy's own answers are shaped whole by local_reply_config (keys sorted: "code", an HTTP
+  -- status, comes first); only the server's google.rpc.Status (a gRPC code) is shaped here.
+  local code = tonumber(string.match(text, '^{"code":(%d+)') or "0")
+  if code >= 100 then
     return
   end
   if status == "429" and string.find(text, "larger than max", 1, true)
@@ -347,61 +354,109 @@ def _status_is(code: int) -> dict[str, Any]:
     }
 
 
-# Seed 001's surface (/tasks...), whose error body is an object with the code (as in Lua).
-_SEED_001_PATH = {
-    "header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/tasks"}}}
+def _path_starts(prefix: str) -> dict[str, Any]:
+    """A local reply's filter: the REST path starts with ``prefix`` (the transcoder moves the
+    path it matched to x-envoy-original-path)."""
+    return {
+        "or_filter": {
+            "filters": [
+                {"header_filter": {"header": {"name": name, "string_match": {"prefix": prefix}}}}
+                for name in (":path", "x-envoy-original-path")
+            ]
+        }
+    }
+
+
+# The surfaces' paths; a local reply takes the error keys of the surface its path belongs to.
+_SEED_001_PATH = _path_starts("/tasks")
+_SEED_002_PATH = _path_starts("/api/v1/")
+
+# Envoy's own answers (local replies) by status: the error code each surface shows. Anything
+# else is INTERNAL_ERROR.
+_LOCAL_REASONS = {
+    400: "VALIDATION_ERROR",
+    404: "NOT_FOUND",
+    405: "NOT_FOUND",
+    413: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    431: "VALIDATION_ERROR",
+    502: "SERVICE_UNAVAILABLE",
+    503: "SERVICE_UNAVAILABLE",
+    504: "TIMEOUT",
 }
+# Envoy refuses a request whose URL and headers exceed this with 431 before reading it (so
+# in the canonical error shape, with no request id). The gRPC server accepts four times as
+# much metadata (server/app.py), so whatever Envoy forwards, with the headers it adds (a copy
+# of the path among them), reaches the server, which refuses a URL or a header over 16 KiB
+# with 400 in the surface's error shape.
+MAX_REQUEST_HEADERS_KB = 32
+_TOO_LARGE = (
+    f"the request's URL and headers are larger than {MAX_REQUEST_HEADERS_KB} KiB: "
+    "send long values in the body"
+)
+
+
+def _local_body(surface: str, reason: str, message: str) -> dict[str, Any]:
+    """One surface's error body for an answer of Envoy's own: every key once (the Lua filter
+    leaves bodies that start with an HTTP status as their code alone)."""
+    body: dict[str, Any] = {
+        "code": "%RESPONSE_CODE%",
+        "message": message,
+        "request_id": "%REQ(X-REQUEST-ID)%",
+    }
+    if surface == "seed001":
+        body["error"] = {
+            "code": reason,
+            "message": message,
+            "details": {"field": "", "reason": message},
+        }
+        body["timestamp"] = "%START_TIME(%Y-%m-%dT%H:%M:%SZ)%"
+    elif surface == "seed002":
+        body["detail"] = message
+    else:
+        body["error"] = message
+        body["reason"] = reason
+    return body
 
 
 def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
-    mappers = []
+    """A mapper per surface and status of Envoy's own answers to REST clients."""
+    rate_message = ""
     if limit is not None:
-        # The limiter answers before the Lua filter, which never sees these replies: each
-        # surface's error keys are written here.
         rule = limit.describe().replace(",", " and ").replace("/", " requests per ")
-        message = f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
-        common = {
-            "code": 429,
-            "message": message,
-            "reason": "RATE_LIMITED",
-            "request_id": "%REQ(X-REQUEST-ID)%",
-        }
-        mappers += [
-            {
-                "filter": {
-                    "and_filter": {"filters": [_REST_REQUEST, _status_is(429), _SEED_001_PATH]}
-                },
-                "body_format_override": {
-                    "json_format": {
-                        **common,
-                        "error": {
-                            "code": "RATE_LIMITED",
-                            "message": message,
-                            "details": {"field": "", "reason": message},
-                        },
-                        "timestamp": "%START_TIME(%Y-%m-%dT%H:%M:%SZ)%",
-                    }
-                },
-            },
-            {
-                "filter": {"and_filter": {"filters": [_REST_REQUEST, _status_is(429)]}},
-                "body_format_override": {
-                    "json_format": {**common, "error": message, "detail": message}
-                },
-            },
-        ]
-    mappers.append(
-        {
-            "filter": _REST_REQUEST,
-            "body_format_override": {
-                "json_format": {
-                    "code": "%RESPONSE_CODE%",
-                    "message": "%LOCAL_REPLY_BODY%",
-                    "request_id": "%REQ(X-REQUEST-ID)%",
+        rate_message = (
+            f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
+        )
+    mappers = []
+    surfaces: list[tuple[str, list[dict[str, Any]]]] = [
+        ("seed001", [_SEED_001_PATH]),
+        ("seed002", [_SEED_002_PATH]),
+        ("canonical", []),
+    ]
+    for surface, path in surfaces:
+        for status, reason in _LOCAL_REASONS.items():
+            message = "%LOCAL_REPLY_BODY%"
+            if status == 429 and rate_message:
+                message = rate_message
+            elif status == 431:
+                message = _TOO_LARGE
+            mappers.append(
+                {
+                    "filter": {
+                        "and_filter": {"filters": [_REST_REQUEST, _status_is(status), *path]}
+                    },
+                    "body_format_override": {"json_format": _local_body(surface, reason, message)},
                 }
-            },
-        }
-    )
+            )
+        fallback = _local_body(surface, "INTERNAL_ERROR", "%LOCAL_REPLY_BODY%")
+        mappers.append(
+            {
+                "filter": {"and_filter": {"filters": [_REST_REQUEST, *path]}}
+                if path
+                else _REST_REQUEST,
+                "body_format_override": {"json_format": fallback},
+            }
+        )
     return mappers
 
 
@@ -518,6 +573,7 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
             "virtual_hosts": [{"name": "taskorch", "domains": ["*"], "routes": routes}],
         },
         "local_reply_config": {"mappers": _local_reply_mappers(settings.rate_limit)},
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
         "http_filters": http_filters,
     }
     if settings.access_log:

@@ -81,10 +81,17 @@ RESCUE_INTERVAL = 1.0
 STATS_INTERVAL = 5.0
 COMPACT_INTERVAL = 1.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_METADATA_BYTES = 128 * 1024
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Envoy forwards up to 32 KiB of URL and headers and adds its own (a copy of the path):
+    # all of it must reach the interceptor (which refuses a value over 16 KiB as bad input),
+    # or gRPC's own refusal (RESOURCE_EXHAUSTED with a dump of header sizes) reaches REST
+    # clients as a 429.
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
     # Refuse to share a port with another process instead of splitting its traffic.
     ("grpc.so_reuseport", 0),
     # Ping idle streams so a dead watcher or worker is noticed within a minute.

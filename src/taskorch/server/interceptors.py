@@ -34,6 +34,7 @@ from taskorch.server.unstorable import refuse_unstorable
 
 log = structlog.get_logger("taskorch.rpc")
 
+MAX_METADATA_VALUE_CHARS = 16 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -120,6 +121,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return request_id, metadata
 
     async def _begin(self, method: str, request_id: str, metadata: dict[str, str]) -> None:
+        _refuse_oversized_metadata(metadata)
         _refuse_query_overriding_path(method, metadata)
         caller = await self.authenticate(method, metadata)
         structlog.contextvars.bind_contextvars(tenant=caller.tenant_id)
@@ -180,6 +182,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 structlog.contextvars.clear_contextvars()
 
         return stream
+
+
+def _refuse_oversized_metadata(metadata: dict[str, str]) -> None:
+    """Refuses a URL (Envoy's copy of the REST path) or a header over 16 KiB as bad input,
+    naming it and nothing else: no id, key or path of that size is valid."""
+    for key, value in metadata.items():
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            what = "the URL" if key == "x-envoy-original-path" else f"header {key!r}"
+            raise InvalidArgument(
+                f"{what} is longer than {MAX_METADATA_VALUE_CHARS // 1024} KiB "
+                f"({len(value)} characters): send long values in the body",
+                field="url" if key == "x-envoy-original-path" else key,
+            )
 
 
 def _refuse_query_overriding_path(method: str, metadata: dict[str, str]) -> None:
