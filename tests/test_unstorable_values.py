@@ -17,6 +17,9 @@ from taskorch.v1 import chat_service_pb2 as chat_pb
 from taskorch.v1 import chat_service_pb2_grpc as chat_grpc
 from taskorch.v1 import task_service_pb2 as pb
 from taskorch.v1 import task_service_pb2_grpc as pb_grpc
+from taskorch.v1 import worker_service_pb2 as worker_pb
+from taskorch.v1 import worker_service_pb2_grpc as worker_grpc
+from tests.conftest import ServerFactory, WorkerFactory
 from tests.servers import ServerProcess
 
 NUL = "a\x00b"
@@ -129,3 +132,72 @@ def test_a_refused_value_never_fails_the_creates_batched_with_it(server: ServerP
         grpc.StatusCode.INVALID_ARGUMENT if i % 5 == 0 else grpc.StatusCode.OK for i in range(100)
     ]
     assert codes == expected
+
+
+def _leased_subtask(server: ServerProcess) -> tuple[str, worker_pb.Subtask]:
+    """A task with one subtask of kind "manual", leased through the WorkerService."""
+    with server.client() as client:
+        task = client.create_task(task_type="container")
+    with grpc.insecure_channel(server.grpc_addr) as channel:
+        pb_grpc.TaskServiceStub(channel).CreateSubtask(
+            pb.CreateSubtaskRequest(task_id=task.task_id, kind="manual"), timeout=10
+        )
+        lease = worker_grpc.WorkerServiceStub(channel).Take(
+            worker_pb.TakeRequest(worker_id="w", kinds=["manual"], lease_seconds=30),
+            timeout=10,
+        )
+    return task.task_id, lease
+
+
+@pytest.mark.parametrize("seconds", [math.nan, -math.inf, math.inf, -1e300, -1.0])
+def test_a_heartbeat_with_a_lease_that_is_not_a_positive_number_is_refused(
+    server_factory: ServerFactory, seconds: float
+) -> None:
+    server = server_factory("--workers", "0")
+    _, lease = _leased_subtask(server)
+    with grpc.insecure_channel(server.grpc_addr) as channel:
+        stub = worker_grpc.WorkerServiceStub(channel)
+        beat = worker_pb.HeartbeatRequest(
+            subtask_id=lease.subtask_id, lease_id=lease.lease_id, lease_seconds=seconds
+        )
+        field, _ = _refused(stub.Heartbeat, beat)
+        assert field == "lease_seconds"
+        good = worker_pb.HeartbeatRequest(
+            subtask_id=lease.subtask_id, lease_id=lease.lease_id, lease_seconds=30
+        )
+        assert not stub.Heartbeat(good, timeout=10).stop  # the lease is still held
+
+
+def test_a_result_with_nan_is_refused_naming_the_field_and_the_lease_is_kept(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory("--workers", "0")
+    task_id, lease = _leased_subtask(server)
+    with grpc.insecure_channel(server.grpc_addr) as channel:
+        stub = worker_grpc.WorkerServiceStub(channel)
+        bad = worker_pb.CompleteRequest(subtask_id=lease.subtask_id, lease_id=lease.lease_id)
+        bad.result.update({"scores": [0.5, math.nan]})
+        assert _refused(stub.Complete, bad)[0] == "result.scores[1]"
+        good = worker_pb.CompleteRequest(subtask_id=lease.subtask_id, lease_id=lease.lease_id)
+        good.result.update({"scores": [0.5, 0.25]})
+        stub.Complete(good, timeout=10)
+    with server.client() as client:
+        assert client.wait_for_task(task_id, timeout=30).result == {"scores": [0.5, 0.25]}
+
+
+def test_a_worker_whose_result_holds_nan_fails_the_task_naming_the_field(
+    server_factory: ServerFactory, worker_factory: WorkerFactory
+) -> None:
+    server = server_factory("--workers", "0")
+    worker_factory(server)
+    with server.client() as client:
+        task = client.create_task(task_type="container", max_attempts=3)
+        with grpc.insecure_channel(server.grpc_addr) as channel:
+            pb_grpc.TaskServiceStub(channel).CreateSubtask(
+                pb.CreateSubtaskRequest(task_id=task.task_id, kind="not_a_number"), timeout=10
+            )
+        done = client.wait_for_task(task.task_id, timeout=60)
+    assert done.status == "FAILED"
+    assert done.error_code == "INVALID_RESULT"
+    assert "result.score" in (done.error or "") and "finite" in (done.error or "")
+    assert done.attempt == 1  # not retried: the same handler would answer the same
