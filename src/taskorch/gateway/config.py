@@ -8,7 +8,8 @@ through) on the same port. The filter chain, in order:
 2. two ``local_ratelimit`` filters per client address: a sustained rate (X-RateLimit-* headers)
    and a burst limit; gRPC clients get RESOURCE_EXHAUSTED;
 3. ``lua`` gives seed 001's ``POST /tasks`` its 201, seed 002's ``DELETE /api/v1/tasks/{id}``
-   its 204, ``/health`` a 503 when unhealthy, and error bodies the keys each seed document
+   its 204, ``/health`` a 503 when unhealthy, seeds 001 and 002 their lower-case status
+   words (``pending``; seed 002 ``queued``), and error bodies the keys each seed document
    promises: ``error`` (a string on /v1, an object with the error code on seed 001's /tasks),
    ``detail`` (seed 002's /api/v1), ``request_id`` everywhere, added to the google.rpc.Status
    JSON (``code``, ``message``, ``details``). It runs on responses only, reading the rule and
@@ -122,23 +123,63 @@ local function seed_error_body(response_handle, status, surface)
   response_handle:headers():replace("content-length", tostring(#shaped))
 end
 
+-- Seeds 001 and 002 write status words in lower case (seed 002 says "queued" for PENDING);
+-- the canonical surface and gRPC keep the enum's names.
+local SEED_STATUS_WORDS = {
+  seed001 = {PENDING = "pending", RUNNING = "running", COMPLETED = "completed",
+             FAILED = "failed", CANCELLED = "cancelled"},
+  seed002 = {PENDING = "queued", RUNNING = "running", COMPLETED = "completed",
+             FAILED = "failed", CANCELLED = "cancelled"},
+}
+
+local function seed_status_words(response_handle, surface)
+  local words = SEED_STATUS_WORDS[surface]
+  local kind = response_handle:headers():get("content-type") or ""
+  if words == nil or not string.find(kind, "json", 1, true) then
+    return
+  end
+  local body = response_handle:body()
+  if body == nil then
+    return
+  end
+  local text = body:getBytes(0, body:length())
+  local shaped, count = string.gsub(text, '"status":"(%u+)"', function(word)
+    local lower = words[word]
+    if lower ~= nil then
+      return '"status":"' .. lower .. '"'
+    end
+  end)
+  if count > 0 then
+    body:setBytes(shaped)
+    response_handle:headers():replace("content-length", tostring(#shaped))
+  end
+end
+
 function envoy_on_response(response_handle)
   local meta = response_handle:metadata()
   local rule = meta:get("rule") or ""
+  local surface = meta:get("surface") or "canonical"
   local headers = response_handle:headers()
   local status = headers:get(":status") or ""
   if string.sub(status, 1, 1) == "4" or string.sub(status, 1, 1) == "5" then
-    seed_error_body(response_handle, status, meta:get("surface") or "canonical")
+    seed_error_body(response_handle, status, surface)
     return
   end
-  if rule == "" or status ~= "200" then
+  if status ~= "200" then
+    return
+  end
+  if rule == "" then
+    seed_status_words(response_handle, surface)
     return
   end
   if rule == "created" then
     headers:replace(":status", "201")
-  elseif rule == "no_content" and response_handle:streamInfo():protocol() ~= "HTTP/2" then
+    seed_status_words(response_handle, surface)
+  elseif rule == "no_content" and response_handle:streamInfo():protocol() == "HTTP/2" then
     -- Over HTTP/2 a 204 cannot be followed by the transcoder's trailers; those clients
     -- get 200 with the cancelled task.
+    seed_status_words(response_handle, surface)
+  elseif rule == "no_content" then
     headers:replace(":status", "204")
     headers:remove("content-type")
     headers:remove("content-length")
