@@ -69,8 +69,12 @@ end
 local FALLBACK_REASON = {
   ["400"] = "VALIDATION_ERROR", ["401"] = "UNAUTHENTICATED", ["403"] = "PERMISSION_DENIED",
   ["404"] = "NOT_FOUND", ["409"] = "CONFLICT", ["413"] = "VALIDATION_ERROR",
+  ["422"] = "VALIDATION_ERROR",
   ["429"] = "RATE_LIMITED", ["503"] = "SERVICE_UNAVAILABLE", ["504"] = "TIMEOUT",
 }
+
+-- gRPC INVALID_ARGUMENT reasons that REST answers 422 Unprocessable Entity.
+local UNPROCESSABLE = {TEXT_TOO_LONG = true, MESSAGE_TOO_LONG = true}
 
 local function seed_error_body(response_handle, status, surface)
   local headers = response_handle:headers()
@@ -102,6 +106,12 @@ local function seed_error_body(response_handle, status, surface)
   local message = string_after(text, "message") or '"error"'
   local reason = string.match(text, '"reason":"([%w_]+)"') or FALLBACK_REASON[status]
     or "INTERNAL_ERROR"
+  if status == "400" and UNPROCESSABLE[reason] then
+    -- Well-formed but refused for its content (seed 003: "text too long or semantically
+    -- invalid"; seeds 001 and 002: "validation error"): 422.
+    status = "422"
+    response_handle:headers():replace(":status", status)
+  end
   -- The server's answers carry the request id (Envoy's) as a header; Envoy's own replies
   -- have no such header yet but carry it in the body already (local_reply_config).
   local prefix = "{"
