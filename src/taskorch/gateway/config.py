@@ -3,18 +3,19 @@
 One listener serves REST (HTTP/1.1 or h2c, transcoded to gRPC) and native gRPC (passed
 through) on the same port. The filter chain, in order:
 
-1. ``header_mutation`` strips ``grpc-*`` headers from REST responses (switched off on the gRPC
-   passthrough route, where they are the protocol);
-2. two ``local_ratelimit`` filters per client address: a sustained rate (X-RateLimit-* headers)
-   and a burst limit; gRPC clients get RESOURCE_EXHAUSTED;
-3. ``lua`` gives seed 001's ``POST /tasks`` its 201, seed 002's ``DELETE /api/v1/tasks/{id}``
+1. ``lua`` gives seed 001's ``POST /tasks`` its 201, seed 002's ``DELETE /api/v1/tasks/{id}``
    its 204, ``/health`` a 503 when unhealthy, seeds 001 and 002 their lower-case status
-   words (``pending``; seed 002 ``queued``), and error bodies the keys each seed document
-   promises: ``error`` (a string on /v1, an object with the error code on seed 001's /tasks),
-   ``detail`` (seed 002's /api/v1), ``request_id`` everywhere, added to the google.rpc.Status
-   JSON (``code``, ``message``, ``details``). It runs on responses only, reading the rule and
-   the surface from the metadata of the REST route the path matched, and must come before the
-   transcoder;
+   words (``pending``; seed 002 ``queued``), ``X-RateLimit-Reset`` as a Unix time, 422 for
+   input too long, and error bodies the keys each seed document promises: ``error`` (a
+   string on /v1, an object with the error code on seed 001's /tasks), ``detail`` (seed
+   002's /api/v1), ``request_id`` everywhere, added to the google.rpc.Status JSON (``code``,
+   ``message``, ``details``). It runs on responses only, reading the rule and the surface
+   from the metadata of the REST route the path matched; it comes first so that it sees, on
+   the way out, what every other filter wrote (the rate limiters' headers and replies);
+2. ``header_mutation`` strips ``grpc-*`` headers from REST responses (switched off on the gRPC
+   passthrough route, where they are the protocol);
+3. two ``local_ratelimit`` filters per client address: a sustained rate (X-RateLimit-* headers)
+   and a burst limit, each refilled continuously; gRPC clients get RESOURCE_EXHAUSTED;
 4. ``grpc_json_transcoder`` with snake_case names, enums as names, every scalar printed,
    server streams as Server-Sent Events, unknown paths and query parameters refused, and the
    route kept as matched on the REST path;
@@ -165,12 +166,30 @@ local function seed_status_words(response_handle, surface)
   end
 end
 
+-- Seconds per window of each rate limit, by its token count (rendered from --rate-limit).
+local RATE_WINDOWS = {--RATE_WINDOWS--}
+
+-- Seed 001 defines X-RateLimit-Reset as the Unix time when the limit resets: when the bucket
+-- that reports (it refills continuously, limit tokens per window) is full again.
+local function absolute_rate_limit_reset(headers)
+  local limit = headers:get("x-ratelimit-limit")
+  local remaining = tonumber(headers:get("x-ratelimit-remaining") or "")
+  local window = limit and RATE_WINDOWS[limit]
+  if window == nil or remaining == nil then
+    return
+  end
+  local tokens = tonumber(limit)
+  local wait = math.ceil(math.max(tokens - remaining, 0) * window / tokens)
+  headers:replace("x-ratelimit-reset", tostring(os.time() + wait))
+end
+
 function envoy_on_response(response_handle)
   local meta = response_handle:metadata()
   local rule = meta:get("rule") or ""
   local surface = meta:get("surface") or "canonical"
   local headers = response_handle:headers()
   local status = headers:get(":status") or ""
+  absolute_rate_limit_reset(headers)
   if string.sub(status, 1, 1) == "4" or string.sub(status, 1, 1) == "5" then
     seed_error_body(response_handle, status, surface)
     return
@@ -514,7 +533,24 @@ def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
 def render(settings: GatewaySettings) -> dict[str, Any]:
     """Envoy's bootstrap configuration as a dict (see :func:`render_yaml`)."""
     limiters = ["envoy.filters.http.local_ratelimit.sustained"]
+    windows = ""
+    if settings.rate_limit is not None:
+        buckets = [settings.rate_limit.sustained, settings.rate_limit.burst]
+        windows = ", ".join(
+            f'["{tokens}"] = {seconds:g}' for tokens, seconds in reversed([b for b in buckets if b])
+        )
     http_filters: list[dict[str, Any]] = [
+        # First, so that it sees (on the way out) what the other filters wrote, the rate
+        # limiters' headers and replies among them.
+        {
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {
+                    "inline_string": _LUA.replace("{--RATE_WINDOWS--}", "{" + windows + "}")
+                },
+            },
+        },
         {
             "name": "envoy.filters.http.header_mutation",
             "typed_config": {
@@ -543,13 +579,6 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
     else:
         limiters = []
     http_filters += [
-        {
-            "name": "envoy.filters.http.lua",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": _LUA},
-            },
-        },
         {
             "name": "envoy.filters.http.grpc_json_transcoder",
             "typed_config": {
