@@ -564,7 +564,7 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
                     ]
                 },
             },
-        }
+        },
     ]
     if settings.rate_limit is not None:
         # X-RateLimit-* headers on every answer come from the bucket that binds first (the
