@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
 
 from taskorch import __version__
@@ -53,6 +52,7 @@ from taskorch.server.chat import ChatServicer
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import ServerInterceptor, open_access
 from taskorch.server.models import ModelServicer
+from taskorch.server.reflection import add_reflection
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
 from taskorch.server.templates import TemplateServicer
@@ -307,16 +307,7 @@ class TaskorchServer:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, server)
         names = [s.full_name for s in routes.services()]
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            reflection.aio.ReflectionServicer(
-                [
-                    *names,
-                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME,
-                ]
-            ),
-            server,
-        )
+        add_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
         host, port = split_addr(self.settings.grpc_addr)
         try:
             bound = grpc_server.add_insecure_port(f"{_bracket(host)}:{port}")
