@@ -223,3 +223,22 @@ def test_no_error_body_repeats_a_key(
         return  # a real listing
     json_once(response.text)
     assert_json_error(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/v1/tasks", {"text": "a\u0000b"}, "text"),
+        ("POST", "/tasks", {"task_type": "echo", "input_data": {"x": "\u0000"}}, "input_data.x"),
+        ("POST", "/api/v1/tasks", {"template": "t", "parameters": {"p": "\u0000"}}, "parameters.p"),
+        ("GET", "/v1/tasks?status=a%00b", None, "status"),
+        ("POST", "/chat", {"title": "\u0000"}, "title"),
+    ],
+)
+def test_a_nul_character_is_a_400_naming_the_field(
+    rest: httpx.Client, method: str, path: str, body: object, field: str
+) -> None:
+    response = rest.request(method, path, json=body)
+    found = assert_json_error(response, 400, "VALIDATION_ERROR")
+    assert field_violations(found) == [field]
+    assert "NUL" in found["message"]
