@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from taskorch.client import InvalidArgumentError, NotFoundError
+from taskorch.client import InvalidArgumentError, NotFoundError, TaskorchClientError
 from taskorch.v1 import task_service_pb2 as pb
 from taskorch.v1 import task_service_pb2_grpc as pb_grpc
 from tests.servers import ServerProcess
@@ -203,3 +203,42 @@ def test_the_echo_inputs_that_were_accepted_still_run(server: ServerProcess) -> 
             input_data={"delay_seconds": 0.1, "progress_steps": 2, "fail_attempts": 0, "x": None},
         )
         assert client.wait_for_task(task.task_id, timeout=30).status == "COMPLETED"
+
+
+LONG = "v" * 20_000
+
+
+@pytest.mark.parametrize(
+    ("call", "kwargs", "field"),
+    [
+        ("create_task", {"task_type": LONG}, "task_type"),
+        ("create_task", {"task_type": "text_generation", "model_name": LONG}, ""),
+        ("create_task", {"template": LONG}, ""),
+        ("create_task", {"text": "x", "request_id": LONG}, "request_id"),
+        ("create_task", {"text": "x", "depends_on": [LONG]}, "depends_on[0]"),
+        ("list_tasks", {"status": LONG}, "status"),
+        ("list_tasks", {"sort_by": LONG}, "sort_by"),
+        ("list_tasks", {"task_type": "y" * 100_000, "sort_by": "z" * 100_000}, "sort_by"),
+    ],
+)
+def test_a_long_value_is_quoted_by_a_bounded_prefix_in_the_error(
+    server: ServerProcess, call: str, kwargs: dict[str, object], field: str
+) -> None:
+    """A value of any length is refused as bad input or not found (not RESOURCE_EXHAUSTED
+    because the error that echoes it is too big to send), quoting at most a prefix of it."""
+    with server.client() as client, pytest.raises(TaskorchClientError) as caught:
+        getattr(client, call)(**kwargs)
+    error = caught.value
+    assert error.code in ("INVALID_ARGUMENT", "NOT_FOUND"), error
+    assert len(error.message) <= 1000, len(error.message)
+    assert "v" * 200 not in error.message and "z" * 200 not in error.message
+    if field:
+        assert error.field_violations and error.field_violations[0].field == field
+    assert all(len(v.description) <= 1000 for v in error.field_violations)
+
+
+def test_a_long_id_is_not_found_with_a_bounded_message(server: ServerProcess) -> None:
+    with server.client() as client, pytest.raises(NotFoundError) as caught:
+        client.get_task("t" * 20_000)
+    assert len(caught.value.message) <= 1000
+    assert caught.value.message.startswith("Task with ID 'tttt")

@@ -110,3 +110,33 @@ def test_every_answer_carries_its_request_id(server: ServerProcess) -> None:
         info = error_details_pb2.RequestInfo()
         assert any(d.Unpack(info) for d in status.details)
         assert info.request_id == generated
+
+
+def _reflect(channel: grpc.Channel, service: str, request: object) -> object:
+    """One reflection call under ``service`` (v1 or v1alpha: the same messages)."""
+    call = channel.stream_stream(
+        f"/{service}/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    return next(iter(call(iter([request]), timeout=5)))
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_answers_under_v1_and_v1alpha(server: ServerProcess, version: str) -> None:
+    """Newer grpcurl and Postman ask grpc.reflection.v1 first."""
+    service = f"grpc.reflection.{version}.ServerReflection"
+    with grpc.insecure_channel(server.grpc_addr) as channel:
+        listed = _reflect(
+            channel, service, reflection_pb2.ServerReflectionRequest(list_services="")
+        )
+        names = {s.name for s in listed.list_services_response.service}  # type: ignore[attr-defined]
+        assert {"taskorch.v1.TaskService", "grpc.reflection.v1.ServerReflection"} <= names
+        for symbol in ("taskorch.v1.TaskService", service):
+            found = _reflect(
+                channel,
+                service,
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol),
+            )
+            files = found.file_descriptor_response.file_descriptor_proto  # type: ignore[attr-defined]
+            assert files, (symbol, found)

@@ -165,14 +165,14 @@ def test_seed_002_create_task_from_a_template_runs_it(gateway_server: ServerProc
     assert status == 200, created
     assert created["template"] == "text-analysis"
     assert created["parameters"] == {"text": "one fish two fish red fish", "top_n": 1}
-    assert created["priority"] == 7 and created["status"] == "PENDING"
+    assert created["priority"] == 7 and created["status"] == "queued"
     deadline = time.monotonic() + 30
     while True:
         status, task, _ = call(gateway_server, "GET", f"/api/v1/tasks/{created['id']}")
-        if task["status"] == "COMPLETED" or time.monotonic() > deadline:
+        if task["status"] == "completed" or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert task["status"] == "COMPLETED", task
+    assert task["status"] == "completed", task
     assert task["result"]["top_words"] == ["fish"]
     status, listed, _ = call(gateway_server, "GET", "/api/v1/tasks?template=text-analysis")
     assert created["id"] in [t["id"] for t in listed]

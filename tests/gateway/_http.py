@@ -41,13 +41,26 @@ def error_reason(body: dict[str, Any]) -> str | None:
     return body.get("reason")
 
 
+def json_once(text: str) -> Any:
+    """The JSON document, asserting that no object in it repeats a key (json.loads would
+    silently keep the last one; many clients refuse such a body or keep the first)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        assert not repeated, f"keys repeated in an error body: {repeated}: {text[:500]}"
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=unique)
+
+
 def assert_json_error(
     response: httpx.Response, status: int, reason: str | None = None
 ) -> dict[str, Any]:
     """A JSON error body with the keys the path's seed document promises; returns it."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json"), response.headers
-    body = response.json()
+    body = json_once(response.text)
     assert isinstance(body, dict), body
     assert isinstance(body["message"], str) and body["message"]
     assert isinstance(body["code"], int)

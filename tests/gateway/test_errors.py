@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.gateway._http import assert_json_error, field_violations
+from tests.gateway._http import assert_json_error, field_violations, json_once
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.xdist_group("gateway_errors")
@@ -146,3 +146,107 @@ def test_a_wrong_handler_input_is_a_json_400_naming_the_field(rest: httpx.Client
     )
     body = assert_json_error(response, 400, "VALIDATION_ERROR")
     assert field_violations(body) == ["input_data.delay_seconds"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/tasks", {"task_type": "v" * 17_000}),
+        ("/tasks", {"task_type": "v" * 100_000, "model_name": "m"}),
+        ("/api/v1/tasks", {"template": "t" * 100_000}),
+        ("/v1/tasks", {"text": "x", "request_id": "r" * 17_000}),
+    ],
+)
+def test_a_long_value_in_a_body_is_a_400_quoting_a_bounded_prefix(
+    rest: httpx.Client, path: str, body: dict[str, object]
+) -> None:
+    response = rest.post(path, json=body)
+    assert response.status_code in (400, 404), response.text[:300]
+    assert len(response.content) < 4000, len(response.content)
+    for value in body.values():
+        assert isinstance(value, str)
+        assert len(value) < 200 or value[:200] not in response.text
+
+
+@pytest.mark.parametrize("param", ["status", "sort_by"])
+def test_a_long_query_value_is_a_400_quoting_a_bounded_prefix(
+    rest: httpx.Client, param: str
+) -> None:
+    response = rest.get("/v1/tasks", params={param: "s" * 6_000})
+    assert_json_error(response, 400, "VALIDATION_ERROR")
+    assert len(response.content) < 4000
+
+
+INTERNALS = ("metadata size", "x-envoy", ":authority", "soft limit", "hard limit", ":path:")
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_a_url_over_16_kib_is_a_400_in_the_surfaces_error_shape(
+    rest: httpx.Client, prefix: str
+) -> None:
+    response = rest.get(f"{prefix}/{'a' * 20_000}")
+    body = assert_json_error(response, 400, "VALIDATION_ERROR")
+    assert "URL is longer than 16 KiB" in body["message"]
+    assert not any(word in response.text for word in INTERNALS), response.text[:500]
+
+
+@pytest.mark.parametrize("header", ["x-api-key", "authorization", "x-request-id", "x-custom"])
+def test_a_header_over_16_kib_is_a_400_naming_it(rest: httpx.Client, header: str) -> None:
+    response = rest.get("/v1/tasks", headers={header: "k" * 20_000})
+    if header == "x-request-id":  # Envoy echoes the caller's id, whatever the server says
+        assert response.status_code == 400
+        body = json_once(response.text)
+    else:
+        body = assert_json_error(response, 400, "VALIDATION_ERROR")
+    assert header in body["message"]
+    assert not any(word in response.text for word in INTERNALS), response.text[:500]
+
+
+def test_a_url_and_headers_over_32_kib_are_a_json_431_with_nothing_internal(
+    rest: httpx.Client,
+) -> None:
+    response = rest.get(f"/v1/tasks/{'a' * 40_000}")
+    assert response.status_code == 431
+    body = json_once(response.text)
+    assert body["reason"] == "VALIDATION_ERROR"
+    assert "larger than 32 KiB" in body["error"] == body["message"]
+    assert not any(word in response.text for word in INTERNALS), response.text[:500]
+
+
+@pytest.mark.parametrize("prefix", ["", *PREFIXES])
+@pytest.mark.parametrize(
+    ("method", "suffix", "raw"),
+    [("GET", "", None), ("GET", "/a/b/c/d", None), ("POST", "", b"{bad json")],
+)
+def test_no_error_body_repeats_a_key(
+    rest: httpx.Client, prefix: str, method: str, suffix: str, raw: bytes | None
+) -> None:
+    """Unknown routes (`GET /` among them) and bodies the transcoder cannot parse: each key of
+    the surface's error shape once."""
+    path = f"{prefix}{suffix}" or "/"
+    response = rest.request(
+        method, path, content=raw, headers={"content-type": "application/json"} if raw else {}
+    )
+    if response.status_code < 400:
+        return  # a real listing
+    json_once(response.text)
+    assert_json_error(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/v1/tasks", {"text": "a\u0000b"}, "text"),
+        ("POST", "/tasks", {"task_type": "echo", "input_data": {"x": "\u0000"}}, "input_data.x"),
+        ("POST", "/api/v1/tasks", {"template": "t", "parameters": {"p": "\u0000"}}, "parameters.p"),
+        ("GET", "/v1/tasks?status=a%00b", None, "status"),
+        ("POST", "/chat", {"title": "\u0000"}, "title"),
+    ],
+)
+def test_a_nul_character_is_a_400_naming_the_field(
+    rest: httpx.Client, method: str, path: str, body: object, field: str
+) -> None:
+    response = rest.request(method, path, json=body)
+    found = assert_json_error(response, 400, "VALIDATION_ERROR")
+    assert field_violations(found) == [field]
+    assert "NUL" in found["message"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,13 +30,21 @@ pytestmark = pytest.mark.xdist_group("gateway_fuzz")
 EXAMPLES_PER_OPERATION = 20
 
 
+def _success(operation: dict[str, Any]) -> dict[str, Any]:
+    """The documented success answer with a body (200, or 201 for seed 001's create)."""
+    for status in ("200", "201"):
+        if status in operation["responses"]:
+            return dict(operation["responses"][status])
+    raise AssertionError(f"no success documented: {operation['operationId']}")
+
+
 def _cases() -> list[tuple[str, str, GenerationMode]]:
     """Every operation with valid data; those with a body or query parameters also with
     invalid data (a string path parameter has no invalid value)."""
     cases = []
     for path, operations in openapi.document()["paths"].items():
         for verb, operation in operations.items():
-            if "text/event-stream" in operation["responses"]["200"].get("content", {}):
+            if "text/event-stream" in _success(operation).get("content", {}):
                 continue  # server streams (watch, worker listen) do not end on their own
             cases.append((verb.upper(), path, GenerationMode.POSITIVE))
             queries = [p for p in operation.get("parameters", []) if p["in"] == "query"]
@@ -86,7 +95,7 @@ def existing_task(fuzzed_server: ServerProcess) -> str:
 
 def _documented_media_type(method: str, path: str) -> str:
     """What a success answers: JSON, but for the few bodies documented otherwise (metrics)."""
-    content = openapi.document()["paths"][path][method.lower()]["responses"]["200"]["content"]
+    content = _success(openapi.document()["paths"][path][method.lower()])["content"]
     return str(next(iter(content)))
 
 

@@ -71,5 +71,40 @@ def test_every_documented_operation_is_routed(rest: httpx.Client, document: dict
             with rest.stream(verb.upper(), url, json=body) as response:
                 text = next(response.iter_text(), "") if response.status_code >= 400 else ""
             assert response.status_code < 500, (verb, path, text)
+            if response.status_code < 300:  # a success is one the document names
+                assert str(response.status_code) in operations[verb]["responses"], (verb, path)
             if response.status_code == 404:
                 assert "Could not resolve" not in text, (verb, path)
+
+
+def _documented(document: dict[str, Any], verb: str, path: str) -> dict[str, Any]:
+    return dict(document["paths"][path][verb]["responses"])
+
+
+def test_every_documented_status_is_what_the_server_answers(
+    rest: httpx.Client, document: dict[str, Any]
+) -> None:
+    """Each explicitly documented status of the bindings whose answers differ from the
+    transcoder's 200 is what the server answers, and no other 2xx is documented there."""
+    created = rest.post("/tasks", json={"text": "hello"})
+    assert created.status_code == 201 and set(_documented(document, "post", "/tasks")) == {
+        "201",
+        "422",
+        "default",
+    }
+    slow = {"task_type": "echo", "input_data": {"delay_seconds": 30}}
+    task = rest.post("/api/v1/tasks", json=slow)
+    deleted = rest.delete(f"/api/v1/tasks/{task.json()['id']}")
+    cancel = _documented(document, "delete", "/api/v1/tasks/{task_id}")
+    assert deleted.status_code == 204 and deleted.content == b"" and "content" not in cancel["204"]
+    assert rest.post("/v1/tasks", json={"text": "hi"}).status_code == 200
+    assert "200" in _documented(document, "post", "/v1/tasks")
+    for path in ("/tasks", "/v1/tasks", "/api/v1/tasks", "/task"):
+        assert "422" in _documented(document, "post", path), path
+        assert rest.post(path, json={"text": "a" * 4001}).status_code == 422, path
+    health = _documented(document, "get", "/health")
+    assert rest.get("/health").status_code == 200 and {"200", "503"} <= set(health)
+    metrics = _documented(document, "get", "/metrics")
+    answer = rest.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    assert "text/plain" in metrics["200"]["content"]

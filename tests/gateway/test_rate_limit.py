@@ -153,3 +153,38 @@ def test_a_refusal_by_the_sustained_limit_names_that_limit(server_factory: Serve
     assert_json_error(refused, 429, "RATE_LIMITED")
     assert refused.headers["x-ratelimit-limit"] == "3"
     assert refused.headers["retry-after"] == "20"  # 60 s / 3 tokens
+
+
+def test_x_ratelimit_reset_is_the_unix_time_the_bucket_is_full_again(
+    limited: ServerProcess,
+) -> None:
+    """Seed 001: "X-RateLimit-Reset: Unix timestamp when limit resets". The bucket refills
+    continuously (LIMIT tokens per 10 s), so it is full again after 2 s per token used."""
+    with _client(limited, "127.0.0.10") as rest:
+        resets = []
+        for used in range(1, LIMIT + 1):
+            now = time.time()
+            response = rest.get("/v1/tasks", params={"limit": 1})
+            assert response.status_code == 200
+            reset = int(response.headers["x-ratelimit-reset"])
+            assert now - 1 <= reset - 2 * used <= time.time() + 1, (used, reset - now)
+            resets.append(reset)
+        refused = rest.get("/v1/tasks", params={"limit": 1})
+    assert refused.status_code == 429
+    assert abs(int(refused.headers["x-ratelimit-reset"]) - (time.time() + 10)) <= 2
+    assert int(refused.headers["retry-after"]) == 2  # the next token, not the full bucket
+    assert resets == sorted(resets)
+
+
+def test_a_refusal_by_the_minute_bucket_says_when_it_is_full_again(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory("--rate-limit", "3/60s,10/10s", gateway=True)
+    with httpx.Client(base_url=server.http_url, timeout=10) as rest:
+        for _ in range(3):
+            assert rest.get("/v1/tasks").status_code == 200
+        refused = rest.get("/v1/tasks")
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-limit"] == "3"
+    assert abs(int(refused.headers["x-ratelimit-reset"]) - (time.time() + 60)) <= 2
+    assert refused.headers["retry-after"] == "20"  # one token of the minute bucket

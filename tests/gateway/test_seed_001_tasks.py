@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -44,7 +45,7 @@ def test_seed_create_examples(rest: httpx.Client, payload: dict[str, Any]) -> No
     if expected.ok:
         assert response.status_code == 201, response.text
         body = response.json()
-        assert body["status"] == "PENDING" and body["task_type"] == "text_generation"
+        assert body["status"] == "pending" and body["task_type"] == "text_generation"
         assert body["model_name"] == payload["model_name"]
     else:
         body = assert_json_error(response, expected.status, expected.reason)
@@ -57,7 +58,7 @@ def test_create_answers_201_with_the_seed_fields(rest: httpx.Client) -> None:
     # With a run time observed, the next task of that type carries an estimate.
     body = _create(rest, {"task_type": "text_analysis", "input_data": {"text": "hello world"}})
     assert UUID4.match(body["task_id"])
-    assert body["status"] == "PENDING"
+    assert body["status"] == "pending"
     assert body["task_type"] == "text_analysis" and body["model_name"] == ""
     assert RFC3339.match(body["created_at"])
     assert RFC3339.match(body["estimated_completion"])
@@ -72,7 +73,7 @@ def test_get_task_has_timings_worker_and_result(rest: httpx.Client) -> None:
     response = rest.get(f"/tasks/{task_id}")
     assert response.status_code == 200
     body = response.json()
-    assert body["task_id"] == task_id and body["status"] == "COMPLETED"
+    assert body["task_id"] == task_id and body["status"] == "completed"
     for key in ("created_at", "started_at", "completed_at"):
         assert RFC3339.match(body[key]), (key, body)
     assert body["worker_id"]
@@ -104,7 +105,7 @@ def test_list_filters_and_sorts_like_the_seed_curl_example(rest: httpx.Client) -
     # curl "http://localhost:8002/tasks?status=completed&limit=10"
     body = rest.get("/tasks", params={"status": "completed", "limit": 10}).json()
     assert body["limit"] == 10 and 1 <= len(body["tasks"]) <= 10
-    assert {t["status"] for t in body["tasks"]} == {"COMPLETED"}
+    assert {t["status"] for t in body["tasks"]} == {"completed"}
     by_type = rest.get(
         "/tasks",
         params={"task_type": "echo", "sort_by": "created_at", "sort_order": "asc", "limit": 100},
@@ -126,10 +127,10 @@ def test_cancel_answers_the_cancelled_task_then_409_once_finished(rest: httpx.Cl
     response = rest.delete(f"/tasks/{slow['task_id']}")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["task_id"] == slow["task_id"] and body["status"] == "CANCELLED"
+    assert body["task_id"] == slow["task_id"] and body["status"] == "cancelled"
     assert RFC3339.match(body["cancelled_at"])
     # Cancelling a cancelled task answers it again.
-    assert rest.delete(f"/tasks/{slow['task_id']}").json()["status"] == "CANCELLED"
+    assert rest.delete(f"/tasks/{slow['task_id']}").json()["status"] == "cancelled"
 
     done = _create(rest, {"task_type": "echo"})
     wait_for_status(rest, done["task_id"], {"COMPLETED"})
@@ -199,3 +200,17 @@ def test_metrics_are_prometheus_text_with_the_seed_names(rest: httpx.Client) -> 
     assert "# TYPE task_manager_processing_time_seconds histogram" in text
     assert re.search(r'^task_manager_processing_time_seconds_bucket\{le="1.0"\} ', text, re.M)
     assert re.search(r"^task_manager_processing_time_seconds_count [1-9]", text, re.M)
+
+
+def test_seed_001s_sdk_loop_ends_with_the_result(rest: httpx.Client) -> None:
+    """Seed 001's own example: poll while the status is "pending" or "running"."""
+    task = _create(rest, {"task_type": "echo", "input_data": {"delay_seconds": 0.3}})
+    assert task["status"] == "pending"
+    deadline = time.monotonic() + 30
+    while task["status"] in ["pending", "running"]:
+        assert time.monotonic() < deadline, task
+        time.sleep(0.05)
+        task = rest.get(f"/tasks/{task['task_id']}").json()
+    assert task["status"] == "completed", task
+    listed = rest.get("/tasks", params={"status": "completed", "limit": 1000}).json()["tasks"]
+    assert {t["status"] for t in listed} == {"completed"}

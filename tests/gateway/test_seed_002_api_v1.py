@@ -77,7 +77,7 @@ def test_create_answers_id_priority_and_dependencies(rest: httpx.Client) -> None
     dependency = _create(rest)
     body = _create(rest, text="seed two", priority=8, depends_on=[dependency["id"]])
     assert body["id"] == body["task_id"]
-    assert body["status"] == "PENDING" and body["priority"] == 8
+    assert body["status"] == "queued" and body["priority"] == 8
     assert body["depends_on"] == [dependency["id"]]
     assert RFC3339.match(body["created_at"])
     assert _create(rest)["priority"] == 5  # the seed's default
@@ -87,7 +87,7 @@ def test_a_task_runs_only_after_its_dependencies_complete(rest: httpx.Client) ->
     slow = _create(rest, input_data={"delay_seconds": 1.0, "progress_steps": 2})
     waiting = _create(rest, depends_on=[slow["id"]])
     wait_for_status(rest, slow["id"], {"RUNNING"})
-    assert rest.get(f"/api/v1/tasks/{waiting['id']}").json()["status"] == "PENDING"
+    assert rest.get(f"/api/v1/tasks/{waiting['id']}").json()["status"] == "queued"
     done = wait_for_status(rest, waiting["id"], {"COMPLETED"}, timeout=10)
     first = wait_for_status(rest, slow["id"], {"COMPLETED"})
     assert done["started_at"] >= first["completed_at"]
@@ -123,7 +123,7 @@ def test_list_filters_by_the_seed_status_words(rest: httpx.Client) -> None:
     slow, waiting = _blocked(rest)
     queued = rest.get("/api/v1/tasks", params={"status": "queued", "limit": 1000}).json()
     assert waiting["id"] in {t["id"] for t in queued}
-    assert {t["status"] for t in queued} == {"PENDING"}
+    assert {t["status"] for t in queued} == {"queued"}
     rest.delete(f"/api/v1/tasks/{slow['id']}")
     rest.delete(f"/api/v1/tasks/{waiting['id']}")
 
@@ -159,7 +159,9 @@ def test_tasks_by_status_has_the_five_seed_groups(rest: httpx.Client) -> None:
     assert done["id"] in ids["completed"]
     assert cancelled["id"] in ids["cancelled"]
     for task in groups["running"]:
-        assert task["status"] == "RUNNING" and RFC3339.match(task["started_at"])
+        assert task["status"] == "running" and RFC3339.match(task["started_at"])
+    for group in GROUPS:  # each key names the status of the tasks under it
+        assert {t["status"] for t in groups[group]} <= {group}
     rest.delete(f"/api/v1/tasks/{slow['id']}")
     rest.delete(f"/api/v1/tasks/{waiting['id']}")
 
@@ -211,7 +213,7 @@ def test_delete_answers_204_without_a_body_over_http_1_1(rest: httpx.Client) -> 
     assert response.status_code == 204
     assert response.content == b""
     assert "content-type" not in response.headers
-    assert rest.get(f"/api/v1/tasks/{task['id']}").json()["status"] == "CANCELLED"
+    assert rest.get(f"/api/v1/tasks/{task['id']}").json()["status"] == "cancelled"
 
 
 def test_delete_answers_200_with_the_task_over_h2(h2: httpx.Client) -> None:
@@ -219,7 +221,7 @@ def test_delete_answers_200_with_the_task_over_h2(h2: httpx.Client) -> None:
     assert task.http_version == "HTTP/2" and task.status_code == 200
     response = h2.delete(f"/api/v1/tasks/{task.json()['id']}")
     assert response.status_code == 200
-    assert response.json()["status"] == "CANCELLED"
+    assert response.json()["status"] == "cancelled"
 
 
 def test_delete_of_a_finished_task_is_409_with_detail(rest: httpx.Client) -> None:
@@ -258,3 +260,16 @@ def test_api_key_header(rest: httpx.Client) -> None:
     assert rest.get("/api/v1/tasks", params={"limit": 1}).status_code == expected.status
     keyed = rest.get("/api/v1/tasks", params={"limit": 1}, headers={"X-API-Key": "k"})
     assert keyed.status_code == 200
+
+
+def test_the_canonical_surface_keeps_the_enum_words(rest: httpx.Client) -> None:
+    task = rest.post(
+        "/api/v1/tasks", json={"template": "text-analysis", "parameters": {"text": "a"}}
+    )
+    task_id = task.json()["id"]
+    wait_for_status(rest, task_id, {"COMPLETED"})
+    assert rest.get(f"/api/v1/tasks/{task_id}").json()["status"] == "completed"
+    assert rest.get(f"/v1/tasks/{task_id}").json()["status"] == "COMPLETED"
+    for spelling in ("completed", "COMPLETED", "Completed"):
+        listed = rest.get("/api/v1/tasks", params={"status": spelling, "limit": 1000}).json()
+        assert task_id in {t["id"] for t in listed}

@@ -48,7 +48,7 @@ def test_completed_task_carries_word_count_and_top_words(rest: httpx.Client) -> 
 
 def test_text_of_4000_characters_is_accepted_and_4001_refused(rest: httpx.Client) -> None:
     assert _submit(rest, "a" * 4000)["status"] == "PENDING"
-    body = assert_json_error(rest.post("/v1/tasks", json={"text": "a" * 4001}), 400)
+    body = assert_json_error(rest.post("/v1/tasks", json={"text": "a" * 4001}), 422)
     assert body["details"][0]["reason"] == "TEXT_TOO_LONG"
     assert field_violations(body) == ["text"]
 
@@ -134,4 +134,13 @@ def test_batch_create_over_rest_is_all_or_nothing(rest: httpx.Client) -> None:
     bad = rest.post(
         "/v1/tasks:batchCreate", json={"requests": [{"text": "fine"}, {"text": "a" * 4001}]}
     )
-    assert field_violations(assert_json_error(bad, 400, "TEXT_TOO_LONG")) == ["requests[1].text"]
+    assert field_violations(assert_json_error(bad, 422, "TEXT_TOO_LONG")) == ["requests[1].text"]
+
+
+@pytest.mark.parametrize("path", ["/v1/tasks", "/tasks", "/api/v1/tasks", "/task"])
+def test_a_text_too_long_is_a_422_on_every_surface(rest: httpx.Client, path: str) -> None:
+    """Seed 003 answers 422 for "text too long"; seeds 001 and 002 call 422 a validation
+    error. A missing text stays 400 (bad request)."""
+    body = assert_json_error(rest.post(path, json={"text": "a" * 4001}), 422)
+    assert "4001 characters" in body["message"]
+    assert_json_error(rest.post(path, json={"text": ""}), 400)

@@ -175,7 +175,7 @@ def test_bad_requests_are_json_errors_naming_the_field(rest: httpx.Client) -> No
     assert field_violations(empty) == ["content"]
     long = assert_json_error(
         rest.post(f"/chat/{session_id}/message", json={"content": "x" * 32_001}),
-        400,
+        422,
         "MESSAGE_TOO_LONG",
     )
     assert field_violations(long) == ["content"]

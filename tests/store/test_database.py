@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -154,4 +155,39 @@ async def test_migrations_build_the_declared_schema_on_postgresql(tmp_path: Path
         await again.open()
         await again.close()
     finally:
+        databases.discard(url)
+
+
+async def test_a_value_the_database_refuses_fails_only_its_own_operation(tmp_path: Path) -> None:
+    """On the test backend: a write whose value the database refuses (PostgreSQL refuses a NUL
+    character in text; SQLite stores it) never fails the writes committed with it."""
+    from tests import databases
+
+    url = databases.new_database(tmp_path)
+    database = Database(url)
+    await database.open()
+    try:
+
+        def insert_task(task_type: str) -> Callable[[Transaction], str]:
+            def op(tx: Transaction) -> str:
+                task_id = str(uuid.uuid4())
+                tx.conn.execute(insert(tasks), {**_row(task_id), "task_type": task_type})
+                return task_id
+
+            return op
+
+        kinds = ["bad\x00kind" if i % 4 == 0 else "echo" for i in range(40)]
+        results = await asyncio.gather(
+            *(database.write(insert_task(kind)) for kind in kinds), return_exceptions=True
+        )
+        good = [r for kind, r in zip(kinds, results, strict=True) if kind == "echo"]
+        assert all(isinstance(r, str) for r in good), [r for r in good if not isinstance(r, str)]
+        bad = [r for kind, r in zip(kinds, results, strict=True) if kind != "echo"]
+        if url.startswith("postgresql"):
+            assert all(isinstance(r, Exception) for r in bad)
+            assert not any(isinstance(r, Unavailable) for r in bad)
+        stored = await database.read(lambda c: {r[0] for r in c.execute(select(tasks.c.task_id))})
+        assert set(good) <= stored
+    finally:
+        await database.close()
         databases.discard(url)

@@ -52,6 +52,11 @@ def refuse(ctx: WorkContext) -> dict[str, Any]:
     raise PermanentFailure("this input can never work", error_code="BAD_INPUT")
 
 
+def not_a_number(ctx: WorkContext) -> dict[str, Any]:
+    """A result no JSON can carry (a model that diverged, say)."""
+    return {"label": "x", "score": float("nan")}
+
+
 def dependencies(ctx: WorkContext) -> dict[str, Any]:
     return {"seen": dict(ctx.dependency_results)}
 
@@ -62,5 +67,6 @@ for kind, fn in {
     "flaky": flaky,
     "refuse": refuse,
     "dependencies": dependencies,
+    "not_a_number": not_a_number,
 }.items():
     registry.register(kind, fn)

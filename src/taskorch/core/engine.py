@@ -35,7 +35,7 @@ from typing import Any
 
 import structlog
 
-from taskorch.core import templates
+from taskorch.core import templates, validation
 from taskorch.core.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -334,7 +334,7 @@ class TaskEngine:
         """
         if progress is not None and not 0 <= progress <= 100:
             raise InvalidArgument("progress must be between 0 and 100", field="progress")
-        seconds = min(lease_seconds, MAX_LEASE_SECONDS)
+        seconds = validation.lease_seconds(lease_seconds, MAX_LEASE_SECONDS)
         beat = _Beat(subtask_id, lease_id, seconds, progress, message, tenant_scope)
         answer: HeartbeatAnswer = await self.db.transition(beat)
         return answer
@@ -374,7 +374,10 @@ class TaskEngine:
 
         Raises:
             LeaseLost: the lease is not held any more (the result is discarded).
+            InvalidArgument: the result holds a NaN or infinite number or a NUL character,
+                which no backend stores (the field is named; the lease is kept).
         """
+        validation.storable_json(result, "result")
         done: Subtask = await self.db.transition(
             _Complete(subtask_id, lease_id, result, resource_usage, tenant_scope)
         )

@@ -34,6 +34,7 @@ and answers INTERNAL / INTERNAL_ERROR without details.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -53,6 +54,30 @@ class ErrorStatus(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     CANCELLED = "CANCELLED"
     INTERNAL = "INTERNAL"
+
+
+# An error quotes what it refuses, but a value of any length must not make the answer too big
+# to send (gRPC headers and Envoy's limits are 16-60 KiB): a long run of text is quoted by a
+# prefix, and a whole message is cut to a bound, keeping its start (the field) and its end.
+MAX_MESSAGE_CHARS = 1000
+MAX_FIELD_CHARS = 200
+_LONG_RUN = re.compile(r"[^\s,;]{121,}")
+_QUOTED_PREFIX = 60
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` with each run of more than 120 characters without a space quoted by its first
+    60 characters and its length, then, if still longer than ``limit``, its start and end."""
+    if len(text) <= min(limit, 120):
+        return text
+    text = _LONG_RUN.sub(
+        lambda m: f"{m.group()[:_QUOTED_PREFIX]}…[{len(m.group())} characters]", text
+    )
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    cut = len(text) - (limit - tail)
+    return f"{text[: limit - tail - 20]}…[{cut} cut]…{text[-tail:]}"
 
 
 @dataclass(frozen=True)
@@ -76,12 +101,18 @@ class TaskorchError(Exception):
         metadata: Mapping[str, str] | None = None,
         retry_after_seconds: float | None = None,
     ) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
         self.reason = reason
         self.status = status
-        self.violations = tuple(violations)
-        self.metadata: Mapping[str, str] = dict(metadata or {})
+        self.violations = tuple(
+            FieldViolation(bounded(v.field, MAX_FIELD_CHARS), bounded(v.description))
+            for v in violations
+        )
+        self.metadata: Mapping[str, str] = {
+            key: bounded(value, MAX_FIELD_CHARS) for key, value in (metadata or {}).items()
+        }
         self.retry_after_seconds = retry_after_seconds
 
     def __str__(self) -> str:

@@ -105,3 +105,42 @@ def paging(
             field=field,
         )
     return limit, offset
+
+
+def storable_json(value: object, field: str) -> None:
+    """Refuses what no backend can store and no JSON can carry: a NaN or infinite number, or
+    a NUL character (U+0000) in a string or key, anywhere in ``value``.
+
+    Raises:
+        InvalidArgument: naming the first such place (``result.scores[2]``).
+    """
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{field} must be a finite number; got {value}", field=field)
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidArgument(f"{field} must not contain a NUL character (U+0000)", field=field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                raise InvalidArgument(
+                    f"{field} has a key with a NUL character (U+0000)", field=field
+                )
+            storable_json(item, f"{field}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            storable_json(item, f"{field}[{index}]")
+
+
+def lease_seconds(value: float, maximum: float, field: str = "lease_seconds") -> float:
+    """A lease length: positive and finite; longer than ``maximum`` is cut to it.
+
+    Raises:
+        InvalidArgument: ``value`` is NaN, infinite, zero or negative.
+    """
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidArgument(
+            f"{field} must be a positive number of seconds (at most {maximum:g}); got {value}",
+            field=field,
+        )
+    return min(value, maximum)

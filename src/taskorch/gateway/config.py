@@ -3,23 +3,26 @@
 One listener serves REST (HTTP/1.1 or h2c, transcoded to gRPC) and native gRPC (passed
 through) on the same port. The filter chain, in order:
 
-1. ``header_mutation`` strips ``grpc-*`` headers from REST responses (switched off on the gRPC
+1. ``lua`` gives seed 001's ``POST /tasks`` its 201, seed 002's ``DELETE /api/v1/tasks/{id}``
+   its 204, ``/health`` a 503 when unhealthy, seeds 001 and 002 their lower-case status
+   words (``pending``; seed 002 ``queued``), ``X-RateLimit-Reset`` as a Unix time, 422 for
+   input too long, and error bodies the keys each seed document promises: ``error`` (a
+   string on /v1, an object with the error code on seed 001's /tasks), ``detail`` (seed
+   002's /api/v1), ``request_id`` everywhere, added to the google.rpc.Status JSON (``code``,
+   ``message``, ``details``). It runs on responses only, reading the rule and the surface
+   from the metadata of the REST route the path matched; it comes first so that it sees, on
+   the way out, what every other filter wrote (the rate limiters' headers and replies);
+2. ``header_mutation`` strips ``grpc-*`` headers from REST responses (switched off on the gRPC
    passthrough route, where they are the protocol);
-2. two ``local_ratelimit`` filters per client address: a sustained rate (X-RateLimit-* headers)
-   and a burst limit; gRPC clients get RESOURCE_EXHAUSTED;
-3. ``lua`` gives seed 001's ``POST /tasks`` its 201, seed 002's ``DELETE /api/v1/tasks/{id}``
-   its 204, ``/health`` a 503 when unhealthy, and error bodies the keys each seed document
-   promises: ``error`` (a string on /v1, an object with the error code on seed 001's /tasks),
-   ``detail`` (seed 002's /api/v1), ``request_id`` everywhere, added to the google.rpc.Status
-   JSON (``code``, ``message``, ``details``). It runs on responses only, reading the rule and
-   the surface from the metadata of the REST route the path matched, and must come before the
-   transcoder;
+3. two ``local_ratelimit`` filters per client address: a sustained rate (X-RateLimit-* headers)
+   and a burst limit, each refilled continuously; gRPC clients get RESOURCE_EXHAUSTED;
 4. ``grpc_json_transcoder`` with snake_case names, enums as names, every scalar printed,
    server streams as Server-Sent Events, unknown paths and query parameters refused, and the
    route kept as matched on the REST path;
 5. ``router``.
 
-Local replies to REST clients (the transcoder's own 400/404, 429, 503) get a JSON body.
+Local replies to REST clients (the transcoder's own 400/404, 429, 503, and 431 for a URL and
+headers over 32 KiB) get the JSON body of their surface, each key once.
 """
 
 from __future__ import annotations
@@ -67,8 +70,12 @@ end
 local FALLBACK_REASON = {
   ["400"] = "VALIDATION_ERROR", ["401"] = "UNAUTHENTICATED", ["403"] = "PERMISSION_DENIED",
   ["404"] = "NOT_FOUND", ["409"] = "CONFLICT", ["413"] = "VALIDATION_ERROR",
+  ["422"] = "VALIDATION_ERROR",
   ["429"] = "RATE_LIMITED", ["503"] = "SERVICE_UNAVAILABLE", ["504"] = "TIMEOUT",
 }
+
+-- gRPC INVALID_ARGUMENT reasons that REST answers 422 Unprocessable Entity.
+local UNPROCESSABLE = {TEXT_TOO_LONG = true, MESSAGE_TOO_LONG = true}
 
 local function seed_error_body(response_handle, status, surface)
   local headers = response_handle:headers()
@@ -84,6 +91,12 @@ local function seed_error_body(response_handle, status, surface)
   if string.sub(text, 1, 1) ~= "{" or string.find(text, '"request_id":"', 1, true) == 2 then
     return
   end
+  -- Envoy's own answers are shaped whole by local_reply_config (keys sorted: "code", an HTTP
+  -- status, comes first); only the server's google.rpc.Status (a gRPC code) is shaped here.
+  local code = tonumber(string.match(text, '^{"code":(%d+)') or "0")
+  if code >= 100 then
+    return
+  end
   if status == "429" and string.find(text, "larger than max", 1, true)
       and not string.find(text, '"reason":"', 1, true) then
     -- gRPC refused a message over its size limit (RESOURCE_EXHAUSTED, no details): the
@@ -94,6 +107,12 @@ local function seed_error_body(response_handle, status, surface)
   local message = string_after(text, "message") or '"error"'
   local reason = string.match(text, '"reason":"([%w_]+)"') or FALLBACK_REASON[status]
     or "INTERNAL_ERROR"
+  if status == "400" and UNPROCESSABLE[reason] then
+    -- Well-formed but refused for its content (seed 003: "text too long or semantically
+    -- invalid"; seeds 001 and 002: "validation error"): 422.
+    status = "422"
+    response_handle:headers():replace(":status", status)
+  end
   -- The server's answers carry the request id (Envoy's) as a header; Envoy's own replies
   -- have no such header yet but carry it in the body already (local_reply_config).
   local prefix = "{"
@@ -115,23 +134,81 @@ local function seed_error_body(response_handle, status, surface)
   response_handle:headers():replace("content-length", tostring(#shaped))
 end
 
+-- Seeds 001 and 002 write status words in lower case (seed 002 says "queued" for PENDING);
+-- the canonical surface and gRPC keep the enum's names.
+local SEED_STATUS_WORDS = {
+  seed001 = {PENDING = "pending", RUNNING = "running", COMPLETED = "completed",
+             FAILED = "failed", CANCELLED = "cancelled"},
+  seed002 = {PENDING = "queued", RUNNING = "running", COMPLETED = "completed",
+             FAILED = "failed", CANCELLED = "cancelled"},
+}
+
+local function seed_status_words(response_handle, surface)
+  local words = SEED_STATUS_WORDS[surface]
+  local kind = response_handle:headers():get("content-type") or ""
+  if words == nil or not string.find(kind, "json", 1, true) then
+    return
+  end
+  local body = response_handle:body()
+  if body == nil then
+    return
+  end
+  local text = body:getBytes(0, body:length())
+  local shaped, count = string.gsub(text, '"status":"(%u+)"', function(word)
+    local lower = words[word]
+    if lower ~= nil then
+      return '"status":"' .. lower .. '"'
+    end
+  end)
+  if count > 0 then
+    body:setBytes(shaped)
+    response_handle:headers():replace("content-length", tostring(#shaped))
+  end
+end
+
+-- Seconds per window of each rate limit, by its token count (rendered from --rate-limit).
+local RATE_WINDOWS = {--RATE_WINDOWS--}
+
+-- Seed 001 defines X-RateLimit-Reset as the Unix time when the limit resets: when the bucket
+-- that reports (it refills continuously, limit tokens per window) is full again.
+local function absolute_rate_limit_reset(headers)
+  local limit = headers:get("x-ratelimit-limit")
+  local remaining = tonumber(headers:get("x-ratelimit-remaining") or "")
+  local window = limit and RATE_WINDOWS[limit]
+  if window == nil or remaining == nil then
+    return
+  end
+  local tokens = tonumber(limit)
+  local wait = math.ceil(math.max(tokens - remaining, 0) * window / tokens)
+  headers:replace("x-ratelimit-reset", tostring(os.time() + wait))
+end
+
 function envoy_on_response(response_handle)
   local meta = response_handle:metadata()
   local rule = meta:get("rule") or ""
+  local surface = meta:get("surface") or "canonical"
   local headers = response_handle:headers()
   local status = headers:get(":status") or ""
+  absolute_rate_limit_reset(headers)
   if string.sub(status, 1, 1) == "4" or string.sub(status, 1, 1) == "5" then
-    seed_error_body(response_handle, status, meta:get("surface") or "canonical")
+    seed_error_body(response_handle, status, surface)
     return
   end
-  if rule == "" or status ~= "200" then
+  if status ~= "200" then
+    return
+  end
+  if rule == "" then
+    seed_status_words(response_handle, surface)
     return
   end
   if rule == "created" then
     headers:replace(":status", "201")
-  elseif rule == "no_content" and response_handle:streamInfo():protocol() ~= "HTTP/2" then
+    seed_status_words(response_handle, surface)
+  elseif rule == "no_content" and response_handle:streamInfo():protocol() == "HTTP/2" then
     -- Over HTTP/2 a 204 cannot be followed by the transcoder's trailers; those clients
     -- get 200 with the cancelled task.
+    seed_status_words(response_handle, surface)
+  elseif rule == "no_content" then
     headers:replace(":status", "204")
     headers:remove("content-type")
     headers:remove("content-length")
@@ -347,68 +424,133 @@ def _status_is(code: int) -> dict[str, Any]:
     }
 
 
-# Seed 001's surface (/tasks...), whose error body is an object with the code (as in Lua).
-_SEED_001_PATH = {
-    "header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/tasks"}}}
+def _path_starts(prefix: str) -> dict[str, Any]:
+    """A local reply's filter: the REST path starts with ``prefix`` (the transcoder moves the
+    path it matched to x-envoy-original-path)."""
+    return {
+        "or_filter": {
+            "filters": [
+                {"header_filter": {"header": {"name": name, "string_match": {"prefix": prefix}}}}
+                for name in (":path", "x-envoy-original-path")
+            ]
+        }
+    }
+
+
+# The surfaces' paths; a local reply takes the error keys of the surface its path belongs to.
+_SEED_001_PATH = _path_starts("/tasks")
+_SEED_002_PATH = _path_starts("/api/v1/")
+
+# Envoy's own answers (local replies) by status: the error code each surface shows. Anything
+# else is INTERNAL_ERROR.
+_LOCAL_REASONS = {
+    400: "VALIDATION_ERROR",
+    404: "NOT_FOUND",
+    405: "NOT_FOUND",
+    413: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    431: "VALIDATION_ERROR",
+    502: "SERVICE_UNAVAILABLE",
+    503: "SERVICE_UNAVAILABLE",
+    504: "TIMEOUT",
 }
+# Envoy refuses a request whose URL and headers exceed this with 431 before reading it (so
+# in the canonical error shape, with no request id). The gRPC server accepts four times as
+# much metadata (server/app.py), so whatever Envoy forwards, with the headers it adds (a copy
+# of the path among them), reaches the server, which refuses a URL or a header over 16 KiB
+# with 400 in the surface's error shape.
+MAX_REQUEST_HEADERS_KB = 32
+_TOO_LARGE = (
+    f"the request's URL and headers are larger than {MAX_REQUEST_HEADERS_KB} KiB: "
+    "send long values in the body"
+)
+
+
+def _local_body(surface: str, reason: str, message: str) -> dict[str, Any]:
+    """One surface's error body for an answer of Envoy's own: every key once (the Lua filter
+    leaves bodies that start with an HTTP status as their code alone)."""
+    body: dict[str, Any] = {
+        "code": "%RESPONSE_CODE%",
+        "message": message,
+        "request_id": "%REQ(X-REQUEST-ID)%",
+    }
+    if surface == "seed001":
+        body["error"] = {
+            "code": reason,
+            "message": message,
+            "details": {"field": "", "reason": message},
+        }
+        body["timestamp"] = "%START_TIME(%Y-%m-%dT%H:%M:%SZ)%"
+    elif surface == "seed002":
+        body["detail"] = message
+    else:
+        body["error"] = message
+        body["reason"] = reason
+    return body
 
 
 def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
-    mappers = []
+    """A mapper per surface and status of Envoy's own answers to REST clients."""
+    rate_message = ""
     if limit is not None:
-        # The limiter answers before the Lua filter, which never sees these replies: each
-        # surface's error keys are written here.
         rule = limit.describe().replace(",", " and ").replace("/", " requests per ")
-        message = f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
-        common = {
-            "code": 429,
-            "message": message,
-            "reason": "RATE_LIMITED",
-            "request_id": "%REQ(X-REQUEST-ID)%",
-        }
-        mappers += [
-            {
-                "filter": {
-                    "and_filter": {"filters": [_REST_REQUEST, _status_is(429), _SEED_001_PATH]}
-                },
-                "body_format_override": {
-                    "json_format": {
-                        **common,
-                        "error": {
-                            "code": "RATE_LIMITED",
-                            "message": message,
-                            "details": {"field": "", "reason": message},
-                        },
-                        "timestamp": "%START_TIME(%Y-%m-%dT%H:%M:%SZ)%",
-                    }
-                },
-            },
-            {
-                "filter": {"and_filter": {"filters": [_REST_REQUEST, _status_is(429)]}},
-                "body_format_override": {
-                    "json_format": {**common, "error": message, "detail": message}
-                },
-            },
-        ]
-    mappers.append(
-        {
-            "filter": _REST_REQUEST,
-            "body_format_override": {
-                "json_format": {
-                    "code": "%RESPONSE_CODE%",
-                    "message": "%LOCAL_REPLY_BODY%",
-                    "request_id": "%REQ(X-REQUEST-ID)%",
+        rate_message = (
+            f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
+        )
+    mappers = []
+    surfaces: list[tuple[str, list[dict[str, Any]]]] = [
+        ("seed001", [_SEED_001_PATH]),
+        ("seed002", [_SEED_002_PATH]),
+        ("canonical", []),
+    ]
+    for surface, path in surfaces:
+        for status, reason in _LOCAL_REASONS.items():
+            message = "%LOCAL_REPLY_BODY%"
+            if status == 429 and rate_message:
+                message = rate_message
+            elif status == 431:
+                message = _TOO_LARGE
+            mappers.append(
+                {
+                    "filter": {
+                        "and_filter": {"filters": [_REST_REQUEST, _status_is(status), *path]}
+                    },
+                    "body_format_override": {"json_format": _local_body(surface, reason, message)},
                 }
-            },
-        }
-    )
+            )
+        fallback = _local_body(surface, "INTERNAL_ERROR", "%LOCAL_REPLY_BODY%")
+        mappers.append(
+            {
+                "filter": {"and_filter": {"filters": [_REST_REQUEST, *path]}}
+                if path
+                else _REST_REQUEST,
+                "body_format_override": {"json_format": fallback},
+            }
+        )
     return mappers
 
 
 def render(settings: GatewaySettings) -> dict[str, Any]:
     """Envoy's bootstrap configuration as a dict (see :func:`render_yaml`)."""
     limiters = ["envoy.filters.http.local_ratelimit.sustained"]
+    windows = ""
+    if settings.rate_limit is not None:
+        buckets = [settings.rate_limit.sustained, settings.rate_limit.burst]
+        windows = ", ".join(
+            f'["{tokens}"] = {seconds:g}' for tokens, seconds in reversed([b for b in buckets if b])
+        )
     http_filters: list[dict[str, Any]] = [
+        # First, so that it sees (on the way out) what the other filters wrote, the rate
+        # limiters' headers and replies among them.
+        {
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {
+                    "inline_string": _LUA.replace("{--RATE_WINDOWS--}", "{" + windows + "}")
+                },
+            },
+        },
         {
             "name": "envoy.filters.http.header_mutation",
             "typed_config": {
@@ -422,7 +564,7 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
                     ]
                 },
             },
-        }
+        },
     ]
     if settings.rate_limit is not None:
         # X-RateLimit-* headers on every answer come from the bucket that binds first (the
@@ -437,13 +579,6 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
     else:
         limiters = []
     http_filters += [
-        {
-            "name": "envoy.filters.http.lua",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": _LUA},
-            },
-        },
         {
             "name": "envoy.filters.http.grpc_json_transcoder",
             "typed_config": {
@@ -518,6 +653,7 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
             "virtual_hosts": [{"name": "taskorch", "domains": ["*"], "routes": routes}],
         },
         "local_reply_config": {"mappers": _local_reply_mappers(settings.rate_limit)},
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
         "http_filters": http_filters,
     }
     if settings.access_log:

@@ -71,6 +71,35 @@ HTTP_BODY_SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "This document.",
     },
 }
+# Where the gateway answers otherwise than 200 (the Lua rules of gateway/config.py): the
+# success statuses of those bindings, by (verb, path).
+_TASK_REF = {"$ref": "#/components/schemas/taskorch.v1.Task"}
+SUCCESS_RESPONSES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    ("post", "/tasks"): {
+        "201": {
+            "description": "Created (seed 001)",
+            "content": {"application/json": {"schema": _TASK_REF}},
+        }
+    },
+    ("delete", "/api/v1/tasks/{task_id}"): {
+        "204": {"description": "Cancelled; no body (seed 002, over HTTP/1.1)"},
+        "200": {
+            "description": "Cancelled, over HTTP/2: the cancelled task (a 204 cannot carry "
+            "the gRPC trailers)",
+            "content": {"application/json": {"schema": _TASK_REF}},
+        },
+    },
+}
+# Error statuses worth naming besides the default: 422 where a text or message may be too
+# long (TEXT_TOO_LONG, MESSAGE_TOO_LONG), 503 from /health when unhealthy.
+_UNPROCESSABLE_METHODS = {
+    "taskorch.v1.TaskService.CreateTask",
+    "taskorch.v1.TaskService.BatchCreateTasks",
+    "taskorch.v1.ChatService.PostMessage",
+    "taskorch.v1.ChatService.PostMessageStream",
+}
+_HEALTH_METHOD = "taskorch.v1.SystemService.GetHealth"
+
 _ERROR = {
     "type": "object",
     "description": "google.rpc.Status as JSON; details carry google.rpc.ErrorInfo (reason: the "
@@ -290,10 +319,20 @@ def _operation(
             "content": {"application/json": {"schema": builder.ref(method.output_type)}},
         }
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    operation["responses"] = {
-        "200": success,
-        "default": {"description": "An error (google.rpc.Status as JSON)", **error},
-    }
+    verb, _ = _pattern(binding)
+    path = _VARIABLE.sub(r"{\1}", template)
+    name = f"{service.lstrip('.')}.{method.name}"
+    responses: dict[str, Any] = dict(SUCCESS_RESPONSES.get((verb, path), {"200": success}))
+    if name in _UNPROCESSABLE_METHODS:
+        responses["422"] = {
+            "description": "A text or message longer than its limit (TEXT_TOO_LONG, "
+            "MESSAGE_TOO_LONG)",
+            **error,
+        }
+    if name == _HEALTH_METHOD:
+        responses["503"] = {"description": "Unhealthy (the same report)", **success}
+    responses["default"] = {"description": "An error (google.rpc.Status as JSON)", **error}
+    operation["responses"] = responses
     return operation
 
 

@@ -25,7 +25,6 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
 
 from taskorch import __version__
@@ -57,6 +56,7 @@ from taskorch.server.chat import ChatServicer
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import ServerInterceptor, open_access
 from taskorch.server.models import ModelServicer
+from taskorch.server.reflection import add_reflection
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
 from taskorch.server.templates import TemplateServicer
@@ -87,10 +87,17 @@ STATS_INTERVAL = 5.0
 COMPACT_INTERVAL = 1.0
 # After a second SIGTERM/SIGINT, how long the rest of the shutdown may take.
 HURRY_SECONDS = 5.0
+MAX_METADATA_BYTES = 128 * 1024
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Envoy forwards up to 32 KiB of URL and headers and adds its own (a copy of the path):
+    # all of it must reach the interceptor (which refuses a value over 16 KiB as bad input),
+    # or gRPC's own refusal (RESOURCE_EXHAUSTED with a dump of header sizes) reaches REST
+    # clients as a 429.
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
     # Refuse to share a port with another process instead of splitting its traffic.
     ("grpc.so_reuseport", 0),
     # Ping idle streams so a dead watcher or worker is noticed within a minute.
@@ -316,16 +323,7 @@ class TaskorchServer:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, server)
         names = [s.full_name for s in routes.services()]
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            reflection.aio.ReflectionServicer(
-                [
-                    *names,
-                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME,
-                ]
-            ),
-            server,
-        )
+        add_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
         host, port = split_addr(self.settings.grpc_addr)
         try:
             bound = grpc_server.add_insecure_port(f"{_bracket(host)}:{port}")

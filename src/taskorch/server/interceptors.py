@@ -2,7 +2,8 @@
 
 It gives each call a request id (the caller's ``x-request-id`` if sane, else a new one, sent
 back in the trailing metadata; Envoy passes us its own id and returns it to REST clients),
-binds it to the logs, resolves the caller, times the call for metrics, and turns errors into
+binds it to the logs, resolves the caller, refuses values no backend can store
+(server/unstorable.py), times the call for metrics, and turns errors into
 gRPC statuses (server/errors.py): a TaskorchError into its code and details, anything else
 into INTERNAL after logging it with the request id.
 """
@@ -22,16 +23,18 @@ from urllib.parse import parse_qsl
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
 from taskorch.core.caller import ANONYMOUS, Caller
 from taskorch.core.errors import InvalidArgument, TaskorchError
 from taskorch.server import errors, routes
 from taskorch.server.metrics import RPC_DURATION
+from taskorch.server.unstorable import refuse_unstorable
 
 log = structlog.get_logger("taskorch.rpc")
 
+MAX_METADATA_VALUE_CHARS = 16 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -118,6 +121,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return request_id, metadata
 
     async def _begin(self, method: str, request_id: str, metadata: dict[str, str]) -> None:
+        _refuse_oversized_metadata(metadata)
         _refuse_query_overriding_path(method, metadata)
         caller = await self.authenticate(method, metadata)
         structlog.contextvars.bind_contextvars(tenant=caller.tenant_id)
@@ -180,6 +184,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return stream
 
 
+def _refuse_oversized_metadata(metadata: dict[str, str]) -> None:
+    """Refuses a URL (Envoy's copy of the REST path) or a header over 16 KiB as bad input,
+    naming it and nothing else: no id, key or path of that size is valid."""
+    for key, value in metadata.items():
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            what = "the URL" if key == "x-envoy-original-path" else f"header {key!r}"
+            raise InvalidArgument(
+                f"{what} is longer than {MAX_METADATA_VALUE_CHARS // 1024} KiB "
+                f"({len(value)} characters): send long values in the body",
+                field="url" if key == "x-envoy-original-path" else key,
+            )
+
+
 def _refuse_query_overriding_path(method: str, metadata: dict[str, str]) -> None:
     """Refuses ``GET /v1/tasks/abc?task_id=other``: the gateway would let the query parameter
     replace the path's id, so a call could be redirected to another resource."""
@@ -196,9 +213,12 @@ def _refuse_query_overriding_path(method: str, metadata: dict[str, str]) -> None
 
 def _parse(parse: Callable[[bytes], Any], raw: bytes) -> Any:
     try:
-        return parse(raw)
+        request = parse(raw)
     except DecodeError as exc:
         raise InvalidArgument(f"the request is not a valid message: {exc}"[:300]) from None
+    if isinstance(request, Message):
+        refuse_unstorable(request, raw)
+    return request
 
 
 @dataclass(frozen=True)
@@ -224,7 +244,16 @@ def _status_of(exc: Exception, request_id: str) -> tuple[str, Any]:
     """The gRPC code name and status for ``exc``, logged; unexpected errors hide internals."""
     if isinstance(exc, TaskorchError):
         level = log.error if exc.status.value == "INTERNAL" else log.info
-        level("request refused", code=exc.status.value, reason=exc.reason, error=exc.message)
+        cause = exc.__cause__
+        # The cause (a driver's error, say) goes to the log with the request id, never to
+        # the caller: it may name the database, its host or its internal state.
+        level(
+            "request refused",
+            code=exc.status.value,
+            reason=exc.reason,
+            error=exc.message,
+            **({"cause": f"{type(cause).__name__}: {cause}"[:500]} if cause else {}),
+        )
         return exc.status.value, errors.status_for(exc, request_id)
     log.exception("unexpected error")
     return "INTERNAL", errors.internal_status(request_id)

@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -74,6 +74,10 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 # SQLSTATE classes of a database (or the way to it) failing rather than a statement:
 # connection exceptions, insufficient resources, operator intervention, system errors.
 OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+# SQLSTATE classes of a statement's own fault: cardinality, data, integrity, routine, syntax
+# or access rule, feature not supported, PL/pgSQL.
+STATEMENT_SQLSTATE_CLASSES = frozenset({"21", "22", "23", "2F", "42", "0A", "P0"})
+DATABASE_UNAVAILABLE = "The database is unavailable; retry later"
 _MIGRATION_LOCK_KEY = 0x7461736B  # serialises the migrations of replicas on PostgreSQL
 
 
@@ -296,9 +300,9 @@ class Database:
         except DBAPIError as exc:
             if not _is_outage(exc):
                 raise  # a programming error, not an outage
-            raise Unavailable(f"database unavailable: {_short(exc)}") from exc
+            raise unavailable(exc) from exc
         except OSError as exc:
-            raise Unavailable(f"database unavailable: {exc}") from exc
+            raise unavailable(exc) from exc
 
     async def ping(self) -> None:
         """Raises Unavailable unless the database answers a trivial query."""
@@ -346,7 +350,9 @@ class Database:
                 changes = await self._commit_retrying(batch)
         except Exception as exc:  # the connection broke or the commit failed
             log.warning("database write failed", error=_short(exc), batch=len(batch))
-            error = Unavailable(f"database unavailable: {_short(exc)}")
+            # A statement's own failure (bad data that passed every check: a bug) is
+            # INTERNAL; anything else is the database's, told plainly (logged, not sent).
+            error: Exception = exc if _is_statement_error(exc) else unavailable(exc)
             for item in batch:
                 item.error = error
                 if isinstance(item, _Pending):
@@ -357,6 +363,8 @@ class Database:
             except Exception:
                 log.exception("after-commit work failed")
         for item in batch:
+            if _is_driver_error(item.error) and not _is_statement_error(item.error):
+                item.error = unavailable(item.error)
             if isinstance(item, _Pending):
                 for hook in item.hooks:
                     try:
@@ -410,7 +418,14 @@ class Database:
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 return await self._commit(batch)
-            except DBAPIError as exc:
+            except (DBAPIError, sqlite3.Error) as exc:
+                if len(batch) > 1 and _is_statement_error(exc):
+                    # Every statement passed alone yet the batch failed (its settlement, say,
+                    # met a value it cannot store): each operation commits alone, so the one
+                    # at fault fails alone and never its batch-mates.
+                    return await self._commit_one_by_one(batch)
+                if not isinstance(exc, DBAPIError):
+                    raise
                 if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == CONFLICT_RETRIES:
                     raise
                 log.info(
@@ -431,7 +446,7 @@ class Database:
                 changes.merge(await self._commit_retrying([item]))
             except Exception as exc:  # this operation alone failed to commit
                 log.warning("database write failed", error=_short(exc), batch=1)
-                item.error = Unavailable(f"database unavailable: {_short(exc)}")
+                item.error = exc if _is_statement_error(exc) else unavailable(exc)
                 if isinstance(item, _Pending):
                     item.hooks = []
         return changes
@@ -656,8 +671,20 @@ def _is_own_conflict(exc: DBAPIError) -> bool:
 
 def _is_outage(exc: DBAPIError) -> bool:
     """Whether the database (or the way to it) failed, rather than the statement: refused or
-    lost connections, shutdowns, exhausted resources. Bugs in SQL and bad data are not."""
-    return not isinstance(exc, ProgrammingError | IntegrityError | DataError | NotSupportedError)
+    lost connections, shutdowns, exhausted resources. Bugs in SQL and bad data are not (the
+    asyncpg adaptor wraps most server errors in a generic DBAPIError: its SQLSTATE decides)."""
+    return not _is_statement_error(exc)
+
+
+def _is_statement_error(exc: BaseException | None) -> bool:
+    """Whether a driver's error is the statement's own fault (bad data, a constraint, a bug
+    in SQL), which retrying cannot cure, rather than the database's."""
+    if isinstance(exc, ProgrammingError | IntegrityError | DataError | NotSupportedError):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return not isinstance(exc, sqlite3.OperationalError)
+    sqlstate = _sqlstate(exc) if isinstance(exc, DBAPIError) else getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in STATEMENT_SQLSTATE_CLASSES
 
 
 def _is_raw_outage(exc: BaseException) -> bool:
@@ -672,6 +699,22 @@ def _is_raw_outage(exc: BaseException) -> bool:
     if isinstance(sqlstate, str):
         return sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES
     return True  # lost connections, timeouts, OS errors
+
+
+def _is_driver_error(exc: BaseException | None) -> TypeGuard[BaseException]:
+    """Whether ``exc`` came from a database driver (rather than the domain's own checks)."""
+    return isinstance(exc, DBAPIError | sqlite3.Error | OSError | TimeoutError) or (
+        exc is not None and type(exc).__module__.startswith("asyncpg")
+    )
+
+
+def unavailable(cause: BaseException) -> Unavailable:
+    """The error a caller gets when the database fails: a plain message, with the driver's
+    error (which may name the database, its host or its internal state) kept as the cause,
+    for the server's log only."""
+    error = Unavailable(DATABASE_UNAVAILABLE)
+    error.__cause__ = cause
+    return error
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

@@ -22,7 +22,7 @@ from taskorch import structs
 from taskorch.client._client import CHANNEL_OPTIONS
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.core.engine import HeartbeatAnswer, WorkerIdentity
-from taskorch.core.errors import InternalError, LeaseLost, SubtaskNotFound
+from taskorch.core.errors import InternalError, InvalidArgument, LeaseLost, SubtaskNotFound
 from taskorch.core.model import JSON, Lease, ResourceUsage, Status, Subtask
 from taskorch.v1 import task_service_pb2
 from taskorch.v1 import worker_service_pb2 as pb
@@ -89,6 +89,9 @@ def _domain_error(error: grpc.RpcError, subtask_id: str) -> Exception:
         return SubtaskNotFound(subtask_id)
     if isinstance(failure, UnavailableError):
         return failure
+    if failure.code == "INVALID_ARGUMENT":
+        fields = [v.field for v in failure.field_violations]
+        return InvalidArgument(failure.message, field=fields[0] if fields else None)
     return InternalError(str(failure))
 
 

@@ -312,6 +312,13 @@ class Worker:
         except LeaseLost as exc:
             self.stats.lost += 1
             log.warning("lease lost; result discarded", error=str(exc))
+        except InvalidArgument as exc:
+            # A result the server cannot store (a NaN, say) will not get better by running
+            # the handler again: the task fails, saying which field.
+            log.warning("result refused", error=str(exc))
+            await self._failed(
+                lease, f"the handler's result was refused: {exc}", "INVALID_RESULT", False
+            )
         except Exception as exc:
             log.warning("could not report a result; the lease will expire", error=str(exc))
 

@@ -46,6 +46,7 @@ CONFLICT_RETRIES = 5
 CONFLICT_PAUSE_SECONDS = 0.01
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+STATEMENT_SQLSTATE_CLASSES = frozenset({"21", "22", "23", "2F", "42", "0A", "P0"})  # as database.py
 _QUOTA_LOCK = "taskorch-quota:"
 
 
@@ -966,6 +967,8 @@ class PostgresWriter:
                     log.info("write conflict; retrying", sqlstate=sqlstate, attempt=attempt)
                     await asyncio.sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * attempt))
                     continue
+                if isolate and len(batch) > 1:
+                    return await self._one_by_one(run, batch)
                 if isolate:
                     raise
                 isolate = True  # a transition's statement failed: find which one
@@ -973,6 +976,26 @@ class PostgresWriter:
                 await self.close()
                 raise
         raise RuntimeError("write conflicts did not clear")
+
+    async def _one_by_one(self, run: Any, batch: list[Any]) -> Changes:
+        """Each transition in a transaction of its own, for a batch that failed even with
+        each in a savepoint (its settlement met a value the counters or the notice cannot
+        carry): the transition at fault fails alone, never its batch-mates."""
+        changes = Changes()
+        outage: BaseException | None = None
+        for op in batch:
+            if outage is not None:
+                op.error = outage  # the database is gone: the rest would only wait for it
+                continue
+            try:
+                changes.merge(await self.commit(run, [op]))
+            except Exception as exc:  # this transition alone failed to commit
+                log.warning("a transition failed to commit alone", error=str(exc)[:200])
+                op.error = exc
+                sqlstate = getattr(exc, "sqlstate", None)
+                if not isinstance(sqlstate, str) or sqlstate[:2] not in STATEMENT_SQLSTATE_CLASSES:
+                    outage = exc
+        return changes
 
     async def _once(
         self, conn: asyncpg.Connection, run: Any, batch: list[Any], isolate: bool
