@@ -185,8 +185,9 @@ def test_a_pending_subtask_cannot_be_given_a_wrong_input(server: ServerProcess) 
         update = pb.UpdateSubtaskRequest(task_id=task.task_id, subtask_id=subtask.subtask_id)
         update.input.update({"anything": None})
         stub.UpdateSubtask(update, timeout=10)
+        # Stage 1: it waits for the stage-0 subtask no worker runs, so it stays pending.
         echo = stub.CreateSubtask(
-            pb.CreateSubtaskRequest(task_id=task.task_id, kind="echo"), timeout=10
+            pb.CreateSubtaskRequest(task_id=task.task_id, kind="echo", stage=1), timeout=10
         )
         update = pb.UpdateSubtaskRequest(task_id=task.task_id, subtask_id=echo.subtask_id)
         update.input.update({"delay_seconds": None})
