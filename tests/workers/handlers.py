@@ -31,6 +31,8 @@ async def record(ctx: WorkContext) -> dict[str, Any]:
 async def slow(ctx: WorkContext) -> dict[str, Any]:
     """Works until cancelled or ``seconds`` pass; notes a cancellation in ``marker``."""
     seconds = float(ctx.input.get("seconds", 60))
+    if started := ctx.input.get("started"):  # a file that says the handler runs
+        Path(started).write_text(ctx.worker_id)
     try:
         async with asyncio.timeout(seconds):  # not wait_for: it may swallow a cancel (3.11)
             await ctx.cancelled.wait()
