@@ -31,8 +31,11 @@ async def record(ctx: WorkContext) -> dict[str, Any]:
 async def slow(ctx: WorkContext) -> dict[str, Any]:
     """Works until cancelled or ``seconds`` pass; notes a cancellation in ``marker``."""
     seconds = float(ctx.input.get("seconds", 60))
+    if started := ctx.input.get("started"):  # a file that says the handler runs
+        Path(started).write_text(ctx.worker_id)
     try:
-        await asyncio.wait_for(ctx.cancelled.wait(), seconds)
+        async with asyncio.timeout(seconds):  # not wait_for: it may swallow a cancel (3.11)
+            await ctx.cancelled.wait()
     except TimeoutError:
         return {"worker_id": ctx.worker_id, "attempt": ctx.attempt}
     marker = ctx.input.get("marker")

@@ -235,14 +235,17 @@ def test_work_of_a_kind_no_worker_runs_waits_and_says_so(server_factory: ServerF
 
 
 def test_sigterm_hands_back_work_that_outlasts_the_drain(
-    server_factory: ServerFactory, worker_factory: WorkerFactory
+    server_factory: ServerFactory, worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
     server = server_factory("--workers", "0")
     worker = worker_factory(server, "--drain-seconds", "0.5")
     with server.client() as client:
         task = _container(client)
-        _add(server.grpc_addr, task.task_id, "slow", seconds=30)
-        _wait(lambda: client.get_task(task.task_id).status == "RUNNING", what="running")
+        started = tmp_path / "started"
+        _add(server.grpc_addr, task.task_id, "slow", seconds=30, started=str(started))
+        # RUNNING on the server means leased: the handler may not have started yet (work
+        # pushed but not started is handed back with another message).
+        _wait(started.exists, what="the handler runs")
         assert worker.stop() == 0
         handed_back = client.get_task(task.task_id)
         assert handed_back.progress_message == "re-queued: worker shutting down"
@@ -288,7 +291,7 @@ def test_git_script_runs_only_on_a_worker_that_allows_scripts(
 
 
 def test_a_second_ctrl_c_hands_running_work_back_at_once(
-    server_factory: ServerFactory, worker_factory: WorkerFactory
+    server_factory: ServerFactory, worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
     """Issue 22 item 6, for remote workers: the second signal cuts a 60 s drain short."""
     server = server_factory("--workers", "0")
@@ -296,13 +299,14 @@ def test_a_second_ctrl_c_hands_running_work_back_at_once(
     assert worker.proc is not None
     with server.client() as client:
         task = _container(client)
-        _add(server.grpc_addr, task.task_id, "slow", seconds=120)
-        _wait(lambda: client.get_task(task.task_id).status == "RUNNING", what="running")
+        started = tmp_path / "started"
+        _add(server.grpc_addr, task.task_id, "slow", seconds=120, started=str(started))
+        _wait(started.exists, what="the handler runs")  # leased is not yet running
         worker.proc.send_signal(signal.SIGINT)
         _wait(lambda: "draining running work" in worker.logs(), what="draining")
-        started = time.monotonic()
+        second = time.monotonic()
         worker.proc.send_signal(signal.SIGINT)
         assert worker.proc.wait(15) == 0
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - second < 10
         handed_back = client.get_task(task.task_id)
         assert handed_back.progress_message == "re-queued: worker shutting down"
