@@ -11,9 +11,10 @@ through) on the same port. The filter chain, in order:
    its 204, ``/health`` a 503 when unhealthy, and error bodies the keys each seed document
    promises: ``error`` (a string on /v1, an object with the error code on seed 001's /tasks),
    ``detail`` (seed 002's /api/v1), ``request_id`` everywhere, added to the google.rpc.Status
-   JSON (``code``, ``message``, ``details``). It runs on responses only, reading the rule and
-   the surface from the metadata of the REST route the path matched, and must come before the
-   transcoder;
+   JSON (``code``, ``message``, ``details``); on /openai/ it is replaced by OpenAI's
+   ``{"error": {"message", "type", "param", "code"}}``. It runs on responses only, reading
+   the rule and the surface from the metadata of the REST route the path matched, and must
+   come before the transcoder;
 4. ``grpc_json_transcoder`` with snake_case names, enums as names, every scalar printed,
    server streams as Server-Sent Events, unknown paths and query parameters refused, and the
    route kept as matched on the REST path;
@@ -70,6 +71,17 @@ local FALLBACK_REASON = {
   ["429"] = "RATE_LIMITED", ["503"] = "SERVICE_UNAVAILABLE", ["504"] = "TIMEOUT",
 }
 
+local OPENAI_TYPE = {
+  ["400"] = "invalid_request_error", ["404"] = "invalid_request_error",
+  ["409"] = "invalid_request_error", ["413"] = "invalid_request_error",
+  ["401"] = "authentication_error", ["403"] = "permission_error",
+  ["429"] = "rate_limit_error",
+}
+local OPENAI_CODE = {
+  UNAUTHENTICATED = "invalid_api_key", RATE_LIMITED = "rate_limit_exceeded",
+  QUOTA_EXCEEDED = "insufficient_quota",
+}
+
 local function seed_error_body(response_handle, status, surface)
   local headers = response_handle:headers()
   local kind = headers:get("content-type") or ""
@@ -99,6 +111,17 @@ local function seed_error_body(response_handle, status, surface)
   local prefix = "{"
   if request_id ~= "" then
     prefix = '{"request_id":"' .. request_id .. '",'
+  end
+  if surface == "openai" then
+    -- OpenAI's error body, as its clients parse it (their exception class comes from the
+    -- status): {"error": {"message", "type", "param", "code"}}.
+    local shaped = '{"error":{"message":' .. message .. ',"type":"'
+      .. (OPENAI_TYPE[status] or "server_error") .. '","param":'
+      .. (string_after(text, "field") or "null") .. ',"code":"'
+      .. (OPENAI_CODE[reason] or string.lower(reason)) .. '"}}'
+    body:setBytes(shaped)
+    response_handle:headers():replace("content-length", tostring(#shaped))
+    return
   end
   if surface == "seed002" then
     prefix = prefix .. '"detail":' .. message .. ","
@@ -256,6 +279,8 @@ def _rest_routes() -> list[dict[str, Any]]:
             surface="seed002",
         ),
         _rest_route({"prefix": "/api/v1/"}, surface="seed002"),
+        # OpenAI's API (OpenAIService): errors in OpenAI's shape.
+        _rest_route({"prefix": "/openai/"}, surface="openai"),
         _rest_route({"prefix": "/tasks"}, surface="seed001"),
         _rest_route({"prefix": "/"}),
     ]
@@ -353,8 +378,43 @@ _SEED_001_PATH = {
 }
 
 
+_OPENAI_PATH = {
+    "header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/openai/"}}}
+}
+
+
+def _openai_local_replies() -> list[dict[str, Any]]:
+    """Envoy's own replies on /openai/ (rate limited, no such path, server down) in OpenAI's
+    error shape."""
+    kinds = [
+        (429, "rate_limit_error", "rate_limit_exceeded"),
+        (503, "server_error", "service_unavailable"),
+        (None, "invalid_request_error", "%RESPONSE_CODE%"),
+    ]
+    return [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [_REST_REQUEST, _OPENAI_PATH, *([_status_is(code)] if code else [])]
+                }
+            },
+            "body_format_override": {
+                "json_format": {
+                    "error": {
+                        "message": "%LOCAL_REPLY_BODY%",
+                        "type": kind,
+                        "param": None,
+                        "code": reason,
+                    }
+                }
+            },
+        }
+        for code, kind, reason in kinds
+    ]
+
+
 def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
-    mappers = []
+    mappers = _openai_local_replies()
     if limit is not None:
         # The limiter answers before the Lua filter, which never sees these replies: each
         # surface's error keys are written here.

@@ -53,6 +53,7 @@ class ModelInfo:
     size_bytes: int = 0
     load_seconds: float | None = None
     instances: int = 0  # batching instances running (0 until loaded)
+    provider: str = ""  # "" for a local ONNX model; "openai" for a remote one
 
     @property
     def execution_provider(self) -> str:
