@@ -246,3 +246,35 @@ def test_malformed_json_is_openai_s_400(served: Served) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert json.loads(response.text)["error"]["code"] == "invalid_json"
+
+
+def test_calls_are_counted_in_the_server_metrics(served: Served, client: openai.OpenAI) -> None:
+    client.embeddings.create(model=EMBED, input="counted")
+    text = httpx.get(served.process.metrics_url, timeout=10).text
+    assert 'method="/taskorch.v1.OpenAIService/CreateEmbedding"' in text
+
+
+def test_the_gateway_rate_limit_answers_openai_s_429(tmp_path: Path) -> None:
+    process = ServerProcess(
+        workdir=tmp_path,
+        database_url=sqlite_url(tmp_path / "db.sqlite"),
+        models_dir=tiny_repository(tmp_path / "models"),
+        gateway=True,
+        args=("--workers", "0", "--rate-limit", "2/60s"),
+    )
+    process.start()
+    try:
+        with (
+            openai.OpenAI(
+                base_url=f"{process.http_url}/openai/v1", api_key="any", max_retries=0
+            ) as limited,
+            pytest.raises(openai.RateLimitError) as caught,
+        ):
+            for _ in range(5):
+                limited.models.list()
+        error = caught.value
+        assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+        assert error.type == "rate_limit_error" and "rate limit" in error.message
+        assert error.response.headers["retry-after"]
+    finally:
+        process.stop()

@@ -248,7 +248,9 @@ class Authenticator:
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("The authorization header must be 'Bearer <token>'")
             token = token.strip()
-            if token.startswith(KEY_PREFIX) and AuthMethod.KEYS in self.methods:
+            if AuthMethod.KEYS in self.methods and (
+                token.startswith(KEY_PREFIX) or AuthMethod.OAUTH not in self.methods
+            ):
                 # An API key as a bearer token: how OpenAI's clients send their key.
                 return await self._from_key(token)
             return await self._from_token(token)

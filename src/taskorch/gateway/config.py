@@ -383,13 +383,13 @@ _OPENAI_PATH = {
 }
 
 
-def _openai_local_replies() -> list[dict[str, Any]]:
+def _openai_local_replies(rate_limited: str) -> list[dict[str, Any]]:
     """Envoy's own replies on /openai/ (rate limited, no such path, server down) in OpenAI's
     error shape."""
     kinds = [
-        (429, "rate_limit_error", "rate_limit_exceeded"),
-        (503, "server_error", "service_unavailable"),
-        (None, "invalid_request_error", "%RESPONSE_CODE%"),
+        (429, "rate_limit_error", "rate_limit_exceeded", rate_limited),
+        (503, "server_error", "service_unavailable", "%LOCAL_REPLY_BODY%"),
+        (None, "invalid_request_error", "%RESPONSE_CODE%", "%LOCAL_REPLY_BODY%"),
     ]
     return [
         {
@@ -400,26 +400,23 @@ def _openai_local_replies() -> list[dict[str, Any]]:
             },
             "body_format_override": {
                 "json_format": {
-                    "error": {
-                        "message": "%LOCAL_REPLY_BODY%",
-                        "type": kind,
-                        "param": None,
-                        "code": reason,
-                    }
+                    "error": {"message": message, "type": kind, "param": None, "code": reason}
                 }
             },
         }
-        for code, kind, reason in kinds
+        for code, kind, reason, message in kinds
     ]
 
 
 def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
-    mappers = _openai_local_replies()
+    message = "rate limit exceeded"
+    if limit is not None:
+        rule = limit.describe().replace(",", " and ").replace("/", " requests per ")
+        message = f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
+    mappers = _openai_local_replies(message)
     if limit is not None:
         # The limiter answers before the Lua filter, which never sees these replies: each
         # surface's error keys are written here.
-        rule = limit.describe().replace(",", " and ").replace("/", " requests per ")
-        message = f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
         common = {
             "code": 429,
             "message": message,

@@ -4,7 +4,7 @@ taskorch's ``/openai/v1``) instead of ONNX Runtime.
 
 A :class:`RemoteModel` takes the engine's requests (text generation with a prompt or a
 conversation, streamed; feature extraction) and answers the engine's result shapes, so it is
-usable wherever a local model is: tasks, chat sessions, templates, collections, ``Infer`` and
+usable wherever a local model is: tasks, chat sessions, templates, ``Infer`` and
 ``Generate``. Taskorch's generation defaults hold (greedy unless sampling is asked for, the
 model's ``max_new_tokens``), so the same request gives the same answer as the remote's own
 model would through taskorch.
@@ -61,9 +61,17 @@ class RemoteModel:
         name: the folder's name (what taskorch's callers ask for).
         path: the folder.
         config: its parsed ``model.yaml`` (``config.remote`` is set).
+        transport: an httpx transport to use instead of the network (tests).
     """
 
-    def __init__(self, name: str, path: Path, config: ModelConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        config: ModelConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         assert config.remote is not None
         self.name = name
         self.path = path
@@ -80,7 +88,11 @@ class RemoteModel:
             max_keepalive_connections=self.remote.max_concurrency,
         )
         self._client = httpx.AsyncClient(
-            base_url=self.remote.base_url + "/", headers=headers, timeout=timeout, limits=limits
+            base_url=self.remote.base_url + "/",
+            headers=headers,
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
         )
         self._slots = asyncio.Semaphore(self.remote.max_concurrency)
         self.state = ModelState.LOADING

@@ -14,8 +14,9 @@ client never silently gets something else than it asked for):
 
 - chat: ``messages`` (system, developer, user, assistant; text content or text parts),
   ``temperature``, ``top_p``, ``max_tokens`` / ``max_completion_tokens``, ``stop``, ``seed``,
-  ``n`` = 1, ``stream``, ``stream_options.include_usage``; ``user``, ``metadata``, ``store``
-  and zero penalties are accepted and ignored.
+  ``n`` = 1, ``stream``, ``stream_options.include_usage``, and vLLM's extensions ``top_k`` and
+  ``repetition_penalty``; ``user``, ``metadata``, ``store`` and zero penalties are accepted
+  and ignored.
 - completions: ``prompt`` (a string or a list of one), the same sampling parameters,
   ``max_tokens`` (default 16, as OpenAI's), ``echo``.
 - embeddings: ``input`` (a string or a list of strings), ``encoding_format`` float or base64,
@@ -85,11 +86,13 @@ _CHAT_KEYS = frozenset(
         "seed",
         "stream",
         "stream_options",
+        "top_k",
+        "repetition_penalty",
     }
 )
 _COMPLETION_KEYS = frozenset(
     {"model", "prompt", "temperature", "top_p", "max_tokens", "stop", "seed", "stream", "echo"}
-    | {"stream_options"}
+    | {"stream_options", "top_k", "repetition_penalty"}
 )
 _EMBEDDING_KEYS = frozenset({"model", "input", "encoding_format", "dimensions"})
 # Our request fields (engine and pipelines) → OpenAI's parameter names, for error params.
@@ -178,9 +181,9 @@ def _request(body: httpbody_pb2.HttpBody, known: frozenset[str]) -> dict[str, An
 def _sampling(request: Mapping[str, Any], *, default_max_tokens: int | None) -> dict[str, Any]:
     """OpenAI's sampling parameters as the engine's generation parameters."""
     parameters: dict[str, Any] = {}
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed")):
-        if request.get(theirs) is not None:
-            parameters[ours] = request[theirs]
+    for key in ("temperature", "top_p", "seed", "top_k", "repetition_penalty"):
+        if request.get(key) is not None:
+            parameters[key] = request[key]
     temperature = request.get("temperature")
     if temperature is not None and not (
         isinstance(temperature, int | float) and 0 <= temperature <= 2
