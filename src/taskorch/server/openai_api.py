@@ -162,15 +162,15 @@ def _request(body: httpbody_pb2.HttpBody, known: frozenset[str]) -> dict[str, An
         if key in known or key in _IGNORED:
             continue
         if key in _NEUTRAL:
-            if item in _NEUTRAL[key] or (item == {"type": "text"} and key == "response_format"):
+            # Clients (LangChain, LlamaIndex) send empty tools or logit_bias as often as none.
+            neutral = item in _NEUTRAL[key] or item == {} or item == []
+            if neutral or (item == {"type": "text"} and key == "response_format"):
                 continue
             raise InvalidArgument(
                 f"{key}={json.dumps(item)[:80]} is not supported by this server",
                 field=key,
                 reason="UNSUPPORTED_PARAMETER",
             )
-        if key.startswith("x-") or key == "extra_body":
-            continue
         raise InvalidArgument(f"Unrecognized request argument supplied: {key}", field=key)
     model = value.get("model")
     if not isinstance(model, str) or not model.strip():
