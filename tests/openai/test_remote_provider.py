@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from taskorch.client import Client, ModelInfo, UnavailableError
@@ -44,7 +45,7 @@ def taskorch(*args: str) -> str:
     return done.stdout
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+def _eventually(check: Callable[[], Any], timeout: float = 90.0) -> Any:
     """Polls ``check`` until it returns something truthy (or raises at the deadline)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -170,7 +171,7 @@ def test_a_streamed_chat_reply_is_the_first_servers(first: Client, second: Clien
     assert replies[0] and replies[0] == replies[1]
 
 
-def test_embeddings_equal_the_first_servers(first: Client, second: Client) -> None:
+def test_embeddings_equal_the_first_servers(pair: Pair, first: Client, second: Client) -> None:
     texts = ["The sky is blue.", "Grass is green."]
     expected = first.models.infer(EMBED, texts).embeddings
     got = second.models.infer(REMOTE_EMBED, texts).embeddings
@@ -179,6 +180,8 @@ def test_embeddings_equal_the_first_servers(first: Client, second: Client) -> No
         dot = sum(x * y for x, y in zip(a, b, strict=True))
         norms = math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
         assert dot / norms >= 0.9999
+    metrics = httpx.get(pair.second.metrics_url, timeout=10).text
+    assert f'taskorch_remote_requests_total{{model="{REMOTE_EMBED}",outcome="ok"}}' in metrics
 
 
 def test_a_stopped_first_server_makes_the_remote_unavailable_until_it_returns(

@@ -40,6 +40,7 @@ from taskorch.core.errors import (
     Unavailable,
 )
 from taskorch.inference.config import ModelConfig, RemoteConfig
+from taskorch.inference.metrics import REMOTE_REQUESTS, REMOTE_SECONDS
 from taskorch.inference.pipelines.base import param_bool, text_inputs
 from taskorch.inference.pipelines.text_generation import generation_settings, parse_messages
 from taskorch.inference.tasks import ModelFamily, TaskType, task_types_of
@@ -355,14 +356,26 @@ class RemoteModel:
         cancel: asyncio.Event | None = None,
     ) -> dict[str, Any]:
         """Run one request remotely; the result has the local pipelines' shape."""
-        async with self._slots:
-            if self.config.family is ModelFamily.TEXT_ENCODER:
-                return await self._embed(input_data)
-            pieces: list[str] = []
-            work = self._generate(input_data, parameters, on_output, pieces)
-            if cancel is None:
-                return await work
-            return await _until_cancelled(work, cancel, pieces)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            async with self._slots:
+                if self.config.family is ModelFamily.TEXT_ENCODER:
+                    return await self._embed(input_data)
+                pieces: list[str] = []
+                work = self._generate(input_data, parameters, on_output, pieces)
+                if cancel is None:
+                    return await work
+                return await _until_cancelled(work, cancel, pieces)
+        except TaskorchError as exc:
+            outcome = exc.reason
+            raise
+        except BaseException:
+            outcome = "CANCELLED"
+            raise
+        finally:
+            REMOTE_REQUESTS.labels(self.name, outcome).inc()
+            REMOTE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
 
     async def _embed(self, input_data: Mapping[str, Any]) -> dict[str, Any]:
         texts, many = text_inputs(input_data)
