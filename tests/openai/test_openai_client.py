@@ -18,6 +18,9 @@ from tests.inference.tiny_models import build_tiny_models
 from tests.security.conftest import create_key
 from tests.servers import ServerProcess, sqlite_url
 
+# Starting with models and Envoy takes long on a machine shared with benchmarks.
+STARTUP_SECONDS = 180.0
+
 pytestmark = pytest.mark.xdist_group("openai-client")
 
 TEXT = "tiny-gpt2"
@@ -60,7 +63,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         auth="keys",
         args=("--workers", "1"),
     )
-    process.start()
+    process.start(wait=False)
+    process.wait_healthy(STARTUP_SECONDS)
     yield Served(process, key)
     process.stop()
 
@@ -274,7 +278,8 @@ def test_the_gateway_rate_limit_answers_openai_s_429(tmp_path: Path) -> None:
         gateway=True,
         args=("--workers", "0", "--rate-limit", "2/60s"),
     )
-    process.start()
+    process.start(wait=False)
+    process.wait_healthy(STARTUP_SECONDS)
     try:
         with (
             openai.OpenAI(
