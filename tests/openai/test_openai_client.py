@@ -31,6 +31,16 @@ CONVERSATION = [
 ]
 
 
+def start(process: ServerProcess) -> None:
+    """Starts ``process``, giving it STARTUP_SECONDS; stops it if it never got healthy."""
+    process.start(wait=False)
+    try:
+        process.wait_healthy(STARTUP_SECONDS)
+    except BaseException:
+        process.stop()  # SIGTERM: the server stops its Envoy too
+        raise
+
+
 def tiny_repository(root: Path) -> Path:
     """The tiny text-generation and embedding models (built once, cached)."""
     tiny = build_tiny_models()
@@ -63,8 +73,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         auth="keys",
         args=("--workers", "1"),
     )
-    process.start(wait=False)
-    process.wait_healthy(STARTUP_SECONDS)
+    start(process)
     yield Served(process, key)
     process.stop()
 
@@ -278,8 +287,7 @@ def test_the_gateway_rate_limit_answers_openai_s_429(tmp_path: Path) -> None:
         gateway=True,
         args=("--workers", "0", "--rate-limit", "2/60s"),
     )
-    process.start(wait=False)
-    process.wait_healthy(STARTUP_SECONDS)
+    start(process)
     try:
         with (
             openai.OpenAI(

@@ -21,7 +21,7 @@ from taskorch.client import Client, ModelInfo, UnavailableError
 from tests.security.conftest import create_key
 from tests.servers import ServerProcess, sqlite_url
 
-from .test_openai_client import EMBED, STARTUP_SECONDS, TEXT, tiny_repository
+from .test_openai_client import EMBED, TEXT, start, tiny_repository
 
 pytestmark = pytest.mark.xdist_group("openai-remote")
 
@@ -89,29 +89,29 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         args=("--workers", "2"),
     )
     (root / "second").mkdir()
-    first.start(wait=False)
-    first.wait_healthy(STARTUP_SECONDS)
-    second.start(wait=False)
-    second.wait_healthy(STARTUP_SECONDS)
-    base_url = f"{first.http_url}/openai/v1"
-    # Added while the second server runs: it picks them up by itself. tiny-gpt2 has no chat
-    # template, so a bare prompt goes to /completions as the first server would read it.
-    common = ("--base-url", base_url, "--api-key-env", "FIRST_KEY", "--models-dir")
-    taskorch(
-        "models", "add-remote", REMOTE_TEXT, "--model", TEXT, "--prompts", "completions",
-        *common, str(second_models),
-    )  # fmt: skip
-    taskorch(
-        "models", "add-remote", REMOTE_EMBED, "--model", EMBED, "--task", "feature_extraction",
-        *common, str(second_models),
-    )  # fmt: skip
-    with second.client() as client:
-        _eventually(
-            lambda: {_model(client, n).state for n in (REMOTE_TEXT, REMOTE_EMBED)} == {"READY"}
-        )
-    yield Pair(first, second, key)
-    second.stop()
-    first.stop()
+    try:
+        start(first)
+        start(second)
+        base_url = f"{first.http_url}/openai/v1"
+        # Added while the second server runs: it picks them up by itself. tiny-gpt2 has no
+        # chat template, so a bare prompt goes to /completions as the first server reads it.
+        common = ("--base-url", base_url, "--api-key-env", "FIRST_KEY", "--models-dir")
+        taskorch(
+            "models", "add-remote", REMOTE_TEXT, "--model", TEXT, "--prompts", "completions",
+            *common, str(second_models),
+        )  # fmt: skip
+        taskorch(
+            "models", "add-remote", REMOTE_EMBED, "--model", EMBED, "--task",
+            "feature_extraction", *common, str(second_models),
+        )  # fmt: skip
+        with second.client() as client:
+            _eventually(
+                lambda: {_model(client, n).state for n in (REMOTE_TEXT, REMOTE_EMBED)} == {"READY"}
+            )
+        yield Pair(first, second, key)
+    finally:
+        second.stop()
+        first.stop()
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +206,7 @@ def test_a_stopped_first_server_makes_the_remote_unavailable_until_it_returns(
         )
     assert REMOTE_TEXT in str(refused.value)
 
-    pair.first.start(wait=False)
-    pair.first.wait_healthy(STARTUP_SECONDS)
+    start(pair.first)
     _eventually(lambda: _model(second, REMOTE_TEXT).state == "READY")
     again = second.models.infer(
         REMOTE_TEXT, input_data={"prompt": "def main"}, parameters=PARAMETERS
