@@ -150,5 +150,5 @@ def test_text_over_4000_characters_names_the_field_over_rest(secured: Secured) -
         json={"text": "x" * 4001},
         headers={"X-API-Key": secured.acme},
     )
-    body = assert_json_error(response, 422)  # seed 003: too long is 422
+    body = assert_json_error(response, 422)  # seeds: "validation error"
     assert "text" in body["detail"]

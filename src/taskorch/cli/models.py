@@ -15,7 +15,7 @@ from taskorch.client import ModelInfo
 
 app = typer.Typer(
     name="models",
-    help="Manage the model repository: import, install the defaults, list.",
+    help="Manage the model repository: import, install the defaults, add a remote model, list.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -80,6 +80,70 @@ def defaults_command(models_dir: Path | None = MODELS_DIR_OPTION) -> None:
         typer.echo(f"ready: {path}")
 
 
+@app.command("add-remote")
+def add_remote_command(
+    name: Annotated[str, typer.Argument(help="The model's name on this server.")],
+    base_url: str = typer.Option(
+        ..., "--base-url", help="The remote's OpenAI base URL, e.g. http://gpu-box:8000/v1."
+    ),
+    model: str = typer.Option(..., "--model", help="The model's name on the remote server."),
+    task: str = typer.Option(
+        "text_generation", "--task", help="text_generation (chat too) or feature_extraction."
+    ),
+    api_key_env: str | None = typer.Option(
+        None, "--api-key-env", help="Environment variable of the server holding the remote's key."
+    ),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds per request.", min=0.001),
+    max_concurrency: int = typer.Option(
+        16, "--max-concurrency", help="Requests in flight to the remote at once.", min=1
+    ),
+    prompts: str = typer.Option(
+        "chat",
+        "--prompts",
+        help="Where a bare prompt goes: chat (as a user message) or completions (raw text, for "
+        "base models without a chat template).",
+    ),
+    models_dir: Path | None = MODELS_DIR_OPTION,
+) -> None:
+    """Add a remote model (provider: openai) served by any OpenAI-compatible server: vLLM,
+    TGI, TEI, Ollama, llama.cpp, a hosted API or another taskorch. A running server picks it
+    up within seconds."""
+    import yaml
+
+    from taskorch.inference.config import CONFIG_FILE, ModelConfigError, parse_model_config
+
+    raw: dict[str, Any] = {
+        "provider": "openai",
+        "task": task,
+        "base_url": base_url,
+        "model": model,
+        **({"api_key_env": api_key_env} if api_key_env else {}),
+        "timeout_seconds": timeout,
+        "max_concurrency": max_concurrency,
+        "prompts": prompts,
+    }
+    try:
+        config = parse_model_config(raw)
+    except ModelConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    root = models_dir or default_models_dir()
+    target = root / name
+    if not name or name.startswith(".") or "/" in name or target.exists():
+        why = "exists already" if target.exists() else "is not a folder name"
+        typer.echo(f"error: model {name!r} {why} in {root}", err=True)
+        raise typer.Exit(1)
+    # Written aside and renamed into place: the server never reads half a folder.
+    staging = root / f".{name}.adding"
+    staging.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config.to_yaml_dict(), sort_keys=False)
+    (staging / CONFIG_FILE).write_text(text, encoding="utf-8")
+    staging.rename(target)
+    typer.echo(f"added {name}: {model} at {config.remote.base_url if config.remote else base_url}")
+    if api_key_env and api_key_env not in os.environ:
+        typer.echo(f"note: set {api_key_env} in the server's environment", err=True)
+
+
 async def _local_rows(models_dir: Path) -> list[dict[str, Any]]:
     from taskorch.inference import InferenceEngine
 
@@ -109,6 +173,9 @@ def _server_row(info: ModelInfo) -> dict[str, Any]:
         "load_seconds": info.load_seconds,
         "instances": info.instances,
         "error": info.error,
+        "provider": info.provider,
+        "remote_url": info.remote_url,
+        "remote_model": info.remote_model,
     }
 
 
@@ -131,10 +198,15 @@ def _local_row(info: Any) -> dict[str, Any]:
         "instances": info.instances,
         "error": info.error,
         "path": str(info.path),
+        "provider": info.provider,
+        "remote_url": info.remote_url,
+        "remote_model": info.remote_model,
     }
 
 
 def _provider(row: dict[str, Any]) -> str:
+    if row.get("provider"):  # a remote model: who serves it
+        return f"{row['provider']}: {row['remote_model']} at {row['remote_url']}"
     short = [str(p).removesuffix("ExecutionProvider") for p in row["providers_active"]]
     asked = [str(p).removesuffix("ExecutionProvider") for p in row["providers_requested"]]
     if not short:

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model of the server's repository. ``state`` is LOADING, READY or LOAD_FAILED (then
-    ``error`` says why); ``execution_provider`` is the ONNX Runtime provider that really runs
-    it, which may differ from the first of ``providers_requested``."""
+    """A model of the server's repository. ``state`` is LOADING, READY, LOAD_FAILED or (a
+    remote model whose server does not answer) UNAVAILABLE, then ``error`` says why;
+    ``execution_provider`` is the ONNX Runtime provider that really runs it, which may differ
+    from the first of ``providers_requested``. ``provider`` is "openai" for a remote model
+    (served by ``remote_url`` as ``remote_model``), "" for a local one."""
 
     name: str
     task: str
@@ -48,6 +50,9 @@ class ModelInfo:
     load_seconds: float = 0.0
     error: str = ""
     instances: int = 0
+    provider: str = ""
+    remote_url: str = ""
+    remote_model: str = ""
 
     @classmethod
     def from_proto(cls, m: pb.Model) -> ModelInfo:
@@ -70,6 +75,9 @@ class ModelInfo:
             load_seconds=m.load_seconds,
             error=m.error,
             instances=m.instances,
+            provider=m.provider,
+            remote_url=m.remote_url,
+            remote_model=m.remote_model,
         )
 
 

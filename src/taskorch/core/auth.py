@@ -2,8 +2,9 @@
 
 Credentials arrive as metadata, so gRPC and REST (Envoy passes headers on) share this:
 
-- ``x-api-key: tko_…``: random keys, stored only as SHA-256 hashes, shown once at creation,
-  revocable. A revocation reaches every replica within :data:`CACHE_SECONDS`.
+- ``x-api-key: tko_…`` (or ``authorization: Bearer tko_…``, as OpenAI's clients send it):
+  random keys, stored only as SHA-256 hashes, shown once at creation, revocable. A revocation
+  reaches every replica within :data:`CACHE_SECONDS`.
 - ``authorization: Bearer <JWT>``: RS256/ES256 tokens of a configured issuer and audience,
   checked against a JWKS (a file or a URL); expiry and not-before are enforced. The tenant
   comes from a claim (``tenant`` by default); scopes map to roles
@@ -246,7 +247,13 @@ class Authenticator:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("The authorization header must be 'Bearer <token>'")
-            return await self._from_token(token.strip())
+            token = token.strip()
+            if AuthMethod.KEYS in self.methods and (
+                token.startswith(KEY_PREFIX) or AuthMethod.OAUTH not in self.methods
+            ):
+                # An API key as a bearer token: how OpenAI's clients send their key.
+                return await self._from_key(token)
+            return await self._from_token(token)
         return None
 
     async def _from_key(self, key: str) -> Caller:

@@ -9,7 +9,8 @@ through) on the same port. The filter chain, in order:
    input too long, and error bodies the keys each seed document promises: ``error`` (a
    string on /v1, an object with the error code on seed 001's /tasks), ``detail`` (seed
    002's /api/v1), ``request_id`` everywhere, added to the google.rpc.Status JSON (``code``,
-   ``message``, ``details``). It runs on responses only, reading the rule and the surface
+   ``message``, ``details``); on /openai/ it is replaced by OpenAI's ``{"error": {"message",
+   "type", "param", "code"}}``. It runs on responses only, reading the rule and the surface
    from the metadata of the REST route the path matched; it comes first so that it sees, on
    the way out, what every other filter wrote (the rate limiters' headers and replies);
 2. ``header_mutation`` strips ``grpc-*`` headers from REST responses (switched off on the gRPC
@@ -22,7 +23,8 @@ through) on the same port. The filter chain, in order:
 5. ``router``.
 
 Local replies to REST clients (the transcoder's own 400/404, 429, 503, and 431 for a URL and
-headers over 32 KiB) get the JSON body of their surface, each key once.
+headers over 32 KiB) get the JSON body of their surface, each key once (OpenAI's error shape
+on /openai/).
 """
 
 from __future__ import annotations
@@ -77,6 +79,18 @@ local FALLBACK_REASON = {
 -- gRPC INVALID_ARGUMENT reasons that REST answers 422 Unprocessable Entity.
 local UNPROCESSABLE = {TEXT_TOO_LONG = true, MESSAGE_TOO_LONG = true}
 
+local OPENAI_TYPE = {
+  ["400"] = "invalid_request_error", ["404"] = "invalid_request_error",
+  ["409"] = "invalid_request_error", ["413"] = "invalid_request_error",
+  ["422"] = "invalid_request_error",
+  ["401"] = "authentication_error", ["403"] = "permission_error",
+  ["429"] = "rate_limit_error",
+}
+local OPENAI_CODE = {
+  UNAUTHENTICATED = "invalid_api_key", RATE_LIMITED = "rate_limit_exceeded",
+  QUOTA_EXCEEDED = "insufficient_quota",
+}
+
 local function seed_error_body(response_handle, status, surface)
   local headers = response_handle:headers()
   local kind = headers:get("content-type") or ""
@@ -94,7 +108,8 @@ local function seed_error_body(response_handle, status, surface)
   -- Envoy's own answers are shaped whole by local_reply_config (keys sorted: "code", an HTTP
   -- status, comes first); only the server's google.rpc.Status (a gRPC code) is shaped here.
   local code = tonumber(string.match(text, '^{"code":(%d+)') or "0")
-  if code >= 100 then
+  if code >= 100 or string.sub(text, 1, 10) == '{"error":{' then
+    -- (On /openai/ they are in OpenAI's shape already.)
     return
   end
   if status == "429" and string.find(text, "larger than max", 1, true)
@@ -107,9 +122,9 @@ local function seed_error_body(response_handle, status, surface)
   local message = string_after(text, "message") or '"error"'
   local reason = string.match(text, '"reason":"([%w_]+)"') or FALLBACK_REASON[status]
     or "INTERNAL_ERROR"
-  if status == "400" and UNPROCESSABLE[reason] then
+  if status == "400" and UNPROCESSABLE[reason] and surface ~= "openai" then
     -- Well-formed but refused for its content (seed 003: "text too long or semantically
-    -- invalid"; seeds 001 and 002: "validation error"): 422.
+    -- invalid"; seeds 001 and 002: "validation error"): 422. (OpenAI answers 400.)
     status = "422"
     response_handle:headers():replace(":status", status)
   end
@@ -118,6 +133,17 @@ local function seed_error_body(response_handle, status, surface)
   local prefix = "{"
   if request_id ~= "" then
     prefix = '{"request_id":"' .. request_id .. '",'
+  end
+  if surface == "openai" then
+    -- OpenAI's error body, as its clients parse it (their exception class comes from the
+    -- status): {"error": {"message", "type", "param", "code"}}.
+    local shaped = '{"error":{"message":' .. message .. ',"type":"'
+      .. (OPENAI_TYPE[status] or "server_error") .. '","param":'
+      .. (string_after(text, "field") or "null") .. ',"code":"'
+      .. (OPENAI_CODE[reason] or string.lower(reason)) .. '"}}'
+    body:setBytes(shaped)
+    response_handle:headers():replace("content-length", tostring(#shaped))
+    return
   end
   if surface == "seed002" then
     prefix = prefix .. '"detail":' .. message .. ","
@@ -333,6 +359,8 @@ def _rest_routes() -> list[dict[str, Any]]:
             surface="seed002",
         ),
         _rest_route({"prefix": "/api/v1/"}, surface="seed002"),
+        # OpenAI's API (OpenAIService): errors in OpenAI's shape.
+        _rest_route({"prefix": "/openai/"}, surface="openai"),
         _rest_route({"prefix": "/tasks"}, surface="seed001"),
         _rest_route({"prefix": "/"}),
     ]
@@ -489,6 +517,34 @@ def _local_body(surface: str, reason: str, message: str) -> dict[str, Any]:
     return body
 
 
+_OPENAI_PATH = _path_starts("/openai/")
+
+
+def _openai_local_replies(rate_limited: str) -> list[dict[str, Any]]:
+    """Envoy's own replies on /openai/ (rate limited, no such path, server down) in OpenAI's
+    error shape."""
+    kinds = [
+        (429, "rate_limit_error", "rate_limit_exceeded", rate_limited),
+        (503, "server_error", "service_unavailable", "%LOCAL_REPLY_BODY%"),
+        (None, "invalid_request_error", "%RESPONSE_CODE%", "%LOCAL_REPLY_BODY%"),
+    ]
+    return [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [_REST_REQUEST, _OPENAI_PATH, *([_status_is(code)] if code else [])]
+                }
+            },
+            "body_format_override": {
+                "json_format": {
+                    "error": {"message": message, "type": kind, "param": None, "code": reason}
+                }
+            },
+        }
+        for code, kind, reason, message in kinds
+    ]
+
+
 def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
     """A mapper per surface and status of Envoy's own answers to REST clients."""
     rate_message = ""
@@ -497,7 +553,8 @@ def _local_reply_mappers(limit: RateLimit | None) -> list[dict[str, Any]]:
         rate_message = (
             f"rate limit exceeded: at most {rule} per client; retry after Retry-After seconds"
         )
-    mappers = []
+    # /openai/ first: the canonical surface's mappers match any path.
+    mappers = _openai_local_replies(rate_message or "rate limit exceeded")
     surfaces: list[tuple[str, list[dict[str, Any]]]] = [
         ("seed001", [_SEED_001_PATH]),
         ("seed002", [_SEED_002_PATH]),

@@ -48,6 +48,7 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     ".google.protobuf.Empty": {"type": "object"},
     ".google.protobuf.Any": {"type": "object", "additionalProperties": True},
 }
+EVENT_STREAM = "text/event-stream"
 # Methods answering google.api.HttpBody with something else than JSON: its media type.
 HTTP_BODY_MEDIA_TYPES: dict[str, str] = {
     "taskorch.v1.SystemService.GetMetrics": "text/plain",
@@ -100,6 +101,34 @@ _UNPROCESSABLE_METHODS = {
 }
 _HEALTH_METHOD = "taskorch.v1.SystemService.GetHealth"
 
+# Methods taking google.api.HttpBody: what the request body holds (OpenAI's API, passed
+# through verbatim).
+_OPENAI_REQUEST = {
+    "type": "object",
+    "description": "OpenAI's request body (see the README's OpenAI-compatible API section).",
+    "required": ["model"],
+    "properties": {"model": {"type": "string"}},
+    "additionalProperties": True,
+}
+HTTP_BODY_REQUESTS: dict[str, dict[str, Any]] = {
+    f"taskorch.v1.OpenAIService.{name}": _OPENAI_REQUEST
+    for name in ("CreateChatCompletion", "CreateCompletion", "CreateEmbedding")
+}
+_OPENAI_ERROR = {
+    "type": "object",
+    "description": "OpenAI's error body.",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": "string", "nullable": True},
+                "code": {"type": "string", "nullable": True},
+            },
+        }
+    },
+}
 _ERROR = {
     "type": "object",
     "description": "google.rpc.Status as JSON; details carry google.rpc.ErrorInfo (reason: the "
@@ -164,7 +193,7 @@ class _Index:
 class _Builder:
     def __init__(self, index: _Index) -> None:
         self.index = index
-        self.schemas: dict[str, Any] = {"Error": _ERROR}
+        self.schemas: dict[str, Any] = {"Error": _ERROR, "OpenAIError": _OPENAI_ERROR}
 
     def ref(self, type_name: str) -> dict[str, Any]:
         if type_name in _WELL_KNOWN:
@@ -273,7 +302,11 @@ def _operation(
     if comment:
         operation["description"] = comment
         operation["summary"] = comment.split(". ")[0][:120]
-    if binding.body == "*":
+    name = f"{service.lstrip('.')}.{method.name}"
+    if method.input_type == ".google.api.HttpBody":
+        schema = HTTP_BODY_REQUESTS.get(name, {})
+        operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
+    elif binding.body == "*":
         body_fields = [f for f in request.field if f.name not in path_fields]
         schema = {
             "type": "object",
@@ -303,10 +336,11 @@ def _operation(
         operation["parameters"] = parameters
     success: dict[str, Any]
     if method.output_type == ".google.api.HttpBody":
-        name = f"{service.lstrip('.')}.{method.name}"
         media = HTTP_BODY_MEDIA_TYPES.get(name, "application/json")
         schema = HTTP_BODY_SCHEMAS.get(name, {})
         success = {"description": "OK", "content": {media: {"schema": schema}}}
+        if method.server_streaming:  # OpenAI's `"stream": true`
+            success["content"][EVENT_STREAM] = {"schema": {"type": "string"}}
     elif method.server_streaming:
         success = {
             "description": "A Server-Sent Events stream: one `data: {json}` frame per message "
@@ -318,10 +352,14 @@ def _operation(
             "description": "OK",
             "content": {"application/json": {"schema": builder.ref(method.output_type)}},
         }
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    error_schema = "OpenAIError" if service == ".taskorch.v1.OpenAIService" else "Error"
+    error = {
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{error_schema}"}}
+        }
+    }
     verb, _ = _pattern(binding)
     path = _VARIABLE.sub(r"{\1}", template)
-    name = f"{service.lstrip('.')}.{method.name}"
     responses: dict[str, Any] = dict(SUCCESS_RESPONSES.get((verb, path), {"200": success}))
     if name in _UNPROCESSABLE_METHODS:
         responses["422"] = {

@@ -40,6 +40,8 @@ class EngineChatModels:
         and how many tokens a prompt may have with these parameters."""
         conversation = {"messages": [dict(m) for m in messages]}
         request = self.engine.check(TaskType.TEXT_GENERATION, model_name, _PROBE, parameters)
+        if self.engine.is_remote(request.model_name):
+            return 0, _UNBOUNDED  # its server's tokenizer decides; it refuses what is too long
         model = self.engine._serving(request.model_name)
         window = model.context_window
         settings, _ = generation_settings(

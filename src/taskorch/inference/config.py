@@ -20,6 +20,22 @@ Example (every key but ``task`` is optional)::
     labels: [NEGATIVE, POSITIVE]      # overrides config.json id2label
     context_window: 2048              # generation: prompt + new tokens
     max_new_tokens: 256               # generation: default when the request gives none
+
+A remote model (``provider: openai``) has no files: it is served by calling an
+OpenAI-compatible server (vLLM, TGI, TEI, Ollama, llama.cpp, a hosted API, another taskorch)::
+
+    provider: openai
+    task: text_generation             # text_generation (chat too) or feature_extraction
+    base_url: http://gpu-box:8000/v1  # the server's OpenAI base URL
+    model: meta-llama/Llama-3.1-8B-Instruct   # the remote model's name (default: the folder's)
+    api_key_env: GPU_BOX_KEY          # environment variable holding its API key (optional)
+    timeout_seconds: 120              # per request (and between streamed tokens)
+    connect_timeout_seconds: 5
+    max_concurrency: 16               # requests in flight to it at once
+    max_retries: 2                    # on failures that are safe to retry
+    prompts: chat                     # a bare prompt is sent as: chat (a user message, as a
+                                      # local model with a chat template does) | completions
+    max_new_tokens: 256
 """
 
 from __future__ import annotations
@@ -60,6 +76,37 @@ class ModelConfigError(ValueError):
     """A ``model.yaml`` that cannot be used; the message names the key."""
 
 
+PROVIDER_OPENAI = "openai"
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """Where a remote model (``provider: openai``) is served and how to call it."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    timeout_seconds: float = 120.0
+    connect_timeout_seconds: float = 5.0
+    max_concurrency: int = 16
+    max_retries: int = 2
+    prompts: str = "chat"  # chat | completions: where a bare prompt (no messages) goes
+    provider: str = PROVIDER_OPENAI
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "base_url": self.base_url,
+            "model": self.model,
+            **({"api_key_env": self.api_key_env} if self.api_key_env else {}),
+            "timeout_seconds": self.timeout_seconds,
+            "connect_timeout_seconds": self.connect_timeout_seconds,
+            "max_concurrency": self.max_concurrency,
+            "max_retries": self.max_retries,
+            "prompts": self.prompts,
+        }
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The validated content of one ``model.yaml``."""
@@ -83,9 +130,19 @@ class ModelConfig:
     context_window: int | None = None
     max_new_tokens: int = 128
     extra: Mapping[str, Any] = field(default_factory=dict)
+    remote: RemoteConfig | None = None  # served by another server, not by ONNX Runtime
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The mapping written back to ``model.yaml`` (plain types only)."""
+        if self.remote is not None:
+            return {
+                "task": self.task.value,
+                **self.remote.to_yaml_dict(),
+                "max_new_tokens": self.max_new_tokens,
+                **(
+                    {"default_for": [t.value for t in self.default_for]} if self.default_for else {}
+                ),
+            }
         out: dict[str, Any] = {
             "task": self.task.value,
             "family": self.family.value,
@@ -134,6 +191,7 @@ _KNOWN_KEYS = {
     "max_new_tokens",
     "source",
     "validation",
+    "provider",
 }
 
 
@@ -153,6 +211,79 @@ def _enum(raw: Mapping[str, Any], key: str, kind: type[E], default: E) -> E:
         raise ModelConfigError(f"{key} must be one of {choices}, got {value!r}") from None
 
 
+_REMOTE_KEYS = {
+    "name",
+    "task",
+    "family",
+    "default_for",
+    "provider",
+    "base_url",
+    "model",
+    "api_key_env",
+    "timeout_seconds",
+    "connect_timeout_seconds",
+    "max_concurrency",
+    "max_retries",
+    "prompts",
+    "max_new_tokens",
+    "max_input_length",
+}
+
+
+def _seconds(raw: Mapping[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ModelConfigError(f"{key} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _parse_remote(raw: Mapping[str, Any], task: TaskType, family: ModelFamily) -> ModelConfig:
+    provider = str(raw["provider"]).lower()
+    if provider != PROVIDER_OPENAI:
+        raise ModelConfigError(
+            f"provider must be {PROVIDER_OPENAI} (or left out), got {provider!r}"
+        )
+    unknown = sorted(set(raw) - _REMOTE_KEYS)
+    if unknown:
+        raise ModelConfigError(f"unknown keys for a remote model: {', '.join(unknown)}")
+    if family not in (ModelFamily.CAUSAL_LM, ModelFamily.TEXT_ENCODER):
+        raise ModelConfigError(
+            "a remote model serves text_generation (and chat) or feature_extraction, "
+            f"not {task.value}"
+        )
+    base_url = raw.get("base_url")
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ModelConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
+    model = raw.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise ModelConfigError(f"model must be the remote model's name, got {model!r}")
+    key_env = raw.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not key_env.strip()):
+        raise ModelConfigError(f"api_key_env must be an environment variable name, got {key_env!r}")
+    prompts = str(raw.get("prompts", "chat")).lower()
+    if prompts not in ("chat", "completions"):
+        raise ModelConfigError(f"prompts must be chat or completions, got {prompts!r}")
+    remote = RemoteConfig(
+        prompts=prompts,
+        base_url=base_url.rstrip("/"),
+        model=(model or str(raw.get("name") or "")).strip(),
+        api_key_env=key_env,
+        timeout_seconds=_seconds(raw, "timeout_seconds", 120.0),
+        connect_timeout_seconds=_seconds(raw, "connect_timeout_seconds", 5.0),
+        max_concurrency=_int(raw, "max_concurrency", 16),
+        max_retries=_int(raw, "max_retries", 2, minimum=0),
+    )
+    return ModelConfig(
+        task=task,
+        family=family,
+        default_for=tuple(canonical_task_type(str(t)) for t in raw.get("default_for") or ()),
+        providers=(),
+        max_input_length=_int(raw, "max_input_length", 1 << 20, minimum=2),
+        max_new_tokens=_int(raw, "max_new_tokens", 128),
+        remote=remote,
+    )
+
+
 def parse_model_config(raw: object) -> ModelConfig:
     """Validate a parsed ``model.yaml`` mapping.
 
@@ -167,7 +298,8 @@ def parse_model_config(raw: object) -> ModelConfig:
     """
     if not isinstance(raw, Mapping):
         raise ModelConfigError("model.yaml must be a mapping of keys to values")
-    unknown = sorted(set(raw) - _KNOWN_KEYS)
+    remote = raw.get("provider") not in (None, "", "onnx", "local")
+    unknown = sorted(set(raw) - (_REMOTE_KEYS if remote else _KNOWN_KEYS))
     if unknown:
         raise ModelConfigError(f"unknown keys in model.yaml: {', '.join(unknown)}")
     if "task" not in raw:
@@ -180,6 +312,8 @@ def parse_model_config(raw: object) -> ModelConfig:
     family = family_of(task)
     if "family" in raw:
         family = _enum(raw, "family", ModelFamily, family)
+    if remote:
+        return _parse_remote(raw, task, family)
     for served in default_for:
         if family_of(served) is not family:
             raise ModelConfigError(

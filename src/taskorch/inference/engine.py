@@ -29,6 +29,7 @@ from taskorch.core.errors import (
     Unavailable,
 )
 from taskorch.inference.pipelines import PIPELINES
+from taskorch.inference.remote import RemoteModel
 from taskorch.inference.repository import ModelFolder, ModelRepository
 from taskorch.inference.runtime import LoadedModel, folder_size
 from taskorch.inference.tasks import (
@@ -60,8 +61,11 @@ class _Entry:
     model: LoadedModel | None = None
     error: str | None = None
     load_seconds: float | None = None
+    remote: RemoteModel | None = None  # provider: openai
 
     def info(self) -> ModelInfo:
+        if self.remote is not None:
+            return self.remote.info()
         if self.model is not None and self.state is ModelState.READY:
             return self.model.info()
         config = self.folder.config
@@ -162,8 +166,7 @@ class InferenceEngine:
         async with self._refresh_lock:
             entries, self._entries = list(self._entries.values()), {}
             for entry in entries:
-                if entry.model is not None:
-                    await entry.model.close()
+                await _close(entry)
         self._loader.shutdown(wait=True)
 
     async def _watch(self) -> None:
@@ -171,8 +174,14 @@ class InferenceEngine:
             await asyncio.sleep(self.poll_seconds)
             try:
                 await self.refresh()
+                await self.probe_remotes()
             except Exception:  # the watcher must outlive a bad scan
                 log.exception("model repository scan failed")
+
+    async def probe_remotes(self) -> None:
+        """Check every remote model's server once (its state follows)."""
+        remotes = [e.remote for e in self._entries.values() if e.remote is not None]
+        await asyncio.gather(*(remote.probe() for remote in remotes))
 
     async def refresh(self) -> None:
         """Scan the repository once: load added or changed models, unload removed ones."""
@@ -182,8 +191,7 @@ class InferenceEngine:
             for name in [n for n in self._entries if n not in folders]:
                 entry = self._entries.pop(name)
                 log.info("model %s removed from the repository", name)
-                if entry.model is not None:
-                    await entry.model.close()
+                await _close(entry)
             changed = [
                 folder
                 for name, folder in folders.items()
@@ -192,7 +200,7 @@ class InferenceEngine:
             ]
             for folder in changed:
                 old = self._entries.get(folder.name)
-                if old is None or old.model is None:
+                if old is None or (old.model is None and old.remote is None):
                     self._entries[folder.name] = _Entry(folder, ModelState.LOADING)
             await asyncio.gather(*(self._load(folder) for folder in changed))
 
@@ -200,6 +208,11 @@ class InferenceEngine:
         old = self._entries.get(folder.name)
         if folder.config is None:
             entry = _Entry(folder, ModelState.FAILED, error=folder.error)
+        elif folder.config.remote is not None:
+            remote = RemoteModel(folder.name, folder.path, folder.config)
+            await remote.probe()
+            entry = _Entry(folder, remote.state, remote=remote)
+            log.info("remote model %s at %s: %s", folder.name, remote.endpoint, remote.state)
         else:
             started = time.perf_counter()
             try:
@@ -231,8 +244,8 @@ class InferenceEngine:
                     model.load_seconds,
                 )
         self._entries[folder.name] = entry
-        if old is not None and old.model is not None and old.model is not entry.model:
-            await old.model.close()
+        if old is not None:
+            await _close(old)
 
     # --- descriptions --------------------------------------------------------------------
 
@@ -254,6 +267,14 @@ class InferenceEngine:
         if entry is None:
             raise ModelNotFound(name, available=self._entries)
         return entry
+
+    def is_remote(self, name: str) -> bool:
+        """Whether model ``name`` is served by another server (``provider: openai``).
+
+        Raises:
+            ModelNotFound: no folder of that name.
+        """
+        return self._entry(name).remote is not None
 
     def task_of(self, name: str) -> str:
         """The task type model ``name`` was imported for ("" when its config is unreadable),
@@ -344,6 +365,18 @@ class InferenceEngine:
         name = model_name.strip()
         if not name:
             name = self._default_model(task).folder.name
+        remote = self._entry(name).remote
+        if remote is not None:
+            if family_of(task) is not remote.config.family:
+                served = ", ".join(t.value for t in task_types_of(remote.config.family))
+                raise InvalidArgument(
+                    f"model {name!r} is a remote {remote.config.family.value} model: it serves "
+                    f"{served}, not {task.value}",
+                    field="model_name",
+                )
+            remote.validate(task, input_data, parameters)
+            remote.check_serving()
+            return InferenceRequest(task, name, dict(input_data), dict(parameters))
         model = self._serving(name)
         if family_of(task) is not model.config.family:
             served = ", ".join(t.value for t in task_types_of(model.config.family))
@@ -377,6 +410,9 @@ class InferenceEngine:
             InvalidArgument: the input is wrong.
             InternalError: the model failed on this request (the engine keeps serving).
         """
+        remote = self._entry(request.model_name).remote
+        if remote is not None:
+            return await self._run_remote(remote, request, on_output, cancel)
         model = self._serving(request.model_name)
         pipeline = PIPELINES[request.task_type]
         started = time.perf_counter()
@@ -407,6 +443,46 @@ class InferenceEngine:
             execution_provider=model.session.providers_active[0],
         )
         return InferenceResult(result=result, resource_usage=usage)
+
+    async def _run_remote(
+        self,
+        remote: RemoteModel,
+        request: InferenceRequest,
+        on_output: OnOutput | None,
+        cancel: asyncio.Event | None,
+    ) -> InferenceResult:
+        started = time.perf_counter()
+        try:
+            result = await remote.run(
+                request.task_type,
+                request.input_data,
+                request.parameters,
+                on_output=on_output,
+                cancel=cancel,
+            )
+        except (TaskorchError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("remote model %s failed on a %s request", remote.name, request.task_type)
+            raise InternalError(
+                f"remote model {remote.name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        seconds = time.perf_counter() - started
+        result["inference_time"] = round(seconds, 6)
+        usage = ResourceUsage(
+            model_name=remote.name,
+            inference_time_seconds=seconds,
+            memory_used_gb=_memory_gb(),
+            execution_provider=remote.info().execution_provider,
+        )
+        return InferenceResult(result=result, resource_usage=usage)
+
+
+async def _close(entry: _Entry) -> None:
+    if entry.model is not None:
+        await entry.model.close()
+    if entry.remote is not None:
+        await entry.remote.close()
 
 
 async def _cancellable(work: Awaitable[dict[str, Any]], cancel: asyncio.Event) -> dict[str, Any]:

@@ -18,6 +18,7 @@ class ModelState(enum.StrEnum):
     LOADING = "LOADING"
     READY = "READY"
     FAILED = "FAILED"
+    UNAVAILABLE = "UNAVAILABLE"  # a remote model whose server does not answer (for now)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class ModelInfo:
     size_bytes: int = 0
     load_seconds: float | None = None
     instances: int = 0  # batching instances running (0 until loaded)
+    provider: str = ""  # "" for a local ONNX model; "openai" for a remote one
+    remote_url: str = ""  # a remote model's server (its OpenAI base URL)
+    remote_model: str = ""  # the model's name there
 
     @property
     def execution_provider(self) -> str:

@@ -56,6 +56,7 @@ from taskorch.server.chat import ChatServicer
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import ServerInterceptor, open_access
 from taskorch.server.models import ModelServicer
+from taskorch.server.openai_api import OpenAIServicer
 from taskorch.server.reflection import add_reflection
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
@@ -69,6 +70,7 @@ from taskorch.store.sqlite_lock import DatabaseInUse, SqliteLock
 from taskorch.v1 import (
     chat_service_pb2_grpc,
     model_service_pb2_grpc,
+    openai_service_pb2_grpc,
     system_service_pb2_grpc,
     task_service_pb2_grpc,
     template_service_pb2_grpc,
@@ -318,6 +320,9 @@ class TaskorchServer:
             ModelServicer(self.engine), server
         )
         chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.chat), server)
+        openai_service_pb2_grpc.add_OpenAIServiceServicer_to_server(
+            OpenAIServicer(self.engine), server
+        )
         system_service_pb2_grpc.add_SystemServiceServicer_to_server(
             SystemServicer(self.tasks, self._health, self.workers), server
         )

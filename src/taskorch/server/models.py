@@ -23,6 +23,7 @@ _STATES = {
     ModelState.LOADING: pb.Model.LOADING,
     ModelState.READY: pb.Model.READY,
     ModelState.FAILED: pb.Model.LOAD_FAILED,
+    ModelState.UNAVAILABLE: pb.Model.UNAVAILABLE,
 }
 
 
@@ -48,6 +49,9 @@ def model_to_proto(info: ModelInfo) -> pb.Model:
         size_bytes=info.size_bytes,
         load_seconds=info.load_seconds or 0.0,
         instances=info.instances,
+        provider=info.provider,
+        remote_url=info.remote_url,
+        remote_model=info.remote_model,
     )
 
 

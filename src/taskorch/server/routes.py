@@ -16,6 +16,7 @@ from google.protobuf import descriptor
 from taskorch.v1 import (
     chat_service_pb2,
     model_service_pb2,
+    openai_service_pb2,
     system_service_pb2,
     task_service_pb2,
     template_service_pb2,
@@ -29,6 +30,7 @@ SERVICE_FILES = (
     model_service_pb2,
     system_service_pb2,
     chat_service_pb2,
+    openai_service_pb2,
 )
 _VARIABLE = re.compile(r"\{([^}=]+)")
 

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from taskorch.v1 import task_service_pb2 as taskorch_dot_v1_dot_task__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftaskorch/v1/model_service.proto\x12\x0btaskorch.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1etaskorch/v1/task_service.proto\"&\n\x11ListModelsRequest\x12\x11\n\ttask_type\x18\x01 \x01(\t\"V\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.taskorch.v1.Model\x12\x1c\n\x14supported_task_types\x18\x02 \x03(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xac\x04\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.taskorch.v1.Model.State\x12\x1a\n\x12\x65xecution_provider\x18\x05 \x01(\t\x12\x1b\n\x13providers_requested\x18\x06 \x03(\t\x12\x18\n\x10providers_active\x18\x07 \x03(\t\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.taskorch.v1.Tensor\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.taskorch.v1.Tensor\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\x1a\n\x12max_queue_delay_ms\x18\x0b \x01(\x01\x12\x18\n\x10max_input_length\x18\x0c \x01(\x05\x12\x14\n\x0cquantization\x18\r \x01(\t\x12\x0e\n\x06labels\x18\x0e \x03(\t\x12\x13\n\x0b\x64\x65\x66\x61ult_for\x18\x0f \x03(\t\x12\x12\n\ntask_types\x18\x10 \x03(\t\x12\r\n\x05\x65rror\x18\x11 \x01(\t\x12\x12\n\nsize_bytes\x18\x12 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x13 \x01(\x01\x12\x11\n\tinstances\x18\x14 \x01(\x05\"G\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\x0f\n\x0bLOAD_FAILED\x10\x03\"4\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"\xb7\x01\n\x0cInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12+\n\ninput_data\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\nparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06inputs\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\"\xd2\x01\n\rInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eresource_usage\x18\x04 \x01(\x0b\x32\x1a.taskorch.v1.ResourceUsage\x12\x11\n\tembedding\x18\x05 \x03(\x02\x12*\n\nembeddings\x18\x06 \x03(\x0b\x32\x16.taskorch.v1.Embedding\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x89\x01\n\rGenerateEvent\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eresource_usage\x18\x04 \x01(\x0b\x32\x1a.taskorch.v1.ResourceUsage2\xa6\x03\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.taskorch.v1.ListModelsRequest\x1a\x1f.taskorch.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12W\n\x08GetModel\x12\x1c.taskorch.v1.GetModelRequest\x1a\x12.taskorch.v1.Model\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/models/{name}\x12h\n\x05Infer\x12\x19.taskorch.v1.InferRequest\x1a\x1a.taskorch.v1.InferResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/models/{model_name}:infer:\x01*\x12p\n\x08Generate\x12\x19.taskorch.v1.InferRequest\x1a\x1a.taskorch.v1.GenerateEvent\"+\x82\xd3\xe4\x93\x02%\" /v1/models/{model_name}:generate:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftaskorch/v1/model_service.proto\x12\x0btaskorch.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1etaskorch/v1/task_service.proto\"&\n\x11ListModelsRequest\x12\x11\n\ttask_type\x18\x01 \x01(\t\"V\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.taskorch.v1.Model\x12\x1c\n\x14supported_task_types\x18\x02 \x03(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf9\x04\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.taskorch.v1.Model.State\x12\x1a\n\x12\x65xecution_provider\x18\x05 \x01(\t\x12\x1b\n\x13providers_requested\x18\x06 \x03(\t\x12\x18\n\x10providers_active\x18\x07 \x03(\t\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.taskorch.v1.Tensor\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.taskorch.v1.Tensor\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\x1a\n\x12max_queue_delay_ms\x18\x0b \x01(\x01\x12\x18\n\x10max_input_length\x18\x0c \x01(\x05\x12\x14\n\x0cquantization\x18\r \x01(\t\x12\x0e\n\x06labels\x18\x0e \x03(\t\x12\x13\n\x0b\x64\x65\x66\x61ult_for\x18\x0f \x03(\t\x12\x12\n\ntask_types\x18\x10 \x03(\t\x12\r\n\x05\x65rror\x18\x11 \x01(\t\x12\x12\n\nsize_bytes\x18\x12 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x13 \x01(\x01\x12\x11\n\tinstances\x18\x14 \x01(\x05\x12\x10\n\x08provider\x18\x15 \x01(\t\x12\x12\n\nremote_url\x18\x16 \x01(\t\x12\x14\n\x0cremote_model\x18\x17 \x01(\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\x0f\n\x0bLOAD_FAILED\x10\x03\x12\x0f\n\x0bUNAVAILABLE\x10\x04\"4\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"\xb7\x01\n\x0cInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12+\n\ninput_data\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\nparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06inputs\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\"\xd2\x01\n\rInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eresource_usage\x18\x04 \x01(\x0b\x32\x1a.taskorch.v1.ResourceUsage\x12\x11\n\tembedding\x18\x05 \x03(\x02\x12*\n\nembeddings\x18\x06 \x03(\x0b\x32\x16.taskorch.v1.Embedding\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x89\x01\n\rGenerateEvent\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eresource_usage\x18\x04 \x01(\x0b\x32\x1a.taskorch.v1.ResourceUsage2\xa6\x03\n\x0cModelService\x12\x61\n\nListModels\x12\x1e.taskorch.v1.ListModelsRequest\x1a\x1f.taskorch.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12W\n\x08GetModel\x12\x1c.taskorch.v1.GetModelRequest\x1a\x12.taskorch.v1.Model\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/models/{name}\x12h\n\x05Infer\x12\x19.taskorch.v1.InferRequest\x1a\x1a.taskorch.v1.InferResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/models/{model_name}:infer:\x01*\x12p\n\x08Generate\x12\x19.taskorch.v1.InferRequest\x1a\x1a.taskorch.v1.GenerateEvent\"+\x82\xd3\xe4\x93\x02%\" /v1/models/{model_name}:generate:\x01*0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,19 +49,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELREQUEST']._serialized_start=268
   _globals['_GETMODELREQUEST']._serialized_end=299
   _globals['_MODEL']._serialized_start=302
-  _globals['_MODEL']._serialized_end=858
-  _globals['_MODEL_STATE']._serialized_start=787
-  _globals['_MODEL_STATE']._serialized_end=858
-  _globals['_TENSOR']._serialized_start=860
-  _globals['_TENSOR']._serialized_end=912
-  _globals['_INFERREQUEST']._serialized_start=915
-  _globals['_INFERREQUEST']._serialized_end=1098
-  _globals['_INFERRESPONSE']._serialized_start=1101
-  _globals['_INFERRESPONSE']._serialized_end=1311
-  _globals['_EMBEDDING']._serialized_start=1313
-  _globals['_EMBEDDING']._serialized_end=1340
-  _globals['_GENERATEEVENT']._serialized_start=1343
-  _globals['_GENERATEEVENT']._serialized_end=1480
-  _globals['_MODELSERVICE']._serialized_start=1483
-  _globals['_MODELSERVICE']._serialized_end=1905
+  _globals['_MODEL']._serialized_end=935
+  _globals['_MODEL_STATE']._serialized_start=847
+  _globals['_MODEL_STATE']._serialized_end=935
+  _globals['_TENSOR']._serialized_start=937
+  _globals['_TENSOR']._serialized_end=989
+  _globals['_INFERREQUEST']._serialized_start=992
+  _globals['_INFERREQUEST']._serialized_end=1175
+  _globals['_INFERRESPONSE']._serialized_start=1178
+  _globals['_INFERRESPONSE']._serialized_end=1388
+  _globals['_EMBEDDING']._serialized_start=1390
+  _globals['_EMBEDDING']._serialized_end=1417
+  _globals['_GENERATEEVENT']._serialized_start=1420
+  _globals['_GENERATEEVENT']._serialized_end=1557
+  _globals['_MODELSERVICE']._serialized_start=1560
+  _globals['_MODELSERVICE']._serialized_end=1982
 # @@protoc_insertion_point(module_scope)

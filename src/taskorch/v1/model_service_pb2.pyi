@@ -31,17 +31,19 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "task", "family", "state", "execution_provider", "providers_requested", "providers_active", "inputs", "outputs", "max_batch_size", "max_queue_delay_ms", "max_input_length", "quantization", "labels", "default_for", "task_types", "error", "size_bytes", "load_seconds", "instances")
+    __slots__ = ("name", "task", "family", "state", "execution_provider", "providers_requested", "providers_active", "inputs", "outputs", "max_batch_size", "max_queue_delay_ms", "max_input_length", "quantization", "labels", "default_for", "task_types", "error", "size_bytes", "load_seconds", "instances", "provider", "remote_url", "remote_model")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Model.State]
         LOADING: _ClassVar[Model.State]
         READY: _ClassVar[Model.State]
         LOAD_FAILED: _ClassVar[Model.State]
+        UNAVAILABLE: _ClassVar[Model.State]
     STATE_UNSPECIFIED: Model.State
     LOADING: Model.State
     READY: Model.State
     LOAD_FAILED: Model.State
+    UNAVAILABLE: Model.State
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +64,9 @@ class Model(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_URL_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_MODEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     family: str
@@ -82,7 +87,10 @@ class Model(_message.Message):
     size_bytes: int
     load_seconds: float
     instances: int
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., family: _Optional[str] = ..., state: _Optional[_Union[Model.State, str]] = ..., execution_provider: _Optional[str] = ..., providers_requested: _Optional[_Iterable[str]] = ..., providers_active: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_input_length: _Optional[int] = ..., quantization: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., default_for: _Optional[_Iterable[str]] = ..., task_types: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., size_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., instances: _Optional[int] = ...) -> None: ...
+    provider: str
+    remote_url: str
+    remote_model: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., family: _Optional[str] = ..., state: _Optional[_Union[Model.State, str]] = ..., execution_provider: _Optional[str] = ..., providers_requested: _Optional[_Iterable[str]] = ..., providers_active: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_input_length: _Optional[int] = ..., quantization: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., default_for: _Optional[_Iterable[str]] = ..., task_types: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., size_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., instances: _Optional[int] = ..., provider: _Optional[str] = ..., remote_url: _Optional[str] = ..., remote_model: _Optional[str] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape")

@@ -2,7 +2,8 @@
 
 feature_extraction input ``{"inputs": "..." | [...]}``; parameter ``normalize`` (default from
 ``model.yaml``). Result: ``{"embedding": [...], "dimensions": n}`` for one text,
-``{"embeddings": [[...], ...], "dimensions": n}`` for a list. Pooling (mean | cls | max over
+``{"embeddings": [[...], ...], "dimensions": n}`` for a list, each with ``prompt_tokens`` (the
+tokens the model read, special tokens included). Pooling (mean | cls | max over
 real tokens) comes from ``model.yaml`` and runs in the model's batch (``LoadedModel``).
 
 sentence_similarity input ``{"source_sentence": "...", "sentences": [...]}`` (also nested
@@ -70,11 +71,18 @@ class FeatureExtraction:
     ) -> dict[str, Any]:
         texts, many = text_inputs(input_data)
         normalize = param_bool(parameters, "normalize", model.config.normalize)
-        vectors = await embed(model, texts, normalize=normalize, field="input_data.inputs")
+        feeds = model.tokenize(texts, field="input_data.inputs")
+        tokens = sum(len(feed["input_ids"]) for feed in feeds)  # unpadded, special tokens too
+        outputs = await model.infer(feeds)
+        vectors = [pool(out, normalize=normalize) for out in outputs]
         dims = int(vectors[0].shape[0])
         if many:
-            return {"embeddings": [v.tolist() for v in vectors], "dimensions": dims}
-        return {"embedding": vectors[0].tolist(), "dimensions": dims}
+            return {
+                "embeddings": [v.tolist() for v in vectors],
+                "dimensions": dims,
+                "prompt_tokens": tokens,
+            }
+        return {"embedding": vectors[0].tolist(), "dimensions": dims, "prompt_tokens": tokens}
 
 
 def _pair(input_data: Mapping[str, Any]) -> tuple[str, list[str], str]:
