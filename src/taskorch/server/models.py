@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, TypeAlias
 
 from google.protobuf import json_format
@@ -136,34 +137,47 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self, request: pb.InferRequest, context: Context
     ) -> AsyncIterator[pb.GenerateEvent]:
         checked = self._check(request)
-        deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        cancel = asyncio.Event()
-
-        async def on_output(delta: str) -> None:
-            deltas.put_nowait(delta)
-
-        async def generate() -> Any:
-            try:
-                return await self.engine.run(checked, on_output=on_output, cancel=cancel)
-            finally:
-                deltas.put_nowait(None)
-
-        work = asyncio.create_task(generate())
-        try:
-            while (delta := await deltas.get()) is not None:
-                pending = [delta]
-                while not deltas.empty():
-                    more = deltas.get_nowait()
-                    if more is None:
-                        deltas.put_nowait(None)
-                        break
-                    pending.append(more)
-                yield pb.GenerateEvent(delta="".join(pending))
-            result = await work
-        finally:
-            cancel.set()  # the client went away: free the model's batch slot
-            if not work.done():
-                await asyncio.wait({work}, timeout=5)
+        result: Any = None
+        async with contextlib.aclosing(generation(self.engine, checked)) as items:
+            async for item in items:
+                if isinstance(item, str):
+                    yield pb.GenerateEvent(delta=item)
+                else:
+                    result = item
         final = pb.GenerateEvent(done=True, resource_usage=_usage(result.resource_usage))
         final.result.update(result.result)
         yield final
+
+
+async def generation(engine: Any, checked: Any) -> AsyncGenerator[Any, None]:
+    """Runs a generation: its text deltas as they come (those that queued up while one was
+    being sent are merged), then its result; raises what ended it. Closing the iterator early
+    (the client went away) cancels the generation and frees the model's batch slot."""
+    deltas: asyncio.Queue[str | None] = asyncio.Queue()
+    cancel = asyncio.Event()
+
+    async def on_output(delta: str) -> None:
+        deltas.put_nowait(delta)
+
+    async def generate() -> Any:
+        try:
+            return await engine.run(checked, on_output=on_output, cancel=cancel)
+        finally:
+            deltas.put_nowait(None)
+
+    work = asyncio.create_task(generate())
+    try:
+        while (delta := await deltas.get()) is not None:
+            pending = [delta]
+            while not deltas.empty():
+                more = deltas.get_nowait()
+                if more is None:
+                    deltas.put_nowait(None)
+                    break
+                pending.append(more)
+            yield "".join(pending)
+        yield await work
+    finally:
+        cancel.set()
+        if not work.done():
+            await asyncio.wait({work}, timeout=5)

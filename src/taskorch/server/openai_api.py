@@ -25,8 +25,8 @@ client never silently gets something else than it asked for):
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -41,6 +41,7 @@ from taskorch.inference import InferenceEngine
 from taskorch.inference.tasks import TaskType
 from taskorch.inference.types import InferenceRequest, InferenceResult, ModelState
 from taskorch.server import interceptors
+from taskorch.server.models import generation
 from taskorch.v1 import openai_service_pb2 as pb
 from taskorch.v1 import openai_service_pb2_grpc as pb_grpc
 
@@ -462,39 +463,12 @@ class OpenAIServicer(pb_grpc.OpenAIServiceServicer):
     ) -> AsyncIterator[str | InferenceResult | BaseException]:
         """Deltas as they come (those that queued up while one was sent are merged), then the
         result, or the error that ended the generation."""
-        deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        cancel = asyncio.Event()
-
-        async def on_output(delta: str) -> None:
-            deltas.put_nowait(delta)
-
-        async def generate() -> InferenceResult:
-            try:
-                return await self.engine.run(checked, on_output=on_output, cancel=cancel)
-            finally:
-                deltas.put_nowait(None)
-
-        work = asyncio.create_task(generate())
         try:
-            while (delta := await deltas.get()) is not None:
-                pending = [delta]
-                while not deltas.empty():
-                    more = deltas.get_nowait()
-                    if more is None:
-                        deltas.put_nowait(None)
-                        break
-                    pending.append(more)
-                yield "".join(pending)
-            try:
-                result = await work
-            except TaskorchError as exc:
-                yield exc
-                return
-            yield result
-        finally:
-            cancel.set()  # the client went away: free the model's batch slot
-            if not work.done():
-                await asyncio.wait({work}, timeout=5)
+            async with contextlib.aclosing(generation(self.engine, checked)) as items:
+                async for item in items:
+                    yield item
+        except TaskorchError as exc:
+            yield exc
 
     # --- embeddings ------------------------------------------------------------------------
 
