@@ -62,14 +62,17 @@ def test_two_workers_never_run_the_same_lease(
 
 
 def test_a_killed_worker_loses_its_lease_and_the_work_completes_elsewhere(
-    server_factory: ServerFactory, worker_factory: WorkerFactory
+    server_factory: ServerFactory, worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
     server = server_factory("--workers", "0")
     doomed = worker_factory(server, "--lease-seconds", "2", "--worker-id", "doomed")
     with server.client() as client:
         task = _container(client)
-        _add(server.grpc_addr, task.task_id, "slow", seconds=4)
-        _wait(lambda: client.get_task(task.task_id).worker_id == "doomed", what="doomed runs it")
+        started = tmp_path / "started"
+        _add(server.grpc_addr, task.task_id, "slow", seconds=4, started=str(started))
+        # The handler must run: work leased but killed before the worker had it goes back
+        # to the queue at once without costing an attempt (a different promise).
+        _wait(started.exists, what="doomed runs it")
         doomed.kill()
         worker_factory(server, "--lease-seconds", "2", "--worker-id", "survivor")
         done = client.wait_for_task(task.task_id, timeout=60)
@@ -78,6 +81,40 @@ def test_a_killed_worker_loses_its_lease_and_the_work_completes_elsewhere(
     assert done.result == {"worker_id": "survivor", "attempt": 2}
     assert any("lease expired: worker doomed stopped heartbeating" in m for m in history)
     assert sum(m == "completed" for m in history) == 1  # one result kept
+
+
+def test_a_running_lease_is_first_renewed_a_third_of_a_lease_after_it_started(
+    server_factory: ServerFactory, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """The first heartbeat is the worker's sign of life: it must come well before the server
+    takes work that shows none for three quarters of a lease for unstarted (and hands it
+    back), however the run's start falls between the heartbeat loop's wake-ups."""
+    import grpc
+
+    from taskorch.v1 import task_service_pb2 as pb
+    from taskorch.v1 import task_service_pb2_grpc as pb_grpc
+
+    server = server_factory("--workers", "0")
+    worker_factory(server, "--lease-seconds", "3")
+    with server.client() as client, grpc.insecure_channel(server.grpc_addr) as channel:
+        stub = pb_grpc.TaskServiceStub(channel)
+        task = _container(client)
+        started = tmp_path / "started"
+        _add(server.grpc_addr, task.task_id, "slow", seconds=3, started=str(started))
+        _wait(started.exists, what="the handler runs")
+        began = started.stat().st_mtime
+        subtask = stub.ListSubtasks(pb.ListSubtasksRequest(task_id=task.task_id)).subtasks[0]
+        first = subtask.lease_expires_at.ToDatetime()
+
+        def renewed() -> bool:
+            got = stub.GetSubtask(
+                pb.GetSubtaskRequest(task_id=task.task_id, subtask_id=subtask.subtask_id)
+            )
+            return got.lease_expires_at.ToDatetime() != first
+
+        _wait(renewed, timeout=10, what="the lease renewed")
+        renewed_after = time.time() - began
+    assert renewed_after < 3 / 3 + 0.6, renewed_after
 
 
 def test_a_frozen_worker_is_offered_no_more_work_and_costs_no_attempt(

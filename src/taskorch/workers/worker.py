@@ -36,6 +36,7 @@ T = TypeVar("T")
 TAKE_WAIT_SECONDS = 20.0
 CANCEL_GRACE_SECONDS = 1.0
 MIN_PROGRESS_INTERVAL = 0.1
+MIN_BEAT_SLEEP = 0.01
 
 
 def default_worker_id(prefix: str) -> str:
@@ -349,9 +350,19 @@ class Worker:
         interval = self.lease_seconds / 3
         failures: dict[str, int] = {}
         while True:
-            await asyncio.sleep(min(interval, 1.0))
+            # Wake when the oldest beat falls due, so a run's first heartbeat comes a third
+            # of a lease after it started, not up to two thirds (the server hands work back
+            # as unstarted when its worker shows no life for three quarters of a lease).
             now = time.monotonic()
-            due = [run for run in self._running.values() if now - run.last_beat >= interval]
+            next_due = min(
+                (run.last_beat + interval for run in self._running.values()),
+                default=now + interval,
+            )
+            await asyncio.sleep(min(interval, max(next_due - now, MIN_BEAT_SLEEP)))
+            now = time.monotonic()
+            # Beats due within a tenth of the interval go with this batch.
+            soon = now + interval / 10
+            due = [run for run in self._running.values() if run.last_beat + interval <= soon]
             if not due:
                 continue
             for run in due:
