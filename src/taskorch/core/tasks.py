@@ -310,27 +310,23 @@ class TaskService:
             raise InvalidArgument("after_sequence must not be negative", field="after_sequence")
         subscription = self.hub.subscribe(key)
         try:
-            task = await self.db.read(
-                lambda conn: task_store.get_task(conn, caller.tenant_scope, key)
+            task, streamed = await self.db.read(
+                partial(_task_so_far, caller.tenant_scope, key, with_output=after_sequence == 0)
             )
             if task is None:
                 raise TaskNotFound(task_id)
             last = after_sequence
-            if after_sequence == 0:
-                streamed = ""
-                if task.status is Status.RUNNING:
-                    streamed = await self.db.read(
-                        partial(task_store.output_so_far, task_id=key, up_to_sequence=task.sequence)
-                    )
-                yield _snapshot(task, streamed)
-                last = task.sequence
-                if task.status.is_terminal:
-                    return
             done = False
-            async for event in self._replay(caller, key, last):
-                yield event
-                last = event.sequence
-                done = event.is_terminal
+            if after_sequence == 0:
+                yield _snapshot(task, streamed)
+                last, done = task.sequence, task.status.is_terminal
+                # Every later event arrives live: the subscription came before the read (a
+                # gap is replayed from the store below), so no replay here.
+            else:
+                async for event in self._replay(caller, key, last):
+                    yield event
+                    last = event.sequence
+                    done = event.is_terminal
             while not done:
                 try:
                     live = await subscription.get(timeout=WATCH_RECHECK_SECONDS)
@@ -403,6 +399,17 @@ def _subtasks(task: Task, plan: Plan, *, now: datetime) -> list[Subtask]:
         )
         for stage, step in enumerate(plan.steps)
     ]
+
+
+def _task_so_far(
+    tenant_scope: str | None, task_id: str, conn: Connection, *, with_output: bool
+) -> tuple[Task | None, str]:
+    """The task, and (``with_output``, while it runs) the output it streamed so far: one
+    read for a watch's snapshot."""
+    task = task_store.get_task(conn, tenant_scope, task_id)
+    if task is None or not with_output or task.status is not Status.RUNNING:
+        return task, ""
+    return task, task_store.output_so_far(conn, task_id=task_id, up_to_sequence=task.sequence)
 
 
 def _snapshot(task: Task, partial_output: str = "") -> TaskEvent:
