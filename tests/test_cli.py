@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from tests.conftest import ServerFactory
 from tests.servers import ServerProcess
@@ -23,6 +24,13 @@ def taskorch(
         env=env,
         check=False,
     )
+
+
+def taskorch_json(server: ServerProcess, *args: str) -> Any:
+    """The JSON a command printed (it must succeed; its stderr says why when not)."""
+    run = taskorch(server, *args, "--json")
+    assert run.returncode == 0, (args, run.stdout, run.stderr)
+    return json.loads(run.stdout)
 
 
 def test_submit_prints_the_id_and_follows_to_the_result(server: ServerProcess) -> None:
@@ -44,27 +52,18 @@ def test_submit_json_streams_one_object_per_line(server: ServerProcess) -> None:
 
 
 def test_get_list_watch_and_cancel(server: ServerProcess) -> None:
-    created = json.loads(
-        taskorch(
-            server,
-            "task",
-            "submit",
-            "--task-type",
-            "echo",
-            "--input",
-            '{"delay_seconds": 30}',
-            "--no-watch",
-            "--json",
-        ).stdout
-    )
+    created = taskorch_json(
+        server, "task", "submit", "--task-type", "echo", "--input", '{"delay_seconds": 30}',
+        "--no-watch",
+    )  # fmt: skip
     task_id = created["task_id"]
-    got = json.loads(taskorch(server, "task", "get", task_id, "--json").stdout)
+    got = taskorch_json(server, "task", "get", task_id)
     assert got["task_id"] == task_id and got["task_type"] == "echo"
-    listed = json.loads(taskorch(server, "task", "list", "--task-type", "echo", "--json").stdout)
+    listed = taskorch_json(server, "task", "list", "--task-type", "echo")
     assert task_id in [t["task_id"] for t in listed["tasks"]]
     table = taskorch(server, "task", "list", "--limit", "5")
     assert table.returncode == 0 and "task_id" in table.stdout
-    cancelled = json.loads(taskorch(server, "task", "cancel", task_id, "--json").stdout)
+    cancelled = taskorch_json(server, "task", "cancel", task_id)
     assert cancelled["status"] == "CANCELLED"
     watched = taskorch(server, "task", "watch", task_id)
     assert watched.returncode == 3  # the documented exit code of a cancelled task

@@ -151,15 +151,23 @@ async def test_batching_raises_embedding_throughput(default_engine: InferenceEng
         request = default_engine.check("feature_extraction", "", {"inputs": text}, {})
         await default_engine.run(request)
 
+    async def sequential() -> None:
+        for text in sentences:
+            await one(text)
+
+    async def concurrent() -> None:
+        await asyncio.gather(*(one(t) for t in sentences))
+
     await one("warm up")
-    started = time.perf_counter()
-    for text in sentences:
-        await one(text)
-    sequential = len(sentences) / (time.perf_counter() - started)
-    started = time.perf_counter()
-    await asyncio.gather(*(one(t) for t in sentences))
-    concurrent = len(sentences) / (time.perf_counter() - started)
-    assert concurrent > 1.3 * sequential, (sequential, concurrent)
+    # Alternating rounds, the best of each: a neighbour's burst of CPU (the suite runs in
+    # parallel) slows one round, not the comparison.
+    best = {sequential: 0.0, concurrent: 0.0}
+    for _ in range(3):
+        for way in best:
+            started = time.perf_counter()
+            await way()
+            best[way] = max(best[way], len(sentences) / (time.perf_counter() - started))
+    assert best[concurrent] > 1.3 * best[sequential], best
 
 
 async def test_an_embedding_does_not_depend_on_its_batch(tiny_engine: InferenceEngine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -109,3 +109,23 @@ def test_losing_a_replica_and_a_worker_loses_no_task(
         done = [b.wait_for_task(task_id, timeout=120) for task_id in ids]
     assert all(t.status == "COMPLETED" for t in done), [t.status for t in done]
     assert all(t.result is not None and t.result["echo"]["n"] == n for n, t in enumerate(done))
+
+
+def test_delayed_tasks_on_two_replicas_are_promoted_and_run_once(
+    server_factory: ServerFactory, postgres_url: str
+) -> None:
+    """Both replicas' timers and rescues race to promote the same delayed tasks; each
+    task starts once, after its time."""
+    one = server_factory("--workers", "3", database_url=postgres_url)
+    two = server_factory("--workers", "3", database_url=postgres_url)
+    at = datetime.now(UTC) + timedelta(seconds=1.5)
+    with one.client() as a, two.client() as b:
+        tasks = [
+            (a if n % 2 else b).create_task(task_type="echo", input_data={"n": n}, run_at=at)
+            for n in range(60)
+        ]
+        done = [a.wait_for_task(t.task_id, timeout=60) for t in tasks]
+        history = [[e.message for e in b.watch_task(t.task_id, after_sequence=1)] for t in tasks]
+    assert all(t.status == "COMPLETED" and t.attempt == 1 for t in done)
+    assert all(t.started_at is not None and t.started_at >= at for t in done)
+    assert all(h.count("its run_at time came; queued") == 1 for h in history), history[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -50,6 +51,18 @@ def _object(value: str | None, option: str) -> dict[str, Any] | None:
     return parsed
 
 
+def _time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("not an RFC 3339 time", param_hint=option) from None
+    if at.tzinfo is None:
+        raise typer.BadParameter("give a time zone (a Z or +hh:mm suffix)", param_hint=option)
+    return at
+
+
 @app.command()
 def submit(
     text: str | None = typer.Option(None, "--text", "-t", help="Text to analyse (<= 4000 chars)."),
@@ -63,6 +76,10 @@ def submit(
     priority: int = typer.Option(0, "--priority", help="1 (lowest) to 10 (highest); default 5."),
     depends_on: list[str] = typer.Option([], "--depends-on", help="Task id to wait for."),
     request_id: str = typer.Option("", "--request-id", help="Idempotency key."),
+    run_at: str | None = typer.Option(
+        None, "--run-at", help='Run later, at this RFC 3339 time, e.g. "2026-12-03T18:00:00Z".'
+    ),
+    delay: float = typer.Option(0.0, "--delay", help="Run later, this many seconds from now."),
     watch: bool = typer.Option(True, "--watch/--no-watch", help="Follow the task to its end."),
     as_json: bool = JSON_OUT,
     server: str = SERVER,
@@ -80,6 +97,8 @@ def submit(
             priority=priority,
             depends_on=depends_on,
             request_id=request_id,
+            run_at=_time(run_at, "--run-at"),
+            run_after_seconds=delay,
         )
         if as_json:
             print_json(task)

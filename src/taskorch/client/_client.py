@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -50,6 +51,8 @@ def _create_request(
     request_id: str,
     max_attempts: int,
     timeout_seconds: float,
+    run_at: datetime | str | None = None,
+    run_after_seconds: float = 0.0,
 ) -> pb.CreateTaskRequest:
     request = pb.CreateTaskRequest(
         task_type=task_type,
@@ -60,7 +63,10 @@ def _create_request(
         request_id=request_id,
         max_attempts=max_attempts,
         timeout_seconds=timeout_seconds,
+        run_after_seconds=run_after_seconds,
     )
+    if run_at is not None:
+        request.run_at.FromDatetime(_aware(run_at))
     if text is not None:
         request.text = text
     if input_data is not None:
@@ -68,6 +74,14 @@ def _create_request(
     if parameters is not None:
         request.parameters.update(parameters)
     return request
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A time with its zone: a datetime, or RFC 3339 text ("2026-12-03T18:00:00Z")."""
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if at.tzinfo is None:
+        raise ValueError("run_at needs a time zone (an aware datetime, or a Z or +hh:mm suffix)")
+    return at
 
 
 _CREATE_DEFAULTS: dict[str, Any] = {
@@ -82,6 +96,8 @@ _CREATE_DEFAULTS: dict[str, Any] = {
     "request_id": "",
     "max_attempts": 0,
     "timeout_seconds": 0.0,
+    "run_at": None,
+    "run_after_seconds": 0.0,
 }
 
 
@@ -169,8 +185,11 @@ class AsyncClient:
         request_id: str = "",
         max_attempts: int = 0,
         timeout_seconds: float = 0.0,
+        run_at: datetime | str | None = None,
+        run_after_seconds: float = 0.0,
     ) -> Task:
-        """Queues a task; it is durable when this returns. See CreateTaskRequest."""
+        """Queues a task; it is durable when this returns. See CreateTaskRequest.
+        ``run_at`` (an aware datetime or RFC 3339 text) or ``run_after_seconds`` delay it."""
         request = _create_request(
             text=text,
             task_type=task_type,
@@ -183,6 +202,8 @@ class AsyncClient:
             request_id=request_id,
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
+            run_at=run_at,
+            run_after_seconds=run_after_seconds,
         )
         return Task.from_proto(await self._call(self._tasks.CreateTask, request))
 
@@ -315,6 +336,8 @@ class Client:
         request_id: str = "",
         max_attempts: int = 0,
         timeout_seconds: float = 0.0,
+        run_at: datetime | str | None = None,
+        run_after_seconds: float = 0.0,
     ) -> Task:
         request = _create_request(
             text=text,
@@ -328,6 +351,8 @@ class Client:
             request_id=request_id,
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
+            run_at=run_at,
+            run_after_seconds=run_after_seconds,
         )
         return Task.from_proto(self._call(self._tasks.CreateTask, request))
 

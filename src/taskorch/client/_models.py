@@ -73,6 +73,8 @@ class Task:
     completed_at: datetime | None = None
     cancelled_at: datetime | None = None
     estimated_completion: datetime | None = None
+    #: A delayed task's time: not started before it.
+    run_at: datetime | None = None
     #: In a list: the payloads left out for their size (``get_task`` has them, as does
     #: ``list_tasks(view="FULL")``).
     omitted_fields: tuple[str, ...] = ()
@@ -113,6 +115,7 @@ class Task:
             completed_at=_time(m, "completed_at"),
             cancelled_at=_time(m, "cancelled_at"),
             estimated_completion=_time(m, "estimated_completion"),
+            run_at=_time(m, "run_at"),
             omitted_fields=tuple(m.omitted_fields),
         )
 

@@ -6,7 +6,8 @@ the database starts a batch runs in that batch's one transaction (store/database
 engine groups them by kind and runs each group as a few statements for all of its rows
 (store/queue/), in this order, so a batch sees its own work:
 
-    creates → cancels → outputs → heartbeats → completes → fails → releases → expiries → takes
+    creates → dues → cancels → outputs → heartbeats → completes → fails → releases → expiries
+    → takes
 
 After the commit it publishes the batch's events to watchers, tells the workers of ended
 subtasks to stop, and wakes the takers that the batch gave work to run.
@@ -22,6 +23,12 @@ LEASE_LOST, so a late result never overwrites). An expired lease puts the subtas
 exponential backoff; past ``max_attempts`` the task fails with the last error. The task's
 status follows its subtasks; a task's subtasks run stage by stage, and tasks wait for the
 tasks they depend on.
+
+Delayed tasks (``run_at``): their work is created held back and the task is listed in a
+small table of delayed tasks; when its time comes the engine promotes it (a *due* step: its
+first stage becomes ready, if its dependencies completed). One timer per process waits for
+the earliest time it knows of; every replica's periodic rescue also promotes what is due, so
+a restart or another replica's task is never missed.
 """
 
 from __future__ import annotations
@@ -73,6 +80,8 @@ QUOTA_RETRY_SECONDS = 5.0
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 STEP_OUTPUT_MISSING = "STEP_OUTPUT_MISSING"
 EXPIRE_LIMIT = 100
+# Delayed tasks promoted per batch (more come due at once: the next batch goes on).
+DUE_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,11 @@ class _Expire:
     worker_prefix: str | None = None
 
 
+@dataclass(frozen=True)
+class _Due:
+    """Promotes delayed tasks whose time has come."""
+
+
 @dataclass
 class _Attempt:
     """A failed attempt to settle: retried with backoff, or the end of its task."""
@@ -234,8 +248,12 @@ class TaskEngine:
         self.backoff = backoff or Backoff()
         self._parked: list[_Take] = []
         self._tasks: set[asyncio.Future[None]] = set()
+        # The one timer that promotes delayed tasks, and when it fires.
+        self._due_timer: asyncio.TimerHandle | None = None
+        self._due_at: datetime | None = None
         self._steps: list[tuple[type, Callable[[_Batch, list[HotOp]], Awaitable[None]]]] = [
             (_Create, self._creates),
+            (_Due, self._dues),
             (_Cancel, self._cancels),
             (_Output, self._outputs),
             (_Beat, self._beats),
@@ -436,6 +454,56 @@ class TaskEngine:
             log.warning("expired leases returned to the queue", count=count)
         return count
 
+    async def promote_due(self) -> int:
+        """Promotes the delayed tasks whose time has come (safe on every replica: each task
+        is promoted once) and arms the timer for the next one; returns how many."""
+        total = 0
+        while True:
+            promoted, more = await self._promoted(self.db.transition(_Due()))
+            total += promoted
+            if not more:
+                return total
+
+    async def _promoted(
+        self, due: Awaitable[tuple[int, bool, datetime | None]]
+    ) -> tuple[int, bool]:
+        """A due step's answer (promoted, more to promote); arms the timer for the next."""
+        promoted, more, next_at = await due
+        if next_at is not None and not more:
+            self._expect_due(next_at)
+        return promoted, more
+
+    def _expect_due(self, at: datetime) -> None:
+        """Promotes delayed tasks at ``at``: one timer, for the earliest time known."""
+        if self._due_timer is not None and self._due_at is not None and self._due_at <= at:
+            return
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        # A millisecond late: the wall clock read by the batch has then passed ``at``.
+        delay = max((at - self.clock()).total_seconds(), 0.0) + 0.001
+        self._due_at = at
+        self._due_timer = asyncio.get_running_loop().call_later(delay, self._due_fired)
+
+    def _due_fired(self) -> None:
+        self._due_timer = None
+        self._due_at = None
+        try:
+            due = self.db.transition(_Due())
+        except TaskorchError:  # closing: the next start promotes it
+            return
+        # The parked takers look again in the same batch, after its due step: a task that
+        # comes due is taken in the transaction that promotes it.
+        self.wake_all()
+        self._background(self._promote_quietly(due))
+
+    async def _promote_quietly(self, due: Awaitable[tuple[int, bool, datetime | None]]) -> None:
+        try:
+            _, more = await self._promoted(due)
+            if more:
+                await self.promote_due()
+        except Exception as exc:  # the periodic rescue promotes it instead
+            log.warning("promoting delayed tasks failed", error=str(exc))
+
     async def expire_leases_of(self, worker_prefix: str) -> int:
         """Ends the leases of workers known to be dead (this server's previous run)."""
         count: int = await self.db.transition(_Expire(worker_prefix))
@@ -535,6 +603,8 @@ class TaskEngine:
         for subtask, reason in changes.stopped:
             self.hub.stop_workers([subtask], reason)
         self._wake(changes.ready)
+        if changes.delayed:
+            self._expect_due(min(changes.delayed))
         if changes.due:
             loop = asyncio.get_running_loop()
             now = self.clock()
@@ -589,6 +659,10 @@ class TaskEngine:
             fresh += new
         if fresh:
             await q.insert_tasks([(n.task, n.subtasks) for n in fresh], batch.changes)
+            delays = [(n.task.task_id, at) for n in fresh if (at := delayed_until(n.task))]
+            if delays:
+                await q.delay_tasks(delays)
+                batch.changes.delayed += [at for _, at in delays]
 
     async def _plan_create(
         self,
@@ -658,6 +732,32 @@ class TaskEngine:
             return item
         held = tuple(replace(s, ready=False) for s in item.subtasks)
         return NewTask(item.task, held)
+
+    # delayed tasks that came due
+
+    async def _dues(self, batch: _Batch, ops: list[HotOp]) -> None:
+        q, now = batch.q, batch.now
+        due = await q.due_tasks(now, DUE_LIMIT)
+        promoted = 0
+        progress = []
+        tasks = await q.tasks(due, lock=True)
+        for task_id in due:
+            task = tasks.get(task_id)
+            if task is None or task.status is not Status.PENDING:
+                continue  # cancelled (or failed with a dependency) while it waited
+            if task.depends_on:
+                waits_for = await q.tasks(task.depends_on)
+                if any(t.status is not Status.COMPLETED for t in waits_for.values()):
+                    continue  # the last dependency to complete makes it ready
+            await q.mark_ready(first_stage(await q.subtasks_of(task_id)), now, batch.changes)
+            message = "its run_at time came; queued"
+            progress.append(Progress(task_id, message, only_if=(Status.PENDING,)))
+            promoted += 1
+        if progress:
+            await q.progress_tasks(progress, now, batch.changes)
+        next_at = await q.next_delayed()
+        for op in ops:
+            op.result = (promoted, len(due) == DUE_LIMIT, next_at)
 
     # takes
 
@@ -867,6 +967,11 @@ class TaskEngine:
         for dependent in (tasks[t] for t in waiting if t in tasks):
             if dependent.status is not Status.PENDING:
                 continue
+            if dependent.run_at is not None and dependent.run_at > batch.now:
+                # Still waiting for its time: listed (again) for the due step to promote.
+                await q.delay_tasks([(dependent.task_id, dependent.run_at)])
+                batch.changes.delayed.append(dependent.run_at)
+                continue
             waits_for = await q.tasks(dependent.depends_on)
             if any(t.status is not Status.COMPLETED for t in waits_for.values()):
                 continue
@@ -1044,6 +1149,13 @@ class TaskEngine:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def delayed_until(task: Task) -> datetime | None:
+    """A new task's run_at when it was created to wait for it (its work held back)."""
+    if task.run_at is not None and task.run_at > task.created_at:
+        return task.run_at
+    return None
 
 
 def first_stage(subtasks: list[Subtask]) -> list[Subtask]:

@@ -128,6 +128,8 @@ class Task:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     cancelled_at: datetime | None = None
+    # A delayed task: not started before this time.
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True)

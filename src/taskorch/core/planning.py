@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from taskorch.core.caller import Caller
@@ -39,6 +40,9 @@ class TaskSpec:
     request_id: str = ""
     max_attempts: int = 0
     timeout_seconds: float = 0.0
+    # Run later: at this time, or this many seconds after the create (not both).
+    run_at: datetime | None = None
+    run_after_seconds: float = 0.0
     # The definition of ``template`` for the caller's tenant, looked up before planning
     # (see Catalog.plan_for and core/templates.py); None until then.
     template_definition: Any = None

@@ -156,6 +156,8 @@ class TaskService:
         depends_on = _dependencies(spec.depends_on)
         plan = await self.catalog.plan_for(caller, spec)
         now = self.clock()
+        run_at = validation.run_at(spec.run_at, spec.run_after_seconds, now)
+        delayed = run_at is not None and run_at > now
         task = Task(
             task_id=str(uuid.uuid4()),
             tenant_id=caller.tenant_id,
@@ -172,15 +174,21 @@ class TaskService:
             max_attempts=max_attempts,
             timeout_seconds=timeout,
             progress_message=(
-                self.directory.waiting_message(step.kind for step in plan.steps)
+                f"scheduled: runs at {run_at:%Y-%m-%dT%H:%M:%S.%f}Z"
+                if delayed and run_at is not None
+                else self.directory.waiting_message(step.kind for step in plan.steps)
                 if plan.steps
                 else "waiting for subtasks"
             ),
             sequence=1,
             created_at=now,
             updated_at=now,
+            run_at=run_at,
         )
-        return NewTask(task, tuple(_subtasks(task, plan, now=now)))
+        subtasks = _subtasks(task, plan, now=now)
+        if delayed:  # held back until the engine promotes it (core/engine.py)
+            subtasks = [replace(s, ready=False) for s in subtasks]
+        return NewTask(task, tuple(subtasks))
 
     # -- read ----------------------------------------------------------------------------------
 

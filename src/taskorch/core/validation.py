@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from taskorch.core.errors import InvalidArgument
 from taskorch.core.model import MAX_PRIORITY, MIN_PRIORITY
@@ -66,6 +67,28 @@ def seconds(value: float, field: str, *, high: float = 7 * 24 * 3600.0) -> float
     if math.isnan(value) or value < 0 or value > high:
         raise InvalidArgument(f"{field} must be between 0 and {high:g} seconds", field=field)
     return value or None
+
+
+# How far ahead a delayed task may be scheduled.
+MAX_DELAY_SECONDS = 366 * 24 * 3600.0
+
+
+def run_at(at: datetime | None, after_seconds: float, now: datetime) -> datetime | None:
+    """When a task may start: ``at`` or ``after_seconds`` from ``now`` (None: at once)."""
+    if at is not None and after_seconds:
+        raise InvalidArgument(
+            "give run_at or run_after_seconds, not both", field="run_after_seconds"
+        )
+    if at is None:
+        delay = seconds(after_seconds, "run_after_seconds", high=MAX_DELAY_SECONDS)
+        return now + timedelta(seconds=delay) if delay else None
+    if at.tzinfo is None:
+        raise InvalidArgument("run_at must carry a time zone (e.g. a Z suffix)", field="run_at")
+    if at > now + timedelta(seconds=MAX_DELAY_SECONDS):
+        raise InvalidArgument(
+            f"run_at is more than {MAX_DELAY_SECONDS / 86400:g} days ahead", field="run_at"
+        )
+    return at
 
 
 def short_text(value: str, field: str, *, limit: int = 200) -> str:

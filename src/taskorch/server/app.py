@@ -226,6 +226,9 @@ class TaskorchServer:
         if self.db.is_sqlite:
             # One SQLite file has one server: whatever its local workers held was lost.
             await self.task_engine.expire_leases_of(self.local_worker_prefix)
+        # Delayed tasks that came due while the service was down run now; the timer for
+        # the next one is armed.
+        await self.task_engine.promote_due()
         await self.chat.start()
         self._start_workers()
         await self._start_grpc()
@@ -394,7 +397,11 @@ class TaskorchServer:
         while True:
             await asyncio.sleep(RESCUE_INTERVAL)
             try:
-                metrics.LEASE_EXPIRIES.inc(await self.task_engine.rescue_expired())
+                # One batch: both transitions are queued before the writer takes them.
+                expired, _ = await asyncio.gather(
+                    self.task_engine.rescue_expired(), self.task_engine.promote_due()
+                )
+                metrics.LEASE_EXPIRIES.inc(expired)
             except Exception as exc:
                 log.warning("lease rescue failed", error=str(exc))
 

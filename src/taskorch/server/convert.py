@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
@@ -32,6 +32,14 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str) -> JSON:
 def set_time(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
     if value is not None:
         target.FromDatetime(value)
+
+
+def time_from_proto(value: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A timestamp a client sent, as an aware UTC datetime."""
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{field} is not a valid time", field=field) from None
 
 
 def check_input_size(*fields: tuple[str, Message | None]) -> None:
@@ -91,6 +99,8 @@ def spec_from_proto(request: pb.CreateTaskRequest, idempotency_key: str = "") ->
         request_id=request.request_id or idempotency_key,
         max_attempts=request.max_attempts,
         timeout_seconds=request.timeout_seconds,
+        run_at=time_from_proto(request.run_at, "run_at") if request.HasField("run_at") else None,
+        run_after_seconds=request.run_after_seconds,
     )
 
 
@@ -158,6 +168,7 @@ def task_to_proto(task: Task, estimated_completion: datetime | None = None) -> p
     set_time(message.updated_at, task.updated_at)
     set_time(message.started_at, task.started_at)
     set_time(message.completed_at, task.completed_at)
+    set_time(message.run_at, task.run_at)
     set_time(message.cancelled_at, task.cancelled_at)
     set_time(message.estimated_completion, estimated_completion)
     return message

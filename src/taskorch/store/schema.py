@@ -103,6 +103,7 @@ tasks = Table(
     Column("started_at", UTCDateTime),
     Column("completed_at", UTCDateTime),
     Column("cancelled_at", UTCDateTime),
+    Column("run_at", UTCDateTime),
     UniqueConstraint("tenant_id", "request_id"),
     # List filters, each in list order (sort column, task_id): pages are read in index order,
     # keyset pagination is a range, and deep offsets skip rows in the index alone.
@@ -126,6 +127,21 @@ task_dependencies = Table(
     Column("depends_on_id", String(ID), ForeignKey("tasks.task_id"), nullable=False),
     PrimaryKeyConstraint("task_id", "depends_on_id"),
     Index(None, "depends_on_id"),
+)
+
+# Delayed tasks whose time has not come: their work is held back (not ready) until the engine
+# promotes them (core/engine.py), so a take never reads past work that is not yet due.
+delayed_tasks = Table(
+    "delayed_tasks",
+    metadata,
+    Column(
+        "task_id",
+        String(ID),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("run_at", UTCDateTime, nullable=False),
+    Index(None, "run_at"),
 )
 
 subtasks = Table(

@@ -72,6 +72,7 @@ def task_from_row(row: RowMapping) -> Task:
         started_at=row["started_at"],
         completed_at=row["completed_at"],
         cancelled_at=row["cancelled_at"],
+        run_at=row["run_at"],
     )
 
 
@@ -105,6 +106,7 @@ def task_values(task: Task) -> dict[str, Any]:
         "started_at": task.started_at,
         "completed_at": task.completed_at,
         "cancelled_at": task.cancelled_at,
+        "run_at": task.run_at,
     }
 
 

@@ -24,6 +24,8 @@ commit the engine publishes its events and wakes the takers it names.
     cancel_task       PENDING, RUNNING    CANCELLED                  STATUS_CHANGED (terminal)
     release_subtasks  RUNNING (lease)     PENDING, attempt undone    (progress_tasks)
     mark_ready        PENDING, not ready  PENDING, ready             -
+    delay_tasks       PENDING, not ready  (listed as delayed)        -
+    due_tasks         (listed as delayed) (unlisted: the engine readies them)
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class Changes:
     ready: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, model, tenant)
     stopped: list[tuple[Subtask, str]] = field(default_factory=list)  # (subtask, why)
     due: list[datetime] = field(default_factory=list)
+    # When delayed tasks of this batch come due (the engine promotes them then).
+    delayed: list[datetime] = field(default_factory=list)
     # PostgreSQL: the event ids this batch stored, for the notice to other replicas.
     first_event_id: int | None = None
     last_event_id: int | None = None
@@ -153,6 +157,7 @@ class Changes:
         self.ready += other.ready
         self.stopped += other.stopped
         self.due += other.due
+        self.delayed += other.delayed
         self.stored(i for i in (other.first_event_id, other.last_event_id) if i is not None)
 
 
@@ -288,6 +293,22 @@ class Queue(Protocol):
 
     async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
         """The tasks waiting for each of ``task_ids``."""
+        ...
+
+    # -- delayed tasks ------------------------------------------------------------------------
+
+    async def delay_tasks(self, delays: Sequence[tuple[str, datetime]]) -> None:
+        """Lists tasks (id, run_at) as delayed: their work is held until the engine
+        promotes them (listing one again moves its time)."""
+        ...
+
+    async def due_tasks(self, now: datetime, limit: int) -> list[str]:
+        """Unlists up to ``limit`` delayed tasks whose time has come (earliest first; on
+        PostgreSQL, ones another replica is promoting are skipped) and returns their ids."""
+        ...
+
+    async def next_delayed(self) -> datetime | None:
+        """When the earliest delayed task comes due (None: none waits)."""
         ...
 
     async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]: ...

@@ -74,12 +74,12 @@ _INSERT_TASKS = """
 WITH new_tasks AS (
     INSERT INTO tasks (task_id, tenant_id, status, task_type, model_name, template, text,
         input_data, parameters, priority, depends_on, progress, progress_message, request_id,
-        attempt, max_attempts, timeout_seconds, sequence, created_at, updated_at)
+        attempt, max_attempts, timeout_seconds, sequence, created_at, updated_at, run_at)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[],
         $6::text[], $7::text[], $8::text[]::jsonb[], $9::text[]::jsonb[], $10::int2[],
         $11::text[]::jsonb[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::int4[], $17::float8[],
-        $18::int4[], $19::timestamptz[], $19::timestamptz[])
+        $18::int4[], $19::timestamptz[], $19::timestamptz[], $40::timestamptz[])
 ), new_subtasks AS (
     INSERT INTO subtasks (subtask_id, task_id, tenant_id, kind, model_name, name, stage,
         input, info, status, progress, attempt, max_attempts, priority, ready, available_at,
@@ -456,6 +456,7 @@ class PostgresQueue:
             [s.created_at for s in subs],
             [a for a, _ in edges],
             [b for _, b in edges],
+            [t.run_at for t in ts],
         )
         _stored(changes, record)
         events = []
@@ -843,6 +844,29 @@ class PostgresQueue:
             _json(new_inputs.get(s.subtask_id) for s in subtasks),
         )
         changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks]
+
+    async def delay_tasks(self, delays: Sequence[tuple[str, datetime]]) -> None:
+        await self.conn.execute(
+            "INSERT INTO delayed_tasks (task_id, run_at) "
+            "SELECT * FROM unnest($1::text[], $2::timestamptz[]) "
+            "ON CONFLICT (task_id) DO UPDATE SET run_at = excluded.run_at",
+            [task_id for task_id, _ in delays],
+            [at for _, at in delays],
+        )
+
+    async def due_tasks(self, now: datetime, limit: int) -> list[str]:
+        rows = await self.conn.fetch(
+            "DELETE FROM delayed_tasks WHERE task_id IN (SELECT task_id FROM delayed_tasks "
+            "WHERE run_at <= $1 ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
+            "RETURNING task_id",
+            now,
+            limit,
+        )
+        return [row["task_id"] for row in rows]
+
+    async def next_delayed(self) -> datetime | None:
+        at: datetime | None = await self.conn.fetchval("SELECT min(run_at) FROM delayed_tasks")
+        return at
 
     async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
         known = self._has_dependents

@@ -46,6 +46,7 @@ TASK_COLUMNS = (
     "started_at",
     "completed_at",
     "cancelled_at",
+    "run_at",
 )
 SUBTASK_COLUMNS = (
     "subtask_id",
@@ -148,6 +149,7 @@ def task_values_sqlite(task: Task) -> tuple[Any, ...]:
         sqlite_time(task.started_at),
         sqlite_time(task.completed_at),
         sqlite_time(task.cancelled_at),
+        sqlite_time(task.run_at),
     )
 
 
@@ -194,8 +196,12 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def _time(value: str | None) -> datetime | None:
+def parse_sqlite_time(value: str | None) -> datetime | None:
+    """A time as SQLAlchemy stores it on SQLite, back as an aware UTC datetime."""
     return None if value is None else _parse_time(value)
+
+
+_time = parse_sqlite_time
 
 
 def task_from_sqlite(row: Any) -> Task:
@@ -230,6 +236,7 @@ def task_from_sqlite(row: Any) -> Task:
         started_at=_time(row["started_at"]),
         completed_at=_time(row["completed_at"]),
         cancelled_at=_time(row["cancelled_at"]),
+        run_at=_time(row["run_at"]),
     )
 
 
@@ -299,6 +306,7 @@ def task_from(get: Callable[[str], Any]) -> Task:
         started_at=get("started_at"),
         completed_at=get("completed_at"),
         cancelled_at=get("cancelled_at"),
+        run_at=get("run_at"),
     )
 
 

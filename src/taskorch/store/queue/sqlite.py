@@ -36,6 +36,7 @@ from taskorch.store.queue.rows import (
     TASK_COLUMNS,
     dumps,
     loads,
+    parse_sqlite_time,
     sqlite_time,
     subtask_from_sqlite,
     subtask_values_sqlite,
@@ -603,6 +604,25 @@ class SqliteQueue:
             ],
         )
         changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks]
+
+    async def delay_tasks(self, delays: Sequence[tuple[str, datetime]]) -> None:
+        self._many(
+            "INSERT INTO delayed_tasks (task_id, run_at) VALUES (?, ?) "
+            "ON CONFLICT (task_id) DO UPDATE SET run_at = excluded.run_at",
+            [(task_id, sqlite_time(at)) for task_id, at in delays],
+        )
+
+    async def due_tasks(self, now: datetime, limit: int) -> list[str]:
+        rows = self.conn.execute(
+            "DELETE FROM delayed_tasks WHERE task_id IN (SELECT task_id FROM delayed_tasks "
+            "WHERE run_at <= ? ORDER BY run_at LIMIT ?) RETURNING task_id",
+            (sqlite_time(now), limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    async def next_delayed(self) -> datetime | None:
+        row = self.conn.execute("SELECT min(run_at) FROM delayed_tasks").fetchone()
+        return parse_sqlite_time(row[0]) if row else None
 
     async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
         if not task_ids:
