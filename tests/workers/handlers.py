@@ -44,6 +44,13 @@ async def slow(ctx: WorkContext) -> dict[str, Any]:
     return {"cancelled": True}
 
 
+async def interval(ctx: WorkContext) -> dict[str, Any]:
+    """Works ``seconds`` and says when, by the worker's own clock."""
+    started = time.time()
+    await asyncio.sleep(float(ctx.input.get("seconds", 0.2)))
+    return {"started": started, "finished": time.time(), "worker_id": ctx.worker_id}
+
+
 def flaky(ctx: WorkContext) -> dict[str, Any]:
     """A blocking handler that fails its first ``failures`` attempts."""
     if ctx.attempt <= int(ctx.input.get("failures", 0)):
@@ -67,6 +74,7 @@ def dependencies(ctx: WorkContext) -> dict[str, Any]:
 for kind, fn in {
     "record": record,
     "slow": slow,
+    "interval": interval,
     "flaky": flaky,
     "refuse": refuse,
     "dependencies": dependencies,

@@ -80,6 +80,12 @@ def submit(
         None, "--run-at", help='Run later, at this RFC 3339 time, e.g. "2026-12-03T18:00:00Z".'
     ),
     delay: float = typer.Option(0.0, "--delay", help="Run later, this many seconds from now."),
+    concurrency_key: str = typer.Option(
+        "", "--concurrency-key", help="At most --concurrency-limit tasks of this key run at once."
+    ),
+    concurrency_limit: int = typer.Option(
+        0, "--concurrency-limit", help="The key's limit, 1-10000 (0: keep it; a new key: 1)."
+    ),
     watch: bool = typer.Option(True, "--watch/--no-watch", help="Follow the task to its end."),
     as_json: bool = JSON_OUT,
     server: str = SERVER,
@@ -99,6 +105,8 @@ def submit(
             request_id=request_id,
             run_at=_time(run_at, "--run-at"),
             run_after_seconds=delay,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
         if as_json:
             print_json(task)

@@ -53,6 +53,8 @@ def _create_request(
     timeout_seconds: float,
     run_at: datetime | str | None = None,
     run_after_seconds: float = 0.0,
+    concurrency_key: str = "",
+    concurrency_limit: int = 0,
 ) -> pb.CreateTaskRequest:
     request = pb.CreateTaskRequest(
         task_type=task_type,
@@ -64,6 +66,8 @@ def _create_request(
         max_attempts=max_attempts,
         timeout_seconds=timeout_seconds,
         run_after_seconds=run_after_seconds,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
     )
     if run_at is not None:
         request.run_at.FromDatetime(_aware(run_at))
@@ -98,6 +102,8 @@ _CREATE_DEFAULTS: dict[str, Any] = {
     "timeout_seconds": 0.0,
     "run_at": None,
     "run_after_seconds": 0.0,
+    "concurrency_key": "",
+    "concurrency_limit": 0,
 }
 
 
@@ -187,9 +193,12 @@ class AsyncClient:
         timeout_seconds: float = 0.0,
         run_at: datetime | str | None = None,
         run_after_seconds: float = 0.0,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
     ) -> Task:
         """Queues a task; it is durable when this returns. See CreateTaskRequest.
-        ``run_at`` (an aware datetime or RFC 3339 text) or ``run_after_seconds`` delay it."""
+        ``run_at`` (an aware datetime or RFC 3339 text) or ``run_after_seconds`` delay it;
+        at most ``concurrency_limit`` tasks of one ``concurrency_key`` run at once."""
         request = _create_request(
             text=text,
             task_type=task_type,
@@ -204,6 +213,8 @@ class AsyncClient:
             timeout_seconds=timeout_seconds,
             run_at=run_at,
             run_after_seconds=run_after_seconds,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
         return Task.from_proto(await self._call(self._tasks.CreateTask, request))
 
@@ -338,6 +349,8 @@ class Client:
         timeout_seconds: float = 0.0,
         run_at: datetime | str | None = None,
         run_after_seconds: float = 0.0,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
     ) -> Task:
         request = _create_request(
             text=text,
@@ -353,6 +366,8 @@ class Client:
             timeout_seconds=timeout_seconds,
             run_at=run_at,
             run_after_seconds=run_after_seconds,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
         return Task.from_proto(self._call(self._tasks.CreateTask, request))
 

@@ -75,6 +75,8 @@ class Task:
     estimated_completion: datetime | None = None
     #: A delayed task's time: not started before it.
     run_at: datetime | None = None
+    #: At most its key's limit of tasks with this key run at once.
+    concurrency_key: str | None = None
     #: In a list: the payloads left out for their size (``get_task`` has them, as does
     #: ``list_tasks(view="FULL")``).
     omitted_fields: tuple[str, ...] = ()
@@ -116,6 +118,7 @@ class Task:
             cancelled_at=_time(m, "cancelled_at"),
             estimated_completion=_time(m, "estimated_completion"),
             run_at=_time(m, "run_at"),
+            concurrency_key=m.concurrency_key or None,
             omitted_fields=tuple(m.omitted_fields),
         )
 

@@ -29,6 +29,11 @@ small table of delayed tasks; when its time comes the engine promotes it (a *due
 first stage becomes ready, if its dependencies completed). One timer per process waits for
 the earliest time it knows of; every replica's periodic rescue also promotes what is due, so
 a restart or another replica's task is never missed.
+
+Concurrency keys: a task with a ``concurrency_key`` joins its key's waiting line once nothing
+else holds it back (dependencies, its time) and is admitted (its work made ready) while fewer
+than the key's limit of tasks are admitted; a task that ends leaves its key and admits the
+next in line, in the same batch. Work without a key costs nothing of this.
 """
 
 from __future__ import annotations
@@ -120,6 +125,10 @@ class NewTask:
 
     task: Task
     subtasks: tuple[Subtask, ...]
+    # The limit given for the task's concurrency key (None: keep the key's).
+    concurrency_limit: int | None = None
+    # Set by the engine: a dependency has not completed yet.
+    waits_for_dependencies: bool = False
 
 
 # -- the transitions, as values handed to the database's batches ------------------------------
@@ -288,13 +297,14 @@ class TaskEngine:
             ResourceExhausted: the tenant would pass ``max_active`` unfinished tasks.
         """
         future = self.db.transition(_Create(tenant_id, tuple(tasks), batch, max_active))
-        # Idle takers that can run the new work take it in the same transaction.
+        # Idle takers that can run the new work take it in the same transaction (keyed work
+        # is admitted in it first, when its key has room).
         self._wake(
             (s.kind, s.model_name, s.tenant_id)
             for item in tasks
-            if not item.task.depends_on
+            if not item.task.depends_on and delayed_until(item.task) is None
             for s in item.subtasks
-            if s.ready
+            if s.ready or (item.task.concurrency_key and s.stage == 0)
         )
         result: list[Task] = await future
         return result
@@ -663,6 +673,20 @@ class TaskEngine:
             if delays:
                 await q.delay_tasks(delays)
                 batch.changes.delayed += [at for _, at in delays]
+            keyed = [n for n in fresh if n.task.concurrency_key]
+            if keyed:
+                await q.set_key_limits(
+                    [(n.task.tenant_id, n.task.concurrency_key or "", n.concurrency_limit)
+                     for n in keyed]
+                )  # fmt: skip
+                await self._line_up(
+                    batch,
+                    [
+                        n.task
+                        for n in keyed
+                        if not n.waits_for_dependencies and delayed_until(n.task) is None
+                    ],
+                )
 
     async def _plan_create(
         self,
@@ -731,7 +755,39 @@ class TaskEngine:
         if all(states[t] is Status.COMPLETED for t in depends_on):
             return item
         held = tuple(replace(s, ready=False) for s in item.subtasks)
-        return NewTask(item.task, held)
+        return replace(item, subtasks=held, waits_for_dependencies=True)
+
+    # what holds a task back: dependencies, its time, then its concurrency key
+
+    async def _make_runnable(self, batch: _Batch, tasks: Sequence[Task]) -> None:
+        """Tasks nothing else holds back: their first stage becomes ready, or, for keyed
+        tasks, they line up for their key."""
+        q = batch.q
+        for task in tasks:
+            if not task.concurrency_key:
+                await q.mark_ready(
+                    first_stage(await q.subtasks_of(task.task_id)), batch.now, batch.changes
+                )
+        await self._line_up(batch, [t for t in tasks if t.concurrency_key])
+
+    async def _line_up(self, batch: _Batch, tasks: Sequence[Task]) -> None:
+        if not tasks:
+            return
+        await batch.q.wait_for_keys(tasks)
+        await self._admit(batch, {(t.tenant_id, t.concurrency_key or "") for t in tasks})
+
+    async def _leave_keys(self, batch: _Batch, ended: Sequence[Task]) -> None:
+        """Ended tasks free their key's place: the next in line is admitted."""
+        keyed = [t.task_id for t in ended if t.concurrency_key]
+        if keyed:
+            await self._admit(batch, await batch.q.leave_keys(keyed))
+
+    async def _admit(self, batch: _Batch, keys: Iterable[tuple[str, str]]) -> None:
+        q = batch.q
+        for tenant_id, key in sorted(keys):  # one order: replicas lock keys alike
+            for task_id in await q.admit(tenant_id, key):
+                ready = first_stage(await q.subtasks_of(task_id))
+                await q.mark_ready(ready, batch.now, batch.changes)
 
     # delayed tasks that came due
 
@@ -749,7 +805,7 @@ class TaskEngine:
                 waits_for = await q.tasks(task.depends_on)
                 if any(t.status is not Status.COMPLETED for t in waits_for.values()):
                     continue  # the last dependency to complete makes it ready
-            await q.mark_ready(first_stage(await q.subtasks_of(task_id)), now, batch.changes)
+            await self._make_runnable(batch, [task])
             message = "its run_at time came; queued"
             progress.append(Progress(task_id, message, only_if=(Status.PENDING,)))
             promoted += 1
@@ -908,6 +964,7 @@ class TaskEngine:
         if ends:
             finished = await q.complete_tasks(ends, now, batch.changes)
             if finished:
+                await self._leave_keys(batch, finished)
                 await self._release_dependents(batch, [t.task_id for t in finished])
 
     async def _after_step(
@@ -975,8 +1032,7 @@ class TaskEngine:
             waits_for = await q.tasks(dependent.depends_on)
             if any(t.status is not Status.COMPLETED for t in waits_for.values()):
                 continue
-            ready = first_stage(await q.subtasks_of(dependent.task_id))
-            await q.mark_ready(ready, batch.now, batch.changes)
+            await self._make_runnable(batch, [dependent])
             message = "dependencies completed; queued"
             progress.append(Progress(dependent.task_id, message, only_if=(Status.PENDING,)))
         if progress:
@@ -1060,7 +1116,8 @@ class TaskEngine:
         end = TaskEnd(
             task_id, error=error, error_code=error_code, message=message or f"failed: {error}"
         )
-        if await q.fail_tasks([end], batch.now, batch.changes):
+        if failed := await q.fail_tasks([end], batch.now, batch.changes):
+            await self._leave_keys(batch, failed)
             await self._fail_dependents(batch, task_id, Status.FAILED)
 
     async def _fail_dependents(self, batch: _Batch, task_id: str, status: Status) -> None:
@@ -1080,7 +1137,8 @@ class TaskEngine:
                 end = TaskEnd(
                     dependent_id, error=error, error_code=DEPENDENCY_FAILED, message=error
                 )
-                if await q.fail_tasks([end], batch.now, batch.changes):
+                if failed := await q.fail_tasks([end], batch.now, batch.changes):
+                    await self._leave_keys(batch, failed)
                     queue.append((dependent_id, Status.FAILED))
 
     async def _releases(self, batch: _Batch, ops: list[HotOp]) -> None:
@@ -1119,6 +1177,8 @@ class TaskEngine:
             await q.end_subtasks(c.task_id, now, batch.changes, "task cancelled")
             await self._fail_dependents(batch, c.task_id, Status.CANCELLED)
             op.result = await q.cancel_task(c.task_id, c.reason, now, batch.changes)
+            if op.result is not None:
+                await self._leave_keys(batch, [op.result])
 
     async def _expiries(self, batch: _Batch, ops: list[HotOp]) -> None:
         q, now = batch.q, batch.now

@@ -130,6 +130,8 @@ class Task:
     cancelled_at: datetime | None = None
     # A delayed task: not started before this time.
     run_at: datetime | None = None
+    # At most the key's limit of tasks with this key run at once (scoped to the tenant).
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ class TaskSpec:
     # Run later: at this time, or this many seconds after the create (not both).
     run_at: datetime | None = None
     run_after_seconds: float = 0.0
+    # At most concurrency_limit tasks of the key run at once (0: keep the key's limit).
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
     # The definition of ``template`` for the caller's tenant, looked up before planning
     # (see Catalog.plan_for and core/templates.py); None until then.
     template_definition: Any = None

@@ -286,6 +286,10 @@ class SubtaskService:
 
 
 def _dependencies_met(tx: Transaction, task: Task) -> bool:
+    """Nothing holds the task back: its dependencies completed, its time came (if delayed),
+    its concurrency key admitted it (if keyed)."""
+    if (task.run_at or task.concurrency_key) and task_store.held_back(tx.conn, task.task_id):
+        return False
     if not task.depends_on:
         return True
     found = task_store.get_tasks(tx.conn, None, task.depends_on)

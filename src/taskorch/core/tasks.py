@@ -158,6 +158,7 @@ class TaskService:
         now = self.clock()
         run_at = validation.run_at(spec.run_at, spec.run_after_seconds, now)
         delayed = run_at is not None and run_at > now
+        key, limit = validation.concurrency(spec.concurrency_key, spec.concurrency_limit)
         task = Task(
             task_id=str(uuid.uuid4()),
             tenant_id=caller.tenant_id,
@@ -184,11 +185,12 @@ class TaskService:
             created_at=now,
             updated_at=now,
             run_at=run_at,
+            concurrency_key=key,
         )
         subtasks = _subtasks(task, plan, now=now)
-        if delayed:  # held back until the engine promotes it (core/engine.py)
+        if delayed or key:  # held back until the engine promotes or admits it (core/engine.py)
             subtasks = [replace(s, ready=False) for s in subtasks]
-        return NewTask(task, tuple(subtasks))
+        return NewTask(task, tuple(subtasks), concurrency_limit=limit)
 
     # -- read ----------------------------------------------------------------------------------
 

@@ -91,6 +91,25 @@ def run_at(at: datetime | None, after_seconds: float, now: datetime) -> datetime
     return at
 
 
+MAX_CONCURRENCY_LIMIT = 10_000
+
+
+def concurrency(key: str, limit: int) -> tuple[str | None, int | None]:
+    """A concurrency key and its limit (None: none given)."""
+    key = short_text(key, "concurrency_key")
+    if not key:
+        if limit:
+            raise InvalidArgument(
+                "concurrency_limit needs a concurrency_key", field="concurrency_limit"
+            )
+        return None, None
+    if limit == 0:
+        return key, None
+    return key, bounded_int(
+        limit, "concurrency_limit", low=1, high=MAX_CONCURRENCY_LIMIT, default=1
+    )
+
+
 def short_text(value: str, field: str, *, limit: int = 200) -> str:
     if len(value) > limit:
         raise InvalidArgument(f"{field} is longer than {limit} characters", field=field)

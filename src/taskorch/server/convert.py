@@ -101,6 +101,8 @@ def spec_from_proto(request: pb.CreateTaskRequest, idempotency_key: str = "") ->
         timeout_seconds=request.timeout_seconds,
         run_at=time_from_proto(request.run_at, "run_at") if request.HasField("run_at") else None,
         run_after_seconds=request.run_after_seconds,
+        concurrency_key=request.concurrency_key,
+        concurrency_limit=request.concurrency_limit,
     )
 
 
@@ -155,6 +157,7 @@ def task_to_proto(task: Task, estimated_completion: datetime | None = None) -> p
         max_attempts=task.max_attempts,
         sequence=task.sequence,
         timeout_seconds=task.timeout_seconds or 0.0,
+        concurrency_key=task.concurrency_key or "",
     )
     if task.input_data is not None:
         message.input_data.update(task.input_data)

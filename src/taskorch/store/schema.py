@@ -104,6 +104,7 @@ tasks = Table(
     Column("completed_at", UTCDateTime),
     Column("cancelled_at", UTCDateTime),
     Column("run_at", UTCDateTime),
+    Column("concurrency_key", String(200)),
     UniqueConstraint("tenant_id", "request_id"),
     # List filters, each in list order (sort column, task_id): pages are read in index order,
     # keyset pagination is a range, and deep offsets skip rows in the index alone.
@@ -142,6 +143,55 @@ delayed_tasks = Table(
     ),
     Column("run_at", UTCDateTime, nullable=False),
     Index(None, "run_at"),
+)
+
+# Concurrency keys: at most max_running tasks of a key (tenant_id + key) are admitted at once.
+# key_admitted holds the admitted tasks that have not ended; key_waiting the others, in
+# admission order, their work held back until admitted (core/engine.py).
+concurrency_keys = Table(
+    "concurrency_keys",
+    metadata,
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("max_running", Integer, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "key"),
+)
+
+key_admitted = Table(
+    "key_admitted",
+    metadata,
+    Column(
+        "task_id",
+        String(ID),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("key", String(200), nullable=False),
+    Index(None, "tenant_id", "key"),
+)
+
+key_waiting = Table(
+    "key_waiting",
+    metadata,
+    Column(
+        "task_id",
+        String(ID),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index(
+    "ix_key_waiting_line",
+    key_waiting.c.tenant_id,
+    key_waiting.c.key,
+    key_waiting.c.priority.desc(),
+    key_waiting.c.created_at,
+    key_waiting.c.task_id,
 )
 
 subtasks = Table(

@@ -25,7 +25,14 @@ from sqlalchemy import (
 
 from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
 from taskorch.store import counts, notify, statements
-from taskorch.store.schema import subtasks, task_dependencies, task_events, tasks
+from taskorch.store.schema import (
+    delayed_tasks,
+    key_waiting,
+    subtasks,
+    task_dependencies,
+    task_events,
+    tasks,
+)
 
 # Offsets past this read the ids of the rows they skip, not the rows (see list_tasks).
 DEFERRED_OFFSET = 500
@@ -73,6 +80,7 @@ def task_from_row(row: RowMapping) -> Task:
         completed_at=row["completed_at"],
         cancelled_at=row["cancelled_at"],
         run_at=row["run_at"],
+        concurrency_key=row["concurrency_key"],
     )
 
 
@@ -107,6 +115,7 @@ def task_values(task: Task) -> dict[str, Any]:
         "completed_at": task.completed_at,
         "cancelled_at": task.cancelled_at,
         "run_at": task.run_at,
+        "concurrency_key": task.concurrency_key,
     }
 
 
@@ -421,3 +430,11 @@ def output_so_far(conn: Connection, task_id: str, up_to_sequence: int) -> str:
         .order_by(task_events.c.sequence)
     )
     return "".join(row[0] or "" for row in rows)
+
+
+def held_back(conn: Connection, task_id: str) -> bool:
+    """Whether the task waits for its time or its concurrency key (its work held back)."""
+    for table in (delayed_tasks, key_waiting):
+        if conn.execute(select(table.c.task_id).where(table.c.task_id == task_id)).first():
+            return True
+    return False

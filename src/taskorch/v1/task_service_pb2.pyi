@@ -24,7 +24,7 @@ TASK_VIEW_BASIC: TaskView
 TASK_VIEW_FULL: TaskView
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "id", "status", "task_type", "model_name", "template", "input_data", "parameters", "text", "priority", "depends_on", "result", "error", "error_code", "progress", "progress_message", "worker_id", "created_at", "updated_at", "started_at", "completed_at", "cancelled_at", "estimated_completion", "resource_usage", "request_id", "attempt", "max_attempts", "sequence", "timeout_seconds", "omitted_fields", "run_at")
+    __slots__ = ("task_id", "id", "status", "task_type", "model_name", "template", "input_data", "parameters", "text", "priority", "depends_on", "result", "error", "error_code", "progress", "progress_message", "worker_id", "created_at", "updated_at", "started_at", "completed_at", "cancelled_at", "estimated_completion", "resource_usage", "request_id", "attempt", "max_attempts", "sequence", "timeout_seconds", "omitted_fields", "run_at", "concurrency_key")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Task(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     RUN_AT_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     id: str
     status: _status_pb2.Status
@@ -87,7 +88,8 @@ class Task(_message.Message):
     timeout_seconds: float
     omitted_fields: _containers.RepeatedScalarFieldContainer[str]
     run_at: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., template: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_completion: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., sequence: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    concurrency_key: str
+    def __init__(self, task_id: _Optional[str] = ..., id: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., template: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_completion: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., sequence: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., concurrency_key: _Optional[str] = ...) -> None: ...
 
 class Subtask(_message.Message):
     __slots__ = ("subtask_id", "task_id", "kind", "name", "stage", "input", "info", "status", "progress", "result", "error", "error_code", "attempt", "max_attempts", "priority", "model_name", "lease_id", "lease_expires_at", "worker_id", "ready", "available_at", "created_at", "updated_at", "started_at", "completed_at", "timeout_seconds", "dependency_results")
@@ -281,7 +283,7 @@ class ResourceUsage(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., inference_time_seconds: _Optional[float] = ..., memory_used_gb: _Optional[float] = ..., execution_provider: _Optional[str] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
-    __slots__ = ("text", "task_type", "model_name", "input_data", "parameters", "template", "priority", "depends_on", "request_id", "max_attempts", "timeout_seconds", "run_at", "run_after_seconds")
+    __slots__ = ("text", "task_type", "model_name", "input_data", "parameters", "template", "priority", "depends_on", "request_id", "max_attempts", "timeout_seconds", "run_at", "run_after_seconds", "concurrency_key", "concurrency_limit")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +297,8 @@ class CreateTaskRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RUN_AT_FIELD_NUMBER: _ClassVar[int]
     RUN_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     text: str
     task_type: str
     model_name: str
@@ -308,7 +312,9 @@ class CreateTaskRequest(_message.Message):
     timeout_seconds: float
     run_at: _timestamp_pb2.Timestamp
     run_after_seconds: float
-    def __init__(self, text: _Optional[str] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., template: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., max_attempts: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_after_seconds: _Optional[float] = ...) -> None: ...
+    concurrency_key: str
+    concurrency_limit: int
+    def __init__(self, text: _Optional[str] = ..., task_type: _Optional[str] = ..., model_name: _Optional[str] = ..., input_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., template: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., max_attempts: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_after_seconds: _Optional[float] = ..., concurrency_key: _Optional[str] = ..., concurrency_limit: _Optional[int] = ...) -> None: ...
 
 class BatchCreateTasksRequest(_message.Message):
     __slots__ = ("requests",)

@@ -26,6 +26,9 @@ commit the engine publishes its events and wakes the takers it names.
     mark_ready        PENDING, not ready  PENDING, ready             -
     delay_tasks       PENDING, not ready  (listed as delayed)        -
     due_tasks         (listed as delayed) (unlisted: the engine readies them)
+    wait_for_keys     PENDING, not ready  (in its key's waiting line) -
+    admit             (waiting line)      (admitted: the engine readies them)
+    leave_keys        (waiting or admitted, task ended) (neither)
 """
 
 from __future__ import annotations
@@ -309,6 +312,26 @@ class Queue(Protocol):
 
     async def next_delayed(self) -> datetime | None:
         """When the earliest delayed task comes due (None: none waits)."""
+        ...
+
+    # -- concurrency keys ---------------------------------------------------------------------
+
+    async def set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
+        """(tenant, key, limit) for keys of new tasks: a given limit replaces the key's, None
+        keeps it (a new key gets 1)."""
+        ...
+
+    async def wait_for_keys(self, tasks: Sequence[Task]) -> None:
+        """Puts keyed tasks in their key's waiting line (priority, then oldest first)."""
+        ...
+
+    async def admit(self, tenant_id: str, key: str) -> list[str]:
+        """Admits the head of a key's waiting line while the key has room (the key locked
+        until the commit on PostgreSQL); returns the admitted task ids, in line order."""
+        ...
+
+    async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """Ended tasks leave their key (admitted or waiting); the keys that gained room."""
         ...
 
     async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]: ...

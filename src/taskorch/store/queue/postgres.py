@@ -74,12 +74,13 @@ _INSERT_TASKS = """
 WITH new_tasks AS (
     INSERT INTO tasks (task_id, tenant_id, status, task_type, model_name, template, text,
         input_data, parameters, priority, depends_on, progress, progress_message, request_id,
-        attempt, max_attempts, timeout_seconds, sequence, created_at, updated_at, run_at)
+        attempt, max_attempts, timeout_seconds, sequence, created_at, updated_at, run_at,
+        concurrency_key)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[],
         $6::text[], $7::text[], $8::text[]::jsonb[], $9::text[]::jsonb[], $10::int2[],
         $11::text[]::jsonb[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::int4[], $17::float8[],
-        $18::int4[], $19::timestamptz[], $19::timestamptz[], $40::timestamptz[])
+        $18::int4[], $19::timestamptz[], $19::timestamptz[], $40::timestamptz[], $41::text[])
 ), new_subtasks AS (
     INSERT INTO subtasks (subtask_id, task_id, tenant_id, kind, model_name, name, stage,
         input, info, status, progress, attempt, max_attempts, priority, ready, available_at,
@@ -457,6 +458,7 @@ class PostgresQueue:
             [a for a, _ in edges],
             [b for _, b in edges],
             [t.run_at for t in ts],
+            [t.concurrency_key for t in ts],
         )
         _stored(changes, record)
         events = []
@@ -867,6 +869,78 @@ class PostgresQueue:
     async def next_delayed(self) -> datetime | None:
         at: datetime | None = await self.conn.fetchval("SELECT min(run_at) FROM delayed_tasks")
         return at
+
+    async def set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
+        kept = [(tenant, key) for tenant, key, limit in limits if limit is None]
+        given = {(tenant, key): limit for tenant, key, limit in limits if limit is not None}
+        if kept:
+            await self.conn.execute(
+                "INSERT INTO concurrency_keys (tenant_id, key, max_running) "
+                "SELECT t, k, 1 FROM unnest($1::text[], $2::text[]) AS i(t, k) "
+                "ON CONFLICT (tenant_id, key) DO NOTHING",
+                [tenant for tenant, _ in kept],
+                [key for _, key in kept],
+            )
+        if given:
+            await self.conn.execute(
+                "INSERT INTO concurrency_keys (tenant_id, key, max_running) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]) "
+                "ON CONFLICT (tenant_id, key) DO UPDATE SET max_running = excluded.max_running",
+                [tenant for tenant, _ in given],
+                [key for _, key in given],
+                list(given.values()),
+            )
+
+    async def wait_for_keys(self, tasks: Sequence[Task]) -> None:
+        await self.conn.execute(
+            "INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], "
+            "$5::timestamptz[]) ON CONFLICT (task_id) DO NOTHING",
+            [t.task_id for t in tasks],
+            [t.tenant_id for t in tasks],
+            [t.concurrency_key for t in tasks],
+            [t.priority for t in tasks],
+            [t.created_at for t in tasks],
+        )
+
+    async def admit(self, tenant_id: str, key: str) -> list[str]:
+        limit = await self.conn.fetchval(
+            "SELECT max_running FROM concurrency_keys WHERE tenant_id = $1 AND key = $2 FOR UPDATE",
+            tenant_id,
+            key,
+        )
+        if limit is None:
+            return []
+        running = await self.conn.fetchval(
+            "SELECT count(*) FROM key_admitted WHERE tenant_id = $1 AND key = $2", tenant_id, key
+        )
+        room = int(limit) - int(running)
+        if room <= 0:
+            return []
+        rows = await self.conn.fetch(
+            "WITH head AS (DELETE FROM key_waiting WHERE task_id IN (SELECT task_id "
+            "FROM key_waiting WHERE tenant_id = $1 AND key = $2 "
+            "ORDER BY priority DESC, created_at, task_id LIMIT $3) "
+            "RETURNING task_id, priority, created_at), "
+            "added AS (INSERT INTO key_admitted (task_id, tenant_id, key) "
+            "SELECT task_id, $1, $2 FROM head) "
+            "SELECT task_id FROM head ORDER BY priority DESC, created_at, task_id",
+            tenant_id,
+            key,
+            room,
+        )
+        return [row["task_id"] for row in rows]
+
+    async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return set()
+        rows = await self.conn.fetch(
+            "WITH waiting AS (DELETE FROM key_waiting WHERE task_id = ANY($1::text[])) "
+            "DELETE FROM key_admitted WHERE task_id = ANY($1::text[]) RETURNING tenant_id, key",
+            ids,
+        )
+        return {(row["tenant_id"], row["key"]) for row in rows}
 
     async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
         known = self._has_dependents

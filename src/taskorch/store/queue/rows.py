@@ -47,6 +47,7 @@ TASK_COLUMNS = (
     "completed_at",
     "cancelled_at",
     "run_at",
+    "concurrency_key",
 )
 SUBTASK_COLUMNS = (
     "subtask_id",
@@ -150,6 +151,7 @@ def task_values_sqlite(task: Task) -> tuple[Any, ...]:
         sqlite_time(task.completed_at),
         sqlite_time(task.cancelled_at),
         sqlite_time(task.run_at),
+        task.concurrency_key,
     )
 
 
@@ -237,6 +239,7 @@ def task_from_sqlite(row: Any) -> Task:
         completed_at=_time(row["completed_at"]),
         cancelled_at=_time(row["cancelled_at"]),
         run_at=_time(row["run_at"]),
+        concurrency_key=row["concurrency_key"],
     )
 
 
@@ -307,6 +310,7 @@ def task_from(get: Callable[[str], Any]) -> Task:
         completed_at=get("completed_at"),
         cancelled_at=get("cancelled_at"),
         run_at=get("run_at"),
+        concurrency_key=get("concurrency_key"),
     )
 
 

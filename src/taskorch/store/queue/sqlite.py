@@ -624,6 +624,61 @@ class SqliteQueue:
         row = self.conn.execute("SELECT min(run_at) FROM delayed_tasks").fetchone()
         return parse_sqlite_time(row[0]) if row else None
 
+    async def set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
+        self._many(
+            "INSERT INTO concurrency_keys (tenant_id, key, max_running) VALUES (?, ?, 1) "
+            "ON CONFLICT (tenant_id, key) DO NOTHING",
+            [(tenant, key) for tenant, key, limit in limits if limit is None],
+        )
+        self._many(
+            "INSERT INTO concurrency_keys (tenant_id, key, max_running) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant_id, key) DO UPDATE SET max_running = excluded.max_running",
+            [(tenant, key, limit) for tenant, key, limit in limits if limit is not None],
+        )
+
+    async def wait_for_keys(self, tasks: Sequence[Task]) -> None:
+        self._many(
+            "INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
+            [
+                (t.task_id, t.tenant_id, t.concurrency_key, t.priority, sqlite_time(t.created_at))
+                for t in tasks
+            ],
+        )
+
+    async def admit(self, tenant_id: str, key: str) -> list[str]:
+        room = self.conn.execute(
+            "SELECT max_running - (SELECT count(*) FROM key_admitted a "
+            "WHERE a.tenant_id = k.tenant_id AND a.key = k.key) "
+            "FROM concurrency_keys k WHERE tenant_id = ? AND key = ?",
+            (tenant_id, key),
+        ).fetchone()
+        if room is None or room[0] <= 0:
+            return []
+        rows = self.conn.execute(
+            "DELETE FROM key_waiting WHERE task_id IN (SELECT task_id FROM key_waiting "
+            "WHERE tenant_id = ? AND key = ? ORDER BY priority DESC, created_at, task_id "
+            "LIMIT ?) RETURNING task_id, priority, created_at",
+            (tenant_id, key, room[0]),
+        ).fetchall()
+        admitted = [row[0] for row in sorted(rows, key=lambda r: (-r[1], r[2], r[0]))]
+        self._many(
+            "INSERT INTO key_admitted (task_id, tenant_id, key) VALUES (?, ?, ?)",
+            [(task_id, tenant_id, key) for task_id in admitted],
+        )
+        return admitted
+
+    async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return set()
+        marks = _marks(len(ids))
+        self._run(f"DELETE FROM key_waiting WHERE task_id IN ({marks})", ids)
+        rows = self.conn.execute(
+            f"DELETE FROM key_admitted WHERE task_id IN ({marks}) RETURNING tenant_id, key", ids
+        ).fetchall()
+        return {(row[0], row[1]) for row in rows}
+
     async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
         if not task_ids:
             return {}
