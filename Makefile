@@ -11,7 +11,7 @@ PROTO_FILES := $(wildcard proto/taskorch/v1/*.proto)
 GOOGLEAPIS  := third_party/googleapis
 DESCRIPTOR  := gateway/taskorch.pb
 
-.PHONY: install proto proto-check lint test serve clean
+.PHONY: install proto proto-check lint test serve clean browsers
 
 install: $(STAMP)
 
@@ -51,7 +51,17 @@ PG_TESTS := tests/store tests/test_tasks_api.py tests/test_list.py tests/test_su
 	tests/test_templates_api.py tests/security/test_tenancy.py tests/security/test_auth_mode.py \
 	tests/test_unstorable_values.py tests/test_unavailable_messages.py
 
-test: install proto-check lint
+# The browser tests (tests/web/test_dashboard.py) drive Debian's headless Chromium with
+# Selenium. As root with apt-get (CI) it is installed here; elsewhere those tests skip, saying so.
+browsers:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null) \
+	  || echo "chromium did not install: the browser tests will skip"; \
+	else echo "no chromium (apt-get install chromium chromium-driver as root): the browser tests will skip"; fi
+
+test: install proto-check lint browsers
 	$(BIN)/pytest -n 2 --dist loadgroup
 	TASKORCH_TEST_BACKEND=postgresql $(BIN)/pytest -n 2 --dist loadgroup $(PG_TESTS)
 

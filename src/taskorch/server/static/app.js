@@ -193,8 +193,9 @@ async function overview() {
     totals.forEach((page, i) => { $(`#count-${STATUSES[i]}`).textContent = page.total; });
     const latest = await api("GET", "/v1/tasks?limit=10&sort_by=created_at&order=desc");
     recent.replaceChildren(...latest.tasks.map(taskRow));
+    return true;
   });
-  await refresh();
+  if (!(await refresh())) return; // refused: the error stays shown
   // Live counts: any change of the caller's tasks refreshes them (at most every 2 s).
   tasksLive.send("*", { action: "subscribe", task_id: "*" }, (message) => {
     if (message.type !== "update" || message.event === "PROGRESS" || timer) return;
