@@ -147,8 +147,10 @@ class LiveConnection:
         caller: Caller | None,
         *,
         capacity: int = OUTBOX_CAPACITY,
+        patience: float = LAG_SECONDS,
     ) -> None:
         self.ws = ws
+        self.patience = patience
         self.tasks = tasks
         self.chat = chat
         self.authenticate = authenticate
@@ -315,7 +317,7 @@ class LiveConnection:
         self.outbox.notice({"type": "subscribed", "task_id": task_id, "after_sequence": after})
         try:
             async for event in self.tasks.watch(caller, task_id, after):
-                await self.outbox.put(self._update(event))
+                await self.outbox.put(self._update(event), self.patience)
                 last = event.sequence
         except Lagged:
             self.outbox.notice(_lagged(task_id, last))
@@ -339,7 +341,7 @@ class LiveConnection:
                 if event is None:
                     continue
                 try:
-                    await self.outbox.put(self._update(event))
+                    await self.outbox.put(self._update(event), self.patience)
                 except Lagged:
                     self.outbox.notice(_lagged(ALL_TASKS, 0))
                     return
@@ -376,7 +378,8 @@ class LiveConnection:
                 body = proto_json(chat_event_to_proto(event))
                 body["event"] = body.pop("type")
                 body["sequence"] = int(body.get("sequence", 0))
-                await self.outbox.put({"type": "chat", **body, "session_id": session_id})
+                chat_event = {"type": "chat", **body, "session_id": session_id}
+                await self.outbox.put(chat_event, self.patience)
                 last = event.sequence
         except Lagged:
             self.outbox.notice({**_lagged("", last), "session_id": session_id})
