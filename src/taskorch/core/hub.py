@@ -88,16 +88,25 @@ class EventHub:
         self._listeners.append(listener)
 
     def publish(self, event: TaskEvent) -> None:
-        self.bus.publish(event.task_id, event)
-        # Watchers of every task of a tenant (the WebSocket's "all my tasks"), and of every
-        # tenant (an admin's): a dictionary look-up each when nobody watches.
-        self.bus.publish(TenantTopic(event.tenant_id), event)
-        self.bus.publish(TenantTopic(None), event)
+        self.relay(event)
         for listener in self._listeners:
             try:
                 listener(event)
             except Exception:
                 log.exception("event listener failed", task_id=event.task_id)
+
+    def relay(self, event: TaskEvent) -> None:
+        """Hands ``event`` to its watchers only (another replica's event: its listeners, the
+        metrics, ran there)."""
+        self.bus.publish(event.task_id, event)
+        # Watchers of every task of a tenant (the WebSocket's "all my tasks"), and of every
+        # tenant (an admin's): a dictionary look-up each when nobody watches.
+        self.bus.publish(TenantTopic(event.tenant_id), event)
+        self.bus.publish(TenantTopic(None), event)
+
+    def watches_tenants(self) -> bool:
+        """Whether someone here follows whole tenants (then every event is of interest)."""
+        return any(isinstance(topic, TenantTopic) for topic in self.bus.topics())
 
     def subscribe(self, task_id: str) -> Subscription[TaskEvent]:
         return self.bus.subscribe(task_id, buffer=self.watch_buffer)

@@ -401,7 +401,14 @@ def _web_routes(limiters: Sequence[str]) -> list[dict[str, Any]]:
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.grpc_json_transcoder",
     )
-    pages = [{"path": "/"}, {"path": "/docs"}, {"prefix": "/ui/"}]
+    # GET and HEAD only: anything else on these paths is a REST call to no method, answered
+    # by the transcoder's JSON 404 like every unknown path.
+    reads = [{"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}]
+    pages = [
+        {"path": "/", "headers": reads},
+        {"path": "/docs", "headers": reads},
+        {"prefix": "/ui/", "headers": reads},
+    ]
     return [
         *(
             {
@@ -412,7 +419,7 @@ def _web_routes(limiters: Sequence[str]) -> list[dict[str, Any]]:
             for match in pages
         ),
         {
-            "match": {"prefix": "/ws/"},
+            "match": {"prefix": "/ws/", "headers": _method_is("GET")},
             "route": {
                 "cluster": "taskorch_web",
                 "timeout": "0s",
