@@ -310,6 +310,7 @@ async function taskPage(taskId) {
       h("td", { text: s.error || "" }))));
   }
 
+  let subtaskTimer = null;
   const task = await guarded(() => api("GET", `/v1/tasks/${taskId}`));
   if (!task) return;
   show(task);
@@ -330,8 +331,12 @@ async function taskPage(taskId) {
     if (update.event === "PROGRESS" || update.event === "SNAPSHOT") setProgress(update.progress);
     if (update.task) show(update.task);
     if (update.event === "STATUS_CHANGED") guarded(loadSubtasks);
+    else if (update.event === "PROGRESS" && !subtaskTimer) {
+      // The subtasks' own progress: re-read at most once a second while the task runs.
+      subtaskTimer = setTimeout(() => { subtaskTimer = null; guarded(loadSubtasks); }, 1000);
+    }
   });
-  onLeave(() => tasksLive.forget(taskId));
+  onLeave(() => { clearTimeout(subtaskTimer); tasksLive.forget(taskId); });
 }
 
 async function download(taskId, name) {
