@@ -34,7 +34,7 @@ class WebServer:
         return f"ws://127.0.0.1:{self.server.http_port}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     workdir = tmp_path_factory.mktemp("web")
     url = databases.new_database(workdir)
