@@ -192,6 +192,50 @@ def test_a_task_submitted_from_the_form_reaches_100_percent_live(
     _shot(browser, "05-task-completed")
 
 
+TEMPLATE = {
+    "name": "say-and-count",
+    "description": "echo a message, then count its words",
+    "parameters": [
+        {"name": "message", "type": "string", "required": True, "description": "what to say"},
+        {"name": "loud", "type": "boolean", "description": "unused"},
+    ],
+    "steps": [
+        {"name": "say", "type": "echo", "said": "{{message}}"},
+        {"name": "count", "type": "text_analysis", "text": "{{steps.say.output.echo.said}}"},
+    ],
+}
+
+
+def test_a_template_is_submitted_through_the_form_made_from_its_parameters(
+    browser: Any, web: WebServer
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    created = httpx.post(
+        web.http_url + "/v1/templates", json=TEMPLATE, headers={"x-api-key": web.acme}, timeout=10
+    )
+    assert created.status_code == 200, created.text
+    _log_in(browser, web, web.acme)
+    _open(browser, web, "#/submit")
+    Select(_wait(lambda: _css(browser, "#submit-kind"))).select_by_value("template")
+    picker = _wait(
+        lambda: _all(browser, "#submit-template option") and _css(browser, "#submit-template")
+    )
+    Select(picker).select_by_value(TEMPLATE["name"])
+    message = _wait(lambda: _css(browser, "#param-message"))
+    assert _css(browser, "#param-loud").get_attribute("type") == "checkbox"
+    message.send_keys("three little words")
+    _shot(browser, "05b-template-form")
+    _css(browser, "#submit-button").click()
+    _wait(lambda: "#/task/" in browser.current_url, what="the task page")
+    _wait(lambda: _css(browser, "#task-status").get_attribute("data-status") == "COMPLETED")
+    task_id = browser.current_url.rsplit("/", 1)[1]
+    task = _rest(web, f"/v1/tasks/{task_id}")
+    assert task["template"] == TEMPLATE["name"]
+    assert task["parameters"] == {"message": "three little words", "loud": False}
+    assert len(_wait(lambda: _all(browser, "#task-subtasks tr"))) == 2
+
+
 def test_opening_a_finished_task_from_the_list(browser: Any, web: WebServer) -> None:
     task_id = _create(web, {"text": "one two two"})
     _wait(lambda: _rest(web, f"/v1/tasks/{task_id}")["status"] == "COMPLETED")
