@@ -209,3 +209,12 @@ async def test_a_page_of_another_origin_cannot_open_a_websocket(web: WebServer) 
     async with _connect(web, web.acme, origin=web.allowed_origin) as ws:
         await ws.send(json.dumps({"action": "ping"}))
         assert (await _receive(ws)) == {"type": "pong"}
+
+
+async def test_websocket_pings_are_answered_through_envoy(web: WebServer) -> None:
+    """The keepalive: protocol pings and pongs pass the gateway (the server pings every 20 s)."""
+    async with _connect(web, web.acme, ping_interval=None) as ws:
+        for _ in range(3):
+            pong = await ws.ping()
+            latency = await asyncio.wait_for(pong, 5)
+            assert latency < 5
