@@ -122,7 +122,7 @@ def serve(
         envvar="TASKORCH_WEB_ADDR",
         help="Where the web endpoint (dashboard at /, /docs, WebSockets at /ws/tasks and "
         "/ws/chat) listens for Envoy, which serves it on --http-addr; port 0 picks a free "
-        "one. '' turns it off.",
+        "one. With --no-gateway it starts only when this names a port. '' turns it off.",
     ),
     cors_origins: str = typer.Option(
         "",

@@ -398,6 +398,7 @@ class TaskorchServer:
             metrics=self.endpoints.metrics or "off",
             rest=self.endpoints.http or "off (no gateway)",
             dashboard=f"{self.endpoints.http}/" if self.endpoints.http and self.web else "off",
+            web_endpoint=self.endpoints.extra.get("web", "off"),
             cors_origins=list(self.settings.cors_origins) or "none",
             workers=self.settings.workers,
             kinds=list(self.handlers.kinds()),
