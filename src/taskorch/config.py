@@ -11,6 +11,8 @@ from taskorch.store.database import DEFAULT_URL
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
 DEFAULT_HTTP_ADDR = "127.0.0.1:8080"
 DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
+# The web endpoint (dashboard, /docs, WebSockets) only Envoy talks to: any free loopback port.
+DEFAULT_WEB_ADDR = "127.0.0.1:0"
 DEFAULT_MODELS_DIR = Path("var/models")
 # Fail closed: a server started without --auth requires API keys (make serve asks for none).
 DEFAULT_AUTH = "keys"
@@ -43,6 +45,10 @@ class Settings:
     oauth_tenant_claim: str = "tenant"
     # Unfinished (pending or running) tasks a tenant may have at once; 0 means no limit.
     max_active_tasks: int = 10_000
+    # The web endpoint behind Envoy ("" turns the dashboard and WebSockets off).
+    web_addr: str = DEFAULT_WEB_ADDR
+    # Origins whose pages may call REST and open WebSockets (CORS); empty: none.
+    cors_origins: tuple[str, ...] = ()
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -102,7 +102,15 @@ def test_rate_limit_off_renders_without_limiters(tmp_path: Path) -> None:
     (metrics,) = [r for r in routes if r["match"].get("path") == "/metrics"]
     assert metrics["route"]["cluster"] == "taskorch_grpc"
     clusters = [c["name"] for c in config["static_resources"]["clusters"]]
-    assert clusters == ["taskorch_grpc"]
+    # The gRPC servers, and their web endpoint (dashboard, /docs, WebSockets).
+    assert clusters == ["taskorch_grpc", "taskorch_web"]
+    web_routes = [r for r in routes if r["route"]["cluster"] == "taskorch_web"]
+    assert {r["match"].get("path") or r["match"].get("prefix") for r in web_routes} == {
+        "/",
+        "/docs",
+        "/ui/",
+        "/ws/",
+    }
     listener = config["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["port_value"] == 9090
     assert _validate(text, tmp_path).returncode == 0

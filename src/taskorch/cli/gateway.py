@@ -8,7 +8,7 @@ import typer
 
 from taskorch.config import DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR
 from taskorch.gateway import openapi
-from taskorch.gateway.config import GatewaySettings, RateLimit, render_yaml
+from taskorch.gateway.config import GatewaySettings, RateLimit, parse_origins, render_yaml
 from taskorch.gateway.descriptor import descriptor_set, service_names
 
 app = typer.Typer(no_args_is_help=True)
@@ -32,6 +32,17 @@ def render(
     rate_limit: str = typer.Option(
         "100/60s,20/10s", "--rate-limit", help="SUSTAINED[,BURST] as TOKENS/PERIOD, or 'off'."
     ),
+    web_upstream: str = typer.Option(
+        "127.0.0.1:8081",
+        "--web-upstream",
+        help="The servers' web endpoint (serve --web-addr): dashboard, /docs, WebSockets. "
+        "'' leaves those routes out.",
+    ),
+    cors_origins: str = typer.Option(
+        "",
+        "--cors-origins",
+        help="Comma-separated origins whose pages may call the API ('*': any; default none).",
+    ),
     write_descriptor: bool = typer.Option(
         False, "--write-descriptor", help="Also write the descriptor set to --descriptor."
     ),
@@ -45,6 +56,10 @@ def render(
         limit = RateLimit.parse(rate_limit)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rate-limit") from None
+    try:
+        origins = parse_origins(cors_origins)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cors-origins") from None
     if write_descriptor:
         descriptor.parent.mkdir(parents=True, exist_ok=True)
         descriptor.write_bytes(descriptor_set())
@@ -55,6 +70,8 @@ def render(
         admin=admin_addr,
         rate_limit=limit,
         services=service_names(),
+        web=web_upstream or None,
+        cors_origins=origins,
     )
     typer.echo(render_yaml(settings), nl=False)
 

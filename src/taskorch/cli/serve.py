@@ -14,6 +14,7 @@ from taskorch.config import (
     DEFAULT_HTTP_ADDR,
     DEFAULT_METRICS_ADDR,
     DEFAULT_MODELS_DIR,
+    DEFAULT_WEB_ADDR,
     Settings,
 )
 from taskorch.core.auth import AuthMethod, parse_auth_mode
@@ -116,6 +117,19 @@ def serve(
         help="Unfinished (pending or running) tasks a tenant may have at once; more are "
         "refused with RESOURCE_EXHAUSTED (HTTP 429). 0: no limit.",
     ),
+    web_addr: str = typer.Option(
+        DEFAULT_WEB_ADDR,
+        envvar="TASKORCH_WEB_ADDR",
+        help="Where the web endpoint (dashboard at /, /docs, WebSockets at /ws/tasks and "
+        "/ws/chat) listens for Envoy, which serves it on --http-addr; port 0 picks a free "
+        "one. With --no-gateway it starts only when this names a port. '' turns it off.",
+    ),
+    cors_origins: str = typer.Option(
+        "",
+        envvar="TASKORCH_CORS_ORIGINS",
+        help="Comma-separated origins (https://app.example.com) whose pages may call the "
+        "REST API and open WebSockets; '*' allows any. Default: none (same origin only).",
+    ),
     event_loop: _loop.EventLoop = typer.Option(
         _loop.EventLoop.UVLOOP,
         envvar="TASKORCH_EVENT_LOOP",
@@ -145,6 +159,8 @@ def serve(
         oauth_audience=oauth_audience,
         oauth_tenant_claim=oauth_tenant_claim,
         max_active_tasks=max_active_tasks,
+        web_addr=web_addr,
+        cors_origins=_origins(cors_origins),
     )
     from taskorch.gateway.config import RateLimit
     from taskorch.gateway.launcher import GatewayError
@@ -165,6 +181,15 @@ def serve(
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    from taskorch.gateway.config import parse_origins
+
+    try:
+        return parse_origins(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cors-origins") from None
 
 
 def _auth_methods(auth: str, jwks: str, issuer: str, audience: str) -> frozenset[AuthMethod]:

@@ -64,6 +64,13 @@ class StopNotice:
     reason: str
 
 
+@dataclass(frozen=True)
+class TenantTopic:
+    """The bus topic of all of one tenant's task events (``None``: every tenant's)."""
+
+    tenant_id: str | None
+
+
 class EventHub:
     """Publishes committed task events. Call :meth:`publish` only after the commit."""
 
@@ -81,15 +88,32 @@ class EventHub:
         self._listeners.append(listener)
 
     def publish(self, event: TaskEvent) -> None:
-        self.bus.publish(event.task_id, event)
+        self.relay(event)
         for listener in self._listeners:
             try:
                 listener(event)
             except Exception:
                 log.exception("event listener failed", task_id=event.task_id)
 
+    def relay(self, event: TaskEvent) -> None:
+        """Hands ``event`` to its watchers only (another replica's event: its listeners, the
+        metrics, ran there)."""
+        self.bus.publish(event.task_id, event)
+        # Watchers of every task of a tenant (the WebSocket's "all my tasks"), and of every
+        # tenant (an admin's): a dictionary look-up each when nobody watches.
+        self.bus.publish(TenantTopic(event.tenant_id), event)
+        self.bus.publish(TenantTopic(None), event)
+
+    def watches_tenants(self) -> bool:
+        """Whether someone here follows whole tenants (then every event is of interest)."""
+        return any(isinstance(topic, TenantTopic) for topic in self.bus.topics())
+
     def subscribe(self, task_id: str) -> Subscription[TaskEvent]:
         return self.bus.subscribe(task_id, buffer=self.watch_buffer)
+
+    def subscribe_tenant(self, tenant_id: str | None) -> Subscription[TaskEvent]:
+        """Every task event of one tenant (None: of every tenant), as published here."""
+        return self.bus.subscribe(TenantTopic(tenant_id), buffer=self.watch_buffer)
 
     def stop_workers(self, ended: Iterable[Subtask], reason: str) -> None:
         """After a commit that ended running subtasks: tell the workers that held them."""

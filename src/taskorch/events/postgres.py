@@ -85,7 +85,7 @@ class PostgresListener:
             self.hub.work.notify()
         elif kind == "e" and len(parts) == 4:
             task_id = parts[2]
-            if self.hub.bus.subscriber_count(task_id):
+            if self.hub.bus.subscriber_count(task_id) or self.hub.watches_tenants():
                 self._spawn(self._replay(task_id, int(parts[3])))
         elif kind == "b" and len(parts) == 4:
             # A batch of the task engine stored events first..last: read the watched ones.
@@ -102,7 +102,8 @@ class PostgresListener:
         task.add_done_callback(self._pending.discard)
 
     async def _replay_span(self, first: int, last: int) -> None:
-        watched = self.hub.bus.topics()
+        # Every event of the span when whole tenants are followed here, else the watched tasks'.
+        watched = None if self.hub.watches_tenants() else self.hub.bus.topics()
         try:
             events = await self.db.read(
                 lambda conn: task_store.events_between(conn, first, last, watched)
@@ -115,7 +116,7 @@ class PostgresListener:
             for event in events:
                 if event.is_terminal:
                     event = replace(event, task=tasks.get(event.task_id))
-                self.hub.bus.publish(event.task_id, event)
+                self.hub.relay(event)
         except Exception as exc:  # watchers re-read the store on their own
             log.debug("could not replay notified events", error=str(exc))
 
@@ -130,6 +131,6 @@ class PostgresListener:
             if event.is_terminal:
                 task = await self.db.read(lambda conn: task_store.get_task(conn, None, task_id))
                 event = replace(event, task=task)
-            self.hub.bus.publish(task_id, event)
+            self.hub.relay(event)
         except Exception as exc:  # watchers re-read the store on their own
             log.debug("could not replay a notified event", error=str(exc))

@@ -15,12 +15,19 @@ through) on the same port. The filter chain, in order:
    the way out, what every other filter wrote (the rate limiters' headers and replies);
 2. ``header_mutation`` strips ``grpc-*`` headers from REST responses (switched off on the gRPC
    passthrough route, where they are the protocol);
+   ``cors`` (with ``--cors-origins`` only): the policy of the virtual host, so of every REST
+   and WebSocket route; a preflight from an allowed origin is answered here (the Lua filter
+   makes its 200 a 204), one from another origin goes on and gets no ``Access-Control-*``;
 3. two ``local_ratelimit`` filters per client address: a sustained rate (X-RateLimit-* headers)
    and a burst limit, each refilled continuously; gRPC clients get RESOURCE_EXHAUSTED;
 4. ``grpc_json_transcoder`` with snake_case names, enums as names, every scalar printed,
    server streams as Server-Sent Events, unknown paths and query parameters refused, and the
    route kept as matched on the REST path;
 5. ``router``.
+
+With a web endpoint (``GatewaySettings.web``), ``/``, ``/docs`` and ``/ui/*`` (not rate
+limited) and the WebSocket upgrades under ``/ws/`` go to the server's aiohttp endpoint
+(``server/web.py``) over HTTP/1.1, past the REST-only filters.
 
 Local replies to REST clients (the transcoder's own 400/404, 429, 503, and 431 for a URL and
 headers over 32 KiB) get the JSON body of their surface, each key once (OpenAI's error shape
@@ -215,6 +222,12 @@ function envoy_on_response(response_handle)
   local surface = meta:get("surface") or "canonical"
   local headers = response_handle:headers()
   local status = headers:get(":status") or ""
+  if status == "200" and headers:get("access-control-allow-methods") ~= nil then
+    -- The CORS filter's answer to a preflight (only those carry the allowed methods): a
+    -- preflight has no content, so 204 as browsers and the issue expect.
+    headers:replace(":status", "204")
+    return
+  end
   absolute_rate_limit_reset(headers)
   if string.sub(status, 1, 1) == "4" or string.sub(status, 1, 1) == "5" then
     seed_error_body(response_handle, status, surface)
@@ -299,6 +312,10 @@ class GatewaySettings:
     rate_limit: RateLimit | None = field(default_factory=RateLimit)
     services: Sequence[str] = ()
     access_log: bool = False
+    # The server's web endpoint (dashboard, /docs, WebSockets): HTTP/1.1 on this address.
+    web: str | None = None
+    # Origins whose pages may call the REST API and WebSockets (CORS); "*" allows any.
+    cors_origins: Sequence[str] = ()
 
 
 def _disabled(*filters: str) -> dict[str, Any]:
@@ -309,6 +326,15 @@ def _disabled(*filters: str) -> dict[str, Any]:
 
 
 _UPSTREAM = {"cluster": "taskorch_grpc", "timeout": "0s", "idle_timeout": "3600s"}
+_WEB_UPSTREAM = {"cluster": "taskorch_web", "timeout": "30s"}
+# Headers a browser may send and read cross-origin (CORS).
+CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_ALLOW_HEADERS = (
+    "content-type, x-api-key, authorization, idempotency-key, x-request-id, last-event-id"
+)
+CORS_EXPOSE_HEADERS = (
+    "x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after"
+)
 
 
 def _rest_route(
@@ -364,6 +390,84 @@ def _rest_routes() -> list[dict[str, Any]]:
         _rest_route({"prefix": "/tasks"}, surface="seed001"),
         _rest_route({"prefix": "/"}),
     ]
+
+
+def _web_routes(limiters: Sequence[str]) -> list[dict[str, Any]]:
+    """The routes to the server's web endpoint: the dashboard and its assets, /docs (none of
+    them rate limited: a page load fetches several files), and the WebSockets under /ws/
+    (upgraded; rate limited like REST calls)."""
+    rest_only = _disabled(
+        "envoy.filters.http.lua",
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.grpc_json_transcoder",
+    )
+    # GET and HEAD only: anything else on these paths is a REST call to no method, answered
+    # by the transcoder's JSON 404 like every unknown path.
+    reads = [{"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}]
+    pages = [
+        {"path": "/", "headers": reads},
+        {"path": "/docs", "headers": reads},
+        {"prefix": "/ui/", "headers": reads},
+    ]
+    return [
+        *(
+            {
+                "match": match,
+                "route": _WEB_UPSTREAM,
+                "typed_per_filter_config": {**rest_only, **_disabled(*limiters)},
+            }
+            for match in pages
+        ),
+        {
+            "match": {"prefix": "/ws/", "headers": _method_is("GET")},
+            "route": {
+                "cluster": "taskorch_web",
+                "timeout": "0s",
+                "idle_timeout": "3600s",
+                "upgrade_configs": [{"upgrade_type": "websocket", "enabled": True}],
+            },
+            "typed_per_filter_config": rest_only,
+        },
+    ]
+
+
+def _cors_policy(origins: Sequence[str]) -> dict[str, Any]:
+    """The CORS policy of every route (a preflight's answer; headers on actual answers)."""
+    matchers = [
+        {"safe_regex": {"regex": ".*"}} if origin == "*" else {"exact": origin}
+        for origin in origins
+    ]
+    return {
+        "envoy.filters.http.cors": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": matchers,
+            "allow_methods": CORS_ALLOW_METHODS,
+            "allow_headers": CORS_ALLOW_HEADERS,
+            "expose_headers": CORS_EXPOSE_HEADERS,
+            "max_age": "600",
+        }
+    }
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """``--cors-origins``: a comma-separated list of origins (``scheme://host[:port]``) or
+    ``*``; empty allows none.
+
+    Raises:
+        ValueError: an entry that is not an origin.
+    """
+    origins = []
+    for part in text.split(","):
+        origin = part.strip().rstrip("/")
+        if not origin:
+            continue
+        scheme, sep, rest = origin.partition("://")
+        if origin != "*" and (
+            scheme not in ("http", "https") or not sep or not rest or "/" in rest
+        ):
+            raise ValueError(f"{part.strip()!r} is not an origin like https://app.example.com")
+        origins.append(origin)
+    return tuple(dict.fromkeys(origins))
 
 
 def _address(addr: str) -> dict[str, Any]:
@@ -623,6 +727,17 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
             },
         },
     ]
+    if settings.cors_origins:
+        # Before the rate limiters: their refusals carry the CORS headers too (a browser
+        # shows a page nothing of an answer without them).
+        http_filters.append(
+            {
+                "name": "envoy.filters.http.cors",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+                },
+            }
+        )
     if settings.rate_limit is not None:
         # X-RateLimit-* headers on every answer come from the bucket that binds first (the
         # burst one when there is one); a refused request says which limit refused it.
@@ -691,8 +806,12 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
             "route": _UPSTREAM,
             "typed_per_filter_config": _disabled("envoy.filters.http.header_mutation", *rest_only),
         },
+        *(_web_routes(limiters) if settings.web else []),
         *_rest_routes(),
     ]
+    virtual_host: dict[str, Any] = {"name": "taskorch", "domains": ["*"], "routes": routes}
+    if settings.cors_origins:
+        virtual_host["typed_per_filter_config"] = _cors_policy(settings.cors_origins)
     hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
         ".v3.HttpConnectionManager",
@@ -707,12 +826,15 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
         "stream_idle_timeout": "3600s",
         "route_config": {
             "name": "taskorch",
-            "virtual_hosts": [{"name": "taskorch", "domains": ["*"], "routes": routes}],
+            "virtual_hosts": [virtual_host],
         },
         "local_reply_config": {"mappers": _local_reply_mappers(settings.rate_limit)},
         "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
         "http_filters": http_filters,
     }
+    if settings.web:
+        # WebSockets only where a route enables them (/ws/).
+        hcm["upgrade_configs"] = [{"upgrade_type": "websocket", "enabled": False}]
     if settings.access_log:
         hcm["access_log"] = [
             {
@@ -768,6 +890,18 @@ def render(settings: GatewaySettings) -> dict[str, Any]:
             },
         }
     ]
+    if settings.web:
+        clusters.append(
+            {
+                "name": "taskorch_web",
+                "type": "STATIC",
+                "connect_timeout": "2s",
+                "load_assignment": {
+                    "cluster_name": "taskorch_web",
+                    "endpoints": [{"lb_endpoints": [_endpoint(settings.web)]}],
+                },
+            }
+        )
     return {
         "admin": {"address": _address(settings.admin)},
         "static_resources": {

@@ -61,6 +61,7 @@ from taskorch.server.reflection import add_reflection
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
 from taskorch.server.templates import TemplateServicer
+from taskorch.server.web import WebEndpoint, WebSettings
 from taskorch.server.workers import WorkerServicer
 from taskorch.store import counts
 from taskorch.store import keys as key_store
@@ -188,6 +189,7 @@ class TaskorchServer:
         self._stopped = asyncio.Event()
         self._fatal = asyncio.Event()
         self.gateway: Gateway | None = None
+        self.web: WebEndpoint | None = None
         self.listener: PostgresListener | None = None
         self._gateway_dir: Path | None = None
         # Started by a second signal: ends the process if the shutdown still runs.
@@ -234,6 +236,7 @@ class TaskorchServer:
         await self._start_grpc()
         self._start_metrics()
         await self._health.check()
+        await self._start_web()
         if self.settings.gateway:
             await self._start_gateway()
         self._background += [
@@ -351,6 +354,19 @@ class TaskorchServer:
         self._metrics_server = server
         self.endpoints.metrics = f"http://{_bracket(host)}:{server.server_port}/metrics"
 
+    async def _start_web(self) -> None:
+        """The dashboard, /docs and WebSockets, for Envoy to serve (with the gateway, or on
+        its own when --web-addr names a port)."""
+        addr = self.settings.web_addr
+        if not addr or (not self.settings.gateway and split_addr(addr)[1] == 0):
+            return
+        authenticate = self.auth.authenticate if self.auth else open_access
+        self.web = WebEndpoint(
+            WebSettings(addr, self.settings.cors_origins), self.tasks, self.chat, authenticate
+        )
+        await self.web.start()
+        self.endpoints.extra["web"] = f"http://{self.web.address}"
+
     async def _start_gateway(self) -> None:
         self._gateway_dir = Path(tempfile.mkdtemp(prefix="taskorch-gateway-"))
         descriptor = write_descriptor(self._gateway_dir)
@@ -361,6 +377,8 @@ class TaskorchServer:
             admin=f"127.0.0.1:{free_port()}",
             rate_limit=RateLimit.parse(self.settings.rate_limit),
             services=service_names(),
+            web=self.web.address if self.web is not None else None,
+            cors_origins=self.settings.cors_origins,
         )
         self.gateway = Gateway(settings, self._gateway_dir)
         await self.gateway.start()
@@ -382,6 +400,9 @@ class TaskorchServer:
             grpc=self.endpoints.grpc,
             metrics=self.endpoints.metrics or "off",
             rest=self.endpoints.http or "off (no gateway)",
+            dashboard=f"{self.endpoints.http}/" if self.endpoints.http and self.web else "off",
+            web_endpoint=self.endpoints.extra.get("web", "off"),
+            cors_origins=list(self.settings.cors_origins) or "none",
             workers=self.settings.workers,
             kinds=list(self.handlers.kinds()),
         )
@@ -436,6 +457,8 @@ class TaskorchServer:
         self._stopped.set()
         log.info("shutting down", drain_seconds=self.settings.drain_seconds)
         await self._health.shutdown()
+        if self.web is not None:
+            await self.web.stop()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -401,20 +401,16 @@ def events_after(
 
 
 def events_between(
-    conn: Connection, first_id: int, last_id: int, task_ids: Sequence[Any]
+    conn: Connection, first_id: int, last_id: int, task_ids: Sequence[Any] | None
 ) -> list[TaskEvent]:
-    """Stored events with ids first..last of these tasks, in id order."""
-    ids = [t for t in task_ids if isinstance(t, str)]
-    if not ids:
-        return []
-    rows = conn.execute(
-        select(task_events)
-        .where(
-            task_events.c.event_id.between(first_id, last_id),
-            task_events.c.task_id.in_(ids),
-        )
-        .order_by(task_events.c.event_id)
-    ).mappings()
+    """Stored events with ids first..last of these tasks (None: of every task), in id order."""
+    query = select(task_events).where(task_events.c.event_id.between(first_id, last_id))
+    if task_ids is not None:
+        ids = [t for t in task_ids if isinstance(t, str)]
+        if not ids:
+            return []
+        query = query.where(task_events.c.task_id.in_(ids))
+    rows = conn.execute(query.order_by(task_events.c.event_id)).mappings()
     return [event_from_row(row) for row in rows]
 
 
