@@ -285,4 +285,3 @@ async def test_the_task_body_is_checked_as_create_task_checks_it(world: World) -
             await scheduler.create(ACME, request)
         assert caught.value.metadata.get("field") == field, caught.value.message
     assert await scheduler.list(ACME) == []
-
