@@ -94,6 +94,18 @@ def test_cron_slots_are_computed_in_the_schedule_time_zone() -> None:
     assert half_past_in_kolkata.after(START) == datetime(2026, 12, 3, 11, tzinfo=UTC)
 
 
+def test_daylight_saving_changes_follow_croniter_rules() -> None:
+    half_past_two = Timing.parse("30 2 * * *", 0, "Europe/Paris", START)
+    # 29 March 2026: 02:00 becomes 03:00 in Paris; 02:30 does not exist and fires at 03:00.
+    assert half_past_two.after(datetime(2026, 3, 28, 12, tzinfo=UTC)) == datetime(
+        2026, 3, 29, 1, tzinfo=UTC
+    )
+    # 25 October 2026: 03:00 becomes 02:00; 02:30 happens twice and fires twice.
+    first = half_past_two.after(datetime(2026, 10, 24, 12, tzinfo=UTC))
+    assert first == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert half_past_two.after(first) == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+
+
 def test_interval_slots_count_from_the_creation() -> None:
     timing = Timing.parse("", 90, "", START)
     assert timing.after(START) == START + timedelta(seconds=90)
