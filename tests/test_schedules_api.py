@@ -174,9 +174,8 @@ def test_the_cli_manages_schedules(server: ServerProcess) -> None:
     assert json.loads(created.stdout)["cron"] == "*/10 * * * *"
     listed = taskorch(server, "schedules", "list")
     assert listed.returncode == 0 and name in listed.stdout, listed.stdout
-    assert taskorch(server, "schedules", "pause", name, "--json").returncode == 0
-    assert json.loads(taskorch(server, "schedules", "get", name, "--json").stdout)["paused"]
-    assert taskorch(server, "schedules", "resume", name).returncode == 0
+    paused = taskorch(server, "schedules", "pause", name, "--json")
+    assert paused.returncode == 0 and json.loads(paused.stdout)["paused"], paused.stderr
     triggered = taskorch(server, "schedules", "trigger", name, "--json")
     assert triggered.returncode == 0, triggered.stderr
     assert json.loads(triggered.stdout)["schedule"]["fire_count"] == 1
@@ -205,14 +204,16 @@ def test_a_schedule_survives_a_restart_and_its_missed_slot_follows_catch_up(
     time.sleep(max(0.0, (created.next_fire_at - datetime.now(UTC)).total_seconds() + 0.3))
     restarted_at = datetime.now(UTC)
     first.start()
+    healthy_at = datetime.now(UTC)
     with first.client(timeout=30) as api:
         if catch_up == "one":
-            # Run once, at start-up, for the missed slot.
+            # Run once, as soon as the server is up, for the latest missed slot (a slow
+            # start-up may have missed more than one).
             shown = wait_for(api, "restart", lambda s: s.last_task_id != "", timeout=5)
-            assert shown.last_fired_at == created.next_fire_at
-            assert shown.next_fire_at == created.next_fire_at + timedelta(seconds=INTERVAL)
+            assert shown.fire_count == 1 and shown.last_fired_at is not None
+            assert created.next_fire_at <= shown.last_fired_at < healthy_at + timedelta(seconds=1)
         else:
-            # Skipped: the first firing is the next slot, after the restart.
+            # Skipped: the first firing is for a slot after the restart.
             shown = wait_for(api, "restart", lambda s: s.last_task_id != "", timeout=INTERVAL + 5)
             assert shown.last_fired_at is not None and shown.last_fired_at > restarted_at
             assert shown.fire_count == 1
