@@ -17,7 +17,8 @@ Missed slots (``catch_up``): a slot is *missed* when it passed before this serve
 scheduler started (no server was running to fire it) or when the scheduler reaches it more
 than ``MISSED_AFTER_SECONDS`` late. With ``"one"`` (the default) the missed slots of a
 schedule are run once, as one task for the latest of them; with ``"none"`` they are skipped.
-Either way the schedule then fires on its next slot after now. Slots that pass while a
+Either way the schedule then fires on its next slot after now. Several slots due at once
+(a scheduler held up, a fast interval) fire once, for the latest. Slots that pass while a
 schedule is paused are never run (resuming starts from the next slot).
 
 Interval schedules count their slots from their creation (created_at + k * interval); cron
@@ -529,6 +530,13 @@ class ScheduleService:
         error: str | None = None
         try:
             task_id = (await self.tasks.create(_owner(record), spec)).task_id
+            log.info(
+                "schedule fired",
+                schedule=record.name,
+                tenant=record.tenant_id,
+                slot=fired_for.isoformat(),
+                task_id=task_id,
+            )
         except TaskorchError as exc:
             error = exc.message
             log.warning(
