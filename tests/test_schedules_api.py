@@ -112,6 +112,24 @@ def test_pause_resume_trigger_and_delete(client: Client) -> None:
     assert client.get_task(task.task_id).task_id == task.task_id  # its tasks stay
 
 
+async def test_the_async_client_manages_schedules(server: ServerProcess) -> None:
+    name = unique("async")
+    async with server.async_client(timeout=30) as api:
+        created = await api.schedules.create(
+            name, interval_seconds=3600, task={"text": "Hourly.", "priority": 8}
+        )
+        assert created.task == {"text": "Hourly.", "priority": 8}
+        assert (await api.schedules.pause(name)).paused
+        assert not (await api.schedules.resume(name)).paused
+        schedule, task = await api.schedules.trigger(name)
+        assert schedule.last_task_id == task.task_id and task.priority == 8
+        assert name in [s.name for s in await api.schedules.list()]
+        assert (await api.schedules.get(name)).fire_count == 1
+        await api.schedules.delete(name)
+        with pytest.raises(NotFoundError):
+            await api.schedules.get(name)
+
+
 def test_a_name_is_taken_once_per_tenant(client: Client) -> None:
     name = unique("twice")
     client.schedules.create(name, interval_seconds=3600, task={"text": "a"})
