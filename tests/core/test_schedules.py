@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from taskorch.core.caller import Caller
 from taskorch.core.engine import TaskEngine
@@ -25,6 +26,7 @@ from taskorch.core.schedules import (
 )
 from taskorch.core.tasks import ListRequest, TaskService
 from taskorch.store.database import Database
+from taskorch.store.schema import schedules
 from tests import databases
 
 ACME = Caller(tenant_id="acme")
@@ -228,6 +230,24 @@ async def test_a_firing_that_cannot_create_its_task_records_why(world: World) ->
     assert shown.fire_count == 4 and len(await world.created(ACME)) == 3
     assert "unfinished tasks" in shown.last_error
     assert shown.next_fire_at == START + timedelta(seconds=5)
+
+
+async def test_a_schedule_that_cannot_be_fired_does_not_hold_up_the_others(
+    world: World,
+) -> None:
+    scheduler = world.scheduler()
+    await scheduler.create(ACME, every_five_minutes("broken"))
+    await scheduler.create(ACME, every_five_minutes("fine"))
+    # A time zone the server no longer knows (e.g. after a tzdata change).
+    await world.db.write(
+        lambda tx: tx.conn.execute(
+            update(schedules).where(schedules.c.name == "broken").values(timezone="Gone/Away")
+        )
+    )
+    world.clock.at(datetime(2026, 12, 3, 10, 5, 0, 100_000, tzinfo=UTC))
+    fired, upcoming = await scheduler.fire_due()
+    assert fired == 1 and upcoming == datetime(2026, 12, 3, 10, 5, tzinfo=UTC)
+    assert (await scheduler.get(ACME, "fine")).fire_count == 1
 
 
 async def test_pause_resume_trigger_and_delete(world: World) -> None:

@@ -50,6 +50,7 @@ from taskorch.core.errors import (
     InvalidArgument,
     ScheduleNotFound,
     TaskorchError,
+    Unavailable,
     within,
 )
 from taskorch.core.model import JSON, Task
@@ -71,6 +72,8 @@ MISSED_AFTER_SECONDS = 60.0
 RECHECK_SECONDS = 5.0
 # At most this many schedules fire in one pass of the loop (the next pass follows at once).
 DUE_BATCH = 100
+# How long the loop waits when a due schedule could not be fired (it tries again then).
+STUCK_PAUSE_SECONDS = 1.0
 CATCH_UP_ONE = "one"
 CATCH_UP_NONE = "none"
 CATCH_UP = (CATCH_UP_ONE, CATCH_UP_NONE)
@@ -471,8 +474,10 @@ class ScheduleService:
             wait = RECHECK_SECONDS
             if upcoming is not None:
                 wait = min(wait, max(0.0, (upcoming - self.clock()).total_seconds()))
-            if not fired:
-                wait = max(wait, 0.01)  # slots other replicas hold: never a busy loop
+            if not fired and wait == 0:
+                # Still due, yet nothing fired: a schedule that cannot be fired (logged).
+                # Never a busy loop.
+                wait = STUCK_PAUSE_SECONDS
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
@@ -487,8 +492,18 @@ class ScheduleService:
         due = await self.db.read(partial(schedule_store.due_schedules, now=now, limit=DUE_BATCH))
         fired = 0
         for record in due:
-            if await self._fire(record, now):
-                fired += 1
+            try:
+                if await self._fire(record, now):
+                    fired += 1
+            except Unavailable:
+                raise
+            except Exception as exc:  # one broken schedule must not hold up the others
+                log.warning(
+                    "schedule: firing failed",
+                    schedule=record.name,
+                    tenant=record.tenant_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
         return fired, await self.db.read(schedule_store.next_due)
 
     async def _fire(self, record: ScheduleRecord, now: datetime) -> bool:
