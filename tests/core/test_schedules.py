@@ -12,9 +12,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from taskorch.core import schedules as schedules_module
 from taskorch.core.caller import Caller
 from taskorch.core.engine import TaskEngine
-from taskorch.core.errors import AlreadyExists, InvalidArgument, ScheduleNotFound
+from taskorch.core.errors import (
+    AlreadyExists,
+    ErrorStatus,
+    InvalidArgument,
+    ScheduleNotFound,
+    TaskorchError,
+)
 from taskorch.core.hub import EventHub
 from taskorch.core.model import Task
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
@@ -248,6 +255,20 @@ async def test_a_schedule_that_cannot_be_fired_does_not_hold_up_the_others(
     fired, upcoming = await scheduler.fire_due()
     assert fired == 1 and upcoming == datetime(2026, 12, 3, 10, 5, tzinfo=UTC)
     assert (await scheduler.get(ACME, "fine")).fire_count == 1
+
+
+async def test_a_tenant_has_a_bounded_number_of_schedules(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(schedules_module, "MAX_SCHEDULES_PER_TENANT", 2)
+    scheduler = world.scheduler()
+    await scheduler.create(ACME, every_five_minutes("one"))
+    await scheduler.create(ACME, every_five_minutes("two"))
+    with pytest.raises(TaskorchError) as caught:
+        await scheduler.create(ACME, every_five_minutes("three"))
+    assert caught.value.status is ErrorStatus.RESOURCE_EXHAUSTED
+    assert caught.value.reason == "SCHEDULE_QUOTA_EXCEEDED"
+    await scheduler.create(GLOBEX, every_five_minutes("three"))  # another tenant's own quota
 
 
 async def test_pause_resume_trigger_and_delete(world: World) -> None:

@@ -47,6 +47,7 @@ from sqlalchemy.exc import IntegrityError
 from taskorch.core.caller import USER, Caller
 from taskorch.core.errors import (
     AlreadyExists,
+    ErrorStatus,
     InvalidArgument,
     ScheduleNotFound,
     TaskorchError,
@@ -72,6 +73,8 @@ MISSED_AFTER_SECONDS = 60.0
 RECHECK_SECONDS = 5.0
 # At most this many schedules fire in one pass of the loop (the next pass follows at once).
 DUE_BATCH = 100
+# Schedules a tenant may have (a list answers all of them).
+MAX_SCHEDULES_PER_TENANT = 1000
 # How long the loop waits when a due schedule could not be fired (it tries again then).
 STUCK_PAUSE_SECONDS = 1.0
 CATCH_UP_ONE = "one"
@@ -303,6 +306,8 @@ class ScheduleService:
         Raises:
             InvalidArgument: a field is invalid (named; ``task.FIELD`` for the task body).
             AlreadyExists: the tenant has a schedule of that name.
+            TaskorchError: RESOURCE_EXHAUSTED, the tenant has ``MAX_SCHEDULES_PER_TENANT``
+                schedules.
         """
         name = _name(request.name)
         now = self.clock()
@@ -347,6 +352,16 @@ class ScheduleService:
         def insert(tx: Transaction) -> None:
             if schedule_store.get_schedule(tx.conn, caller.tenant_id, name) is not None:
                 raise _taken(name)
+            if schedule_store.count_schedules(tx.conn, caller.tenant_id) >= (
+                MAX_SCHEDULES_PER_TENANT
+            ):
+                # Not a ResourceExhausted: waiting (its Retry-After) would not help.
+                raise TaskorchError(
+                    f"the tenant has {MAX_SCHEDULES_PER_TENANT} schedules, the most it may "
+                    "have; delete one first",
+                    reason="SCHEDULE_QUOTA_EXCEEDED",
+                    status=ErrorStatus.RESOURCE_EXHAUSTED,
+                )
             schedule_store.insert_schedule(tx.conn, record)
 
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
 
 from taskorch.store.schema import schedules
 
@@ -64,6 +64,11 @@ def list_schedules(conn: Connection, tenant_id: str) -> list[ScheduleRecord]:
     """The tenant's schedules by name."""
     stmt = select(schedules).where(schedules.c.tenant_id == tenant_id).order_by(schedules.c.name)
     return [_record(row) for row in conn.execute(stmt).mappings()]
+
+
+def count_schedules(conn: Connection, tenant_id: str) -> int:
+    stmt = select(func.count()).select_from(schedules).where(schedules.c.tenant_id == tenant_id)
+    return int(conn.execute(stmt).scalar_one())
 
 
 def get_schedule(conn: Connection, tenant_id: str, name: str) -> ScheduleRecord | None:
