@@ -182,6 +182,22 @@ async def test_two_schedulers_on_one_database_fire_each_slot_once(world: World) 
     assert (await first.get(ACME, "tick")).fire_count == 3
 
 
+async def test_a_scheduler_held_up_for_seconds_fires_every_slot_it_owes(world: World) -> None:
+    scheduler = world.scheduler()
+    schedule = await scheduler.create(
+        ACME, NewSchedule(name="tick", interval_seconds=1, task=TaskSpec(task_type="echo"))
+    )
+    world.clock.at(START + timedelta(seconds=3.5))  # 3 slots late, none of them missed
+    for _ in range(3):
+        fired, upcoming = await scheduler.fire_due()
+        assert fired == 1 and upcoming is not None
+    assert upcoming == START + timedelta(seconds=4)
+    assert (await scheduler.fire_due())[0] == 0
+    assert sorted(t.request_id or "" for t in await world.created(ACME)) == sorted(
+        firing_request_id(schedule.schedule_id, START + timedelta(seconds=k)) for k in (1, 2, 3)
+    )
+
+
 async def test_missed_slots_run_once_with_catch_up_one(world: World) -> None:
     scheduler = world.scheduler()
     await scheduler.create(ACME, every_five_minutes(catch_up="one"))

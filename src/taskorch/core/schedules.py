@@ -17,8 +17,9 @@ Missed slots (``catch_up``): a slot is *missed* when it passed before this serve
 scheduler started (no server was running to fire it) or when the scheduler reaches it more
 than ``MISSED_AFTER_SECONDS`` late. With ``"one"`` (the default) the missed slots of a
 schedule are run once, as one task for the latest of them; with ``"none"`` they are skipped.
-Either way the schedule then fires on its next slot after now. Several slots due at once
-(a scheduler held up, a fast interval) fire once, for the latest. Slots that pass while a
+Either way the schedule then fires on its next slot after now. A slot reached late but
+within ``MISSED_AFTER_SECONDS`` fires as itself: a scheduler held up for a few seconds fires
+each slot it owes, one after another. Slots that pass while a
 schedule is paused are never run (resuming starts from the next slot).
 
 Interval schedules count their slots from their creation (created_at + k * interval); cron
@@ -521,16 +522,27 @@ class ScheduleService:
                 )
         return fired, await self.db.read(schedule_store.next_due)
 
+    def _missed(self, slot: datetime, now: datetime) -> bool:
+        """A slot that passed with no scheduler running, or that this one reaches too late."""
+        return slot < self.started_at or (now - slot).total_seconds() > MISSED_AFTER_SECONDS
+
     async def _fire(self, record: ScheduleRecord, now: datetime) -> bool:
         """Claims the record's slot and, unless it was missed and catch_up is none, creates
         its task. False when another replica (or a pause or delete) took the slot first."""
         slot = record.next_fire_at
         assert slot is not None
         timing = _schedule(record).timing
-        latest = timing.latest(slot, now)
-        missed = latest < self.started_at or (now - latest).total_seconds() > MISSED_AFTER_SECONDS
-        fired_for = None if missed and record.catch_up == CATCH_UP_NONE else latest
-        upcoming = timing.after(now)
+        fired_for: datetime | None = slot
+        upcoming = timing.after(slot)
+        if self._missed(slot, now):
+            # The slots owed since: one firing for the latest (catch_up one), or none at all
+            # unless the latest is on time (catch_up none).
+            latest = timing.latest(slot, now)
+            upcoming = timing.after(now)
+            if record.catch_up == CATCH_UP_NONE and self._missed(latest, now):
+                fired_for = None
+            else:
+                fired_for = latest
         claimed = await self.db.write(
             lambda tx: schedule_store.claim_slot(
                 tx.conn,
