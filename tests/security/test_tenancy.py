@@ -19,6 +19,8 @@ from google.protobuf import struct_pb2
 
 from taskorch.v1 import chat_service_pb2 as chat_pb
 from taskorch.v1 import chat_service_pb2_grpc as chat_grpc
+from taskorch.v1 import schedule_service_pb2 as schedule_pb
+from taskorch.v1 import schedule_service_pb2_grpc as schedule_grpc
 from taskorch.v1 import status_pb2
 from taskorch.v1 import system_service_pb2 as system_pb
 from taskorch.v1 import system_service_pb2_grpc as system_grpc
@@ -46,6 +48,7 @@ class Api:
         self.workers = worker_grpc.WorkerServiceStub(self.channel)
         self.chat = chat_grpc.ChatServiceStub(self.channel)
         self.templates = template_grpc.TemplateServiceStub(self.channel)
+        self.schedules = schedule_grpc.ScheduleServiceStub(self.channel)
         self.system = system_grpc.SystemServiceStub(self.channel)
 
     def __call__(self, method: Callable[..., Any], request: Any) -> Any:
@@ -305,3 +308,30 @@ def test_rest_callers_see_only_their_tenant(secured: Secured, acme_task: task_pb
     assert task_id not in {t["id"] for t in listed}
     mine = httpx.get(base + f"/api/v1/tasks/{task_id}", headers={"X-API-Key": secured.acme})
     assert mine.status_code == 200
+
+
+def test_another_tenants_schedule_is_not_found_and_its_tasks_stay_in_its_tenant(
+    tenants: Tenants,
+) -> None:
+    acme, globex = tenants.acme, tenants.globex
+    name = f"nightly-{uuid.uuid4().hex[:8]}"
+    request = schedule_pb.CreateScheduleRequest(
+        name=name, cron="0 3 * * *", task=task_pb.CreateTaskRequest(task_type="echo")
+    )
+    acme(acme.schedules.CreateSchedule, request)
+    for method, message in (
+        (globex.schedules.GetSchedule, schedule_pb.GetScheduleRequest(name=name)),
+        (globex.schedules.PauseSchedule, schedule_pb.PauseScheduleRequest(name=name)),
+        (globex.schedules.ResumeSchedule, schedule_pb.ResumeScheduleRequest(name=name)),
+        (globex.schedules.TriggerSchedule, schedule_pb.TriggerScheduleRequest(name=name)),
+        (globex.schedules.DeleteSchedule, schedule_pb.DeleteScheduleRequest(name=name)),
+    ):
+        assert "not found" in assert_not_found(lambda m=method, r=message: globex(m, r))
+    listed = globex(globex.schedules.ListSchedules, schedule_pb.ListSchedulesRequest())
+    assert name not in [s.name for s in listed.schedules]
+    # The same name is free in another tenant.
+    globex(globex.schedules.CreateSchedule, request)
+    fired = acme(acme.schedules.TriggerSchedule, schedule_pb.TriggerScheduleRequest(name=name))
+    task_id = fired.task.task_id
+    assert acme(acme.tasks.GetTask, task_pb.GetTaskRequest(task_id=task_id)).task_id == task_id
+    assert_not_found(lambda: globex(globex.tasks.GetTask, task_pb.GetTaskRequest(task_id=task_id)))

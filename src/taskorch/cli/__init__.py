@@ -9,6 +9,7 @@ from taskorch.cli.chat import chat
 from taskorch.cli.gateway import app as gateway_app
 from taskorch.cli.keys import app as keys_app
 from taskorch.cli.models import app as models_app
+from taskorch.cli.schedules import app as schedules_app
 from taskorch.cli.serve import serve
 from taskorch.cli.tasks import app as task_app
 from taskorch.cli.worker import worker
@@ -27,6 +28,11 @@ app.command(help="Chat with a model: replies stream token by token; Ctrl-C cance
 app.add_typer(gateway_app, name="gateway", help="Envoy configuration and OpenAPI document.")
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(models_app, name="models", help="The model repository: import, defaults, list.")
+app.add_typer(
+    schedules_app,
+    name="schedules",
+    help="Recurring tasks: create (cron or interval), list, get, pause, resume, trigger, delete.",
+)
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,8 @@ with Client("127.0.0.1:50051") as client:
         print(event.delta, end="", flush=True)
 
     vector = client.models.infer("all-minilm-l6-v2", "A sentence to embed.").embedding
+
+    client.schedules.create("hourly", cron="0 * * * *", task={"text": "Every hour."})
 """
 
 from taskorch.client._chat import (
@@ -46,11 +48,13 @@ from taskorch.client._inference import (
     Models,
 )
 from taskorch.client._models import ResourceUsage, Task, TaskEvent, TaskPage
+from taskorch.client._schedules import AsyncSchedules, Schedule, Schedules
 
 __all__ = [
     "AsyncChat",
     "AsyncClient",
     "AsyncModels",
+    "AsyncSchedules",
     "Chat",
     "ChatEvent",
     "ChatExchange",
@@ -72,6 +76,8 @@ __all__ = [
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "ResourceUsage",
+    "Schedule",
+    "Schedules",
     "Task",
     "TaskEvent",
     "TaskPage",

@@ -20,6 +20,7 @@ from taskorch.client._chat import AsyncChat, Chat
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.client._inference import AsyncModels, Models
 from taskorch.client._models import Task, TaskEvent, TaskPage
+from taskorch.client._schedules import AsyncSchedules, Schedules
 from taskorch.limits import MAX_MESSAGE_BYTES
 from taskorch.v1 import task_service_pb2 as pb
 from taskorch.v1 import task_service_pb2_grpc as pb_grpc
@@ -116,6 +117,14 @@ def _batch_request(requests: Sequence[Mapping[str, Any]]) -> pb.BatchCreateTasks
     )
 
 
+def task_request(task: Mapping[str, Any]) -> pb.CreateTaskRequest:
+    """A CreateTask request from the keyword arguments of ``create_task`` (a schedule's task)."""
+    unknown = set(task) - set(_CREATE_DEFAULTS)
+    if unknown:
+        raise TypeError(f"task: unknown fields {sorted(unknown)}")
+    return _create_request(**{**_CREATE_DEFAULTS, **task})
+
+
 # The server's message limit, both ways: what it accepts, it can send back (gRPC's own
 # default would refuse answers over 4 MiB).
 CHANNEL_OPTIONS = [
@@ -161,6 +170,8 @@ class AsyncClient:
         self.chat = AsyncChat(self)
         #: The server's models and synchronous inference.
         self.models = AsyncModels(self)
+        #: Recurring tasks: by cron expression or interval.
+        self.schedules = AsyncSchedules(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -317,6 +328,8 @@ class Client:
         self.chat = Chat(self)
         #: The server's models and synchronous inference.
         self.models = Models(self)
+        #: Recurring tasks: by cron expression or interval.
+        self.schedules = Schedules(self)
 
     def __enter__(self) -> Client:
         return self

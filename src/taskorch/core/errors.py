@@ -12,6 +12,7 @@ a gRPC status code (and Envoy to an HTTP status)::
     │   ├── SubtaskNotFound             SUBTASK_NOT_FOUND
     │   ├── ModelNotFound               MODEL_NOT_FOUND
     │   ├── TemplateNotFound            TEMPLATE_NOT_FOUND
+│   ├── ScheduleNotFound            SCHEDULE_NOT_FOUND
     │   ├── SessionNotFound             SESSION_NOT_FOUND
     │   ├── MessageNotFound             MESSAGE_NOT_FOUND
     │   └── NoWorkAvailable             NO_WORK_AVAILABLE
@@ -190,6 +191,11 @@ class ModelNotFound(NotFound):
 class TemplateNotFound(NotFound):
     kind = "template"
     reason_code = "TEMPLATE_NOT_FOUND"
+
+
+class ScheduleNotFound(NotFound):
+    kind = "schedule"
+    reason_code = "SCHEDULE_NOT_FOUND"
 
 
 class SessionNotFound(NotFound):

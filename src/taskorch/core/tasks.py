@@ -139,6 +139,15 @@ class TaskService:
             )
         return await self._store(caller, prepared, batch=True)
 
+    async def check(self, caller: Caller, spec: TaskSpec) -> None:
+        """Checks and plans a create request as :meth:`create` would, storing nothing (a
+        schedule's task body is checked this way when the schedule is created).
+
+        Raises:
+            InvalidArgument, UnsupportedTaskType, ModelNotFound, TemplateNotFound: as create.
+        """
+        await self._prepare(caller, spec)
+
     async def _store(self, caller: Caller, tasks: list[NewTask], *, batch: bool) -> list[Task]:
         """Queues checked tasks (all or none) in the engine's next batch."""
         return await self.engine.create(

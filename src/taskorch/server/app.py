@@ -2,7 +2,8 @@
 
 Start-up order: database (and migrations) → work left running by a previous run is
 re-queued → unfinished chat replies resumed → in-process workers → gRPC server (health
-NOT_SERVING until the first check) → metrics → gateway. Shutdown (SIGTERM/SIGINT) reverses
+NOT_SERVING until the first check) → metrics → gateway → background loops (the scheduler of
+schedules among them). Shutdown (SIGTERM/SIGINT) reverses
 it: health goes NOT_SERVING, workers stop taking work and finish or re-queue what runs, then
 the server, the chat reply followers and the database close.
 """
@@ -41,6 +42,7 @@ from taskorch.core.planning import (
     InferencePlanner,
     TextAnalysisPlanner,
 )
+from taskorch.core.schedules import ScheduleService
 from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
 from taskorch.core.templates import TemplatePlanner, TemplateService
@@ -58,6 +60,7 @@ from taskorch.server.interceptors import ServerInterceptor, open_access
 from taskorch.server.models import ModelServicer
 from taskorch.server.openai_api import OpenAIServicer
 from taskorch.server.reflection import add_reflection
+from taskorch.server.schedules import ScheduleServicer
 from taskorch.server.system import SystemServicer
 from taskorch.server.tasks import TaskServicer
 from taskorch.server.templates import TemplateServicer
@@ -72,6 +75,7 @@ from taskorch.v1 import (
     chat_service_pb2_grpc,
     model_service_pb2_grpc,
     openai_service_pb2_grpc,
+    schedule_service_pb2_grpc,
     system_service_pb2_grpc,
     task_service_pb2_grpc,
     template_service_pb2_grpc,
@@ -167,6 +171,7 @@ class TaskorchServer:
             max_active_tasks=settings.max_active_tasks,
         )
         self.subtasks = SubtaskService(self.db, self.hub, self.task_engine, self.directory)
+        self.schedules = ScheduleService(self.db, self.tasks)
         self.chat = ChatService(self.db, self.hub, self.tasks, EngineChatModels(self.engine))
         self.handlers = handlers or builtin_handlers()
         if "inference" not in self.handlers:
@@ -244,6 +249,7 @@ class TaskorchServer:
             asyncio.create_task(self._rescue_leases(), name="lease-rescuer"),
             asyncio.create_task(self._refresh_stats(), name="stats"),
             asyncio.create_task(self._compact_counts(), name="count-compaction"),
+            asyncio.create_task(self.schedules.run(), name="scheduler"),
         ]
         self._announce()
 
@@ -318,6 +324,9 @@ class TaskorchServer:
         )
         template_service_pb2_grpc.add_TemplateServiceServicer_to_server(
             TemplateServicer(self.templates, self.template_planner), server
+        )
+        schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            ScheduleServicer(self.schedules, self.tasks), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(self.db, self.hub, self.task_engine, self.directory), server

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -344,6 +345,38 @@ templates = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("tenant_id", "name"),
+)
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("schedule_id", String(ID), primary_key=True),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("name", String(100), nullable=False),
+    # Exactly one of cron (5 fields, in timezone) and interval_seconds is set.
+    Column("cron", String(200), nullable=False, server_default=""),
+    Column("interval_seconds", Float, nullable=False, server_default=text("0")),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    # The create request of each firing's task (core/schedules.py: spec_to_json).
+    Column("task", Json, nullable=False),
+    # "one" or "none": what a missed slot does.
+    Column("catch_up", String(16), nullable=False, server_default="one"),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    # The slot it fires for next; a replica claims a slot by moving this past it (one
+    # conditional UPDATE), so no slot fires twice. NULL while paused.
+    Column("next_fire_at", UTCDateTime),
+    Column("last_fired_at", UTCDateTime),
+    Column("last_task_id", String(ID)),
+    Column("fire_count", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name"),
+    # The scheduler's due read (paused ones have no next_fire_at).
+    Index(None, "next_fire_at"),
 )
 
 
