@@ -784,10 +784,9 @@ class TaskEngine:
 
     async def _admit(self, batch: _Batch, keys: Iterable[tuple[str, str]]) -> None:
         q = batch.q
-        for tenant_id, key in sorted(keys):  # one order: replicas lock keys alike
-            for task_id in await q.admit(tenant_id, key):
-                ready = first_stage(await q.subtasks_of(task_id))
-                await q.mark_ready(ready, batch.now, batch.changes)
+        admitted = await q.admit(sorted(keys))  # one order: replicas lock keys alike
+        # Admitted tasks have run nothing yet: their first stage is their lowest pending one.
+        await q.ready_first_stages(admitted, batch.now, batch.changes)
 
     # delayed tasks that came due
 

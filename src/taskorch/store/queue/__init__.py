@@ -325,13 +325,20 @@ class Queue(Protocol):
         """Puts keyed tasks in their key's waiting line (priority, then oldest first)."""
         ...
 
-    async def admit(self, tenant_id: str, key: str) -> list[str]:
-        """Admits the head of a key's waiting line while the key has room (the key locked
-        until the commit on PostgreSQL); returns the admitted task ids, in line order."""
+    async def admit(self, keys: Sequence[tuple[str, str]]) -> list[str]:
+        """Admits the heads of keys' waiting lines while each key has room (the keys locked
+        until the commit on PostgreSQL); returns the admitted task ids."""
         ...
 
     async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
         """Ended tasks leave their key (admitted or waiting); the keys that gained room."""
+        ...
+
+    async def ready_first_stages(
+        self, task_ids: Sequence[str], now: datetime, changes: Changes
+    ) -> None:
+        """Makes ready the lowest pending stage of tasks none of whose work has run yet
+        (just admitted): one statement for them all."""
         ...
 
     async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]: ...

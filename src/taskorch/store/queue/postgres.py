@@ -31,6 +31,7 @@ from taskorch.store.queue import (
     CountKey,
     Done,
     Progress,
+    Queue,
     Retry,
     TakeFilter,
     Taken,
@@ -162,6 +163,32 @@ SELECT l.*, st.sequence AS task_sequence, st.progress AS task_progress,
     st.template, st.old_status, st.task_attempt, span.first_event, span.last_event
 FROM leased l JOIN started st ON st.task_id = l.task_id CROSS JOIN span
 ORDER BY l.take_priority DESC, l.take_created_at, l.subtask_id
+"""
+
+_LOCK_KEYS = """
+SELECT tenant_id, key, max_running FROM concurrency_keys
+WHERE (tenant_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+ORDER BY tenant_id, key
+FOR UPDATE
+"""
+
+_ADMIT = """
+WITH k AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]) AS k(tenant_id, key, max_running)
+), picked AS (
+    SELECT w.task_id, w.tenant_id, w.key FROM k CROSS JOIN LATERAL (
+        SELECT task_id, tenant_id, key FROM key_waiting
+        WHERE key_waiting.tenant_id = k.tenant_id AND key_waiting.key = k.key
+        ORDER BY priority DESC, created_at, task_id
+        LIMIT greatest(0, k.max_running - (SELECT count(*) FROM key_admitted a
+            WHERE a.tenant_id = k.tenant_id AND a.key = k.key))
+    ) AS w
+), head AS (
+    DELETE FROM key_waiting WHERE task_id IN (SELECT task_id FROM picked)
+), added AS (
+    INSERT INTO key_admitted (task_id, tenant_id, key) SELECT * FROM picked
+)
+SELECT task_id FROM picked
 """
 
 _LOCK_TASKS = """
@@ -358,7 +385,7 @@ SELECT count(pg_notify($7, notice)) FROM unnest($8::text[]) AS notice
 """
 
 
-class PostgresQueue:
+class PostgresQueue(Queue):
     """The transitions (see store/queue/__init__.py) on one asyncpg connection, inside the
     transaction its owner began."""
 
@@ -903,33 +930,38 @@ class PostgresQueue:
             [t.created_at for t in tasks],
         )
 
-    async def admit(self, tenant_id: str, key: str) -> list[str]:
-        limit = await self.conn.fetchval(
-            "SELECT max_running FROM concurrency_keys WHERE tenant_id = $1 AND key = $2 FOR UPDATE",
-            tenant_id,
-            key,
-        )
-        if limit is None:
+    async def admit(self, keys: Sequence[tuple[str, str]]) -> list[str]:
+        if not keys:
             return []
-        running = await self.conn.fetchval(
-            "SELECT count(*) FROM key_admitted WHERE tenant_id = $1 AND key = $2", tenant_id, key
-        )
-        room = int(limit) - int(running)
-        if room <= 0:
+        tenants, names = [t for t, _ in keys], [k for _, k in keys]
+        limits = await self.conn.fetch(_LOCK_KEYS, tenants, names)
+        if not limits:
             return []
+        # Under the keys' locks, a new statement (a new snapshot): the admitted counts are
+        # current, and the room they leave is filled from the heads of the lines.
         rows = await self.conn.fetch(
-            "WITH head AS (DELETE FROM key_waiting WHERE task_id IN (SELECT task_id "
-            "FROM key_waiting WHERE tenant_id = $1 AND key = $2 "
-            "ORDER BY priority DESC, created_at, task_id LIMIT $3) "
-            "RETURNING task_id, priority, created_at), "
-            "added AS (INSERT INTO key_admitted (task_id, tenant_id, key) "
-            "SELECT task_id, $1, $2 FROM head) "
-            "SELECT task_id FROM head ORDER BY priority DESC, created_at, task_id",
-            tenant_id,
-            key,
-            room,
+            _ADMIT,
+            [r["tenant_id"] for r in limits],
+            [r["key"] for r in limits],
+            [r["max_running"] for r in limits],
         )
         return [row["task_id"] for row in rows]
+
+    async def ready_first_stages(
+        self, task_ids: Sequence[str], now: datetime, changes: Changes
+    ) -> None:
+        if not task_ids:
+            return
+        rows = await self.conn.fetch(
+            "UPDATE subtasks s SET ready = true, available_at = $2, updated_at = $2 "
+            "WHERE s.task_id = ANY($1::text[]) AND s.status = 1 AND NOT s.ready "
+            "AND s.stage = (SELECT min(f.stage) FROM subtasks f "
+            "WHERE f.task_id = s.task_id AND f.status = 1) "
+            "RETURNING s.kind, s.model_name, s.tenant_id",
+            list(task_ids),
+            now,
+        )
+        changes.ready += [(r["kind"], r["model_name"], r["tenant_id"]) for r in rows]
 
     async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
         ids = list(dict.fromkeys(task_ids))

@@ -23,6 +23,7 @@ from taskorch.store.queue import (
     CountKey,
     Done,
     Progress,
+    Queue,
     Retry,
     TakeFilter,
     Taken,
@@ -68,7 +69,7 @@ def _key(row: Any) -> CountKey:
     return (row["tenant_id"], row["task_type"], row["model_name"], row["template"])
 
 
-class SqliteQueue:
+class SqliteQueue(Queue):
     """The transitions (see store/queue/__init__.py) on one sqlite3 connection, inside the
     transaction its owner began."""
 
@@ -625,16 +626,20 @@ class SqliteQueue:
         return parse_sqlite_time(row[0]) if row else None
 
     async def set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
-        self._many(
-            "INSERT INTO concurrency_keys (tenant_id, key, max_running) VALUES (?, ?, 1) "
-            "ON CONFLICT (tenant_id, key) DO NOTHING",
-            [(tenant, key) for tenant, key, limit in limits if limit is None],
-        )
-        self._many(
-            "INSERT INTO concurrency_keys (tenant_id, key, max_running) VALUES (?, ?, ?) "
-            "ON CONFLICT (tenant_id, key) DO UPDATE SET max_running = excluded.max_running",
-            [(tenant, key, limit) for tenant, key, limit in limits if limit is not None],
-        )
+        kept = [(tenant, key) for tenant, key, limit in limits if limit is None]
+        given = [(tenant, key, limit) for tenant, key, limit in limits if limit is not None]
+        if kept:
+            self._many(
+                "INSERT INTO concurrency_keys (tenant_id, key, max_running) VALUES (?, ?, 1) "
+                "ON CONFLICT (tenant_id, key) DO NOTHING",
+                kept,
+            )
+        if given:
+            self._many(
+                "INSERT INTO concurrency_keys (tenant_id, key, max_running) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id, key) DO UPDATE SET max_running = excluded.max_running",
+                given,
+            )
 
     async def wait_for_keys(self, tasks: Sequence[Task]) -> None:
         self._many(
@@ -646,27 +651,40 @@ class SqliteQueue:
             ],
         )
 
-    async def admit(self, tenant_id: str, key: str) -> list[str]:
-        room = self.conn.execute(
-            "SELECT max_running - (SELECT count(*) FROM key_admitted a "
-            "WHERE a.tenant_id = k.tenant_id AND a.key = k.key) "
-            "FROM concurrency_keys k WHERE tenant_id = ? AND key = ?",
-            (tenant_id, key),
-        ).fetchone()
-        if room is None or room[0] <= 0:
-            return []
+    async def admit(self, keys: Sequence[tuple[str, str]]) -> list[str]:
+        admitted: list[tuple[str, str, str]] = []
+        for tenant_id, key in keys:
+            # One statement: the key's room and the head of its line (one writer: no race).
+            rows = self.conn.execute(
+                "DELETE FROM key_waiting WHERE task_id IN (SELECT task_id FROM key_waiting "
+                "WHERE tenant_id = ?1 AND key = ?2 ORDER BY priority DESC, created_at, task_id "
+                "LIMIT max(0, coalesce((SELECT max_running FROM concurrency_keys "
+                "WHERE tenant_id = ?1 AND key = ?2), 0) - (SELECT count(*) FROM key_admitted "
+                "WHERE tenant_id = ?1 AND key = ?2))) RETURNING task_id",
+                (tenant_id, key),
+            ).fetchall()
+            admitted += [(row[0], tenant_id, key) for row in rows]
+        if admitted:
+            self._many(
+                "INSERT INTO key_admitted (task_id, tenant_id, key) VALUES (?, ?, ?)", admitted
+            )
+        return [task_id for task_id, _, _ in admitted]
+
+    async def ready_first_stages(
+        self, task_ids: Sequence[str], now: datetime, changes: Changes
+    ) -> None:
+        if not task_ids:
+            return
+        at = sqlite_time(now)
         rows = self.conn.execute(
-            "DELETE FROM key_waiting WHERE task_id IN (SELECT task_id FROM key_waiting "
-            "WHERE tenant_id = ? AND key = ? ORDER BY priority DESC, created_at, task_id "
-            "LIMIT ?) RETURNING task_id, priority, created_at",
-            (tenant_id, key, room[0]),
+            "UPDATE subtasks SET ready = 1, available_at = ?, updated_at = ? "
+            f"WHERE task_id IN ({_marks(len(task_ids))}) AND status = 1 AND NOT ready "
+            "AND stage = (SELECT min(s.stage) FROM subtasks AS s "
+            "WHERE s.task_id = subtasks.task_id AND s.status = 1) "
+            "RETURNING kind, model_name, tenant_id",
+            (at, at, *task_ids),
         ).fetchall()
-        admitted = [row[0] for row in sorted(rows, key=lambda r: (-r[1], r[2], r[0]))]
-        self._many(
-            "INSERT INTO key_admitted (task_id, tenant_id, key) VALUES (?, ?, ?)",
-            [(task_id, tenant_id, key) for task_id in admitted],
-        )
-        return admitted
+        changes.ready += [(row[0], row[1], row[2]) for row in rows]
 
     async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
         ids = list(dict.fromkeys(task_ids))
