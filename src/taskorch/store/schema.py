@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -361,6 +362,66 @@ chat_events = Table(
     Column("data", Json),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("session_id", "sequence"),
+)
+
+
+# -- collections (retrieval) -------------------------------------------------------------------
+
+collections = Table(
+    "collections",
+    metadata,
+    Column("collection_id", String(ID), primary_key=True),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("dimensions", Integer, nullable=False),
+    Column("chunk_size", Integer, nullable=False),
+    Column("chunk_overlap", Integer, nullable=False),
+    Column("document_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("chunk_count", BigInteger, nullable=False, server_default=text("0")),
+    # Increases with every change of its chunks: a vector index built at another revision
+    # (by this process earlier, or before another replica's change) is rebuilt.
+    Column("revision", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+collection_documents = Table(
+    "collection_documents",
+    metadata,
+    Column(
+        "collection_id",
+        String(ID),
+        ForeignKey("collections.collection_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("document_id", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("metadata", Json),
+    Column("chunk_count", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("collection_id", "document_id"),
+)
+
+# One chunk of a document with its vector (little-endian float32, normalised). On SQLite
+# the FTS5 table collection_chunks_fts (created by the migration, kept in step by
+# triggers) indexes the text for keyword search.
+collection_chunks = Table(
+    "collection_chunks",
+    metadata,
+    Column("chunk_id", EventId, primary_key=True, autoincrement=True),
+    Column(
+        "collection_id",
+        String(ID),
+        ForeignKey("collections.collection_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("document_id", String(200), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Index(None, "collection_id", "document_id"),
 )
 
 
