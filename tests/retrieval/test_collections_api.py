@@ -5,6 +5,9 @@ rebuilt after a restart answers as before."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 from google.protobuf import struct_pb2
 from grpc_status import rpc_status
 
+from taskorch.client import NewDocument, NotFoundError
 from taskorch.v1 import collection_service_pb2 as pb
 from taskorch.v1 import collection_service_pb2_grpc as pb_grpc
 from tests.security.conftest import create_key
@@ -367,3 +371,64 @@ def test_the_index_rebuilt_after_a_restart_answers_as_before(
         assert "collection index rebuilt" in server.logs()
     finally:
         server.kill()
+
+
+def _cli(server: ServerProcess, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskorch", "collections", *args, "--server", server.grpc_addr],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_sdk_creates_adds_and_searches(server: ServerProcess) -> None:
+    with server.client() as client:
+        created = client.collections.create("sdk", EMBEDDER, chunk_size=300)
+        assert created.dimensions == 384 and created.chunk_size == 300
+        ids = client.collections.add(
+            "sdk",
+            [
+                NewDocument(text=DOCS[0][1], id="cats", metadata={"kind": "animal"}),
+                {"id": "soup", "text": DOCS[3][1], "metadata": {"kind": "food"}},
+                "A document with an id chosen by the server.",
+            ],
+        )
+        assert ids[:2] == ["cats", "soup"] and len(ids[2]) == 36
+        best = client.collections.search("sdk", "something to eat", top_k=1)[0]
+        assert best.document_id == "soup" and best.metadata == {"kind": "food"}
+        hybrid = client.collections.search("sdk", "purr", mode="hybrid", filter={"kind": "animal"})
+        assert [r.document_id for r in hybrid] == ["cats"]
+        assert client.collections.get_document("sdk", "cats").text == DOCS[0][1]
+        assert client.collections.get("sdk").document_count == 3
+        client.collections.delete_document("sdk", "cats")
+        with pytest.raises(NotFoundError) as info:
+            client.collections.get_document("sdk", "cats")
+        assert info.value.reason == "DOCUMENT_NOT_FOUND"
+        assert "sdk" in [c.name for c in client.collections.list()]
+        client.collections.delete("sdk")
+
+
+def test_the_cli_manages_collections(server: ServerProcess, tmp_path: Path) -> None:
+    made = _cli(server, "create", "cli", "--model", EMBEDDER, "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["dimensions"] == 384
+    note = tmp_path / "tea.txt"
+    note.write_text("Green tea is brewed at 80 degrees for two minutes.")
+    added = _cli(server, "add", "cli", str(note), "--metadata", "kind=drink")
+    assert added.returncode == 0 and added.stdout.split() == ["tea.txt"]
+    piped = _cli(server, "add", "cli", "--id", "bike", stdin="Bicycles have two wheels.")
+    assert piped.returncode == 0 and piped.stdout.split() == ["bike"]
+    found = _cli(server, "search", "cli", "a hot drink", "--json", "-k", "2")
+    rows = [json.loads(line) for line in found.stdout.splitlines()]
+    assert rows[0]["document_id"] == "tea.txt" and rows[0]["metadata"] == {"kind": "drink"}
+    filtered = _cli(server, "search", "cli", "wheels", "--filter", "kind=drink")
+    assert (
+        filtered.returncode == 0 and "tea.txt" in filtered.stdout and "bike" not in filtered.stdout
+    )
+    listed = _cli(server, "list")
+    assert "cli" in listed.stdout
+    missing = _cli(server, "search", "nope", "x")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    assert _cli(server, "delete", "cli").returncode == 0

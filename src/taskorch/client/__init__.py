@@ -12,6 +12,10 @@ with Client("127.0.0.1:50051") as client:
         print(event.delta, end="", flush=True)
 
     vector = client.models.infer("all-minilm-l6-v2", "A sentence to embed.").embedding
+
+    client.collections.create("notes", "all-minilm-l6-v2")
+    client.collections.add("notes", [{"id": "cats", "text": "Cats purr."}])
+    best = client.collections.search("notes", "which pet purrs?", top_k=3)[0]
 """
 
 from taskorch.client._chat import (
@@ -25,6 +29,14 @@ from taskorch.client._chat import (
     ChatSessionPage,
 )
 from taskorch.client._client import AsyncClient, Client
+from taskorch.client._collections import (
+    AsyncCollections,
+    Collection,
+    Collections,
+    Document,
+    NewDocument,
+    SearchResult,
+)
 from taskorch.client._errors import (
     ConflictError,
     DeadlineExceededError,
@@ -50,6 +62,7 @@ from taskorch.client._models import ResourceUsage, Task, TaskEvent, TaskPage
 __all__ = [
     "AsyncChat",
     "AsyncClient",
+    "AsyncCollections",
     "AsyncModels",
     "Chat",
     "ChatEvent",
@@ -59,8 +72,11 @@ __all__ = [
     "ChatSession",
     "ChatSessionPage",
     "Client",
+    "Collection",
+    "Collections",
     "ConflictError",
     "DeadlineExceededError",
+    "Document",
     "FieldViolation",
     "GenerationEvent",
     "InferenceResult",
@@ -68,10 +84,12 @@ __all__ = [
     "InvalidArgumentError",
     "ModelInfo",
     "Models",
+    "NewDocument",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "ResourceUsage",
+    "SearchResult",
     "Task",
     "TaskEvent",
     "TaskPage",

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from taskorch.client._chat import AsyncChat, Chat
+from taskorch.client._collections import AsyncCollections, Collections
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.client._inference import AsyncModels, Models
 from taskorch.client._models import Task, TaskEvent, TaskPage
@@ -139,6 +140,8 @@ class AsyncClient:
         self.chat = AsyncChat(self)
         #: The server's models and synchronous inference.
         self.models = AsyncModels(self)
+        #: Collections of documents and search over them (retrieval).
+        self.collections = AsyncCollections(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -285,6 +288,8 @@ class Client:
         self.chat = Chat(self)
         #: The server's models and synchronous inference.
         self.models = Models(self)
+        #: Collections of documents and search over them (retrieval).
+        self.collections = Collections(self)
 
     def __enter__(self) -> Client:
         return self
