@@ -16,6 +16,7 @@ PUBLIC = {
     "ChatMessagePage",
     "ChatSession",
     "ChatSessionPage",
+    "ChatSource",
     "Client",
     "Collection",
     "Collections",

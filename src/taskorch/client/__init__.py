@@ -27,6 +27,7 @@ from taskorch.client._chat import (
     ChatMessagePage,
     ChatSession,
     ChatSessionPage,
+    ChatSource,
 )
 from taskorch.client._client import AsyncClient, Client
 from taskorch.client._collections import (
@@ -71,6 +72,7 @@ __all__ = [
     "ChatMessagePage",
     "ChatSession",
     "ChatSessionPage",
+    "ChatSource",
     "Client",
     "Collection",
     "Collections",

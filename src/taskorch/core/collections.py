@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from taskorch.core.caller import Caller
+from taskorch.core.chat_model import Source
 from taskorch.core.errors import (
     AlreadyExists,
     CollectionNotFound,
@@ -441,6 +442,32 @@ class CollectionService:
                 for chunk_id, vector in change.added
             ]
             await asyncio.to_thread(index.apply, change.revision_after, added, change.removed)
+
+    # -- retrieval for chat sessions ------------------------------------------------------
+
+    async def check_collections(self, caller: Caller, names: Sequence[str]) -> None:
+        """Raises CollectionNotFound (naming it) unless the tenant has every collection."""
+        for name in names:
+            await self._find(caller, name)
+
+    async def retrieve(
+        self, caller: Caller, names: Sequence[str], query: str, top_k: int
+    ) -> list[Source]:
+        """The ``top_k`` chunks of these collections nearest to ``query`` (cosine, so scores
+        compare across collections), best first. A collection deleted since is skipped."""
+        found: list[Source] = []
+        for name in names:
+            try:
+                results = await self.search(caller, name, SearchSpec(query=query, top_k=top_k))
+            except CollectionNotFound:
+                log.info("a chat session's collection is gone", collection=name)
+                continue
+            found += [
+                Source(collection=name, document_id=r.document_id, text=r.text, score=r.score)
+                for r in results.results
+            ]
+        found.sort(key=lambda source: -source.score)
+        return found[:top_k]
 
     # -- search ---------------------------------------------------------------------------
 

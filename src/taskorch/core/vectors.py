@@ -10,12 +10,17 @@ from results and the graph is rebuilt once they are a tenth of it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import numpy.typing as npt
+
+# faiss's loader logs at INFO which of its builds it tried (an AVX2 build it does not ship,
+# then the generic one): noise in every server's start-up log.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+import faiss  # noqa: E402
 
 Vectors = npt.NDArray[np.float32]
 

@@ -171,7 +171,13 @@ class TaskorchServer:
         )
         self.subtasks = SubtaskService(self.db, self.hub, self.task_engine, self.directory)
         self.collections = CollectionService(self.db, EngineEmbedder(self.engine))
-        self.chat = ChatService(self.db, self.hub, self.tasks, EngineChatModels(self.engine))
+        self.chat = ChatService(
+            self.db,
+            self.hub,
+            self.tasks,
+            EngineChatModels(self.engine),
+            retriever=self.collections,
+        )
         self.handlers = handlers or builtin_handlers()
         if "inference" not in self.handlers:
             self.handlers.register(

@@ -301,6 +301,8 @@ chat_sessions = Table(
     Column("message_count", Integer, nullable=False, server_default=text("0")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Names of the tenant's collections each user message searches (migration 0009).
+    Column("collections", Json),
     # Listing, newest first, with keyset pagination; and by model.
     Index(None, "tenant_id", "created_at", "session_id"),
     Index(None, "tenant_id", "model_name", "created_at"),
@@ -334,6 +336,8 @@ chat_messages = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("completed_at", UTCDateTime),
+    # Replies: the collection chunks put into the prompt (migration 0009).
+    Column("sources", Json),
     # A session's messages in order (listing, keyset pagination, history).
     UniqueConstraint("session_id", "position"),
     UniqueConstraint("session_id", "request_id"),

@@ -1,4 +1,5 @@
-"""Collections: documents, their chunks and vectors; keyword search on SQLite (FTS5)
+"""Collections: documents, their chunks and vectors; keyword search on SQLite (FTS5);
+chat sessions that answer from collections, and the sources of their replies
 
 The chunks' text is indexed for keyword search by an FTS5 table on SQLite (BM25 ranking),
 kept in step with collection_chunks by triggers; PostgreSQL searches the text with its
@@ -94,9 +95,15 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         for statement in SQLITE_FTS:
             op.execute(statement)
+    op.add_column("chat_sessions", sa.Column("collections", _JSON, nullable=True))
+    op.add_column("chat_messages", sa.Column("sources", _JSON, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("chat_messages") as batch:
+        batch.drop_column("sources")
+    with op.batch_alter_table("chat_sessions") as batch:
+        batch.drop_column("collections")
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE collection_chunks_fts")
     op.drop_index(
