@@ -5,6 +5,7 @@ from __future__ import annotations
 import taskorch.client
 
 PUBLIC = {
+    "AddedDocuments",
     "AsyncChat",
     "AsyncClient",
     "AsyncCollections",

@@ -387,7 +387,7 @@ def test_the_sdk_creates_adds_and_searches(server: ServerProcess) -> None:
     with server.client() as client:
         created = client.collections.create("sdk", EMBEDDER, chunk_size=300)
         assert created.dimensions == 384 and created.chunk_size == 300
-        ids = client.collections.add(
+        added = client.collections.add(
             "sdk",
             [
                 NewDocument(text=DOCS[0][1], id="cats", metadata={"kind": "animal"}),
@@ -395,7 +395,9 @@ def test_the_sdk_creates_adds_and_searches(server: ServerProcess) -> None:
                 "A document with an id chosen by the server.",
             ],
         )
+        ids = added.document_ids
         assert ids[:2] == ["cats", "soup"] and len(ids[2]) == 36
+        assert added.chunks == 3 and added.task_id == ""
         best = client.collections.search("sdk", "something to eat", top_k=1)[0]
         assert best.document_id == "soup" and best.metadata == {"kind": "food"}
         hybrid = client.collections.search("sdk", "purr", mode="hybrid", filter={"kind": "animal"})

@@ -17,6 +17,7 @@ from taskorch.cli._common import (
     SERVER,
     client,
     console,
+    errors,
     print_json,
     reporting_errors,
 )
@@ -143,12 +144,25 @@ def add_command(
     else:
         documents = [NewDocument(text=sys.stdin.read(), id=document_id, metadata=fields)]
     with reporting_errors(), client(server, api_key) as c:
-        ids = c.collections.add(name, documents)
+        added = c.collections.add(name, documents)
+        if added.task_id:
+            # A large add runs as a task: follow it to the end.
+            if not as_json:
+                console.print(f"task {added.task_id}", highlight=False)
+            for event in c.watch_task(added.task_id):
+                if as_json:
+                    print_json(event)
+                elif event.type == "PROGRESS" and event.message:
+                    console.print(f"[dim]{event.message}[/dim]", highlight=False)
+            task = c.get_task(added.task_id)
+            if task.status != "COMPLETED":
+                errors.print(f"[red]{task.status}[/red]: {task.error}", highlight=False)
+                raise typer.Exit(1)
     if as_json:
-        print_json({"document_ids": ids})
+        print_json({"document_ids": added.document_ids, "task_id": added.task_id})
         return
-    for added in ids:
-        console.print(added, highlight=False)
+    for document_id in added.document_ids:
+        console.print(document_id, highlight=False)
 
 
 @app.command("search")

@@ -31,6 +31,7 @@ from taskorch.client._chat import (
 )
 from taskorch.client._client import AsyncClient, Client
 from taskorch.client._collections import (
+    AddedDocuments,
     AsyncCollections,
     Collection,
     Collections,
@@ -61,6 +62,7 @@ from taskorch.client._inference import (
 from taskorch.client._models import ResourceUsage, Task, TaskEvent, TaskPage
 
 __all__ = [
+    "AddedDocuments",
     "AsyncChat",
     "AsyncClient",
     "AsyncCollections",

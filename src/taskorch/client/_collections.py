@@ -68,6 +68,17 @@ class NewDocument:
 
 
 @dataclass(frozen=True)
+class AddedDocuments:
+    """What ``add`` answers: the documents' ids, in the order given, and the chunks stored;
+    a large add (over 100 documents or 200,000 characters) runs as task ``task_id``
+    instead (``chunks`` 0; follow it with ``wait_for_task`` / ``watch_task``)."""
+
+    document_ids: list[str]
+    chunks: int
+    task_id: str = ""
+
+
+@dataclass(frozen=True)
 class Document:
     document_id: str
     collection: str
@@ -107,6 +118,10 @@ class SearchResult:
             metadata=_struct(m, "metadata"),
             chunk_index=m.chunk_index,
         )
+
+
+def _added(answer: pb.AddDocumentsResponse) -> AddedDocuments:
+    return AddedDocuments(list(answer.document_ids), answer.chunks, answer.task_id)
 
 
 def _create_request(
@@ -183,11 +198,11 @@ class Collections:
 
     def add(
         self, name: str, documents: Iterable[NewDocument | Mapping[str, Any] | str]
-    ) -> list[str]:
-        """Adds documents (an existing id is replaced); answers their ids once they are
-        durable and searchable."""
+    ) -> AddedDocuments:
+        """Adds documents (an existing id is replaced): they are durable and searchable when
+        this answers, or, for a large add, when its task (``task_id``) completes."""
         answer = self._client._call(self._stub.AddDocuments, _add_request(name, documents))
-        return list(answer.document_ids)
+        return _added(answer)
 
     def get_document(self, name: str, document_id: str) -> Document:
         request = pb.GetDocumentRequest(name=name, document_id=document_id)
@@ -249,9 +264,9 @@ class AsyncCollections:
 
     async def add(
         self, name: str, documents: Iterable[NewDocument | Mapping[str, Any] | str]
-    ) -> list[str]:
+    ) -> AddedDocuments:
         answer = await self._client._call(self._stub.AddDocuments, _add_request(name, documents))
-        return list(answer.document_ids)
+        return _added(answer)
 
     async def get_document(self, name: str, document_id: str) -> Document:
         request = pb.GetDocumentRequest(name=name, document_id=document_id)

@@ -14,10 +14,11 @@ import asyncio
 import math
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,6 +34,7 @@ from taskorch.core.errors import (
     FieldViolation,
     InvalidArgument,
 )
+from taskorch.core.planning import Plan, Step, TaskSpec, normalise_type
 from taskorch.core.vectors import Hit, VectorIndex, Vectors, as_matrix
 from taskorch.store import collections as store
 from taskorch.store.collections import (
@@ -59,6 +61,13 @@ MAX_TOP_K = 1000
 # Texts per embedding request: several requests in flight let the model's dynamic batcher
 # fill its batches.
 EMBED_GROUP = 16
+EMBED_IN_FLIGHT = 16
+# An add of more documents, or more characters in all, than this runs as a task
+# (INGEST_TASK), committed INGEST_BATCH documents at a time.
+LARGE_ADD_DOCUMENTS = 100
+LARGE_ADD_CHARS = 200_000
+INGEST_TASK = "collection_ingest"
+INGEST_BATCH = 32
 # Reciprocal rank fusion's constant (Cormack et al. 2009) and how deep each list goes.
 RRF_K = 60
 FUSION_DEPTH = 50
@@ -69,6 +78,12 @@ class SearchMode(Enum):
     VECTOR = "vector"
     KEYWORD = "keyword"
     HYBRID = "hybrid"
+
+
+class TaskCreator(Protocol):
+    """Creates tasks (core.tasks.TaskService): a large add runs as one."""
+
+    async def create(self, caller: Caller, spec: TaskSpec) -> Any: ...
 
 
 class Embedder(Protocol):
@@ -132,8 +147,12 @@ class Document:
 
 @dataclass(frozen=True)
 class AddedDocuments:
+    """The ids of added documents; ``chunks`` stored (0 when the add runs as task
+    ``task_id``, whose result tells)."""
+
     document_ids: list[str]
     chunks: int
+    task_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,9 +227,10 @@ class CollectionService:
     """Collections of a tenant: create, list, delete; add, read and delete documents;
     search."""
 
-    def __init__(self, db: Database, embedder: Embedder) -> None:
+    def __init__(self, db: Database, embedder: Embedder, tasks: TaskCreator | None = None) -> None:
         self.db = db
         self.embedder = embedder
+        self.tasks = tasks
         self._indexes: dict[str, VectorIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._warming: asyncio.Task[None] | None = None
@@ -344,6 +364,62 @@ class CollectionService:
         """
         record = await self._find(caller, name)
         checked = _check_documents(documents)
+        if self.tasks is not None and (
+            len(checked) > LARGE_ADD_DOCUMENTS
+            or sum(len(d.text) for d in checked) > LARGE_ADD_CHARS
+        ):
+            spec = TaskSpec(
+                task_type=INGEST_TASK,
+                input_data={
+                    "collection": name,
+                    "documents": [
+                        {"id": d.document_id, "text": d.text, "metadata": d.metadata}
+                        for d in checked
+                    ],
+                },
+            )
+            task = await self.tasks.create(caller, spec)
+            return AddedDocuments([d.document_id for d in checked], 0, task_id=task.task_id)
+        return await self._store(record, checked)
+
+    async def ingest(
+        self,
+        caller: Caller,
+        name: str,
+        documents: Sequence[NewDocument],
+        progress: Callable[[float, str], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """Runs a large add (the INGEST_TASK handler): commits ``INGEST_BATCH`` documents at a
+        time, reporting progress after each. Run again after a crash (or a retry), it skips
+        the documents already stored with the same text and metadata, so it resumes where the
+        last commit left it.
+        """
+        record = await self._find(caller, name)
+        chunks = skipped = 0
+        for start in range(0, len(documents), INGEST_BATCH):
+            batch = list(documents[start : start + INGEST_BATCH])
+            stored = await self.db.read(
+                partial(
+                    store.stored_documents,
+                    collection_id=record.collection_id,
+                    document_ids=[d.document_id for d in batch],
+                )
+            )
+            todo = [d for d in batch if stored.get(d.document_id) != (d.text, d.metadata)]
+            skipped += len(batch) - len(todo)
+            if todo:
+                record = await self._find(caller, name)
+                chunks += (await self._store(record, todo)).chunks
+            done = start + len(batch)
+            await progress(100.0 * done / len(documents), f"{done} of {len(documents)} documents")
+        return {
+            "collection": name,
+            "documents": len(documents),
+            "chunks": chunks,
+            "skipped": skipped,
+        }
+
+    async def _store(self, record: CollectionRecord, checked: list[NewDocument]) -> AddedDocuments:
         pieces = [split_text(d.text, record.chunk_size, record.chunk_overlap) for d in checked]
         texts = [chunk for chunks in pieces for chunk in chunks]
         vectors = await self._embed_many(record.model_name, texts)
@@ -373,10 +449,15 @@ class CollectionService:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         groups = [texts[i : i + EMBED_GROUP] for i in range(0, len(texts), EMBED_GROUP)]
+        # Bounded: the model's batcher refuses work past its queue limit (1024 inputs).
+        slots = asyncio.Semaphore(EMBED_IN_FLIGHT)
+
+        async def embed(group: Sequence[str]) -> Vectors:
+            async with slots:
+                return await self.embedder.embed(model, group, field="documents")
+
         try:
-            parts = await asyncio.gather(
-                *(self.embedder.embed(model, group, field="documents") for group in groups)
-            )
+            parts = await asyncio.gather(*(embed(group) for group in groups))
         except InvalidArgument as exc:
             raise InvalidArgument(
                 f"a chunk cannot be embedded by {model!r}: {exc.message} (create the collection "
@@ -550,6 +631,57 @@ class CollectionService:
             lambda conn: store.chunk_ids_of(conn, record.collection_id, only)
         )
         return await asyncio.to_thread(index.search_among, query, chunk_ids, k)
+
+
+class IngestPlanner:
+    """Plans a large add of documents (created by :meth:`CollectionService.add`): one
+    subtask of kind ``collection_ingest`` that the in-process workers run."""
+
+    def task_types(self) -> Sequence[str]:
+        return (INGEST_TASK,)
+
+    def canonical(self, task_type: str) -> str | None:
+        return INGEST_TASK if normalise_type(task_type) == INGEST_TASK else None
+
+    def plan(self, spec: TaskSpec, task_type: str) -> Plan:
+        data = dict(spec.input_data or {})
+        documents = data.get("documents")
+        if not isinstance(data.get("collection"), str) or not isinstance(documents, list):
+            raise InvalidArgument(
+                "input_data needs collection (a name) and documents (a list)",
+                field="input_data",
+            )
+        checked = _check_documents([_document_from_json(d) for d in documents])
+        data["documents"] = [
+            {"id": d.document_id, "text": d.text, "metadata": d.metadata} for d in checked
+        ]
+        summary = {"collection": data["collection"], "documents": len(checked)}
+        return Plan(
+            task_type=INGEST_TASK, steps=(Step(kind=INGEST_TASK, input=data),), input_data=summary
+        )
+
+
+def _document_from_json(data: Any) -> NewDocument:
+    if not isinstance(data, Mapping):
+        return NewDocument(text="")
+    metadata = data.get("metadata")
+    return NewDocument(
+        text=str(data.get("text") or ""),
+        document_id=str(data.get("id") or ""),
+        metadata=dict(metadata) if isinstance(metadata, Mapping) else None,
+    )
+
+
+def ingest_handler(collections: CollectionService) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    """The in-process worker handler of INGEST_TASK subtasks (``ctx``: a WorkContext)."""
+
+    async def run(ctx: Any) -> dict[str, Any]:
+        data = ctx.input
+        caller = Caller(tenant_id=ctx.lease.subtask.tenant_id)
+        documents = [_document_from_json(d) for d in data["documents"]]
+        return await collections.ingest(caller, data["collection"], documents, ctx.progress)
+
+    return run
 
 
 def _expected_kind(chunks: int) -> str:

@@ -31,7 +31,12 @@ from taskorch import __version__
 from taskorch.config import Settings, is_loopback, split_addr
 from taskorch.core.auth import Authenticator, AuthMethod, OAuthConfig, describe_auth_mode
 from taskorch.core.chat import ChatService
-from taskorch.core.collections import CollectionService
+from taskorch.core.collections import (
+    INGEST_TASK,
+    CollectionService,
+    IngestPlanner,
+    ingest_handler,
+)
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import TaskEngine
 from taskorch.core.hub import EventHub
@@ -147,6 +152,7 @@ class TaskorchServer:
                 ContainerPlanner(),
                 InferencePlanner(self.engine),
                 self.template_planner,
+                IngestPlanner(),
             ]
         )
         self.directory = WorkerDirectory()
@@ -170,7 +176,7 @@ class TaskorchServer:
             max_active_tasks=settings.max_active_tasks,
         )
         self.subtasks = SubtaskService(self.db, self.hub, self.task_engine, self.directory)
-        self.collections = CollectionService(self.db, EngineEmbedder(self.engine))
+        self.collections = CollectionService(self.db, EngineEmbedder(self.engine), tasks=self.tasks)
         self.chat = ChatService(
             self.db,
             self.hub,
@@ -182,6 +188,12 @@ class TaskorchServer:
         if "inference" not in self.handlers:
             self.handlers.register(
                 "inference", inference_handler(self.engine), description="ONNX Runtime models"
+            )
+        if INGEST_TASK not in self.handlers:
+            self.handlers.register(
+                INGEST_TASK,
+                ingest_handler(self.collections),
+                description="large adds of documents to collections",
             )
         self.workers: list[Worker] = []
         self.endpoints = Endpoints()

@@ -64,7 +64,9 @@ class CollectionServicer(pb_grpc.CollectionServiceServicer):
             for d in request.documents
         ]
         added = await self.collections.add(current_caller(), request.name, documents)
-        return pb.AddDocumentsResponse(document_ids=added.document_ids, chunks=added.chunks)
+        return pb.AddDocumentsResponse(
+            document_ids=added.document_ids, chunks=added.chunks, task_id=added.task_id
+        )
 
     async def GetDocument(self, request: pb.GetDocumentRequest, context: Context) -> pb.Document:
         document = await self.collections.get_document(

@@ -240,6 +240,26 @@ def get_document(conn: Connection, collection_id: str, document_id: str) -> Docu
     return _document(row) if row else None
 
 
+def stored_documents(
+    conn: Connection, collection_id: str, document_ids: Sequence[str]
+) -> dict[str, tuple[str, dict[str, Any] | None]]:
+    """The text and metadata of those of these documents that are stored."""
+    if not document_ids:
+        return {}
+    rows = conn.execute(
+        select(
+            collection_documents.c.document_id,
+            collection_documents.c.text,
+            collection_documents.c.metadata,
+        ).where(
+            collection_documents.c.collection_id == collection_id,
+            collection_documents.c.document_id.in_(bindparam("ids", expanding=True)),
+        ),
+        {"ids": list(document_ids)},
+    )
+    return {document_id: (text, metadata) for document_id, text, metadata in rows}
+
+
 def delete_document(
     conn: Connection, collection_id: str, document_id: str, now: datetime
 ) -> tuple[DocumentRecord, ChunkChange] | None:

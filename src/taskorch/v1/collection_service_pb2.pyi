@@ -92,12 +92,14 @@ class AddDocumentsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[NewDocument, _Mapping]]] = ...) -> None: ...
 
 class AddDocumentsResponse(_message.Message):
-    __slots__ = ("document_ids", "chunks")
+    __slots__ = ("document_ids", "chunks", "task_id")
     DOCUMENT_IDS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
     document_ids: _containers.RepeatedScalarFieldContainer[str]
     chunks: int
-    def __init__(self, document_ids: _Optional[_Iterable[str]] = ..., chunks: _Optional[int] = ...) -> None: ...
+    task_id: str
+    def __init__(self, document_ids: _Optional[_Iterable[str]] = ..., chunks: _Optional[int] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("document_id", "collection", "text", "metadata", "chunk_count", "created_at")

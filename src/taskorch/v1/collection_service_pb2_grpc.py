@@ -132,7 +132,11 @@ class CollectionServiceServicer:
     def AddDocuments(self, request, context):
         """Adds documents: each is split into chunks, embedded and stored in one transaction, so
         the documents are durable and searchable when this answers. A document with the id of
-        one already stored replaces it.
+        one already stored replaces it. A large add (more than 100 documents, or more than
+        200,000 characters in all) runs as a task instead (`task_id`; task_type
+        collection_ingest): the documents are durable when this answers, and the task stores
+        them 32 at a time with progress events; it is cancellable (what it stored stays) and
+        resumes after a crash without embedding again what it stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
