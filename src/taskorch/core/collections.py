@@ -494,19 +494,19 @@ class CollectionService:
     async def _index(self, record: CollectionRecord) -> VectorIndex:
         """The collection's index, rebuilt from the database if it is behind ``record``."""
         async with self._lock(record.collection_id):
-            index = self._indexes.get(record.collection_id)
-            if index is not None and index.revision >= record.revision:
-                return index
-            revision, rows = await self.db.read(
-                lambda conn: store.vectors(conn, record.collection_id)
-            )
-            ids = [chunk_id for chunk_id, _ in rows]
-            matrix = as_matrix((vector for _, vector in rows), record.dimensions)
-            index = await asyncio.to_thread(
-                VectorIndex.build, record.dimensions, revision, ids, matrix
-            )
-            self._indexes[record.collection_id] = index
+            return await self._current_index(record)
+
+    async def _current_index(self, record: CollectionRecord) -> VectorIndex:
+        """:meth:`_index` for a caller that holds the collection's lock."""
+        index = self._indexes.get(record.collection_id)
+        if index is not None and index.revision >= record.revision:
             return index
+        revision, rows = await self.db.read(lambda conn: store.vectors(conn, record.collection_id))
+        ids = [chunk_id for chunk_id, _ in rows]
+        matrix = as_matrix((vector for _, vector in rows), record.dimensions)
+        index = await asyncio.to_thread(VectorIndex.build, record.dimensions, revision, ids, matrix)
+        self._indexes[record.collection_id] = index
+        return index
 
     async def _apply(self, record: CollectionRecord, change: ChunkChange) -> None:
         """Brings a written change into the cached index (or drops an index it cannot)."""
@@ -624,13 +624,18 @@ class CollectionService:
     async def _vector_hits(
         self, record: CollectionRecord, query: Vectors, k: int, only: Sequence[str] | None
     ) -> list[Hit]:
-        index = await self._index(record)
-        if only is None:
-            return await asyncio.to_thread(index.search, query, k)
-        chunk_ids = await self.db.read(
-            lambda conn: store.chunk_ids_of(conn, record.collection_id, only)
-        )
-        return await asyncio.to_thread(index.search_among, query, chunk_ids, k)
+        chunk_ids: list[int] | None = None
+        if only is not None:
+            chunk_ids = await self.db.read(
+                lambda conn: store.chunk_ids_of(conn, record.collection_id, only)
+            )
+        # Under the collection's lock: FAISS must not search an index while a write changes
+        # it (searches of one collection take turns; each is a millisecond or less).
+        async with self._lock(record.collection_id):
+            index = await self._current_index(record)
+            if chunk_ids is None:
+                return await asyncio.to_thread(index.search, query, k)
+            return await asyncio.to_thread(index.search_among, query, chunk_ids, k)
 
 
 class IngestPlanner:

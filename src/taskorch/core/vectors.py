@@ -30,6 +30,10 @@ HNSW_EF_CONSTRUCTION = 80
 # Searched candidates per query: at least this, and at least 2 x top_k.
 HNSW_EF_SEARCH = 96
 REBUILD_FRACTION = 0.1
+# OpenMP threads: one for a query (measured on 30k vectors, 2 cores: 0.21 ms p50 against
+# 0.51 ms with both cores, whose threads spin-wait for each other), all for building.
+# omp_set_num_threads applies to the calling thread.
+BUILD_THREADS = faiss.omp_get_max_threads()
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class VectorIndex:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimensions))
 
     def _fill(self, ids: npt.NDArray[np.int64], vectors: Vectors) -> None:
+        faiss.omp_set_num_threads(BUILD_THREADS)
         self._hidden = set()
         self._ids = {int(i) for i in ids}
         self._hnsw = len(ids) >= HNSW_MIN_VECTORS
@@ -98,6 +103,7 @@ class VectorIndex:
         self, revision: int, added: Sequence[tuple[int, Vectors]], removed: Sequence[int]
     ) -> None:
         """Applies one write's changes and moves the index to ``revision``."""
+        faiss.omp_set_num_threads(BUILD_THREADS)
         gone = [i for i in removed if i in self._ids]
         if gone:
             self._ids.difference_update(gone)
@@ -123,6 +129,7 @@ class VectorIndex:
         """The ``k`` nearest chunks to ``query`` (one normalised vector), best first."""
         if len(self) == 0 or k <= 0:
             return []
+        faiss.omp_set_num_threads(1)
         asked = min(k + len(self._hidden), int(self._index.ntotal))
         params = None
         if self._hnsw:
