@@ -56,6 +56,7 @@ MAX_CHUNK_SIZE = 8000
 MAX_DOCUMENTS_PER_ADD = 1000
 MAX_DOCUMENT_CHARS = 1_000_000
 MAX_DOCUMENT_ID = 200
+MAX_QUERY_CHARS = 10_000
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 1000
 # Texts per embedding request: several requests in flight let the model's dynamic batcher
@@ -562,6 +563,11 @@ class CollectionService:
         """
         record = await self._find(caller, name)
         mode = _mode(spec)
+        if len(spec.query) > MAX_QUERY_CHARS:
+            raise InvalidArgument(
+                f"query is {len(spec.query)} characters long; the limit is {MAX_QUERY_CHARS}",
+                field="query",
+            )
         top_k = spec.top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}", field="top_k")

@@ -349,11 +349,15 @@ def chunks(conn: Connection, collection_id: str, chunk_ids: Iterable[int]) -> di
 
 
 _WORD = re.compile(r"\w+")
+# Distinct words of a keyword query that are searched (the first ones).
+MAX_QUERY_WORDS = 64
 
 
 def query_words(query: str) -> list[str]:
-    """The words of a keyword query (punctuation and operators are not syntax here)."""
-    return [w for w in _WORD.findall(query.lower()) if any(c.isalnum() for c in w)]
+    """The distinct words of a keyword query, at most ``MAX_QUERY_WORDS`` (punctuation and
+    operators are not syntax here)."""
+    words = [w for w in _WORD.findall(query.lower()) if any(c.isalnum() for c in w)]
+    return list(dict.fromkeys(words))[:MAX_QUERY_WORDS]
 
 
 def keyword_search(
