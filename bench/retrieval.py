@@ -19,7 +19,7 @@ and 100k chunks, in one run (not a test).
    and recall@10 against exact search (numpy over all vectors).
 
 Usage: ``python bench/retrieval.py [--models-dir DIR] [--documents N] [--sizes 10000,100000]``
-after ``taskorch models defaults``.
+after ``taskorch models defaults`` (``--documents 0`` skips the ingest part).
 """
 
 from __future__ import annotations
@@ -234,6 +234,36 @@ async def search_at(size: int, models_dir: Path, queries: int = 200) -> tuple[st
     )
 
 
+async def ingest(models_dir: Path, texts: list[str]) -> None:
+    raw = await raw_embedding(models_dir, texts)
+    with tempfile.TemporaryDirectory(prefix="taskorch-bench-") as workdir:
+        server = ServerProcess(
+            workdir=Path(workdir),
+            database_url=sqlite_url(Path(workdir) / "bench.db"),
+            models_dir=models_dir,
+            args=("--log-level", "warning"),
+        )
+        server.start()
+        try:
+            served = await served_ingest(server, texts)
+        finally:
+            server.stop()
+    print()
+    print(
+        table(
+            [
+                ("ingest", "raw embedding (engine.run)", "AddDocuments (served)", "ratio"),
+                (
+                    f"{len(texts)} documents x ~300 chars",
+                    f"{raw:.0f} docs/s",
+                    f"{served:.0f} docs/s",
+                    f"{served / raw:.2f}",
+                ),
+            ]
+        )
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", type=Path, default=Path("var/models"))
@@ -248,33 +278,8 @@ async def main() -> None:
     (only / MODEL).symlink_to((args.models_dir / MODEL).resolve(), target_is_directory=True)
     args.models_dir = only
 
-    raw = await raw_embedding(args.models_dir, texts)
-    with tempfile.TemporaryDirectory(prefix="taskorch-bench-") as workdir:
-        server = ServerProcess(
-            workdir=Path(workdir),
-            database_url=sqlite_url(Path(workdir) / "bench.db"),
-            models_dir=args.models_dir,
-            args=("--log-level", "warning"),
-        )
-        server.start()
-        try:
-            ingest = await served_ingest(server, texts)
-        finally:
-            server.stop()
-    print()
-    print(
-        table(
-            [
-                ("ingest", "raw embedding (engine.run)", "AddDocuments (served)", "ratio"),
-                (
-                    f"{len(texts)} documents x ~300 chars",
-                    f"{raw:.0f} docs/s",
-                    f"{ingest:.0f} docs/s",
-                    f"{ingest / raw:.2f}",
-                ),
-            ]
-        )
-    )
+    if args.documents > 0:
+        await ingest(args.models_dir, texts)
     rows: list[tuple[str, ...]] = [
         (
             "chunks (index)",

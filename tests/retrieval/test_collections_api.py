@@ -213,6 +213,18 @@ def test_a_long_document_is_split_into_overlapping_chunks(
             "name",
         ),
         (
+            pb.CreateCollectionRequest(name="..", model_name=EMBEDDER),
+            "INVALID_ARGUMENT",
+            "VALIDATION_ERROR",
+            "name",
+        ),
+        (
+            pb.CreateCollectionRequest(name="trailing\n", model_name=EMBEDDER),
+            "INVALID_ARGUMENT",
+            "VALIDATION_ERROR",
+            "name",
+        ),
+        (
             pb.CreateCollectionRequest(name="x", model_name="nope"),
             "NOT_FOUND",
             "MODEL_NOT_FOUND",

@@ -35,7 +35,7 @@ from taskorch.core.errors import (
     InvalidArgument,
 )
 from taskorch.core.planning import Plan, Step, TaskSpec, normalise_type
-from taskorch.core.vectors import Hit, VectorIndex, Vectors, as_matrix
+from taskorch.core.vectors import HNSW_MIN_VECTORS, Hit, VectorIndex, Vectors, as_matrix
 from taskorch.store import collections as store
 from taskorch.store.collections import (
     ChunkChange,
@@ -49,7 +49,7 @@ from taskorch.store.schema import utcnow
 
 log = structlog.get_logger("taskorch.collections")
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 DEFAULT_CHUNK_SIZE = 800
 DEFAULT_CHUNK_OVERLAP = 100
 MAX_CHUNK_SIZE = 8000
@@ -266,9 +266,11 @@ class CollectionService:
     # -- collections ----------------------------------------------------------------------
 
     async def create(self, caller: Caller, spec: NewCollection) -> Collection:
-        if not NAME.match(spec.name):
+        if not NAME.fullmatch(spec.name):
             raise InvalidArgument(
-                "name must be 1-100 letters, digits, '_', '-' or '.'", field="name"
+                "name must be 1-100 letters, digits, '_', '-' or '.', starting with a letter "
+                "or digit",
+                field="name",
             )
         size = spec.chunk_size or DEFAULT_CHUNK_SIZE
         if not 1 <= size <= MAX_CHUNK_SIZE:
@@ -696,8 +698,6 @@ def ingest_handler(collections: CollectionService) -> Callable[[Any], Awaitable[
 
 
 def _expected_kind(chunks: int) -> str:
-    from taskorch.core.vectors import HNSW_MIN_VECTORS
-
     return "hnsw" if chunks >= HNSW_MIN_VECTORS else "flat"
 
 

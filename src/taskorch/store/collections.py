@@ -318,33 +318,43 @@ def chunks(conn: Connection, collection_id: str, chunk_ids: Iterable[int]) -> di
     wanted = list(chunk_ids)
     if not wanted:
         return {}
-    stmt = (
-        select(
-            collection_chunks.c.chunk_id,
-            collection_chunks.c.document_id,
-            collection_chunks.c.position,
-            collection_chunks.c.text,
-            collection_documents.c.metadata,
+    # By primary key first, then the documents' metadata by theirs: joined in one statement
+    # with the collection as a condition, SQLite walked the collection's index instead
+    # (25 ms at 100,000 chunks against ~1 ms).
+    found = [
+        row
+        for row in conn.execute(
+            select(
+                collection_chunks.c.chunk_id,
+                collection_chunks.c.collection_id,
+                collection_chunks.c.document_id,
+                collection_chunks.c.position,
+                collection_chunks.c.text,
+            ).where(collection_chunks.c.chunk_id.in_(bindparam("ids", expanding=True))),
+            {"ids": wanted},
+        ).mappings()
+        if row["collection_id"] == collection_id
+    ]
+    documents = sorted({row["document_id"] for row in found})
+    metadata: dict[str, Any] = {}
+    if documents:
+        rows = conn.execute(
+            select(collection_documents.c.document_id, collection_documents.c.metadata).where(
+                collection_documents.c.collection_id == collection_id,
+                collection_documents.c.document_id.in_(bindparam("docs", expanding=True)),
+            ),
+            {"docs": documents},
         )
-        .join(
-            collection_documents,
-            (collection_documents.c.collection_id == collection_chunks.c.collection_id)
-            & (collection_documents.c.document_id == collection_chunks.c.document_id),
-        )
-        .where(
-            collection_chunks.c.collection_id == collection_id,
-            collection_chunks.c.chunk_id.in_(bindparam("ids", expanding=True)),
-        )
-    )
+        metadata = {document_id: value for document_id, value in rows}
     return {
         int(row["chunk_id"]): ChunkRow(
             chunk_id=int(row["chunk_id"]),
             document_id=row["document_id"],
             position=row["position"],
             text=row["text"],
-            metadata=row["metadata"],
+            metadata=metadata.get(row["document_id"]),
         )
-        for row in conn.execute(stmt, {"ids": wanted}).mappings()
+        for row in found
     }
 
 
@@ -385,7 +395,9 @@ def keyword_search(
         params["query"] = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
         stmt = text(
             "SELECT c.chunk_id, -bm25(collection_chunks_fts) AS score "
-            "FROM collection_chunks_fts JOIN collection_chunks c "
+            # CROSS JOIN keeps the full-text matches the outer loop (each chunk then found
+            # by its primary key), not a walk of the collection's chunks.
+            "FROM collection_chunks_fts CROSS JOIN collection_chunks c "
             "ON c.chunk_id = collection_chunks_fts.rowid "
             "WHERE collection_chunks_fts MATCH :query AND c.collection_id = :collection_id"
             f"{restrict} ORDER BY score DESC, c.chunk_id LIMIT :limit"
