@@ -6,6 +6,7 @@ import typer
 
 from taskorch import __version__
 from taskorch.cli.chat import chat
+from taskorch.cli.collections import app as collections_app
 from taskorch.cli.gateway import app as gateway_app
 from taskorch.cli.keys import app as keys_app
 from taskorch.cli.models import app as models_app
@@ -25,6 +26,9 @@ app.command(help="Run the server: gRPC API, in-process workers, REST gateway and
 app.command(help="Run a worker: take and run work of a server (remote worker).")(worker)
 app.add_typer(task_app, name="task", help="Submit, inspect, list, watch and cancel tasks.")
 app.command(help="Chat with a model: replies stream token by token; Ctrl-C cancels one.")(chat)
+app.add_typer(
+    collections_app, name="collections", help="Collections of documents: add, search, delete."
+)
 app.add_typer(gateway_app, name="gateway", help="Envoy configuration and OpenAPI document.")
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(models_app, name="models", help="The model repository: import, defaults, list.")

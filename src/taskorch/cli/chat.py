@@ -63,6 +63,12 @@ def chat(
     session_id: str = typer.Option("", "--session", help="Continue this session."),
     system: str = typer.Option("", "--system", help="System prompt of a new session."),
     title: str = typer.Option("", "--title", help="Title of a new session."),
+    collection: list[str] = typer.Option(
+        [],
+        "--collection",
+        "-c",
+        help="A new session answers from this collection (repeat it for several).",
+    ),
     parameters: str | None = typer.Option(
         None,
         "--parameters",
@@ -93,7 +99,11 @@ def chat(
                 session = replace(session, messages=[])
         else:
             session = api.chat.create_session(
-                model, system_prompt=system, title=title, parameters=generation
+                model,
+                system_prompt=system,
+                title=title,
+                parameters=generation,
+                collections=collection,
             )
         _announce(session, as_json)
         _converse(api, session, generation if session_id else None, interactive, as_json)
@@ -205,6 +215,11 @@ def _finish(reply: ChatMessage) -> None:
         _write(" [cancelled]\n")
     else:
         _write("\n")
+    for number, source in enumerate(reply.sources, start=1):
+        errors.print(
+            f"[dim][{number}] {source.collection}/{source.document_id} ({source.score:.2f})[/dim]",
+            highlight=False,
+        )
 
 
 def _write(text: str) -> None:

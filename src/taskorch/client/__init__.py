@@ -14,6 +14,9 @@ with Client("127.0.0.1:50051") as client:
     vector = client.models.infer("all-minilm-l6-v2", "A sentence to embed.").embedding
 
     client.schedules.create("hourly", cron="0 * * * *", task={"text": "Every hour."})
+    client.collections.create("notes", "all-minilm-l6-v2")
+    client.collections.add("notes", [{"id": "cats", "text": "Cats purr."}])
+    best = client.collections.search("notes", "which pet purrs?", top_k=3)[0]
 """
 
 from taskorch.client._chat import (
@@ -25,8 +28,18 @@ from taskorch.client._chat import (
     ChatMessagePage,
     ChatSession,
     ChatSessionPage,
+    ChatSource,
 )
 from taskorch.client._client import AsyncClient, Client
+from taskorch.client._collections import (
+    AddedDocuments,
+    AsyncCollections,
+    Collection,
+    Collections,
+    Document,
+    NewDocument,
+    SearchResult,
+)
 from taskorch.client._errors import (
     ConflictError,
     DeadlineExceededError,
@@ -51,8 +64,10 @@ from taskorch.client._models import ResourceUsage, Task, TaskEvent, TaskPage
 from taskorch.client._schedules import AsyncSchedules, Schedule, Schedules
 
 __all__ = [
+    "AddedDocuments",
     "AsyncChat",
     "AsyncClient",
+    "AsyncCollections",
     "AsyncModels",
     "AsyncSchedules",
     "Chat",
@@ -62,9 +77,13 @@ __all__ = [
     "ChatMessagePage",
     "ChatSession",
     "ChatSessionPage",
+    "ChatSource",
     "Client",
+    "Collection",
+    "Collections",
     "ConflictError",
     "DeadlineExceededError",
+    "Document",
     "FieldViolation",
     "GenerationEvent",
     "InferenceResult",
@@ -72,12 +91,14 @@ __all__ = [
     "InvalidArgumentError",
     "ModelInfo",
     "Models",
+    "NewDocument",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "ResourceUsage",
     "Schedule",
     "Schedules",
+    "SearchResult",
     "Task",
     "TaskEvent",
     "TaskPage",

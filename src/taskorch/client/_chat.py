@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,17 @@ FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
 # -- values ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatSource:
+    """A chunk of a collection that was put into a reply's prompt (``score``: its cosine
+    similarity to the message)."""
+
+    collection: str
+    document_id: str
+    text: str
+    score: float
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,8 @@ class ChatMessage:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     completed_at: datetime | None = None
+    #: Replies in a session with collections: the chunks the model was given, best first.
+    sources: tuple[ChatSource, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -85,6 +98,9 @@ class ChatMessage:
             created_at=_time(m, "created_at"),
             updated_at=_time(m, "updated_at"),
             completed_at=_time(m, "completed_at"),
+            sources=tuple(
+                ChatSource(s.collection, s.document_id, s.text, s.score) for s in m.sources
+            ),
         )
 
 
@@ -104,6 +120,8 @@ class ChatSession:
     updated_at: datetime | None = None
     messages: list[ChatMessage] = field(default_factory=list)
     next_page_token: str = ""
+    #: Collections each user message searches (retrieval-augmented replies).
+    collections: tuple[str, ...] = ()
 
     @classmethod
     def from_proto(cls, m: pb.Session) -> ChatSession:
@@ -119,6 +137,7 @@ class ChatSession:
             updated_at=_time(m, "updated_at"),
             messages=[ChatMessage.from_proto(x) for x in m.messages],
             next_page_token=m.next_page_token,
+            collections=tuple(m.collections),
         )
 
 
@@ -211,10 +230,17 @@ class ChatMessagePage:
 
 
 def _create(
-    model_name: str, system_prompt: str, title: str, parameters: Mapping[str, Any] | None
+    model_name: str,
+    system_prompt: str,
+    title: str,
+    parameters: Mapping[str, Any] | None,
+    collections: Sequence[str],
 ) -> pb.CreateSessionRequest:
     request = pb.CreateSessionRequest(
-        model_name=model_name, system_prompt=system_prompt, title=title
+        model_name=model_name,
+        system_prompt=system_prompt,
+        title=title,
+        collections=list(collections),
     )
     if parameters is not None:
         request.parameters.update(parameters)
@@ -319,9 +345,12 @@ class Chat:
         system_prompt: str = "",
         title: str = "",
         parameters: Mapping[str, Any] | None = None,
+        collections: Sequence[str] = (),
     ) -> ChatSession:
-        """Opens a conversation ("" = the default text-generation model)."""
-        request = _create(model_name, system_prompt, title, parameters)
+        """Opens a conversation ("" = the default text-generation model). With
+        ``collections``, each message's best chunks of them go into the prompt and the reply
+        lists them as ``sources``."""
+        request = _create(model_name, system_prompt, title, parameters, collections)
         return ChatSession.from_proto(self._call(self._stub.CreateSession, request))
 
     def list_sessions(
@@ -501,8 +530,9 @@ class AsyncChat:
         system_prompt: str = "",
         title: str = "",
         parameters: Mapping[str, Any] | None = None,
+        collections: Sequence[str] = (),
     ) -> ChatSession:
-        request = _create(model_name, system_prompt, title, parameters)
+        request = _create(model_name, system_prompt, title, parameters, collections)
         return ChatSession.from_proto(await self._call(self._stub.CreateSession, request))
 
     async def list_sessions(

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from taskorch.client._chat import AsyncChat, Chat
+from taskorch.client._collections import AsyncCollections, Collections
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.client._inference import AsyncModels, Models
 from taskorch.client._models import Task, TaskEvent, TaskPage
@@ -172,6 +173,8 @@ class AsyncClient:
         self.models = AsyncModels(self)
         #: Recurring tasks: by cron expression or interval.
         self.schedules = AsyncSchedules(self)
+        #: Collections of documents and search over them (retrieval).
+        self.collections = AsyncCollections(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -330,6 +333,8 @@ class Client:
         self.models = Models(self)
         #: Recurring tasks: by cron expression or interval.
         self.schedules = Schedules(self)
+        #: Collections of documents and search over them (retrieval).
+        self.collections = Collections(self)
 
     def __enter__(self) -> Client:
         return self

@@ -36,8 +36,9 @@ from taskorch.core.chat_model import (
     Message,
     Role,
     Session,
+    Source,
 )
-from taskorch.core.chat_replies import Replies, conversation
+from taskorch.core.chat_replies import Replies, conversation, grounded
 from taskorch.core.errors import (
     AlreadyExists,
     Conflict,
@@ -66,6 +67,10 @@ DEFAULT_MESSAGE_LIMIT = 100
 MAX_LIMIT = 1000
 # How long a watch waits for a live event before re-reading the store.
 WATCH_RECHECK_SECONDS = 5.0
+# Retrieval-augmented sessions: chunks retrieved per user message (those that fit the
+# prompt are kept), and collections a session may name.
+RETRIEVED_CHUNKS = 4
+MAX_SESSION_COLLECTIONS = 8
 
 
 class ChatModels(Protocol):
@@ -92,12 +97,27 @@ class ChatModels(Protocol):
         ...
 
 
+class Retriever(Protocol):
+    """What retrieval-augmented sessions need of collections (core.collections)."""
+
+    async def check_collections(self, caller: Caller, names: Sequence[str]) -> None:
+        """Raises CollectionNotFound unless the caller's tenant has every collection named."""
+        ...
+
+    async def retrieve(
+        self, caller: Caller, names: Sequence[str], query: str, top_k: int
+    ) -> list[Source]:
+        """The ``top_k`` chunks of these collections nearest to ``query``, best first."""
+        ...
+
+
 @dataclass(frozen=True)
 class NewSession:
     model_name: str = ""
     system_prompt: str = ""
     title: str = ""
     parameters: JSON | None = None
+    collections: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -135,12 +155,14 @@ class ChatService:
         tasks: TaskService,
         models: ChatModels,
         *,
+        retriever: Retriever | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.hub = hub
         self.tasks = tasks
         self.models = models
+        self.retriever = retriever
         self.clock = clock
         self.bus: EventBus[ChatEvent] = EventBus()
         self.replies = Replies(db, hub, tasks, self._publish, clock=clock)
@@ -184,6 +206,7 @@ class ChatService:
                     field="system_prompt",
                     reason="MESSAGE_TOO_LONG",
                 )
+        collections = await self._check_collections(caller, spec.collections)
         now = self.clock()
         count = 1 if system_prompt else 0
         session = Session(
@@ -198,6 +221,7 @@ class ChatService:
             message_count=count,
             created_at=now,
             updated_at=now,
+            collections=collections,
         )
 
         def insert(tx: Transaction) -> Session:
@@ -327,6 +351,7 @@ class ChatService:
             raise SessionNotFound(session_id)
         parameters = {**(session.parameters or {}), **(new.parameters or {})}
         self._check_fits(session, content, parameters)
+        sources = await self._sources(caller, session, content, parameters)
         now = self.clock()
         message = Message(
             message_id=str(uuid.uuid4()),
@@ -354,6 +379,7 @@ class ChatService:
             task_sequence=1,
             created_at=now,
             updated_at=now,
+            sources=sources,
         )
 
         def insert(tx: Transaction) -> Posted:
@@ -388,6 +414,42 @@ class ChatService:
             return Posted(user, answer, advanced.sequence - 1)
 
         return await self.db.write(insert)
+
+    async def _check_collections(self, caller: Caller, names: Sequence[str]) -> tuple[str, ...]:
+        wanted = tuple(dict.fromkeys(name.strip() for name in names))
+        if not wanted:
+            return ()
+        if "" in wanted:
+            raise InvalidArgument("collections must not name an empty name", field="collections")
+        if len(wanted) > MAX_SESSION_COLLECTIONS:
+            raise InvalidArgument(
+                f"a session may name at most {MAX_SESSION_COLLECTIONS} collections",
+                field="collections",
+            )
+        if self.retriever is None:
+            raise InvalidArgument("this server has no collections", field="collections")
+        await self.retriever.check_collections(caller, wanted)
+        return wanted
+
+    async def _sources(
+        self, caller: Caller, session: Session, content: str, parameters: Mapping[str, Any]
+    ) -> tuple[Source, ...]:
+        """The chunks of the session's collections for ``content`` that fit the prompt
+        together with it (and the system prompt), best first."""
+        if not session.collections or self.retriever is None:
+            return ()
+        found = await self.retriever.retrieve(
+            caller, session.collections, content, RETRIEVED_CHUNKS
+        )
+        kept: list[Source] = []
+        for source in found:
+            messages = [{"role": "user", "content": grounded(content, [*kept, source])}]
+            if session.system_prompt:
+                messages.insert(0, {"role": "system", "content": session.system_prompt})
+            tokens, budget = self.models.prompt_size(session.model_name, messages, parameters)
+            if tokens <= budget:
+                kept.append(source)
+        return tuple(kept)
 
     def _check_fits(self, session: Session, content: str, parameters: Mapping[str, Any]) -> None:
         """Refuses a message that could not fit the model's prompt even on its own (with the

@@ -75,6 +75,37 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Source:
+    """A chunk of a collection that was put into a reply's prompt."""
+
+    collection: str
+    document_id: str
+    text: str
+    score: float
+
+    def to_json(self) -> JSON:
+        return {
+            "collection": self.collection,
+            "document_id": self.document_id,
+            "text": self.text,
+            "score": self.score,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Source:
+        return cls(
+            collection=str(data["collection"]),
+            document_id=str(data["document_id"]),
+            text=str(data["text"]),
+            score=float(data["score"]),
+        )
+
+
+def sources_from_json(data: Any) -> tuple[Source, ...]:
+    return tuple(Source.from_json(item) for item in data or ())
+
+
+@dataclass(frozen=True)
 class Session:
     session_id: str
     tenant_id: str
@@ -88,6 +119,8 @@ class Session:
     sequence: int = 0
     last_position: int = 0
     message_count: int = 0
+    # Collections each user message searches (retrieval-augmented replies).
+    collections: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +143,8 @@ class Message:
     # Replies: the last event of the generating task applied to this message.
     task_sequence: int = 0
     completed_at: datetime | None = None
+    # Replies in a session with collections: the chunks put into the prompt, best first.
+    sources: tuple[Source, ...] = ()
 
     @property
     def is_reply(self) -> bool:
@@ -135,6 +170,7 @@ class Message:
             "error": self.error,
             "error_code": self.error_code,
             "task_sequence": self.task_sequence,
+            "sources": [s.to_json() for s in self.sources] or None,
         }
 
     @classmethod
@@ -158,6 +194,7 @@ class Message:
             error=data.get("error"),
             error_code=data.get("error_code"),
             task_sequence=int(data.get("task_sequence") or 0),
+            sources=sources_from_json(data.get("sources")),
         )
 
 

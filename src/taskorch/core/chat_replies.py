@@ -34,7 +34,14 @@ import structlog
 from sqlalchemy import Connection
 
 from taskorch.core.caller import SYSTEM
-from taskorch.core.chat_model import ChatEvent, ChatEventType, Generation, Message, Session
+from taskorch.core.chat_model import (
+    ChatEvent,
+    ChatEventType,
+    Generation,
+    Message,
+    Session,
+    Source,
+)
 from taskorch.core.errors import TaskNotCancellable, TaskNotFound
 from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
@@ -483,6 +490,21 @@ def _step_input(model_name: str, input_data: JSON, parameters: Mapping[str, Any]
 
 
 def conversation(conn: Connection, session_id: str, position: int) -> list[dict[str, str]]:
-    """The conversation a reply at ``position`` answers, as text_generation input messages."""
+    """The conversation a reply at ``position`` answers, as text_generation input messages;
+    when the reply has sources, the message it answers carries them (see :func:`grounded`)."""
     messages = chat_store.history_before(conn, session_id, position, MAX_HISTORY_MESSAGES)
-    return [{"role": m.role.word, "content": m.content} for m in messages]
+    history = [{"role": m.role.word, "content": m.content} for m in messages]
+    sources = chat_store.sources_at(conn, session_id, position)
+    if sources and history and history[-1]["role"] == "user":
+        history[-1] = {"role": "user", "content": grounded(history[-1]["content"], sources)}
+    return history
+
+
+def grounded(question: str, sources: Sequence[Source]) -> str:
+    """A user message with the chunks retrieved for it, numbered for the model to cite."""
+    if not sources:
+        return question
+    lines = ["Answer using these sources; cite them by number, like [1].", ""]
+    for number, source in enumerate(sources, start=1):
+        lines.append(f"[{number}] ({source.collection}/{source.document_id}) {source.text}")
+    return "\n".join([*lines, "", f"Question: {question}"])

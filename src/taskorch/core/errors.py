@@ -15,6 +15,8 @@ a gRPC status code (and Envoy to an HTTP status)::
 │   ├── ScheduleNotFound            SCHEDULE_NOT_FOUND
     │   ├── SessionNotFound             SESSION_NOT_FOUND
     │   ├── MessageNotFound             MESSAGE_NOT_FOUND
+    │   ├── CollectionNotFound          COLLECTION_NOT_FOUND
+    │   ├── DocumentNotFound            DOCUMENT_NOT_FOUND
     │   └── NoWorkAvailable             NO_WORK_AVAILABLE
     ├── Conflict                        CONFLICT            ABORTED              409
     │   ├── TaskNotCancellable          TASK_NOT_CANCELLABLE
@@ -201,6 +203,19 @@ class ScheduleNotFound(NotFound):
 class SessionNotFound(NotFound):
     kind = "session"
     reason_code = "SESSION_NOT_FOUND"
+
+
+class CollectionNotFound(NotFound):
+    kind = "collection"
+    reason_code = "COLLECTION_NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, message=f"Collection '{name}' not found")
+
+
+class DocumentNotFound(NotFound):
+    kind = "document"
+    reason_code = "DOCUMENT_NOT_FOUND"
 
 
 class MessageNotFound(NotFound):

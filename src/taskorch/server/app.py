@@ -32,6 +32,12 @@ from taskorch import __version__
 from taskorch.config import Settings, is_loopback, split_addr
 from taskorch.core.auth import Authenticator, AuthMethod, OAuthConfig, describe_auth_mode
 from taskorch.core.chat import ChatService
+from taskorch.core.collections import (
+    INGEST_TASK,
+    CollectionService,
+    IngestPlanner,
+    ingest_handler,
+)
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import TaskEngine
 from taskorch.core.hub import EventHub
@@ -52,9 +58,11 @@ from taskorch.gateway.descriptor import service_names
 from taskorch.gateway.launcher import Gateway, write_descriptor
 from taskorch.inference import InferenceEngine
 from taskorch.inference.chat import EngineChatModels
+from taskorch.inference.embedder import EngineEmbedder
 from taskorch.limits import MAX_MESSAGE_BYTES
 from taskorch.server import metrics, routes
 from taskorch.server.chat import ChatServicer
+from taskorch.server.collections import CollectionServicer
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import ServerInterceptor, open_access
 from taskorch.server.models import ModelServicer
@@ -73,6 +81,7 @@ from taskorch.store.database import Database
 from taskorch.store.sqlite_lock import DatabaseInUse, SqliteLock
 from taskorch.v1 import (
     chat_service_pb2_grpc,
+    collection_service_pb2_grpc,
     model_service_pb2_grpc,
     openai_service_pb2_grpc,
     schedule_service_pb2_grpc,
@@ -148,6 +157,7 @@ class TaskorchServer:
                 ContainerPlanner(),
                 InferencePlanner(self.engine),
                 self.template_planner,
+                IngestPlanner(),
             ]
         )
         self.directory = WorkerDirectory()
@@ -172,11 +182,24 @@ class TaskorchServer:
         )
         self.subtasks = SubtaskService(self.db, self.hub, self.task_engine, self.directory)
         self.schedules = ScheduleService(self.db, self.tasks)
-        self.chat = ChatService(self.db, self.hub, self.tasks, EngineChatModels(self.engine))
+        self.collections = CollectionService(self.db, EngineEmbedder(self.engine), tasks=self.tasks)
+        self.chat = ChatService(
+            self.db,
+            self.hub,
+            self.tasks,
+            EngineChatModels(self.engine),
+            retriever=self.collections,
+        )
         self.handlers = handlers or builtin_handlers()
         if "inference" not in self.handlers:
             self.handlers.register(
                 "inference", inference_handler(self.engine), description="ONNX Runtime models"
+            )
+        if INGEST_TASK not in self.handlers:
+            self.handlers.register(
+                INGEST_TASK,
+                ingest_handler(self.collections),
+                description="large adds of documents to collections",
             )
         self.workers: list[Worker] = []
         self.endpoints = Endpoints()
@@ -237,6 +260,7 @@ class TaskorchServer:
         # the next one is armed.
         await self.task_engine.promote_due()
         await self.chat.start()
+        await self.collections.start()
         self._start_workers()
         await self._start_grpc()
         self._start_metrics()
@@ -335,6 +359,9 @@ class TaskorchServer:
             ModelServicer(self.engine), server
         )
         chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(self.chat), server)
+        collection_service_pb2_grpc.add_CollectionServiceServicer_to_server(
+            CollectionServicer(self.collections), server
+        )
         openai_service_pb2_grpc.add_OpenAIServiceServicer_to_server(
             OpenAIServicer(self.engine), server
         )
@@ -478,6 +505,7 @@ class TaskorchServer:
         if self._grpc is not None:
             await self._grpc.stop(grace=None if self._watchdog is not None else 2.0)
         await self.chat.close()
+        await self.collections.close()
         await self.engine.close()
         if self.listener is not None:
             await self.listener.stop()

@@ -28,6 +28,7 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
             system_prompt=request.system_prompt,
             title=request.title,
             parameters=convert.optional_struct(request, "parameters"),
+            collections=list(request.collections),
         )
         return session_to_proto(await self.chat.create_session(current_caller(), spec))
 
@@ -139,6 +140,7 @@ def session_to_proto(session: Session) -> pb.Session:
         title=session.title,
         message_count=session.message_count,
         sequence=session.sequence,
+        collections=session.collections,
     )
     if session.parameters is not None:
         message.parameters.update(session.parameters)
@@ -160,6 +162,12 @@ def message_to_proto(message: Message) -> pb.Message:
         error=message.error or "",
         error_code=message.error_code or "",
         request_id=message.request_id or "",
+        sources=[
+            pb.Source(
+                collection=s.collection, document_id=s.document_id, text=s.text, score=s.score
+            )
+            for s in message.sources
+        ],
     )
     figures = message.generation
     if figures is not None:

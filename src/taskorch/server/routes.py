@@ -15,6 +15,7 @@ from google.protobuf import descriptor
 
 from taskorch.v1 import (
     chat_service_pb2,
+    collection_service_pb2,
     model_service_pb2,
     openai_service_pb2,
     schedule_service_pb2,
@@ -32,6 +33,7 @@ SERVICE_FILES = (
     model_service_pb2,
     system_service_pb2,
     chat_service_pb2,
+    collection_service_pb2,
     openai_service_pb2,
 )
 _VARIABLE = re.compile(r"\{([^}=]+)")

@@ -30,7 +30,16 @@ from sqlalchemy import (
     update,
 )
 
-from taskorch.core.chat_model import ChatEvent, ChatEventType, Generation, Message, Role, Session
+from taskorch.core.chat_model import (
+    ChatEvent,
+    ChatEventType,
+    Generation,
+    Message,
+    Role,
+    Session,
+    Source,
+    sources_from_json,
+)
 from taskorch.core.model import Status
 from taskorch.store import statements
 from taskorch.store.schema import chat_events, chat_messages, chat_sessions
@@ -54,6 +63,7 @@ def session_from_row(row: RowMapping) -> Session:
         message_count=row["message_count"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        collections=tuple(row["collections"] or ()),
     )
 
 
@@ -76,6 +86,7 @@ def message_from_row(row: RowMapping) -> Message:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         completed_at=row["completed_at"],
+        sources=sources_from_json(row["sources"]),
     )
 
 
@@ -98,6 +109,7 @@ def message_values(message: Message) -> dict[str, Any]:
         "created_at": message.created_at,
         "updated_at": message.updated_at,
         "completed_at": message.completed_at,
+        "sources": [s.to_json() for s in message.sources] or None,
     }
 
 
@@ -134,6 +146,7 @@ def insert_session(conn: Connection, session: Session) -> None:
             "message_count": session.message_count,
             "created_at": session.created_at,
             "updated_at": session.updated_at,
+            "collections": list(session.collections) or None,
         },
     )
 
@@ -320,6 +333,16 @@ def list_messages(
         stmt = stmt.offset(offset)
     rows = conn.execute(stmt.order_by(chat_messages.c.position).limit(limit)).mappings()
     return [message_from_row(row) for row in rows], total
+
+
+def sources_at(conn: Connection, session_id: str, position: int) -> tuple[Source, ...]:
+    """The sources of the message at ``position`` (a reply), if any."""
+    data = conn.execute(
+        select(chat_messages.c.sources).where(
+            chat_messages.c.session_id == session_id, chat_messages.c.position == position
+        )
+    ).scalar()
+    return sources_from_json(data)
 
 
 def history_before(conn: Connection, session_id: str, position: int, limit: int) -> list[Message]:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -399,6 +400,8 @@ chat_sessions = Table(
     Column("message_count", Integer, nullable=False, server_default=text("0")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Names of the tenant's collections each user message searches (migration 0009).
+    Column("collections", Json),
     # Listing, newest first, with keyset pagination; and by model.
     Index(None, "tenant_id", "created_at", "session_id"),
     Index(None, "tenant_id", "model_name", "created_at"),
@@ -432,6 +435,8 @@ chat_messages = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("completed_at", UTCDateTime),
+    # Replies: the collection chunks put into the prompt (migration 0009).
+    Column("sources", Json),
     # A session's messages in order (listing, keyset pagination, history).
     UniqueConstraint("session_id", "position"),
     UniqueConstraint("session_id", "request_id"),
@@ -460,6 +465,66 @@ chat_events = Table(
     Column("data", Json),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("session_id", "sequence"),
+)
+
+
+# -- collections (retrieval) -------------------------------------------------------------------
+
+collections = Table(
+    "collections",
+    metadata,
+    Column("collection_id", String(ID), primary_key=True),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("dimensions", Integer, nullable=False),
+    Column("chunk_size", Integer, nullable=False),
+    Column("chunk_overlap", Integer, nullable=False),
+    Column("document_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("chunk_count", BigInteger, nullable=False, server_default=text("0")),
+    # Increases with every change of its chunks: a vector index built at another revision
+    # (by this process earlier, or before another replica's change) is rebuilt.
+    Column("revision", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+collection_documents = Table(
+    "collection_documents",
+    metadata,
+    Column(
+        "collection_id",
+        String(ID),
+        ForeignKey("collections.collection_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("document_id", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("metadata", Json),
+    Column("chunk_count", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("collection_id", "document_id"),
+)
+
+# One chunk of a document with its vector (little-endian float32, normalised). On SQLite
+# the FTS5 table collection_chunks_fts (created by the migration, kept in step by
+# triggers) indexes the text for keyword search.
+collection_chunks = Table(
+    "collection_chunks",
+    metadata,
+    Column("chunk_id", EventId, primary_key=True, autoincrement=True),
+    Column(
+        "collection_id",
+        String(ID),
+        ForeignKey("collections.collection_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("document_id", String(200), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Index(None, "collection_id", "document_id"),
 )
 
 

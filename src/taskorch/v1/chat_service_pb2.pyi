@@ -15,7 +15,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "model_name", "system_prompt", "title", "parameters", "created_at", "updated_at", "message_count", "sequence", "messages", "next_page_token")
+    __slots__ = ("session_id", "model_name", "system_prompt", "title", "parameters", "created_at", "updated_at", "message_count", "sequence", "messages", "next_page_token", "collections")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class Session(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model_name: str
     system_prompt: str
@@ -38,10 +39,11 @@ class Session(_message.Message):
     sequence: int
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     next_page_token: str
-    def __init__(self, session_id: _Optional[str] = ..., model_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., title: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., sequence: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., model_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., title: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., sequence: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("message_id", "session_id", "role", "content", "status", "created_at", "updated_at", "completed_at", "position", "task_id", "reply_to", "tokens_generated", "prompt_tokens", "inference_time", "time_to_first_token", "finish_reason", "messages_dropped", "error", "error_code", "request_id")
+    __slots__ = ("message_id", "session_id", "role", "content", "status", "created_at", "updated_at", "completed_at", "position", "task_id", "reply_to", "tokens_generated", "prompt_tokens", "inference_time", "time_to_first_token", "finish_reason", "messages_dropped", "error", "error_code", "request_id", "sources")
     class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ROLE_UNSPECIFIED: _ClassVar[Message.Role]
@@ -72,6 +74,7 @@ class Message(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     session_id: str
     role: Message.Role
@@ -92,19 +95,34 @@ class Message(_message.Message):
     error: str
     error_code: str
     request_id: str
-    def __init__(self, message_id: _Optional[str] = ..., session_id: _Optional[str] = ..., role: _Optional[_Union[Message.Role, str]] = ..., content: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[int] = ..., task_id: _Optional[str] = ..., reply_to: _Optional[str] = ..., tokens_generated: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., inference_time: _Optional[float] = ..., time_to_first_token: _Optional[float] = ..., finish_reason: _Optional[str] = ..., messages_dropped: _Optional[int] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    def __init__(self, message_id: _Optional[str] = ..., session_id: _Optional[str] = ..., role: _Optional[_Union[Message.Role, str]] = ..., content: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[int] = ..., task_id: _Optional[str] = ..., reply_to: _Optional[str] = ..., tokens_generated: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., inference_time: _Optional[float] = ..., time_to_first_token: _Optional[float] = ..., finish_reason: _Optional[str] = ..., messages_dropped: _Optional[int] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., request_id: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ...) -> None: ...
+
+class Source(_message.Message):
+    __slots__ = ("collection", "document_id", "text", "score")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    document_id: str
+    text: str
+    score: float
+    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("model_name", "system_prompt", "parameters", "title")
+    __slots__ = ("model_name", "system_prompt", "parameters", "title", "collections")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     system_prompt: str
     parameters: _struct_pb2.Struct
     title: str
-    def __init__(self, model_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., title: _Optional[str] = ...) -> None: ...
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., title: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
     __slots__ = ("model_name", "limit", "offset", "page", "page_token")

@@ -1,0 +1,303 @@
+"""Retrieval: ingest against the raw embedding limit, and search latency and recall at 10k
+and 100k chunks, in one run (not a test).
+
+1. Ingest. The same documents (one chunk each, ~300 characters of English words) are
+   embedded twice: in process by ``InferenceEngine.run`` (all-MiniLM-L6-v2, 16 texts per
+   request, every request in flight at once: the model and its dynamic batcher, nothing
+   else; the raw limit) and by a ``taskorch serve`` process through ``AddDocuments`` (100
+   documents per call, 4 calls in flight: validation, splitting, the same embedding path,
+   the database commit of documents, chunks and vectors, and the FAISS index update).
+   Reported: documents/s of each and their ratio (the goal is >= 0.8).
+2. Search. A collection of N chunks (N = 10,000 and 100,000) with synthetic vectors (384
+   dimensions, a mixture of 200 Gaussian clusters, normalised: embedding 100k texts would
+   take this machine most of an hour) is written straight into a SQLite database; a server
+   started on it rebuilds its index (HNSW from 10,000 chunks on); 200 query vectors from the
+   same distribution are searched over gRPC (``Search`` with ``vector``, top_k 10). Reported:
+   the first search (the server builds the index if its start-up rebuild has not finished),
+   GetCollection (a gRPC call that reads the collection: the floor under a search),
+   p50 and p95 of the rest, p50 of the same queries on the index in process (FAISS alone),
+   and recall@10 against exact search (numpy over all vectors).
+
+Usage: ``python bench/retrieval.py [--models-dir DIR] [--documents N] [--sizes 10000,100000]``
+after ``taskorch models defaults`` (``--documents 0`` skips the ingest part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from _harness import machine, percentile, table
+from inference_raw import machine as inference_machine
+
+from taskorch.client import AsyncClient, NewDocument
+from taskorch.core import vectors
+from taskorch.core.vectors import VectorIndex
+from taskorch.inference import InferenceEngine
+from taskorch.inference.tasks import TaskType
+from taskorch.store import collections as store
+from taskorch.store.collections import CollectionRecord, NewChunk, StoredDocument
+from taskorch.store.database import Database
+from taskorch.store.schema import utcnow
+from tests.servers import ServerProcess, sqlite_url
+
+MODEL = "all-minilm-l6-v2"
+DIMENSIONS = 384
+GROUP = 16
+ADD_BATCH = 100
+ADD_CALLS = 4
+_VOCABULARY = (
+    "the a of and to in is that for it as with was on be by this are from at or an which one "
+    "all were there their have has been model data search index vector query document text "
+    "server client task worker queue batch stream token chunk embedding cosine nearest graph "
+    "river mountain city garden music history science language market energy water light"
+)
+WORDS = _VOCABULARY.split()
+
+
+def documents(count: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        words: list[str] = []
+        while sum(len(w) + 1 for w in words) < 300:
+            words.append(rng.choice(WORDS))
+        out.append(" ".join(words).capitalize() + ".")
+    return out
+
+
+async def raw_embedding(models_dir: Path, texts: list[str]) -> float:
+    """Texts per second through the engine alone (the raw limit)."""
+    engine = InferenceEngine(models_dir, poll_seconds=0)
+    await engine.start()
+    try:
+        for _ in range(100):
+            if engine.model(MODEL).state == "READY":
+                break
+            await asyncio.sleep(0.2)
+
+        async def run(group: list[str]) -> None:
+            request = engine.check(
+                TaskType.FEATURE_EXTRACTION, MODEL, {"inputs": group}, {"normalize": True}
+            )
+            await engine.run(request)
+
+        groups = [texts[i : i + GROUP] for i in range(0, len(texts), GROUP)]
+        slots = asyncio.Semaphore(16)  # as the server: the batcher queues at most 1024 inputs
+
+        async def bounded(group: list[str]) -> None:
+            async with slots:
+                await run(group)
+
+        await asyncio.gather(*(run(g) for g in groups[:8]))  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(bounded(g) for g in groups))
+        return len(texts) / (time.perf_counter() - started)
+    finally:
+        await engine.close()
+
+
+async def served_ingest(server: ServerProcess, texts: list[str]) -> float:
+    """Documents per second through AddDocuments on a server."""
+    async with AsyncClient(server.grpc_addr, timeout=600) as client:
+        await client.collections.create("warm", MODEL)
+        await client.collections.add("warm", texts[:64])
+        await client.collections.create("ingest", MODEL)
+        batches = [texts[i : i + ADD_BATCH] for i in range(0, len(texts), ADD_BATCH)]
+        queue = list(enumerate(batches))
+
+        async def caller() -> None:
+            while queue:
+                n, batch = queue.pop()
+                await client.collections.add(
+                    "ingest",
+                    [NewDocument(text=t, id=f"d{n}-{i}") for i, t in enumerate(batch)],
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(ADD_CALLS)))
+        seconds = time.perf_counter() - started
+        stored = await client.collections.get("ingest")
+        assert stored.document_count == len(texts), stored
+        return len(texts) / seconds
+
+
+def clustered(count: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    which = rng.integers(0, len(centres), count)
+    points = centres[which] + 0.6 * rng.standard_normal((count, DIMENSIONS)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points.astype(np.float32)
+
+
+async def write_collection(url: str, data: np.ndarray) -> None:
+    db = Database(url)
+    await db.open()
+    try:
+        now = utcnow()
+        record = CollectionRecord(
+            collection_id=str(uuid.uuid4()),
+            tenant_id="default",
+            name="synthetic",
+            model_name=MODEL,
+            dimensions=DIMENSIONS,
+            chunk_size=800,
+            chunk_overlap=100,
+            document_count=0,
+            chunk_count=0,
+            revision=0,
+            created_at=now,
+            updated_at=now,
+        )
+        await db.write(lambda tx: store.insert_collection(tx.conn, record))
+        for start in range(0, len(data), 5000):
+            batch = [
+                StoredDocument(
+                    document_id=f"c{i}",
+                    text=f"chunk {i}",
+                    metadata=None,
+                    chunks=[NewChunk(text=f"chunk {i}", vector=data[i].astype("<f4").tobytes())],
+                )
+                for i in range(start, min(start + 5000, len(data)))
+            ]
+            await db.write(
+                lambda tx, b=batch: store.put_documents(tx.conn, record.collection_id, b, now)
+            )
+    finally:
+        await db.close()
+
+
+async def search_at(size: int, models_dir: Path, queries: int = 200) -> tuple[str, ...]:
+    rng = np.random.default_rng(size)
+    centres = rng.standard_normal((200, DIMENSIONS)).astype(np.float32)
+    data = clustered(size, rng, centres)
+    asked = clustered(queries, rng, centres)
+    exact = np.argsort(-(asked @ data.T), axis=1)[:, :10]
+
+    started = time.perf_counter()
+    index = VectorIndex.build(DIMENSIONS, 1, list(range(size)), data)
+    build = time.perf_counter() - started
+    local: list[float] = []
+    for q in asked:
+        t = time.perf_counter()
+        index.search(q, 10)
+        local.append(time.perf_counter() - t)
+
+    with tempfile.TemporaryDirectory(prefix="taskorch-bench-") as workdir:
+        url = sqlite_url(Path(workdir) / "bench.db")
+        await write_collection(url, data)
+        server = ServerProcess(
+            workdir=Path(workdir),
+            database_url=url,
+            models_dir=models_dir,
+            args=("--log-level", "warning"),
+        )
+        server.start()
+        try:
+            async with AsyncClient(server.grpc_addr, timeout=600) as client:
+                t = time.perf_counter()
+                await client.collections.search("synthetic", vector=asked[0].tolist(), top_k=10)
+                first = time.perf_counter() - t
+                served: list[float] = []
+                lookups: list[float] = []
+                hits = 0
+                for q, truth in zip(asked, exact, strict=True):
+                    t = time.perf_counter()
+                    found = await client.collections.search(
+                        "synthetic", vector=q.tolist(), top_k=10
+                    )
+                    served.append(time.perf_counter() - t)
+                    ids = {int(r.document_id[1:]) for r in found}
+                    hits += len(ids & set(truth.tolist()))
+                    t = time.perf_counter()
+                    await client.collections.get("synthetic")
+                    lookups.append(time.perf_counter() - t)
+        finally:
+            server.stop()
+    kind = "hnsw" if size >= vectors.HNSW_MIN_VECTORS else "flat"
+    return (
+        f"{size:,} ({kind})",
+        f"{build:.1f} s",
+        f"{first * 1000:.0f} ms",
+        f"{statistics.median(served) * 1000:.2f} ms",
+        f"{percentile(served, 95) * 1000:.2f} ms",
+        f"{statistics.median(lookups) * 1000:.2f} ms",
+        f"{statistics.median(local) * 1000:.3f} ms",
+        f"{hits / (10 * len(asked)):.3f}",
+    )
+
+
+async def ingest(models_dir: Path, texts: list[str]) -> None:
+    raw = await raw_embedding(models_dir, texts)
+    with tempfile.TemporaryDirectory(prefix="taskorch-bench-") as workdir:
+        server = ServerProcess(
+            workdir=Path(workdir),
+            database_url=sqlite_url(Path(workdir) / "bench.db"),
+            models_dir=models_dir,
+            args=("--log-level", "warning"),
+        )
+        server.start()
+        try:
+            served = await served_ingest(server, texts)
+        finally:
+            server.stop()
+    print()
+    print(
+        table(
+            [
+                ("ingest", "raw embedding (engine.run)", "AddDocuments (served)", "ratio"),
+                (
+                    f"{len(texts)} documents x ~300 chars",
+                    f"{raw:.0f} docs/s",
+                    f"{served:.0f} docs/s",
+                    f"{served / raw:.2f}",
+                ),
+            ]
+        )
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", type=Path, default=Path("var/models"))
+    parser.add_argument("--documents", type=int, default=2000)
+    parser.add_argument("--sizes", default="10000,100000")
+    args = parser.parse_args()
+    print(machine())
+    print(inference_machine())
+    texts = documents(args.documents)
+    # Only the embedding model: the others would load (and take the CPU) during the runs.
+    only = Path(tempfile.mkdtemp(prefix="taskorch-bench-models-"))
+    (only / MODEL).symlink_to((args.models_dir / MODEL).resolve(), target_is_directory=True)
+    args.models_dir = only
+
+    if args.documents > 0:
+        await ingest(args.models_dir, texts)
+    rows: list[tuple[str, ...]] = [
+        (
+            "chunks (index)",
+            "build in process",
+            "first search (served)",
+            "search p50 (gRPC)",
+            "p95",
+            "GetCollection p50 (gRPC)",
+            "p50 in process",
+            "recall@10 vs exact",
+        )
+    ]
+    for size in (int(s) for s in args.sizes.split(",")):
+        rows.append(await search_at(size, args.models_dir))
+    print()
+    print(table(rows))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
