@@ -89,6 +89,23 @@ def test_a_cron_schedule_shows_its_next_slot_in_its_time_zone(client: Client) ->
     assert client.schedules.get(name).task == {"text": "On the hour."}
 
 
+def test_a_schedules_task_keeps_its_delay_and_concurrency_key(client: Client) -> None:
+    name = unique("keyed")
+    body = {
+        "task_type": "echo",
+        "run_after_seconds": 0.5,
+        "concurrency_key": "nightly-report",
+        "concurrency_limit": 1,
+    }
+    client.schedules.create(name, interval_seconds=3600, task=body)
+    assert client.schedules.get(name).task == body
+    _, task = client.schedules.trigger(name)
+    assert task.concurrency_key == "nightly-report" and task.status == "PENDING"
+    assert task.run_at is not None and task.created_at is not None
+    assert abs((task.run_at - task.created_at).total_seconds() - 0.5) < 0.01
+    assert client.wait_for_task(task.task_id, timeout=30).status == "COMPLETED"
+
+
 def test_pause_resume_trigger_and_delete(client: Client) -> None:
     name = unique("daily")
     client.schedules.create(
@@ -152,6 +169,14 @@ def test_a_name_is_taken_once_per_tenant(client: Client) -> None:
         ({"interval_seconds": 60, "task": {"text": "x" * 4001}}, "task.text"),
         ({"interval_seconds": 60, "task": {"text": "a", "priority": 42}}, "task.priority"),
         ({"interval_seconds": 60, "task": {"text": "a", "request_id": "k"}}, "task.request_id"),
+        (
+            {"interval_seconds": 60, "task": {"text": "a", "run_at": "2030-01-01T00:00:00Z"}},
+            "task.run_at",
+        ),
+        (
+            {"interval_seconds": 60, "task": {"text": "a", "concurrency_limit": 3}},
+            "task.concurrency_limit",
+        ),
     ],
 )
 def test_bad_input_is_invalid_argument_naming_the_field(

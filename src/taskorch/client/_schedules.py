@@ -62,6 +62,9 @@ class Schedule:
                 ("depends_on", list(t.depends_on)),
                 ("max_attempts", t.max_attempts),
                 ("timeout_seconds", t.timeout_seconds),
+                ("run_after_seconds", t.run_after_seconds),
+                ("concurrency_key", t.concurrency_key),
+                ("concurrency_limit", t.concurrency_limit),
             )
             if value
         }
