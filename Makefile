@@ -46,7 +46,7 @@ lint: install
 
 # The server suites that also run on PostgreSQL (skipped, saying why, when it is not reachable;
 # TASKORCH_TEST_POSTGRES_URL points them at another server).
-PG_TESTS := tests/store tests/test_tasks_api.py tests/test_delayed.py tests/test_concurrency_keys.py tests/test_list.py tests/test_subtasks_api.py tests/test_quota.py tests/test_large_payloads.py \
+PG_TESTS := tests/store tests/test_tasks_api.py tests/test_delayed.py tests/test_concurrency_keys.py tests/test_fair_sharing.py tests/test_list.py tests/test_subtasks_api.py tests/test_quota.py tests/test_large_payloads.py \
 	tests/test_dependencies.py tests/test_watch.py tests/test_reliability.py tests/workers \
 	tests/test_templates_api.py tests/security/test_tenancy.py tests/security/test_auth_mode.py \
 	tests/test_unstorable_values.py tests/test_unavailable_messages.py tests/web/test_websocket.py \

@@ -49,6 +49,41 @@ class Settings:
     web_addr: str = DEFAULT_WEB_ADDR
     # Origins whose pages may call REST and open WebSockets (CORS); empty: none.
     cors_origins: tuple[str, ...] = ()
+    # Tenants with work queued take turns (weighted); off: first come, first served.
+    fair_sharing: bool = True
+    # Tenant id -> weight in fair sharing (tenants not named weigh 1).
+    tenant_weights: tuple[tuple[str, float], ...] = ()
+
+
+# The weights a tenant may have in fair sharing: a tenant of weight 100 gets a hundred turns
+# to one of weight 1.
+MIN_TENANT_WEIGHT = 0.01
+MAX_TENANT_WEIGHT = 100.0
+
+
+def parse_tenant_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """``"acme=2,beta=0.5"`` → ``(("acme", 2.0), ("beta", 0.5))``.
+
+    Raises:
+        ValueError: an entry that is not TENANT=WEIGHT, or a weight out of range.
+    """
+    weights: dict[str, float] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        tenant, sep, value = entry.partition("=")
+        tenant = tenant.strip()
+        try:
+            weight = float(value) if sep and tenant else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if weight != weight:
+            raise ValueError(f"{entry!r} is not TENANT=WEIGHT (e.g. acme=2)")
+        if not MIN_TENANT_WEIGHT <= weight <= MAX_TENANT_WEIGHT:
+            raise ValueError(
+                f"the weight of tenant {tenant!r} is {weight:g}; it must be between "
+                f"{MIN_TENANT_WEIGHT:g} and {MAX_TENANT_WEIGHT:g}"
+            )
+        weights[tenant] = weight
+    return tuple(weights.items())
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -130,6 +130,21 @@ def serve(
         help="Comma-separated origins (https://app.example.com) whose pages may call the "
         "REST API and open WebSockets; '*' allows any. Default: none (same origin only).",
     ),
+    fair_sharing: bool = typer.Option(
+        True,
+        "--fair-sharing/--no-fair-sharing",
+        envvar="TASKORCH_FAIR_SHARING",
+        help="Tenants with work queued take turns (within a priority; higher priority still "
+        "runs first), so one tenant's burst does not hold back another's work. Off: first "
+        "come, first served.",
+    ),
+    tenant_weights: str = typer.Option(
+        "",
+        envvar="TASKORCH_TENANT_WEIGHTS",
+        help="Comma-separated TENANT=WEIGHT (e.g. acme=2,trial=0.5): a tenant of weight 2 "
+        "takes two turns to another's one when both have work queued. Others weigh 1; "
+        "weights go from 0.01 to 100.",
+    ),
     event_loop: _loop.EventLoop = typer.Option(
         _loop.EventLoop.UVLOOP,
         envvar="TASKORCH_EVENT_LOOP",
@@ -161,6 +176,8 @@ def serve(
         max_active_tasks=max_active_tasks,
         web_addr=web_addr,
         cors_origins=_origins(cors_origins),
+        fair_sharing=fair_sharing,
+        tenant_weights=_weights(tenant_weights),
     )
     from taskorch.gateway.config import RateLimit
     from taskorch.gateway.launcher import GatewayError
@@ -181,6 +198,15 @@ def serve(
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+def _weights(text: str) -> tuple[tuple[str, float], ...]:
+    from taskorch.config import parse_tenant_weights
+
+    try:
+        return parse_tenant_weights(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tenant-weights") from None
 
 
 def _origins(text: str) -> tuple[str, ...]:

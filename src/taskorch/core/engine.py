@@ -70,7 +70,7 @@ from taskorch.core.model import (
     Task,
 )
 from taskorch.store.database import Database, HotOp
-from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd
+from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd, Turns
 from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)
@@ -250,8 +250,11 @@ class TaskEngine:
         *,
         clock: Callable[[], datetime] = utcnow,
         backoff: Backoff | None = None,
+        turns: Turns | None = None,
     ) -> None:
         self.db = db
+        # How new work gets its turn in the queue (fair sharing between tenants, or not).
+        self.turns = turns or Turns()
         self.hub = hub
         self.clock = clock
         self.backoff = backoff or Backoff()
@@ -668,7 +671,7 @@ class TaskEngine:
                 continue
             fresh += new
         if fresh:
-            await q.insert_tasks([(n.task, n.subtasks) for n in fresh], batch.changes)
+            await q.insert_tasks([(n.task, n.subtasks) for n in fresh], batch.changes, self.turns)
             delays = [(n.task.task_id, at) for n in fresh if (at := delayed_until(n.task))]
             if delays:
                 await q.delay_tasks(delays)

@@ -78,6 +78,7 @@ from taskorch.store import counts
 from taskorch.store import keys as key_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store.database import Database
+from taskorch.store.queue import Turns
 from taskorch.store.sqlite_lock import DatabaseInUse, SqliteLock
 from taskorch.v1 import (
     chat_service_pb2_grpc,
@@ -171,7 +172,11 @@ class TaskorchServer:
             )
         # --auth none: nobody is authenticated (and serve allows it on loopback only).
         self.auth = Authenticator(self.db, settings.auth, oauth) if settings.auth else None
-        self.task_engine = TaskEngine(self.db, self.hub)
+        self.task_engine = TaskEngine(
+            self.db,
+            self.hub,
+            turns=Turns(fair=settings.fair_sharing, weights=dict(settings.tenant_weights)),
+        )
         self.tasks = TaskService(
             self.db,
             self.hub,

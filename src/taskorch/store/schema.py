@@ -237,6 +237,12 @@ subtasks = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("completed_at", UTCDateTime),
+    # Its turn in the queue: a point on the queue's clock (seconds since the epoch) set when
+    # it is created. Within a kind and priority a tenant's next subtask takes the turn after
+    # its own last queued one, or after the queue's head when it has none queued, so tenants
+    # with work queued take turns (fair sharing; store/queue's Turns). Without fair sharing
+    # it is the creation time: first come, first served.
+    Column("turn", Float(precision=53), nullable=False, server_default=text("0")),
     Index(None, "task_id", "stage"),
 )
 
@@ -246,14 +252,25 @@ subtasks = Table(
 QUEUED = "status = 1 AND ready"
 RUNNING = "status = 2"
 
-# The work queue: runnable subtasks of a kind in take order (priority first, then oldest),
-# so a take reads the first rows of the index instead of sorting the queue.
+# The work queue: runnable subtasks of a kind in take order (priority first, then turn),
+# so a take reads the first rows of the index instead of sorting the queue; its first row
+# of a kind and priority is also the queue's head a newcomer's turn follows.
 Index(
     "ix_subtasks_queue",
     subtasks.c.kind,
     subtasks.c.priority.desc(),
-    subtasks.c.created_at,
+    subtasks.c.turn,
     subtasks.c.subtask_id,
+    sqlite_where=text(QUEUED),
+    postgresql_where=text(QUEUED),
+)
+# A tenant's last queued turn of a kind and priority, which its next subtask follows.
+Index(
+    "ix_subtasks_tenant_turns",
+    subtasks.c.tenant_id,
+    subtasks.c.kind,
+    subtasks.c.priority,
+    subtasks.c.turn,
     sqlite_where=text(QUEUED),
     postgresql_where=text(QUEUED),
 )

@@ -76,6 +76,8 @@ def insert_subtasks(conn: Connection, items: Sequence[Subtask]) -> None:
                 "timeout_seconds": s.timeout_seconds,
                 "created_at": s.created_at,
                 "updated_at": s.updated_at,
+                # First come, first served among work added to running tasks.
+                "turn": s.created_at.timestamp(),
             }
             for s in items
         ],

@@ -33,7 +33,7 @@ commit the engine publishes its events and wakes the takers it names.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,6 +42,33 @@ from taskorch.core.model import JSON, EventType, Status, Subtask, Task, TaskEven
 
 # (tenant_id, task_type, model_name, template): the counters a task adds to.
 CountKey = tuple[str, str, str, str]
+
+
+# How far apart one tenant's turns are (seconds of the queue's clock, divided by its weight):
+# small, so that with short queues turns stay close to creation times.
+TURN_STEP = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class Turns:
+    """How a new subtask's place in the queue (its turn) is set: fair sharing between tenants
+    (start-time fair queuing, each tenant's steps divided by its weight) or, with ``fair``
+    off, first come, first served.
+
+    Fair: within a kind and priority, a subtask's turn is one step after its tenant's last
+    queued turn, or after the queue's head when its tenant has nothing queued there, so a
+    tenant with a burst queued and one submitting a few take turns (by weight) instead of
+    the few waiting behind the burst. Priority still orders first."""
+
+    fair: bool = True
+    # Tenant id -> weight (default 1): a tenant of weight 2 gets two turns to another's one.
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    def step(self, tenant_id: str) -> float:
+        """The distance between two turns of this tenant (0: first come, first served)."""
+        if not self.fair:
+            return 0.0
+        return TURN_STEP / self.weights.get(tenant_id, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +209,13 @@ class Queue(Protocol):
         ...
 
     async def insert_tasks(
-        self, tasks: Sequence[tuple[Task, Sequence[Subtask]]], changes: Changes
+        self,
+        tasks: Sequence[tuple[Task, Sequence[Subtask]]],
+        changes: Changes,
+        turns: Turns,
     ) -> None:
-        """Stores new PENDING tasks with their subtasks, dependency edges and first event."""
+        """Stores new PENDING tasks with their subtasks (each given its turn by ``turns``),
+        dependency edges and first event."""
         ...
 
     # -- take ---------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from taskorch.store.queue import (
     TakeFilter,
     Taken,
     TaskEnd,
+    Turns,
     event,
     stop_candidates,
 )
@@ -63,6 +64,18 @@ def _key(record: Any) -> CountKey:
     return (record["tenant_id"], record["task_type"], record["model_name"], record["template"])
 
 
+def _turn_ranks(subtasks: Sequence[Subtask]) -> list[int]:
+    """Each new subtask's rank (1, 2, ...) among the batch's subtasks of its tenant, kind and
+    priority: how many steps after its tenant's last queued turn it goes."""
+    seen: dict[tuple[str, str, int], int] = {}
+    ranks = []
+    for s in subtasks:
+        key = (s.tenant_id, s.kind, s.priority)
+        seen[key] = seen.get(key, 0) + 1
+        ranks.append(seen[key])
+    return ranks
+
+
 def _stored(changes: Changes, record: Any) -> None:
     first, last = record["first_event"], record["last_event"]
     if first is not None:
@@ -85,15 +98,29 @@ WITH new_tasks AS (
 ), new_subtasks AS (
     INSERT INTO subtasks (subtask_id, task_id, tenant_id, kind, model_name, name, stage,
         input, info, status, progress, attempt, max_attempts, priority, ready, available_at,
-        timeout_seconds, created_at, updated_at)
-    SELECT s.*, s.created_at FROM unnest($20::text[], $21::text[], $22::text[],
+        timeout_seconds, created_at, updated_at, turn)
+    SELECT s.subtask_id, s.task_id, s.tenant_id, s.kind, s.model_name, s.name, s.stage,
+        s.input, s.info, s.status, s.progress, s.attempt, s.max_attempts, s.priority, s.ready,
+        s.available_at, s.timeout_seconds, s.created_at, s.created_at,
+        -- Its turn (store/queue's Turns): after its tenant's last queued turn of the kind and
+        -- priority, or after the queue's head, by its rank among the batch's rows of that
+        -- tenant, kind and priority (from the batch's time, $44, when the queue is empty);
+        -- step 0 is first come, first served.
+        CASE WHEN s.step = 0 THEN extract(epoch FROM s.created_at) ELSE coalesce(
+            (SELECT q.turn FROM subtasks q WHERE q.tenant_id = s.tenant_id
+                AND q.kind = s.kind AND q.priority = s.priority AND q.status = 1 AND q.ready
+                ORDER BY q.turn DESC LIMIT 1),
+            (SELECT q.turn FROM subtasks q WHERE q.kind = s.kind AND q.priority = s.priority
+                AND q.status = 1 AND q.ready ORDER BY q.turn LIMIT 1),
+            $44::float8) + s.rank * s.step END
+    FROM unnest($20::text[], $21::text[], $22::text[],
         $23::text[], $24::text[], $25::text[], $26::int4[], $27::text[]::jsonb[],
         $28::text[]::jsonb[],
         $29::int2[], $30::float8[], $31::int4[], $32::int4[], $33::int2[], $34::bool[],
-        $35::timestamptz[], $36::float8[], $37::timestamptz[])
+        $35::timestamptz[], $36::float8[], $37::timestamptz[], $42::float8[], $43::int4[])
         AS s(subtask_id, task_id, tenant_id, kind, model_name, name, stage, input, info,
             status, progress, attempt, max_attempts, priority, ready, available_at,
-            timeout_seconds, created_at)
+            timeout_seconds, created_at, step, rank)
 ), new_edges AS (
     INSERT INTO task_dependencies (task_id, depends_on_id)
     SELECT * FROM unnest($38::text[], $39::text[])
@@ -110,19 +137,19 @@ SELECT min(event_id) AS first_event, max(event_id) AS last_event FROM new_events
 
 _TAKE = """
 WITH candidates AS (
-    SELECT c.subtask_id, c.task_id, c.priority, c.created_at
+    SELECT c.subtask_id, c.task_id, c.priority, c.turn
     FROM unnest($1::text[]) AS k(kind)
     CROSS JOIN LATERAL (
-        SELECT s.subtask_id, s.task_id, s.priority, s.created_at FROM subtasks s
+        SELECT s.subtask_id, s.task_id, s.priority, s.turn FROM subtasks s
         WHERE s.kind = k.kind AND s.status = 1 AND s.ready AND s.available_at <= $2
           AND ($3::text[] IS NULL OR s.model_name = ANY($3::text[]))
           AND ($4::text[] IS NULL OR s.tenant_id = ANY($4::text[]))
           AND ($5::text IS NULL OR s.task_id = $5::text)
-        ORDER BY s.priority DESC, s.created_at, s.subtask_id
+        ORDER BY s.priority DESC, s.turn, s.subtask_id
         LIMIT $6
         FOR UPDATE OF s SKIP LOCKED
     ) AS c
-    ORDER BY c.priority DESC, c.created_at, c.subtask_id
+    ORDER BY c.priority DESC, c.turn, c.subtask_id
     LIMIT $6
 ), locked AS (
     SELECT t.task_id, t.status AS old_status FROM tasks t
@@ -134,7 +161,7 @@ WITH candidates AS (
         updated_at = $2
     FROM candidates c
     WHERE s.subtask_id = c.subtask_id AND c.task_id IN (SELECT task_id FROM locked)
-    RETURNING s.*, c.priority AS take_priority, c.created_at AS take_created_at
+    RETURNING s.*, c.priority AS take_priority, c.turn AS take_turn
 ), first_lease AS (
     SELECT DISTINCT ON (task_id) task_id, attempt FROM leased ORDER BY task_id, attempt DESC
 ), started AS (
@@ -162,7 +189,7 @@ SELECT l.*, st.sequence AS task_sequence, st.progress AS task_progress,
     st.depends_on AS task_depends_on, st.task_type, st.model_name AS task_model_name,
     st.template, st.old_status, st.task_attempt, span.first_event, span.last_event
 FROM leased l JOIN started st ON st.task_id = l.task_id CROSS JOIN span
-ORDER BY l.take_priority DESC, l.take_created_at, l.subtask_id
+ORDER BY l.take_priority DESC, l.take_turn, l.subtask_id
 """
 
 _LOCK_KEYS = """
@@ -438,7 +465,10 @@ class PostgresQueue(Queue):
         return int(count)
 
     async def insert_tasks(
-        self, tasks: Sequence[tuple[Task, Sequence[Subtask]]], changes: Changes
+        self,
+        tasks: Sequence[tuple[Task, Sequence[Subtask]]],
+        changes: Changes,
+        turns: Turns,
     ) -> None:
         ts = [task for task, _ in tasks]
         subs = [s for _, subtasks in tasks for s in subtasks]
@@ -486,6 +516,9 @@ class PostgresQueue(Queue):
             [b for _, b in edges],
             [t.run_at for t in ts],
             [t.concurrency_key for t in ts],
+            [turns.step(s.tenant_id) for s in subs],
+            _turn_ranks(subs),
+            max((s.created_at.timestamp() for s in subs), default=0.0),
         )
         _stored(changes, record)
         events = []

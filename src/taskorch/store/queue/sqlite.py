@@ -28,6 +28,7 @@ from taskorch.store.queue import (
     TakeFilter,
     Taken,
     TaskEnd,
+    Turns,
     event,
     stop_candidates,
 )
@@ -51,7 +52,30 @@ def _insert(table: str, columns: tuple[str, ...]) -> str:
 
 
 _INSERT_TASK = _insert("tasks", TASK_COLUMNS)
-_INSERT_SUBTASK = _insert("subtasks", SUBTASK_COLUMNS)
+
+
+def _insert_subtask() -> str:
+    """The insert of a new subtask with its turn (store/queue's Turns): its parameters are
+    SUBTASK_COLUMNS, then the tenant's step (0: first come, first served) and the creation
+    time in seconds. Rows inserted one after another in one call each see the ones before
+    them, so a burst of one tenant gets turns a step apart."""
+    n = len(SUBTASK_COLUMNS)
+    tenant, kind, priority = (
+        f"?{SUBTASK_COLUMNS.index(c) + 1}" for c in ("tenant_id", "kind", "priority")
+    )
+    step, now = f"?{n + 1}", f"?{n + 2}"
+    queued = f"kind = {kind} AND priority = {priority} AND status = 1 AND ready"
+    turn = (
+        f"CASE WHEN {step} = 0 THEN {now} ELSE coalesce("
+        f"(SELECT turn FROM subtasks WHERE tenant_id = {tenant} AND {queued} "
+        "ORDER BY turn DESC LIMIT 1), "
+        f"(SELECT turn FROM subtasks WHERE {queued} ORDER BY turn LIMIT 1), {now}) + {step} END"
+    )
+    values = ", ".join(f"?{i + 1}" for i in range(n))
+    return f"INSERT INTO subtasks ({', '.join(SUBTASK_COLUMNS)}, turn) VALUES ({values}, {turn})"
+
+
+_INSERT_SUBTASK = _insert_subtask()
 _INSERT_EVENT = _insert("task_events", EVENT_COLUMNS)
 _INSERT_DEPENDENCY = "INSERT INTO task_dependencies (task_id, depends_on_id) VALUES (?, ?)"
 _INSERT_DELTA = (
@@ -143,11 +167,19 @@ class SqliteQueue(Queue):
         return int(count)
 
     async def insert_tasks(
-        self, tasks: Sequence[tuple[Task, Sequence[Subtask]]], changes: Changes
+        self,
+        tasks: Sequence[tuple[Task, Sequence[Subtask]]],
+        changes: Changes,
+        turns: Turns,
     ) -> None:
         self._many(_INSERT_TASK, [task_values_sqlite(task) for task, _ in tasks])
         self._many(
-            _INSERT_SUBTASK, [subtask_values_sqlite(s) for _, subtasks in tasks for s in subtasks]
+            _INSERT_SUBTASK,
+            [
+                (*subtask_values_sqlite(s), turns.step(s.tenant_id), s.created_at.timestamp())
+                for _, subtasks in tasks
+                for s in subtasks
+            ],
         )
         edges = [(task.task_id, dep) for task, _ in tasks for dep in task.depends_on]
         if edges:
@@ -757,11 +789,11 @@ def _queue_head(kinds: int, models: int, tenants: int, by_task: bool) -> str:
         where += f" AND tenant_id IN ({_marks(tenants)})" if tenants else " AND 0"
     if by_task:
         where += " AND task_id = ?"
-    order = "ORDER BY priority DESC, created_at, subtask_id"
+    order = "ORDER BY priority DESC, turn, subtask_id"
     # With each candidate, its task's status (the take changes it; SQLite's RETURNING only
     # shows new values).
     arm = (
-        "SELECT subtask_id, priority, created_at, task_id, "
+        "SELECT subtask_id, priority, turn, task_id, "
         "(SELECT status FROM tasks AS t WHERE t.task_id = subtasks.task_id) AS task_status "
         "FROM subtasks WHERE {kind}"
     ) + where
