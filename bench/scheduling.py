@@ -1,14 +1,19 @@
-"""Delayed tasks and concurrency keys: how precisely a delayed task starts, and what keys cost.
+"""Delayed tasks, concurrency keys and fair sharing: how precisely a delayed task starts, and
+what keys and fair sharing cost.
 
-In one run, on one server per backend (``serve --workers 4``, echo tasks):
+In one run, on two servers per backend (``serve --workers 4``, echo tasks; one with
+``--no-fair-sharing``, first come, first served, the other with fair sharing, the default):
 
 1. precision: ``--delayed`` tasks created with run_after_seconds spread over 0.5-3 s, paced so a
    worker is free when each comes due; figure = started_at - run_at (the server's record of
    the lease against the task's time), p50 / p99;
-2. throughput: ``--tasks`` tasks submitted from 32 coroutines and run to the end, plain (FIFO)
-   against the same tasks each carrying one of 64 concurrency keys of limit 8 (the keys never
-   bind with 4 slots: this is the bookkeeping's cost) and against one key of limit 4 (binding:
-   the line admits the next task as each one ends); end-to-end tasks/s and the ratio to plain.
+2. throughput: ``--tasks`` tasks submitted from 32 coroutines and run to the end, plain on the
+   first-come-first-served server (FIFO) against: the same on the fair-sharing server (every
+   new subtask's turn computed in its insert: that is the cost of fair sharing, which is the
+   same for one tenant or many: two index probes per subtask), and, on the fair server, the
+   same tasks each carrying one of 64 concurrency keys of limit 8 (the keys never bind with 4
+   slots: this is the bookkeeping's cost) and one key of limit 4 (binding: the line admits the
+   next task as each one ends); end-to-end tasks/s and the ratio to FIFO.
 
 Usage: python bench/scheduling.py [--tasks 1000] [--delayed 60] [--backends sqlite,pg]
 """
@@ -64,20 +69,34 @@ async def throughput(client: AsyncClient, count: int, keys: int, limit: int) -> 
     return count / (last - first)
 
 
-async def measure(addr: str, args: argparse.Namespace) -> dict[str, Any]:
-    client = AsyncClient(addr)
+async def measure(fifo_addr: str, fair_addr: str, args: argparse.Namespace) -> dict[str, Any]:
+    fifo, fair = AsyncClient(fifo_addr), AsyncClient(fair_addr)
     try:
-        await throughput(client, 50, 0, 0)  # warm up
-        figures: dict[str, Any] = {"late": await precision(client, args.delayed)}
-        ways = {"plain": (0, 0), "64 keys of 8": (64, 8), "1 key of 4": (1, 4)}
+        for client in (fifo, fair):
+            await throughput(client, 50, 0, 0)  # warm up
+        figures: dict[str, Any] = {"late": await precision(fair, args.delayed)}
+        ways = {
+            "FIFO": (fifo, 0, 0),
+            "fair": (fair, 0, 0),
+            "64 keys of 8": (fair, 64, 8),
+            "1 key of 4": (fair, 1, 4),
+        }
         rates: dict[str, list[float]] = {name: [] for name in ways}
         for _ in range(args.repeats):  # alternating, so a slow minute hits every way
-            for name, (keys, limit) in ways.items():
+            for name, (client, keys, limit) in ways.items():
                 rates[name].append(await throughput(client, args.tasks, keys, limit))
         figures["rates"] = {name: statistics.median(r) for name, r in rates.items()}
+        figures["spread"] = {name: (min(r), max(r)) for name, r in rates.items()}
         return figures
     finally:
-        await client.close()
+        await fifo.close()
+        await fair.close()
+
+
+def _rate(figures: dict[str, Any], name: str) -> str:
+    """A way's median tasks/s and its rounds' spread."""
+    low, high = figures["spread"][name]
+    return f"{figures['rates'][name]:,.0f} ({low:,.0f}-{high:,.0f})"
 
 
 def main() -> None:
@@ -88,27 +107,29 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,pg")
     args = parser.parse_args()
     print(machine())
-    rows = [
-        ("backend", "start after run_at p50 / p99", "plain tasks/s", "64 keys of 8", "1 key of 4")
-    ]
+    ways = ("fair", "64 keys of 8", "1 key of 4")
+    rows = [("backend", "start after run_at p50 / p99", "FIFO tasks/s", *ways)]
     for backend in args.backends.split(","):
-        url = None
+        urls: list[str | None] = [None, None]
         if backend == "pg":
             from peers import recreate_database
 
-            recreate_database("taskorch_bench_scheduling")
-            url = PG_URL.format(db="taskorch_bench_scheduling")
-        with taskorch_server("--workers", "4", database_url=url) as server:
-            f = asyncio.run(measure(server.grpc_addr, args))
+            for n in range(2):
+                recreate_database(f"taskorch_bench_scheduling{n}")
+            urls = [PG_URL.format(db=f"taskorch_bench_scheduling{n}") for n in range(2)]
+        with (
+            taskorch_server("--workers", "4", "--no-fair-sharing", database_url=urls[0]) as fifo,
+            taskorch_server("--workers", "4", database_url=urls[1]) as fair,
+        ):
+            f = asyncio.run(measure(fifo.grpc_addr, fair.grpc_addr, args))
         late, rates = f["late"], f["rates"]
-        plain = rates["plain"]
+        plain = rates["FIFO"]
         rows.append(
             (
                 "SQLite" if backend == "sqlite" else "PostgreSQL",
                 f"{percentile(late, 50):.1f} / {percentile(late, 99):.1f} ms",
-                f"{plain:,.0f}",
-                f"{rates['64 keys of 8']:,.0f} ({rates['64 keys of 8'] / plain:.2f}x)",
-                f"{rates['1 key of 4']:,.0f} ({rates['1 key of 4'] / plain:.2f}x)",
+                _rate(f, "FIFO"),
+                *(f"{_rate(f, name)} {rates[name] / plain:.2f}x" for name in ways),
             )
         )
     print(table(rows))

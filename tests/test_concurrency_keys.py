@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +149,44 @@ def test_bad_keys_and_limits_are_refused_naming_the_field(
     with server.client() as client, pytest.raises(InvalidArgumentError) as refused:
         client.create_task(task_type="echo", **fields)
     assert [v.field for v in refused.value.field_violations] == [field]
+
+
+def _one_at_a_time_model(root: Path) -> Path:
+    """A models folder with the tiny text generator, configured to decode one sequence at a
+    time (max_batch_size 1): its capacity is one request."""
+    from tests.inference.tiny_models import build_tiny_models
+
+    source = build_tiny_models().models_dir / "tiny-gpt2"
+    target = root / "tiny-gpt2"
+    shutil.copytree(source, target)
+    config = target / "model.yaml"
+    config.write_text(config.read_text().replace("max_batch_size: 8", "max_batch_size: 1"))
+    return root
+
+
+def test_inference_tasks_run_at_most_what_their_model_runs_at_once(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory("--workers", "4", models_dir=_one_at_a_time_model(tmp_path / "m"))
+    with server.client() as client:
+        tasks = client.create_tasks(
+            [
+                {
+                    "task_type": "text_generation",
+                    "model_name": "tiny-gpt2",
+                    "input_data": {"inputs": f"prompt {n}"},
+                    "parameters": {"max_new_tokens": 16},
+                }
+                for n in range(6)
+            ]
+        )
+        done = [client.wait_for_task(t.task_id, timeout=60) for t in tasks]
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.create_task(text="hi", concurrency_key="model:tiny-gpt2")
+    assert all(t.status == "COMPLETED" for t in done), [t.error for t in done]
+    assert {t.concurrency_key for t in done} == {"model:tiny-gpt2"}
+    runs = [{"started": t.started_at, "finished": t.completed_at} for t in done]
+    # Four slots, one model that decodes one sequence at a time: one task at a time, the
+    # others waiting in the model's line instead of holding slots.
+    assert _most_at_once(runs) == 1
+    assert [v.field for v in refused.value.field_violations] == ["concurrency_key"]

@@ -52,6 +52,9 @@ class FakeEngine:
     def supported_task_types(self) -> list[str]:
         return ["feature_extraction", "text_generation"]
 
+    def capacity_of(self, model_name: str) -> int | None:
+        return None
+
     def canonical_task_type(self, task_type: str) -> str:
         canonical = task_type.strip().lower().replace("-", "_")
         if canonical not in self.supported_task_types():

@@ -68,6 +68,7 @@ from taskorch.core.model import (
     Status,
     Subtask,
     Task,
+    key_scope,
 )
 from taskorch.store.database import Database, HotOp
 from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd, Turns
@@ -678,10 +679,7 @@ class TaskEngine:
                 batch.changes.delayed += [at for _, at in delays]
             keyed = [n for n in fresh if n.task.concurrency_key]
             if keyed:
-                await q.set_key_limits(
-                    [(n.task.tenant_id, n.task.concurrency_key or "", n.concurrency_limit)
-                     for n in keyed]
-                )  # fmt: skip
+                await q.set_key_limits([_key_limit(n) for n in keyed])
                 await self._line_up(
                     batch,
                     [
@@ -777,7 +775,13 @@ class TaskEngine:
         if not tasks:
             return
         await batch.q.wait_for_keys(tasks)
-        await self._admit(batch, {(t.tenant_id, t.concurrency_key or "") for t in tasks})
+        await self._admit(
+            batch,
+            {
+                (key_scope(t.tenant_id, t.concurrency_key or ""), t.concurrency_key or "")
+                for t in tasks
+            },
+        )
 
     async def _leave_keys(self, batch: _Batch, ended: Sequence[Task]) -> None:
         """Ended tasks free their key's place: the next in line is admitted."""
@@ -1211,6 +1215,12 @@ class TaskEngine:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _key_limit(item: NewTask) -> tuple[str, str, int | None]:
+    """(scope, key, limit) of a new keyed task: the limit it gives its key (None: keep)."""
+    key = item.task.concurrency_key or ""
+    return key_scope(item.task.tenant_id, key), key, item.concurrency_limit
 
 
 def delayed_until(task: Task) -> datetime | None:

@@ -19,6 +19,15 @@ DEFAULT_PRIORITY = 5
 MIN_PRIORITY = 1
 MAX_PRIORITY = 10
 DEFAULT_MAX_ATTEMPTS = 3
+# The concurrency key an inference task on a model gets when it names none: one per model,
+# shared by every tenant, its limit the model's capacity (what it runs at once). Clients
+# cannot give keys of this prefix.
+MODEL_KEY_PREFIX = "model:"
+
+
+def key_scope(tenant_id: str, key: str) -> str:
+    """Whose concurrency key ``key`` is: the tenant's own, or every tenant's ("", a model's)."""
+    return "" if key.startswith(MODEL_KEY_PREFIX) else tenant_id
 
 
 class Status(enum.IntEnum):

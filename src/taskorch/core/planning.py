@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from taskorch.core.caller import Caller
 from taskorch.core.errors import InvalidArgument, UnsupportedTaskType
-from taskorch.core.model import JSON
+from taskorch.core.model import JSON, MODEL_KEY_PREFIX
 from taskorch.core.text_analysis import MAX_TEXT_LENGTH
 
 TEXT_ANALYSIS = "text_analysis"
@@ -68,6 +68,9 @@ class Plan:
     model_name: str = ""
     input_data: JSON | None = None
     extra: JSON = field(default_factory=dict)
+    # The concurrency key and limit the task gets when its request names no key.
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
 
 
 class Planner(Protocol):
@@ -298,6 +301,10 @@ class InferenceCatalog(Protocol):
 
     def supported_task_types(self) -> list[str]: ...
 
+    def capacity_of(self, model_name: str) -> int | None:
+        """How many requests the model runs at once (None: not known here, e.g. remote)."""
+        ...
+
     def canonical_task_type(self, task_type: str) -> str:
         """Raises UnsupportedTaskType for a type the engine cannot run."""
         ...
@@ -346,11 +353,16 @@ class InferencePlanner:
             "input_data": dict(checked.input_data),
             "parameters": dict(checked.parameters),
         }
+        # At most what the model runs at once, across tenants (its key is shared): the other
+        # tasks wait in line instead of holding worker slots while they wait for the model.
+        capacity = self.engine.capacity_of(checked.model_name)
         return Plan(
             task_type=str(checked.task_type),
             model_name=checked.model_name,
             input_data=dict(checked.input_data),
             steps=(Step(kind=INFERENCE, input=step_input, model_name=checked.model_name),),
+            concurrency_key=f"{MODEL_KEY_PREFIX}{checked.model_name}" if capacity else "",
+            concurrency_limit=capacity or 0,
         )
 
 

@@ -168,6 +168,8 @@ class TaskService:
         run_at = validation.run_at(spec.run_at, spec.run_after_seconds, now)
         delayed = run_at is not None and run_at > now
         key, limit = validation.concurrency(spec.concurrency_key, spec.concurrency_limit)
+        if key is None and plan.concurrency_key:
+            key, limit = plan.concurrency_key, plan.concurrency_limit
         task = Task(
             task_id=str(uuid.uuid4()),
             tenant_id=caller.tenant_id,

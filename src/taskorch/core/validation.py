@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from taskorch.core.errors import InvalidArgument
-from taskorch.core.model import MAX_PRIORITY, MIN_PRIORITY
+from taskorch.core.model import MAX_PRIORITY, MIN_PRIORITY, MODEL_KEY_PREFIX
 
 # Seed 001 shows ids as "task_<uuid>"; accept that spelling for the same task.
 _PREFIXES = ("task_", "task-")
@@ -103,6 +103,12 @@ def concurrency(key: str, limit: int) -> tuple[str | None, int | None]:
                 "concurrency_limit needs a concurrency_key", field="concurrency_limit"
             )
         return None, None
+    if key.startswith(MODEL_KEY_PREFIX):
+        raise InvalidArgument(
+            f"concurrency keys starting with {MODEL_KEY_PREFIX!r} are the server's own (an "
+            "inference task gets its model's key, limited to what the model runs at once)",
+            field="concurrency_key",
+        )
     if limit == 0:
         return key, None
     return key, bounded_int(

@@ -322,6 +322,14 @@ class InferenceEngine:
             )
         return ranked[0]
 
+    def capacity_of(self, model_name: str) -> int | None:
+        """How many requests model ``model_name`` runs at once; None when it is not loaded
+        here (loading, failed, or served by another server)."""
+        entry = self._entries.get(model_name)
+        if entry is None or entry.model is None or entry.state is not ModelState.READY:
+            return None
+        return entry.model.capacity
+
     def _serving(self, name: str) -> LoadedModel:
         entry = self._entry(name)
         if entry.state is ModelState.LOADING:

@@ -130,6 +130,12 @@ class LoadedModel:
         """Batching instances running side by side (1 for generators)."""
         return len(self.instance_sessions) or 1
 
+    @property
+    def capacity(self) -> int:
+        """Requests it runs at once: a batch on each batching instance (a generator's batch is
+        the sequences it decodes together)."""
+        return self.config.max_batch_size * self.instances
+
     # --- loading -------------------------------------------------------------------------
 
     @classmethod

@@ -24,7 +24,15 @@ from typing import Any
 import asyncpg
 import structlog
 
-from taskorch.core.model import JSON, EventType, Status, Subtask, Task, TaskEvent
+from taskorch.core.model import (
+    JSON,
+    EventType,
+    Status,
+    Subtask,
+    Task,
+    TaskEvent,
+    key_scope,
+)
 from taskorch.store import notify
 from taskorch.store.queue import (
     Changes,
@@ -957,7 +965,7 @@ class PostgresQueue(Queue):
             "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], "
             "$5::timestamptz[]) ON CONFLICT (task_id) DO NOTHING",
             [t.task_id for t in tasks],
-            [t.tenant_id for t in tasks],
+            [key_scope(t.tenant_id, t.concurrency_key or "") for t in tasks],
             [t.concurrency_key for t in tasks],
             [t.priority for t in tasks],
             [t.created_at for t in tasks],

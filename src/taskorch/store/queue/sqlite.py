@@ -17,7 +17,15 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from taskorch.core.model import JSON, EventType, Status, Subtask, Task, TaskEvent
+from taskorch.core.model import (
+    JSON,
+    EventType,
+    Status,
+    Subtask,
+    Task,
+    TaskEvent,
+    key_scope,
+)
 from taskorch.store.queue import (
     Changes,
     CountKey,
@@ -678,7 +686,13 @@ class SqliteQueue(Queue):
             "INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
             [
-                (t.task_id, t.tenant_id, t.concurrency_key, t.priority, sqlite_time(t.created_at))
+                (
+                    t.task_id,
+                    key_scope(t.tenant_id, t.concurrency_key or ""),
+                    t.concurrency_key,
+                    t.priority,
+                    sqlite_time(t.created_at),
+                )
                 for t in tasks
             ],
         )
