@@ -2,7 +2,8 @@
 
 A tenant's limit is ``rate`` requests per second with a bucket of ``burst`` requests: a quiet
 tenant may send ``burst`` at once, then ``rate`` per second. Limits are set per tenant in the
-database (``taskorch keys limit``), so every replica sees them within :data:`CACHE_SECONDS`;
+database (``taskorch keys limit``), so every replica sees them about :data:`CACHE_SECONDS`
+after a change (the first call after that re-reads them, in the background);
 a tenant without one has the server's ``--tenant-rate-limit`` (unlimited by default).
 
 The buckets are per replica: with N replicas behind a load balancer a tenant may reach N times
@@ -97,7 +98,7 @@ class RequestRate:
         """``RPS[:BURST]`` (``5``, ``0.5:3``, ``100:200``); ``0`` or ``off`` is no limit.
 
         Raises:
-            InvalidArgument: anything else, naming ``name``.
+            InvalidArgument: anything else, quoting it (its field is ``name``).
         """
         text = text.strip().lower()
         if text in ("0", "off", "none", ""):
@@ -108,11 +109,11 @@ class RequestRate:
             rate = float(rate_text)
             burst = int(burst_text) if sep else None
         except ValueError:
-            raise InvalidArgument(f"{name} {text!r} is not {form}", field=name) from None
+            raise InvalidArgument(f"{text!r} is not {form}", field=name) from None
         try:
             return cls.of(rate, burst, rate_field="RPS", burst_field="BURST")
         except InvalidArgument as exc:
-            raise InvalidArgument(f"{name} {text!r}: {exc.message}", field=name) from None
+            raise InvalidArgument(f"{text!r}: {exc.message}", field=name) from None
 
     def describe(self) -> str:
         if self.unlimited:
@@ -169,6 +170,7 @@ class TenantRateLimiter:
         self._limits: dict[str, RequestRate] = {}
         self._fresh_until = -math.inf
         self._loading: asyncio.Task[None] | None = None
+        self._loaded = False
         self._buckets: dict[str, _Bucket] = {}
 
     async def admit(self, method: str, caller: Caller) -> None:
@@ -211,22 +213,25 @@ class TenantRateLimiter:
         )
 
     async def limit_of(self, tenant_id: str) -> RequestRate:
-        """The tenant's limit as last read (re-read when older than ``cache_seconds``)."""
+        """The tenant's limit as last read. Older than ``cache_seconds``, the limits are
+        re-read in the background (calls wait for the database only for the first read)."""
         if self.clock() >= self._fresh_until:
             if self._loading is None:
                 self._loading = asyncio.create_task(self._reload())
-            await asyncio.shield(self._loading)
+            if not self._loaded:
+                await asyncio.shield(self._loading)
         return self._limits.get(tenant_id, self.default)
 
     async def _reload(self) -> None:
         try:
             records = await self.db.read(limit_store.list_limits)
             self._limits = {
-                r.tenant_id: RequestRate(max(r.rate_per_second, 0.0), max(r.burst, 1))
+                r.tenant_id: RequestRate(r.rate_per_second, max(r.burst, 1))
                 if r.rate_per_second > 0
                 else RequestRate()
                 for r in records
             }
+            self._loaded = True
         except Exception as exc:  # the database is down: keep the limits last read
             log.warning("tenant rate limits not re-read; keeping the last ones", error=str(exc))
         finally:
