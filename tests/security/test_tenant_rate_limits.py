@@ -206,6 +206,14 @@ def test_envoys_per_address_headers_give_way_to_the_tenants_on_its_refusal(
             return answers[-1].status_code == 429
 
         _until(refused, CACHE_SECONDS + 6)
+    # gRPC through the gateway (no Lua there): the tenant's values come first in the
+    # trailers, the address bucket's after them; ErrorInfo says whose limit it is.
+    with grpc.insecure_channel(server.http_addr) as channel, pytest.raises(grpc.RpcError) as rpc:
+        _list(channel, key)
+    assert rpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailers = list(rpc.value.trailing_metadata() or ())
+    assert [v for k, v in trailers if k == "x-ratelimit-limit"][:1] == ["2"]
+    assert ("x-ratelimit-scope", "tenant") in trailers
     last = answers[-1]
     assert_json_error(last, 429, "RATE_LIMITED")
     assert last.headers.get_list("x-ratelimit-limit") == ["2"]

@@ -166,7 +166,8 @@ def limit(
         else f"{record.rate_per_second:g} requests/s, burst {record.burst}"
     )
     console.print(
-        f"tenant {record.tenant_id}: {what} (every server within {CACHE_SECONDS:g} s)",
+        f"tenant {record.tenant_id}: {what} (every server applies it about "
+        f"{CACHE_SECONDS:g} s from now)",
         highlight=False,
     )
 
