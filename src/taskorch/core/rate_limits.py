@@ -192,10 +192,10 @@ class TenantRateLimiter:
                 self._forget_full(now)
             bucket = self._buckets[tenant] = _Bucket(limit, float(limit.burst), now)
         elif bucket.limit != limit:
-            # A new limit: what is left carries over, up to the new burst.
-            bucket.limit = limit
-            bucket.tokens = min(self._refilled(bucket, now), float(limit.burst))
-            bucket.at = now
+            # A new limit: what is left (refilled at the old rate) carries over, up to the
+            # new burst.
+            left = self._refilled(bucket, now)
+            bucket.limit, bucket.tokens, bucket.at = limit, min(left, float(limit.burst)), now
         tokens = self._refilled(bucket, now)
         bucket.at = now
         if tokens >= 1.0:
