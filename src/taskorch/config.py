@@ -45,6 +45,9 @@ class Settings:
     oauth_tenant_claim: str = "tenant"
     # Unfinished (pending or running) tasks a tenant may have at once; 0 means no limit.
     max_active_tasks: int = 10_000
+    # Requests per second (and burst) of a tenant without its own limit (`taskorch keys
+    # limit`), per replica: "RPS[:BURST]"; "0" means no limit (the default).
+    tenant_rate_limit: str = "0"
     # The web endpoint behind Envoy ("" turns the dashboard and WebSockets off).
     web_addr: str = DEFAULT_WEB_ADDR
     # Origins whose pages may call REST and open WebSockets (CORS); empty: none.

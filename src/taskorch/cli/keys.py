@@ -1,4 +1,5 @@
-"""``taskorch keys …``: create, list and revoke API keys, straight in the server's database.
+"""``taskorch keys …``: create, list and revoke API keys, and set tenants' request rate
+limits, straight in the server's database.
 
 These commands talk to the database, not to a server, so they work before the first key
 exists. Keys are checked by servers started with ``--auth keys`` (the default) or
@@ -17,13 +18,14 @@ from taskorch.cli._common import console, errors, print_json, to_json
 from taskorch.core.auth import ROLES, KeyRing
 from taskorch.core.caller import USER
 from taskorch.core.errors import InvalidArgument
+from taskorch.core.rate_limits import CACHE_SECONDS, TenantRateLimits
 from taskorch.store.database import DEFAULT_URL, Database
 
 app = typer.Typer(
     name="keys",
-    help="Create, list and revoke API keys (in the database given by --database-url). Servers "
-    "check them with --auth keys (the default); revoking the last key leaves such a server "
-    "refusing every call, never open.",
+    help="Create, list and revoke API keys, and set tenants' request rate limits (in the "
+    "database given by --database-url). Servers check keys with --auth keys (the default); "
+    "revoking the last key leaves such a server refusing every call, never open.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,11 +41,19 @@ T = TypeVar("T")
 
 
 def _with_ring(database_url: str, work: Callable[[KeyRing], Awaitable[T]]) -> T:
+    return _with_db(database_url, lambda db: work(KeyRing(db)))
+
+
+def _with_limits(database_url: str, work: Callable[[TenantRateLimits], Awaitable[T]]) -> T:
+    return _with_db(database_url, lambda db: work(TenantRateLimits(db)))
+
+
+def _with_db(database_url: str, work: Callable[[Database], Awaitable[T]]) -> T:
     async def run() -> T:
         db = Database(database_url, pool_size=1, writers=1)
         await db.open()
         try:
-            return await work(KeyRing(db))
+            return await work(db)
         finally:
             await db.close()
 
@@ -109,3 +119,70 @@ def revoke(
         errors.print("[red]error[/red]: no active key matches", highlight=False)
         raise typer.Exit(2)
     console.print(f"revoked {record.key_id} (tenant {record.tenant_id})", highlight=False)
+
+
+@app.command("limit")
+def limit(
+    tenant: str = typer.Option(..., "--tenant", help="The tenant whose calls are limited."),
+    rate: float | None = typer.Option(
+        None,
+        "--rate",
+        help="Requests per second (per server replica); 0: no limit for this tenant, "
+        "whatever the server's --tenant-rate-limit.",
+    ),
+    burst: int | None = typer.Option(
+        None,
+        "--burst",
+        help="Requests at once after a quiet spell (the bucket's size); default: one "
+        "second's worth of --rate, at least 1.",
+    ),
+    default: bool = typer.Option(
+        False,
+        "--default",
+        help="Remove the tenant's own limit: the server's --tenant-rate-limit applies again.",
+    ),
+    database_url: str = DATABASE_URL,
+) -> None:
+    """Sets a tenant's request rate limit; every server applies it within seconds.
+
+    Over it, calls get RESOURCE_EXHAUSTED (REST: 429 with Retry-After and X-RateLimit-*).
+    """
+    if default == (rate is not None):
+        errors.print("[red]error[/red]: give either --rate (and --burst) or --default")
+        raise typer.Exit(2)
+    if default:
+        if burst is not None:
+            errors.print("[red]error[/red]: --burst goes with --rate, not --default")
+            raise typer.Exit(2)
+        found = _with_limits(database_url, lambda limits: limits.clear(tenant))
+        state = "now has the server's default" if found else "had no limit of its own"
+        console.print(f"tenant {tenant.strip()} {state}", highlight=False)
+        return
+    assert rate is not None
+    record = _with_limits(database_url, lambda limits: limits.set(tenant, rate, burst))
+    what = (
+        "no limit"
+        if record.rate_per_second == 0
+        else f"{record.rate_per_second:g} requests/s, burst {record.burst}"
+    )
+    console.print(
+        f"tenant {record.tenant_id}: {what} (every server applies it about "
+        f"{CACHE_SECONDS:g} s from now)",
+        highlight=False,
+    )
+
+
+@app.command("limits")
+def list_limits(
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    database_url: str = DATABASE_URL,
+) -> None:
+    """Lists the tenants that have their own request rate limit (0: no limit)."""
+    records = _with_limits(database_url, lambda limits: limits.list())
+    for record in records:
+        if json_out:
+            print_json(record)
+        else:
+            typer.echo(
+                f"{record.tenant_id}  rate={record.rate_per_second:g}/s  burst={record.burst}"
+            )

@@ -117,6 +117,14 @@ def serve(
         help="Unfinished (pending or running) tasks a tenant may have at once; more are "
         "refused with RESOURCE_EXHAUSTED (HTTP 429). 0: no limit.",
     ),
+    tenant_rate_limit: str = typer.Option(
+        "0",
+        envvar="TASKORCH_TENANT_RATE_LIMIT",
+        help="Requests per second of each tenant without its own limit (taskorch keys limit), "
+        "as RPS[:BURST] (burst: requests at once, default one second's worth), counted per "
+        "replica; over it calls get RESOURCE_EXHAUSTED (HTTP 429 with Retry-After and "
+        "X-RateLimit-*). 0 (the default): no limit.",
+    ),
     web_addr: str = typer.Option(
         DEFAULT_WEB_ADDR,
         envvar="TASKORCH_WEB_ADDR",
@@ -174,6 +182,7 @@ def serve(
         oauth_audience=oauth_audience,
         oauth_tenant_claim=oauth_tenant_claim,
         max_active_tasks=max_active_tasks,
+        tenant_rate_limit=tenant_rate_limit,
         web_addr=web_addr,
         cors_origins=_origins(cors_origins),
         fair_sharing=fair_sharing,
@@ -187,6 +196,13 @@ def serve(
         RateLimit.parse(rate_limit)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rate-limit") from None
+    from taskorch.core.errors import InvalidArgument
+    from taskorch.core.rate_limits import RequestRate
+
+    try:
+        RequestRate.parse(tenant_rate_limit)
+    except InvalidArgument as exc:
+        raise typer.BadParameter(exc.message, param_hint="--tenant-rate-limit") from None
     from taskorch.store.sqlite_lock import DatabaseInUse
 
     try:

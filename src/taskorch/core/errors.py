@@ -23,6 +23,7 @@ a gRPC status code (and Envoy to an HTTP status)::
     │   └── LeaseLost                   LEASE_LOST
     ├── AlreadyExists                   ALREADY_EXISTS      ALREADY_EXISTS       409
     ├── ResourceExhausted               QUOTA_EXCEEDED      RESOURCE_EXHAUSTED   429
+    │   └── RateLimited                 RATE_LIMITED
     ├── Unauthenticated                 UNAUTHENTICATED     UNAUTHENTICATED      401
     ├── PermissionDenied                PERMISSION_DENIED   PERMISSION_DENIED    403
     ├── Unavailable                     SERVICE_UNAVAILABLE UNAVAILABLE          503
@@ -277,6 +278,37 @@ class ResourceExhausted(TaskorchError):
             status=ErrorStatus.RESOURCE_EXHAUSTED,
             retry_after_seconds=retry_after_seconds,
         )
+
+
+class RateLimited(ResourceExhausted):
+    """A tenant over its request rate limit (core/rate_limits.py): ``burst`` requests at
+    once, ``rate`` per second; the bucket is full again at ``reset_at`` (Unix seconds)."""
+
+    def __init__(
+        self,
+        tenant_id: str,
+        *,
+        rate: float,
+        burst: int,
+        retry_after_seconds: float,
+        reset_at: int,
+    ) -> None:
+        super().__init__(
+            f"tenant {tenant_id!r} is over its request rate limit of {rate:g} requests/s "
+            f"(burst {burst}); retry after {retry_after_seconds:.2f} s",
+            reason="RATE_LIMITED",
+            retry_after_seconds=retry_after_seconds,
+        )
+        self.metadata = {
+            "tenant": tenant_id,
+            "rate_per_second": f"{rate:g}",
+            "burst": str(burst),
+            "reset_at": str(reset_at),
+        }
+        self.tenant_id = tenant_id
+        self.rate = rate
+        self.burst = burst
+        self.reset_at = reset_at
 
 
 class Unauthenticated(TaskorchError):

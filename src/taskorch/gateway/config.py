@@ -216,6 +216,20 @@ local function absolute_rate_limit_reset(headers)
   headers:replace("x-ratelimit-reset", tostring(os.time() + wait))
 end
 
+-- A refusal by the server's per-tenant rate limit (x-ratelimit-scope: tenant) carries the
+-- tenant's X-RateLimit-* (Reset already a Unix time); the per-address limiter above adds its
+-- own after them. The tenant's limit is the one that refused: its values are kept alone.
+local TENANT_HEADERS = {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+
+local function tenant_rate_limit_headers(headers)
+  for _, name in ipairs(TENANT_HEADERS) do
+    local first = headers:getAtIndex(name, 0)
+    if first ~= nil then
+      headers:replace(name, first)
+    end
+  end
+end
+
 function envoy_on_response(response_handle)
   local meta = response_handle:metadata()
   local rule = meta:get("rule") or ""
@@ -228,7 +242,11 @@ function envoy_on_response(response_handle)
     headers:replace(":status", "204")
     return
   end
-  absolute_rate_limit_reset(headers)
+  if headers:get("x-ratelimit-scope") == "tenant" then
+    tenant_rate_limit_headers(headers)
+  else
+    absolute_rate_limit_reset(headers)
+  end
   if string.sub(status, 1, 1) == "4" or string.sub(status, 1, 1) == "5" then
     seed_error_body(response_handle, status, surface)
     return
@@ -333,7 +351,8 @@ CORS_ALLOW_HEADERS = (
     "content-type, x-api-key, authorization, idempotency-key, x-request-id, last-event-id"
 )
 CORS_EXPOSE_HEADERS = (
-    "x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after"
+    "x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, "
+    "x-ratelimit-scope, retry-after"
 )
 
 

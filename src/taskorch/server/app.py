@@ -48,6 +48,7 @@ from taskorch.core.planning import (
     InferencePlanner,
     TextAnalysisPlanner,
 )
+from taskorch.core.rate_limits import RequestRate, TenantRateLimiter
 from taskorch.core.schedules import ScheduleService
 from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
@@ -172,6 +173,9 @@ class TaskorchServer:
             )
         # --auth none: nobody is authenticated (and serve allows it on loopback only).
         self.auth = Authenticator(self.db, settings.auth, oauth) if settings.auth else None
+        self.rate_limiter = TenantRateLimiter(
+            self.db, RequestRate.parse(settings.tenant_rate_limit)
+        )
         self.task_engine = TaskEngine(
             self.db,
             self.hub,
@@ -344,7 +348,11 @@ class TaskorchServer:
 
     async def _start_grpc(self) -> None:
         grpc_server = grpc.aio.server(
-            interceptors=[ServerInterceptor(self.auth.authenticate if self.auth else open_access)],
+            interceptors=[
+                ServerInterceptor(
+                    self.auth.authenticate if self.auth else open_access, self.rate_limiter
+                )
+            ],
             options=GRPC_OPTIONS,
         )
         server = GenericHandlersOnly(grpc_server)
@@ -444,6 +452,7 @@ class TaskorchServer:
             dashboard=f"{self.endpoints.http}/" if self.endpoints.http and self.web else "off",
             web_endpoint=self.endpoints.extra.get("web", "off"),
             cors_origins=list(self.settings.cors_origins) or "none",
+            tenant_rate_limit=self.rate_limiter.default.describe() + " per replica",
             workers=self.settings.workers,
             kinds=list(self.handlers.kinds()),
         )

@@ -2,7 +2,8 @@
 
 It gives each call a request id (the caller's ``x-request-id`` if sane, else a new one, sent
 back in the trailing metadata; Envoy passes us its own id and returns it to REST clients),
-binds it to the logs, resolves the caller, refuses values no backend can store
+binds it to the logs, resolves the caller, takes a token of the caller's tenant's request
+rate limit (core/rate_limits.py), refuses values no backend can store
 (server/unstorable.py), times the call for metrics, and turns errors into
 gRPC statuses (server/errors.py): a TaskorchError into its code and details, anything else
 into INTERNAL after logging it with the request id.
@@ -27,9 +28,10 @@ from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
 from taskorch.core.caller import ANONYMOUS, Caller
-from taskorch.core.errors import InvalidArgument, TaskorchError
+from taskorch.core.errors import InvalidArgument, RateLimited, TaskorchError
+from taskorch.core.rate_limits import TenantRateLimiter
 from taskorch.server import errors, routes
-from taskorch.server.metrics import RPC_DURATION
+from taskorch.server.metrics import RATE_LIMITED_REQUESTS, RPC_DURATION
 from taskorch.server.unstorable import refuse_unstorable
 
 log = structlog.get_logger("taskorch.rpc")
@@ -69,10 +71,16 @@ async def open_access(_method: str, _metadata: dict[str, str]) -> Caller:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Request ids, logging context, authentication, metrics and error mapping."""
+    """Request ids, logging context, authentication, tenant rate limits, metrics and error
+    mapping."""
 
-    def __init__(self, authenticate: Authenticator = open_access) -> None:
+    def __init__(
+        self,
+        authenticate: Authenticator = open_access,
+        limiter: TenantRateLimiter | None = None,
+    ) -> None:
         self.authenticate = authenticate
+        self.limiter = limiter
         # The wrapped handler of each method, built on its first call: the servicers'
         # handlers never change, and building one per call was a measurable part of a call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -125,6 +133,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         _refuse_query_overriding_path(method, metadata)
         caller = await self.authenticate(method, metadata)
         structlog.contextvars.bind_contextvars(tenant=caller.tenant_id)
+        if self.limiter is not None:
+            try:
+                await self.limiter.admit(method, caller)
+            except RateLimited as exc:
+                RATE_LIMITED_REQUESTS.labels(exc.tenant_id).inc()
+                raise
         _current.set(RequestContext(request_id, method, caller, metadata))
 
     def _unary(
@@ -231,12 +245,22 @@ class _GrpcStatus(grpc.Status):
 def _with_headers(status: Any, exc: Exception, request_id: str) -> grpc.Status:
     """The status to abort with, its trailers carrying the request id and, when retrying
     later helps, ``retry-after`` in whole seconds (Envoy turns trailers of an error into
-    HTTP headers, so REST clients get ``Retry-After`` too)."""
+    HTTP headers, so REST clients get ``Retry-After`` too). A tenant over its request rate
+    also gets seed 001's ``x-ratelimit-*``: the bucket's size, 0 left, and the Unix time it
+    is full again; ``x-ratelimit-scope: tenant`` tells them from the gateway's per-address
+    ones (the gateway's Lua filter keeps the tenant's when both are present)."""
     converted = rpc_status.to_status(status)
     extra: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
     retry = exc.retry_after_seconds if isinstance(exc, TaskorchError) else None
     if retry is not None:
         extra.append(("retry-after", str(max(1, math.ceil(retry)))))
+    if isinstance(exc, RateLimited):
+        extra += [
+            ("x-ratelimit-limit", str(exc.burst)),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", str(exc.reset_at)),
+            ("x-ratelimit-scope", "tenant"),
+        ]
     return _GrpcStatus(converted.code, converted.details, (*converted.trailing_metadata, *extra))
 
 

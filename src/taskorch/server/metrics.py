@@ -1,5 +1,6 @@
 """Prometheus metrics: seed 001's task counters and processing-time histogram, RPC latency,
-queue depth and lease expiries (inference batches: inference/metrics.py).
+queue depth, lease expiries and refusals by tenant rate limits (inference batches:
+inference/metrics.py).
 
 Exposed on ``--metrics-addr`` (and through Envoy at ``/metrics``).
 """
@@ -33,6 +34,12 @@ QUEUE_DEPTH = Gauge(
 LEASE_EXPIRIES = Counter(
     "taskorch_lease_expiries",
     "Leases that expired (the worker stopped heartbeating); their work was re-queued or failed",
+)
+RATE_LIMITED_REQUESTS = Counter(
+    "taskorch_rate_limited_requests",
+    "Calls refused because their tenant was over its request rate limit "
+    "(--tenant-rate-limit, taskorch keys limit), by tenant",
+    ["tenant"],
 )
 RPC_DURATION = Histogram(
     "taskorch_rpc_duration_seconds",

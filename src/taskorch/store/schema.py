@@ -320,6 +320,18 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime),
 )
 
+# Request rate limits of tenants (`taskorch keys limit`): a token bucket of `burst` requests
+# refilled at `rate_per_second`; 0 means unlimited. A tenant without a row has the server's
+# --tenant-rate-limit. Every replica reads the table (cached for a few seconds).
+tenant_rate_limits = Table(
+    "tenant_rate_limits",
+    metadata,
+    Column("tenant_id", String(TENANT), primary_key=True),
+    Column("rate_per_second", Float, nullable=False),
+    Column("burst", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 # How many tasks each combination of the list filters has, so a list's `total` costs the same
 # at a thousand tasks as at a million. Writers only append deltas (no hot row to contend
 # for); a compaction folds them into task_counts every second.
