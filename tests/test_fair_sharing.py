@@ -73,6 +73,7 @@ def test_a_few_tasks_of_one_tenant_finish_before_the_400th_of_another_tenants_bu
         a_before = _completed_of_a(a, EPOCH, done_b[-1])
     # B's 20 took turns with A's burst (about one of A's per one of B's) instead of waiting
     # behind all of it.
+    print(f"of A's queued {BURST}, {a_before} finished before B's last of {FEW}")
     assert len(done_b) == FEW
     assert a_before < 400, f"{a_before} of A's burst finished before B's last task"
 
@@ -86,6 +87,7 @@ def test_tasks_submitted_while_another_tenants_burst_runs_take_turns_with_it(
         done_b = _finished(b, _submit(b, FEW))
         a_meanwhile = _completed_of_a(a, submitted, done_b[-1])
     # About one of A's per one of B's (and the few A's already running when B submitted).
+    print(f"{a_meanwhile} of A's burst finished between B's submit and B's last of {FEW}")
     assert a_meanwhile < 100, f"{a_meanwhile} of A's burst finished while B's 20 waited"
 
 
