@@ -90,6 +90,7 @@ def test_every_documented_status_is_what_the_server_answers(
     assert created.status_code == 201 and set(_documented(document, "post", "/tasks")) == {
         "201",
         "422",
+        "429",
         "default",
     }
     slow = {"task_type": "echo", "input_data": {"delay_seconds": 30}}
@@ -108,3 +109,19 @@ def test_every_documented_status_is_what_the_server_answers(
     answer = rest.get("/metrics")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
     assert "text/plain" in metrics["200"]["content"]
+
+
+def test_every_rate_limited_operation_documents_429_with_the_rate_limit_headers(
+    document: dict[str, Any],
+) -> None:
+    """What tests/security/test_tenant_rate_limits.py and the gateway's rate-limit tests see a
+    refused call answer: 429 with Retry-After and X-RateLimit-*; health is never limited."""
+    headers = {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+    for path, item in document["paths"].items():
+        for verb, operation in item.items():
+            if path.endswith("/health"):
+                assert "429" not in operation["responses"]
+                continue
+            limited = operation["responses"].get("429")
+            assert limited is not None, (verb, path)
+            assert set(limited["headers"]) == headers, (verb, path)

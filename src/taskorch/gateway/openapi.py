@@ -369,9 +369,38 @@ def _operation(
         }
     if name == _HEALTH_METHOD:
         responses["503"] = {"description": "Unhealthy (the same report)", **success}
+    else:
+        responses["429"] = {
+            "description": "Too many requests: the caller's address (the gateway's "
+            "--rate-limit) or its tenant (RATE_LIMITED: `taskorch keys limit`, "
+            "--tenant-rate-limit) is over its rate, or its tenant has too many unfinished "
+            "tasks (--max-active-tasks); Retry-After, when sent, says when to retry",
+            "headers": _RATE_LIMIT_HEADERS,
+            **error,
+        }
     responses["default"] = {"description": "An error (google.rpc.Status as JSON)", **error}
     operation["responses"] = responses
     return operation
+
+
+_RATE_LIMIT_HEADERS = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Limit": {
+        "description": "Requests the limit allows at once (its burst)",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Requests left now (0 when refused)",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "When the limit allows a request again (Unix time, seconds)",
+        "schema": {"type": "integer"},
+    },
+}
 
 
 def _slug(template: str) -> str:
