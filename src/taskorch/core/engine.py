@@ -791,9 +791,7 @@ class TaskEngine:
 
     async def _admit(self, batch: _Batch, keys: Iterable[tuple[str, str]]) -> None:
         q = batch.q
-        admitted = await q.admit(sorted(keys))  # one order: replicas lock keys alike
-        # Admitted tasks have run nothing yet: their first stage is their lowest pending one.
-        await q.ready_first_stages(admitted, batch.now, batch.changes)
+        await q.admit(sorted(keys), batch.now, batch.changes)  # one order: replicas lock alike
 
     # delayed tasks that came due
 

@@ -27,7 +27,7 @@ commit the engine publishes its events and wakes the takers it names.
     delay_tasks       PENDING, not ready  (listed as delayed)        -
     due_tasks         (listed as delayed) (unlisted: the engine readies them)
     wait_for_keys     PENDING, not ready  (in its key's waiting line) -
-    admit             (waiting line)      (admitted: the engine readies them)
+    admit             (waiting line)      admitted, first stage ready -
     leave_keys        (waiting or admitted, task ended) (neither)
 """
 
@@ -356,20 +356,14 @@ class Queue(Protocol):
         """Puts keyed tasks in their key's waiting line (priority, then oldest first)."""
         ...
 
-    async def admit(self, keys: Sequence[tuple[str, str]]) -> list[str]:
+    async def admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
         """Admits the heads of keys' waiting lines while each key has room (the keys locked
-        until the commit on PostgreSQL); returns the admitted task ids."""
+        until the commit on PostgreSQL) and makes the admitted tasks' lowest pending stage
+        ready (they have run nothing yet)."""
         ...
 
     async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
         """Ended tasks leave their key (admitted or waiting); the keys that gained room."""
-        ...
-
-    async def ready_first_stages(
-        self, task_ids: Sequence[str], now: datetime, changes: Changes
-    ) -> None:
-        """Makes ready the lowest pending stage of tasks none of whose work has run yet
-        (just admitted): one statement for them all."""
         ...
 
     async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]: ...

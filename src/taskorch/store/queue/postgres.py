@@ -222,8 +222,15 @@ WITH k AS (
     DELETE FROM key_waiting WHERE task_id IN (SELECT task_id FROM picked)
 ), added AS (
     INSERT INTO key_admitted (task_id, tenant_id, key) SELECT * FROM picked
+), readied AS (
+    -- Admitted tasks have run nothing yet: their lowest pending stage is their first.
+    UPDATE subtasks s SET ready = true, available_at = $4, updated_at = $4
+    WHERE s.task_id IN (SELECT task_id FROM picked) AND s.status = 1 AND NOT s.ready
+      AND s.stage = (SELECT min(f.stage) FROM subtasks f
+          WHERE f.task_id = s.task_id AND f.status = 1)
+    RETURNING s.kind, s.model_name, s.tenant_id
 )
-SELECT task_id FROM picked
+SELECT kind, model_name, tenant_id FROM readied
 """
 
 _LOCK_TASKS = """
@@ -971,35 +978,21 @@ class PostgresQueue(Queue):
             [t.created_at for t in tasks],
         )
 
-    async def admit(self, keys: Sequence[tuple[str, str]]) -> list[str]:
+    async def admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
         if not keys:
-            return []
+            return
         tenants, names = [t for t, _ in keys], [k for _, k in keys]
         limits = await self.conn.fetch(_LOCK_KEYS, tenants, names)
         if not limits:
-            return []
+            return
         # Under the keys' locks, a new statement (a new snapshot): the admitted counts are
-        # current, and the room they leave is filled from the heads of the lines.
+        # current, and the room they leave is filled from the heads of the lines, whose
+        # work becomes ready in the same statement.
         rows = await self.conn.fetch(
             _ADMIT,
             [r["tenant_id"] for r in limits],
             [r["key"] for r in limits],
             [r["max_running"] for r in limits],
-        )
-        return [row["task_id"] for row in rows]
-
-    async def ready_first_stages(
-        self, task_ids: Sequence[str], now: datetime, changes: Changes
-    ) -> None:
-        if not task_ids:
-            return
-        rows = await self.conn.fetch(
-            "UPDATE subtasks s SET ready = true, available_at = $2, updated_at = $2 "
-            "WHERE s.task_id = ANY($1::text[]) AND s.status = 1 AND NOT s.ready "
-            "AND s.stage = (SELECT min(f.stage) FROM subtasks f "
-            "WHERE f.task_id = s.task_id AND f.status = 1) "
-            "RETURNING s.kind, s.model_name, s.tenant_id",
-            list(task_ids),
             now,
         )
         changes.ready += [(r["kind"], r["model_name"], r["tenant_id"]) for r in rows]

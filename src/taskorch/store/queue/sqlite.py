@@ -697,7 +697,7 @@ class SqliteQueue(Queue):
             ],
         )
 
-    async def admit(self, keys: Sequence[tuple[str, str]]) -> list[str]:
+    async def admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
         admitted: list[tuple[str, str, str]] = []
         for tenant_id, key in keys:
             # One statement: the key's room and the head of its line (one writer: no race).
@@ -714,11 +714,10 @@ class SqliteQueue(Queue):
             self._many(
                 "INSERT INTO key_admitted (task_id, tenant_id, key) VALUES (?, ?, ?)", admitted
             )
-        return [task_id for task_id, _, _ in admitted]
+        self._ready_first_stages([task_id for task_id, _, _ in admitted], now, changes)
 
-    async def ready_first_stages(
-        self, task_ids: Sequence[str], now: datetime, changes: Changes
-    ) -> None:
+    def _ready_first_stages(self, task_ids: Sequence[str], now: datetime, changes: Changes) -> None:
+        """Admitted tasks have run nothing yet: their lowest pending stage is their first."""
         if not task_ids:
             return
         at = sqlite_time(now)
