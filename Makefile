@@ -11,9 +11,9 @@ PROTO_FILES := $(wildcard proto/taskorch/v1/*.proto)
 GOOGLEAPIS  := third_party/googleapis
 DESCRIPTOR  := gateway/taskorch.pb
 
-.PHONY: install proto proto-check lint test serve clean browsers
+.PHONY: install proto proto-check lint test serve clean browsers espeak
 
-install: $(STAMP)
+install: $(STAMP) espeak
 
 $(STAMP): pyproject.toml requirements/models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,17 @@ browsers:
 	    chromium chromium-driver >/dev/null) \
 	  || echo "chromium did not install: the browser tests will skip"; \
 	else echo "no chromium (apt-get install chromium chromium-driver as root): the browser tests will skip"; fi
+
+# text_to_speech phonemizes with Debian's espeak-ng program (GPL-3.0; called as a separate
+# process, never linked). As root with apt-get (CI) it is installed here; elsewhere the
+# text_to_speech tests skip, saying so, and the server answers FAILED_PRECONDITION naming it.
+espeak:
+	@if command -v espeak-ng >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq \
+	    espeak-ng >/dev/null) \
+	  || echo "espeak-ng did not install: the text_to_speech tests will skip"; \
+	else echo "no espeak-ng (apt-get install espeak-ng as root): the text_to_speech tests will skip"; fi
 
 test: install proto-check lint browsers
 	$(BIN)/pytest -n 2 --dist loadgroup

@@ -26,7 +26,14 @@ def test_default_models_are_ready_and_report_their_provider(
     default_engine: InferenceEngine,
 ) -> None:
     infos = {m.name: m for m in default_engine.models()}
-    assert set(infos) == {"all-minilm-l6-v2", "smollm2-135m-instruct", "pii-rampart"}
+    assert set(infos) == {
+        "all-minilm-l6-v2",
+        "smollm2-135m-instruct",
+        "pii-rampart",
+        "piper-joe-medium",
+        "pp-ocrv4",
+        "silero-vad",
+    }
     for info in infos.values():
         assert info.state is ModelState.READY
         assert info.providers_active and info.providers_active[-1] == "CPUExecutionProvider"

