@@ -4,6 +4,7 @@ audio_classification (silero-vad); artifacts byte-identical over REST and the SD
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -176,3 +177,86 @@ def test_without_espeak_ng_text_to_speech_is_refused_saying_how_to_install_it(
     finally:
         server.stop()
         databases.discard(url)
+
+
+# -- image_to_text (OCR) -------------------------------------------------------------------
+
+OCR_LINES = ("Invoice 2024-117: total $384.50", "Shipped to Berlin on March 3rd.")
+
+
+def _rendered_png(lines: tuple[str, ...]) -> bytes:
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=34)
+    image = Image.new("RGB", (880, 60 + 64 * len(lines)), "white")
+    draw = ImageDraw.Draw(image)
+    for row, line in enumerate(lines):
+        draw.text((24, 30 + 64 * row), line, fill="black", font=font)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _cer(reference: str, hypothesis: str) -> float:
+    """Character error rate: Levenshtein distance over the reference's length."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, a in enumerate(reference, 1):
+        current = [i]
+        for j, b in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        previous = current
+    return previous[-1] / max(1, len(reference))
+
+
+def test_ocr_reads_a_rendered_sentence_over_grpc_and_rest(
+    media_server: ServerProcess, rest: httpx.Client
+) -> None:
+    png = _rendered_png(OCR_LINES)
+    reference = "\n".join(OCR_LINES)
+    with media_server.client() as client:
+        task = client.create_task(
+            task_type="image_to_text",
+            model_name="pp-ocrv4",
+            input_data={"image": base64.b64encode(png).decode()},
+        )
+        done = client.wait_for_task(task.task_id, timeout=120)
+    assert done.status == "COMPLETED", done.error
+    assert done.result is not None
+    over_rest = _rest_task(
+        rest,
+        {
+            "task_type": "image_to_text",
+            "model_name": "pp-ocrv4",
+            "input_data": {"image": "data:image/png;base64," + base64.b64encode(png).decode()},
+        },
+    )["result"]
+    for via, result in (("gRPC", done.result), ("REST", over_rest)):
+        cer = _cer(reference, result["text"])
+        print(f"OCR over {via}: {result['text']!r}, character error rate {cer:.2%}")
+        assert cer <= 0.05, result["text"]
+        assert len(result["lines"]) == 2 and 0.8 < result["confidence"] <= 1.0
+        first = result["lines"][0]["box"]
+        assert first[0][0] < first[1][0] and first[0][1] < first[2][1]  # clockwise from top left
+        assert first[2][1] <= result["lines"][1]["box"][0][1] + 5  # top line first
+    assert over_rest["text"] == done.result["text"]
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        ("not base64!", "not valid base64"),
+        (base64.b64encode(b"not an image").decode(), "could not be decoded"),
+        ("data:image/png,raw", "must be base64"),
+    ],
+)
+def test_ocr_refuses_bad_images_with_400_naming_the_field(
+    media_server: ServerProcess, rest: httpx.Client, image: str, words: str
+) -> None:
+    response = rest.post(
+        "/tasks", json={"task_type": "image_to_text", "input_data": {"image": image}}
+    )
+    assert response.status_code == 400, response.text
+    assert "input_data.image" in response.text and words in response.text
+    with media_server.client() as client, pytest.raises(InvalidArgumentError) as caught:
+        client.create_task(task_type="ocr", input_data={"image": image})
+    assert caught.value.field_violations[0].field == "input_data.image"
