@@ -260,3 +260,65 @@ def test_ocr_refuses_bad_images_with_400_naming_the_field(
     with media_server.client() as client, pytest.raises(InvalidArgumentError) as caught:
         client.create_task(task_type="ocr", input_data={"image": image})
     assert caught.value.field_violations[0].field == "input_data.image"
+
+
+# -- audio_classification (voice activity) -------------------------------------------------
+
+
+def _silence_wav(seconds: float = 2.0, rate: int = 16_000) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(b"\x00\x00" * int(seconds * rate))
+    return out.getvalue()
+
+
+def _classify(client: Client, wav: bytes) -> dict[str, Any]:
+    task = client.create_task(
+        task_type="audio_classification",
+        model_name="silero-vad",
+        input_data={"audio": "data:audio/wav;base64," + base64.b64encode(wav).decode()},
+    )
+    done = client.wait_for_task(task.task_id, timeout=120)
+    assert done.status == "COMPLETED", done.error
+    assert done.result is not None
+    return done.result
+
+
+@needs_espeak
+def test_pipers_speech_is_speech_and_silence_is_not(
+    media_server: ServerProcess, rest: httpx.Client
+) -> None:
+    with media_server.client() as client:
+        _, _, speech_wav = _speak(client, "Voice activity detection hears this sentence.")
+        speech = _classify(client, speech_wav)
+        silence = _classify(client, _silence_wav())
+    assert speech["label"] == "speech" and speech["speech_ratio"] > 0.6, speech
+    assert speech["segments"] and speech["segments"][0]["start"] < 0.5
+    assert speech["labels"][0] == {"label": "speech", "score": speech["score"]}
+    assert silence["label"] == "non_speech" and silence["segments"] == [], silence
+    assert silence["score"] == 1.0 and silence["duration_seconds"] == 2.0
+    # REST, seed 001's shape.
+    over_rest = _rest_task(
+        rest,
+        {
+            "task_type": "audio_classification",
+            "model_name": "silero-vad",
+            "input_data": {"audio": base64.b64encode(speech_wav).decode()},
+        },
+    )["result"]
+    assert over_rest["label"] == "speech" and over_rest["segments"] == speech["segments"]
+
+
+def test_audio_that_is_not_wav_is_refused_with_400_naming_the_field(rest: httpx.Client) -> None:
+    for audio, words in (
+        (base64.b64encode(b"ID3 an mp3").decode(), "PCM WAV"),
+        ("%%%", "not valid base64"),
+    ):
+        response = rest.post("/tasks", json={"task_type": "vad", "input_data": {"audio": audio}})
+        assert response.status_code == 400, response.text
+        assert "input_data.audio" in response.text and words in response.text
+    response = rest.post("/tasks", json={"task_type": "audio_classification", "input_data": {}})
+    assert response.status_code == 400 and "input_data.audio" in response.text
