@@ -192,6 +192,11 @@ def import_model(
     staging = models_dir / f".{folder}.import-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     if family in MEDIA_FAMILIES:
+        if quantize:
+            raise InvalidArgument(
+                f"{task_type.value} models are imported as they are; --quantize does not apply",
+                field="quantize",
+            )
         return _import_media(
             src_dir, task_type, family, models_dir, folder, staging, started, config_overrides, log
         )
