@@ -15,12 +15,12 @@ from taskorch.inference.tasks import ModelFamily
 
 
 def test_a_piper_voice_folder_imports_with_its_voice_config(
-    tmp_path: Path, default_models_dir: Path
+    tmp_path: Path, media_models_dir: Path
 ) -> None:
     source = tmp_path / "my-voice"
     source.mkdir()
-    shutil.copy(default_models_dir / "piper-joe-medium" / "model.onnx", source / "v.onnx")
-    shutil.copy(default_models_dir / "piper-joe-medium" / "voice.json", source / "v.onnx.json")
+    shutil.copy(media_models_dir / "piper-joe-medium" / "model.onnx", source / "v.onnx")
+    shutil.copy(media_models_dir / "piper-joe-medium" / "voice.json", source / "v.onnx.json")
     report = import_model(source, "tts", models_dir=tmp_path / "models", log=lambda _: None)
     config = load_model_config(report.path)
     assert report.task == "text_to_speech" and config.family is ModelFamily.PIPER_TTS

