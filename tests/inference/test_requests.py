@@ -25,7 +25,7 @@ def test_seed_and_hugging_face_spellings_are_accepted(spelling: str, canonical: 
     assert canonical_task_type(spelling) is canonical
 
 
-@pytest.mark.parametrize("task", ["image_generation", "object_detection", "teleportation"])
+@pytest.mark.parametrize("task", ["image_generation", "image_segmentation", "teleportation"])
 def test_unsupported_task_types_are_refused_with_the_supported_list(
     tiny_engine: InferenceEngine, task: str
 ) -> None:

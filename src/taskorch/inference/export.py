@@ -350,6 +350,7 @@ def _initial_config(
         ModelFamily.SEQUENCE_CLASSIFICATION,
         ModelFamily.TOKEN_CLASSIFICATION,
         ModelFamily.IMAGE_CLASSIFICATION,
+        ModelFamily.OBJECT_DETECTION,
     ) and isinstance(id2label, dict):
         raw["labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
     positions = hf_config.get("max_position_embeddings") or hf_config.get("n_positions")
@@ -373,7 +374,7 @@ def _initial_config(
 def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray[Any]]:
     from transformers import AutoTokenizer
 
-    if family is ModelFamily.IMAGE_CLASSIFICATION:
+    if family in (ModelFamily.IMAGE_CLASSIFICATION, ModelFamily.OBJECT_DETECTION):
         from PIL import Image
         from transformers import AutoImageProcessor
 
@@ -412,6 +413,7 @@ def _torch_outputs(
         ModelFamily.MASKED_LM: "AutoModelForMaskedLM",
         ModelFamily.TEXT_ENCODER: "AutoModel",
         ModelFamily.IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
+        ModelFamily.OBJECT_DETECTION: "AutoModelForObjectDetection",
     }
     with quiet_export():
         model = getattr(transformers, classes[family]).from_pretrained(source, dtype=torch.float32)
@@ -428,7 +430,7 @@ def _torch_outputs(
             feed["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
             feed.pop("token_type_ids", None)
         out = model(**feed)
-    names = ("logits", "last_hidden_state", "start_logits", "end_logits")
+    names = ("logits", "last_hidden_state", "start_logits", "end_logits", "pred_boxes")
     return {n: out[n].float().numpy() for n in names if n in out and out[n] is not None}
 
 

@@ -213,7 +213,7 @@ class LoadedModel:
         image_processor = None
         if config.family in MEDIA_FAMILIES:
             pass  # no tokenizer: the pipelines bring their own pre-processing
-        elif config.family is ModelFamily.IMAGE_CLASSIFICATION:
+        elif config.family in (ModelFamily.IMAGE_CLASSIFICATION, ModelFamily.OBJECT_DETECTION):
             image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)
         else:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -260,6 +260,7 @@ class LoadedModel:
             ModelFamily.SEQUENCE_CLASSIFICATION,
             ModelFamily.TOKEN_CLASSIFICATION,
             ModelFamily.IMAGE_CLASSIFICATION,
+            ModelFamily.OBJECT_DETECTION,
         ):
             return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
         return ()

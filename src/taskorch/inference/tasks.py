@@ -33,6 +33,7 @@ class TaskType(enum.StrEnum):
     TEXT_TO_SPEECH = "text_to_speech"
     IMAGE_TO_TEXT = "image_to_text"
     AUDIO_CLASSIFICATION = "audio_classification"
+    OBJECT_DETECTION = "object_detection"
 
 
 class ModelFamily(enum.StrEnum):
@@ -46,6 +47,7 @@ class ModelFamily(enum.StrEnum):
     MASKED_LM = "masked-lm"
     TEXT_ENCODER = "text-encoder"
     IMAGE_CLASSIFICATION = "image-classification"
+    OBJECT_DETECTION = "object-detection"  # DETR / YOLOS: class logits and boxes per query
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -73,6 +75,7 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.TEXT_TO_SPEECH: ModelFamily.PIPER_TTS,
     TaskType.IMAGE_TO_TEXT: ModelFamily.PP_OCR,
     TaskType.AUDIO_CLASSIFICATION: ModelFamily.VOICE_ACTIVITY,
+    TaskType.OBJECT_DETECTION: ModelFamily.OBJECT_DETECTION,
 }
 
 # The optimum exporter's task name for each family (always explicit: "auto" fails on local dirs).
@@ -85,6 +88,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.MASKED_LM: "fill-mask",
     ModelFamily.TEXT_ENCODER: "feature-extraction",
     ModelFamily.IMAGE_CLASSIFICATION: "image-classification",
+    ModelFamily.OBJECT_DETECTION: "object-detection",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -113,6 +117,7 @@ _ALIASES: dict[str, TaskType] = {
     "speech_synthesis": TaskType.TEXT_TO_SPEECH,
     "ocr": TaskType.IMAGE_TO_TEXT,
     "vad": TaskType.AUDIO_CLASSIFICATION,
+    "detection": TaskType.OBJECT_DETECTION,
     "voice_activity_detection": TaskType.AUDIO_CLASSIFICATION,
 }
 
@@ -123,7 +128,6 @@ KNOWN_UNSUPPORTED: frozenset[str] = frozenset(
         "text_to_image",
         "automatic_speech_recognition",
         "asr",
-        "object_detection",
         "image_segmentation",
         "table_question_answering",
         "visual_question_answering",
