@@ -50,7 +50,7 @@ PG_TESTS := tests/store tests/test_tasks_api.py tests/test_delayed.py tests/test
 	tests/test_dependencies.py tests/test_watch.py tests/test_reliability.py tests/workers \
 	tests/test_templates_api.py tests/security/test_tenancy.py tests/security/test_auth_mode.py \
 	tests/test_unstorable_values.py tests/test_unavailable_messages.py tests/web/test_websocket.py \
-	tests/core/test_schedules.py tests/test_schedules_api.py
+	tests/core/test_schedules.py tests/test_schedules_api.py tests/test_artifacts.py
 
 # The browser tests (tests/web/test_dashboard.py) drive Debian's headless Chromium with
 # Selenium. As root with apt-get (CI) it is installed here; elsewhere those tests skip, saying so.
