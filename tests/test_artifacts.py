@@ -21,7 +21,7 @@ import grpc
 import httpx
 import pytest
 
-from taskorch.client import Client, NotFoundError, Task
+from taskorch.client import Client, InvalidArgumentError, NotFoundError, Task
 from tests import databases
 from tests.servers import ServerProcess, WorkerProcess
 
@@ -158,6 +158,15 @@ def test_unknown_artifact_or_task_answers_404_naming_it(stack: tuple[ServerProce
     with server.client() as client, pytest.raises(NotFoundError) as caught:
         client.get_task_artifact(done.task_id, "two.wav")
     assert caught.value.reason == "ARTIFACT_NOT_FOUND" and "two.wav" in caught.value.message
+    with server.client() as client:
+        for name in ("one.wav\n", "x" * 10_000, "../one.wav", ""):
+            with pytest.raises(NotFoundError) as caught:
+                client.get_task_artifact(done.task_id, name)
+            assert caught.value.reason == "ARTIFACT_NOT_FOUND", name
+            assert len(caught.value.message) < 400
+        with pytest.raises(InvalidArgumentError) as refused:  # as every string field
+            client.get_task_artifact(done.task_id, "a\x00b")
+        assert refused.value.field_violations[0].field == "name"
     with httpx.Client(base_url=server.http_url, timeout=15) as rest:
         missing = rest.get(f"/v1/tasks/{done.task_id}/artifacts/two.wav")
         assert missing.status_code == 404

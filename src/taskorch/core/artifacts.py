@@ -89,7 +89,7 @@ def split_artifacts(result: JSON | None) -> tuple[JSON | None, list[Artifact]]:
             entry.get("content_type"),
             entry.get("data_base64"),
         )
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             raise InvalidArgument(
                 f"{field}.name: an artifact name is 1-200 letters, digits, '.', '_' or '-'",
                 field=f"{field}.name",

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import Connection
 
 from taskorch.core import validation
+from taskorch.core.artifacts import NAME as ARTIFACT_NAME
 from taskorch.core.artifacts import Artifact
 from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
@@ -222,8 +223,11 @@ class TaskService:
             ArtifactNotFound: the task has no artifact of that name.
         """
         key = validation.resource_id(task_id, TaskNotFound)
+        # A name no artifact can have (a NUL, 10 kB) is looked up as one that does not exist,
+        # never handed to the database.
+        lookup = name if ARTIFACT_NAME.fullmatch(name) else ""
         visible, found = await self.db.read(
-            lambda conn: artifact_store.get_artifact(conn, caller.tenant_scope, key, name)
+            lambda conn: artifact_store.get_artifact(conn, caller.tenant_scope, key, lookup)
         )
         if not visible:
             raise TaskNotFound(task_id)
