@@ -41,6 +41,7 @@ PUBLIC = {
     "Schedules",
     "SearchResult",
     "Task",
+    "TaskArtifact",
     "TaskEvent",
     "TaskPage",
     "TaskorchClientError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,11 +21,27 @@ def tiny() -> TinyModels:
     return build_tiny_models()
 
 
+TEXT_DEFAULTS = ("all-minilm-l6-v2", "smollm2-135m-instruct", "pii-rampart")
+MEDIA_DEFAULTS = ("piper-joe-medium", "pp-ocrv4", "silero-vad")
+
+
 @pytest.fixture(scope="session")
 def default_models_dir() -> Path:
-    """The three default models, converted once (cached) and installed into a cache folder."""
+    """The three text default models, converted once (cached) and installed into a cache
+    folder (the media ones load slowly enough to keep them out of servers that do not use
+    them: ``media_models_dir``)."""
     target = cache_dir() / "test-default-models"
-    install_default_models(target, log=lambda _: None)
+    for name in MEDIA_DEFAULTS:  # left by an earlier version of this fixture
+        shutil.rmtree(target / name, ignore_errors=True)
+    install_default_models(target, log=lambda _: None, only=TEXT_DEFAULTS)
+    return target
+
+
+@pytest.fixture(scope="session")
+def media_models_dir() -> Path:
+    """The three media default models (text to speech, OCR, voice activity)."""
+    target = cache_dir() / "test-media-models"
+    install_default_models(target, log=lambda _: None, only=MEDIA_DEFAULTS)
     return target
 
 

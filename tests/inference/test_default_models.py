@@ -9,6 +9,8 @@ from typing import Any
 from taskorch.inference import InferenceEngine, ModelState
 from taskorch.inference.defaults import install_default_models
 
+from .conftest import TEXT_DEFAULTS
+
 
 async def _run(
     engine: InferenceEngine, task: str, data: dict[str, Any], params: dict[str, Any] | None = None
@@ -18,8 +20,26 @@ async def _run(
 
 def test_defaults_rerun_is_a_no_op_under_a_second(default_models_dir: Path) -> None:
     started = time.perf_counter()
-    install_default_models(default_models_dir, log=lambda _: None)
+    install_default_models(default_models_dir, log=lambda _: None, only=TEXT_DEFAULTS)
     assert time.perf_counter() - started < 1.0
+
+
+def test_every_default_is_installed_and_loads(tmp_path: Path) -> None:
+    from taskorch.inference.defaults import DEFAULTS
+    from taskorch.inference.repository import ModelRepository
+
+    install_default_models(tmp_path, log=lambda _: None)
+    folders = ModelRepository(tmp_path).scan()
+    assert (
+        set(folders)
+        == {m.name for m in DEFAULTS}
+        >= {
+            "piper-joe-medium",
+            "pp-ocrv4",
+            "silero-vad",
+        }
+    )
+    assert all(f.config is not None for f in folders.values()), folders
 
 
 def test_default_models_are_ready_and_report_their_provider(

@@ -25,7 +25,7 @@ def test_seed_and_hugging_face_spellings_are_accepted(spelling: str, canonical: 
     assert canonical_task_type(spelling) is canonical
 
 
-@pytest.mark.parametrize("task", ["image_generation", "text_to_speech", "teleportation"])
+@pytest.mark.parametrize("task", ["image_generation", "image_segmentation", "teleportation"])
 def test_unsupported_task_types_are_refused_with_the_supported_list(
     tiny_engine: InferenceEngine, task: str
 ) -> None:
@@ -34,6 +34,27 @@ def test_unsupported_task_types_are_refused_with_the_supported_list(
     assert caught.value.violations[0].field == "task_type"
     for name in tiny_engine.supported_task_types():
         assert name in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("task", "family"),
+    [
+        ("text_to_speech", "piper-tts"),
+        ("tts", "piper-tts"),
+        ("image_to_text", "pp-ocr"),
+        ("audio_classification", "voice-activity"),
+    ],
+)
+def test_a_type_no_model_serves_says_so_and_how_to_import_one(
+    tiny_engine: InferenceEngine, task: str, family: str
+) -> None:
+    with pytest.raises(ModelNotFound) as caught:
+        tiny_engine.check(task, "", {"text": "x"}, {})
+    canonical = canonical_task_type(task).value
+    assert caught.value.reason == "MODEL_NOT_FOUND"
+    assert f"No model serves task type '{canonical}'" in caught.value.message
+    assert f"no {family} model" in caught.value.message
+    assert f"taskorch models import DIR --task {canonical}" in caught.value.message
 
 
 def test_unknown_model_is_not_found_with_the_available_names(tiny_engine: InferenceEngine) -> None:

@@ -141,6 +141,10 @@ def test_another_tenants_task_is_not_found_for_every_task_call(
         "add subtask": lambda tid: globex(
             globex.tasks.CreateSubtask, task_pb.CreateSubtaskRequest(task_id=tid, kind="echo")
         ),
+        "artifact": lambda tid: globex(
+            globex.tasks.GetTaskArtifact,
+            task_pb.GetTaskArtifactRequest(task_id=tid, name="speech.wav"),
+        ),
         "depend on": lambda tid: globex(
             globex.tasks.CreateTask, task_pb.CreateTaskRequest(text="x", depends_on=[tid])
         ),

@@ -71,7 +71,13 @@ def dependencies(ctx: WorkContext) -> dict[str, Any]:
     return {"seen": dict(ctx.dependency_results)}
 
 
+def artifacts(ctx: WorkContext) -> dict[str, Any]:
+    """Returns the artifacts its input lists, as a media handler does (bytes in base64)."""
+    return {"note": ctx.input.get("note", ""), "artifacts": list(ctx.input.get("artifacts", []))}
+
+
 for kind, fn in {
+    "artifacts": artifacts,
     "record": record,
     "slow": slow,
     "interval": interval,

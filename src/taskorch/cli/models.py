@@ -37,14 +37,22 @@ MODELS_DIR_OPTION = typer.Option(
 @app.command("import")
 def import_command(
     src: Annotated[
-        Path, typer.Argument(help="A Hugging Face model directory (or one with a .gguf).")
+        Path,
+        typer.Argument(
+            help="A Hugging Face model directory (or one with a .gguf); for text_to_speech a "
+            "Piper voice (.onnx + .onnx.json), for image_to_text PP-OCR det/rec .onnx graphs, "
+            "for audio_classification silero_vad.onnx."
+        ),
     ],
-    task: str = typer.Option(..., "--task", help="Task type, e.g. feature_extraction."),
+    task: str = typer.Option(
+        ..., "--task", help="Task type, e.g. feature_extraction, text_to_speech, image_to_text."
+    ),
     name: str | None = typer.Option(None, "--name", help="Model name (default: folder name)."),
     quantize: str | None = typer.Option(None, "--quantize", help="int8: dynamic per-channel."),
     models_dir: Path | None = MODELS_DIR_OPTION,
 ) -> None:
-    """Export SRC to ONNX with optimum, validate it against PyTorch and add it to the repository."""
+    """Export SRC to ONNX with optimum, validate it against PyTorch and add it to the repository
+    (media folders, whose graphs are ONNX already, are copied and checked to load)."""
     from taskorch.core.errors import TaskorchError
     from taskorch.inference.export import ExportError, import_model
 
@@ -60,6 +68,9 @@ def import_command(
     except (TaskorchError, ExportError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if not report.export_task:  # a media folder: nothing was exported or compared
+        typer.echo(f"{report.name}: {report.task} model ready")
+        return
     typer.echo(
         f"{report.name}: max abs diff {report.max_abs_diff:.3g} <= {report.tolerance:.3g}"
         + (f", int8 cosine {report.quality_cosine:.4f}" if report.quality_cosine else "")
@@ -68,7 +79,8 @@ def import_command(
 
 @app.command("defaults")
 def defaults_command(models_dir: Path | None = MODELS_DIR_OPTION) -> None:
-    """Convert (once, cached) and install the default models: embeddings, chat, PII tagger."""
+    """Convert (once, cached) and install the default models: embeddings, chat, PII tagger,
+    text to speech, OCR, voice activity."""
     from taskorch.inference.defaults import DefaultModelUnavailable, install_default_models
 
     try:

@@ -1,8 +1,9 @@
-"""``taskorch task submit|get|list|watch|cancel``: the task API from a terminal."""
+"""``taskorch task submit|get|list|watch|cancel|artifact``: the task API from a terminal."""
 
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -210,6 +211,29 @@ def cancel(
         print_json(task)
     else:
         console.print(f"task [bold]{task.task_id}[/bold] {task.status}", highlight=False)
+
+
+@app.command()
+def artifact(
+    task_id: str = typer.Argument(..., help="The task's id."),
+    name: str = typer.Argument(..., help="The artifact's name, as the task's result lists it."),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="The file to write the artifact's bytes to ('-': stdout)."
+    ),
+    server: str = SERVER,
+    api_key: str | None = API_KEY,
+) -> None:
+    """Download one binary result of a task (a WAV, a PNG) to a file."""
+    with reporting_errors(), client(server, api_key) as api:
+        found = api.get_task_artifact(task_id, name)
+    if output == "-":
+        sys.stdout.buffer.write(found.data)
+        sys.stdout.buffer.flush()
+        return
+    found.save(output)
+    console.print(
+        f"wrote {len(found.data)} bytes ({found.content_type}) to {output}", highlight=False
+    )
 
 
 def _follow(api: Client, task_id: str, after: int, as_json: bool) -> Task | None:

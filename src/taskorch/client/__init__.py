@@ -60,7 +60,7 @@ from taskorch.client._inference import (
     ModelInfo,
     Models,
 )
-from taskorch.client._models import ResourceUsage, Task, TaskEvent, TaskPage
+from taskorch.client._models import ResourceUsage, Task, TaskArtifact, TaskEvent, TaskPage
 from taskorch.client._schedules import AsyncSchedules, Schedule, Schedules
 
 __all__ = [
@@ -100,6 +100,7 @@ __all__ = [
     "Schedules",
     "SearchResult",
     "Task",
+    "TaskArtifact",
     "TaskEvent",
     "TaskPage",
     "TaskorchClientError",

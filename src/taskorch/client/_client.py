@@ -20,7 +20,7 @@ from taskorch.client._chat import AsyncChat, Chat
 from taskorch.client._collections import AsyncCollections, Collections
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.client._inference import AsyncModels, Models
-from taskorch.client._models import Task, TaskEvent, TaskPage
+from taskorch.client._models import Task, TaskArtifact, TaskEvent, TaskPage
 from taskorch.client._schedules import AsyncSchedules, Schedules
 from taskorch.limits import MAX_MESSAGE_BYTES
 from taskorch.v1 import task_service_pb2 as pb
@@ -244,6 +244,12 @@ class AsyncClient:
         response = await self._call(self._tasks.GetTask, pb.GetTaskRequest(task_id=task_id))
         return Task.from_proto(response)
 
+    async def get_task_artifact(self, task_id: str, name: str) -> TaskArtifact:
+        """One binary result of a task, by the name its result lists (``result["artifacts"]``)."""
+        request = pb.GetTaskArtifactRequest(task_id=task_id, name=name)
+        body = await self._call(self._tasks.GetTaskArtifact, request)
+        return TaskArtifact(name, body.content_type, bytes(body.data))
+
     async def list_tasks(self, **filters: Any) -> TaskPage:
         """One page; filters: status, task_type, model_name, template, limit, offset, page,
         sort_by, sort_order, page_token."""
@@ -396,6 +402,12 @@ class Client:
 
     def get_task(self, task_id: str) -> Task:
         return Task.from_proto(self._call(self._tasks.GetTask, pb.GetTaskRequest(task_id=task_id)))
+
+    def get_task_artifact(self, task_id: str, name: str) -> TaskArtifact:
+        """One binary result of a task, by the name its result lists (``result["artifacts"]``)."""
+        request = pb.GetTaskArtifactRequest(task_id=task_id, name=name)
+        body = self._call(self._tasks.GetTaskArtifact, request)
+        return TaskArtifact(name, body.content_type, bytes(body.data))
 
     def list_tasks(self, **filters: Any) -> TaskPage:
         return TaskPage.from_proto(self._call(self._tasks.ListTasks, _list_request(**filters)))

@@ -160,6 +160,20 @@ class TaskEvent:
 
 
 @dataclass(frozen=True)
+class TaskArtifact:
+    """One binary result of a task (a WAV, a PNG), as ``get_task_artifact`` returns it."""
+
+    name: str
+    content_type: str
+    data: bytes
+
+    def save(self, path: str) -> None:
+        """Write the bytes to ``path``."""
+        with open(path, "wb") as out:
+            out.write(self.data)
+
+
+@dataclass(frozen=True)
 class TaskPage:
     tasks: list[Task]
     total: int

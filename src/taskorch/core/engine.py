@@ -48,6 +48,7 @@ from typing import Any
 import structlog
 
 from taskorch.core import templates, validation
+from taskorch.core.artifacts import split_artifacts
 from taskorch.core.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -70,6 +71,7 @@ from taskorch.core.model import (
     Task,
     key_scope,
 )
+from taskorch.store import artifacts as artifact_store
 from taskorch.store.database import Database, HotOp
 from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd, Turns
 from taskorch.store.schema import utcnow
@@ -407,9 +409,20 @@ class TaskEngine:
         Raises:
             LeaseLost: the lease is not held any more (the result is discarded).
             InvalidArgument: the result holds a NaN or infinite number or a NUL character,
-                which no backend stores (the field is named; the lease is kept).
+                which no backend stores, or a malformed artifact (the field is named; the
+                lease is kept).
         """
+        result, artifacts = split_artifacts(result)
         validation.storable_json(result, "result")
+        if artifacts:
+            # Stored just before the completion, while the lease is held; a lease lost in
+            # between leaves them to be replaced by the next attempt's.
+            now = self.clock()
+            await self.db.write(
+                lambda tx: artifact_store.put_artifacts(
+                    tx.conn, subtask_id, lease_id, tenant_scope, artifacts, now
+                )
+            )
         done: Subtask = await self.db.transition(
             _Complete(subtask_id, lease_id, result, resource_usage, tenant_scope)
         )

@@ -11,12 +11,14 @@ a gRPC status code (and Envoy to an HTTP status)::
     │   ├── TaskNotFound                TASK_NOT_FOUND
     │   ├── SubtaskNotFound             SUBTASK_NOT_FOUND
     │   ├── ModelNotFound               MODEL_NOT_FOUND
+    │   │   └── NoModelForTask
     │   ├── TemplateNotFound            TEMPLATE_NOT_FOUND
 │   ├── ScheduleNotFound            SCHEDULE_NOT_FOUND
     │   ├── SessionNotFound             SESSION_NOT_FOUND
     │   ├── MessageNotFound             MESSAGE_NOT_FOUND
     │   ├── CollectionNotFound          COLLECTION_NOT_FOUND
     │   ├── DocumentNotFound            DOCUMENT_NOT_FOUND
+    │   ├── ArtifactNotFound            ARTIFACT_NOT_FOUND
     │   └── NoWorkAvailable             NO_WORK_AVAILABLE
     ├── Conflict                        CONFLICT            ABORTED              409
     │   ├── TaskNotCancellable          TASK_NOT_CANCELLABLE
@@ -183,12 +185,30 @@ class ModelNotFound(NotFound):
     kind = "model"
     reason_code = "MODEL_NOT_FOUND"
 
-    def __init__(self, identifier: str, *, available: Iterable[str] = ()) -> None:
+    def __init__(
+        self, identifier: str, *, available: Iterable[str] = (), message: str | None = None
+    ) -> None:
         names = sorted(available)
-        message = f"Model '{identifier}' not found"
-        if names:
-            message += "; available models: " + ", ".join(names)
+        if message is None:
+            message = f"Model '{identifier}' not found"
+            if names:
+                message += "; available models: " + ", ".join(names)
         super().__init__(identifier, message=message)
+
+
+class NoModelForTask(ModelNotFound):
+    """No model of the repository serves a task type the engine can run."""
+
+    def __init__(self, task_type: str, family: str) -> None:
+        super().__init__(
+            f"(default for {task_type})",
+            message=(
+                f"No model serves task type '{task_type}': the model repository has no "
+                f"{family} model. Import one with `taskorch models import DIR --task "
+                f"{task_type}` (the README's task-type table says what DIR holds), or install "
+                "the default models with `taskorch models defaults`."
+            ),
+        )
 
 
 class TemplateNotFound(NotFound):
@@ -217,6 +237,11 @@ class CollectionNotFound(NotFound):
 class DocumentNotFound(NotFound):
     kind = "document"
     reason_code = "DOCUMENT_NOT_FOUND"
+
+
+class ArtifactNotFound(NotFound):
+    kind = "artifact"
+    reason_code = "ARTIFACT_NOT_FOUND"
 
 
 class MessageNotFound(NotFound):

@@ -18,10 +18,13 @@ import structlog
 from sqlalchemy import Connection
 
 from taskorch.core import validation
+from taskorch.core.artifacts import NAME as ARTIFACT_NAME
+from taskorch.core.artifacts import Artifact
 from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import NewTask, TaskEngine
 from taskorch.core.errors import (
+    ArtifactNotFound,
     Conflict,
     InvalidArgument,
     TaskNotFound,
@@ -41,6 +44,7 @@ from taskorch.core.model import (
 )
 from taskorch.core.planning import Catalog, Plan, TaskSpec
 from taskorch.events.bus import SubscriptionLagged
+from taskorch.store import artifacts as artifact_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database, Transaction
@@ -212,6 +216,26 @@ class TaskService:
         if task is None:
             raise TaskNotFound(task_id)
         return task
+
+    async def artifact(self, caller: Caller, task_id: str, name: str) -> Artifact:
+        """One binary result of a task.
+
+        Raises:
+            TaskNotFound: no such task (also another tenant's).
+            ArtifactNotFound: the task has no artifact of that name.
+        """
+        key = validation.resource_id(task_id, TaskNotFound)
+        # A name no artifact can have (a NUL, 10 kB) is looked up as one that does not exist,
+        # never handed to the database.
+        lookup = name if ARTIFACT_NAME.fullmatch(name) else ""
+        visible, found = await self.db.read(
+            lambda conn: artifact_store.get_artifact(conn, caller.tenant_scope, key, lookup)
+        )
+        if not visible:
+            raise TaskNotFound(task_id)
+        if found is None:
+            raise ArtifactNotFound(name, message=f"Task '{task_id}' has no artifact named '{name}'")
+        return found
 
     async def list(self, caller: Caller, request: ListRequest) -> Page:
         """One page of the caller's tasks, with offset, page or keyset (token) paging."""

@@ -52,12 +52,18 @@ EVENT_STREAM = "text/event-stream"
 # Methods answering google.api.HttpBody with something else than JSON: its media type.
 HTTP_BODY_MEDIA_TYPES: dict[str, str] = {
     "taskorch.v1.SystemService.GetMetrics": "text/plain",
+    "taskorch.v1.TaskService.GetTaskArtifact": "application/octet-stream",
 }
 # Methods answering google.api.HttpBody: what their body holds.
 HTTP_BODY_SCHEMAS: dict[str, dict[str, Any]] = {
     "taskorch.v1.SystemService.GetMetrics": {
         "type": "string",
         "description": "Prometheus text exposition format.",
+    },
+    "taskorch.v1.TaskService.GetTaskArtifact": {
+        "type": "string",
+        "format": "binary",
+        "description": "The artifact's bytes, with its own content type (audio/wav, image/png).",
     },
     "taskorch.v1.TaskService.ListTasksJson": {
         "type": "array",

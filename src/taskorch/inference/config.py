@@ -20,6 +20,8 @@ Example (every key but ``task`` is optional)::
     labels: [NEGATIVE, POSITIVE]      # overrides config.json id2label
     context_window: 2048              # generation: prompt + new tokens
     max_new_tokens: 256               # generation: default when the request gives none
+    files: {voice: voice.onnx.json}   # media families: their other files by role (a Piper
+                                      # voice's config; PP-OCR's rec and cls graphs)
 
 A remote model (``provider: openai``) has no files: it is served by calling an
 OpenAI-compatible server (vLLM, TGI, TEI, Ollama, llama.cpp, a hosted API, another taskorch)::
@@ -132,6 +134,12 @@ class ModelConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
     remote: RemoteConfig | None = None  # served by another server, not by ONNX Runtime
 
+    def file(self, role: str) -> str | None:
+        """A media model's file of ``role`` (relative to its folder), from ``files``."""
+        files = self.extra.get("files") or {}
+        value = files.get(role)
+        return str(value) if value else None
+
     def to_yaml_dict(self) -> dict[str, Any]:
         """The mapping written back to ``model.yaml`` (plain types only)."""
         if self.remote is not None:
@@ -192,6 +200,7 @@ _KNOWN_KEYS = {
     "source",
     "validation",
     "provider",
+    "files",
 }
 
 
@@ -344,7 +353,13 @@ def parse_model_config(raw: object) -> ModelConfig:
         instances = None
     elif instances is not None:
         instances = _int(raw, "instances", 1)
-    extra = {k: raw[k] for k in ("source", "validation") if k in raw}
+    files = raw.get("files")
+    if files is not None and (
+        not isinstance(files, Mapping)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+    ):
+        raise ModelConfigError("files must map roles to file names, e.g. {voice: voice.json}")
+    extra = {k: raw[k] for k in ("source", "validation", "files") if k in raw}
     return ModelConfig(
         task=task,
         family=family,

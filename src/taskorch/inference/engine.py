@@ -25,6 +25,7 @@ from taskorch.core.errors import (
     InternalError,
     InvalidArgument,
     ModelNotFound,
+    NoModelForTask,
     TaskorchError,
     Unavailable,
 )
@@ -316,10 +317,7 @@ class InferenceEngine:
             ),
         )
         if not ranked:
-            raise ModelNotFound(
-                f"(default for {task.value})",
-                available=self._entries,
-            )
+            raise NoModelForTask(task.value, family.value)
         return ranked[0]
 
     def capacity_of(self, model_name: str) -> int | None:

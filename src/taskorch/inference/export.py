@@ -30,6 +30,7 @@ from taskorch.core.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, load_model_config, write_model_config
 from taskorch.inference.tasks import (
     EXPORT_TASK_OF_FAMILY,
+    MEDIA_FAMILIES,
     ModelFamily,
     canonical_task_type,
     family_of,
@@ -190,6 +191,15 @@ def import_model(
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".{folder}.import-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    if family in MEDIA_FAMILIES:
+        if quantize:
+            raise InvalidArgument(
+                f"{task_type.value} models are imported as they are; --quantize does not apply",
+                field="quantize",
+            )
+        return _import_media(
+            src_dir, task_type, family, models_dir, folder, staging, started, config_overrides, log
+        )
     export_task = EXPORT_TASK_OF_FAMILY[family]
     source = src_dir
     ggufs = sorted(src_dir.glob("*.gguf"))
@@ -259,6 +269,41 @@ def import_model(
     )
 
 
+def _import_media(
+    src_dir: Path,
+    task_type: Any,
+    family: ModelFamily,
+    models_dir: Path,
+    folder: str,
+    staging: Path,
+    started: float,
+    overrides: Mapping[str, Any] | None,
+    log: Log,
+) -> ImportReport:
+    """A media folder (Piper voice, PP-OCR, silero-vad) is copied as it is, not exported."""
+    from taskorch.inference.media_import import import_media_folder
+
+    try:
+        import_media_folder(src_dir, task_type, family, staging, overrides, log)
+        install_folder(staging, models_dir / folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - started
+    log(f"imported {folder} ({task_type.value}) into {models_dir / folder} in {seconds:.1f}s")
+    return ImportReport(
+        name=folder,
+        path=models_dir / folder,
+        task=task_type.value,
+        export_task="",
+        max_abs_diff=0.0,
+        tolerance=0.0,
+        quantization="none",
+        quality_cosine=None,
+        seconds=seconds,
+    )
+
+
 def install_folder(staging: Path, target: Path) -> None:
     """Replace ``target`` by ``staging`` with renames, so a watcher never sees half a model."""
     old = target.parent / f".{target.name}.old-{os.getpid()}"
@@ -305,6 +350,7 @@ def _initial_config(
         ModelFamily.SEQUENCE_CLASSIFICATION,
         ModelFamily.TOKEN_CLASSIFICATION,
         ModelFamily.IMAGE_CLASSIFICATION,
+        ModelFamily.OBJECT_DETECTION,
     ) and isinstance(id2label, dict):
         raw["labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
     positions = hf_config.get("max_position_embeddings") or hf_config.get("n_positions")
@@ -328,7 +374,7 @@ def _initial_config(
 def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray[Any]]:
     from transformers import AutoTokenizer
 
-    if family is ModelFamily.IMAGE_CLASSIFICATION:
+    if family in (ModelFamily.IMAGE_CLASSIFICATION, ModelFamily.OBJECT_DETECTION):
         from PIL import Image
         from transformers import AutoImageProcessor
 
@@ -367,6 +413,7 @@ def _torch_outputs(
         ModelFamily.MASKED_LM: "AutoModelForMaskedLM",
         ModelFamily.TEXT_ENCODER: "AutoModel",
         ModelFamily.IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
+        ModelFamily.OBJECT_DETECTION: "AutoModelForObjectDetection",
     }
     with quiet_export():
         model = getattr(transformers, classes[family]).from_pretrained(source, dtype=torch.float32)
@@ -383,7 +430,7 @@ def _torch_outputs(
             feed["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
             feed.pop("token_type_ids", None)
         out = model(**feed)
-    names = ("logits", "last_hidden_state", "start_logits", "end_logits")
+    names = ("logits", "last_hidden_state", "start_logits", "end_logits", "pred_boxes")
     return {n: out[n].float().numpy() for n in names if n in out and out[n] is not None}
 
 

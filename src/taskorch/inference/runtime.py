@@ -26,7 +26,7 @@ from taskorch.inference.batching import DynamicBatcher
 from taskorch.inference.config import ModelConfig, Pooling, Truncation
 from taskorch.inference.generation import DecoderGenerator, Seq2SeqGenerator
 from taskorch.inference.sessions import ModelSession, default_threads
-from taskorch.inference.tasks import ModelFamily, task_types_of
+from taskorch.inference.tasks import MEDIA_FAMILIES, ModelFamily, task_types_of
 from taskorch.inference.types import ModelInfo, ModelState
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class LoadedModel:
         # Batching instances' own sessions; none: every batch runs on ``session``.
         self.instance_sessions = tuple(instance_sessions)
         self.hf_config = dict(hf_config or {})
+        # What a media pipeline reads from the folder once (a voice config, a dictionary).
+        self.media: dict[str, Any] = {}
         self.load_seconds = load_seconds
         self.size_bytes = folder_size(path)
         self.labels = self._labels()
@@ -115,7 +117,9 @@ class LoadedModel:
                 eos_ids=self.eos_ids(),
                 decoder_start_id=int(self.hf_config.get("decoder_start_token_id") or self.pad_id),
             )
-        else:
+        elif family not in MEDIA_FAMILIES:
+            # Media families run their graphs from their pipelines (one request at a time per
+            # graph call, on a thread): their inputs are not token sequences to pad together.
             self.batcher = DynamicBatcher(
                 name,
                 self._run_batch,
@@ -153,7 +157,7 @@ class LoadedModel:
         Raises:
             Exception: anything ONNX Runtime or transformers raise; the engine records it.
         """
-        transformers = _transformers()
+        transformers: Any = _transformers() if config.family not in MEDIA_FAMILIES else None
         started = time.perf_counter()
         hf_config: dict[str, Any] = {}
         if (path / "config.json").exists():
@@ -173,6 +177,23 @@ class LoadedModel:
                 prefer_gpu=prefer_gpu,
                 threads=threads,
             )
+        elif config.family in MEDIA_FAMILIES:
+            main = ModelSession(
+                onnx_dir / config.onnx_file,
+                providers=config.providers,
+                prefer_gpu=prefer_gpu,
+                threads=threads,
+            )
+            for role, file in (config.extra.get("files") or {}).items():
+                if str(file).endswith(".onnx"):
+                    extra[role] = ModelSession(
+                        path / file,
+                        providers=config.providers,
+                        prefer_gpu=prefer_gpu,
+                        threads=threads,
+                    )
+                elif not (path / file).exists():
+                    raise FileNotFoundError(f"{role} file {path / file} is missing")
         else:
             onnx_file = onnx_dir / config.onnx_file
             if not onnx_file.exists():
@@ -181,7 +202,7 @@ class LoadedModel:
                 onnx_file, providers=config.providers, prefer_gpu=prefer_gpu, threads=threads
             )
         instance_sessions: list[ModelSession] = []
-        if config.family not in (ModelFamily.CAUSAL_LM, ModelFamily.SEQ2SEQ_LM):
+        if config.family not in (ModelFamily.CAUSAL_LM, ModelFamily.SEQ2SEQ_LM, *MEDIA_FAMILIES):
             cores = threads or default_threads()
             count = batching_instances(config.instances, cores=cores, on_cuda=main.on_cuda)
             if count > 1:
@@ -196,7 +217,9 @@ class LoadedModel:
                 ]
         tokenizer = None
         image_processor = None
-        if config.family is ModelFamily.IMAGE_CLASSIFICATION:
+        if config.family in MEDIA_FAMILIES:
+            pass  # no tokenizer: the pipelines bring their own pre-processing
+        elif config.family in (ModelFamily.IMAGE_CLASSIFICATION, ModelFamily.OBJECT_DETECTION):
             image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)
         else:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -243,6 +266,7 @@ class LoadedModel:
             ModelFamily.SEQUENCE_CLASSIFICATION,
             ModelFamily.TOKEN_CLASSIFICATION,
             ModelFamily.IMAGE_CLASSIFICATION,
+            ModelFamily.OBJECT_DETECTION,
         ):
             return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
         return ()

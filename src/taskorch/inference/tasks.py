@@ -30,6 +30,10 @@ class TaskType(enum.StrEnum):
     FEATURE_EXTRACTION = "feature_extraction"
     SENTENCE_SIMILARITY = "sentence_similarity"
     IMAGE_CLASSIFICATION = "image_classification"
+    TEXT_TO_SPEECH = "text_to_speech"
+    IMAGE_TO_TEXT = "image_to_text"
+    AUDIO_CLASSIFICATION = "audio_classification"
+    OBJECT_DETECTION = "object_detection"
 
 
 class ModelFamily(enum.StrEnum):
@@ -43,6 +47,16 @@ class ModelFamily(enum.StrEnum):
     MASKED_LM = "masked-lm"
     TEXT_ENCODER = "text-encoder"
     IMAGE_CLASSIFICATION = "image-classification"
+    OBJECT_DETECTION = "object-detection"  # DETR / YOLOS: class logits and boxes per query
+    # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
+    PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
+    PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
+    VOICE_ACTIVITY = "voice-activity"  # silero-vad: speech probability per 32 ms frame
+
+
+# Families whose folders are imported as they are (their ONNX graphs already exist) rather
+# than exported from a Hugging Face directory with optimum.
+MEDIA_FAMILIES = frozenset({ModelFamily.PIPER_TTS, ModelFamily.PP_OCR, ModelFamily.VOICE_ACTIVITY})
 
 
 FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
@@ -58,6 +72,10 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.FEATURE_EXTRACTION: ModelFamily.TEXT_ENCODER,
     TaskType.SENTENCE_SIMILARITY: ModelFamily.TEXT_ENCODER,
     TaskType.IMAGE_CLASSIFICATION: ModelFamily.IMAGE_CLASSIFICATION,
+    TaskType.TEXT_TO_SPEECH: ModelFamily.PIPER_TTS,
+    TaskType.IMAGE_TO_TEXT: ModelFamily.PP_OCR,
+    TaskType.AUDIO_CLASSIFICATION: ModelFamily.VOICE_ACTIVITY,
+    TaskType.OBJECT_DETECTION: ModelFamily.OBJECT_DETECTION,
 }
 
 # The optimum exporter's task name for each family (always explicit: "auto" fails on local dirs).
@@ -70,6 +88,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.MASKED_LM: "fill-mask",
     ModelFamily.TEXT_ENCODER: "feature-extraction",
     ModelFamily.IMAGE_CLASSIFICATION: "image-classification",
+    ModelFamily.OBJECT_DETECTION: "object-detection",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -94,6 +113,12 @@ _ALIASES: dict[str, TaskType] = {
     "similarity": TaskType.SENTENCE_SIMILARITY,
     "summarisation": TaskType.SUMMARIZATION,
     "summary": TaskType.SUMMARIZATION,
+    "tts": TaskType.TEXT_TO_SPEECH,
+    "speech_synthesis": TaskType.TEXT_TO_SPEECH,
+    "ocr": TaskType.IMAGE_TO_TEXT,
+    "vad": TaskType.AUDIO_CLASSIFICATION,
+    "detection": TaskType.OBJECT_DETECTION,
+    "voice_activity_detection": TaskType.AUDIO_CLASSIFICATION,
 }
 
 # Task types users may send that this engine deliberately does not run (refused at create).
@@ -101,13 +126,8 @@ KNOWN_UNSUPPORTED: frozenset[str] = frozenset(
     {
         "image_generation",
         "text_to_image",
-        "text_to_speech",
-        "tts",
-        "image_to_text",
         "automatic_speech_recognition",
         "asr",
-        "audio_classification",
-        "object_detection",
         "image_segmentation",
         "table_question_answering",
         "visual_question_answering",

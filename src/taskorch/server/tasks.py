@@ -57,6 +57,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
         return self._task(await self.tasks.get(current_caller(), request.task_id))
 
+    async def GetTaskArtifact(
+        self, request: pb.GetTaskArtifactRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        artifact = await self.tasks.artifact(current_caller(), request.task_id, request.name)
+        return httpbody_pb2.HttpBody(content_type=artifact.content_type, data=artifact.data)
+
     def _listed(self, tasks: Sequence[Task], view: int = 0) -> list[pb.Task]:
         return [convert.list_item(self._task(t), view) for t in tasks]
 

@@ -559,3 +559,24 @@ collection_chunks = Table(
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# -- task artifacts (binary results: audio, images) ---------------------------------------------
+
+task_artifacts = Table(
+    "task_artifacts",
+    metadata,
+    Column(
+        "task_id",
+        String(ID),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tenant_id", String(TENANT), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("task_id", "name"),
+)

@@ -334,6 +334,14 @@ class GetTaskRequest(_message.Message):
     task_id: str
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
+class GetTaskArtifactRequest(_message.Message):
+    __slots__ = ("task_id", "name")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    name: str
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
 class ListTasksRequest(_message.Message):
     __slots__ = ("status", "task_type", "model_name", "template", "limit", "offset", "page", "sort_by", "sort_order", "order", "page_token", "view")
     STATUS_FIELD_NUMBER: _ClassVar[int]

@@ -115,6 +115,11 @@ class TaskServiceStub:
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=taskorch_dot_v1_dot_task__service__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.GetTaskArtifact = channel.unary_unary(
+                '/taskorch.v1.TaskService/GetTaskArtifact',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.GetTaskArtifactRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -250,6 +255,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTaskArtifact(self, request, context):
+        """One binary result of a task (a WAV, a PNG), raw with its content type. A task's
+        result lists its artifacts as `artifacts: [{"name", "content_type", "size"}]`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -327,6 +340,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=taskorch_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
                     response_serializer=taskorch_dot_v1_dot_task__service__pb2.TaskEvent.SerializeToString,
+            ),
+            'GetTaskArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskArtifact,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.GetTaskArtifactRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -739,6 +757,33 @@ class TaskService:
             '/taskorch.v1.TaskService/WatchTask',
             taskorch_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
             taskorch_dot_v1_dot_task__service__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.TaskService/GetTaskArtifact',
+            taskorch_dot_v1_dot_task__service__pb2.GetTaskArtifactRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from taskorch.inference.pipelines.audio_classification import AudioClassification
 from taskorch.inference.pipelines.base import Pipeline
 from taskorch.inference.pipelines.classification import TextClassification, ZeroShotClassification
 from taskorch.inference.pipelines.embeddings import FeatureExtraction, SentenceSimilarity
 from taskorch.inference.pipelines.fill_mask import FillMask
 from taskorch.inference.pipelines.image_classification import ImageClassification
+from taskorch.inference.pipelines.object_detection import ObjectDetection
+from taskorch.inference.pipelines.ocr import ImageToText
 from taskorch.inference.pipelines.question_answering import QuestionAnswering
 from taskorch.inference.pipelines.seq2seq import Seq2Seq
 from taskorch.inference.pipelines.text_generation import TextGeneration
+from taskorch.inference.pipelines.text_to_speech import TextToSpeech
 from taskorch.inference.pipelines.token_classification import TokenClassification
 from taskorch.inference.tasks import TaskType
 
@@ -26,6 +30,10 @@ PIPELINES: dict[TaskType, Pipeline] = {
     TaskType.FEATURE_EXTRACTION: FeatureExtraction(),
     TaskType.SENTENCE_SIMILARITY: SentenceSimilarity(),
     TaskType.IMAGE_CLASSIFICATION: ImageClassification(),
+    TaskType.TEXT_TO_SPEECH: TextToSpeech(),
+    TaskType.IMAGE_TO_TEXT: ImageToText(),
+    TaskType.AUDIO_CLASSIFICATION: AudioClassification(),
+    TaskType.OBJECT_DETECTION: ObjectDetection(),
 }
 
 __all__ = ["PIPELINES", "Pipeline"]

@@ -8,46 +8,19 @@ accepted); parameter ``top_k`` (default 5). Result: ``{"label", "score", "labels
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from taskorch.core.errors import InvalidArgument
 from taskorch.inference.pipelines.base import OnText, param_int, softmax
+from taskorch.inference.pipelines.media import decode_image, media_bytes
 from taskorch.inference.runtime import Feed, LoadedModel
-
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-
-
-def _image_bytes(input_data: Mapping[str, Any]) -> tuple[bytes, str]:
-    key = "image" if "image" in input_data else "inputs"
-    field = f"input_data.{key}"
-    value = input_data.get(key)
-    if not isinstance(value, str) or not value:
-        raise InvalidArgument("image must be a base64-encoded image", field=field)
-    if value.startswith("data:") and "," in value:
-        value = value.split(",", 1)[1]
-    if len(value) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise InvalidArgument(f"image is larger than {MAX_IMAGE_BYTES} bytes", field=field)
-    try:
-        return base64.b64decode(value, validate=True), field
-    except (binascii.Error, ValueError):
-        raise InvalidArgument("image is not valid base64", field=field) from None
 
 
 def _pixels(model: LoadedModel, input_data: Mapping[str, Any]) -> Feed:
-    from PIL import Image, UnidentifiedImageError
-
-    data, field = _image_bytes(input_data)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError):
-        raise InvalidArgument("image could not be decoded (PNG, JPEG, ...)", field=field) from None
+    data, field = media_bytes(input_data, "image")
+    rgb = decode_image(data, field)
     pixels = model.image_processor(images=[rgb], return_tensors="np")["pixel_values"][0]
     return {"pixel_values": np.asarray(pixels, dtype=np.float32)}
 
@@ -58,7 +31,7 @@ class ImageClassification:
     def validate(
         self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
     ) -> None:
-        _image_bytes(input_data)
+        media_bytes(input_data, "image")
         param_int(parameters, "top_k", 5, low=1, high=10_000)
 
     async def run(

@@ -1,0 +1,130 @@
+"""audio_classification: a WAV in, speech or non-speech out (voice activity, silero-vad).
+
+The audio is mixed to mono and resampled to 16 kHz; the graph reads 512-sample frames (32 ms)
+with the 64 samples before each as context and carries its recurrent state from frame to
+frame, giving a speech probability per frame. Frames at or above ``threshold`` (0.5) are
+speech; runs of them at least ``min_speech_seconds`` (0.25) long are speech segments.
+
+Input ``{"audio": "<base64 or data URL of a PCM WAV>"}``. Result: ``{"label": "speech" |
+"non_speech", "score", "labels": [{"label", "score"}] (best first), "speech_ratio",
+"segments": [{"start", "end"}] (seconds), "duration_seconds"}``; a label's score is the
+share of the audio it covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from taskorch.core.errors import InvalidArgument
+from taskorch.inference.pipelines.base import OnText, param_float
+from taskorch.inference.pipelines.media import decode_wav, media_bytes, resample
+from taskorch.inference.runtime import LoadedModel
+
+RATE = 16_000
+FRAME = 512
+CONTEXT = 64
+MAX_SECONDS = 600.0
+
+
+def speech_probabilities(model: LoadedModel, samples: npt.NDArray[np.float32]) -> list[float]:
+    """The speech probability of every 32 ms frame (blocking; run it on a thread)."""
+    session = model.session
+    state = np.zeros((2, 1, 128), dtype=np.float32)
+    context = np.zeros(CONTEXT, dtype=np.float32)
+    rate = np.array(RATE, dtype=np.int64)
+    padded = np.concatenate([samples, np.zeros((-samples.size) % FRAME, dtype=np.float32)])
+    probs: list[float] = []
+    for start in range(0, padded.size, FRAME):
+        frame = padded[start : start + FRAME]
+        x = np.concatenate([context, frame])[np.newaxis]
+        out = session.run({"input": x, "state": state, "sr": rate})
+        probs.append(float(np.asarray(out["output"]).reshape(-1)[0]))
+        state = np.asarray(out["stateN"], dtype=np.float32)
+        context = frame[-CONTEXT:]
+    return probs
+
+
+def classify(
+    probs: list[float], threshold: float, min_speech_seconds: float, duration: float
+) -> dict[str, Any]:
+    """The label, scores and speech segments from the frames' probabilities."""
+    seconds = FRAME / RATE
+    segments: list[dict[str, float]] = []
+    start: int | None = None
+    for i, p in enumerate([*probs, 0.0]):
+        if p >= threshold and start is None:
+            start = i
+        elif p < threshold and start is not None:
+            if (i - start) * seconds >= min_speech_seconds:
+                segments.append(
+                    {
+                        "start": round(start * seconds, 3),
+                        "end": round(min(i * seconds, duration), 3),
+                    }
+                )
+            start = None
+    speech = sum(s["end"] - s["start"] for s in segments)
+    ratio = round(speech / duration, 6) if duration > 0 else 0.0
+    labels = sorted(
+        [
+            {"label": "speech", "score": ratio},
+            {"label": "non_speech", "score": round(1 - ratio, 6)},
+        ],
+        key=lambda item: -float(item["score"]),  # type: ignore[arg-type]
+    )
+    label = "speech" if segments else "non_speech"
+    score = ratio if segments else round(1 - ratio, 6)
+    return {
+        "label": label,
+        "score": score,
+        "labels": labels,
+        "speech_ratio": ratio,
+        "segments": segments,
+        "duration_seconds": round(duration, 3),
+    }
+
+
+def _audio(input_data: Mapping[str, Any]) -> npt.NDArray[np.float32]:
+    data, field = media_bytes(input_data, "audio")
+    samples, rate = decode_wav(data, field)
+    if samples.size == 0:
+        raise InvalidArgument("audio has no samples", field=field)
+    if samples.size / rate > MAX_SECONDS:
+        raise InvalidArgument(f"audio is longer than {MAX_SECONDS:.0f} seconds", field=field)
+    return resample(samples, rate, RATE)
+
+
+def _params(parameters: Mapping[str, Any]) -> tuple[float, float]:
+    return (
+        param_float(parameters, "threshold", 0.5, low=0.0, high=1.0),
+        param_float(parameters, "min_speech_seconds", 0.25, low=0.0, high=60.0),
+    )
+
+
+class AudioClassification:
+    """Tell speech from non-speech."""
+
+    def validate(
+        self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> None:
+        _audio(input_data)
+        _params(parameters)
+
+    async def run(
+        self,
+        model: LoadedModel,
+        input_data: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        *,
+        on_output: OnText | None,
+        cancel: asyncio.Event | None,
+    ) -> dict[str, Any]:
+        samples = _audio(input_data)
+        threshold, min_speech = _params(parameters)
+        probs = await asyncio.to_thread(speech_probabilities, model, samples)
+        return classify(probs, threshold, min_speech, samples.size / RATE)
