@@ -46,12 +46,15 @@ lint: install
 
 # The server suites that also run on PostgreSQL (skipped, saying why, when it is not reachable;
 # TASKORCH_TEST_POSTGRES_URL points them at another server).
-PG_TESTS := tests/store tests/test_tasks_api.py tests/test_delayed.py tests/test_concurrency_keys.py tests/test_fair_sharing.py tests/test_list.py tests/test_subtasks_api.py tests/test_quota.py tests/test_large_payloads.py \
-	tests/test_dependencies.py tests/test_watch.py tests/test_reliability.py tests/workers \
-	tests/test_templates_api.py tests/security/test_tenancy.py tests/security/test_auth_mode.py \
-	tests/test_unstorable_values.py tests/test_unavailable_messages.py tests/web/test_websocket.py \
-	tests/core/test_schedules.py tests/test_schedules_api.py tests/test_artifacts.py \
-	tests/security/test_tenant_rate_limits.py
+# Grouped by folder: pytest 9 applies a folder's conftest.py only to its files given together.
+PG_TESTS := tests/store tests/workers tests/core/test_schedules.py \
+	tests/security/test_tenancy.py tests/security/test_auth_mode.py tests/security/test_tenant_rate_limits.py \
+	tests/web/test_websocket.py \
+	tests/test_tasks_api.py tests/test_delayed.py tests/test_concurrency_keys.py tests/test_fair_sharing.py \
+	tests/test_list.py tests/test_subtasks_api.py tests/test_quota.py tests/test_large_payloads.py \
+	tests/test_dependencies.py tests/test_watch.py tests/test_reliability.py tests/test_templates_api.py \
+	tests/test_unstorable_values.py tests/test_unavailable_messages.py tests/test_schedules_api.py \
+	tests/test_artifacts.py
 
 # The browser tests (tests/web/test_dashboard.py) drive Debian's headless Chromium with
 # Selenium. As root with apt-get (CI) it is installed here; elsewhere those tests skip, saying so.
