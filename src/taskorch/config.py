@@ -49,6 +49,10 @@ class Settings:
     web_addr: str = DEFAULT_WEB_ADDR
     # Origins whose pages may call REST and open WebSockets (CORS); empty: none.
     cors_origins: tuple[str, ...] = ()
+    # Where collections' vectors are searched: auto (pgvector on a PostgreSQL that has it,
+    # else faiss), faiss, pgvector or qdrant (at qdrant_url).
+    vector_backend: str = "auto"
+    qdrant_url: str = ""
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -22,6 +23,13 @@ from taskorch.store.database import DEFAULT_URL
 
 # Another server holds the SQLite database (exit 1 is every other start-up failure).
 EXIT_DATABASE_IN_USE = 3
+
+
+class VectorBackend(StrEnum):
+    AUTO = "auto"
+    FAISS = "faiss"
+    PGVECTOR = "pgvector"
+    QDRANT = "qdrant"
 
 
 def serve(
@@ -130,6 +138,24 @@ def serve(
         help="Comma-separated origins (https://app.example.com) whose pages may call the "
         "REST API and open WebSockets; '*' allows any. Default: none (same origin only).",
     ),
+    vector_backend: VectorBackend = typer.Option(
+        VectorBackend.AUTO,
+        envvar="TASKORCH_VECTOR_BACKEND",
+        help="Where collections' vectors are searched. faiss: an index in this process, "
+        "rebuilt from the database (exact below 10,000 chunks, HNSW above). pgvector: HNSW "
+        "indexes inside the PostgreSQL database, shared by every replica (needs the vector "
+        "extension). qdrant: a Qdrant collection per collection, at --qdrant-url. auto: "
+        "pgvector when the database is PostgreSQL with (or allowed to create) the vector "
+        "extension, else faiss.",
+        case_sensitive=False,
+    ),
+    qdrant_url: str = typer.Option(
+        "",
+        envvar="TASKORCH_QDRANT_URL",
+        help="Qdrant for --vector-backend qdrant: http(s)://HOST:6333 for a server "
+        "(TASKORCH_QDRANT_API_KEY its key), ':memory:' or a directory (path:/dir) for "
+        "qdrant-client's local mode (one process per directory; for tests and trials).",
+    ),
     event_loop: _loop.EventLoop = typer.Option(
         _loop.EventLoop.UVLOOP,
         envvar="TASKORCH_EVENT_LOOP",
@@ -161,6 +187,8 @@ def serve(
         max_active_tasks=max_active_tasks,
         web_addr=web_addr,
         cors_origins=_origins(cors_origins),
+        vector_backend=vector_backend.value,
+        qdrant_url=qdrant_url,
     )
     from taskorch.gateway.config import RateLimit
     from taskorch.gateway.launcher import GatewayError
@@ -170,6 +198,7 @@ def serve(
         RateLimit.parse(rate_limit)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rate-limit") from None
+    from taskorch.core.vector_backends import BackendUnavailable
     from taskorch.store.sqlite_lock import DatabaseInUse
 
     try:
@@ -177,7 +206,7 @@ def serve(
     except DatabaseInUse as exc:
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(EXIT_DATABASE_IN_USE) from None
-    except (OSError, GatewayError) as exc:
+    except (OSError, GatewayError, BackendUnavailable) as exc:
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
