@@ -66,6 +66,8 @@ class QdrantBackend:
         self.db = db
         self.client = client
         self.where = where
+        # Local mode compares every vector (and warns that search parameters do nothing).
+        self.local = not where.startswith(("http://", "https://"))
         self.models = models
         # The database revision each Qdrant collection reflects, as far as this process
         # knows (absent: read it from the collection's revision point).
@@ -119,6 +121,8 @@ class QdrantBackend:
         await self.client.close()
 
     def index_kind(self, record: CollectionRecord) -> str:
+        if self.local:
+            return "flat"
         return "hnsw" if record.chunk_count >= HNSW_MIN_VECTORS else "flat"
 
     def created_in_transaction(self, conn: Connection, record: CollectionRecord) -> None:
@@ -188,7 +192,9 @@ class QdrantBackend:
                 must=must or None,
                 must_not=[models.HasIdCondition(has_id=[REVISION_POINT])],
             ),
-            search_params=models.SearchParams(hnsw_ef=max(HNSW_EF_SEARCH, 2 * k), exact=exact),
+            search_params=None
+            if self.local
+            else models.SearchParams(hnsw_ef=max(HNSW_EF_SEARCH, 2 * k), exact=exact),
             with_payload=False,
             with_vectors=False,
         )
