@@ -44,9 +44,11 @@ def server(
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp(f"collections-{vector_backend.name}")
     process = vector_backend.server(workdir, retrieval_models)
-    process.start()
-    yield process
-    process.kill()
+    try:
+        process.start()
+        yield process
+    finally:  # also when it never became healthy
+        process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -319,8 +321,8 @@ def test_another_tenants_collection_is_not_found(
     url = vector_backend.database_url(tmp_path)
     acme, globex = create_key(url, "acme"), create_key(url, "globex")
     server = vector_backend.server(tmp_path, retrieval_models, database_url=url, auth="keys")
-    server.start()
     try:
+        server.start()
         with grpc.insecure_channel(server.grpc_addr) as channel:
             stub = pb_grpc.CollectionServiceStub(channel)
             as_acme = (("x-api-key", acme),)
@@ -361,9 +363,9 @@ def test_the_index_rebuilt_after_a_restart_answers_as_before(
     tmp_path: Path, retrieval_models: Path, vector_backend: VectorBackend
 ) -> None:
     server = vector_backend.server(tmp_path, retrieval_models)
-    server.start()
     queries = ["which pet purrs?", "programming", "dinner recipe"]
     try:
+        server.start()
         with grpc.insecure_channel(server.grpc_addr) as channel:
             stub = pb_grpc.CollectionServiceStub(channel)
             _fill(stub, "kept")

@@ -180,25 +180,30 @@ class QdrantBackend:
         async with self._lock(record.collection_id):
             await self._ensure(record)
         models = self.models
-        must: list[Any] = []
+        # The revision point (a zero vector, score 0) is dropped from the answers rather
+        # than filtered out: a filter costs local mode a Python test per point (162 ms a
+        # search at 10,000 chunks).
+        query_filter = None
         if among is not None:
-            must.append(models.HasIdCondition(has_id=list(among)))
+            query_filter = models.Filter(must=[models.HasIdCondition(has_id=list(among))])
         exact = among is not None or record.chunk_count < HNSW_MIN_VECTORS
         found = await self.client.query_points(
             _name(record),
             query=[float(x) for x in query.reshape(-1)],
-            limit=k,
-            query_filter=models.Filter(
-                must=must or None,
-                must_not=[models.HasIdCondition(has_id=[REVISION_POINT])],
-            ),
+            limit=k + 1,
+            query_filter=query_filter,
             search_params=None
             if self.local
             else models.SearchParams(hnsw_ef=max(HNSW_EF_SEARCH, 2 * k), exact=exact),
             with_payload=False,
             with_vectors=False,
         )
-        return [Hit(int(point.id), float(point.score)) for point in found.points]
+        hits = [
+            Hit(int(point.id), float(point.score))
+            for point in found.points
+            if int(point.id) != REVISION_POINT
+        ]
+        return hits[:k]
 
     async def rebuild(self, record: CollectionRecord) -> None:
         async with self._lock(record.collection_id):
