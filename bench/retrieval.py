@@ -373,15 +373,14 @@ async def main() -> None:
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             rows += await search_at(size, args.models_dir, backends, postgres)
+            # (The table so far after each size: a long run shows what it has.)
+            print()
             print(table(rows))
             sys.stdout.flush()
     finally:
         if postgres is not None:
             postgres.server.cleanup()
         shutil.rmtree(pgdata, ignore_errors=True)
-    print()
-    print(table(rows))
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":
