@@ -2,16 +2,29 @@
 test_collections_api.py runs that on every backend): two pgvector replicas search one
 index in the database; ``auto`` follows the database; a backend that cannot run stops the
 server with an error naming the flag and the fix; pgvector fills in collections stored
-before it was chosen; Qdrant catches up with changes made while it was not watching."""
+before it was chosen and answers from its HNSW index from 10,000 chunks on; Qdrant catches
+up with changes made while it was not watching."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sqlalchemy import text
 
 from taskorch.client import Client, NewDocument
+from taskorch.core.pgvector import PgvectorBackend
+from taskorch.core.vector_backends import open_backend
+from taskorch.core.vectors import HNSW_MIN_VECTORS
+from taskorch.store import collections as store
+from taskorch.store.collections import CollectionRecord, NewChunk, StoredDocument
+from taskorch.store.database import Database
+from taskorch.store.pgvector import index_name
+from taskorch.store.schema import utcnow
 from tests import databases
 from tests.servers import ServerProcess, sqlite_url
 
@@ -200,3 +213,80 @@ def test_qdrant_catches_up_with_changes_it_did_not_see(
         found = _ids(client, "drift", "which pet purrs?", top_k=4)
         assert "cats" not in found and "dogs" in found and len(found) == 3
     assert "collection index rebuilt" in server.logs()
+
+
+async def test_pgvector_answers_from_its_hnsw_index_from_ten_thousand_chunks(
+    embedded_postgres: EmbeddedPostgres,
+) -> None:
+    """Below HNSW_MIN_VECTORS every distance is computed; from there the collection's
+    partial HNSW index answers (PostgreSQL's own statistics count its scans), and a
+    filtered search stays exact."""
+    db = Database(embedded_postgres.new_database())
+    await db.open()
+    try:
+        rng = np.random.default_rng(3)
+        data = rng.standard_normal((HNSW_MIN_VECTORS, 32)).astype(np.float32)
+        data /= np.linalg.norm(data, axis=1, keepdims=True)
+        now = utcnow()
+        record = CollectionRecord(
+            collection_id=str(uuid.uuid4()),
+            tenant_id="default",
+            name="big",
+            model_name="m",
+            dimensions=32,
+            chunk_size=800,
+            chunk_overlap=100,
+            document_count=0,
+            chunk_count=0,
+            revision=0,
+            created_at=now,
+            updated_at=now,
+        )
+        await db.write(lambda tx: store.insert_collection(tx.conn, record))
+        documents = [
+            StoredDocument(f"d{i}", f"chunk {i}", {"even": i % 2 == 0}, [NewChunk(f"c{i}", v)])
+            for i, v in enumerate(row.astype("<f4").tobytes() for row in data)
+        ]
+        await db.write(
+            lambda tx: store.put_documents(tx.conn, record.collection_id, documents, now)
+        )
+        backend = await open_backend(db, "pgvector")
+        assert isinstance(backend, PgvectorBackend)
+        await backend.open()
+        small = replace(record, chunk_count=HNSW_MIN_VECTORS - 1, revision=1)
+        big = replace(record, chunk_count=HNSW_MIN_VECTORS, revision=1)
+        ids = await db.read(lambda conn: store.chunk_ids_of(conn, record.collection_id, ["d7"]))
+
+        assert backend.index_kind(small) == "flat" and backend.index_kind(big) == "hnsw"
+        hnsw = index_name(record.collection_id)
+        assert hnsw not in await backend.plan(small, data[7], 10, None)
+        exact = await backend.search(small, data[7], 10, None)
+        assert exact[0].chunk_id == ids[0] and exact[0].score == pytest.approx(1.0, abs=1e-5)
+
+        assert f"Index Scan using {hnsw}" in await backend.plan(big, data[7], 10, None)
+        approximate = await backend.search(big, data[7], 10, None)
+        assert approximate[0].chunk_id == ids[0]
+        chunk_of = dict(
+            await db.read(
+                lambda conn: [
+                    (int(chunk_id), int(document_id[1:]))
+                    for chunk_id, document_id in conn.execute(
+                        text("SELECT chunk_id, document_id FROM collection_chunks")
+                    )
+                ]
+            )
+        )
+        truth = np.argsort(-(data @ data[7]))[:10]
+        assert len({chunk_of[h.chunk_id] for h in approximate} & set(truth.tolist())) >= 9
+
+        odd = await db.read(
+            lambda conn: store.chunk_ids_of(
+                conn, record.collection_id, [f"d{i}" for i in range(1, HNSW_MIN_VECTORS, 2)]
+            )
+        )
+        assert hnsw not in await backend.plan(big, data[7], 5, odd)
+        filtered = await backend.search(big, data[7], 5, odd)
+        expected = [int(i) for i in np.argsort(-(data @ data[7])) if i % 2 == 1][:5]
+        assert [chunk_of[h.chunk_id] for h in filtered] == expected
+    finally:
+        await db.close()

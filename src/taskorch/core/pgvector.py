@@ -103,8 +103,29 @@ class PgvectorBackend:
         if k <= 0 or (among is not None and not among):
             return []
         await self._ensure(record)
+        rows = await self._query(record, query, k, among, explain=False)
+        assert not isinstance(rows, str)
+        return [Hit(chunk_id, score) for chunk_id, score in rows]
+
+    async def plan(
+        self, record: CollectionRecord, query: Vectors, k: int, among: Sequence[int] | None
+    ) -> str:
+        """PostgreSQL's plan for :meth:`search` (EXPLAIN): which index answers."""
+        plan = await self._query(record, query, k, among, explain=True)
+        assert isinstance(plan, str)
+        return plan
+
+    async def _query(
+        self,
+        record: CollectionRecord,
+        query: Vectors,
+        k: int,
+        among: Sequence[int] | None,
+        *,
+        explain: bool,
+    ) -> list[tuple[int, float]] | str:
         values = [float(x) for x in query.reshape(-1)]
-        rows = await self.db.read(
+        return await self.db.read(
             lambda conn: side.search(
                 conn,
                 record.collection_id,
@@ -114,9 +135,9 @@ class PgvectorBackend:
                 exact=record.chunk_count < HNSW_MIN_VECTORS,
                 among=among,
                 ef_search=max(HNSW_EF_SEARCH, 2 * k),
+                explain=explain,
             )
         )
-        return [Hit(chunk_id, score) for chunk_id, score in rows]
 
     async def rebuild(self, record: CollectionRecord) -> None:
         async with self._lock(record.collection_id):

@@ -153,8 +153,10 @@ def search(
     exact: bool,
     among: Sequence[int] | None = None,
     ef_search: int = 0,
-) -> list[tuple[int, float]]:
-    """The ``k`` chunks nearest to ``query`` as (chunk id, inner product), best first.
+    explain: bool = False,
+) -> list[tuple[int, float]] | str:
+    """The ``k`` chunks nearest to ``query`` as (chunk id, inner product), best first (with
+    ``explain``: PostgreSQL's plan for the query, as text).
 
     ``exact`` (or ``among``, a set of candidate chunk ids) computes every distance (the
     HNSW index would drop candidates that a filter then removes); otherwise the
@@ -164,14 +166,14 @@ def search(
     distance = f"(embedding::vector({dims}) <#> CAST(CAST(:query AS real[]) AS vector({dims})))"
     where = f"collection_id = '{_checked(collection_id)}'"
     params: dict[str, object] = {"query": [float(x) for x in query], "k": k}
-    stmt = None
     if among is not None:
         where += " AND chunk_id IN :among"
         params["among"] = list(among)
     # "+ 0": an expression the HNSW index cannot order by, so the planner reads the rows.
     order = f"{distance} + 0" if exact or among is not None else distance
     stmt = text(
-        f"SELECT chunk_id, -{distance} AS score FROM {TABLE} WHERE {where} "
+        ("EXPLAIN " if explain else "")
+        + f"SELECT chunk_id, -{distance} AS score FROM {TABLE} WHERE {where} "
         f"ORDER BY {order} LIMIT :k"
     )
     if among is not None:
@@ -181,4 +183,6 @@ def search(
             text("SELECT set_config('hnsw.ef_search', :value, true)"),
             {"value": str(min(max(ef_search, k), MAX_EF_SEARCH))},
         )
+    if explain:
+        return "\n".join(str(row[0]) for row in conn.execute(stmt, params))
     return [(int(chunk_id), float(score)) for chunk_id, score in conn.execute(stmt, params)]
