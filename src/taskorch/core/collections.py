@@ -250,7 +250,7 @@ class CollectionService:
             BackendUnavailable: the vector backend cannot run.
         """
         await self.vectors.open()
-        log.info("collections searched by", backend=self.vectors.name)
+        log.info("vector backend ready", backend=self.vectors.name)
         self._warming = asyncio.create_task(self._warm(), name="collection-indexes")
 
     async def close(self) -> None:
