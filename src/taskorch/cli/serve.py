@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -22,6 +23,13 @@ from taskorch.store.database import DEFAULT_URL
 
 # Another server holds the SQLite database (exit 1 is every other start-up failure).
 EXIT_DATABASE_IN_USE = 3
+
+
+class VectorBackend(StrEnum):
+    AUTO = "auto"
+    FAISS = "faiss"
+    PGVECTOR = "pgvector"
+    QDRANT = "qdrant"
 
 
 def serve(
@@ -153,6 +161,24 @@ def serve(
         "takes two turns to another's one when both have work queued. Others weigh 1; "
         "weights go from 0.01 to 100.",
     ),
+    vector_backend: VectorBackend = typer.Option(
+        VectorBackend.AUTO,
+        envvar="TASKORCH_VECTOR_BACKEND",
+        help="Where collections' vectors are searched. faiss: an index in this process, "
+        "rebuilt from the database (exact below 10,000 chunks, HNSW above). pgvector: HNSW "
+        "indexes inside the PostgreSQL database, shared by every replica (needs the vector "
+        "extension). qdrant: a Qdrant collection per collection, at --qdrant-url. auto: "
+        "pgvector when the database is PostgreSQL with (or allowed to create) the vector "
+        "extension, else faiss.",
+        case_sensitive=False,
+    ),
+    qdrant_url: str = typer.Option(
+        "",
+        envvar="TASKORCH_QDRANT_URL",
+        help="Qdrant for --vector-backend qdrant: http(s)://HOST:6333 for a server "
+        "(TASKORCH_QDRANT_API_KEY its key), ':memory:' or a directory (path:/dir) for "
+        "qdrant-client's local mode (one process per directory; for tests and trials).",
+    ),
     event_loop: _loop.EventLoop = typer.Option(
         _loop.EventLoop.UVLOOP,
         envvar="TASKORCH_EVENT_LOOP",
@@ -187,6 +213,8 @@ def serve(
         cors_origins=_origins(cors_origins),
         fair_sharing=fair_sharing,
         tenant_weights=_weights(tenant_weights),
+        vector_backend=vector_backend.value,
+        qdrant_url=qdrant_url,
     )
     from taskorch.gateway.config import RateLimit
     from taskorch.gateway.launcher import GatewayError
@@ -203,6 +231,7 @@ def serve(
         RequestRate.parse(tenant_rate_limit)
     except InvalidArgument as exc:
         raise typer.BadParameter(exc.message, param_hint="--tenant-rate-limit") from None
+    from taskorch.core.vector_backends import BackendUnavailable
     from taskorch.store.sqlite_lock import DatabaseInUse
 
     try:
@@ -210,7 +239,7 @@ def serve(
     except DatabaseInUse as exc:
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(EXIT_DATABASE_IN_USE) from None
-    except (OSError, GatewayError) as exc:
+    except (OSError, GatewayError, BackendUnavailable) as exc:
         typer.echo(f"taskorch: {exc}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

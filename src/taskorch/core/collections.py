@@ -2,10 +2,9 @@
 in the database, and searched by vector, keyword or both.
 
 The database is the source of truth (documents, chunks, vectors, and a revision per
-collection that every change increases); each collection's vector index
-(:class:`~taskorch.core.vectors.VectorIndex`) is a cache that is built from it at start-up
-and rebuilt whenever it is behind the stored revision (so replicas sharing one PostgreSQL
-database answer alike).
+collection that every change increases); the vectors are searched by a
+:class:`~taskorch.core.vector_backends.VectorBackend` (FAISS in process, pgvector in the
+database, or Qdrant), which can always be rebuilt from it.
 """
 
 from __future__ import annotations
@@ -35,7 +34,8 @@ from taskorch.core.errors import (
     InvalidArgument,
 )
 from taskorch.core.planning import Plan, Step, TaskSpec, normalise_type
-from taskorch.core.vectors import HNSW_MIN_VECTORS, Hit, VectorIndex, Vectors, as_matrix
+from taskorch.core.vector_backends import FaissBackend, VectorBackend
+from taskorch.core.vectors import Hit, Vectors
 from taskorch.store import collections as store
 from taskorch.store.collections import (
     ChunkChange,
@@ -72,7 +72,6 @@ INGEST_BATCH = 32
 # Reciprocal rank fusion's constant (Cormack et al. 2009) and how deep each list goes.
 RRF_K = 60
 FUSION_DEPTH = 50
-BACKEND = "faiss"
 
 
 class SearchMode(Enum):
@@ -118,7 +117,7 @@ class Collection:
     updated_at: datetime
     index: str
     metric: str = "cosine"
-    backend: str = BACKEND
+    backend: str = "faiss"
 
 
 @dataclass(frozen=True)
@@ -228,40 +227,40 @@ class CollectionService:
     """Collections of a tenant: create, list, delete; add, read and delete documents;
     search."""
 
-    def __init__(self, db: Database, embedder: Embedder, tasks: TaskCreator | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        tasks: TaskCreator | None = None,
+        vectors: VectorBackend | None = None,
+    ) -> None:
         self.db = db
         self.embedder = embedder
         self.tasks = tasks
-        self._indexes: dict[str, VectorIndex] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.vectors: VectorBackend = vectors or FaissBackend(db)
         self._warming: asyncio.Task[None] | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Rebuilds the vector index of every stored collection, in the background (a search
-        that comes first builds its collection's index itself)."""
+        """Readies the vector backend, then brings every stored collection's index up to
+        date in the background (a search that comes first does it for its collection).
+
+        Raises:
+            BackendUnavailable: the vector backend cannot run.
+        """
+        await self.vectors.open()
+        log.info("vector backend ready", backend=self.vectors.name)
         self._warming = asyncio.create_task(self._warm(), name="collection-indexes")
 
     async def close(self) -> None:
         if self._warming is not None:
             self._warming.cancel()
             await asyncio.gather(self._warming, return_exceptions=True)
+        await self.vectors.close()
 
     async def _warm(self) -> None:
-        for record in await self.db.read(lambda conn: store.list_collections(conn, None)):
-            try:
-                index = await self._index(record)
-            except Exception as exc:
-                log.warning("index rebuild failed", collection=record.name, error=str(exc))
-                continue
-            log.info(
-                "collection index rebuilt",
-                collection=record.name,
-                tenant=record.tenant_id,
-                vectors=len(index),
-                index=index.kind,
-            )
+        await self.vectors.warm(await self.db.read(lambda conn: store.list_collections(conn, None)))
 
     # -- collections ----------------------------------------------------------------------
 
@@ -305,12 +304,13 @@ class CollectionService:
             if store.find(tx.conn, caller.tenant_id, spec.name) is not None:
                 raise AlreadyExists(f"Collection '{spec.name}' already exists")
             store.insert_collection(tx.conn, record)
+            self.vectors.created_in_transaction(tx.conn, record)
 
         try:
             await self.db.write(insert)
         except IntegrityError:
             raise AlreadyExists(f"Collection '{spec.name}' already exists") from None
-        self._indexes[record.collection_id] = VectorIndex(record.dimensions, 0)
+        await self.vectors.created(record)
         return self._collection(record)
 
     async def list_collections(self, caller: Caller) -> list[Collection]:
@@ -325,9 +325,10 @@ class CollectionService:
 
         def remove(tx: Any) -> None:
             store.delete_collection(tx.conn, record.collection_id)
+            self.vectors.deleted_in_transaction(tx.conn, record)
 
         await self.db.write(remove)
-        self._indexes.pop(record.collection_id, None)
+        await self.vectors.deleted(record)
         return self._collection(record)
 
     async def _find(self, caller: Caller, name: str) -> CollectionRecord:
@@ -339,7 +340,6 @@ class CollectionService:
         return record
 
     def _collection(self, record: CollectionRecord) -> Collection:
-        index = self._indexes.get(record.collection_id)
         return Collection(
             name=record.name,
             model_name=record.model_name,
@@ -350,7 +350,8 @@ class CollectionService:
             chunk_count=record.chunk_count,
             created_at=record.created_at,
             updated_at=record.updated_at,
-            index=index.kind if index is not None else _expected_kind(record.chunk_count),
+            index=self.vectors.index_kind(record),
+            backend=self.vectors.name,
         )
 
     # -- documents ------------------------------------------------------------------------
@@ -442,10 +443,13 @@ class CollectionService:
             )
             row += len(chunks)
         now = utcnow()
-        change = await self.db.write(
-            lambda tx: store.put_documents(tx.conn, record.collection_id, stored, now)
-        )
-        await self._apply(record, change)
+
+        def put(tx: Any) -> ChunkChange:
+            change = store.put_documents(tx.conn, record.collection_id, stored, now)
+            self.vectors.changed_in_transaction(tx.conn, record, change)
+            return change
+
+        await self.vectors.changed(record, await self.db.write(put))
         return AddedDocuments([d.document_id for d in checked], len(texts))
 
     async def _embed_many(self, model: str, texts: Sequence[str]) -> Vectors:
@@ -480,52 +484,19 @@ class CollectionService:
 
     async def delete_document(self, caller: Caller, name: str, document_id: str) -> Document:
         record = await self._find(caller, name)
-        found = await self.db.write(
-            lambda tx: store.delete_document(tx.conn, record.collection_id, document_id, utcnow())
-        )
+
+        def remove(tx: Any) -> tuple[DocumentRecord, ChunkChange] | None:
+            found = store.delete_document(tx.conn, record.collection_id, document_id, utcnow())
+            if found is not None:
+                self.vectors.changed_in_transaction(tx.conn, record, found[1])
+            return found
+
+        found = await self.db.write(remove)
         if found is None:
             raise DocumentNotFound(document_id)
         document, change = found
-        await self._apply(record, change)
+        await self.vectors.changed(record, change)
         return _document(record, document)
-
-    # -- the vector index -----------------------------------------------------------------
-
-    def _lock(self, collection_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(collection_id, asyncio.Lock())
-
-    async def _index(self, record: CollectionRecord) -> VectorIndex:
-        """The collection's index, rebuilt from the database if it is behind ``record``."""
-        async with self._lock(record.collection_id):
-            return await self._current_index(record)
-
-    async def _current_index(self, record: CollectionRecord) -> VectorIndex:
-        """:meth:`_index` for a caller that holds the collection's lock."""
-        index = self._indexes.get(record.collection_id)
-        if index is not None and index.revision >= record.revision:
-            return index
-        revision, rows = await self.db.read(lambda conn: store.vectors(conn, record.collection_id))
-        ids = [chunk_id for chunk_id, _ in rows]
-        matrix = as_matrix((vector for _, vector in rows), record.dimensions)
-        index = await asyncio.to_thread(VectorIndex.build, record.dimensions, revision, ids, matrix)
-        self._indexes[record.collection_id] = index
-        return index
-
-    async def _apply(self, record: CollectionRecord, change: ChunkChange) -> None:
-        """Brings a written change into the cached index (or drops an index it cannot)."""
-        async with self._lock(record.collection_id):
-            index = self._indexes.get(record.collection_id)
-            if index is None:
-                return
-            if index.revision != change.revision_before:
-                # Another replica changed the collection in between: rebuild on next use.
-                del self._indexes[record.collection_id]
-                return
-            added = [
-                (chunk_id, np.frombuffer(vector, dtype="<f4").astype(np.float32))
-                for chunk_id, vector in change.added
-            ]
-            await asyncio.to_thread(index.apply, change.revision_after, added, change.removed)
 
     # -- retrieval for chat sessions ------------------------------------------------------
 
@@ -637,13 +608,7 @@ class CollectionService:
             chunk_ids = await self.db.read(
                 lambda conn: store.chunk_ids_of(conn, record.collection_id, only)
             )
-        # Under the collection's lock: FAISS must not search an index while a write changes
-        # it (searches of one collection take turns; each is a millisecond or less).
-        async with self._lock(record.collection_id):
-            index = await self._current_index(record)
-            if chunk_ids is None:
-                return await asyncio.to_thread(index.search, query, k)
-            return await asyncio.to_thread(index.search_among, query, chunk_ids, k)
+        return await self.vectors.search(record, query, k, chunk_ids)
 
 
 class IngestPlanner:
@@ -695,10 +660,6 @@ def ingest_handler(collections: CollectionService) -> Callable[[Any], Awaitable[
         return await collections.ingest(caller, data["collection"], documents, ctx.progress)
 
     return run
-
-
-def _expected_kind(chunks: int) -> str:
-    return "hnsw" if chunks >= HNSW_MIN_VECTORS else "flat"
 
 
 def _document(record: CollectionRecord, document: DocumentRecord) -> Document:

@@ -53,6 +53,7 @@ from taskorch.core.schedules import ScheduleService
 from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
 from taskorch.core.templates import TemplatePlanner, TemplateService
+from taskorch.core.vector_backends import open_backend
 from taskorch.events.postgres import PostgresListener
 from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
@@ -256,6 +257,10 @@ class TaskorchServer:
         )
         await self.db.open()
         await self._check_access()
+        # Chosen before anything slow starts: a backend that cannot run stops the server now.
+        self.collections.vectors = await open_backend(
+            self.db, self.settings.vector_backend, self.settings.qdrant_url
+        )
         if not self.db.is_sqlite:
             # Other replicas' changes: events for watchers here, work for idle takers.
             self.listener = PostgresListener(self.db, self.hub)
