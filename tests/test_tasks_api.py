@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import grpc
@@ -17,6 +19,7 @@ from taskorch.client import (
 )
 from taskorch.v1 import task_service_pb2 as pb
 from taskorch.v1 import task_service_pb2_grpc as pb_grpc
+from tests.conftest import ServerFactory
 from tests.servers import ServerProcess
 
 SEED_003_TEXT = "Multimodal is building AI-powered tools to automate complex tasks."
@@ -265,3 +268,26 @@ def test_a_retried_batch_creates_nothing_twice(server: ServerProcess) -> None:
         assert reused.value.reason == "REQUEST_ID_REUSED"
         with pytest.raises(TypeError):
             client.create_tasks([{"txt": "typo"}])
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_wait_for_task_times_out_at_its_deadline_while_nothing_happens(
+    server_factory: ServerFactory, blocking: bool
+) -> None:
+    """No worker runs the task, so no event comes: both clients give up at the deadline."""
+    server = server_factory("--workers", "0")
+    with server.client() as client:
+        task = client.create_task(task_type="echo")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        if blocking:
+            with server.client() as client:
+                client.wait_for_task(task.task_id, timeout=2)
+        else:
+
+            async def wait() -> None:
+                async with server.async_client() as client:
+                    await client.wait_for_task(task.task_id, timeout=2)
+
+            asyncio.run(wait())
+    assert 1.9 <= time.monotonic() - started <= 4.0

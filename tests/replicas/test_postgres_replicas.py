@@ -129,3 +129,25 @@ def test_delayed_tasks_on_two_replicas_are_promoted_and_run_once(
     assert all(t.status == "COMPLETED" and t.attempt == 1 for t in done)
     assert all(t.started_at is not None and t.started_at >= at for t in done)
     assert all(h.count("its run_at time came; queued") == 1 for h in history), history[0]
+
+
+def test_a_key_of_two_never_has_three_running_across_two_replicas(
+    server_factory: ServerFactory, worker_factory: WorkerFactory, postgres_url: str
+) -> None:
+    """Keyed work submitted through both replicas, run by workers of both: the key's limit
+    holds across them (checked from the workers' own start and finish times)."""
+    from tests.test_concurrency_keys import _keyed, _most_at_once
+
+    one = server_factory("--workers", "0", database_url=postgres_url)
+    two = server_factory("--workers", "0", database_url=postgres_url)
+    worker_factory(one, "--concurrency", "3")
+    worker_factory(two, "--concurrency", "3")
+    with one.client() as a, two.client() as b:
+        keyed = [_keyed(a if n % 2 else b, "customer-7", 2) for n in range(12)]
+        done = [
+            (a if n % 2 else b).wait_for_task(t.task_id, timeout=60) for n, t in enumerate(keyed)
+        ]
+    assert all(t.status == "COMPLETED" for t in done), [t.error for t in done]
+    runs = [t.result for t in done if t.result]
+    assert len(runs) == 12
+    assert _most_at_once(runs) == 2  # the limit, and used

@@ -18,7 +18,7 @@ import grpc
 
 from taskorch.client._chat import AsyncChat, Chat
 from taskorch.client._collections import AsyncCollections, Collections
-from taskorch.client._errors import UnavailableError, from_rpc_error
+from taskorch.client._errors import DeadlineExceededError, UnavailableError, from_rpc_error
 from taskorch.client._inference import AsyncModels, Models
 from taskorch.client._models import Task, TaskArtifact, TaskEvent, TaskPage
 from taskorch.client._schedules import AsyncSchedules, Schedules
@@ -426,11 +426,19 @@ class Client:
         return Task.from_proto(self._call(self._tasks.CancelTask, request))
 
     def watch_task(self, task_id: str, *, after_sequence: int = 0) -> Iterator[TaskEvent]:
+        return self._watch(task_id, after_sequence, None)
+
+    def _watch(
+        self, task_id: str, after_sequence: int, deadline: float | None
+    ) -> Iterator[TaskEvent]:
+        """The watch, cut by the server at ``deadline`` (time.monotonic()) if one is given:
+        DeadlineExceededError, even while no event comes."""
         last = after_sequence
         retries = 0
         while True:
             request = pb.WatchTaskRequest(task_id=task_id, after_sequence=last)
-            call = self._tasks.WatchTask(request, metadata=self._metadata)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            call = self._tasks.WatchTask(request, metadata=self._metadata, timeout=remaining)
             try:
                 for message in call:
                     event = TaskEvent.from_proto(message)
@@ -451,9 +459,10 @@ class Client:
 
     def wait_for_task(self, task_id: str, *, timeout: float | None = None) -> Task:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for event in self.watch_task(task_id):
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
-            if event.is_terminal and event.task is not None:
-                return event.task
+        try:
+            for event in self._watch(task_id, 0, deadline):
+                if event.is_terminal and event.task is not None:
+                    return event.task
+        except DeadlineExceededError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout} s") from None
         return self.get_task(task_id)

@@ -222,15 +222,21 @@ WITH k AS (
     DELETE FROM key_waiting WHERE task_id IN (SELECT task_id FROM picked)
 ), added AS (
     INSERT INTO key_admitted (task_id, tenant_id, key) SELECT * FROM picked
-), readied AS (
-    -- Admitted tasks have run nothing yet: their lowest pending stage is their first.
-    UPDATE subtasks s SET ready = true, available_at = $4, updated_at = $4
-    WHERE s.task_id IN (SELECT task_id FROM picked) AND s.status = 1 AND NOT s.ready
-      AND s.stage = (SELECT min(f.stage) FROM subtasks f
-          WHERE f.task_id = s.task_id AND f.status = 1)
-    RETURNING s.kind, s.model_name, s.tenant_id
+), locked AS (
+    -- The admitted tasks' rows, which adding a subtask (core/subtasks.py) locks while it
+    -- decides whether the new work is held back: an add that decided "held" commits before
+    -- the statement below reads the tasks' work, and one that comes later sees them admitted.
+    SELECT task_id FROM tasks WHERE task_id IN (SELECT task_id FROM picked)
+    ORDER BY task_id FOR UPDATE
 )
-SELECT kind, model_name, tenant_id FROM readied
+SELECT task_id FROM locked
+"""
+
+_READY_FIRST_STAGES = """
+UPDATE subtasks s SET ready = true, available_at = $2, updated_at = $2
+WHERE s.task_id = ANY($1::text[]) AND s.status = 1 AND NOT s.ready
+  AND s.stage = (SELECT min(f.stage) FROM subtasks f WHERE f.task_id = s.task_id AND f.status = 1)
+RETURNING s.kind, s.model_name, s.tenant_id
 """
 
 _LOCK_TASKS = """
@@ -986,15 +992,18 @@ class PostgresQueue(Queue):
         if not limits:
             return
         # Under the keys' locks, a new statement (a new snapshot): the admitted counts are
-        # current, and the room they leave is filled from the heads of the lines, whose
-        # work becomes ready in the same statement.
-        rows = await self.conn.fetch(
+        # current, and the room they leave is filled from the heads of the lines.
+        admitted = await self.conn.fetch(
             _ADMIT,
             [r["tenant_id"] for r in limits],
             [r["key"] for r in limits],
             [r["max_running"] for r in limits],
-            now,
         )
+        if not admitted:
+            return
+        # Under the admitted tasks' locks, a new snapshot: work added to them while they
+        # waited is here. They have run nothing yet: their lowest pending stage is the first.
+        rows = await self.conn.fetch(_READY_FIRST_STAGES, [row["task_id"] for row in admitted], now)
         changes.ready += [(r["kind"], r["model_name"], r["tenant_id"]) for r in rows]
 
     async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
