@@ -38,6 +38,11 @@ UNSTARTED_LEASE_FRACTION = 0.75
 # How long a stream keeps the slot of such work (no more work offered to a worker that may
 # be frozen), in leases, when the worker never shows life again.
 STALLED_LEASES = 10
+# Work is sent ahead of a worker's free slots (its run_ahead) only while it reports what it
+# was sent within this time on average (the trip, the wait in hand and the run): longer
+# work stays in the queue for any worker that is free.
+RUN_AHEAD_BELOW_SECONDS = 0.1
+RUN_TIME_WEIGHT = 0.2
 
 
 def identity(caller: Caller, worker_id: str, kinds: Any, models: Any) -> WorkerIdentity:
@@ -59,8 +64,12 @@ class _Listener:
     worker is not offered more work.
     """
 
-    def __init__(self, lease_seconds: float) -> None:
+    def __init__(self, lease_seconds: float, capacity: int = 1, run_ahead: int = 0) -> None:
         self.lease_seconds = lease_seconds
+        self.capacity = capacity
+        self.run_ahead = run_ahead
+        # Running mean of sent → reported (None until the worker reported something).
+        self.turnaround: float | None = None
         self.held: dict[str, str] = {}  # subtask_id -> lease_id
         self.sent_at: dict[str, float] = {}  # subtask_id -> loop time it was sent
         self.stalled: set[str] = set()  # handed back unstarted; the slot stays taken
@@ -69,6 +78,24 @@ class _Listener:
 
     def sent(self, subtask_id: str, now: float) -> None:
         self.sent_at[subtask_id] = now
+
+    def room(self) -> int:
+        """Work the stream may take now: its free slots, and while the worker turns its work
+        around quickly, its run_ahead more."""
+        quick = self.turnaround is not None and self.turnaround < RUN_AHEAD_BELOW_SECONDS
+        return self.capacity + (self.run_ahead if quick else 0) - len(self.held)
+
+    def reported(self, subtask_id: str, now: float, *, handed_back: bool = False) -> None:
+        """The worker reported work it was sent; work it handed back unstarted (it waited
+        too long in hand) stops the running ahead at once."""
+        sent = self.sent_at.get(subtask_id)
+        if sent is None:
+            return
+        took, mean = now - sent, self.turnaround
+        if handed_back:
+            self.turnaround = max(took, mean or 0.0, RUN_AHEAD_BELOW_SECONDS)
+        else:
+            self.turnaround = took if mean is None else mean + RUN_TIME_WEIGHT * (took - mean)
 
     def seen(self, now: float) -> set[str]:
         """The worker heartbeated or reported: it is alive, its stalled slots are free
@@ -142,8 +169,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             raise InvalidArgument(
                 f"capacity must be between 1 and {MAX_CAPACITY}", field="capacity"
             )
+        if not 0 <= request.run_ahead <= MAX_CAPACITY:
+            raise InvalidArgument(
+                f"run_ahead must be between 0 and {MAX_CAPACITY}", field="run_ahead"
+            )
         lease_seconds = request.lease_seconds or DEFAULT_LEASE_SECONDS
-        listener = _Listener(lease_seconds)
+        listener = _Listener(lease_seconds, capacity, request.run_ahead)
         assignments: list[Lease] = []
         ready = asyncio.Event()
 
@@ -151,7 +182,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             """Takes work whenever the worker has a free slot (the engine parks the take
             until work arrives, so an idle stream costs nothing)."""
             while True:
-                free = capacity - len(listener.held)
+                free = listener.room()
                 if free <= 0:
                     listener.changed.clear()
                     await listener.changed.wait()
@@ -233,12 +264,14 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         listener.held[lease.subtask.subtask_id] = lease.lease_id
         self._holders[lease.subtask.subtask_id] = listener
 
-    def _finished(self, subtask_id: str, lease_id: str) -> None:
+    def _finished(self, subtask_id: str, lease_id: str, *, handed_back: bool = False) -> None:
         """A held subtask is being completed, failed or released: its stream has a free slot
         (only for the lease's holder: a lease id is a secret of the worker that has it)."""
         listener = self._holders.get(subtask_id)
         if listener is not None and listener.held.get(subtask_id) == lease_id:
             del self._holders[subtask_id]
+            now = asyncio.get_running_loop().time()
+            listener.reported(subtask_id, now, handed_back=handed_back)
             listener.free(subtask_id)
             self._seen(subtask_id, lease_id, listener)
 
@@ -354,7 +387,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> Any:
         scope = current_caller().tenant_scope
-        with self._reported(request.subtask_id, request.lease_id):
+        with self._reported(request.subtask_id, request.lease_id, handed_back=True):
             await self.engine.release(
                 request.subtask_id,
                 request.lease_id,
@@ -369,10 +402,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return convert.subtask_to_proto(found)
 
     @contextlib.contextmanager
-    def _reported(self, subtask_id: str, lease_id: str) -> Iterator[None]:
+    def _reported(
+        self, subtask_id: str, lease_id: str, *, handed_back: bool = False
+    ) -> Iterator[None]:
         """Frees the Listen slot of a reported subtask as the report starts, so the stream's
         next take joins the report's batch (a worker's slot is free once it reports)."""
-        self._finished(subtask_id, lease_id)
+        self._finished(subtask_id, lease_id, handed_back=handed_back)
         yield
 
 
