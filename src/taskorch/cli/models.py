@@ -51,8 +51,11 @@ def import_command(
     quantize: str | None = typer.Option(None, "--quantize", help="int8: dynamic per-channel."),
     models_dir: Path | None = MODELS_DIR_OPTION,
 ) -> None:
-    """Export SRC to ONNX with optimum, validate it against PyTorch and add it to the repository
-    (media folders, whose graphs are ONNX already, are copied and checked to load)."""
+    """Export SRC to ONNX, validate it and add it to the repository.
+
+    The export runs optimum and is checked against PyTorch; media folders, whose graphs are ONNX
+    already, are copied and checked to load.
+    """
     from taskorch.core.errors import TaskorchError
     from taskorch.inference.export import ExportError, import_model
 
@@ -79,8 +82,10 @@ def import_command(
 
 @app.command("defaults")
 def defaults_command(models_dir: Path | None = MODELS_DIR_OPTION) -> None:
-    """Convert (once, cached) and install the default models: embeddings, chat, PII tagger,
-    text to speech, OCR, voice activity."""
+    """Convert (once, cached) and install the default models.
+
+    Embeddings, chat, PII tagger, text to speech, OCR, voice activity.
+    """
     from taskorch.inference.defaults import DefaultModelUnavailable, install_default_models
 
     try:
@@ -117,9 +122,11 @@ def add_remote_command(
     ),
     models_dir: Path | None = MODELS_DIR_OPTION,
 ) -> None:
-    """Add a remote model (provider: openai) served by any OpenAI-compatible server: vLLM,
-    TGI, TEI, Ollama, llama.cpp, a hosted API or another taskorch. A running server picks it
-    up within seconds."""
+    """Add a remote model (provider: openai) served by an OpenAI-compatible server.
+
+    vLLM, TGI, TEI, Ollama, llama.cpp, a hosted API or another taskorch. A running server picks
+    it up within seconds.
+    """
     import yaml
 
     from taskorch.inference.config import CONFIG_FILE, ModelConfigError, parse_model_config
@@ -238,8 +245,10 @@ def list_command(
     api_key: str | None = API_KEY,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show every model, its state and the execution provider really used: as the server at
-    --server runs them, or (--local) as this machine loads the repository."""
+    """Show every model, its state and the execution provider really used.
+
+    As the server at --server runs them, or (--local) as this machine loads the repository.
+    """
     if local:
         rows = asyncio.run(_local_rows(models_dir or default_models_dir()))
     else:

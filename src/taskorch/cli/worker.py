@@ -18,8 +18,10 @@ from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
 
 
 def _load_handlers(spec: str) -> HandlerRegistry:
-    """``package.module:attribute`` naming a taskorch.worker.Worker, a HandlerRegistry or a
-    dict of kind → function."""
+    """Loads the handlers named by ``package.module:attribute``.
+
+    The attribute is a taskorch.worker.Worker, a HandlerRegistry or a dict of kind → function.
+    """
     module_name, _, attribute = spec.partition(":")
     if os.getcwd() not in sys.path:  # like `celery -A`: modules of the current directory
         sys.path.insert(0, os.getcwd())

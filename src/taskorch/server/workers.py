@@ -80,14 +80,20 @@ class _Listener:
         self.sent_at[subtask_id] = now
 
     def room(self) -> int:
-        """Work the stream may take now: its free slots, and while the worker turns its work
-        around quickly, its run_ahead more."""
+        """Work the stream may take now.
+
+        Its free slots, and while the worker turns its work around quickly, its run_ahead
+        more.
+        """
         quick = self.turnaround is not None and self.turnaround < RUN_AHEAD_BELOW_SECONDS
         return self.capacity + (self.run_ahead if quick else 0) - len(self.held)
 
     def reported(self, subtask_id: str, now: float, *, handed_back: bool = False) -> None:
-        """The worker reported work it was sent; work it handed back unstarted (it waited
-        too long in hand) stops the running ahead at once."""
+        """The worker reported work it was sent.
+
+        Work it handed back unstarted (it waited too long in hand) stops the running ahead
+        at once.
+        """
         sent = self.sent_at.get(subtask_id)
         if sent is None:
             return
@@ -98,8 +104,7 @@ class _Listener:
             self.turnaround = took if mean is None else mean + RUN_TIME_WEIGHT * (took - mean)
 
     def seen(self, now: float) -> set[str]:
-        """The worker heartbeated or reported: it is alive, its stalled slots are free
-        (returned)."""
+        """The worker heartbeated or reported: it is alive; frees (returns) its stalled slots."""
         self.last_seen = now
         freed, self.stalled = self.stalled, set()
         for subtask_id in freed:
@@ -138,6 +143,8 @@ class _Listener:
 
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    """The WorkerService RPCs: remote workers take, heartbeat and report work."""
+
     def __init__(
         self, db: Database, hub: EventHub, engine: TaskEngine, directory: WorkerDirectory
     ) -> None:
@@ -149,6 +156,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self._giving_back: set[asyncio.Future[None]] = set()
 
     async def Take(self, request: pb.TakeRequest, context: Context) -> Any:
+        """Leases the next runnable subtask of any task (highest priority, then oldest)."""
         worker = identity(current_caller(), request.worker_id, request.kinds, request.models)
         self.directory.seen(worker.worker_id, worker.kinds, worker.models)
         leases = await self.engine.take(
@@ -163,6 +171,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Listen(
         self, request: pb.ListenRequest, context: Context
     ) -> AsyncIterator[pb.WorkerMessage]:
+        """A worker's stream: leased subtasks, cancellations of them, and pings."""
         worker = identity(current_caller(), request.worker_id, request.kinds, request.models)
         capacity = request.capacity or 1
         if not 1 <= capacity <= MAX_CAPACITY:
@@ -179,8 +188,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         ready = asyncio.Event()
 
         async def feed() -> None:
-            """Takes work whenever the worker has a free slot (the engine parks the take
-            until work arrives, so an idle stream costs nothing)."""
+            """Takes work whenever the worker has a free slot.
+
+            The engine parks the take until work arrives, so an idle stream costs nothing.
+            """
             while True:
                 free = listener.room()
                 if free <= 0:
@@ -265,8 +276,11 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self._holders[lease.subtask.subtask_id] = listener
 
     def _finished(self, subtask_id: str, lease_id: str, *, handed_back: bool = False) -> None:
-        """A held subtask is being completed, failed or released: its stream has a free slot
-        (only for the lease's holder: a lease id is a secret of the worker that has it)."""
+        """Frees the slot of a held subtask that is being reported.
+
+        A held subtask is being completed, failed or released: its stream has a free slot (only for
+        the lease's holder: a lease id is a secret of the worker that has it).
+        """
         listener = self._holders.get(subtask_id)
         if listener is not None and listener.held.get(subtask_id) == lease_id:
             del self._holders[subtask_id]
@@ -284,9 +298,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             self._holders.pop(freed, None)
 
     async def _hand_back_unstarted(self, worker_id: str, listener: _Listener) -> None:
-        """Work sent to a worker that has shown no life since goes back to the queue before
-        its lease expires, without costing the task an attempt; the slot stays taken, so a
-        frozen worker is offered nothing more until it shows life."""
+        """Hands back work sent to a worker that has shown no life since.
+
+        Work sent to a worker that has shown no life since goes back to the queue before its lease
+        expires, without costing the task an attempt; the slot stays taken, so a frozen worker is
+        offered nothing more until it shows life.
+        """
         for subtask_id, lease_id in listener.unstarted(asyncio.get_running_loop().time()):
             listener.stalled.add(subtask_id)
             reason = f"worker {worker_id} did not start it (no heartbeat)"
@@ -297,10 +314,11 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 )
 
     async def _forget_finished(self, listener: _Listener) -> None:
-        """Frees slots whose work ended elsewhere (reported through another replica, or
-        expired) once the worker has shown life since it was sent (a worker that has not
-        may be frozen: it keeps its slots, up to STALLED_LEASES leases); keeps a live stream
-        from waiting forever on a slot it no longer holds."""
+        """Frees slots whose work ended elsewhere (another replica, or expired).
+
+        It keeps its slots, up to STALLED_LEASES leases); keeps a live stream from waiting forever
+        on a slot it no longer holds.
+        """
         if not listener.held:
             return
         held = dict(listener.held)
@@ -328,6 +346,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
+        """Extends a lease, records progress and streams partial output."""
         scope = current_caller().tenant_scope
         self._seen(request.subtask_id, request.lease_id)
         if request.output_delta or request.HasField("output_data"):
@@ -353,6 +372,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return response
 
     async def Complete(self, request: pb.CompleteRequest, context: Context) -> Any:
+        """Stores the result; the task completes when its last subtask does."""
         usage = None
         if request.HasField("resource_usage"):
             u = request.resource_usage
@@ -374,6 +394,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return convert.subtask_to_proto(subtask)
 
     async def Fail(self, request: pb.FailRequest, context: Context) -> Any:
+        """Records a failed attempt: retried with backoff, or final when permanent."""
         with self._reported(request.subtask_id, request.lease_id):
             subtask = await self.engine.fail(
                 request.subtask_id,
@@ -386,6 +407,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return convert.subtask_to_proto(subtask)
 
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> Any:
+        """Gives a subtask back without counting the attempt (a worker shutting down)."""
         scope = current_caller().tenant_scope
         with self._reported(request.subtask_id, request.lease_id, handed_back=True):
             await self.engine.release(
@@ -405,8 +427,11 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     def _reported(
         self, subtask_id: str, lease_id: str, *, handed_back: bool = False
     ) -> Iterator[None]:
-        """Frees the Listen slot of a reported subtask as the report starts, so the stream's
-        next take joins the report's batch (a worker's slot is free once it reports)."""
+        """Frees the Listen slot of a reported subtask as the report starts.
+
+        So the stream's next take joins the report's batch (a worker's slot is free once it
+        reports).
+        """
         self._finished(subtask_id, lease_id, handed_back=handed_back)
         yield
 

@@ -19,7 +19,7 @@ import grpc
 import structlog
 
 from taskorch import structs
-from taskorch.client._client import CHANNEL_OPTIONS
+from taskorch.client._base import CHANNEL_OPTIONS
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.core.engine import HeartbeatAnswer, WorkerIdentity
 from taskorch.core.errors import InternalError, InvalidArgument, LeaseLost, SubtaskNotFound
