@@ -59,6 +59,7 @@ from taskorch.client._inference import (
     InferenceResult,
     ModelInfo,
     Models,
+    QuantizationCheck,
 )
 from taskorch.client._models import ResourceUsage, Task, TaskArtifact, TaskEvent, TaskPage
 from taskorch.client._schedules import AsyncSchedules, Schedule, Schedules
@@ -94,6 +95,7 @@ __all__ = [
     "NewDocument",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuantizationCheck",
     "ResourceExhaustedError",
     "ResourceUsage",
     "Schedule",
