@@ -6,8 +6,11 @@ The CPU fast path of ``taskorch models import --quantize int8``: MiniLM-L6's int
 best batch (16, 32 or 64; one session using every core, or one-thread sessions side by side as
 the server's batching instances run: the best of all of them is the round's limit). The int8
 model's own raw limit and the float model served at the same concurrency are measured too, in
-``--rounds`` interleaved rounds (the machine's speed drifts, so each served figure is divided
-by the raw figure of its own round). Goal: served int8 >= 1.5x the float raw limit.
+``--rounds`` rounds (the machine's speed drifts, so each served figure is divided by the raw
+figure of its own round, the float limit measured before and after the served runs and the
+higher kept). Goal: served int8 >= 1.5x the float raw limit. CPU per sentence (raw: this
+process; served: the server process per request) is printed too: it moves little when other
+work shares the machine, which the rates do.
 
 Quality: the int8 model's stored check (``quantization_check`` in its model.yaml) and the
 cosine of served int8 embeddings against raw float ones on the benchmark's sentences.
@@ -31,7 +34,16 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from _harness import Steal, Target, grpc_frame, h2load, percentile, table, taskorch_server
+from _harness import (
+    Steal,
+    Target,
+    cpu_seconds,
+    grpc_frame,
+    h2load,
+    percentile,
+    table,
+    taskorch_server,
+)
 from _harness import machine as grpc_machine
 from inference_raw import SENTENCES, RawEmbedder, machine
 
@@ -47,11 +59,21 @@ GOAL = 1.5
 Measured = tuple[float, list[float]]  # (requests/s, latencies in s)
 
 
-def raw_limit(embedder: RawEmbedder, seconds: float) -> float:
-    """Sentences/s at the best batch, one session or side-by-side sessions."""
-    single = [embedder.measure(b, seconds)[0] for b in BATCHES]
-    side = [embedder.measure_side_by_side(b, seconds) for b in BATCHES]
-    return max(*single, *side)
+def raw_limit(embedder: RawEmbedder, seconds: float) -> tuple[float, float]:
+    """(sentences/s at the best batch, one session or side-by-side sessions; the lowest CPU ms
+    per sentence of those configurations, this process's CPU while each ran)."""
+    rates: list[float] = []
+    cpu: list[float] = []
+    for batch in BATCHES:
+        for side_by_side in (False, True):
+            used, wall = time.process_time(), time.perf_counter()
+            if side_by_side:
+                rate = embedder.measure_side_by_side(batch, seconds)
+            else:
+                rate = embedder.measure(batch, seconds)[0]
+            rates.append(rate)
+            cpu.append((time.process_time() - used) * 1e3 / (rate * (time.perf_counter() - wall)))
+    return max(rates), min(cpu)
 
 
 async def served_python(
@@ -151,16 +173,24 @@ async def main() -> None:
             cosines = (served_int8 * reference).sum(1) / np.linalg.norm(served_int8, axis=1)
             rounds: list[dict[str, float]] = []
             latencies: dict[str, list[float]] = {FLOAT: [], INT8: []}
+            assert server.proc is not None
+            pid = server.proc.pid
             for number in range(args.rounds):
+                # The float limit is measured before and after the served runs and the higher
+                # figure kept: other work on the machine moves speeds within a round.
+                figures: dict[str, float] = {}
                 with Steal() as steal:
-                    figures = {
-                        "float raw": raw_limit(float_raw, seconds),
-                        "int8 raw": raw_limit(int8_raw, seconds),
-                    }
+                    first, figures["float raw cpu"] = raw_limit(float_raw, seconds)
                     for model, key in ((INT8, "int8 served"), (FLOAT, "float served")):
+                        used, wall = cpu_seconds(pid), time.perf_counter()
                         rate, times = await served(model)
+                        requests = rate * (time.perf_counter() - wall)
                         figures[key] = rate
+                        figures[f"{key} cpu"] = (cpu_seconds(pid) - used) * 1e3 / requests
                         latencies[model] += times
+                    figures["int8 raw"], figures["int8 raw cpu"] = raw_limit(int8_raw, seconds)
+                    second, _ = raw_limit(float_raw, seconds)
+                figures["float raw"] = max(first, second)
                 figures["steal"] = steal.cores
                 rounds.append(figures)
                 print(f"  round {number + 1} of {args.rounds} measured", flush=True)
@@ -208,6 +238,15 @@ async def main() -> None:
     print(
         f"served int8 vs raw float embeddings, {len(cosines)} bench sentences: cosine mean "
         f"{cosines.mean():.4f}, min {cosines.min():.4f}"
+    )
+    print(
+        "CPU ms per sentence (insensitive to other work on the machine): float raw "
+        f"{spread(rates('float raw cpu'), '.2f')}, int8 raw {spread(rates('int8 raw cpu'), '.2f')}"
+        f"; served, the server process per request: int8 {spread(rates('int8 served cpu'), '.2f')}"
+        f", float {spread(rates('float served cpu'), '.2f')} (the client's CPU not counted); "
+        "float raw / int8 served = "
+        + spread([r["float raw cpu"] / r["int8 served cpu"] for r in rounds], ".2f")
+        + "x (the share of the float limit int8 serving reaches with every core busy)"
     )
     print("cores the hypervisor took (steal): " + spread(rates("steal"), ".2f"))
 
