@@ -55,7 +55,12 @@ from taskorch.client._errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from taskorch.client._inference import GenerationEvent, InferenceResult, ModelInfo
+from taskorch.client._inference import (
+    GenerationEvent,
+    InferenceResult,
+    ModelInfo,
+    QuantizationCheck,
+)
 from taskorch.client._models import ResourceUsage, Task, TaskArtifact, TaskEvent, TaskPage
 from taskorch.client._schedules import Schedule
 from taskorch.client._sync_client import Chat, Client, Collections, Models, Schedules
@@ -91,6 +96,7 @@ __all__ = [
     "NewDocument",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuantizationCheck",
     "ResourceExhaustedError",
     "ResourceUsage",
     "Schedule",

@@ -21,6 +21,41 @@ from taskorch.v1 import model_service_pb2 as pb
 
 
 @dataclass(frozen=True)
+class QuantizationCheck:
+    """How an int8 model agreed with its float original when it was imported.
+
+    ``taskorch models import --quantize int8`` compares them over ``probes`` inputs: the
+    cosine of their outputs (mean and lowest, against the thresholds they had to reach) and,
+    for models that answer with a label, the share of probes whose top label was unchanged
+    (None for the others).
+    """
+
+    probes: int
+    cosine_mean: float
+    cosine_min: float
+    cosine_threshold: float
+    cosine_floor: float
+    top_label_agreement: float | None
+    float_size_bytes: int
+    int8_size_bytes: int
+
+    @classmethod
+    def from_proto(cls, m: pb.QuantizationCheck) -> QuantizationCheck:
+        return cls(
+            probes=m.probes,
+            cosine_mean=m.cosine_mean,
+            cosine_min=m.cosine_min,
+            cosine_threshold=m.cosine_threshold,
+            cosine_floor=m.cosine_floor,
+            top_label_agreement=(
+                m.top_label_agreement if m.HasField("top_label_agreement") else None
+            ),
+            float_size_bytes=m.float_size_bytes,
+            int8_size_bytes=m.int8_size_bytes,
+        )
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A model of the server's repository.
 
@@ -51,6 +86,7 @@ class ModelInfo:
     provider: str = ""
     remote_url: str = ""
     remote_model: str = ""
+    quantization_check: QuantizationCheck | None = None
 
     @classmethod
     def from_proto(cls, m: pb.Model) -> ModelInfo:
@@ -76,6 +112,11 @@ class ModelInfo:
             provider=m.provider,
             remote_url=m.remote_url,
             remote_model=m.remote_model,
+            quantization_check=(
+                QuantizationCheck.from_proto(m.quantization_check)
+                if m.HasField("quantization_check")
+                else None
+            ),
         )
 
 

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from taskorch import structs
 from taskorch.core.errors import InvalidArgument
 from taskorch.inference import InferenceEngine, ModelInfo
-from taskorch.inference.types import ModelState
+from taskorch.inference.types import ModelState, QuantizationCheck
 from taskorch.server.convert import struct_to_dict
 from taskorch.v1 import model_service_pb2 as pb
 from taskorch.v1 import model_service_pb2_grpc as pb_grpc
@@ -54,6 +54,22 @@ def model_to_proto(info: ModelInfo) -> pb.Model:
         provider=info.provider,
         remote_url=info.remote_url,
         remote_model=info.remote_model,
+        quantization_check=_quantization_check(info.quantization_check),
+    )
+
+
+def _quantization_check(check: QuantizationCheck | None) -> pb.QuantizationCheck | None:
+    if check is None:
+        return None
+    return pb.QuantizationCheck(
+        probes=check.probes,
+        cosine_mean=check.cosine_mean,
+        cosine_min=check.cosine_min,
+        cosine_threshold=check.cosine_threshold,
+        cosine_floor=check.cosine_floor,
+        top_label_agreement=check.top_label_agreement,
+        float_size_bytes=check.float_size_bytes,
+        int8_size_bytes=check.int8_size_bytes,
     )
 
 
