@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -103,14 +103,25 @@ _BY_CODE: dict[grpc.StatusCode, type[TaskorchClientError]] = {
 def from_rpc_error(error: grpc.RpcError) -> TaskorchClientError:
     """The typed error for a failed call, with the details the server attached."""
     code: grpc.StatusCode = error.code()
-    message: str = error.details() or code.name
-    reason, request_id, metadata = "", "", {}
-    violations: list[FieldViolation] = []
-    retry_after: float | None = None
     try:
         status = rpc_status.from_call(error)
     except Exception:  # malformed details: keep what the code and message say
         status = None
+    return _typed(code, error.details() or code.name, status)
+
+
+def from_status(status: status_pb2.Status) -> TaskorchClientError:
+    """The typed error of a google.rpc.Status (one refused part of a batched call)."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    return _typed(code, status.message or code.name, status)
+
+
+def _typed(
+    code: grpc.StatusCode, message: str, status: status_pb2.Status | None
+) -> TaskorchClientError:
+    reason, request_id, metadata = "", "", {}
+    violations: list[FieldViolation] = []
+    retry_after: float | None = None
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()

@@ -13,12 +13,19 @@ import structlog
 from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import DEFAULT_LEASE_SECONDS, TaskEngine, WorkerIdentity
-from taskorch.core.errors import InvalidArgument, LeaseLost, NoWorkAvailable, SubtaskNotFound
+from taskorch.core.errors import (
+    InvalidArgument,
+    LeaseLost,
+    NoWorkAvailable,
+    SubtaskNotFound,
+    TaskorchError,
+    within,
+)
 from taskorch.core.hub import EventHub, StopNotice
 from taskorch.core.model import Lease, ResourceUsage, Status
 from taskorch.events.bus import SubscriptionLagged
-from taskorch.server import convert
-from taskorch.server.interceptors import current_caller
+from taskorch.server import convert, errors
+from taskorch.server.interceptors import current, current_caller
 from taskorch.store import subtasks as subtask_store
 from taskorch.store.database import Database
 from taskorch.store.schema import utcnow
@@ -31,6 +38,7 @@ Context: TypeAlias = Any
 
 PING_SECONDS = 5.0
 MAX_CAPACITY = 1000
+MAX_REPORTS = 1000
 # A worker that has shown no sign of life (a heartbeat or a report) this long into the lease
 # of work sent to it has not started it (it is frozen, or its process is stopped): the work
 # goes back to the queue before the lease expires, without costing the task an attempt.
@@ -373,6 +381,58 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
     async def Complete(self, request: pb.CompleteRequest, context: Context) -> Any:
         """Stores the result; the task completes when its last subtask does."""
+        return await self._complete(request)
+
+    async def Fail(self, request: pb.FailRequest, context: Context) -> Any:
+        """Records a failed attempt: retried with backoff, or final when permanent."""
+        return await self._fail(request)
+
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> Any:
+        """Gives a subtask back without counting the attempt (a worker shutting down)."""
+        return await self._release(request)
+
+    async def Report(self, request: pb.ReportRequest, context: Context) -> pb.ReportResponse:
+        """Completes, fails or releases several subtasks; each report answered on its own.
+
+        The reports run at once, so they commit in one batch; one that is refused (its lease
+        lost, its result too large) fails alone, its error naming it (``reports[3]``).
+        """
+        if not request.reports:
+            raise InvalidArgument("reports must not be empty", field="reports")
+        if len(request.reports) > MAX_REPORTS:
+            raise InvalidArgument(
+                f"{len(request.reports)} reports; a call holds at most {MAX_REPORTS}",
+                field="reports",
+            )
+        outcomes = await asyncio.gather(
+            *(self._one_report(report) for report in request.reports), return_exceptions=True
+        )
+        request_id = current().request_id
+        response = pb.ReportResponse()
+        for index, outcome in enumerate(outcomes):
+            answer = response.outcomes.add()
+            if isinstance(outcome, TaskorchError):
+                answer.error.CopyFrom(
+                    errors.status_for(within(outcome, f"reports[{index}]"), request_id)
+                )
+            elif isinstance(outcome, BaseException):
+                log.error("a report failed", exc_info=outcome)
+                answer.error.CopyFrom(errors.internal_status(request_id))
+            else:
+                answer.subtask.CopyFrom(outcome)
+        return response
+
+    async def _one_report(self, report: pb.SubtaskReport) -> Any:
+        kind = report.WhichOneof("report")
+        if kind == "complete":
+            return await self._complete(report.complete)
+        if kind == "fail":
+            return await self._fail(report.fail)
+        if kind == "release":
+            return await self._release(report.release)
+        raise InvalidArgument("a report must be one of complete, fail or release", field="report")
+
+    async def _complete(self, request: pb.CompleteRequest) -> Any:
         usage = None
         if request.HasField("resource_usage"):
             u = request.resource_usage
@@ -393,8 +453,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             )
         return convert.subtask_to_proto(subtask)
 
-    async def Fail(self, request: pb.FailRequest, context: Context) -> Any:
-        """Records a failed attempt: retried with backoff, or final when permanent."""
+    async def _fail(self, request: pb.FailRequest) -> Any:
         with self._reported(request.subtask_id, request.lease_id):
             subtask = await self.engine.fail(
                 request.subtask_id,
@@ -406,8 +465,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             )
         return convert.subtask_to_proto(subtask)
 
-    async def Release(self, request: pb.ReleaseRequest, context: Context) -> Any:
-        """Gives a subtask back without counting the attempt (a worker shutting down)."""
+    async def _release(self, request: pb.ReleaseRequest) -> Any:
         scope = current_caller().tenant_scope
         with self._reported(request.subtask_id, request.lease_id, handed_back=True):
             await self.engine.release(

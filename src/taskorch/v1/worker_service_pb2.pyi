@@ -3,6 +3,7 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from taskorch.v1 import task_service_pb2 as _task_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -125,3 +126,33 @@ class ReleaseRequest(_message.Message):
     lease_id: str
     reason: str
     def __init__(self, subtask_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReportRequest(_message.Message):
+    __slots__ = ("reports",)
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[SubtaskReport]
+    def __init__(self, reports: _Optional[_Iterable[_Union[SubtaskReport, _Mapping]]] = ...) -> None: ...
+
+class SubtaskReport(_message.Message):
+    __slots__ = ("complete", "fail", "release")
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    FAIL_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    complete: CompleteRequest
+    fail: FailRequest
+    release: ReleaseRequest
+    def __init__(self, complete: _Optional[_Union[CompleteRequest, _Mapping]] = ..., fail: _Optional[_Union[FailRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
+
+class ReportResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[ReportOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ReportOutcome, _Mapping]]] = ...) -> None: ...
+
+class ReportOutcome(_message.Message):
+    __slots__ = ("subtask", "error")
+    SUBTASK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    subtask: _task_service_pb2.Subtask
+    error: _status_pb2.Status
+    def __init__(self, subtask: _Optional[_Union[_task_service_pb2.Subtask, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...

@@ -29,7 +29,8 @@ if _version_not_supported:
 class WorkerServiceStub:
     """WorkerService is how workers get and report work. A worker holds a Listen stream and
     is pushed leased subtasks as they become runnable (no polling) and cancellations of
-    work it runs; it reports with Heartbeat, Complete, Fail and Release. Take is the same
+    work it runs; it reports with Heartbeat and Report (or Complete, Fail and Release one
+    subtask at a time). Take is the same
     without a stream.
     """
 
@@ -69,12 +70,18 @@ class WorkerServiceStub:
                 request_serializer=taskorch_dot_v1_dot_worker__service__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
                 _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/taskorch.v1.WorkerService/Report',
+                request_serializer=taskorch_dot_v1_dot_worker__service__pb2.ReportRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_worker__service__pb2.ReportResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
     """WorkerService is how workers get and report work. A worker holds a Listen stream and
     is pushed leased subtasks as they become runnable (no polling) and cancellations of
-    work it runs; it reports with Heartbeat, Complete, Fail and Release. Take is the same
+    work it runs; it reports with Heartbeat and Report (or Complete, Fail and Release one
+    subtask at a time). Take is the same
     without a stream.
     """
 
@@ -123,6 +130,15 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Report(self, request, context):
+        """Completes, fails or releases several subtasks in one call (what a worker finished while
+        its previous report was on its way): they commit in one batch. Each report is answered
+        on its own, in order: the subtask, or the error of that report alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +172,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     request_deserializer=taskorch_dot_v1_dot_worker__service__pb2.ReleaseRequest.FromString,
                     response_serializer=taskorch_dot_v1_dot_task__service__pb2.Subtask.SerializeToString,
             ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=taskorch_dot_v1_dot_worker__service__pb2.ReportRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_worker__service__pb2.ReportResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'taskorch.v1.WorkerService', rpc_method_handlers)
@@ -167,7 +188,8 @@ def add_WorkerServiceServicer_to_server(servicer, server):
 class WorkerService:
     """WorkerService is how workers get and report work. A worker holds a Listen stream and
     is pushed leased subtasks as they become runnable (no polling) and cancellations of
-    work it runs; it reports with Heartbeat, Complete, Fail and Release. Take is the same
+    work it runs; it reports with Heartbeat and Report (or Complete, Fail and Release one
+    subtask at a time). Take is the same
     without a stream.
     """
 
@@ -323,6 +345,33 @@ class WorkerService:
             '/taskorch.v1.WorkerService/Release',
             taskorch_dot_v1_dot_worker__service__pb2.ReleaseRequest.SerializeToString,
             taskorch_dot_v1_dot_task__service__pb2.Subtask.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskorch.v1.WorkerService/Report',
+            taskorch_dot_v1_dot_worker__service__pb2.ReportRequest.SerializeToString,
+            taskorch_dot_v1_dot_worker__service__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,10 +1,13 @@
 """Work from a taskorch server over gRPC: the source of ``taskorch worker`` processes.
 
 A Listen stream pushes leased subtasks (up to the worker's capacity) and stop notices; the
-worker reports with unary calls. The stream is watched: a server sends a ping every few
-seconds, and a stream that stays silent for three pings is treated as dead and reopened,
-so a stalled stream never leaves work queued while the worker looks alive. Reports that
-fail because the server is briefly unreachable are retried.
+worker reports with unary calls. Completions and failures go in Report calls, one at a time:
+what finishes while a Report is on its way waits for it and goes in the next one, so a busy
+worker sends one call (and the server commits one batch) for many subtasks. The stream is
+watched: a server sends a ping every few seconds, and a stream that stays silent for three
+pings is treated as dead and reopened, so a stalled stream never leaves work queued while
+the worker looks alive. Reports that fail because the server is briefly unreachable are
+retried.
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ import structlog
 
 from taskorch import structs
 from taskorch.client._base import CHANNEL_OPTIONS
-from taskorch.client._errors import UnavailableError, from_rpc_error
+from taskorch.client._errors import (
+    TaskorchClientError,
+    UnavailableError,
+    from_rpc_error,
+    from_status,
+)
 from taskorch.core.engine import HeartbeatAnswer, WorkerIdentity
 from taskorch.core.errors import InternalError, InvalidArgument, LeaseLost, SubtaskNotFound
 from taskorch.core.model import JSON, Lease, ResourceUsage, Status, Subtask
@@ -31,6 +39,8 @@ from taskorch.v1 import worker_service_pb2_grpc as pb_grpc
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+# Reports sent in one Report call at most (the server takes up to 1000).
+MAX_REPORTS_PER_CALL = 500
 PING_SECONDS = 5.0
 SILENCE_LIMIT = 3 * PING_SECONDS
 REPORT_RETRIES = 6
@@ -80,9 +90,9 @@ def lease_from_proto(m: task_service_pb2.Subtask) -> Lease:
     )
 
 
-def _domain_error(error: grpc.RpcError, subtask_id: str) -> Exception:
+def _domain_error(error: grpc.RpcError | TaskorchClientError, subtask_id: str) -> Exception:
     """The domain error a worker loop understands for a failed report."""
-    failure = from_rpc_error(error)
+    failure = from_rpc_error(error) if isinstance(error, grpc.RpcError) else error
     if failure.reason == "LEASE_LOST":
         return LeaseLost(subtask_id, failure.message)
     if failure.reason == "SUBTASK_NOT_FOUND":
@@ -118,6 +128,9 @@ class GrpcWorkSource:
         )
         self._stub = pb_grpc.WorkerServiceStub(self._channel)
         self._assignments: asyncio.Queue[Lease] = asyncio.Queue()
+        # Reports waiting for the Report call on its way, each with who waits for its answer.
+        self._reports: list[tuple[pb.SubtaskReport, asyncio.Future[Any]]] = []
+        self._reporting: asyncio.Task[None] | None = None
         self._stop_notice: Callable[[str, str], None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -246,7 +259,7 @@ class GrpcWorkSource:
             usage.inference_time_seconds = resource_usage.inference_time_seconds
             usage.memory_used_gb = resource_usage.memory_used_gb
             usage.execution_provider = resource_usage.execution_provider
-        await self._report(lease, self._stub.Complete, request)
+        await self._batched(lease, pb.SubtaskReport(complete=request))
 
     async def fail(self, lease: Lease, error: str, *, error_code: str, retryable: bool) -> None:
         request = pb.FailRequest(
@@ -256,7 +269,35 @@ class GrpcWorkSource:
             error_code=error_code,
             permanent=not retryable,
         )
-        await self._report(lease, self._stub.Fail, request)
+        await self._batched(lease, pb.SubtaskReport(fail=request))
+
+    async def _batched(self, lease: Lease, report: pb.SubtaskReport) -> None:
+        """Sends ``report`` in the next Report call; raises what the server said of it."""
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._reports.append((report, answer))
+        if self._reporting is None or self._reporting.done():
+            self._reporting = asyncio.create_task(self._send_reports(), name="worker reports")
+        outcome = await answer
+        if outcome.HasField("error"):
+            raise _domain_error(from_status(outcome.error), lease.subtask.subtask_id)
+
+    async def _send_reports(self) -> None:
+        """Sends what is waiting, one Report call at a time, until nothing is left."""
+        while self._reports:
+            batch = self._reports[:MAX_REPORTS_PER_CALL]
+            del self._reports[:MAX_REPORTS_PER_CALL]
+            request = pb.ReportRequest(reports=[report for report, _ in batch])
+            subtask_id = _report_subtask(batch[0][0])
+            try:
+                response = await self._retrying(subtask_id, self._stub.Report, request)
+            except Exception as exc:  # the call failed for all of them
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for (_, answer), outcome in zip(batch, response.outcomes, strict=True):
+                if not answer.done():
+                    answer.set_result(outcome)
 
     async def release(self, lease: Lease, *, reason: str) -> None:
         request = pb.ReleaseRequest(
@@ -275,14 +316,31 @@ class GrpcWorkSource:
         *,
         retries: int = REPORT_RETRIES,
     ) -> T:
+        return await self._retrying(lease.subtask.subtask_id, call, request, retries=retries)
+
+    async def _retrying(
+        self,
+        subtask_id: str,
+        call: Callable[..., Awaitable[T]],
+        request: Any,
+        *,
+        retries: int = REPORT_RETRIES,
+    ) -> T:
+        """Makes a reporting call, again while the server is unreachable (up to ``retries``)."""
         delay = 0.2
         for attempt in range(retries + 1):
             try:
                 return await call(request, metadata=self.metadata, timeout=30)
             except grpc.aio.AioRpcError as exc:
-                error = _domain_error(exc, lease.subtask.subtask_id)
+                error = _domain_error(exc, subtask_id)
                 if not isinstance(error, UnavailableError) or attempt == retries:
                     raise error from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
+
+
+def _report_subtask(report: pb.SubtaskReport) -> str:
+    kind = report.WhichOneof("report")
+    inner: Any = getattr(report, kind) if kind else None
+    return str(inner.subtask_id) if inner is not None else ""
