@@ -30,6 +30,7 @@ from taskorch.core.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, load_model_config, write_model_config
 from taskorch.inference.tasks import (
     EXPORT_TASK_OF_FAMILY,
+    IMAGE_FAMILIES,
     MEDIA_FAMILIES,
     ModelFamily,
     canonical_task_type,
@@ -351,6 +352,7 @@ def _initial_config(
         ModelFamily.TOKEN_CLASSIFICATION,
         ModelFamily.IMAGE_CLASSIFICATION,
         ModelFamily.OBJECT_DETECTION,
+        ModelFamily.SEMANTIC_SEGMENTATION,
     ) and isinstance(id2label, dict):
         raw["labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
     positions = hf_config.get("max_position_embeddings") or hf_config.get("n_positions")
@@ -374,7 +376,7 @@ def _initial_config(
 def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray[Any]]:
     from transformers import AutoTokenizer
 
-    if family in (ModelFamily.IMAGE_CLASSIFICATION, ModelFamily.OBJECT_DETECTION):
+    if family in IMAGE_FAMILIES:
         from PIL import Image
         from transformers import AutoImageProcessor
 
@@ -414,6 +416,7 @@ def _torch_outputs(
         ModelFamily.TEXT_ENCODER: "AutoModel",
         ModelFamily.IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
         ModelFamily.OBJECT_DETECTION: "AutoModelForObjectDetection",
+        ModelFamily.SEMANTIC_SEGMENTATION: "AutoModelForSemanticSegmentation",
     }
     with quiet_export():
         model = getattr(transformers, classes[family]).from_pretrained(source, dtype=torch.float32)

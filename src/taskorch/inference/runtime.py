@@ -26,7 +26,7 @@ from taskorch.inference.batching import DynamicBatcher
 from taskorch.inference.config import ModelConfig, Pooling, Truncation
 from taskorch.inference.generation import DecoderGenerator, Seq2SeqGenerator
 from taskorch.inference.sessions import ModelSession, default_threads
-from taskorch.inference.tasks import MEDIA_FAMILIES, ModelFamily, task_types_of
+from taskorch.inference.tasks import IMAGE_FAMILIES, MEDIA_FAMILIES, ModelFamily, task_types_of
 from taskorch.inference.types import ModelInfo, ModelState
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class LoadedModel:
         image_processor = None
         if config.family in MEDIA_FAMILIES:
             pass  # no tokenizer: the pipelines bring their own pre-processing
-        elif config.family in (ModelFamily.IMAGE_CLASSIFICATION, ModelFamily.OBJECT_DETECTION):
+        elif config.family in IMAGE_FAMILIES:
             image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)
         else:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -267,6 +267,7 @@ class LoadedModel:
             ModelFamily.TOKEN_CLASSIFICATION,
             ModelFamily.IMAGE_CLASSIFICATION,
             ModelFamily.OBJECT_DETECTION,
+            ModelFamily.SEMANTIC_SEGMENTATION,
         ):
             return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
         return ()

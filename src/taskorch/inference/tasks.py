@@ -34,6 +34,7 @@ class TaskType(enum.StrEnum):
     IMAGE_TO_TEXT = "image_to_text"
     AUDIO_CLASSIFICATION = "audio_classification"
     OBJECT_DETECTION = "object_detection"
+    IMAGE_SEGMENTATION = "image_segmentation"
 
 
 class ModelFamily(enum.StrEnum):
@@ -48,6 +49,7 @@ class ModelFamily(enum.StrEnum):
     TEXT_ENCODER = "text-encoder"
     IMAGE_CLASSIFICATION = "image-classification"
     OBJECT_DETECTION = "object-detection"  # DETR / YOLOS: class logits and boxes per query
+    SEMANTIC_SEGMENTATION = "semantic-segmentation"  # SegFormer etc.: class logits per pixel
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -57,6 +59,15 @@ class ModelFamily(enum.StrEnum):
 # Families whose folders are imported as they are (their ONNX graphs already exist) rather
 # than exported from a Hugging Face directory with optimum.
 MEDIA_FAMILIES = frozenset({ModelFamily.PIPER_TTS, ModelFamily.PP_OCR, ModelFamily.VOICE_ACTIVITY})
+
+# Families whose input is an image run through the model's Hugging Face image processor.
+IMAGE_FAMILIES = frozenset(
+    {
+        ModelFamily.IMAGE_CLASSIFICATION,
+        ModelFamily.OBJECT_DETECTION,
+        ModelFamily.SEMANTIC_SEGMENTATION,
+    }
+)
 
 
 FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
@@ -76,6 +87,7 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.IMAGE_TO_TEXT: ModelFamily.PP_OCR,
     TaskType.AUDIO_CLASSIFICATION: ModelFamily.VOICE_ACTIVITY,
     TaskType.OBJECT_DETECTION: ModelFamily.OBJECT_DETECTION,
+    TaskType.IMAGE_SEGMENTATION: ModelFamily.SEMANTIC_SEGMENTATION,
 }
 
 # The optimum exporter's task name for each family (always explicit: "auto" fails on local dirs).
@@ -89,6 +101,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.TEXT_ENCODER: "feature-extraction",
     ModelFamily.IMAGE_CLASSIFICATION: "image-classification",
     ModelFamily.OBJECT_DETECTION: "object-detection",
+    ModelFamily.SEMANTIC_SEGMENTATION: "semantic-segmentation",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -118,6 +131,8 @@ _ALIASES: dict[str, TaskType] = {
     "ocr": TaskType.IMAGE_TO_TEXT,
     "vad": TaskType.AUDIO_CLASSIFICATION,
     "detection": TaskType.OBJECT_DETECTION,
+    "segmentation": TaskType.IMAGE_SEGMENTATION,
+    "semantic_segmentation": TaskType.IMAGE_SEGMENTATION,
     "voice_activity_detection": TaskType.AUDIO_CLASSIFICATION,
 }
 
@@ -128,7 +143,6 @@ KNOWN_UNSUPPORTED: frozenset[str] = frozenset(
         "text_to_image",
         "automatic_speech_recognition",
         "asr",
-        "image_segmentation",
         "table_question_answering",
         "visual_question_answering",
     }

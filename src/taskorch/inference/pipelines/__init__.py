@@ -8,6 +8,7 @@ from taskorch.inference.pipelines.classification import TextClassification, Zero
 from taskorch.inference.pipelines.embeddings import FeatureExtraction, SentenceSimilarity
 from taskorch.inference.pipelines.fill_mask import FillMask
 from taskorch.inference.pipelines.image_classification import ImageClassification
+from taskorch.inference.pipelines.image_segmentation import ImageSegmentation
 from taskorch.inference.pipelines.object_detection import ObjectDetection
 from taskorch.inference.pipelines.ocr import ImageToText
 from taskorch.inference.pipelines.question_answering import QuestionAnswering
@@ -34,6 +35,7 @@ PIPELINES: dict[TaskType, Pipeline] = {
     TaskType.IMAGE_TO_TEXT: ImageToText(),
     TaskType.AUDIO_CLASSIFICATION: AudioClassification(),
     TaskType.OBJECT_DETECTION: ObjectDetection(),
+    TaskType.IMAGE_SEGMENTATION: ImageSegmentation(),
 }
 
 __all__ = ["PIPELINES", "Pipeline"]
