@@ -44,6 +44,8 @@ def test_unsupported_task_types_are_refused_with_the_supported_list(
         ("image_to_text", "pp-ocr"),
         ("audio_classification", "voice-activity"),
         ("image_segmentation", "semantic-segmentation"),
+        # tiny-t5 is a seq2seq LM too, but not one imported for tables
+        ("table_question_answering", "seq2seq-lm"),
     ],
 )
 def test_a_type_no_model_serves_says_so_and_how_to_import_one(

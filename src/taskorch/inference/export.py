@@ -33,6 +33,7 @@ from taskorch.inference.tasks import (
     IMAGE_FAMILIES,
     MEDIA_FAMILIES,
     ModelFamily,
+    TaskType,
     canonical_task_type,
     family_of,
 )
@@ -147,6 +148,59 @@ def convert_gguf(src_dir: Path, gguf_file: str, out_dir: Path, log: Log = print)
     return out_dir
 
 
+def convert_tapex_tokenizer(src_dir: Path, out_dir: Path, log: Log = print) -> tuple[Path, Any]:
+    """A copy of a TAPEX folder whose tokenizer is BART's fast byte-level BPE.
+
+    TAPEX's own tokenizer (``TapexTokenizer``, slow, deprecated in transformers) writes the
+    table out itself and takes tables, not texts; the table_question_answering pipeline writes
+    the table itself, so the same vocabulary and merges behind BART's fast tokenizer encode
+    the same ids. The folder's other files are linked, not copied.
+
+    Returns:
+        The folder to export from (``src_dir`` itself when its tokenizer is not TAPEX's) and
+        the table format (lower case, cell length in tokens) for ``table_format.json``.
+    """
+    tokenizer_config: dict[str, Any] = {}
+    if (src_dir / "tokenizer_config.json").exists():
+        tokenizer_config = json.loads(
+            (src_dir / "tokenizer_config.json").read_text(encoding="utf-8")
+        )
+    table_format = {
+        "linearization": "tapex",
+        "do_lower_case": bool(tokenizer_config.get("do_lower_case", True)),
+        "max_cell_length": int(tokenizer_config.get("max_cell_length", 15)),
+    }
+    if tokenizer_config.get("tokenizer_class") != "TapexTokenizer":
+        return src_dir, table_format
+    from transformers import BartTokenizerFast
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer_files = {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+    }
+    for item in src_dir.iterdir():
+        if item.is_file() and item.name not in tokenizer_files:
+            (out_dir / item.name).symlink_to(item.resolve())
+    special = {
+        key: tokenizer_config[key]
+        for key in ("bos_token", "eos_token", "sep_token", "cls_token", "unk_token", "pad_token")
+        if isinstance(tokenizer_config.get(key), str)
+    }
+    with quiet_export():
+        fast = _any(BartTokenizerFast)(
+            vocab_file=str(src_dir / "vocab.json"),
+            merges_file=str(src_dir / "merges.txt"),
+            add_prefix_space=bool(tokenizer_config.get("add_prefix_space", False)),
+            **special,
+        )
+        fast.save_pretrained(out_dir)
+    log("TAPEX tokenizer: its vocabulary and merges kept behind BART's fast tokenizer")
+    return out_dir, table_format
+
+
 def import_model(
     src_dir: Path,
     task: str,
@@ -211,6 +265,9 @@ def import_model(
                     "GGUF sources are supported for text_generation", field="task"
                 )
             source = convert_gguf(src_dir, ggufs[0].name, staging / "_hf", log)
+        table_format = None
+        if task_type is TaskType.TABLE_QUESTION_ANSWERING:
+            source, table_format = convert_tapex_tokenizer(source, staging / "_hf", log)
         log(f"exporting {src_dir} as {export_task} ...")
         from optimum.exporters.onnx import main_export
 
@@ -223,6 +280,10 @@ def import_model(
                 library_name="transformers",
             )
         _copy_tokenizer_files(source, staging)
+        if table_format is not None:
+            (staging / "table_format.json").write_text(
+                json.dumps(table_format, indent=2) + "\n", encoding="utf-8"
+            )
         diff, tolerance = validate_export(source, staging, family)
         log(f"validation: max abs diff {diff:.3g} (tolerance {tolerance:.3g}) vs PyTorch")
         if not diff <= tolerance:
@@ -359,6 +420,8 @@ def _initial_config(
     if family is ModelFamily.CAUSAL_LM:
         window = min(int(positions or 2048), 2048)
         raw.update(context_window=window, max_input_length=window, max_batch_size=8)
+    elif task_type is TaskType.TABLE_QUESTION_ANSWERING:  # TAPEX was trained on 1024 tokens
+        raw.update(max_input_length=min(int(positions or 1024), 1024), max_batch_size=1)
     elif family is ModelFamily.SEQ2SEQ_LM:
         raw.update(max_input_length=512, max_batch_size=1)
     else:

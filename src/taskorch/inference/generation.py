@@ -435,6 +435,7 @@ class Seq2SeqGenerator:
         *,
         eos_ids: frozenset[int],
         decoder_start_id: int,
+        forced_bos_id: int | None = None,
         max_output_tokens: int = 512,
     ) -> None:
         self.name = name
@@ -443,6 +444,10 @@ class Seq2SeqGenerator:
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.decoder_start_id = decoder_start_id
+        # BART-family models (TAPEX, bart-large-cnn) always produce this token first; as
+        # transformers' ForcedBOSTokenLogitsProcessor, it is fed after the start token and not
+        # counted as generated.
+        self.forced_bos_id = forced_bos_id
         self.max_output_tokens = max_output_tokens
         self._past_names = [n for n in decoder.input_names if n.startswith("past_key_values")]
         self._lock = threading.Lock()
@@ -490,8 +495,11 @@ class Seq2SeqGenerator:
         hidden = self.encoder.run({"input_ids": ids, "attention_mask": mask})[
             self.encoder.output_names[0]
         ]
+        start = [self.decoder_start_id]
+        if self.forced_bos_id is not None:
+            start.append(self.forced_bos_id)
         feed: dict[str, Any] = {
-            "input_ids": np.array([[self.decoder_start_id]], dtype=np.int64),
+            "input_ids": np.array([start], dtype=np.int64),
             "encoder_attention_mask": mask,
             "encoder_hidden_states": hidden,
             "use_cache_branch": np.array([False]),

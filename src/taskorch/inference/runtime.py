@@ -116,6 +116,7 @@ class LoadedModel:
                 tokenizer,
                 eos_ids=self.eos_ids(),
                 decoder_start_id=int(self.hf_config.get("decoder_start_token_id") or self.pad_id),
+                forced_bos_id=self._forced_bos_id(),
             )
         elif family not in MEDIA_FAMILIES:
             # Media families run their graphs from their pipelines (one request at a time per
@@ -271,6 +272,17 @@ class LoadedModel:
         ):
             return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
         return ()
+
+    def _forced_bos_id(self) -> int | None:
+        """The token a seq2seq model must produce first (generation config, then model config)."""
+        gen_file = self.path / "generation_config.json"
+        if gen_file.exists():
+            gen = json.loads(gen_file.read_text(encoding="utf-8"))
+            if "forced_bos_token_id" in gen:
+                value = gen["forced_bos_token_id"]
+                return int(value) if isinstance(value, int) else None
+        value = self.hf_config.get("forced_bos_token_id")
+        return int(value) if isinstance(value, int) else None
 
     def _pad_id(self) -> int:
         if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:

@@ -35,6 +35,7 @@ class TaskType(enum.StrEnum):
     AUDIO_CLASSIFICATION = "audio_classification"
     OBJECT_DETECTION = "object_detection"
     IMAGE_SEGMENTATION = "image_segmentation"
+    TABLE_QUESTION_ANSWERING = "table_question_answering"
 
 
 class ModelFamily(enum.StrEnum):
@@ -88,7 +89,13 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.AUDIO_CLASSIFICATION: ModelFamily.VOICE_ACTIVITY,
     TaskType.OBJECT_DETECTION: ModelFamily.OBJECT_DETECTION,
     TaskType.IMAGE_SEGMENTATION: ModelFamily.SEMANTIC_SEGMENTATION,
+    TaskType.TABLE_QUESTION_ANSWERING: ModelFamily.SEQ2SEQ_LM,  # TAPEX is BART
 }
+
+# Task types a model of their family serves by default only when it was imported for them (its
+# model.yaml ``task`` or ``default_for``): any seq2seq LM can be asked a table question by
+# name, but a summarizer should not answer one for a request that names no model.
+DEDICATED_TASKS = frozenset({TaskType.TABLE_QUESTION_ANSWERING})
 
 # The optimum exporter's task name for each family (always explicit: "auto" fails on local dirs).
 EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
@@ -132,6 +139,8 @@ _ALIASES: dict[str, TaskType] = {
     "vad": TaskType.AUDIO_CLASSIFICATION,
     "detection": TaskType.OBJECT_DETECTION,
     "segmentation": TaskType.IMAGE_SEGMENTATION,
+    "table_qa": TaskType.TABLE_QUESTION_ANSWERING,
+    "tableqa": TaskType.TABLE_QUESTION_ANSWERING,
     "semantic_segmentation": TaskType.IMAGE_SEGMENTATION,
     "voice_activity_detection": TaskType.AUDIO_CLASSIFICATION,
 }
@@ -143,7 +152,6 @@ KNOWN_UNSUPPORTED: frozenset[str] = frozenset(
         "text_to_image",
         "automatic_speech_recognition",
         "asr",
-        "table_question_answering",
         "visual_question_answering",
     }
 )
