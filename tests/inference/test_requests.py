@@ -46,6 +46,8 @@ def test_unsupported_task_types_are_refused_with_the_supported_list(
         ("image_segmentation", "semantic-segmentation"),
         # tiny-t5 is a seq2seq LM too, but not one imported for tables
         ("table_question_answering", "seq2seq-lm"),
+        ("automatic_speech_recognition", "speech-seq2seq"),
+        ("asr", "speech-seq2seq"),
     ],
 )
 def test_a_type_no_model_serves_says_so_and_how_to_import_one(

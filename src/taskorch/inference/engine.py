@@ -35,6 +35,7 @@ from taskorch.inference.repository import ModelFolder, ModelRepository
 from taskorch.inference.runtime import LoadedModel, folder_size
 from taskorch.inference.tasks import (
     DEDICATED_TASKS,
+    SEQ2SEQ_FAMILIES,
     ModelFamily,
     TaskType,
     canonical_task_type,
@@ -435,7 +436,7 @@ class InferenceEngine:
         try:
             if cancel is None or model.config.family in (
                 ModelFamily.CAUSAL_LM,
-                ModelFamily.SEQ2SEQ_LM,
+                *SEQ2SEQ_FAMILIES,
             ):
                 result = await work
             else:

@@ -32,6 +32,7 @@ from taskorch.inference.tasks import (
     EXPORT_TASK_OF_FAMILY,
     IMAGE_FAMILIES,
     MEDIA_FAMILIES,
+    SEQ2SEQ_FAMILIES,
     ModelFamily,
     TaskType,
     canonical_task_type,
@@ -238,7 +239,7 @@ def import_model(
         raise InvalidArgument(f"{src_dir} is not a directory", field="src")
     if quantize not in (None, "int8"):
         raise InvalidArgument("quantize must be int8 or left out", field="quantize")
-    if quantize and family is ModelFamily.SEQ2SEQ_LM:
+    if quantize and family in SEQ2SEQ_FAMILIES:
         raise InvalidArgument(
             "int8 quantization of seq2seq models is not supported", field="quantize"
         )
@@ -279,6 +280,10 @@ def import_model(
                 do_validation=False,
                 library_name="transformers",
             )
+        if family is ModelFamily.SPEECH_SEQ2SEQ and (source / "generation_config.json").exists():
+            # optimum writes one rebuilt from config.json, without Whisper's prompt tokens
+            # (lang_to_id, task_to_id, no_timestamps_token_id): the source's is the one.
+            shutil.copy2(source / "generation_config.json", staging / "generation_config.json")
         _copy_tokenizer_files(source, staging)
         if table_format is not None:
             (staging / "table_format.json").write_text(
@@ -424,6 +429,9 @@ def _initial_config(
         raw.update(max_input_length=min(int(positions or 1024), 1024), max_batch_size=1)
     elif family is ModelFamily.SEQ2SEQ_LM:
         raw.update(max_input_length=512, max_batch_size=1)
+    elif family is ModelFamily.SPEECH_SEQ2SEQ:  # the input is audio: this bounds the output
+        targets = int(hf_config.get("max_target_positions") or 448)
+        raw.update(max_input_length=targets, max_batch_size=1)
     else:
         raw.update(
             max_input_length=min(int(positions or 512), 512),
@@ -449,6 +457,15 @@ def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray
             Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(2)
         ]
         return dict(processor(images=images, return_tensors="np"))
+    if family is ModelFamily.SPEECH_SEQ2SEQ:
+        from transformers import AutoFeatureExtractor
+
+        extractor = _any(AutoFeatureExtractor).from_pretrained(source)
+        rng = np.random.default_rng(0)
+        rate = int(extractor.sampling_rate)
+        audio = [rng.normal(0, 0.1, rate * 2).astype(np.float32) for _ in range(2)]
+        features = extractor(audio, sampling_rate=rate, return_tensors="np")["input_features"]
+        return {"input_features": np.asarray(features, dtype=np.float32)}
     tokenizer = _any(AutoTokenizer).from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -472,6 +489,7 @@ def _torch_outputs(
     classes = {
         ModelFamily.CAUSAL_LM: "AutoModelForCausalLM",
         ModelFamily.SEQ2SEQ_LM: "AutoModelForSeq2SeqLM",
+        ModelFamily.SPEECH_SEQ2SEQ: "AutoModelForSpeechSeq2Seq",
         ModelFamily.SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
         ModelFamily.TOKEN_CLASSIFICATION: "AutoModelForTokenClassification",
         ModelFamily.QUESTION_ANSWERING: "AutoModelForQuestionAnswering",
@@ -486,9 +504,9 @@ def _torch_outputs(
     model.eval()
     feed = {k: torch.from_numpy(v) for k, v in enc.items()}
     with torch.no_grad():
-        if family is ModelFamily.SEQ2SEQ_LM:
+        if family in SEQ2SEQ_FAMILIES:
             start = model.config.decoder_start_token_id or 0
-            batch = feed["input_ids"].shape[0]
+            batch = next(iter(feed.values())).shape[0]
             feed["decoder_input_ids"] = torch.full((batch, 1), start, dtype=torch.long)
             feed.pop("token_type_ids", None)
         if family is ModelFamily.CAUSAL_LM:
@@ -512,20 +530,21 @@ def ort_outputs(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     cpu = ["CPUExecutionProvider"]
-    if family is ModelFamily.SEQ2SEQ_LM:
+    if family in SEQ2SEQ_FAMILIES:
         encoder = ort.InferenceSession(str(onnx_dir / "encoder_model.onnx"), options, cpu)
         decoder = ort.InferenceSession(str(onnx_dir / "decoder_model_merged.onnx"), options, cpu)
         enc_feed = {i.name: enc[i.name] for i in encoder.get_inputs()}
         hidden = encoder.run(None, enc_feed)[0]
         config = json.loads((onnx_dir / "config.json").read_text(encoding="utf-8"))
         start = config.get("decoder_start_token_id") or 0
-        batch = enc["input_ids"].shape[0]
+        batch = next(iter(enc.values())).shape[0]
         dec_feed = {
             "input_ids": np.full((batch, 1), start, dtype=np.int64),
-            "encoder_attention_mask": enc["attention_mask"],
             "encoder_hidden_states": hidden,
             "use_cache_branch": np.array([False]),
         }
+        if "attention_mask" in enc:  # text encoders; Whisper's decoder takes no mask
+            dec_feed["encoder_attention_mask"] = enc["attention_mask"]
         for item in decoder.get_inputs():
             if item.name.startswith("past_key_values"):
                 dec_feed[item.name] = np.zeros((batch, item.shape[1], 0, item.shape[3]), np.float32)

@@ -36,6 +36,7 @@ class TaskType(enum.StrEnum):
     OBJECT_DETECTION = "object_detection"
     IMAGE_SEGMENTATION = "image_segmentation"
     TABLE_QUESTION_ANSWERING = "table_question_answering"
+    AUTOMATIC_SPEECH_RECOGNITION = "automatic_speech_recognition"
 
 
 class ModelFamily(enum.StrEnum):
@@ -51,6 +52,7 @@ class ModelFamily(enum.StrEnum):
     IMAGE_CLASSIFICATION = "image-classification"
     OBJECT_DETECTION = "object-detection"  # DETR / YOLOS: class logits and boxes per query
     SEMANTIC_SEGMENTATION = "semantic-segmentation"  # SegFormer etc.: class logits per pixel
+    SPEECH_SEQ2SEQ = "speech-seq2seq"  # Whisper: log-mel features in, text tokens out
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -90,7 +92,12 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.OBJECT_DETECTION: ModelFamily.OBJECT_DETECTION,
     TaskType.IMAGE_SEGMENTATION: ModelFamily.SEMANTIC_SEGMENTATION,
     TaskType.TABLE_QUESTION_ANSWERING: ModelFamily.SEQ2SEQ_LM,  # TAPEX is BART
+    TaskType.AUTOMATIC_SPEECH_RECOGNITION: ModelFamily.SPEECH_SEQ2SEQ,
 }
+
+# Encoder-decoder families: an encoder graph and a merged decoder graph, run by the seq2seq
+# generator.
+SEQ2SEQ_FAMILIES = frozenset({ModelFamily.SEQ2SEQ_LM, ModelFamily.SPEECH_SEQ2SEQ})
 
 # Task types a model of their family serves by default only when it was imported for them (its
 # model.yaml ``task`` or ``default_for``): any seq2seq LM can be asked a table question by
@@ -109,6 +116,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.IMAGE_CLASSIFICATION: "image-classification",
     ModelFamily.OBJECT_DETECTION: "object-detection",
     ModelFamily.SEMANTIC_SEGMENTATION: "semantic-segmentation",
+    ModelFamily.SPEECH_SEQ2SEQ: "automatic-speech-recognition-with-past",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -141,6 +149,10 @@ _ALIASES: dict[str, TaskType] = {
     "segmentation": TaskType.IMAGE_SEGMENTATION,
     "table_qa": TaskType.TABLE_QUESTION_ANSWERING,
     "tableqa": TaskType.TABLE_QUESTION_ANSWERING,
+    "asr": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
+    "speech_recognition": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
+    "speech_to_text": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
+    "transcription": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
     "semantic_segmentation": TaskType.IMAGE_SEGMENTATION,
     "voice_activity_detection": TaskType.AUDIO_CLASSIFICATION,
 }
@@ -150,8 +162,6 @@ KNOWN_UNSUPPORTED: frozenset[str] = frozenset(
     {
         "image_generation",
         "text_to_image",
-        "automatic_speech_recognition",
-        "asr",
         "visual_question_answering",
     }
 )

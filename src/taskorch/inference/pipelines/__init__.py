@@ -13,6 +13,7 @@ from taskorch.inference.pipelines.object_detection import ObjectDetection
 from taskorch.inference.pipelines.ocr import ImageToText
 from taskorch.inference.pipelines.question_answering import QuestionAnswering
 from taskorch.inference.pipelines.seq2seq import Seq2Seq
+from taskorch.inference.pipelines.speech_recognition import SpeechRecognition
 from taskorch.inference.pipelines.table_question_answering import TableQuestionAnswering
 from taskorch.inference.pipelines.text_generation import TextGeneration
 from taskorch.inference.pipelines.text_to_speech import TextToSpeech
@@ -38,6 +39,7 @@ PIPELINES: dict[TaskType, Pipeline] = {
     TaskType.OBJECT_DETECTION: ObjectDetection(),
     TaskType.IMAGE_SEGMENTATION: ImageSegmentation(),
     TaskType.TABLE_QUESTION_ANSWERING: TableQuestionAnswering(),
+    TaskType.AUTOMATIC_SPEECH_RECOGNITION: SpeechRecognition(),
 }
 
 __all__ = ["PIPELINES", "Pipeline"]
