@@ -23,7 +23,7 @@ from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.xdist_group("table-qa-server")
 
-VERSION = 3
+VERSION = 4
 NAME = "tiny-tapex"
 POSITIONS = 160  # small, so a long table must drop rows
 NEW_TOKENS = 8
@@ -77,6 +77,7 @@ def _build(torch_dir: Path) -> None:
         decoder_ffn_dim=64,
         max_position_embeddings=POSITIONS,
         forced_bos_token_id=0,
+        init_std=0.3,  # large random weights, so the table and question change the answer
     )
     model = BartForConditionalGeneration(config).eval()
     # A random model's favourite tokens are often special ones or stray bytes, which decode to
@@ -84,7 +85,7 @@ def _build(torch_dir: Path) -> None:
     # the answers compared are text.
     for token, index in tokenizer.get_vocab().items():
         if index < 5 or not all(c == "Ġ" or " " < c <= "~" for c in token):
-            model.final_logits_bias[0, index] = -1e4
+            model.final_logits_bias[0, index] = -100.0
     model.save_pretrained(torch_dir)
     tokenizer.save_pretrained(torch_dir)
     shutil.rmtree(work)
@@ -178,28 +179,43 @@ def _rest_answer(server: ServerProcess, body: dict[str, Any]) -> dict[str, Any]:
 def test_table_answers_over_grpc_and_rest_agree_with_pytorch(
     table_server: ServerProcess, tiny_tapex: tuple[Path, Path]
 ) -> None:
-    prompt_tokens, expected, generated = _pytorch_answer(tiny_tapex[0], TABLE, QUERY)
-    assert expected  # text, not only special tokens
+    reference = _pytorch_answer(tiny_tapex[0], TABLE, QUERY)
+    by_name = _pytorch_answer(tiny_tapex[0], {k: TABLE[k] for k in sorted(TABLE)}, QUERY)
+    assert reference[1] and by_name[1]  # text, not only special tokens
     with table_server.client() as client:
-        task = client.create_task(
+        task = client.create_task(  # columns: the order the keys lose on the way
             task_type="table_question_answering",
             model_name=NAME,
-            input_data={"table": TABLE, "query": QUERY},
+            input_data={"table": TABLE, "columns": list(TABLE), "query": QUERY},
             parameters={"do_sample": False},
         )
         done = client.wait_for_task(task.task_id, timeout=120)
     assert done.status == "COMPLETED", done.error
     assert done.result is not None
-    rows = [dict(zip(TABLE, r, strict=True)) for r in zip(*TABLE.values(), strict=True)]
+    lists = [list(TABLE), *(list(r) for r in zip(*TABLE.values(), strict=True))]
     over_rest = _rest_answer(
-        table_server,  # Hugging Face's shape, the table as a list of rows, the default model
+        table_server,  # Hugging Face's shape, the table as lists (header first), default model
         {
             "task_type": "table-question-answering",
-            "input_data": {"inputs": {"table": rows, "query": QUERY}},
+            "input_data": {"inputs": {"table": lists, "query": QUERY}},
             "parameters": {"do_sample": False},
         },
     )
-    for via, result in (("gRPC", done.result), ("REST", over_rest)):
+    rows = [dict(zip(TABLE, r, strict=True)) for r in zip(*TABLE.values(), strict=True)]
+    sorted_columns = _rest_answer(  # rows as objects, no column order: by name
+        table_server,
+        {
+            "task_type": "table_qa",
+            "model_name": NAME,
+            "input_data": {"table": rows, "query": QUERY},
+            "parameters": {"do_sample": False},
+        },
+    )
+    for via, result, (prompt_tokens, expected, generated) in (
+        ("gRPC", done.result, reference),
+        ("REST", over_rest, reference),
+        ("REST, columns by name", sorted_columns, by_name),
+    ):
         print(
             f"table_question_answering over {via}: {result['answer']!r}, PyTorch {expected!r}, "
             f"prompt {result['prompt_tokens']} tokens (TAPEX's tokenizer: {prompt_tokens})"
@@ -208,6 +224,7 @@ def test_table_answers_over_grpc_and_rest_agree_with_pytorch(
         assert result["answer"] == expected
         assert result["rows_used"] == 3
         assert result["tokens_generated"] == generated
+    assert reference[1] != by_name[1]  # the model reads its input: column order matters
 
 
 def test_a_table_too_long_keeps_its_first_rows(
@@ -231,6 +248,18 @@ def test_a_table_too_long_keeps_its_first_rows(
     )
     assert (result["prompt_tokens"], result["answer"]) == (prompt_tokens, expected)
     assert result["tokens_generated"] == generated
+    assert (
+        result["answer"]
+        != _rest_answer(  # the model reads its input
+            table_server,
+            {
+                "task_type": "table_question_answering",
+                "model_name": NAME,
+                "input_data": {"table": TABLE, "query": QUERY},
+                "parameters": {"do_sample": False},
+            },
+        )["answer"]
+    )
     one_more = {k: v[: kept + 1] for k, v in table.items()}
     assert len(_tapex_ids(tiny_tapex[0], one_more, "What is the square of 7?")) > POSITIONS
 
@@ -242,6 +271,7 @@ def test_bad_tables_are_refused_naming_the_field(table_server: ServerProcess) ->
             ({"table": {"a": [1, 2], "b": [1]}, "query": "q"}, "input_data.table"),
             ({"table": "a,b", "query": "q"}, "input_data.table"),
             ({"table": {"a": ["1"]}}, "input_data.query"),
+            ({"table": {"a": ["1"]}, "columns": ["b"], "query": "q"}, "input_data.columns"),
             ({"inputs": {"table": {"a": [{"x": 1}]}, "query": "q"}}, "input_data.inputs.table"),
         ):
             refused = rest.post(

@@ -11,7 +11,9 @@ A table too long for the model keeps its first rows (``rows_used`` says how many
 
 Input ``{"table": {...}, "query": "..."}`` (or Hugging Face's ``{"inputs": {"table", "query"}}``);
 the table is a mapping of column name to its cells, or a list of rows (mappings of column to
-cell, or lists whose first one is the header). Cells are text or numbers. Generation parameters
+cell, or lists whose first one is the header). Cells are text or numbers. Columns given as
+mapping keys are written out in the order ``input_data.columns`` gives, else sorted by name
+(an object's key order is lost on the way through gRPC); lists keep theirs. Generation parameters
 as for text_generation (``max_new_tokens``, ``do_sample``, ...). Result: ``{"answer",
 "generated_text", "rows_used", "tokens_generated", "prompt_tokens", "finish_reason"}``.
 """
@@ -82,8 +84,36 @@ def _cell(value: Any, field: str) -> str:
     raise InvalidArgument("table cells must be text or numbers", field=field)
 
 
-def parse_table(value: Any, field: str) -> Table:
+def column_order(keys: Sequence[str], columns: Any, field: str) -> list[str]:
+    """The order of a table's columns given as mapping keys: ``columns`` when the request
+    names it, else by name. A JSON object's key order does not survive the trip through
+    gRPC's ``Struct`` (a map: its order differs from one process to the next), so without
+    ``columns`` the same table would be written out differently from run to run.
+
+    Raises:
+        InvalidArgument: ``columns`` is not the table's column names, each once.
+    """
+    if columns is None:
+        return sorted(keys)
+    if (
+        not isinstance(columns, list)
+        or not all(isinstance(c, str) for c in columns)
+        or sorted(columns) != sorted(keys)
+    ):
+        raise InvalidArgument(
+            "columns must list each of the table's column names once", field=field
+        )
+    return list(columns)
+
+
+def parse_table(value: Any, field: str, columns: Any = None, columns_field: str = "") -> Table:
     """A table from a mapping of columns or a list of rows.
+
+    Args:
+        value: the request's table.
+        field: its field name, for errors.
+        columns: the column order for tables given with mappings (by name when None).
+        columns_field: the field ``columns`` came from, for errors.
 
     Raises:
         InvalidArgument: any other shape, columns of different lengths, no column, too many
@@ -92,8 +122,8 @@ def parse_table(value: Any, field: str) -> Table:
     if isinstance(value, Mapping):
         if not value:
             raise InvalidArgument("table has no column", field=field)
-        header = [str(k) for k in value]
-        columns = list(value.values())
+        header = column_order([str(k) for k in value], columns, columns_field)
+        columns = [value[h] for h in header]
         if not all(isinstance(c, list) for c in columns):
             raise InvalidArgument(
                 "a table given as a mapping holds one list of cells per column", field=field
@@ -112,7 +142,9 @@ def parse_table(value: Any, field: str) -> Table:
         return Table(header, rows)
     if isinstance(value, list) and value:
         if all(isinstance(r, Mapping) for r in value):
-            header = list(dict.fromkeys(str(k) for row in value for k in row))
+            header = column_order(
+                list(dict.fromkeys(str(k) for row in value for k in row)), columns, columns_field
+            )
             _check_size(len(header) * len(value), field)
             rows = [
                 [_cell(row.get(h), f"{field}[{i}].{h}") for h in header]
@@ -228,7 +260,9 @@ class TableQuestionAnswering:
                 "table is required: a mapping of column name to cells, or a list of rows",
                 field=f"{prefix}table",
             )
-        table = parse_table(source["table"], f"{prefix}table")
+        table = parse_table(
+            source["table"], f"{prefix}table", source.get("columns"), f"{prefix}columns"
+        )
         settings, _ = generation_settings(
             parameters, default_new_tokens=model.config.max_new_tokens, context_window=4096
         )
