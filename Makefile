@@ -11,7 +11,7 @@ PROTO_FILES := $(wildcard proto/taskorch/v1/*.proto)
 GOOGLEAPIS  := third_party/googleapis
 DESCRIPTOR  := gateway/taskorch.pb
 
-.PHONY: install proto proto-check lint test serve clean browsers espeak
+.PHONY: install proto proto-check sdk sdk-check lint test serve clean browsers espeak
 
 install: $(STAMP) espeak
 
@@ -37,11 +37,19 @@ proto-check: proto
 	git diff --exit-code --stat -- src/taskorch/v1 $(DESCRIPTOR)
 	test -z "$$(git status --porcelain -- src/taskorch/v1 gateway)"
 
+# The blocking SDK (src/taskorch/client/_sync_client.py) is generated from the asyncio one.
+sdk: install
+	$(PY) tools/gen_sync_client.py
+
+# Fails when the committed blocking SDK differs from what _async_client.py produces.
+sdk-check: install
+	$(PY) tools/gen_sync_client.py --check
+
 lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code proto
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 
 # The server suites that also run on PostgreSQL (skipped, saying why, when it is not reachable;
@@ -77,7 +85,7 @@ espeak:
 	  || echo "espeak-ng did not install: the text_to_speech tests will skip"; \
 	else echo "no espeak-ng (apt-get install espeak-ng as root): the text_to_speech tests will skip"; fi
 
-test: install proto-check lint browsers
+test: install proto-check sdk-check lint browsers
 	$(BIN)/pytest -n 2 --dist loadgroup
 	TASKORCH_TEST_BACKEND=postgresql $(BIN)/pytest -n 2 --dist loadgroup $(PG_TESTS)
 

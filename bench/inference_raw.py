@@ -57,9 +57,9 @@ class RawEmbedder:
     on ``lanes`` one-thread sessions side by side, one Python thread each (what the server's
     batching instances do; ``lanes`` is the server's default for this machine)."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, file: str = "model.onnx") -> None:
         self.tokenizer = fast_tokenizer(model_dir)
-        self.session = ModelSession(model_dir / "model.onnx", providers=["CUDAExecutionProvider"])
+        self.session = ModelSession(model_dir / file, providers=["CUDAExecutionProvider"])
         self.provider = self.session.providers_active[0]
         cores = default_threads()
         self.lanes = batching_instances(None, cores=cores, on_cuda=self.session.on_cuda)
@@ -68,7 +68,7 @@ class RawEmbedder:
             (
                 fast_tokenizer(model_dir),
                 ModelSession(
-                    model_dir / "model.onnx",
+                    model_dir / file,
                     providers=self.session.providers_active,
                     threads=max(1, cores // self.lanes),
                 ),

@@ -35,6 +35,7 @@ PUBLIC = {
     "NewDocument",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuantizationCheck",
     "ResourceExhaustedError",
     "ResourceUsage",
     "Schedule",

@@ -49,6 +49,10 @@ class Worker:
     Args:
         server: ``HOST:PORT`` of the gRPC API (or of the gateway, which passes gRPC through).
         concurrency: subtasks run at once.
+        run_ahead: while the work is short (turned around within 0.05 s), up to this many
+            more subtasks are kept in hand, so a slot that frees starts the next at once
+            instead of waiting for its report to commit (default: as many as
+            ``concurrency``; 0: never). Long work is never held back this way.
         worker_id: a stable name (default ``worker-HOST-PID``).
         api_key: sent as ``x-api-key``; ``bearer_token`` as ``authorization: Bearer``.
         models: for inference work, only these models (default: any).
@@ -61,6 +65,7 @@ class Worker:
         server: str = "127.0.0.1:50051",
         *,
         concurrency: int = 1,
+        run_ahead: int | None = None,
         worker_id: str | None = None,
         api_key: str | None = None,
         bearer_token: str | None = None,
@@ -72,6 +77,7 @@ class Worker:
     ) -> None:
         self.server = server
         self.concurrency = concurrency
+        self.run_ahead = concurrency if run_ahead is None else run_ahead
         self.worker_id = worker_id or default_worker_id("worker")
         self.models = tuple(models)
         self.lease_seconds = lease_seconds
@@ -112,6 +118,7 @@ class Worker:
         source = GrpcWorkSource(
             self.server,
             capacity=self.concurrency,
+            run_ahead=self.run_ahead,
             metadata=self.metadata,
             credentials=self.credentials,
         )
@@ -120,6 +127,7 @@ class Worker:
             self.handlers,
             worker_id=self.worker_id,
             concurrency=self.concurrency,
+            run_ahead=self.run_ahead,
             lease_seconds=self.lease_seconds,
             models=self.models,
         )

@@ -126,3 +126,19 @@ def test_a_bad_rate_limit_is_refused() -> None:
     )
     assert result.returncode != 0
     assert "rate-limit" in result.stderr
+
+
+def test_the_lua_filter_is_the_packaged_file() -> None:
+    """The Lua filter's code ships as package data and is what the config embeds."""
+    from importlib import resources
+
+    lua = resources.files("taskorch.gateway").joinpath("response_filter.lua").read_text()
+    assert lua.lstrip().startswith("-- What the gRPC-JSON transcoder cannot express")
+    assert "{--RATE_WINDOWS--}" in lua
+    config = yaml.safe_load(_render())
+    source = _hcm(config)["http_filters"][0]["typed_config"]["default_source_code"]
+    head, _, tail = lua.partition("{--RATE_WINDOWS--}")
+    assert source["inline_string"].startswith(head)
+    assert source["inline_string"].endswith(tail)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"**/*.lua"' in pyproject, "package-data must ship the .lua files"

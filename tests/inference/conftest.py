@@ -21,13 +21,18 @@ def tiny() -> TinyModels:
     return build_tiny_models()
 
 
-TEXT_DEFAULTS = ("all-minilm-l6-v2", "smollm2-135m-instruct", "pii-rampart")
+TEXT_DEFAULTS = (
+    "all-minilm-l6-v2",
+    "all-minilm-l6-v2-int8",
+    "smollm2-135m-instruct",
+    "pii-rampart",
+)
 MEDIA_DEFAULTS = ("piper-joe-medium", "pp-ocrv4", "silero-vad")
 
 
 @pytest.fixture(scope="session")
 def default_models_dir() -> Path:
-    """The three text default models, converted once (cached) and installed into a cache
+    """The text default models, converted once (cached) and installed into a cache
     folder (the media ones load slowly enough to keep them out of servers that do not use
     them: ``media_models_dir``)."""
     target = cache_dir() / "test-default-models"

@@ -545,6 +545,29 @@ def test_a_reply_interrupted_by_a_crash_is_generated_again_never_left_half_done(
         assert stored.content == final.content and stored.status == "COMPLETED"
 
 
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "asyncio"])
+def test_post_times_out_at_its_deadline_while_no_reply_comes(
+    server_factory: ServerFactory, models_dir: Path, blocking: bool
+) -> None:
+    """No worker runs the reply, so no token comes: both clients give up at the deadline."""
+    server = server_factory("--workers", "0", models_dir=models_dir)
+    with server.client(timeout=60) as api:
+        session = api.chat.create_session(TINY)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        if blocking:
+            with server.client() as api:
+                api.chat.post(session.session_id, "anyone there?", timeout=2)
+        else:
+
+            async def post() -> None:
+                async with server.async_client() as api:
+                    await api.chat.post(session.session_id, "anyone there?", timeout=2)
+
+            asyncio.run(post())
+    assert 1.9 <= time.monotonic() - started <= 4.0
+
+
 # -- the asyncio SDK ---------------------------------------------------------------------------
 
 

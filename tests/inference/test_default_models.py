@@ -47,7 +47,7 @@ def test_default_models_are_ready_and_report_their_provider(
     default_engine: InferenceEngine,
 ) -> None:
     infos = {m.name: m for m in default_engine.models()}
-    assert set(infos) == {"all-minilm-l6-v2", "smollm2-135m-instruct", "pii-rampart"}
+    assert set(infos) == set(TEXT_DEFAULTS)
     for info in infos.values():
         assert info.state is ModelState.READY
         assert info.providers_active and info.providers_active[-1] == "CPUExecutionProvider"
@@ -67,6 +67,27 @@ async def test_paraphrases_are_more_similar_than_unrelated_sentences(
     )
     paraphrase, unrelated = result["scores"]
     assert paraphrase > 0.5 > 0.2 > unrelated
+
+
+async def test_minilm_int8_variant_passed_its_check_and_ranks_like_the_float_one(
+    default_engine: InferenceEngine,
+) -> None:
+    int8 = default_engine.model("all-minilm-l6-v2-int8")
+    check = int8.quantization_check
+    assert int8.quantization == "int8" and int8.default_for == ()
+    assert check is not None and check.cosine_mean >= 0.99 and check.probes >= 20
+    assert check.int8_size_bytes * 3 < check.float_size_bytes  # ~23 MB vs ~90 MB
+    data = {
+        "source_sentence": "A cat is sitting on the mat.",
+        "sentences": ["A kitten rests on a rug.", "The stock market fell sharply today."],
+    }
+    scores = {}
+    for name in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8"):
+        request = default_engine.check("sentence_similarity", name, data, {})
+        scores[name] = (await default_engine.run(request)).result["scores"]
+    (fp_para, fp_other), (q_para, q_other) = scores.values()
+    assert q_para > 0.5 > 0.2 > q_other
+    assert abs(q_para - fp_para) < 0.05 and abs(q_other - fp_other) < 0.05
 
 
 async def test_smollm2_knows_the_capital_of_france(default_engine: InferenceEngine) -> None:

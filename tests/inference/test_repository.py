@@ -125,7 +125,8 @@ async def test_int8_import_is_quality_checked_and_served(tiny: TinyModels, tmp_p
         log=lambda _: None,
     )
     assert report.name == "embed-int8"
-    assert report.quality_cosine is not None and report.quality_cosine >= 0.97
+    check = report.quantization_check
+    assert check is not None and check.passed and check.cosine_mean >= 0.99
     assert report.max_abs_diff <= report.tolerance
     engine = InferenceEngine(tmp_path, poll_seconds=0)
     await engine.start()

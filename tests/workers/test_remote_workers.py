@@ -244,6 +244,43 @@ def test_higher_priority_runs_first_under_contention(
     assert [lb for lb in order if done[lb].priority == 10] == [2, 5]
 
 
+def test_a_worker_running_ahead_hands_back_work_that_got_long(
+    server_factory: ServerFactory, worker_factory: WorkerFactory
+) -> None:
+    """A worker whose work was short keeps a lease in hand beyond its slots; when the work
+    turns long, the lease in hand goes back to the queue (the attempt not counted) and is
+    not sent to that busy worker again: a worker that is free runs it."""
+    server = server_factory("--workers", "0")
+    worker_factory(server, "--concurrency", "1", "--worker-id", "busy")
+    with server.client() as client:
+        short = []
+        for i in range(30):
+            task = _container(client)
+            _add(server.grpc_addr, task.task_id, "record", label=i, seconds=0)
+            short.append(task)
+        assert all(client.wait_for_task(t.task_id, timeout=60).status == "COMPLETED" for t in short)
+        long = []
+        for i in range(2):
+            task = _container(client)
+            _add(server.grpc_addr, task.task_id, "record", label=i, seconds=8.0)
+            long.append(task)
+
+        def handed_back() -> bool:
+            return any(
+                "waited too long" in (client.get_task(t.task_id).progress_message or "")
+                for t in long
+            )
+
+        _wait(handed_back, timeout=5, what="the lease in hand handed back")
+        worker_factory(server, "--concurrency", "1", "--worker-id", "free")
+        done = [client.wait_for_task(t.task_id, timeout=60) for t in long]
+    results = [t.result for t in done]
+    assert all(r is not None and r["attempt"] == 1 for r in results)
+    assert {r["worker_id"] for r in results if r} == {"busy", "free"}
+    first, second = sorted(r["started"] for r in results if r)
+    assert second - first < 8.0  # not after the busy worker's first one
+
+
 def test_cancellation_reaches_a_running_remote_worker_at_once(
     server_factory: ServerFactory, worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:

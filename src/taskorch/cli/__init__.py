@@ -55,4 +55,5 @@ def _root(
 
 
 def main() -> None:
+    """Runs the ``taskorch`` command."""
     app()

@@ -37,8 +37,10 @@ def client(server: str, api_key: str | None) -> Client:
 
 
 def bearer_token() -> str | None:
-    """An OAuth access token for the server, from ``$TASKORCH_TOKEN`` (kept off the command
-    line, where other users of the machine could read it)."""
+    """The OAuth access token to send, from ``$TASKORCH_TOKEN``.
+
+    It is kept off the command line, where other users of the machine could read it.
+    """
     return os.environ.get("TASKORCH_TOKEN") or None
 
 

@@ -26,16 +26,19 @@ QUIT = frozenset({"/quit", "/exit"})
 
 
 class CtrlC:
-    """Ctrl-C as a KeyboardInterrupt only inside :meth:`waiting` (at the prompt, or while a
-    reply streams), where it is caught. One pressed in between (while the chat prints) is
-    kept and raised as soon as the next wait begins, instead of escaping where nothing
-    catches it or being lost."""
+    """Ctrl-C as a KeyboardInterrupt only where the chat catches it.
+
+    Only inside :meth:`waiting` (at the prompt, or while a reply streams), where it is caught. One
+    pressed in between (while the chat prints) is kept and raised as soon as the next wait begins,
+    instead of escaping where nothing catches it or being lost.
+    """
 
     def __init__(self) -> None:
         self._armed = False
         self._pending = False
 
     def install(self) -> None:
+        """Makes SIGINT go through this object (call once, before the chat starts)."""
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, _signum: int, _frame: object) -> None:
@@ -46,6 +49,7 @@ class CtrlC:
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
+        """A block where Ctrl-C raises KeyboardInterrupt (one pressed before is raised now)."""
         self._armed = True
         try:
             if self._pending:

@@ -1,5 +1,8 @@
-"""``taskorch collections …``: create, list, show and delete collections; add documents
-(files, or text on stdin), show and delete them; search."""
+"""``taskorch collections …``: collections, their documents, and search.
+
+Create, list, show and delete collections; add documents (files, or text on stdin), show and delete
+them; search.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""``taskorch keys …``: create, list and revoke API keys, and set tenants' request rate
-limits, straight in the server's database.
+"""``taskorch keys …``: API keys and tenants' rate limits, in the database.
 
-These commands talk to the database, not to a server, so they work before the first key
-exists. Keys are checked by servers started with ``--auth keys`` (the default) or
-``--auth keys,oauth``; creating or revoking one never switches a server's mode.
+Create, list and revoke API keys, and set tenants' request rate limits, straight in the server's
+database.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ EXIT_DATABASE_IN_USE = 3
 
 
 class VectorBackend(StrEnum):
+    """Where collections keep their vectors (``--vector-backend``)."""
+
     AUTO = "auto"
     FAISS = "faiss"
     PGVECTOR = "pgvector"
@@ -186,6 +188,7 @@ def serve(
         "per call; asyncio is Python's own).",
     ),
 ) -> None:
+    """Run the server: gRPC API, in-process workers, REST gateway and metrics."""
     logs.configure(log_level, log_format)
     methods = _auth_methods(auth, oauth_jwks, oauth_issuer, oauth_audience)
     settings = Settings(

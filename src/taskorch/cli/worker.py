@@ -18,8 +18,10 @@ from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
 
 
 def _load_handlers(spec: str) -> HandlerRegistry:
-    """``package.module:attribute`` naming a taskorch.worker.Worker, a HandlerRegistry or a
-    dict of kind → function."""
+    """Loads the handlers named by ``package.module:attribute``.
+
+    The attribute is a taskorch.worker.Worker, a HandlerRegistry or a dict of kind → function.
+    """
     module_name, _, attribute = spec.partition(":")
     if os.getcwd() not in sys.path:  # like `celery -A`: modules of the current directory
         sys.path.insert(0, os.getcwd())
@@ -55,6 +57,14 @@ def worker(
         [], "--handlers", help="Your handlers: MODULE:ATTRIBUTE (a taskorch.worker.Worker, ...)."
     ),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Subtasks at once."),
+    run_ahead: int | None = typer.Option(
+        None,
+        "--run-ahead",
+        min=0,
+        help="While the work is short (under 0.05 s a subtask), keep up to this many more "
+        "subtasks in hand, so a freed slot starts the next at once instead of waiting for "
+        "its report to commit (default: as many as --concurrency; 0: never).",
+    ),
     worker_id: str = typer.Option("", "--worker-id", help="Stable name (default worker-HOST-PID)."),
     models_dir: Path | None = typer.Option(
         None, "--models-dir", help="Serve inference with the models of this repository."
@@ -115,6 +125,7 @@ def worker(
     sdk = Worker(
         server,
         concurrency=concurrency,
+        run_ahead=run_ahead,
         worker_id=worker_id or None,
         api_key=api_key,
         bearer_token=bearer_token(),

@@ -19,9 +19,14 @@ with Client("127.0.0.1:50051") as client:
     best = client.collections.search("notes", "which pet purrs?", top_k=3)[0]
 """
 
-from taskorch.client._chat import (
+from taskorch.client._async_client import (
     AsyncChat,
-    Chat,
+    AsyncClient,
+    AsyncCollections,
+    AsyncModels,
+    AsyncSchedules,
+)
+from taskorch.client._chat import (
     ChatEvent,
     ChatExchange,
     ChatMessage,
@@ -30,12 +35,9 @@ from taskorch.client._chat import (
     ChatSessionPage,
     ChatSource,
 )
-from taskorch.client._client import AsyncClient, Client
 from taskorch.client._collections import (
     AddedDocuments,
-    AsyncCollections,
     Collection,
-    Collections,
     Document,
     NewDocument,
     SearchResult,
@@ -54,14 +56,14 @@ from taskorch.client._errors import (
     UnavailableError,
 )
 from taskorch.client._inference import (
-    AsyncModels,
     GenerationEvent,
     InferenceResult,
     ModelInfo,
-    Models,
+    QuantizationCheck,
 )
 from taskorch.client._models import ResourceUsage, Task, TaskArtifact, TaskEvent, TaskPage
-from taskorch.client._schedules import AsyncSchedules, Schedule, Schedules
+from taskorch.client._schedules import Schedule
+from taskorch.client._sync_client import Chat, Client, Collections, Models, Schedules
 
 __all__ = [
     "AddedDocuments",
@@ -94,6 +96,7 @@ __all__ = [
     "NewDocument",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuantizationCheck",
     "ResourceExhaustedError",
     "ResourceUsage",
     "Schedule",

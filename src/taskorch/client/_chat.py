@@ -1,31 +1,19 @@
-"""Chat in the SDK: ``client.chat`` (:class:`Chat`, blocking) and ``async_client.chat``
-(:class:`AsyncChat`), with the value types they return.
+"""Chat values of the SDK: what ``client.chat`` returns, and how its requests are built.
 
-Streams (``stream``, ``watch``, and ``post`` which follows its reply to the end) reconnect by
-themselves when the connection drops, and resume after the last event they delivered: a caller
-never sees an event twice or misses one.
+The calls themselves are ``Chat`` and ``AsyncChat`` (``_async_client.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc
-
-from taskorch.client._errors import TaskorchClientError, UnavailableError, from_rpc_error
+from taskorch.client._errors import TaskorchClientError
 from taskorch.client._models import _status, _struct, _time
 from taskorch.v1 import chat_service_pb2 as pb
-from taskorch.v1 import chat_service_pb2_grpc as pb_grpc
 
-if TYPE_CHECKING:
-    from taskorch.client._client import AsyncClient, Client
-
-STREAM_RETRIES = 8
 FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
@@ -34,8 +22,10 @@ FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 @dataclass(frozen=True)
 class ChatSource:
-    """A chunk of a collection that was put into a reply's prompt (``score``: its cosine
-    similarity to the message)."""
+    """A chunk of a collection that was put into a reply's prompt.
+
+    ``score`` is its cosine similarity to the message.
+    """
 
     collection: str
     document_id: str
@@ -45,8 +35,11 @@ class ChatSource:
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """A message of a session. ``role`` is USER, ASSISTANT or SYSTEM; ``status`` a word such
-    as ``"RUNNING"`` (a reply being generated) or ``"COMPLETED"``."""
+    """A message of a session.
+
+    ``role`` is USER, ASSISTANT or SYSTEM; ``status`` a word such as ``"RUNNING"`` (a reply being
+    generated) or ``"COMPLETED"``.
+    """
 
     message_id: str
     session_id: str
@@ -106,8 +99,11 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class ChatSession:
-    """A conversation with one model. ``messages`` is set by ``get_session`` (a page, oldest
-    first) and on a watch's SNAPSHOT (the replies still being generated)."""
+    """A conversation with one model.
+
+    ``messages`` is set by ``get_session`` (a page, oldest first) and on a watch's SNAPSHOT (the
+    replies still being generated).
+    """
 
     session_id: str
     model_name: str
@@ -143,9 +139,12 @@ class ChatSession:
 
 @dataclass(frozen=True)
 class ChatEvent:
-    """One change of a session: ``type`` is SNAPSHOT, MESSAGE_ADDED, REPLY_STARTED (the reply's
-    text starts (over) empty), REPLY_DELTA (``delta``), REPLY_FINISHED (``message`` is final),
-    MESSAGE_DELETED or SESSION_DELETED."""
+    """One change of a session.
+
+    ``type`` is SNAPSHOT, MESSAGE_ADDED, REPLY_STARTED (the reply's text starts (over) empty),
+    REPLY_DELTA (``delta``), REPLY_FINISHED (``message`` is final), MESSAGE_DELETED or
+    SESSION_DELETED.
+    """
 
     session_id: str
     sequence: int
@@ -268,8 +267,10 @@ def _post(
 
 
 class _Reply:
-    """Follows one posted message through a stream of session events, so that a broken
-    PostMessageStream can be resumed with WatchSession after the last event seen."""
+    """Follows one posted message through a stream of session events.
+
+    So that a broken PostMessageStream can be resumed with WatchSession after the last event seen.
+    """
 
     def __init__(self) -> None:
         self.message: ChatMessage | None = None
@@ -312,386 +313,12 @@ class _Reply:
         return ChatExchange(self.message, self.reply)
 
 
-def _retryable(error: TaskorchClientError, retries: int) -> bool:
-    return isinstance(error, UnavailableError) and retries < STREAM_RETRIES
-
-
-def _backoff(retries: int) -> float:
-    return float(min(0.2 * 2**retries, 5.0))
-
-
-# -- the blocking namespace --------------------------------------------------------------------
-
-
-class Chat:
-    """``client.chat``: sessions, messages and streamed replies (blocking)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._stub = pb_grpc.ChatServiceStub(client._channel)
-
-    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return method(
-                request, timeout=timeout or self._client.timeout, metadata=self._client._metadata
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-
-    def create_session(
-        self,
-        model_name: str = "",
-        *,
-        system_prompt: str = "",
-        title: str = "",
-        parameters: Mapping[str, Any] | None = None,
-        collections: Sequence[str] = (),
-    ) -> ChatSession:
-        """Opens a conversation ("" = the default text-generation model). With
-        ``collections``, each message's best chunks of them go into the prompt and the reply
-        lists them as ``sources``."""
-        request = _create(model_name, system_prompt, title, parameters, collections)
-        return ChatSession.from_proto(self._call(self._stub.CreateSession, request))
-
-    def list_sessions(
-        self,
-        *,
-        model_name: str = "",
-        limit: int = 0,
-        offset: int = 0,
-        page: int = 0,
-        page_token: str = "",
-    ) -> ChatSessionPage:
-        request = pb.ListSessionsRequest(
-            model_name=model_name, limit=limit, offset=offset, page=page, page_token=page_token
-        )
-        return ChatSessionPage.from_proto(self._call(self._stub.ListSessions, request))
-
-    def get_session(
-        self, session_id: str, *, limit: int = 0, offset: int = 0, page_token: str = ""
-    ) -> ChatSession:
-        """The session with a page of its messages (oldest first)."""
-        request = pb.GetSessionRequest(
-            session_id=session_id, limit=limit, offset=offset, page_token=page_token
-        )
-        return ChatSession.from_proto(self._call(self._stub.GetSession, request))
-
-    def delete_session(self, session_id: str) -> ChatSession:
-        request = pb.DeleteSessionRequest(session_id=session_id)
-        return ChatSession.from_proto(self._call(self._stub.DeleteSession, request))
-
-    def post(
-        self,
-        session_id: str,
-        content: str,
-        *,
-        parameters: Mapping[str, Any] | None = None,
-        priority: int = 0,
-        request_id: str = "",
-        wait: bool = True,
-        timeout: float | None = None,
-    ) -> ChatExchange:
-        """Posts a message. With ``wait`` (the default) it returns when the reply is finished
-        (following it over a stream, so no call deadline cuts a long reply short; ``timeout``
-        bounds the whole wait); otherwise as soon as the message is stored."""
-        if not wait:
-            request = _post(session_id, content, parameters, priority, request_id)
-            response = self._call(self._stub.PostMessage, request)
-            return ChatExchange(
-                ChatMessage.from_proto(response.message), ChatMessage.from_proto(response.reply)
-            )
-        deadline = None if timeout is None else time.monotonic() + timeout
-        reply = _Reply()
-        for _ in self._follow(session_id, content, parameters, priority, request_id, reply):
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the reply did not finish within {timeout} s")
-        return reply.exchange()
-
-    def stream(
-        self,
-        session_id: str,
-        content: str,
-        *,
-        parameters: Mapping[str, Any] | None = None,
-        priority: int = 0,
-        request_id: str = "",
-    ) -> Generator[ChatEvent, None, None]:
-        """Posts a message and yields its events: MESSAGE_ADDED (the message, then the reply),
-        REPLY_STARTED, REPLY_DELTA (the tokens), ending with REPLY_FINISHED. Closing the
-        generator early stops listening; the reply goes on (cancel its task to stop it)."""
-        yield from self._follow(session_id, content, parameters, priority, request_id, _Reply())
-
-    def _follow(
-        self,
-        session_id: str,
-        content: str,
-        parameters: Mapping[str, Any] | None,
-        priority: int,
-        request_id: str,
-        reply: _Reply,
-    ) -> Iterator[ChatEvent]:
-        request = _post(session_id, content, parameters, priority, request_id)
-        call = self._stub.PostMessageStream(request, metadata=self._client._metadata)
-        retries = 0
-        while True:
-            try:
-                for message in call:
-                    event = ChatEvent.from_proto(message)
-                    retries = 0
-                    if reply.ours(event):
-                        yield event
-                    if reply.finished:
-                        return
-                return
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                # Before the message is known to be stored, a retry could post it twice.
-                if reply.reply is None or not _retryable(error, retries):
-                    raise error from None
-            finally:
-                call.cancel()
-            retries += 1
-            time.sleep(_backoff(retries))
-            watch = pb.WatchSessionRequest(session_id=session_id, after_sequence=reply.last)
-            call = self._stub.WatchSession(watch, metadata=self._client._metadata)
-
-    def list_messages(
-        self,
-        session_id: str,
-        *,
-        limit: int = 0,
-        offset: int = 0,
-        page: int = 0,
-        page_token: str = "",
-    ) -> ChatMessagePage:
-        request = pb.ListMessagesRequest(
-            session_id=session_id, limit=limit, offset=offset, page=page, page_token=page_token
-        )
-        return ChatMessagePage.from_proto(self._call(self._stub.ListMessages, request))
-
-    def get_message(self, session_id: str, message_id: str) -> ChatMessage:
-        request = pb.GetMessageRequest(session_id=session_id, message_id=message_id)
-        return ChatMessage.from_proto(self._call(self._stub.GetMessage, request))
-
-    def delete_message(self, session_id: str, message_id: str) -> ChatMessage:
-        """Deletes a message; a reply being generated (or its question) stops generating."""
-        request = pb.DeleteMessageRequest(session_id=session_id, message_id=message_id)
-        return ChatMessage.from_proto(self._call(self._stub.DeleteMessage, request))
-
-    def watch(self, session_id: str, *, after_sequence: int | None = None) -> Iterator[ChatEvent]:
-        """The session's SNAPSHOT (or, given ``after_sequence``, the events after it: 0 replays
-        them all), then every event as it happens, until the session is deleted."""
-        last = after_sequence
-        retries = 0
-        while True:
-            request = pb.WatchSessionRequest(session_id=session_id, after_sequence=last)
-            call = self._stub.WatchSession(request, metadata=self._client._metadata)
-            try:
-                for message in call:
-                    event = ChatEvent.from_proto(message)
-                    retries = 0
-                    last = max(last or 0, event.sequence)
-                    yield event
-                    if event.type == "SESSION_DELETED":
-                        return
-                return
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                if not _retryable(error, retries):
-                    raise error from None
-            finally:
-                call.cancel()
-            retries += 1
-            time.sleep(_backoff(retries))
-
-
-# -- the asyncio namespace ---------------------------------------------------------------------
-
-
-class AsyncChat:
-    """``async_client.chat``: the methods of :class:`Chat` for asyncio."""
-
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-        self._stub = pb_grpc.ChatServiceStub(client._channel)
-
-    async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(
-                request, timeout=self._client.timeout, metadata=self._client._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
-
-    async def create_session(
-        self,
-        model_name: str = "",
-        *,
-        system_prompt: str = "",
-        title: str = "",
-        parameters: Mapping[str, Any] | None = None,
-        collections: Sequence[str] = (),
-    ) -> ChatSession:
-        request = _create(model_name, system_prompt, title, parameters, collections)
-        return ChatSession.from_proto(await self._call(self._stub.CreateSession, request))
-
-    async def list_sessions(
-        self,
-        *,
-        model_name: str = "",
-        limit: int = 0,
-        offset: int = 0,
-        page: int = 0,
-        page_token: str = "",
-    ) -> ChatSessionPage:
-        request = pb.ListSessionsRequest(
-            model_name=model_name, limit=limit, offset=offset, page=page, page_token=page_token
-        )
-        return ChatSessionPage.from_proto(await self._call(self._stub.ListSessions, request))
-
-    async def get_session(
-        self, session_id: str, *, limit: int = 0, offset: int = 0, page_token: str = ""
-    ) -> ChatSession:
-        request = pb.GetSessionRequest(
-            session_id=session_id, limit=limit, offset=offset, page_token=page_token
-        )
-        return ChatSession.from_proto(await self._call(self._stub.GetSession, request))
-
-    async def delete_session(self, session_id: str) -> ChatSession:
-        request = pb.DeleteSessionRequest(session_id=session_id)
-        return ChatSession.from_proto(await self._call(self._stub.DeleteSession, request))
-
-    async def post(
-        self,
-        session_id: str,
-        content: str,
-        *,
-        parameters: Mapping[str, Any] | None = None,
-        priority: int = 0,
-        request_id: str = "",
-        wait: bool = True,
-        timeout: float | None = None,
-    ) -> ChatExchange:
-        if not wait:
-            request = _post(session_id, content, parameters, priority, request_id)
-            response = await self._call(self._stub.PostMessage, request)
-            return ChatExchange(
-                ChatMessage.from_proto(response.message), ChatMessage.from_proto(response.reply)
-            )
-        reply = _Reply()
-
-        async def follow() -> None:
-            async for _ in self._follow(
-                session_id, content, parameters, priority, request_id, reply
-            ):
-                pass
-
-        async with asyncio.timeout(timeout):
-            await follow()
-        return reply.exchange()
-
-    async def stream(
-        self,
-        session_id: str,
-        content: str,
-        *,
-        parameters: Mapping[str, Any] | None = None,
-        priority: int = 0,
-        request_id: str = "",
-    ) -> AsyncIterator[ChatEvent]:
-        events = self._follow(session_id, content, parameters, priority, request_id, _Reply())
-        async for event in events:
-            yield event
-
-    async def _follow(
-        self,
-        session_id: str,
-        content: str,
-        parameters: Mapping[str, Any] | None,
-        priority: int,
-        request_id: str,
-        reply: _Reply,
-    ) -> AsyncIterator[ChatEvent]:
-        request = _post(session_id, content, parameters, priority, request_id)
-        call = self._stub.PostMessageStream(request, metadata=self._client._metadata)
-        retries = 0
-        while True:
-            try:
-                async for message in call:
-                    event = ChatEvent.from_proto(message)
-                    retries = 0
-                    if reply.ours(event):
-                        yield event
-                    if reply.finished:
-                        return
-                return
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc)
-                if reply.reply is None or not _retryable(error, retries):
-                    raise error from None
-            finally:
-                call.cancel()
-            retries += 1
-            await asyncio.sleep(_backoff(retries))
-            watch = pb.WatchSessionRequest(session_id=session_id, after_sequence=reply.last)
-            call = self._stub.WatchSession(watch, metadata=self._client._metadata)
-
-    async def list_messages(
-        self,
-        session_id: str,
-        *,
-        limit: int = 0,
-        offset: int = 0,
-        page: int = 0,
-        page_token: str = "",
-    ) -> ChatMessagePage:
-        request = pb.ListMessagesRequest(
-            session_id=session_id, limit=limit, offset=offset, page=page, page_token=page_token
-        )
-        return ChatMessagePage.from_proto(await self._call(self._stub.ListMessages, request))
-
-    async def get_message(self, session_id: str, message_id: str) -> ChatMessage:
-        request = pb.GetMessageRequest(session_id=session_id, message_id=message_id)
-        return ChatMessage.from_proto(await self._call(self._stub.GetMessage, request))
-
-    async def delete_message(self, session_id: str, message_id: str) -> ChatMessage:
-        request = pb.DeleteMessageRequest(session_id=session_id, message_id=message_id)
-        return ChatMessage.from_proto(await self._call(self._stub.DeleteMessage, request))
-
-    async def watch(
-        self, session_id: str, *, after_sequence: int | None = None
-    ) -> AsyncIterator[ChatEvent]:
-        last = after_sequence
-        retries = 0
-        while True:
-            request = pb.WatchSessionRequest(session_id=session_id, after_sequence=last)
-            call = self._stub.WatchSession(request, metadata=self._client._metadata)
-            try:
-                async for message in call:
-                    event = ChatEvent.from_proto(message)
-                    retries = 0
-                    last = max(last or 0, event.sequence)
-                    yield event
-                    if event.type == "SESSION_DELETED":
-                        return
-                return
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc)
-                if not _retryable(error, retries):
-                    raise error from None
-            finally:
-                call.cancel()
-            retries += 1
-            await asyncio.sleep(_backoff(retries))
-
-
 __all__ = [
-    "AsyncChat",
-    "Chat",
     "ChatEvent",
     "ChatExchange",
     "ChatMessage",
     "ChatMessagePage",
     "ChatSession",
     "ChatSessionPage",
+    "ChatSource",
 ]

@@ -1,6 +1,7 @@
-"""Retrieval in the SDK: ``client.collections`` (:class:`Collections`, blocking) and
-``async_client.collections`` (:class:`AsyncCollections`): collections of documents embedded
-by a model of the server, and search over them by vector, keyword or both.
+"""Retrieval values of the SDK: what ``client.collections`` returns, and its requests.
+
+Collections hold documents embedded by a model of the server, searched by vector, keyword or
+both; the calls are ``Collections`` and ``AsyncCollections`` (``_async_client.py``).
 
 Documents are given as :class:`NewDocument` or as plain mappings with ``text`` and optional
 ``id`` and ``metadata`` (the REST body's shape).
@@ -11,21 +12,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskorch.client._models import _struct, _time
 from taskorch.v1 import collection_service_pb2 as pb
-from taskorch.v1 import collection_service_pb2_grpc as pb_grpc
-
-if TYPE_CHECKING:
-    from taskorch.client._client import AsyncClient, Client
 
 
 @dataclass(frozen=True)
 class Collection:
-    """A collection: its embedding model, the model's ``dimensions``, how documents are split
+    """A collection of documents, embedded by one model and searched by an index.
+
+    A collection: its embedding model, the model's ``dimensions``, how documents are split
     (``chunk_size``, ``chunk_overlap`` characters), counts, and the vector index searching it
-    (``index`` "flat" (exact) or "hnsw", on ``backend`` "faiss")."""
+    (``index`` "flat" (exact) or "hnsw", on ``backend`` "faiss").
+    """
 
     name: str
     model_name: str
@@ -69,9 +69,12 @@ class NewDocument:
 
 @dataclass(frozen=True)
 class AddedDocuments:
-    """What ``add`` answers: the documents' ids, in the order given, and the chunks stored;
-    a large add (over 100 documents or 200,000 characters) runs as task ``task_id``
-    instead (``chunks`` 0; follow it with ``wait_for_task`` / ``watch_task``)."""
+    """What ``add`` answers: the documents' ids and the chunks stored.
+
+    The documents' ids, in the order given, and the chunks stored; a large add (over 100 documents
+    or 200,000 characters) runs as task ``task_id`` instead (``chunks`` 0; follow it with
+    ``wait_for_task`` / ``watch_task``).
+    """
 
     document_ids: list[str]
     chunks: int
@@ -166,131 +169,3 @@ def _search_request(
     if filter is not None:
         request.filter.update(filter)
     return request
-
-
-class Collections:
-    """``client.collections``: collections of documents and search over them (blocking)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._stub = pb_grpc.CollectionServiceStub(client._channel)
-
-    def create(
-        self,
-        name: str,
-        model_name: str = "",
-        *,
-        chunk_size: int = 0,
-        chunk_overlap: int | None = None,
-    ) -> Collection:
-        """Creates a collection on an embedding model ("" = the server's default one)."""
-        request = _create_request(name, model_name, chunk_size, chunk_overlap)
-        return Collection.from_proto(self._client._call(self._stub.CreateCollection, request))
-
-    def get(self, name: str) -> Collection:
-        """One collection (``NotFoundError``, reason COLLECTION_NOT_FOUND, if none)."""
-        request = pb.GetCollectionRequest(name=name)
-        return Collection.from_proto(self._client._call(self._stub.GetCollection, request))
-
-    def delete(self, name: str) -> Collection:
-        request = pb.DeleteCollectionRequest(name=name)
-        return Collection.from_proto(self._client._call(self._stub.DeleteCollection, request))
-
-    def add(
-        self, name: str, documents: Iterable[NewDocument | Mapping[str, Any] | str]
-    ) -> AddedDocuments:
-        """Adds documents (an existing id is replaced): they are durable and searchable when
-        this answers, or, for a large add, when its task (``task_id``) completes."""
-        answer = self._client._call(self._stub.AddDocuments, _add_request(name, documents))
-        return _added(answer)
-
-    def get_document(self, name: str, document_id: str) -> Document:
-        request = pb.GetDocumentRequest(name=name, document_id=document_id)
-        return Document.from_proto(self._client._call(self._stub.GetDocument, request))
-
-    def delete_document(self, name: str, document_id: str) -> Document:
-        request = pb.DeleteDocumentRequest(name=name, document_id=document_id)
-        return Document.from_proto(self._client._call(self._stub.DeleteDocument, request))
-
-    def search(
-        self,
-        name: str,
-        query: str = "",
-        *,
-        vector: Sequence[float] | None = None,
-        top_k: int = 0,
-        filter: Mapping[str, Any] | None = None,
-        mode: str = "",
-    ) -> list[SearchResult]:
-        """The best chunks for ``query`` (or ``vector``), best first. ``mode``: "vector"
-        (default), "keyword" or "hybrid"; ``filter``: metadata values matched exactly."""
-        request = _search_request(name, query, vector, top_k, filter, mode)
-        answer = self._client._call(self._stub.Search, request)
-        return [SearchResult.from_proto(r) for r in answer.results]
-
-    # Last: below it, `list` in annotations would name this method.
-    def list(self) -> list[Collection]:
-        answer = self._client._call(self._stub.ListCollections, pb.ListCollectionsRequest())
-        return [Collection.from_proto(c) for c in answer.collections]
-
-
-class AsyncCollections:
-    """``async_client.collections``: the same methods as :class:`Collections`, for asyncio."""
-
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-        self._stub = pb_grpc.CollectionServiceStub(client._channel)
-
-    async def create(
-        self,
-        name: str,
-        model_name: str = "",
-        *,
-        chunk_size: int = 0,
-        chunk_overlap: int | None = None,
-    ) -> Collection:
-        request = _create_request(name, model_name, chunk_size, chunk_overlap)
-        answer = await self._client._call(self._stub.CreateCollection, request)
-        return Collection.from_proto(answer)
-
-    async def get(self, name: str) -> Collection:
-        request = pb.GetCollectionRequest(name=name)
-        return Collection.from_proto(await self._client._call(self._stub.GetCollection, request))
-
-    async def delete(self, name: str) -> Collection:
-        request = pb.DeleteCollectionRequest(name=name)
-        answer = await self._client._call(self._stub.DeleteCollection, request)
-        return Collection.from_proto(answer)
-
-    async def add(
-        self, name: str, documents: Iterable[NewDocument | Mapping[str, Any] | str]
-    ) -> AddedDocuments:
-        answer = await self._client._call(self._stub.AddDocuments, _add_request(name, documents))
-        return _added(answer)
-
-    async def get_document(self, name: str, document_id: str) -> Document:
-        request = pb.GetDocumentRequest(name=name, document_id=document_id)
-        return Document.from_proto(await self._client._call(self._stub.GetDocument, request))
-
-    async def delete_document(self, name: str, document_id: str) -> Document:
-        request = pb.DeleteDocumentRequest(name=name, document_id=document_id)
-        return Document.from_proto(await self._client._call(self._stub.DeleteDocument, request))
-
-    async def search(
-        self,
-        name: str,
-        query: str = "",
-        *,
-        vector: Sequence[float] | None = None,
-        top_k: int = 0,
-        filter: Mapping[str, Any] | None = None,
-        mode: str = "",
-    ) -> list[SearchResult]:
-        request = _search_request(name, query, vector, top_k, filter, mode)
-        answer = await self._client._call(self._stub.Search, request)
-        return [SearchResult.from_proto(r) for r in answer.results]
-
-    async def list(self) -> list[Collection]:
-        request = pb.ListCollectionsRequest()
-        answer = await self._client._call(self._stub.ListCollections, request)
-        return [Collection.from_proto(c) for c in answer.collections]

@@ -1,4 +1,6 @@
-"""Errors the SDK raises, one per gRPC status, carrying the server's details::
+"""Errors the SDK raises, one per gRPC status, carrying the server's details.
+
+The hierarchy, with the gRPC codes each one stands for::
 
 TaskorchClientError              (code, reason, message, request_id, field_violations)
 ├── InvalidArgumentError         INVALID_ARGUMENT       bad input; see field_violations

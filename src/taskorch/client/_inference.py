@@ -1,6 +1,8 @@
-"""Synchronous inference in the SDK: ``client.models`` (:class:`Models`, blocking) and
-``async_client.models`` (:class:`AsyncModels`): the models a server has, and calls to them that
-answer at once (``infer``) or stream generated text (``generate``).
+"""Inference values of the SDK: what ``client.models`` returns, and its requests.
+
+``client.models`` lists the models a server has and calls them at once (``infer``) or streams
+generated text (``generate``); the calls are ``Models`` and ``AsyncModels``
+(``_async_client.py``).
 
 For work that should be queued, retried, prioritised and watched, create a task with
 ``task_type`` and ``model_name`` instead.
@@ -8,29 +10,60 @@ For work that should be queued, retried, prioritised and watched, create a task 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
-from taskorch.client._errors import from_rpc_error
 from taskorch.client._models import ResourceUsage, _struct
 from taskorch.v1 import model_service_pb2 as pb
-from taskorch.v1 import model_service_pb2_grpc as pb_grpc
 
-if TYPE_CHECKING:
-    from taskorch.client._client import AsyncClient, Client
+
+@dataclass(frozen=True)
+class QuantizationCheck:
+    """How an int8 model agreed with its float original when it was imported.
+
+    ``taskorch models import --quantize int8`` compares them over ``probes`` inputs: the
+    cosine of their outputs (mean and lowest, against the thresholds they had to reach) and,
+    for models that answer with a label, the share of probes whose top label was unchanged
+    (None for the others).
+    """
+
+    probes: int
+    cosine_mean: float
+    cosine_min: float
+    cosine_threshold: float
+    cosine_floor: float
+    top_label_agreement: float | None
+    float_size_bytes: int
+    int8_size_bytes: int
+
+    @classmethod
+    def from_proto(cls, m: pb.QuantizationCheck) -> QuantizationCheck:
+        return cls(
+            probes=m.probes,
+            cosine_mean=m.cosine_mean,
+            cosine_min=m.cosine_min,
+            cosine_threshold=m.cosine_threshold,
+            cosine_floor=m.cosine_floor,
+            top_label_agreement=(
+                m.top_label_agreement if m.HasField("top_label_agreement") else None
+            ),
+            float_size_bytes=m.float_size_bytes,
+            int8_size_bytes=m.int8_size_bytes,
+        )
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model of the server's repository. ``state`` is LOADING, READY, LOAD_FAILED or (a
-    remote model whose server does not answer) UNAVAILABLE, then ``error`` says why;
-    ``execution_provider`` is the ONNX Runtime provider that really runs it, which may differ
-    from the first of ``providers_requested``. ``provider`` is "openai" for a remote model
-    (served by ``remote_url`` as ``remote_model``), "" for a local one."""
+    """A model of the server's repository.
+
+    ``state`` is LOADING, READY, LOAD_FAILED or (a remote model whose server does not answer)
+    UNAVAILABLE, then ``error`` says why; ``execution_provider`` is the ONNX Runtime provider that
+    really runs it, which may differ from the first of ``providers_requested``. ``provider`` is
+    "openai" for a remote model (served by ``remote_url`` as ``remote_model``), "" for a local one.
+    """
 
     name: str
     task: str
@@ -53,6 +86,7 @@ class ModelInfo:
     provider: str = ""
     remote_url: str = ""
     remote_model: str = ""
+    quantization_check: QuantizationCheck | None = None
 
     @classmethod
     def from_proto(cls, m: pb.Model) -> ModelInfo:
@@ -78,14 +112,21 @@ class ModelInfo:
             provider=m.provider,
             remote_url=m.remote_url,
             remote_model=m.remote_model,
+            quantization_check=(
+                QuantizationCheck.from_proto(m.quantization_check)
+                if m.HasField("quantization_check")
+                else None
+            ),
         )
 
 
 @dataclass(frozen=True)
 class InferenceResult:
-    """What ``infer`` answers. ``result`` has the Hugging Face Inference API shape of the task;
-    feature extraction returns its vectors in ``embedding`` (one input) or ``embeddings`` (a
-    list of inputs) instead."""
+    """What ``infer`` answers.
+
+    ``result`` has the Hugging Face Inference API shape of the task; feature extraction returns its
+    vectors in ``embedding`` (one input) or ``embeddings`` (a list of inputs) instead.
+    """
 
     model_name: str
     task_type: str
@@ -108,9 +149,12 @@ class InferenceResult:
 
 @dataclass(frozen=True)
 class GenerationEvent:
-    """A piece of a streamed generation: ``delta`` is the text since the previous event (the
-    deltas concatenate to the final text); the last event has ``done`` and the ``result``
-    (``generated_text``, ``tokens_generated``, ``finish_reason``, ...)."""
+    """A piece of a streamed generation.
+
+    ``delta`` is the text since the previous event (the deltas concatenate to the final text); the
+    last event has ``done`` and the ``result`` (``generated_text``, ``tokens_generated``,
+    ``finish_reason``, ...).
+    """
 
     delta: str
     done: bool
@@ -159,103 +203,3 @@ def _generate_request(
 
 def _list_request(task_type: str) -> pb.ListModelsRequest:
     return pb.ListModelsRequest(task_type=task_type)
-
-
-class Models:
-    """``client.models``: the server's models and synchronous calls to them (blocking)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._stub = pb_grpc.ModelServiceStub(client._channel)
-
-    def list(self, task_type: str = "") -> list[ModelInfo]:
-        """Every model of the repository (only those that run ``task_type``, if given)."""
-        answer = self._client._call(self._stub.ListModels, _list_request(task_type))
-        return [ModelInfo.from_proto(m) for m in answer.models]
-
-    def get(self, name: str) -> ModelInfo:
-        """One model (``NotFoundError``, reason MODEL_NOT_FOUND, when there is none)."""
-        return ModelInfo.from_proto(
-            self._client._call(self._stub.GetModel, pb.GetModelRequest(name=name))
-        )
-
-    def infer(
-        self,
-        model_name: str,
-        inputs: Any = None,
-        *,
-        input_data: Mapping[str, Any] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        task_type: str = "",
-    ) -> InferenceResult:
-        """Runs one inference now. ``inputs`` is the Inference API's top-level field (a text,
-        or a list of them); other shapes go in ``input_data`` (e.g. ``{"question": ...,
-        "context": ...}``). ``task_type`` defaults to the task the model was exported for."""
-        request = _infer_request(model_name, inputs, input_data, parameters, task_type)
-        return InferenceResult.from_proto(self._client._call(self._stub.Infer, request))
-
-    def generate(
-        self,
-        model_name: str,
-        prompt: str | None = None,
-        *,
-        input_data: Mapping[str, Any] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-    ) -> Iterator[GenerationEvent]:
-        """Generates text, yielding it as it is produced (close the iterator to stop)."""
-        request = _generate_request(model_name, prompt, input_data, parameters)
-        call = self._stub.Generate(request, metadata=self._client._metadata)
-        try:
-            for event in call:
-                yield GenerationEvent.from_proto(event)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        finally:
-            call.cancel()
-
-
-class AsyncModels:
-    """``async_client.models``: the same methods as :class:`Models`, for asyncio."""
-
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-        self._stub = pb_grpc.ModelServiceStub(client._channel)
-
-    async def list(self, task_type: str = "") -> list[ModelInfo]:
-        answer = await self._client._call(self._stub.ListModels, _list_request(task_type))
-        return [ModelInfo.from_proto(m) for m in answer.models]
-
-    async def get(self, name: str) -> ModelInfo:
-        return ModelInfo.from_proto(
-            await self._client._call(self._stub.GetModel, pb.GetModelRequest(name=name))
-        )
-
-    async def infer(
-        self,
-        model_name: str,
-        inputs: Any = None,
-        *,
-        input_data: Mapping[str, Any] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        task_type: str = "",
-    ) -> InferenceResult:
-        request = _infer_request(model_name, inputs, input_data, parameters, task_type)
-        return InferenceResult.from_proto(await self._client._call(self._stub.Infer, request))
-
-    async def generate(
-        self,
-        model_name: str,
-        prompt: str | None = None,
-        *,
-        input_data: Mapping[str, Any] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[GenerationEvent]:
-        request = _generate_request(model_name, prompt, input_data, parameters)
-        call = self._stub.Generate(request, metadata=self._client._metadata)
-        try:
-            async for event in call:
-                yield GenerationEvent.from_proto(event)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
-        finally:
-            call.cancel()

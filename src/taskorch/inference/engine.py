@@ -83,6 +83,7 @@ class _Entry:
             max_queue_delay_ms=config.max_queue_delay_ms if config else 0.0,
             max_input_length=config.max_input_length if config else 0,
             quantization=config.quantization if config else "none",
+            quantization_check=config.quantization_check if config else None,
             labels=config.labels or () if config else (),
             default_for=config.default_for if config else (),
             task_types=tuple(task_types_of(config.family)) if config else (),

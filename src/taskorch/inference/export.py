@@ -2,9 +2,10 @@
 
 ``import_model`` exports with an explicit task (optimum cannot infer one from a local
 directory), compares ONNX Runtime's outputs with the PyTorch model's on sample inputs (the max
-absolute difference is reported and must stay within a tolerance), optionally quantizes to int8
-(dynamic, per-channel QInt8, then a quality check against fp32), writes ``model.yaml`` and moves
-the folder into place atomically so a running engine's watcher picks it up whole.
+absolute difference is reported and must stay within a tolerance), optionally quantizes encoders
+to int8 (``taskorch.inference.quantize``: dynamic, per-channel QInt8, kept only when a quality
+check against the float model passes), writes ``model.yaml`` and moves the folder into place
+atomically so a running engine's watcher picks it up whole.
 
 Needs the ``export`` extra (torch, optimum-onnx); serving does not.
 """
@@ -21,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,9 @@ from taskorch.inference.tasks import (
     family_of,
 )
 
+if TYPE_CHECKING:
+    from taskorch.inference.types import QuantizationCheck
+
 Log = Callable[[str], None]
 FloatArray = npt.NDArray[np.float32]
 
@@ -48,13 +52,6 @@ SAMPLE_TEXTS = (
     "ONNX Runtime serves models exported from PyTorch.",
 )
 SAMPLE_QUESTIONS = ("What jumps over the dog?", "Who says hello?", "What serves models?")
-# int8 must keep the outputs' direction: mean cosine vs fp32 over the sample inputs of at least
-# QUALITY_THRESHOLD and no input below QUALITY_FLOOR, else the import is refused; below
-# QUALITY_WARN it is accepted with a warning. Per-channel QInt8 MiniLM measures ~0.989 / 0.982
-# here; per-tensor int8 (~0.96 mean, 0.79 on long inputs) is refused.
-QUALITY_WARN = 0.99
-QUALITY_THRESHOLD = 0.98
-QUALITY_FLOOR = 0.97
 
 
 class ExportError(RuntimeError):
@@ -72,7 +69,7 @@ class ImportReport:
     max_abs_diff: float
     tolerance: float
     quantization: str
-    quality_cosine: float | None  # lowest int8-vs-fp32 cosine over the sample inputs
+    quantization_check: QuantizationCheck | None  # int8 vs float32 figures (--quantize int8)
     seconds: float
 
 
@@ -220,7 +217,8 @@ def import_model(
         task: the task type the model serves (any accepted spelling).
         models_dir: the repository; the model lands in ``models_dir/<name>``.
         name: folder name; defaults to the source directory's name.
-        quantize: ``None`` or ``"int8"`` (dynamic per-channel QInt8, quality-checked).
+        quantize: ``None`` or ``"int8"`` (encoders only: dynamic per-channel QInt8, kept
+            when it agrees with the float model; see ``taskorch.inference.quantize``).
         config_overrides: ``model.yaml`` keys to set (max_batch_size, default_for, ...).
         log: where progress and validation figures are printed.
 
@@ -230,6 +228,7 @@ def import_model(
     Raises:
         InvalidArgument: unknown task, missing source, unsupported quantization.
         ExportError: the export failed or its outputs disagree with the source model.
+        QuantizationRefused: (an ExportError) the int8 model failed its quality check.
     """
     offline_environment()
     started = time.perf_counter()
@@ -238,11 +237,13 @@ def import_model(
     if not src_dir.is_dir():
         raise InvalidArgument(f"{src_dir} is not a directory", field="src")
     if quantize not in (None, "int8"):
-        raise InvalidArgument("quantize must be int8 or left out", field="quantize")
-    if quantize and family in SEQ2SEQ_FAMILIES:
         raise InvalidArgument(
-            "int8 quantization of seq2seq models is not supported", field="quantize"
+            f"quantize must be int8 or left out, got {quantize!r}", field="quantize"
         )
+    if quantize:
+        from taskorch.inference.quantize import check_quantizable
+
+        check_quantizable(task_type, family)
     folder = model_slug(name or src_dir.name)
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".{folder}.import-{os.getpid()}"
@@ -296,23 +297,25 @@ def import_model(
                 f"ONNX outputs differ from the source model by {diff:.3g} (> {tolerance:.3g})"
             )
         config = _initial_config(source, task_type, family, config_overrides)
-        cosine: float | None = None
+        check: QuantizationCheck | None = None
         if quantize == "int8":
-            cosine = _quantize_int8(staging, family, config, log)
-            config = replace(config, onnx_file="model_int8.onnx", quantization="int8")
-            (staging / "model.onnx").unlink()
-            data = staging / "model.onnx_data"
+            from taskorch.inference.quantize import INT8_FILE, quantize_int8
+
+            log("quantizing to int8 (dynamic, per-channel) and checking it against float32 ...")
+            check = quantize_int8(staging, source, family, config)
+            log(f"int8 check passed: {check.summary()}")
+            (staging / config.onnx_file).unlink()
+            data = staging / f"{config.onnx_file}_data"
             if data.exists():
                 data.unlink()
+            config = replace(
+                config, onnx_file=INT8_FILE, quantization="int8", quantization_check=check
+            )
         config = replace(
             config,
             extra={
                 "source": config.extra.get("source", str(src_dir.resolve())),
-                "validation": {
-                    "max_abs_diff": float(diff),
-                    "tolerance": float(tolerance),
-                    **({"int8_cosine_vs_fp32": cosine} if cosine is not None else {}),
-                },
+                "validation": {"max_abs_diff": float(diff), "tolerance": float(tolerance)},
             },
         )
         shutil.rmtree(staging / "_hf", ignore_errors=True)
@@ -331,7 +334,7 @@ def import_model(
         max_abs_diff=float(diff),
         tolerance=float(tolerance),
         quantization=config.quantization,
-        quality_cosine=cosine,
+        quantization_check=check,
         seconds=seconds,
     )
 
@@ -366,7 +369,7 @@ def _import_media(
         max_abs_diff=0.0,
         tolerance=0.0,
         quantization="none",
-        quality_cosine=None,
+        quantization_check=None,
         seconds=seconds,
     )
 
@@ -589,57 +592,6 @@ def validate_export(source: Path, onnx_dir: Path, family: ModelFamily) -> tuple[
         worst = max(worst, float(delta.max()))
         scale = max(scale, float(np.abs(ref).max()))
     return worst, 1e-4 * scale + 1e-4
-
-
-# --- quantization ------------------------------------------------------------------------------
-
-
-def _pooled(out: Mapping[str, FloatArray], enc: Mapping[str, npt.NDArray[Any]]) -> FloatArray:
-    if "last_hidden_state" in out:
-        mask = enc["attention_mask"][..., None].astype(np.float32)
-        summed = (out["last_hidden_state"] * mask).sum(1)
-        return np.asarray(summed / np.clip(mask.sum(1), 1e-9, None), dtype=np.float32)
-    key = "logits" if "logits" in out else "start_logits"
-    logits = out[key]
-    if logits.ndim == 3:  # per-token logits: compare the last real position / every token
-        return np.asarray(logits.reshape(logits.shape[0], -1), dtype=np.float32)
-    return np.asarray(logits, dtype=np.float32)
-
-
-def _quantize_int8(staging: Path, family: ModelFamily, config: ModelConfig, log: Log) -> float:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    source = staging / config.onnx_file
-    target = staging / "model_int8.onnx"
-    with quiet_export():
-        quantize_dynamic(
-            source,
-            target,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            use_external_data_format=False,
-        )
-    hf_source = staging / "_hf" if (staging / "_hf").exists() else staging
-    enc = _sample_encoding(hf_source, family)
-    ref = _pooled(ort_outputs(staging, family, enc), enc)
-    quant = _pooled(ort_outputs(staging, family, enc, "model_int8.onnx"), enc)
-    cos = (ref * quant).sum(-1) / (
-        np.linalg.norm(ref, axis=-1) * np.linalg.norm(quant, axis=-1) + 1e-12
-    )
-    worst, mean = float(cos.min()), float(cos.mean())
-    size = target.stat().st_size / 1e6
-    log(
-        f"int8 quality: cosine vs fp32 mean {mean:.4f} (>= {QUALITY_THRESHOLD}), "
-        f"min {worst:.4f} (>= {QUALITY_FLOOR}), {size:.1f} MB"
-    )
-    if mean < QUALITY_THRESHOLD or worst < QUALITY_FLOOR:
-        raise ExportError(
-            f"int8 model drifts from fp32 (cosine mean {mean:.4f}, min {worst:.4f}); "
-            "import it without --quantize"
-        )
-    if mean < QUALITY_WARN:
-        log(f"warning: int8 cosine mean {mean:.4f} < {QUALITY_WARN}; check quality on your data")
-    return worst
 
 
 def read_report(model_dir: Path) -> Mapping[str, Any]:

@@ -361,6 +361,7 @@ class LoadedModel:
             max_queue_delay_ms=self.config.max_queue_delay_ms,
             max_input_length=self.config.max_input_length,
             quantization=self.config.quantization,
+            quantization_check=self.config.quantization_check,
             labels=self.labels,
             default_for=self.config.default_for,
             task_types=tuple(task_types_of(self.config.family)),

@@ -238,9 +238,11 @@ class TaskorchServer:
 
     @property
     def local_worker_prefix(self) -> str:
+        """The prefix of this server's in-process workers' ids."""
         return f"{LOCAL_WORKER_PREFIX}-{socket.gethostname()}-"
 
     async def start(self) -> None:
+        """Opens the database, starts the workers and serves the APIs (returns when up)."""
         if (database_file := self.db.sqlite_file) is not None:
             # Before anything touches the file: a second server would re-queue our work.
             self._sqlite_lock = SqliteLock(database_file)
@@ -409,8 +411,10 @@ class TaskorchServer:
         self.endpoints.metrics = f"http://{_bracket(host)}:{server.server_port}/metrics"
 
     async def _start_web(self) -> None:
-        """The dashboard, /docs and WebSockets, for Envoy to serve (with the gateway, or on
-        its own when --web-addr names a port)."""
+        """Starts the web endpoint: the dashboard, /docs and WebSockets.
+
+        Envoy serves them (with the gateway, or on its own when --web-addr names a port).
+        """
         addr = self.settings.web_addr
         if not addr or (not self.settings.gateway and split_addr(addr)[1] == 0):
             return
@@ -587,9 +591,11 @@ class TaskorchServer:
         return 128 + signals[1] if len(signals) > 1 else code
 
     def hurry(self, exit_code: int) -> None:
-        """Cuts the shutdown short: running work is handed back now instead of after the
-        drain, open calls are cut, and whatever still runs after ``HURRY_SECONDS`` is
-        abandoned (Envoy killed, its folder removed, the process ended with ``exit_code``).
+        """Cuts the shutdown short (a second signal).
+
+        Running work is handed back now instead of after the drain, open calls are cut, and whatever
+        still runs after ``HURRY_SECONDS`` is abandoned (Envoy killed, its folder removed, the
+        process ended with ``exit_code``).
         """
         if self._watchdog is not None:
             return
@@ -624,6 +630,7 @@ class TaskorchServer:
 
 
 def free_port() -> int:
+    """A TCP port of 127.0.0.1 free at the time of the call."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -646,6 +653,7 @@ class GenericHandlersOnly:
         self._server = server
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """Adds handlers to the server (what the generated code calls)."""
         self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service_name: str, handlers: Any) -> None:

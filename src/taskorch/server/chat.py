@@ -19,10 +19,13 @@ Context: TypeAlias = Any
 
 
 class ChatServicer(pb_grpc.ChatServiceServicer):
+    """The ChatService RPCs, served by core's chat service."""
+
     def __init__(self, chat: ChatService) -> None:
         self.chat = chat
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: Context) -> pb.Session:
+        """Opens a conversation with a text-generation model."""
         spec = NewSession(
             model_name=request.model_name,
             system_prompt=request.system_prompt,
@@ -35,6 +38,7 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Context
     ) -> pb.ListSessionsResponse:
+        """The caller's sessions, most recently created first."""
         page = await self.chat.list_sessions(
             current_caller(),
             PageRequest(request.limit, request.offset, request.page, request.page_token),
@@ -50,6 +54,7 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
         )
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
+        """One session with a page of its messages, oldest first."""
         paging = PageRequest(request.limit, request.offset, 0, request.page_token)
         session, page = await self.chat.get_session(current_caller(), request.session_id, paging)
         message = session_to_proto(session)
@@ -58,6 +63,7 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
         return message
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: Context) -> pb.Session:
+        """Ends a session: deletes it and its messages, cancelling replies in progress."""
         return session_to_proto(
             await self.chat.delete_session(current_caller(), request.session_id)
         )
@@ -65,6 +71,7 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
     async def PostMessage(
         self, request: pb.PostMessageRequest, context: Context
     ) -> pb.PostMessageResponse:
+        """Posts a user message."""
         caller = current_caller()
         posted = await self.chat.post(caller, request.session_id, _new_message(request))
         reply = posted.reply
@@ -77,6 +84,7 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
     async def PostMessageStream(
         self, request: pb.PostMessageRequest, context: Context
     ) -> AsyncIterator[pb.ChatEvent]:
+        """Posts a user message and streams its reply on the same call."""
         events = self.chat.post_and_stream(
             current_caller(), request.session_id, _new_message(request)
         )
@@ -86,6 +94,7 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: Context
     ) -> pb.ListMessagesResponse:
+        """A page of a session's messages, oldest first."""
         paging = PageRequest(request.limit, request.offset, request.page, request.page_token)
         page = await self.chat.list_messages(current_caller(), request.session_id, paging)
         return pb.ListMessagesResponse(
@@ -98,12 +107,14 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
         )
 
     async def GetMessage(self, request: pb.GetMessageRequest, context: Context) -> pb.Message:
+        """One message of a session."""
         message = await self.chat.get_message(
             current_caller(), request.session_id, request.message_id
         )
         return message_to_proto(message)
 
     async def DeleteMessage(self, request: pb.DeleteMessageRequest, context: Context) -> pb.Message:
+        """Deletes a message."""
         message = await self.chat.delete_message(
             current_caller(), request.session_id, request.message_id
         )
@@ -112,6 +123,7 @@ class ChatServicer(pb_grpc.ChatServiceServicer):
     async def WatchSession(
         self, request: pb.WatchSessionRequest, context: Context
     ) -> AsyncIterator[pb.ChatEvent]:
+        """Streams a session: a SNAPSHOT (or the events after a sequence), then each event."""
         after = request.after_sequence if request.HasField("after_sequence") else None
         events = self.chat.watch(current_caller(), request.session_id, after)
         async for event in events:
@@ -133,6 +145,7 @@ def _pagination(page: ChatPage[Any]) -> task_pb.Pagination:
 
 
 def session_to_proto(session: Session) -> pb.Session:
+    """A session as the API's message."""
     message = pb.Session(
         session_id=session.session_id,
         model_name=session.model_name,
@@ -150,6 +163,7 @@ def session_to_proto(session: Session) -> pb.Session:
 
 
 def message_to_proto(message: Message) -> pb.Message:
+    """A chat message as the API's message."""
     out = pb.Message(
         message_id=message.message_id,
         session_id=message.session_id,
@@ -184,6 +198,7 @@ def message_to_proto(message: Message) -> pb.Message:
 
 
 def event_to_proto(event: ChatEvent) -> pb.ChatEvent:
+    """A chat event as the API's message."""
     out = pb.ChatEvent(
         session_id=event.session_id,
         sequence=event.sequence,

@@ -22,12 +22,15 @@ Context: TypeAlias = Any
 
 
 class CollectionServicer(pb_grpc.CollectionServiceServicer):
+    """The CollectionService RPCs: collections, documents and search."""
+
     def __init__(self, collections: CollectionService) -> None:
         self.collections = collections
 
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: Context
     ) -> pb.Collection:
+        """Creates a collection on an embedding (feature_extraction) model."""
         spec = NewCollection(
             name=request.name,
             model_name=request.model_name,
@@ -39,22 +42,26 @@ class CollectionServicer(pb_grpc.CollectionServiceServicer):
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: Context
     ) -> pb.ListCollectionsResponse:
+        """The caller's collections, by name."""
         found = await self.collections.list_collections(current_caller())
         return pb.ListCollectionsResponse(collections=[collection_to_proto(c) for c in found])
 
     async def GetCollection(
         self, request: pb.GetCollectionRequest, context: Context
     ) -> pb.Collection:
+        """One collection with its counts."""
         return collection_to_proto(await self.collections.get(current_caller(), request.name))
 
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context: Context
     ) -> pb.Collection:
+        """Deletes a collection with its documents."""
         return collection_to_proto(await self.collections.delete(current_caller(), request.name))
 
     async def AddDocuments(
         self, request: pb.AddDocumentsRequest, context: Context
     ) -> pb.AddDocumentsResponse:
+        """Adds documents, chunked and embedded, durable and searchable when it answers."""
         documents = [
             NewDocument(
                 text=d.text,
@@ -69,6 +76,7 @@ class CollectionServicer(pb_grpc.CollectionServiceServicer):
         )
 
     async def GetDocument(self, request: pb.GetDocumentRequest, context: Context) -> pb.Document:
+        """One document of a collection."""
         document = await self.collections.get_document(
             current_caller(), request.name, request.document_id
         )
@@ -77,12 +85,14 @@ class CollectionServicer(pb_grpc.CollectionServiceServicer):
     async def DeleteDocument(
         self, request: pb.DeleteDocumentRequest, context: Context
     ) -> pb.Document:
+        """Deletes a document and its chunks."""
         document = await self.collections.delete_document(
             current_caller(), request.name, request.document_id
         )
         return document_to_proto(document)
 
     async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
+        """The chunks that best match a query text or a vector, best first."""
         spec = SearchSpec(
             query=request.query,
             vector=list(request.vector),
@@ -105,6 +115,7 @@ class CollectionServicer(pb_grpc.CollectionServiceServicer):
 
 
 def collection_to_proto(collection: Collection) -> pb.Collection:
+    """A collection as the API's message."""
     out = pb.Collection(
         name=collection.name,
         model_name=collection.model_name,
@@ -123,6 +134,7 @@ def collection_to_proto(collection: Collection) -> pb.Collection:
 
 
 def document_to_proto(document: Document) -> pb.Document:
+    """A document as the API's message."""
     out = pb.Document(
         document_id=document.document_id,
         collection=document.collection,

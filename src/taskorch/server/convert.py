@@ -30,6 +30,7 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str) -> JSON:
 
 
 def set_time(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
+    """Sets a Timestamp field from an aware datetime; leaves it unset for None."""
     if value is not None:
         target.FromDatetime(value)
 
@@ -75,6 +76,7 @@ def check_result_size(request: Message) -> None:
 
 
 def spec_from_proto(request: pb.CreateTaskRequest, idempotency_key: str = "") -> TaskSpec:
+    """The domain's task specification from a CreateTask request."""
     check_input_size(
         ("input_data", request.input_data if request.HasField("input_data") else None),
         ("parameters", request.parameters if request.HasField("parameters") else None),
@@ -107,6 +109,7 @@ def spec_from_proto(request: pb.CreateTaskRequest, idempotency_key: str = "") ->
 
 
 def list_request_from_proto(request: pb.ListTasksRequest) -> ListRequest:
+    """The domain's list query from a ListTasks request."""
     return ListRequest(
         status=request.status,
         task_type=request.task_type,
@@ -125,8 +128,11 @@ _PAYLOADS = ("input_data", "parameters", "result")
 
 
 def list_item(task: pb.Task, view: int) -> pb.Task:
-    """A task as a list shows it: with view BASIC, payloads over ``LIST_PAYLOAD_BYTES`` are
-    left out and named in ``omitted_fields`` (GetTask has them)."""
+    """A task as a list shows it, large payloads left out.
+
+    With view BASIC, payloads over ``LIST_PAYLOAD_BYTES`` are left out and named in
+    ``omitted_fields`` (GetTask has them).
+    """
     if view == pb.TASK_VIEW_FULL:
         return task
     for name in _PAYLOADS:
@@ -137,6 +143,7 @@ def list_item(task: pb.Task, view: int) -> pb.Task:
 
 
 def task_to_proto(task: Task, estimated_completion: datetime | None = None) -> pb.Task:
+    """A task as the API's message, with its estimated completion if known."""
     message = pb.Task(
         task_id=task.task_id,
         id=task.task_id,
@@ -185,6 +192,7 @@ def _usage_to_proto(usage: ResourceUsage, target: pb.ResourceUsage) -> None:
 
 
 def page_to_proto(page: Page, tasks: list[pb.Task]) -> pb.ListTasksResponse:
+    """A page of tasks as the ListTasks answer."""
     page_number = int(page.extra.get("page", 1))
     pages = math.ceil(page.total / page.limit) if page.limit else 0
     return pb.ListTasksResponse(
@@ -210,8 +218,10 @@ _PLAIN_FLOAT_LIMIT = 1e16
 
 
 def _whole_numbers(value: object) -> object:
-    """Whole doubles as JSON integers (3, not 3.0), as Envoy's printer writes them: a client
-    must read the same value in the same form from every REST answer."""
+    """Whole doubles as JSON integers (3, not 3.0), as Envoy's printer writes them.
+
+    A client must read the same value in the same form from every REST answer.
+    """
     if isinstance(value, float):
         return int(value) if value.is_integer() and abs(value) < _PLAIN_FLOAT_LIMIT else value
     if isinstance(value, dict):
@@ -222,6 +232,7 @@ def _whole_numbers(value: object) -> object:
 
 
 def event_to_proto(event: TaskEvent, task: pb.Task | None = None) -> pb.TaskEvent:
+    """A task event as the API's message (``task`` on snapshots and final events)."""
     message = pb.TaskEvent(
         task_id=event.task_id,
         sequence=event.sequence,
@@ -277,6 +288,7 @@ def subtask_to_proto(subtask: Subtask, lease: Lease | None = None) -> pb.Subtask
 
 
 def optional_struct(message: Message, field: str) -> JSON | None:
+    """A Struct field as a dict, None when the field is unset."""
     if not message.HasField(field):
         return None
     return struct_to_dict(getattr(message, field), field)

@@ -19,6 +19,7 @@ ERROR_DOMAIN = "taskorch.dev"
 
 
 def status_for(error: TaskorchError, request_id: str) -> status_pb2.Status:
+    """The google.rpc.Status of a domain error: code, ErrorInfo reason and details."""
     code = grpc.StatusCode[error.status.value]
     details = [
         error_details_pb2.ErrorInfo(
@@ -47,6 +48,7 @@ def status_for(error: TaskorchError, request_id: str) -> status_pb2.Status:
 
 
 def internal_status(request_id: str) -> status_pb2.Status:
+    """The google.rpc.Status of an unexpected error (INTERNAL, no details)."""
     return _status(
         grpc.StatusCode.INTERNAL,
         f"Unexpected internal error (request {request_id})",

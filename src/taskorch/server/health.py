@@ -37,6 +37,7 @@ class HealthReporter:
         self.problem = "starting"
 
     async def check(self) -> bool:
+        """Pings the database and the workers; sets and returns the health."""
         problem = ""
         try:
             async with asyncio.timeout(self.interval * 2):
@@ -60,6 +61,7 @@ class HealthReporter:
         return healthy
 
     async def run(self) -> None:
+        """Checks the health every ``interval`` seconds, until cancelled."""
         while True:
             try:
                 await self.check()
@@ -68,5 +70,6 @@ class HealthReporter:
             await asyncio.sleep(self.interval)
 
     async def shutdown(self) -> None:
+        """Reports NOT_SERVING from now on (the server is shutting down)."""
         self.healthy, self.problem = False, "shutting down"
         await self.servicer.enter_graceful_shutdown()

@@ -42,6 +42,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 @dataclass(frozen=True)
 class RequestContext:
+    """The call being served: its request id, method, caller and metadata."""
+
     request_id: str
     method: str
     caller: Caller
@@ -52,6 +54,7 @@ _current: ContextVar[RequestContext | None] = ContextVar("taskorch_request", def
 
 
 def current() -> RequestContext:
+    """The context of the call being served (RuntimeError outside a call)."""
     context = _current.get()
     if context is None:
         raise RuntimeError("no request in progress")
@@ -59,6 +62,7 @@ def current() -> RequestContext:
 
 
 def current_caller() -> Caller:
+    """The caller of the call being served; the anonymous one outside a call."""
     context = _current.get()
     return context.caller if context is not None else ANONYMOUS
 
@@ -67,12 +71,12 @@ Authenticator = Callable[[str, dict[str, str]], Awaitable[Caller]]
 
 
 async def open_access(_method: str, _metadata: dict[str, str]) -> Caller:
+    """The authenticator of ``--auth none``: every call is anonymous."""
     return ANONYMOUS
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Request ids, logging context, authentication, tenant rate limits, metrics and error
-    mapping."""
+    """Request ids, logging, authentication, tenant rate limits, metrics and error mapping."""
 
     def __init__(
         self,
@@ -90,6 +94,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        """The method's handler, wrapped once and cached."""
         method: str = details.method
         wrapped = self._handlers.get(method)
         if wrapped is not None:
@@ -199,8 +204,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refuse_oversized_metadata(metadata: dict[str, str]) -> None:
-    """Refuses a URL (Envoy's copy of the REST path) or a header over 16 KiB as bad input,
-    naming it and nothing else: no id, key or path of that size is valid."""
+    """Refuses a URL or a header over 16 KiB as bad input.
+
+    It names the URL (Envoy's copy of the REST path) or the header and nothing else: no id, key or
+    path of that size is valid.
+    """
     for key, value in metadata.items():
         if len(value) > MAX_METADATA_VALUE_CHARS:
             what = "the URL" if key == "x-envoy-original-path" else f"header {key!r}"
@@ -212,8 +220,11 @@ def _refuse_oversized_metadata(metadata: dict[str, str]) -> None:
 
 
 def _refuse_query_overriding_path(method: str, metadata: dict[str, str]) -> None:
-    """Refuses ``GET /v1/tasks/abc?task_id=other``: the gateway would let the query parameter
-    replace the path's id, so a call could be redirected to another resource."""
+    """Refuses a query parameter that would replace a path parameter.
+
+    As in ``GET /v1/tasks/abc?task_id=other``: the gateway would let the query parameter replace the
+    path's id, so a call could be redirected to another resource.
+    """
     original = metadata.get("x-envoy-original-path", "")
     if "?" not in original:
         return
@@ -243,12 +254,14 @@ class _GrpcStatus(grpc.Status):
 
 
 def _with_headers(status: Any, exc: Exception, request_id: str) -> grpc.Status:
-    """The status to abort with, its trailers carrying the request id and, when retrying
-    later helps, ``retry-after`` in whole seconds (Envoy turns trailers of an error into
-    HTTP headers, so REST clients get ``Retry-After`` too). A tenant over its request rate
-    also gets seed 001's ``x-ratelimit-*``: the bucket's size, 0 left, and the Unix time it
-    is full again; ``x-ratelimit-scope: tenant`` tells them from the gateway's per-address
-    ones (the gateway's Lua filter keeps the tenant's when both are present)."""
+    """The status to abort with and its trailers (request id, ``retry-after``).
+
+    Its trailers carry the request id and, when retrying later helps, ``retry-after`` in whole
+    seconds (Envoy turns trailers of an error into HTTP headers, so REST clients get ``Retry-After``
+    too). A tenant over its request rate also gets seed 001's ``x-ratelimit-*``: the bucket's size,
+    0 left, and the Unix time it is full again; ``x-ratelimit-scope: tenant`` tells them from the
+    gateway's per-address ones (the gateway's Lua filter keeps the tenant's when both are present).
+    """
     converted = rpc_status.to_status(status)
     extra: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
     retry = exc.retry_after_seconds if isinstance(exc, TaskorchError) else None

@@ -1,6 +1,7 @@
-"""Prometheus metrics: seed 001's task counters and processing-time histogram, RPC latency,
-queue depth, lease expiries and refusals by tenant rate limits (inference batches:
-inference/metrics.py).
+"""Prometheus metrics of the server.
+
+Prometheus metrics: seed 001's task counters and processing-time histogram, RPC latency, queue
+depth, lease expiries and refusals by tenant rate limits (inference batches: inference/metrics.py).
 
 Exposed on ``--metrics-addr`` (and through Envoy at ``/metrics``).
 """

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from taskorch import structs
 from taskorch.core.errors import InvalidArgument
 from taskorch.inference import InferenceEngine, ModelInfo
-from taskorch.inference.types import ModelState
+from taskorch.inference.types import ModelState, QuantizationCheck
 from taskorch.server.convert import struct_to_dict
 from taskorch.v1 import model_service_pb2 as pb
 from taskorch.v1 import model_service_pb2_grpc as pb_grpc
@@ -29,6 +29,7 @@ _STATES = {
 
 
 def model_to_proto(info: ModelInfo) -> pb.Model:
+    """A model of the repository as the API's message."""
     return pb.Model(
         name=info.name,
         task=str(info.task or ""),
@@ -53,6 +54,22 @@ def model_to_proto(info: ModelInfo) -> pb.Model:
         provider=info.provider,
         remote_url=info.remote_url,
         remote_model=info.remote_model,
+        quantization_check=_quantization_check(info.quantization_check),
+    )
+
+
+def _quantization_check(check: QuantizationCheck | None) -> pb.QuantizationCheck | None:
+    if check is None:
+        return None
+    return pb.QuantizationCheck(
+        probes=check.probes,
+        cosine_mean=check.cosine_mean,
+        cosine_min=check.cosine_min,
+        cosine_threshold=check.cosine_threshold,
+        cosine_floor=check.cosine_floor,
+        top_label_agreement=check.top_label_agreement,
+        float_size_bytes=check.float_size_bytes,
+        int8_size_bytes=check.int8_size_bytes,
     )
 
 
@@ -70,12 +87,15 @@ def _usage(usage: Any) -> task_service_pb2.ResourceUsage:
 
 
 class ModelServicer(pb_grpc.ModelServiceServicer):
+    """The ModelService RPCs: the repository's models and synchronous inference."""
+
     def __init__(self, engine: InferenceEngine) -> None:
         self.engine = engine
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
+        """Every model of the repository, loaded or not, with the provider that runs it."""
         models = self.engine.models()
         if request.task_type:
             wanted = self.engine.canonical_task_type(request.task_type)
@@ -86,6 +106,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         )
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
+        """One model."""
         if not request.name:
             raise InvalidArgument("name is required", field="name")
         return model_to_proto(self.engine.model(request.name))
@@ -116,6 +137,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return self.engine.check(task_type, request.model_name, input_data, parameters)
 
     async def Infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:
+        """Runs one inference now and answers its result."""
         checked = self._check(request)
         result = await self.engine.run(checked)
         answer = dict(result.result)
@@ -136,6 +158,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     async def Generate(
         self, request: pb.InferRequest, context: Context
     ) -> AsyncIterator[pb.GenerateEvent]:
+        """Generates text and streams it as it is produced."""
         checked = self._check(request)
         result: Any = None
         async with contextlib.aclosing(generation(self.engine, checked)) as items:
@@ -150,9 +173,12 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
 
 async def generation(engine: Any, checked: Any) -> AsyncGenerator[Any, None]:
-    """Runs a generation: its text deltas as they come (those that queued up while one was
-    being sent are merged), then its result; raises what ended it. Closing the iterator early
-    (the client went away) cancels the generation and frees the model's batch slot."""
+    """Runs a generation, yielding its text deltas, then its result.
+
+    The deltas come as they are produced (those that queued up while one was being sent are merged),
+    then the result; it raises what ended the generation. Closing the iterator early (the client
+    went away) cancels the generation and frees the model's batch slot.
+    """
     deltas: asyncio.Queue[str | None] = asyncio.Queue()
     cancel = asyncio.Event()
 

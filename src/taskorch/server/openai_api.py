@@ -274,6 +274,8 @@ def _response_id(prefix: str) -> str:
 
 
 class OpenAIServicer(pb_grpc.OpenAIServiceServicer):
+    """The OpenAI-compatible RPCs (``/openai/v1/...`` through Envoy)."""
+
     def __init__(self, engine: InferenceEngine) -> None:
         self.engine = engine
 
@@ -298,12 +300,14 @@ class OpenAIServicer(pb_grpc.OpenAIServiceServicer):
     async def ListOpenAIModels(
         self, request: pb.ListOpenAIModelsRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
+        """The models of the repository as OpenAI model objects (`{"object": "list", "data"}`)."""
         data = [self._model_object(m.name) for m in self.engine.models()]
         return _body(_json({"object": "list", "data": data}))
 
     async def GetOpenAIModel(
         self, request: pb.GetOpenAIModelRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
+        """One model (404 with code model_not_found when there is no such model)."""
         return _body(_json(self._model_object(request.model)))
 
     # --- generation ------------------------------------------------------------------------
@@ -319,6 +323,7 @@ class OpenAIServicer(pb_grpc.OpenAIServiceServicer):
     async def CreateChatCompletion(
         self, request: httpbody_pb2.HttpBody, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """A chat completion of a text-generation model."""
         body = _request(request, _CHAT_KEYS)
         usage_chunk = _stream_options(body)
         checked = self._check(
@@ -404,6 +409,7 @@ class OpenAIServicer(pb_grpc.OpenAIServiceServicer):
     async def CreateCompletion(
         self, request: httpbody_pb2.HttpBody, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """A (legacy) text completion of a raw prompt, streamed or not."""
         body = _request(request, _COMPLETION_KEYS)
         usage_chunk = _stream_options(body)
         prompt = body.get("prompt")
@@ -461,8 +467,11 @@ class OpenAIServicer(pb_grpc.OpenAIServiceServicer):
     async def _generate(
         self, checked: InferenceRequest
     ) -> AsyncIterator[str | InferenceResult | BaseException]:
-        """Deltas as they come (those that queued up while one was sent are merged), then the
-        result, or the error that ended the generation."""
+        """A generation's deltas as they come, then its result.
+
+        Deltas as they come (those that queued up while one was sent are merged), then the result,
+        or the error that ended the generation.
+        """
         try:
             async with contextlib.aclosing(generation(self.engine, checked)) as items:
                 async for item in items:
@@ -475,6 +484,7 @@ class OpenAIServicer(pb_grpc.OpenAIServiceServicer):
     async def CreateEmbedding(
         self, request: httpbody_pb2.HttpBody, context: Context
     ) -> httpbody_pb2.HttpBody:
+        """Embeddings of a string or a list of strings, as floats or base64."""
         body = _request(request, _EMBEDDING_KEYS)
         texts = body.get("input")
         if isinstance(texts, str):

@@ -1,5 +1,7 @@
-"""Server reflection under both names clients ask for: ``grpc.reflection.v1`` (what newer
-grpcurl and Postman try first) and ``grpc.reflection.v1alpha`` (older clients).
+"""Server reflection under both names clients ask for.
+
+``grpc.reflection.v1`` (what newer grpcurl and Postman try first) and ``grpc.reflection.v1alpha``
+(older clients).
 
 grpcio-reflection ships only v1alpha. The v1 protocol is the same messages under another
 package (field for field), so one servicer answers both: the v1 method decodes and encodes

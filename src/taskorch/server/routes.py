@@ -41,6 +41,8 @@ _VARIABLE = re.compile(r"\{([^}=]+)")
 
 @dataclass(frozen=True)
 class Route:
+    """One HTTP binding of an RPC, as its ``google.api.http`` option declares it."""
+
     http_method: str
     path: str
     body: str
@@ -51,10 +53,12 @@ class Route:
 
 
 def services() -> list[descriptor.ServiceDescriptor]:
+    """The descriptors of every service the server offers."""
     return [s for module in SERVICE_FILES for s in module.DESCRIPTOR.services_by_name.values()]
 
 
 def routes() -> Iterator[Route]:
+    """Every HTTP binding of every service, primary binding first."""
     for service in services():
         for method in service.methods:
             options = method.GetOptions()

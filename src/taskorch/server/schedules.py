@@ -44,6 +44,7 @@ def task_request_to_proto(spec: TaskSpec) -> task_pb.CreateTaskRequest:
 
 
 def schedule_to_proto(schedule: Schedule) -> pb.Schedule:
+    """A schedule as the API's message."""
     message = pb.Schedule(
         schedule_id=schedule.schedule_id,
         name=schedule.name,
@@ -65,6 +66,7 @@ def schedule_to_proto(schedule: Schedule) -> pb.Schedule:
 
 
 def new_schedule_from_proto(request: pb.CreateScheduleRequest) -> NewSchedule:
+    """The domain's new schedule from a CreateSchedule request."""
     task = None
     if request.HasField("task"):
         try:
@@ -83,6 +85,8 @@ def new_schedule_from_proto(request: pb.CreateScheduleRequest) -> NewSchedule:
 
 
 class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
+    """The ScheduleService RPCs: recurring tasks of the caller's tenant."""
+
     def __init__(self, schedules: ScheduleService, tasks: TaskService) -> None:
         self.schedules = schedules
         self.tasks = tasks
@@ -90,37 +94,44 @@ class ScheduleServicer(pb_grpc.ScheduleServiceServicer):
     async def CreateSchedule(
         self, request: pb.CreateScheduleRequest, context: Context
     ) -> pb.Schedule:
+        """Creates a schedule in the caller's tenant."""
         created = await self.schedules.create(current_caller(), new_schedule_from_proto(request))
         return schedule_to_proto(created)
 
     async def ListSchedules(
         self, request: pb.ListSchedulesRequest, context: Context
     ) -> pb.ListSchedulesResponse:
+        """The caller's schedules, by name."""
         found = await self.schedules.list(current_caller())
         return pb.ListSchedulesResponse(schedules=[schedule_to_proto(s) for s in found])
 
     async def GetSchedule(self, request: pb.GetScheduleRequest, context: Context) -> pb.Schedule:
+        """One schedule with its next and last firing."""
         return schedule_to_proto(await self.schedules.get(current_caller(), request.name))
 
     async def DeleteSchedule(
         self, request: pb.DeleteScheduleRequest, context: Context
     ) -> empty_pb2.Empty:
+        """Deletes a schedule."""
         await self.schedules.delete(current_caller(), request.name)
         return empty_pb2.Empty()
 
     async def PauseSchedule(
         self, request: pb.PauseScheduleRequest, context: Context
     ) -> pb.Schedule:
+        """Stops a schedule from firing until it is resumed (pausing a paused one answers it)."""
         return schedule_to_proto(await self.schedules.pause(current_caller(), request.name))
 
     async def ResumeSchedule(
         self, request: pb.ResumeScheduleRequest, context: Context
     ) -> pb.Schedule:
+        """Lets a paused schedule fire again, from its next slot after now."""
         return schedule_to_proto(await self.schedules.resume(current_caller(), request.name))
 
     async def TriggerSchedule(
         self, request: pb.TriggerScheduleRequest, context: Context
     ) -> pb.TriggerScheduleResponse:
+        """Creates the schedule's task now."""
         schedule, task = await self.schedules.trigger(current_caller(), request.name)
         return pb.TriggerScheduleResponse(
             schedule=schedule_to_proto(schedule),

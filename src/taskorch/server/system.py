@@ -1,5 +1,8 @@
-"""SystemService: the health report of seed 001 (/health through the gateway), the metrics
-(/metrics through the gateway, admin credentials only) and the OpenAPI document."""
+"""SystemService: health, metrics and the OpenAPI document.
+
+SystemService: the health report of seed 001 (/health through the gateway), the metrics (/metrics
+through the gateway, admin credentials only) and the OpenAPI document.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ Context: TypeAlias = Any
 
 
 class SystemServicer(pb_grpc.SystemServiceServicer):
+    """The SystemService RPCs: health, metrics and the OpenAPI document."""
+
     def __init__(self, tasks: TaskService, health: HealthReporter, workers: list[Worker]) -> None:
         self.tasks = tasks
         self.health = health
@@ -34,6 +39,7 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
         self._document: bytes | None = None
 
     async def GetHealth(self, request: pb.GetHealthRequest, context: Context) -> pb.HealthReport:
+        """The server's health with task counters (seed 001)."""
         healthy = await self.health.check()
         report = pb.HealthReport(
             status="healthy" if healthy else "unhealthy",
@@ -60,6 +66,7 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
+        """The server's Prometheus metrics in the text exposition format."""
         # The interceptor let only an admin (or anyone, with --auth none) this far: the
         # figures cover every tenant.
         return httpbody_pb2.HttpBody(
@@ -69,6 +76,7 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
     async def GetOpenApiDocument(
         self, request: pb.GetOpenApiDocumentRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
+        """The OpenAPI 3 document of the REST surface, generated from these protos."""
         if self._document is None:
             self._document = openapi.served_document()
         return httpbody_pb2.HttpBody(content_type="application/json", data=self._document)

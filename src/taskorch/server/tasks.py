@@ -26,6 +26,8 @@ Context: TypeAlias = Any
 
 
 class TaskServicer(pb_grpc.TaskServiceServicer):
+    """The TaskService RPCs, served by core's task service."""
+
     def __init__(self, tasks: TaskService, subtasks: SubtaskService) -> None:
         self.tasks = tasks
         self.subtasks = subtasks
@@ -34,6 +36,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         return convert.task_to_proto(task, self.tasks.estimate_completion(task))
 
     async def CreateTask(self, request: pb.CreateTaskRequest, context: Context) -> pb.Task:
+        """Creates a task: durable when this answers."""
         # An Idempotency-Key header (REST) or metadata works like request_id.
         key = current().metadata.get("idempotency-key", "")
         spec = convert.spec_from_proto(request, key)
@@ -45,6 +48,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def BatchCreateTasks(
         self, request: pb.BatchCreateTasksRequest, context: Context
     ) -> pb.BatchCreateTasksResponse:
+        """Creates up to 1000 tasks in one transaction: all of them or none."""
         specs = []
         for index, item in enumerate(request.requests):
             try:
@@ -55,11 +59,13 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         return pb.BatchCreateTasksResponse(tasks=[self._task(t) for t in created])
 
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
+        """Returns one task with its result, error and timings."""
         return self._task(await self.tasks.get(current_caller(), request.task_id))
 
     async def GetTaskArtifact(
         self, request: pb.GetTaskArtifactRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
+        """One binary result of a task (a WAV, a PNG), raw with its content type."""
         artifact = await self.tasks.artifact(current_caller(), request.task_id, request.name)
         return httpbody_pb2.HttpBody(content_type=artifact.content_type, data=artifact.data)
 
@@ -69,6 +75,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
+        """Lists tasks with filters, sorting and offset, page or keyset pagination."""
         caller = current_caller()
         listing = _list_request(request)
         page = await self.tasks.list(caller, listing)
@@ -91,6 +98,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def ListTasksJson(
         self, request: pb.ListTasksRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
+        """The same list as a bare JSON array of tasks."""
         page = await self.tasks.list(current_caller(), _list_request(request))
         body = [convert.to_json(t) for t in self._listed(page.items)]
         return httpbody_pb2.HttpBody(
@@ -101,6 +109,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def GetTasksByStatus(
         self, request: pb.GetTasksByStatusRequest, context: Context
     ) -> pb.TasksByStatus:
+        """Current tasks grouped by status (the newest 100 of each), as seed 002 shows them."""
         groups = await self.tasks.by_status(current_caller(), request.limit)
         return pb.TasksByStatus(
             queued=self._listed(groups[Status.PENDING]),
@@ -113,10 +122,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def UpdateTaskPriority(
         self, request: pb.UpdateTaskPriorityRequest, context: Context
     ) -> pb.Task:
+        """Changes the priority of a task that has not started yet (1-10, higher runs first)."""
         task = await self.tasks.update_priority(current_caller(), request.task_id, request.priority)
         return self._task(task)
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: Context) -> pb.Task:
+        """Cancels a task that has not finished."""
         return self._task(
             await self.tasks.cancel(current_caller(), request.task_id, request.reason)
         )
@@ -124,6 +135,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     # -- subtasks (seed 000) ------------------------------------------------------------------
 
     async def CreateSubtask(self, request: pb.CreateSubtaskRequest, context: Context) -> pb.Subtask:
+        """Adds work to a task (seed 000)."""
         convert.check_input_size(("input", request.input if request.HasField("input") else None))
         spec = NewSubtask(
             kind=request.kind,
@@ -141,16 +153,19 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def ListSubtasks(
         self, request: pb.ListSubtasksRequest, context: Context
     ) -> pb.ListSubtasksResponse:
+        """The subtasks of a task, by stage then age."""
         found = await self.subtasks.list(current_caller(), request.task_id, request.status)
         return pb.ListSubtasksResponse(
             subtasks=[convert.subtask_to_proto(s) for s in found], total=len(found)
         )
 
     async def GetSubtask(self, request: pb.GetSubtaskRequest, context: Context) -> pb.Subtask:
+        """One subtask of a task."""
         subtask = await self.subtasks.get(current_caller(), request.task_id, request.subtask_id)
         return convert.subtask_to_proto(subtask)
 
     async def UpdateSubtask(self, request: pb.UpdateSubtaskRequest, context: Context) -> pb.Subtask:
+        """Sets a subtask's info (free-form annotations) and name; its input too while it waits."""
         convert.check_input_size(("input", request.input if request.HasField("input") else None))
         subtask = await self.subtasks.update(
             current_caller(),
@@ -163,6 +178,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         return convert.subtask_to_proto(subtask)
 
     async def TakeSubtask(self, request: pb.TakeSubtaskRequest, context: Context) -> pb.Subtask:
+        """Takes (leases) the next runnable subtask of this task (seed 000's `__take`)."""
         caller = current_caller()
         worker = WorkerIdentity(
             worker_id=request.worker_id or "anonymous",
@@ -184,6 +200,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def UpdateSubtaskStatus(
         self, request: pb.UpdateSubtaskStatusRequest, context: Context
     ) -> pb.SubtaskStatusUpdate:
+        """Reports on a leased subtask: progress, its result, or a failed attempt."""
         convert.check_result_size(request)
         report = StatusReport(
             lease_id=request.lease_id,
@@ -207,6 +224,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:
+        """Streams a task: a SNAPSHOT, then every change, ending after the terminal one."""
         events = self.tasks.watch(current_caller(), request.task_id, request.after_sequence)
         async for event in events:
             task = self._task(event.task) if event.task is not None else None

@@ -22,6 +22,7 @@ Context: TypeAlias = Any
 
 
 def template_to_proto(template: Template) -> pb.Template:
+    """A template as the API's message."""
     message = pb.Template(
         name=template.name, description=template.description, builtin=template.builtin
     )
@@ -73,6 +74,8 @@ def _value(value: Any) -> Any:
 
 
 class TemplateServicer(pb_grpc.TemplateServiceServicer):
+    """The TemplateService RPCs: built-in and user templates."""
+
     def __init__(self, templates: TemplateService, planner: TemplatePlanner) -> None:
         self.templates = templates
         self.planner = planner
@@ -80,12 +83,14 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: Context
     ) -> pb.ListTemplatesResponse:
+        """Built-in templates and the caller's own, by name."""
         found = await self.templates.list(current_caller())
         return pb.ListTemplatesResponse(templates=[template_to_proto(t) for t in found])
 
     async def ListTemplatesJson(
         self, request: pb.ListTemplatesRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
+        """The same list as a bare JSON array of templates."""
         found = await self.templates.list(current_caller())
         body = [to_json(template_to_proto(t)) for t in found]
         return httpbody_pb2.HttpBody(
@@ -94,11 +99,13 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         )
 
     async def GetTemplate(self, request: pb.GetTemplateRequest, context: Context) -> pb.Template:
+        """One template with its parameters and steps."""
         return template_to_proto(await self.templates.get(current_caller(), request.name))
 
     async def ValidateTemplateParameters(
         self, request: pb.ValidateTemplateParametersRequest, context: Context
     ) -> pb.ValidateTemplateParametersResponse:
+        """Checks parameters against a template without creating anything."""
         name = request.name or request.template_name
         if not name.strip():
             raise InvalidArgument("template_name is required", field="template_name")
@@ -120,6 +127,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def CreateTemplate(
         self, request: pb.CreateTemplateRequest, context: Context
     ) -> pb.Template:
+        """Creates a user template in the caller's tenant."""
         if not request.HasField("template"):
             raise InvalidArgument("template is required", field="template")
         definition = definition_from_proto(request.template)
@@ -128,6 +136,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def UpdateTemplate(
         self, request: pb.UpdateTemplateRequest, context: Context
     ) -> pb.Template:
+        """Replaces a user template's description, parameters and steps."""
         if not request.HasField("template"):
             raise InvalidArgument("template is required", field="template")
         definition = definition_from_proto(request.template)
@@ -137,5 +146,6 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def DeleteTemplate(
         self, request: pb.DeleteTemplateRequest, context: Context
     ) -> empty_pb2.Empty:
+        """Deletes a user template."""
         await self.templates.delete(current_caller(), request.name)
         return empty_pb2.Empty()

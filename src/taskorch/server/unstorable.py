@@ -25,8 +25,7 @@ _MAX_QUOTED = 60
 
 
 def refuse_unstorable(message: Message, raw: bytes | None = None) -> None:
-    """Raises InvalidArgument naming the first field holding a NUL character or a non-finite
-    number.
+    """Raises InvalidArgument naming the first field holding a NUL character or a non-finite number.
 
     Args:
         message: the parsed request.

@@ -79,8 +79,10 @@ class Lagged(Exception):
 
 
 class Outbox:
-    """The messages waiting to be written to one connection, at most ``capacity`` of them
-    (notices about lagging and errors may go past it: they are few and must arrive)."""
+    """The messages waiting to be written to one WebSocket connection.
+
+    They are few and must arrive).
+    """
 
     def __init__(self, capacity: int = OUTBOX_CAPACITY) -> None:
         self.capacity = capacity
@@ -107,10 +109,12 @@ class Outbox:
         self.notice(item)
 
     def notice(self, item: dict[str, Any]) -> None:
+        """Adds an item whatever the room (a notice the client must get)."""
         self._items.append(item)
         self._has_items.set()
 
     async def get(self) -> dict[str, Any]:
+        """The oldest item, waiting for one."""
         while not self._items:
             self._has_items.clear()
             await self._has_items.wait()
@@ -130,6 +134,7 @@ def proto_json(message: ProtoMessage) -> dict[str, Any]:
 
 
 def error_message(exc: Exception, **about: str) -> dict[str, Any]:
+    """The WebSocket error message of an exception (its code and message)."""
     if isinstance(exc, TaskorchError):
         return {"type": "error", "code": exc.reason, "message": exc.message, **about}
     return {"type": "error", "code": "INTERNAL_ERROR", "message": "unexpected error", **about}
@@ -159,6 +164,7 @@ class LiveConnection:
         self.subscriptions: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
+        """Serves the connection until the client goes or the server stops."""
         writer = asyncio.create_task(self._write(), name="ws-writer")
         try:
             async with asyncio.timeout(None if self.caller else AUTH_SECONDS) as deadline:
@@ -328,8 +334,11 @@ class LiveConnection:
             self.outbox.notice(error_message(exc, action="subscribe", task_id=task_id))
 
     async def _follow_all(self, caller: Caller) -> None:
-        """Every change of the caller's tasks as it happens (no replay: list the tasks to
-        know their state, then follow one with ``task_id`` to replay its history)."""
+        """Every change of the caller's tasks as it happens.
+
+        No replay: list the tasks to know their state, then follow one with ``task_id`` to replay
+        its history.
+        """
         self.outbox.notice({"type": "subscribed", "task_id": ALL_TASKS})
         with self.tasks.hub.subscribe_tenant(caller.tenant_scope) as subscription:
             while True:
@@ -427,6 +436,8 @@ def _sequence(request: Mapping[str, Any]) -> int:
 
 @dataclass
 class WebSettings:
+    """Where the web endpoint listens, and the origins that may call it."""
+
     listen: str
     cors_origins: Sequence[str] = ()
 
@@ -450,6 +461,7 @@ class WebEndpoint:
         self._sockets: set[web.WebSocketResponse] = set()
 
     def app(self) -> web.Application:
+        """The aiohttp application: the pages, the static files and the WebSockets."""
         app = web.Application()
         app.router.add_get("/", self._page("index.html"))
         app.router.add_get("/docs", self._page("docs.html"))
@@ -459,6 +471,7 @@ class WebEndpoint:
         return app
 
     async def start(self) -> None:
+        """Starts listening; ``address`` is then the bound address."""
         from taskorch.config import split_addr
 
         host, port = split_addr(self.settings.listen)
@@ -471,6 +484,7 @@ class WebEndpoint:
         self.address = f"{host}:{bound}"
 
     async def stop(self) -> None:
+        """Closes the WebSockets (1001) and stops listening."""
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"server shutting down")

@@ -38,6 +38,11 @@ UNSTARTED_LEASE_FRACTION = 0.75
 # How long a stream keeps the slot of such work (no more work offered to a worker that may
 # be frozen), in leases, when the worker never shows life again.
 STALLED_LEASES = 10
+# Work is sent ahead of a worker's free slots (its run_ahead) only while it reports what it
+# was sent within this time on average (the trip, the wait in hand and the run): longer
+# work stays in the queue for any worker that is free.
+RUN_AHEAD_BELOW_SECONDS = 0.1
+RUN_TIME_WEIGHT = 0.2
 
 
 def identity(caller: Caller, worker_id: str, kinds: Any, models: Any) -> WorkerIdentity:
@@ -59,8 +64,12 @@ class _Listener:
     worker is not offered more work.
     """
 
-    def __init__(self, lease_seconds: float) -> None:
+    def __init__(self, lease_seconds: float, capacity: int = 1, run_ahead: int = 0) -> None:
         self.lease_seconds = lease_seconds
+        self.capacity = capacity
+        self.run_ahead = run_ahead
+        # Running mean of sent → reported (None until the worker reported something).
+        self.turnaround: float | None = None
         self.held: dict[str, str] = {}  # subtask_id -> lease_id
         self.sent_at: dict[str, float] = {}  # subtask_id -> loop time it was sent
         self.stalled: set[str] = set()  # handed back unstarted; the slot stays taken
@@ -70,9 +79,32 @@ class _Listener:
     def sent(self, subtask_id: str, now: float) -> None:
         self.sent_at[subtask_id] = now
 
+    def room(self) -> int:
+        """Work the stream may take now.
+
+        Its free slots, and while the worker turns its work around quickly, its run_ahead
+        more.
+        """
+        quick = self.turnaround is not None and self.turnaround < RUN_AHEAD_BELOW_SECONDS
+        return self.capacity + (self.run_ahead if quick else 0) - len(self.held)
+
+    def reported(self, subtask_id: str, now: float, *, handed_back: bool = False) -> None:
+        """The worker reported work it was sent.
+
+        Work it handed back unstarted (it waited too long in hand) stops the running ahead
+        at once.
+        """
+        sent = self.sent_at.get(subtask_id)
+        if sent is None:
+            return
+        took, mean = now - sent, self.turnaround
+        if handed_back:
+            self.turnaround = max(took, mean or 0.0, RUN_AHEAD_BELOW_SECONDS)
+        else:
+            self.turnaround = took if mean is None else mean + RUN_TIME_WEIGHT * (took - mean)
+
     def seen(self, now: float) -> set[str]:
-        """The worker heartbeated or reported: it is alive, its stalled slots are free
-        (returned)."""
+        """The worker heartbeated or reported: it is alive; frees (returns) its stalled slots."""
         self.last_seen = now
         freed, self.stalled = self.stalled, set()
         for subtask_id in freed:
@@ -111,6 +143,8 @@ class _Listener:
 
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    """The WorkerService RPCs: remote workers take, heartbeat and report work."""
+
     def __init__(
         self, db: Database, hub: EventHub, engine: TaskEngine, directory: WorkerDirectory
     ) -> None:
@@ -122,6 +156,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self._giving_back: set[asyncio.Future[None]] = set()
 
     async def Take(self, request: pb.TakeRequest, context: Context) -> Any:
+        """Leases the next runnable subtask of any task (highest priority, then oldest)."""
         worker = identity(current_caller(), request.worker_id, request.kinds, request.models)
         self.directory.seen(worker.worker_id, worker.kinds, worker.models)
         leases = await self.engine.take(
@@ -136,22 +171,29 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Listen(
         self, request: pb.ListenRequest, context: Context
     ) -> AsyncIterator[pb.WorkerMessage]:
+        """A worker's stream: leased subtasks, cancellations of them, and pings."""
         worker = identity(current_caller(), request.worker_id, request.kinds, request.models)
         capacity = request.capacity or 1
         if not 1 <= capacity <= MAX_CAPACITY:
             raise InvalidArgument(
                 f"capacity must be between 1 and {MAX_CAPACITY}", field="capacity"
             )
+        if not 0 <= request.run_ahead <= MAX_CAPACITY:
+            raise InvalidArgument(
+                f"run_ahead must be between 0 and {MAX_CAPACITY}", field="run_ahead"
+            )
         lease_seconds = request.lease_seconds or DEFAULT_LEASE_SECONDS
-        listener = _Listener(lease_seconds)
+        listener = _Listener(lease_seconds, capacity, request.run_ahead)
         assignments: list[Lease] = []
         ready = asyncio.Event()
 
         async def feed() -> None:
-            """Takes work whenever the worker has a free slot (the engine parks the take
-            until work arrives, so an idle stream costs nothing)."""
+            """Takes work whenever the worker has a free slot.
+
+            The engine parks the take until work arrives, so an idle stream costs nothing.
+            """
             while True:
-                free = capacity - len(listener.held)
+                free = listener.room()
                 if free <= 0:
                     listener.changed.clear()
                     await listener.changed.wait()
@@ -233,12 +275,17 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         listener.held[lease.subtask.subtask_id] = lease.lease_id
         self._holders[lease.subtask.subtask_id] = listener
 
-    def _finished(self, subtask_id: str, lease_id: str) -> None:
-        """A held subtask is being completed, failed or released: its stream has a free slot
-        (only for the lease's holder: a lease id is a secret of the worker that has it)."""
+    def _finished(self, subtask_id: str, lease_id: str, *, handed_back: bool = False) -> None:
+        """Frees the slot of a held subtask that is being reported.
+
+        A held subtask is being completed, failed or released: its stream has a free slot (only for
+        the lease's holder: a lease id is a secret of the worker that has it).
+        """
         listener = self._holders.get(subtask_id)
         if listener is not None and listener.held.get(subtask_id) == lease_id:
             del self._holders[subtask_id]
+            now = asyncio.get_running_loop().time()
+            listener.reported(subtask_id, now, handed_back=handed_back)
             listener.free(subtask_id)
             self._seen(subtask_id, lease_id, listener)
 
@@ -251,9 +298,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             self._holders.pop(freed, None)
 
     async def _hand_back_unstarted(self, worker_id: str, listener: _Listener) -> None:
-        """Work sent to a worker that has shown no life since goes back to the queue before
-        its lease expires, without costing the task an attempt; the slot stays taken, so a
-        frozen worker is offered nothing more until it shows life."""
+        """Hands back work sent to a worker that has shown no life since.
+
+        Work sent to a worker that has shown no life since goes back to the queue before its lease
+        expires, without costing the task an attempt; the slot stays taken, so a frozen worker is
+        offered nothing more until it shows life.
+        """
         for subtask_id, lease_id in listener.unstarted(asyncio.get_running_loop().time()):
             listener.stalled.add(subtask_id)
             reason = f"worker {worker_id} did not start it (no heartbeat)"
@@ -264,10 +314,11 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 )
 
     async def _forget_finished(self, listener: _Listener) -> None:
-        """Frees slots whose work ended elsewhere (reported through another replica, or
-        expired) once the worker has shown life since it was sent (a worker that has not
-        may be frozen: it keeps its slots, up to STALLED_LEASES leases); keeps a live stream
-        from waiting forever on a slot it no longer holds."""
+        """Frees slots whose work ended elsewhere (another replica, or expired).
+
+        It keeps its slots, up to STALLED_LEASES leases); keeps a live stream from waiting forever
+        on a slot it no longer holds.
+        """
         if not listener.held:
             return
         held = dict(listener.held)
@@ -295,6 +346,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
+        """Extends a lease, records progress and streams partial output."""
         scope = current_caller().tenant_scope
         self._seen(request.subtask_id, request.lease_id)
         if request.output_delta or request.HasField("output_data"):
@@ -320,6 +372,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return response
 
     async def Complete(self, request: pb.CompleteRequest, context: Context) -> Any:
+        """Stores the result; the task completes when its last subtask does."""
         usage = None
         if request.HasField("resource_usage"):
             u = request.resource_usage
@@ -341,6 +394,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return convert.subtask_to_proto(subtask)
 
     async def Fail(self, request: pb.FailRequest, context: Context) -> Any:
+        """Records a failed attempt: retried with backoff, or final when permanent."""
         with self._reported(request.subtask_id, request.lease_id):
             subtask = await self.engine.fail(
                 request.subtask_id,
@@ -353,8 +407,9 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return convert.subtask_to_proto(subtask)
 
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> Any:
+        """Gives a subtask back without counting the attempt (a worker shutting down)."""
         scope = current_caller().tenant_scope
-        with self._reported(request.subtask_id, request.lease_id):
+        with self._reported(request.subtask_id, request.lease_id, handed_back=True):
             await self.engine.release(
                 request.subtask_id,
                 request.lease_id,
@@ -369,10 +424,15 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return convert.subtask_to_proto(found)
 
     @contextlib.contextmanager
-    def _reported(self, subtask_id: str, lease_id: str) -> Iterator[None]:
-        """Frees the Listen slot of a reported subtask as the report starts, so the stream's
-        next take joins the report's batch (a worker's slot is free once it reports)."""
-        self._finished(subtask_id, lease_id)
+    def _reported(
+        self, subtask_id: str, lease_id: str, *, handed_back: bool = False
+    ) -> Iterator[None]:
+        """Frees the Listen slot of a reported subtask as the report starts.
+
+        So the stream's next take joins the report's batch (a worker's slot is free once it
+        reports).
+        """
+        self._finished(subtask_id, lease_id, handed_back=handed_back)
         yield
 
 

@@ -31,7 +31,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "task", "family", "state", "execution_provider", "providers_requested", "providers_active", "inputs", "outputs", "max_batch_size", "max_queue_delay_ms", "max_input_length", "quantization", "labels", "default_for", "task_types", "error", "size_bytes", "load_seconds", "instances", "provider", "remote_url", "remote_model")
+    __slots__ = ("name", "task", "family", "state", "execution_provider", "providers_requested", "providers_active", "inputs", "outputs", "max_batch_size", "max_queue_delay_ms", "max_input_length", "quantization", "labels", "default_for", "task_types", "error", "size_bytes", "load_seconds", "instances", "provider", "remote_url", "remote_model", "quantization_check")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Model.State]
@@ -67,6 +67,7 @@ class Model(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     REMOTE_URL_FIELD_NUMBER: _ClassVar[int]
     REMOTE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_CHECK_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     family: str
@@ -90,7 +91,28 @@ class Model(_message.Message):
     provider: str
     remote_url: str
     remote_model: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., family: _Optional[str] = ..., state: _Optional[_Union[Model.State, str]] = ..., execution_provider: _Optional[str] = ..., providers_requested: _Optional[_Iterable[str]] = ..., providers_active: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_input_length: _Optional[int] = ..., quantization: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., default_for: _Optional[_Iterable[str]] = ..., task_types: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., size_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., instances: _Optional[int] = ..., provider: _Optional[str] = ..., remote_url: _Optional[str] = ..., remote_model: _Optional[str] = ...) -> None: ...
+    quantization_check: QuantizationCheck
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., family: _Optional[str] = ..., state: _Optional[_Union[Model.State, str]] = ..., execution_provider: _Optional[str] = ..., providers_requested: _Optional[_Iterable[str]] = ..., providers_active: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_input_length: _Optional[int] = ..., quantization: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., default_for: _Optional[_Iterable[str]] = ..., task_types: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., size_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., instances: _Optional[int] = ..., provider: _Optional[str] = ..., remote_url: _Optional[str] = ..., remote_model: _Optional[str] = ..., quantization_check: _Optional[_Union[QuantizationCheck, _Mapping]] = ...) -> None: ...
+
+class QuantizationCheck(_message.Message):
+    __slots__ = ("probes", "cosine_mean", "cosine_min", "cosine_threshold", "cosine_floor", "top_label_agreement", "float_size_bytes", "int8_size_bytes")
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    COSINE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    COSINE_MIN_FIELD_NUMBER: _ClassVar[int]
+    COSINE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    COSINE_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    TOP_LABEL_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INT8_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    probes: int
+    cosine_mean: float
+    cosine_min: float
+    cosine_threshold: float
+    cosine_floor: float
+    top_label_agreement: float
+    float_size_bytes: int
+    int8_size_bytes: int
+    def __init__(self, probes: _Optional[int] = ..., cosine_mean: _Optional[float] = ..., cosine_min: _Optional[float] = ..., cosine_threshold: _Optional[float] = ..., cosine_floor: _Optional[float] = ..., top_label_agreement: _Optional[float] = ..., float_size_bytes: _Optional[int] = ..., int8_size_bytes: _Optional[int] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape")

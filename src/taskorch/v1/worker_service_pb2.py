@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskorch.v1 import task_service_pb2 as taskorch_dot_v1_dot_task__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskorch/v1/worker_service.proto\x12\x0btaskorch.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etaskorch/v1/task_service.proto\"l\n\x0bTakeRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\x12\x14\n\x0cwait_seconds\x18\x05 \x01(\x01\"j\n\rListenRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x15\n\rlease_seconds\x18\x05 \x01(\x01\"\x9f\x01\n\rWorkerMessage\x12*\n\nassignment\x18\x01 \x01(\x0b\x32\x14.taskorch.v1.SubtaskH\x00\x12+\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x19.taskorch.v1.CancellationH\x00\x12*\n\x04ping\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\t\n\x07message\"D\n\x0c\x43\x61ncellation\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc8\x01\n\x10HeartbeatRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\x12\x15\n\x08progress\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x14\n\x0coutput_delta\x18\x06 \x01(\t\x12,\n\x0boutput_data\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x0b\n\t_progress\"g\n\x11HeartbeatResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04stop\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x94\x01\n\x0f\x43ompleteRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eresource_usage\x18\x04 \x01(\x0b\x32\x1a.taskorch.v1.ResourceUsage\"i\n\x0b\x46\x61ilRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\x11\n\tpermanent\x18\x05 \x01(\x08\"F\n\x0eReleaseRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t2\x82\x05\n\rWorkerService\x12T\n\x04Take\x12\x18.taskorch.v1.TakeRequest\x1a\x14.taskorch.v1.Subtask\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/subtasks:take:\x01*\x12\x61\n\x06Listen\x12\x1a.taskorch.v1.ListenRequest\x1a\x1a.taskorch.v1.WorkerMessage\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/workers:listen:\x01*0\x01\x12z\n\tHeartbeat\x12\x1d.taskorch.v1.HeartbeatRequest\x1a\x1e.taskorch.v1.HeartbeatResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/subtasks/{subtask_id}:heartbeat:\x01*\x12m\n\x08\x43omplete\x12\x1c.taskorch.v1.CompleteRequest\x1a\x14.taskorch.v1.Subtask\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/subtasks/{subtask_id}:complete:\x01*\x12\x61\n\x04\x46\x61il\x12\x18.taskorch.v1.FailRequest\x1a\x14.taskorch.v1.Subtask\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/subtasks/{subtask_id}:fail:\x01*\x12j\n\x07Release\x12\x1b.taskorch.v1.ReleaseRequest\x1a\x14.taskorch.v1.Subtask\",\x82\xd3\xe4\x93\x02&\"!/v1/subtasks/{subtask_id}:release:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskorch/v1/worker_service.proto\x12\x0btaskorch.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etaskorch/v1/task_service.proto\"l\n\x0bTakeRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\x12\x14\n\x0cwait_seconds\x18\x05 \x01(\x01\"}\n\rListenRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x15\n\rlease_seconds\x18\x05 \x01(\x01\x12\x11\n\trun_ahead\x18\x06 \x01(\x05\"\x9f\x01\n\rWorkerMessage\x12*\n\nassignment\x18\x01 \x01(\x0b\x32\x14.taskorch.v1.SubtaskH\x00\x12+\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x19.taskorch.v1.CancellationH\x00\x12*\n\x04ping\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\t\n\x07message\"D\n\x0c\x43\x61ncellation\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc8\x01\n\x10HeartbeatRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\x12\x15\n\x08progress\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x14\n\x0coutput_delta\x18\x06 \x01(\t\x12,\n\x0boutput_data\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x0b\n\t_progress\"g\n\x11HeartbeatResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04stop\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x94\x01\n\x0f\x43ompleteRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eresource_usage\x18\x04 \x01(\x0b\x32\x1a.taskorch.v1.ResourceUsage\"i\n\x0b\x46\x61ilRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\x11\n\tpermanent\x18\x05 \x01(\x08\"F\n\x0eReleaseRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t2\x82\x05\n\rWorkerService\x12T\n\x04Take\x12\x18.taskorch.v1.TakeRequest\x1a\x14.taskorch.v1.Subtask\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/subtasks:take:\x01*\x12\x61\n\x06Listen\x12\x1a.taskorch.v1.ListenRequest\x1a\x1a.taskorch.v1.WorkerMessage\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/workers:listen:\x01*0\x01\x12z\n\tHeartbeat\x12\x1d.taskorch.v1.HeartbeatRequest\x1a\x1e.taskorch.v1.HeartbeatResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/subtasks/{subtask_id}:heartbeat:\x01*\x12m\n\x08\x43omplete\x12\x1c.taskorch.v1.CompleteRequest\x1a\x14.taskorch.v1.Subtask\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/subtasks/{subtask_id}:complete:\x01*\x12\x61\n\x04\x46\x61il\x12\x18.taskorch.v1.FailRequest\x1a\x14.taskorch.v1.Subtask\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/subtasks/{subtask_id}:fail:\x01*\x12j\n\x07Release\x12\x1b.taskorch.v1.ReleaseRequest\x1a\x14.taskorch.v1.Subtask\",\x82\xd3\xe4\x93\x02&\"!/v1/subtasks/{subtask_id}:release:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,21 +50,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TAKEREQUEST']._serialized_start=174
   _globals['_TAKEREQUEST']._serialized_end=282
   _globals['_LISTENREQUEST']._serialized_start=284
-  _globals['_LISTENREQUEST']._serialized_end=390
-  _globals['_WORKERMESSAGE']._serialized_start=393
-  _globals['_WORKERMESSAGE']._serialized_end=552
-  _globals['_CANCELLATION']._serialized_start=554
-  _globals['_CANCELLATION']._serialized_end=622
-  _globals['_HEARTBEATREQUEST']._serialized_start=625
-  _globals['_HEARTBEATREQUEST']._serialized_end=825
-  _globals['_HEARTBEATRESPONSE']._serialized_start=827
-  _globals['_HEARTBEATRESPONSE']._serialized_end=930
-  _globals['_COMPLETEREQUEST']._serialized_start=933
-  _globals['_COMPLETEREQUEST']._serialized_end=1081
-  _globals['_FAILREQUEST']._serialized_start=1083
-  _globals['_FAILREQUEST']._serialized_end=1188
-  _globals['_RELEASEREQUEST']._serialized_start=1190
-  _globals['_RELEASEREQUEST']._serialized_end=1260
-  _globals['_WORKERSERVICE']._serialized_start=1263
-  _globals['_WORKERSERVICE']._serialized_end=1905
+  _globals['_LISTENREQUEST']._serialized_end=409
+  _globals['_WORKERMESSAGE']._serialized_start=412
+  _globals['_WORKERMESSAGE']._serialized_end=571
+  _globals['_CANCELLATION']._serialized_start=573
+  _globals['_CANCELLATION']._serialized_end=641
+  _globals['_HEARTBEATREQUEST']._serialized_start=644
+  _globals['_HEARTBEATREQUEST']._serialized_end=844
+  _globals['_HEARTBEATRESPONSE']._serialized_start=846
+  _globals['_HEARTBEATRESPONSE']._serialized_end=949
+  _globals['_COMPLETEREQUEST']._serialized_start=952
+  _globals['_COMPLETEREQUEST']._serialized_end=1100
+  _globals['_FAILREQUEST']._serialized_start=1102
+  _globals['_FAILREQUEST']._serialized_end=1207
+  _globals['_RELEASEREQUEST']._serialized_start=1209
+  _globals['_RELEASEREQUEST']._serialized_end=1279
+  _globals['_WORKERSERVICE']._serialized_start=1282
+  _globals['_WORKERSERVICE']._serialized_end=1924
 # @@protoc_insertion_point(module_scope)

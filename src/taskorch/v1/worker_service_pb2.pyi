@@ -27,18 +27,20 @@ class TakeRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class ListenRequest(_message.Message):
-    __slots__ = ("worker_id", "kinds", "models", "capacity", "lease_seconds")
+    __slots__ = ("worker_id", "kinds", "models", "capacity", "lease_seconds", "run_ahead")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_AHEAD_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     kinds: _containers.RepeatedScalarFieldContainer[str]
     models: _containers.RepeatedScalarFieldContainer[str]
     capacity: int
     lease_seconds: float
-    def __init__(self, worker_id: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+    run_ahead: int
+    def __init__(self, worker_id: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., run_ahead: _Optional[int] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
     __slots__ = ("assignment", "cancel", "ping")

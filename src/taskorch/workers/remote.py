@@ -19,7 +19,7 @@ import grpc
 import structlog
 
 from taskorch import structs
-from taskorch.client._client import CHANNEL_OPTIONS
+from taskorch.client._base import CHANNEL_OPTIONS
 from taskorch.client._errors import UnavailableError, from_rpc_error
 from taskorch.core.engine import HeartbeatAnswer, WorkerIdentity
 from taskorch.core.errors import InternalError, InvalidArgument, LeaseLost, SubtaskNotFound
@@ -103,11 +103,13 @@ class GrpcWorkSource:
         target: str,
         *,
         capacity: int,
+        run_ahead: int = 0,
         metadata: Sequence[tuple[str, str]] = (),
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.target = target
         self.capacity = capacity
+        self.run_ahead = run_ahead
         self.metadata = tuple(metadata)
         self._channel = (
             grpc.aio.secure_channel(target, credentials, CHANNEL_OPTIONS)
@@ -152,6 +154,7 @@ class GrpcWorkSource:
             models=list(worker.models),
             capacity=self.capacity,
             lease_seconds=lease_seconds,
+            run_ahead=self.run_ahead,
         )
         while True:
             call = self._stub.Listen(request, metadata=self.metadata)

@@ -8,6 +8,15 @@ A slot is free again as soon as its handler returns: the report (complete or fai
 on its way and the next take goes with it, so on the server both land in the same batch.
 One heartbeat loop extends every running lease, and stop notices (a task cancelled, a
 sibling failed) arrive through the source, so a lease costs one asyncio task: its handler's.
+
+Short work runs ahead of the commit: while the handlers' recent runs took less than
+``RUN_AHEAD_BELOW_SECONDS``, the worker keeps up to ``run_ahead`` more leases in hand than
+it has slots, and a slot that frees starts the next one at once, instead of waiting for
+its report and the next take to commit. A slot then runs its next task while the database
+commits its last one. Long work (inference, say) is not held back this way: a lease that
+waited in hand ``HOLD_IN_HAND_SECONDS`` (the work got long) is handed back unstarted (the
+attempt does not count) for a free worker to take, and the worker stops running ahead
+until its runs are short again.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import contextlib
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -37,6 +47,13 @@ TAKE_WAIT_SECONDS = 20.0
 CANCEL_GRACE_SECONDS = 1.0
 MIN_PROGRESS_INTERVAL = 0.1
 MIN_BEAT_SLEEP = 0.01
+# Leases are held in hand beyond the slots only while recent runs were this short (the
+# time of a commit or two): longer work is left for other workers to take.
+RUN_AHEAD_BELOW_SECONDS = 0.05
+# How fast the running mean of handler times follows the latest run.
+RUN_TIME_WEIGHT = 0.2
+# A lease waits in hand at most this long for a slot; then it goes back to the queue.
+HOLD_IN_HAND_SECONDS = 0.5
 
 
 def default_worker_id(prefix: str) -> str:
@@ -54,12 +71,14 @@ class WorkerStats:
 class _Run:
     """One running lease: its handler's task, and how to stop it."""
 
-    def __init__(self, worker: Worker, lease: Lease) -> None:
+    def __init__(self, worker: Worker, lease: Lease, taken: float) -> None:
         self.worker = worker
         self.lease = lease
         self.reason: str | None = None
         self.task: asyncio.Task[None] | None = None
-        self.last_beat = time.monotonic()
+        # The lease was last extended when it was taken: the first heartbeat is due a third
+        # of a lease after that, however long it waited in hand.
+        self.last_beat = taken
         self._last_progress = 0.0
         self.ctx = WorkContext(lease, self, worker.worker_id)
 
@@ -103,6 +122,8 @@ class Worker:
         handlers: the kinds this worker runs.
         worker_id: unique name; in-process workers use ``local-HOST-PID``.
         concurrency: subtasks run at once.
+        run_ahead: leases held in hand beyond ``concurrency`` while the work is short (see
+            the module docstring); None: as many as ``concurrency``, 0: never.
         lease_seconds: lease length; heartbeats renew it every third of it.
         models: only take inference work for these models (empty: any).
         tenant_ids: only take work of these tenants (None: any the credentials allow).
@@ -115,21 +136,30 @@ class Worker:
         *,
         worker_id: str,
         concurrency: int = 1,
+        run_ahead: int | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         models: tuple[str, ...] = (),
         tenant_ids: tuple[str, ...] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if run_ahead is not None and run_ahead < 0:
+            raise ValueError("run_ahead must not be negative")
         self.source = source
         self.handlers = handlers
         self.identity = WorkerIdentity(
             worker_id=worker_id, kinds=handlers.kinds(), models=models, tenant_ids=tenant_ids
         )
         self.concurrency = concurrency
+        self.run_ahead = concurrency if run_ahead is None else run_ahead
         self.lease_seconds = lease_seconds
         self.stats = WorkerStats()
         self._running: dict[str, _Run] = {}
+        # Leases taken ahead of a free slot, oldest first, with when they were taken.
+        self._in_hand: deque[tuple[Lease, float]] = deque()
+        # Running mean of the handlers' run times (None until a run ended).
+        self._run_seconds: float | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._reports: set[asyncio.Future[None]] = set()
         # Set while every slot is busy; a slot that frees resolves it, leaving its report
         # for the loop to send together with the next take (one batch on the server).
@@ -169,8 +199,12 @@ class Worker:
         backoff = 0.5
         try:
             while not self._stopping.is_set():
-                free = self.concurrency - len(self._running)
-                if free <= 0:
+                room = self._room()
+                if room <= 0:
+                    # Reports wait for a take only while one is coming.
+                    deferred, self._deferred = self._deferred, []
+                    for report in deferred:
+                        self._send(report)
                     self._slot_waiter = asyncio.get_running_loop().create_future()
                     try:
                         await self._slot_waiter
@@ -185,7 +219,7 @@ class Worker:
                     leases = await self._interruptible(
                         self.source.take(
                             self.identity,
-                            limit=free,
+                            limit=room,
                             lease_seconds=self.lease_seconds,
                             wait_seconds=TAKE_WAIT_SECONDS,
                         )
@@ -200,14 +234,47 @@ class Worker:
                     continue
                 if leases is None:
                     break  # stopping
-                for lease in leases:
-                    run = _Run(self, lease)
-                    self._running[lease.subtask.subtask_id] = run
-                    run.task = asyncio.create_task(
-                        self._run(run), name=f"subtask {lease.subtask.subtask_id}"
-                    )
+                taken = time.monotonic()
+                self._in_hand.extend((lease, taken) for lease in leases)
+                self._start_in_hand()
         finally:
             self._beat_task.cancel()
+
+    def _room(self) -> int:
+        """How many leases the next take may ask for: the free slots, and while the work is
+        short, room in hand for as many more as ``run_ahead``."""
+        free = self.concurrency - len(self._running) - len(self._in_hand)
+        short = self._run_seconds is not None and self._run_seconds < RUN_AHEAD_BELOW_SECONDS
+        return free + self.run_ahead if short else free
+
+    def _start_in_hand(self) -> None:
+        """Starts leases in hand while slots are free; the rest wait, up to
+        HOLD_IN_HAND_SECONDS."""
+        while self._in_hand and len(self._running) < self.concurrency:
+            lease, taken = self._in_hand.popleft()
+            run = _Run(self, lease, taken)
+            self._running[lease.subtask.subtask_id] = run
+            run.task = asyncio.create_task(
+                self._run(run), name=f"subtask {lease.subtask.subtask_id}"
+            )
+        if self._in_hand and self._hold_timer is None:
+            wait = self._in_hand[0][1] + HOLD_IN_HAND_SECONDS - time.monotonic()
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                max(wait, 0.0), self._hand_back_held
+            )
+
+    def _hand_back_held(self) -> None:
+        """Leases that waited too long in hand go back to the queue unstarted: the work got
+        long, so the worker stops running ahead until its runs are short again."""
+        self._hold_timer = None
+        late = time.monotonic() - HOLD_IN_HAND_SECONDS
+        while self._in_hand and self._in_hand[0][1] <= late:
+            lease, _ = self._in_hand.popleft()
+            self._send(self._give_back(lease, "it waited too long in a busy worker"))
+            self._run_seconds = max(self._run_seconds or 0.0, HOLD_IN_HAND_SECONDS)
+        if not self._stopping.is_set():
+            self._start_in_hand()  # arms the timer for the next lease in hand
+        self._free_slot()
 
     def hurry(self) -> None:
         """Cuts the drain of :meth:`stop` short: running work is handed back at once."""
@@ -222,6 +289,13 @@ class Worker:
                 await self._loop_task
         # No new work from here on: work handed back below must not come straight back.
         await self.source.stop_taking()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        in_hand = [lease for lease, _ in self._in_hand]
+        self._in_hand.clear()
+        for lease in in_hand:
+            await self._give_back(lease)
         running = [run.task for run in self._running.values() if run.task is not None]
         if running:
             log.info("draining running work", count=len(running), seconds=drain_seconds)
@@ -258,8 +332,10 @@ class Worker:
             with bound:
                 if handler is None:  # cannot happen: we only take kinds we have
                     raise PermanentFailure(f"no handler for kind {lease.subtask.kind!r}")
+                started = time.monotonic()
                 async with asyncio.timeout(lease.subtask.timeout_seconds):
                     outcome = await handler(run.ctx)
+                self._ran_for(time.monotonic() - started)
                 if run.reason is not None:  # cancelled while finishing: not wanted
                     log.info("stopped running work", reason=run.reason)
                 else:
@@ -295,7 +371,13 @@ class Worker:
                     self._deferred.append(report)  # sent with the loop's next take
                 else:
                     self._send(report)
+            if not self._stopping.is_set():
+                self._start_in_hand()  # the freed slot runs the next lease in hand at once
             self._free_slot()
+
+    def _ran_for(self, seconds: float) -> None:
+        mean = self._run_seconds
+        self._run_seconds = seconds if mean is None else mean + RUN_TIME_WEIGHT * (seconds - mean)
 
     def _free_slot(self) -> None:
         if self._slot_waiter is not None and not self._slot_waiter.done():
@@ -332,9 +414,9 @@ class Worker:
         except Exception as exc:
             log.warning("could not report a failure; the lease will expire", error=str(exc))
 
-    async def _give_back(self, lease: Lease) -> None:
+    async def _give_back(self, lease: Lease, reason: str = "worker shutting down") -> None:
         try:
-            await asyncio.shield(self.source.release(lease, reason="worker shutting down"))
+            await asyncio.shield(self.source.release(lease, reason=reason))
             self.stats.released += 1
         except Exception as exc:
             log.warning("could not hand work back; its lease will expire", error=str(exc))
@@ -343,6 +425,16 @@ class Worker:
         run = self._running.get(subtask_id)
         if run is not None:
             run.cancel(reason or "cancelled")
+            return
+        # Work in hand that has not started: dropped (its task ended elsewhere).
+        kept = [
+            (lease, taken)
+            for lease, taken in self._in_hand
+            if lease.subtask.subtask_id != subtask_id
+        ]
+        if len(kept) != len(self._in_hand):
+            self._in_hand = deque(kept)
+            self._free_slot()
 
     async def _heartbeats(self) -> None:
         """Extends every running lease a third of its length before it ends: the leases due
