@@ -37,6 +37,7 @@ def test_every_default_is_installed_and_loads(tmp_path: Path) -> None:
             "piper-joe-medium",
             "pp-ocrv4",
             "silero-vad",
+            "whisper-tiny-en",
         }
     )
     assert all(f.config is not None for f in folders.values()), folders

@@ -25,7 +25,7 @@ def test_seed_and_hugging_face_spellings_are_accepted(spelling: str, canonical: 
     assert canonical_task_type(spelling) is canonical
 
 
-@pytest.mark.parametrize("task", ["image_generation", "image_segmentation", "teleportation"])
+@pytest.mark.parametrize("task", ["image_generation", "visual_question_answering", "teleportation"])
 def test_unsupported_task_types_are_refused_with_the_supported_list(
     tiny_engine: InferenceEngine, task: str
 ) -> None:
@@ -43,6 +43,11 @@ def test_unsupported_task_types_are_refused_with_the_supported_list(
         ("tts", "piper-tts"),
         ("image_to_text", "pp-ocr"),
         ("audio_classification", "voice-activity"),
+        ("image_segmentation", "semantic-segmentation"),
+        # tiny-t5 is a seq2seq LM too, but not one imported for tables
+        ("table_question_answering", "seq2seq-lm"),
+        ("automatic_speech_recognition", "speech-seq2seq"),
+        ("asr", "speech-seq2seq"),
     ],
 )
 def test_a_type_no_model_serves_says_so_and_how_to_import_one(

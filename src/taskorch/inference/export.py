@@ -31,8 +31,11 @@ from taskorch.core.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, load_model_config, write_model_config
 from taskorch.inference.tasks import (
     EXPORT_TASK_OF_FAMILY,
+    IMAGE_FAMILIES,
     MEDIA_FAMILIES,
+    SEQ2SEQ_FAMILIES,
     ModelFamily,
+    TaskType,
     canonical_task_type,
     family_of,
 )
@@ -143,6 +146,59 @@ def convert_gguf(src_dir: Path, gguf_file: str, out_dir: Path, log: Log = print)
     return out_dir
 
 
+def convert_tapex_tokenizer(src_dir: Path, out_dir: Path, log: Log = print) -> tuple[Path, Any]:
+    """A copy of a TAPEX folder whose tokenizer is BART's fast byte-level BPE.
+
+    TAPEX's own tokenizer (``TapexTokenizer``, slow, deprecated in transformers) writes the
+    table out itself and takes tables, not texts; the table_question_answering pipeline writes
+    the table itself, so the same vocabulary and merges behind BART's fast tokenizer encode
+    the same ids. The folder's other files are linked, not copied.
+
+    Returns:
+        The folder to export from (``src_dir`` itself when its tokenizer is not TAPEX's) and
+        the table format (lower case, cell length in tokens) for ``table_format.json``.
+    """
+    tokenizer_config: dict[str, Any] = {}
+    if (src_dir / "tokenizer_config.json").exists():
+        tokenizer_config = json.loads(
+            (src_dir / "tokenizer_config.json").read_text(encoding="utf-8")
+        )
+    table_format = {
+        "linearization": "tapex",
+        "do_lower_case": bool(tokenizer_config.get("do_lower_case", True)),
+        "max_cell_length": int(tokenizer_config.get("max_cell_length", 15)),
+    }
+    if tokenizer_config.get("tokenizer_class") != "TapexTokenizer":
+        return src_dir, table_format
+    from transformers import BartTokenizerFast
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer_files = {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+    }
+    for item in src_dir.iterdir():
+        if item.is_file() and item.name not in tokenizer_files:
+            (out_dir / item.name).symlink_to(item.resolve())
+    special = {
+        key: tokenizer_config[key]
+        for key in ("bos_token", "eos_token", "sep_token", "cls_token", "unk_token", "pad_token")
+        if isinstance(tokenizer_config.get(key), str)
+    }
+    with quiet_export():
+        fast = _any(BartTokenizerFast)(
+            vocab_file=str(src_dir / "vocab.json"),
+            merges_file=str(src_dir / "merges.txt"),
+            add_prefix_space=bool(tokenizer_config.get("add_prefix_space", False)),
+            **special,
+        )
+        fast.save_pretrained(out_dir)
+    log("TAPEX tokenizer: its vocabulary and merges kept behind BART's fast tokenizer")
+    return out_dir, table_format
+
+
 def import_model(
     src_dir: Path,
     task: str,
@@ -211,6 +267,9 @@ def import_model(
                     "GGUF sources are supported for text_generation", field="task"
                 )
             source = convert_gguf(src_dir, ggufs[0].name, staging / "_hf", log)
+        table_format = None
+        if task_type is TaskType.TABLE_QUESTION_ANSWERING:
+            source, table_format = convert_tapex_tokenizer(source, staging / "_hf", log)
         log(f"exporting {src_dir} as {export_task} ...")
         from optimum.exporters.onnx import main_export
 
@@ -222,7 +281,15 @@ def import_model(
                 do_validation=False,
                 library_name="transformers",
             )
+        if family is ModelFamily.SPEECH_SEQ2SEQ and (source / "generation_config.json").exists():
+            # optimum writes one rebuilt from config.json, without Whisper's prompt tokens
+            # (lang_to_id, task_to_id, no_timestamps_token_id): the source's is the one.
+            shutil.copy2(source / "generation_config.json", staging / "generation_config.json")
         _copy_tokenizer_files(source, staging)
+        if table_format is not None:
+            (staging / "table_format.json").write_text(
+                json.dumps(table_format, indent=2) + "\n", encoding="utf-8"
+            )
         diff, tolerance = validate_export(source, staging, family)
         log(f"validation: max abs diff {diff:.3g} (tolerance {tolerance:.3g}) vs PyTorch")
         if not diff <= tolerance:
@@ -354,14 +421,20 @@ def _initial_config(
         ModelFamily.TOKEN_CLASSIFICATION,
         ModelFamily.IMAGE_CLASSIFICATION,
         ModelFamily.OBJECT_DETECTION,
+        ModelFamily.SEMANTIC_SEGMENTATION,
     ) and isinstance(id2label, dict):
         raw["labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
     positions = hf_config.get("max_position_embeddings") or hf_config.get("n_positions")
     if family is ModelFamily.CAUSAL_LM:
         window = min(int(positions or 2048), 2048)
         raw.update(context_window=window, max_input_length=window, max_batch_size=8)
+    elif task_type is TaskType.TABLE_QUESTION_ANSWERING:  # TAPEX was trained on 1024 tokens
+        raw.update(max_input_length=min(int(positions or 1024), 1024), max_batch_size=1)
     elif family is ModelFamily.SEQ2SEQ_LM:
         raw.update(max_input_length=512, max_batch_size=1)
+    elif family is ModelFamily.SPEECH_SEQ2SEQ:  # the input is audio: this bounds the output
+        targets = int(hf_config.get("max_target_positions") or 448)
+        raw.update(max_input_length=targets, max_batch_size=1)
     else:
         raw.update(
             max_input_length=min(int(positions or 512), 512),
@@ -377,7 +450,7 @@ def _initial_config(
 def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray[Any]]:
     from transformers import AutoTokenizer
 
-    if family in (ModelFamily.IMAGE_CLASSIFICATION, ModelFamily.OBJECT_DETECTION):
+    if family in IMAGE_FAMILIES:
         from PIL import Image
         from transformers import AutoImageProcessor
 
@@ -387,6 +460,15 @@ def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray
             Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(2)
         ]
         return dict(processor(images=images, return_tensors="np"))
+    if family is ModelFamily.SPEECH_SEQ2SEQ:
+        from transformers import AutoFeatureExtractor
+
+        extractor = _any(AutoFeatureExtractor).from_pretrained(source)
+        rng = np.random.default_rng(0)
+        rate = int(extractor.sampling_rate)
+        audio = [rng.normal(0, 0.1, rate * 2).astype(np.float32) for _ in range(2)]
+        features = extractor(audio, sampling_rate=rate, return_tensors="np")["input_features"]
+        return {"input_features": np.asarray(features, dtype=np.float32)}
     tokenizer = _any(AutoTokenizer).from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -410,6 +492,7 @@ def _torch_outputs(
     classes = {
         ModelFamily.CAUSAL_LM: "AutoModelForCausalLM",
         ModelFamily.SEQ2SEQ_LM: "AutoModelForSeq2SeqLM",
+        ModelFamily.SPEECH_SEQ2SEQ: "AutoModelForSpeechSeq2Seq",
         ModelFamily.SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
         ModelFamily.TOKEN_CLASSIFICATION: "AutoModelForTokenClassification",
         ModelFamily.QUESTION_ANSWERING: "AutoModelForQuestionAnswering",
@@ -417,15 +500,16 @@ def _torch_outputs(
         ModelFamily.TEXT_ENCODER: "AutoModel",
         ModelFamily.IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
         ModelFamily.OBJECT_DETECTION: "AutoModelForObjectDetection",
+        ModelFamily.SEMANTIC_SEGMENTATION: "AutoModelForSemanticSegmentation",
     }
     with quiet_export():
         model = getattr(transformers, classes[family]).from_pretrained(source, dtype=torch.float32)
     model.eval()
     feed = {k: torch.from_numpy(v) for k, v in enc.items()}
     with torch.no_grad():
-        if family is ModelFamily.SEQ2SEQ_LM:
+        if family in SEQ2SEQ_FAMILIES:
             start = model.config.decoder_start_token_id or 0
-            batch = feed["input_ids"].shape[0]
+            batch = next(iter(feed.values())).shape[0]
             feed["decoder_input_ids"] = torch.full((batch, 1), start, dtype=torch.long)
             feed.pop("token_type_ids", None)
         if family is ModelFamily.CAUSAL_LM:
@@ -449,20 +533,21 @@ def ort_outputs(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     cpu = ["CPUExecutionProvider"]
-    if family is ModelFamily.SEQ2SEQ_LM:
+    if family in SEQ2SEQ_FAMILIES:
         encoder = ort.InferenceSession(str(onnx_dir / "encoder_model.onnx"), options, cpu)
         decoder = ort.InferenceSession(str(onnx_dir / "decoder_model_merged.onnx"), options, cpu)
         enc_feed = {i.name: enc[i.name] for i in encoder.get_inputs()}
         hidden = encoder.run(None, enc_feed)[0]
         config = json.loads((onnx_dir / "config.json").read_text(encoding="utf-8"))
         start = config.get("decoder_start_token_id") or 0
-        batch = enc["input_ids"].shape[0]
+        batch = next(iter(enc.values())).shape[0]
         dec_feed = {
             "input_ids": np.full((batch, 1), start, dtype=np.int64),
-            "encoder_attention_mask": enc["attention_mask"],
             "encoder_hidden_states": hidden,
             "use_cache_branch": np.array([False]),
         }
+        if "attention_mask" in enc:  # text encoders; Whisper's decoder takes no mask
+            dec_feed["encoder_attention_mask"] = enc["attention_mask"]
         for item in decoder.get_inputs():
             if item.name.startswith("past_key_values"):
                 dec_feed[item.name] = np.zeros((batch, item.shape[1], 0, item.shape[3]), np.float32)

@@ -435,6 +435,9 @@ class Seq2SeqGenerator:
         *,
         eos_ids: frozenset[int],
         decoder_start_id: int,
+        forced_bos_id: int | None = None,
+        suppress_ids: Sequence[int] = (),
+        begin_suppress_ids: Sequence[int] = (),
         max_output_tokens: int = 512,
     ) -> None:
         self.name = name
@@ -443,6 +446,14 @@ class Seq2SeqGenerator:
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.decoder_start_id = decoder_start_id
+        # BART-family models (TAPEX, bart-large-cnn) always produce this token first; as
+        # transformers' ForcedBOSTokenLogitsProcessor, it is fed after the start token and not
+        # counted as generated.
+        self.forced_bos_id = forced_bos_id
+        # Whisper's generation config: tokens never produced, and tokens not produced first
+        # (transformers' SuppressTokens and SuppressTokensAtBegin logits processors).
+        self.suppress_ids = np.array(sorted(set(suppress_ids)), dtype=np.int64)
+        self.begin_suppress_ids = np.array(sorted(set(begin_suppress_ids)), dtype=np.int64)
         self.max_output_tokens = max_output_tokens
         self._past_names = [n for n in decoder.input_names if n.startswith("past_key_values")]
         self._lock = threading.Lock()
@@ -457,8 +468,14 @@ class Seq2SeqGenerator:
         *,
         on_output: OnText | None = None,
         cancel: asyncio.Event | None = None,
+        encoder_feed: dict[str, npt.NDArray[Any]] | None = None,
     ) -> GenerationOutcome:
-        """Encode ``prompt_ids`` and decode an output, streaming deltas to ``on_output``."""
+        """Encode ``prompt_ids`` and decode an output, streaming deltas to ``on_output``.
+
+        With ``encoder_feed`` (a speech model's ``input_features``, batch of one), the encoder
+        runs on it instead and ``prompt_ids`` are the decoder's first tokens (Whisper's
+        start-of-transcript, language, task and no-timestamps tokens).
+        """
         loop = asyncio.get_running_loop()
         seq = _Sequence(
             prompt_ids,
@@ -468,7 +485,7 @@ class Seq2SeqGenerator:
             len(prompt_ids) + self.max_output_tokens,
             loop,
         )
-        worker = loop.run_in_executor(None, self._run, seq)
+        worker = loop.run_in_executor(None, self._run, seq, encoder_feed)
         try:
             return await _stream(seq, on_output, cancel)
         finally:
@@ -476,33 +493,45 @@ class Seq2SeqGenerator:
             with contextlib.suppress(Exception):
                 await worker
 
-    def _run(self, seq: _Sequence) -> None:
+    def _run(self, seq: _Sequence, encoder_feed: dict[str, npt.NDArray[Any]] | None) -> None:
         with self._lock:
             try:
-                self._decode(seq)
+                self._decode(seq, encoder_feed)
             except BaseException as exc:  # as in DecoderGenerator._loop
                 log.exception("seq2seq generation failed for model %s", self.name)
                 seq.finish("error", _model_error(self.name, exc))
 
-    def _decode(self, seq: _Sequence) -> None:
-        ids = np.array([seq.prompt_ids], dtype=np.int64)
-        mask = np.ones_like(ids)
-        hidden = self.encoder.run({"input_ids": ids, "attention_mask": mask})[
-            self.encoder.output_names[0]
-        ]
-        feed: dict[str, Any] = {
-            "input_ids": np.array([[self.decoder_start_id]], dtype=np.int64),
-            "encoder_attention_mask": mask,
-            "encoder_hidden_states": hidden,
-            "use_cache_branch": np.array([False]),
-        }
+    def _decode(self, seq: _Sequence, encoder_feed: dict[str, npt.NDArray[Any]] | None) -> None:
+        feed: dict[str, Any] = {"use_cache_branch": np.array([False])}
+        if encoder_feed is None:
+            ids = np.array([seq.prompt_ids], dtype=np.int64)
+            mask = np.ones_like(ids)
+            encoder_feed = {"input_ids": ids, "attention_mask": mask}
+            start = [self.decoder_start_id]
+            if self.forced_bos_id is not None:
+                start.append(self.forced_bos_id)
+            if "encoder_attention_mask" in self.decoder.input_names:
+                feed["encoder_attention_mask"] = mask
+        else:
+            start = list(seq.prompt_ids)
+        feed["encoder_hidden_states"] = self.encoder.run(encoder_feed)[self.encoder.output_names[0]]
+        feed["input_ids"] = np.array([start], dtype=np.int64)
+        first = True
         for name in self._past_names:
             info = self.decoder.input(name)
             feed[name] = np.zeros((1, int(info.shape[1]), 0, int(info.shape[3])), np.float32)
         encoder_past: dict[str, Any] = {}
         while not seq.done:
             out = self.decoder.run(feed)
-            seq.accept(out["logits"][0, -1, :])
+            logits = out["logits"][0, -1, :]
+            if self.suppress_ids.size or (first and self.begin_suppress_ids.size):
+                logits = logits.copy()
+                logits[self.suppress_ids[self.suppress_ids < logits.shape[0]]] = -np.inf
+                if first:
+                    begin = self.begin_suppress_ids
+                    logits[begin[begin < logits.shape[0]]] = -np.inf
+            first = False
+            seq.accept(logits)
             if seq.done:
                 break
             for name in self._past_names:

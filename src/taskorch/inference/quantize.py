@@ -28,7 +28,7 @@ import numpy.typing as npt
 from taskorch.core.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, Pooling
 from taskorch.inference.export import ExportError, ort_outputs, quiet_export
-from taskorch.inference.tasks import ModelFamily, TaskType, family_of
+from taskorch.inference.tasks import SEQ2SEQ_FAMILIES, ModelFamily, TaskType, family_of
 from taskorch.inference.types import QuantizationCheck
 
 FloatArray = npt.NDArray[np.float32]
@@ -131,7 +131,7 @@ def check_quantizable(task_type: TaskType, family: ModelFamily) -> None:
     if family in QUANTIZABLE_FAMILIES:
         return
     names = sorted(t.value for t in TaskType if family_of(t) in QUANTIZABLE_FAMILIES)
-    if family in (ModelFamily.CAUSAL_LM, ModelFamily.SEQ2SEQ_LM):
+    if family in (ModelFamily.CAUSAL_LM, *SEQ2SEQ_FAMILIES):
         why = (
             "generation models are not quantized: int8 can break generated text in ways one "
             "forward pass does not show"

@@ -26,7 +26,13 @@ from taskorch.inference.batching import DynamicBatcher
 from taskorch.inference.config import ModelConfig, Pooling, Truncation
 from taskorch.inference.generation import DecoderGenerator, Seq2SeqGenerator
 from taskorch.inference.sessions import ModelSession, default_threads
-from taskorch.inference.tasks import MEDIA_FAMILIES, ModelFamily, task_types_of
+from taskorch.inference.tasks import (
+    IMAGE_FAMILIES,
+    MEDIA_FAMILIES,
+    SEQ2SEQ_FAMILIES,
+    ModelFamily,
+    task_types_of,
+)
 from taskorch.inference.types import ModelInfo, ModelState
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,7 @@ class LoadedModel:
         *,
         tokenizer: Any = None,
         image_processor: Any = None,
+        feature_extractor: Any = None,
         extra_sessions: Mapping[str, ModelSession] | None = None,
         instance_sessions: Sequence[ModelSession] = (),
         hf_config: Mapping[str, Any] | None = None,
@@ -80,6 +87,7 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self._fast: Any = None
         self.image_processor = image_processor
+        self.feature_extractor = feature_extractor  # speech models' audio -> log-mel features
         self.extra_sessions = dict(extra_sessions or {})
         # Batching instances' own sessions; none: every batch runs on ``session``.
         self.instance_sessions = tuple(instance_sessions)
@@ -108,7 +116,8 @@ class LoadedModel:
                 context_window=self.context_window,
                 max_waiting=config.max_queue_size,
             )
-        elif family is ModelFamily.SEQ2SEQ_LM:
+        elif family in SEQ2SEQ_FAMILIES:
+            speech = family is ModelFamily.SPEECH_SEQ2SEQ
             self.seq2seq = Seq2SeqGenerator(
                 name,
                 session,
@@ -116,6 +125,11 @@ class LoadedModel:
                 tokenizer,
                 eos_ids=self.eos_ids(),
                 decoder_start_id=int(self.hf_config.get("decoder_start_token_id") or self.pad_id),
+                forced_bos_id=self._forced_bos_id(),
+                suppress_ids=self._generation_ids("suppress_tokens") if speech else (),
+                begin_suppress_ids=(
+                    self._generation_ids("begin_suppress_tokens") if speech else ()
+                ),
             )
         elif family not in MEDIA_FAMILIES:
             # Media families run their graphs from their pipelines (one request at a time per
@@ -164,7 +178,7 @@ class LoadedModel:
             hf_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         onnx_dir = path / config.onnx_subfolder if config.onnx_subfolder else path
         extra: dict[str, ModelSession] = {}
-        if config.family is ModelFamily.SEQ2SEQ_LM:
+        if config.family in SEQ2SEQ_FAMILIES:
             main = ModelSession(
                 onnx_dir / "encoder_model.onnx",
                 providers=config.providers,
@@ -202,7 +216,7 @@ class LoadedModel:
                 onnx_file, providers=config.providers, prefer_gpu=prefer_gpu, threads=threads
             )
         instance_sessions: list[ModelSession] = []
-        if config.family not in (ModelFamily.CAUSAL_LM, ModelFamily.SEQ2SEQ_LM, *MEDIA_FAMILIES):
+        if config.family not in (ModelFamily.CAUSAL_LM, *SEQ2SEQ_FAMILIES, *MEDIA_FAMILIES):
             cores = threads or default_threads()
             count = batching_instances(config.instances, cores=cores, on_cuda=main.on_cuda)
             if count > 1:
@@ -217,9 +231,12 @@ class LoadedModel:
                 ]
         tokenizer = None
         image_processor = None
+        feature_extractor = None
+        if config.family is ModelFamily.SPEECH_SEQ2SEQ:
+            feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(path)
         if config.family in MEDIA_FAMILIES:
             pass  # no tokenizer: the pipelines bring their own pre-processing
-        elif config.family in (ModelFamily.IMAGE_CLASSIFICATION, ModelFamily.OBJECT_DETECTION):
+        elif config.family in IMAGE_FAMILIES:
             image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)
         else:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -234,6 +251,7 @@ class LoadedModel:
             main,
             tokenizer=tokenizer,
             image_processor=image_processor,
+            feature_extractor=feature_extractor,
             extra_sessions=extra,
             instance_sessions=instance_sessions,
             hf_config=hf_config,
@@ -267,9 +285,33 @@ class LoadedModel:
             ModelFamily.TOKEN_CLASSIFICATION,
             ModelFamily.IMAGE_CLASSIFICATION,
             ModelFamily.OBJECT_DETECTION,
+            ModelFamily.SEMANTIC_SEGMENTATION,
         ):
             return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
         return ()
+
+    def generation_config(self) -> dict[str, Any]:
+        """The folder's ``generation_config.json`` (empty when it has none)."""
+        file = self.path / "generation_config.json"
+        if not file.exists():
+            return {}
+        loaded = json.loads(file.read_text(encoding="utf-8"))
+        return loaded if isinstance(loaded, dict) else {}
+
+    def _generation_ids(self, key: str) -> tuple[int, ...]:
+        value = self.generation_config().get(key) or self.hf_config.get(key) or ()
+        return tuple(int(v) for v in value if isinstance(v, int))
+
+    def _forced_bos_id(self) -> int | None:
+        """The token a seq2seq model must produce first (generation config, then model config)."""
+        gen_file = self.path / "generation_config.json"
+        if gen_file.exists():
+            gen = json.loads(gen_file.read_text(encoding="utf-8"))
+            if "forced_bos_token_id" in gen:
+                value = gen["forced_bos_token_id"]
+                return int(value) if isinstance(value, int) else None
+        value = self.hf_config.get("forced_bos_token_id")
+        return int(value) if isinstance(value, int) else None
 
     def _pad_id(self) -> int:
         if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:

@@ -34,6 +34,9 @@ class TaskType(enum.StrEnum):
     IMAGE_TO_TEXT = "image_to_text"
     AUDIO_CLASSIFICATION = "audio_classification"
     OBJECT_DETECTION = "object_detection"
+    IMAGE_SEGMENTATION = "image_segmentation"
+    TABLE_QUESTION_ANSWERING = "table_question_answering"
+    AUTOMATIC_SPEECH_RECOGNITION = "automatic_speech_recognition"
 
 
 class ModelFamily(enum.StrEnum):
@@ -48,6 +51,8 @@ class ModelFamily(enum.StrEnum):
     TEXT_ENCODER = "text-encoder"
     IMAGE_CLASSIFICATION = "image-classification"
     OBJECT_DETECTION = "object-detection"  # DETR / YOLOS: class logits and boxes per query
+    SEMANTIC_SEGMENTATION = "semantic-segmentation"  # SegFormer etc.: class logits per pixel
+    SPEECH_SEQ2SEQ = "speech-seq2seq"  # Whisper: log-mel features in, text tokens out
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -57,6 +62,15 @@ class ModelFamily(enum.StrEnum):
 # Families whose folders are imported as they are (their ONNX graphs already exist) rather
 # than exported from a Hugging Face directory with optimum.
 MEDIA_FAMILIES = frozenset({ModelFamily.PIPER_TTS, ModelFamily.PP_OCR, ModelFamily.VOICE_ACTIVITY})
+
+# Families whose input is an image run through the model's Hugging Face image processor.
+IMAGE_FAMILIES = frozenset(
+    {
+        ModelFamily.IMAGE_CLASSIFICATION,
+        ModelFamily.OBJECT_DETECTION,
+        ModelFamily.SEMANTIC_SEGMENTATION,
+    }
+)
 
 
 FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
@@ -76,7 +90,19 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.IMAGE_TO_TEXT: ModelFamily.PP_OCR,
     TaskType.AUDIO_CLASSIFICATION: ModelFamily.VOICE_ACTIVITY,
     TaskType.OBJECT_DETECTION: ModelFamily.OBJECT_DETECTION,
+    TaskType.IMAGE_SEGMENTATION: ModelFamily.SEMANTIC_SEGMENTATION,
+    TaskType.TABLE_QUESTION_ANSWERING: ModelFamily.SEQ2SEQ_LM,  # TAPEX is BART
+    TaskType.AUTOMATIC_SPEECH_RECOGNITION: ModelFamily.SPEECH_SEQ2SEQ,
 }
+
+# Encoder-decoder families: an encoder graph and a merged decoder graph, run by the seq2seq
+# generator.
+SEQ2SEQ_FAMILIES = frozenset({ModelFamily.SEQ2SEQ_LM, ModelFamily.SPEECH_SEQ2SEQ})
+
+# Task types a model of their family serves by default only when it was imported for them (its
+# model.yaml ``task`` or ``default_for``): any seq2seq LM can be asked a table question by
+# name, but a summarizer should not answer one for a request that names no model.
+DEDICATED_TASKS = frozenset({TaskType.TABLE_QUESTION_ANSWERING})
 
 # The optimum exporter's task name for each family (always explicit: "auto" fails on local dirs).
 EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
@@ -89,6 +115,8 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.TEXT_ENCODER: "feature-extraction",
     ModelFamily.IMAGE_CLASSIFICATION: "image-classification",
     ModelFamily.OBJECT_DETECTION: "object-detection",
+    ModelFamily.SEMANTIC_SEGMENTATION: "semantic-segmentation",
+    ModelFamily.SPEECH_SEQ2SEQ: "automatic-speech-recognition-with-past",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -118,6 +146,14 @@ _ALIASES: dict[str, TaskType] = {
     "ocr": TaskType.IMAGE_TO_TEXT,
     "vad": TaskType.AUDIO_CLASSIFICATION,
     "detection": TaskType.OBJECT_DETECTION,
+    "segmentation": TaskType.IMAGE_SEGMENTATION,
+    "table_qa": TaskType.TABLE_QUESTION_ANSWERING,
+    "tableqa": TaskType.TABLE_QUESTION_ANSWERING,
+    "asr": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
+    "speech_recognition": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
+    "speech_to_text": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
+    "transcription": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
+    "semantic_segmentation": TaskType.IMAGE_SEGMENTATION,
     "voice_activity_detection": TaskType.AUDIO_CLASSIFICATION,
 }
 
@@ -126,10 +162,6 @@ KNOWN_UNSUPPORTED: frozenset[str] = frozenset(
     {
         "image_generation",
         "text_to_image",
-        "automatic_speech_recognition",
-        "asr",
-        "image_segmentation",
-        "table_question_answering",
         "visual_question_answering",
     }
 )

@@ -8,10 +8,13 @@ from taskorch.inference.pipelines.classification import TextClassification, Zero
 from taskorch.inference.pipelines.embeddings import FeatureExtraction, SentenceSimilarity
 from taskorch.inference.pipelines.fill_mask import FillMask
 from taskorch.inference.pipelines.image_classification import ImageClassification
+from taskorch.inference.pipelines.image_segmentation import ImageSegmentation
 from taskorch.inference.pipelines.object_detection import ObjectDetection
 from taskorch.inference.pipelines.ocr import ImageToText
 from taskorch.inference.pipelines.question_answering import QuestionAnswering
 from taskorch.inference.pipelines.seq2seq import Seq2Seq
+from taskorch.inference.pipelines.speech_recognition import SpeechRecognition
+from taskorch.inference.pipelines.table_question_answering import TableQuestionAnswering
 from taskorch.inference.pipelines.text_generation import TextGeneration
 from taskorch.inference.pipelines.text_to_speech import TextToSpeech
 from taskorch.inference.pipelines.token_classification import TokenClassification
@@ -34,6 +37,9 @@ PIPELINES: dict[TaskType, Pipeline] = {
     TaskType.IMAGE_TO_TEXT: ImageToText(),
     TaskType.AUDIO_CLASSIFICATION: AudioClassification(),
     TaskType.OBJECT_DETECTION: ObjectDetection(),
+    TaskType.IMAGE_SEGMENTATION: ImageSegmentation(),
+    TaskType.TABLE_QUESTION_ANSWERING: TableQuestionAnswering(),
+    TaskType.AUTOMATIC_SPEECH_RECOGNITION: SpeechRecognition(),
 }
 
 __all__ = ["PIPELINES", "Pipeline"]
