@@ -235,6 +235,7 @@ class TaskorchServer:
         self._cut_calls: asyncio.Task[None] | None = None
         self._sqlite_lock: SqliteLock | None = None
         self.hub.add_listener(metrics.observe_task_event)
+        metrics.DATABASE_WRITES.db = self.db
 
     @property
     def local_worker_prefix(self) -> str:

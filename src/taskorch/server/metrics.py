@@ -8,7 +8,11 @@ Exposed on ``--metrics-addr`` (and through Envoy at ``/metrics``).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 from taskorch.core.model import EventType, TaskEvent
 
@@ -58,3 +62,33 @@ def observe_task_event(event: TaskEvent) -> None:
     task = event.task
     if task is not None and task.started_at is not None and task.completed_at is not None:
         PROCESSING_TIME.observe((task.completed_at - task.started_at).total_seconds())
+
+
+class DatabaseWrites:
+    """The database's write transactions and the operations they held.
+
+    Operations per transaction is how well writes are group-committed (a task takes a few
+    operations).
+    """
+
+    def __init__(self) -> None:
+        self.db: Any = None  # the server's Database, once it has one
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """The two counters, read from the database's own tallies."""
+        if self.db is None:
+            return
+        yield CounterMetricFamily(
+            "taskorch_db_write_transactions",
+            "Write transactions committed (each holds every write waiting when it began)",
+            value=self.db.batches,
+        )
+        yield CounterMetricFamily(
+            "taskorch_db_write_operations",
+            "Write operations committed (task transitions and other writes)",
+            value=self.db.operations,
+        )
+
+
+DATABASE_WRITES = DatabaseWrites()
+REGISTRY.register(DATABASE_WRITES)

@@ -1,0 +1,184 @@
+"""What one trivial task costs the server, counted, for this code and (``--before DIR``) an
+earlier checkout's, in the same run.
+
+For each mode (in-process slots or one remote worker of 10; SQLite or PostgreSQL) a fresh
+server takes ``--tasks`` echo tasks submitted one per call from 32 coroutines (the SDK's
+AsyncClient) and runs them; then, per task:
+
+- server CPU (user + system, every thread, from ``/proc``) and the remote worker's;
+- gRPC calls the server answered (its ``taskorch_rpc_duration_seconds`` counts: CreateTask,
+  the worker's reports; the submitter's own ListTasks polls are left out);
+- write transactions and the operations they held (``taskorch_db_write_*``; absent before
+  this release) and, on PostgreSQL, every transaction it committed (``pg_stat_database``).
+
+The earlier checkout runs from its own ``src`` (PYTHONPATH) with this checkout's client and
+benchmark. Usage:
+
+    python bench/task_cost.py [--tasks 2000] [--before /path/to/checkout]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+from _harness import cpu_seconds, machine, table, taskorch_server
+
+from taskorch.client import AsyncClient
+from tests.servers import WorkerProcess
+
+PG = "postgres@127.0.0.1:5432"
+DB = "taskorch_bench_cost"
+SUBMITTERS = 32
+SLOTS = 10
+
+
+def _pg(sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(f"postgresql://{PG}/test", autocommit=True) as conn:
+        cursor = conn.execute(sql)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+def _commits() -> int:
+    rows = _pg(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'")
+    return int(rows[0][0]) if rows else 0
+
+
+def _metrics(url: str) -> dict[str, float]:
+    """Sums of the counters of interest, by name (RPC counts by method)."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("taskorch_db_write_"):
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+        elif line.startswith("taskorch_rpc_duration_seconds_count"):
+            method = re.search(r'method="([^"]+)"', line)
+            if method and not method.group(1).endswith(("ListTasks", "Check")):
+                name = "rpc " + method.group(1).rsplit("/", 1)[-1]
+                found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+async def measure(backend: str, remote: bool, tasks: int) -> dict[str, float]:
+    url = None
+    if backend == "postgresql":
+        _pg(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        _pg(f"CREATE DATABASE {DB}")
+        url = f"postgresql+asyncpg://{PG}/{DB}"
+    slots = "0" if remote else str(SLOTS)
+    with taskorch_server("--workers", slots, database_url=url) as server:
+        workers = []
+        if remote:
+            log = Path(tempfile.mkdtemp(prefix="taskorch-bench-cost-")) / "worker.log"
+            args = ("--concurrency", str(SLOTS), "--kinds", "echo")
+            workers.append(WorkerProcess(server.grpc_addr, log, args=args).start())
+            await asyncio.to_thread(workers[0].wait_connected)
+        client = AsyncClient(server.grpc_addr)
+        for _ in range(20):  # warm: connections, statements, the worker's stream
+            task = await client.create_task(task_type="echo", input_data={"n": 0})
+            await client.wait_for_task(task.task_id, timeout=30)
+        assert server.proc is not None
+        pids = [server.proc.pid] + [w.proc.pid for w in workers if w.proc is not None]
+        before_cpu = [cpu_seconds(pid) for pid in pids]
+        before = _metrics(server.metrics_url)
+        commits = _commits() if url else 0
+        started = time.monotonic()
+        cursor = 0
+
+        async def submit() -> None:
+            nonlocal cursor
+            while cursor < tasks:
+                cursor += 1
+                await client.create_task(task_type="echo", input_data={"n": cursor})
+
+        await asyncio.gather(*(submit() for _ in range(SUBMITTERS)))
+        while (await client.list_tasks(status="completed", limit=1)).total < tasks + 20:
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - started
+        used = [cpu_seconds(pid) - b for pid, b in zip(pids, before_cpu, strict=True)]
+        after = _metrics(server.metrics_url)
+        result = {
+            "tasks/s": tasks / elapsed,
+            "server CPU ms": used[0] / tasks * 1e3,
+            "worker CPU ms": sum(used[1:]) / tasks * 1e3,
+        }
+        for name in after:
+            result[name] = (after[name] - before.get(name, 0.0)) / tasks
+        if url:
+            result["pg commits"] = (_commits() - commits) / tasks
+        await client.close()
+        for worker in workers:
+            worker.stop()
+    if url:
+        _pg(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    return result
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--before", type=Path, help="an earlier checkout to measure beside")
+    args = parser.parse_args()
+    codes: list[tuple[str, str | None]] = [("now", None)]
+    if args.before:
+        codes.insert(0, ("before", str(args.before.resolve() / "src")))
+    modes = [(b, r) for r in (False, True) for b in ("sqlite", "postgresql")]
+    print(f"{machine()}; {args.tasks} echo tasks per run, {SUBMITTERS} submitters")
+    results: dict[tuple[str, str, bool], dict[str, float]] = {}
+    original = os.environ.get("PYTHONPATH")
+    for backend, remote in modes:
+        for label, src in codes:
+            if src:
+                os.environ["PYTHONPATH"] = src
+            elif original is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = original
+            found = await measure(backend, remote, args.tasks)
+            results[(label, backend, remote)] = found
+            where = f"{backend}, {'remote worker x10' if remote else 'in process x10'}, {label}"
+            print(f"  {where}: {found['tasks/s']:.0f} tasks/s", flush=True)
+    rows = [
+        (
+            "per task",
+            *(
+                f"{'remote' if r else 'in process'} {b} {label}"
+                for b, r in modes
+                for label, _ in codes
+            ),
+        )
+    ]
+    names = sorted({name for found in results.values() for name in found})
+    order = ["tasks/s", "server CPU ms", "worker CPU ms", "taskorch_db_write_transactions_total",
+             "taskorch_db_write_operations_total", "pg commits"]  # fmt: skip
+    names = [n for n in order if n in names] + [n for n in names if n not in order]
+    for name in names:
+        digits = 0 if name == "tasks/s" else 2
+        rows.append(
+            (
+                name,
+                *(
+                    _cell(results[(label, b, r)].get(name), digits)
+                    for b, r in modes
+                    for label, _ in codes
+                ),
+            )
+        )
+    print()
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
