@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import re
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -130,29 +131,46 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--before", type=Path, help="an earlier checkout to measure beside")
+    parser.add_argument(
+        "--modes",
+        default="sqlite,postgresql,sqlite-remote,postgresql-remote",
+        help="which of sqlite, postgresql, sqlite-remote, postgresql-remote",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each, alternating")
     args = parser.parse_args()
     codes: list[tuple[str, str | None]] = [("now", None)]
     if args.before:
         codes.insert(0, ("before", str(args.before.resolve() / "src")))
-    modes = [(b, r) for r in (False, True) for b in ("sqlite", "postgresql")]
+    wanted = args.modes.split(",")
+    modes = [
+        (b, r)
+        for r in (False, True)
+        for b in ("sqlite", "postgresql")
+        if f"{b}{'-remote' if r else ''}" in wanted
+    ]
     print(f"{machine()}; {args.tasks} echo tasks per run, {SUBMITTERS} submitters")
     results: dict[tuple[str, str, bool], dict[str, float]] = {}
     original = os.environ.get("PYTHONPATH")
-    for backend, remote in modes:
-        for label, src in codes:
-            if src:
-                os.environ["PYTHONPATH"] = src
-            elif original is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = original
-            found = await measure(backend, remote, args.tasks)
-            results[(label, backend, remote)] = found
-            where = f"{backend}, {'remote worker x10' if remote else 'in process x10'}, {label}"
-            print(f"  {where}: {found['tasks/s']:.0f} tasks/s", flush=True)
+    runs: dict[tuple[str, str, bool], list[dict[str, float]]] = {}
+    for _ in range(args.repeats):
+        for backend, remote in modes:
+            for label, src in codes:
+                if src:
+                    os.environ["PYTHONPATH"] = src
+                elif original is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = original
+                found = await measure(backend, remote, args.tasks)
+                runs.setdefault((label, backend, remote), []).append(found)
+                where = f"{backend}, {'remote worker x10' if remote else 'in process x10'}, {label}"
+                print(f"  {where}: {found['tasks/s']:.0f} tasks/s", flush=True)
+    for key, found_all in runs.items():  # medians of the runs
+        names_here = {n for f in found_all for n in f}
+        results[key] = {n: statistics.median(f[n] for f in found_all if n in f) for n in names_here}
     rows = [
         (
-            "per task",
+            "per task (median of runs)",
             *(
                 f"{'remote' if r else 'in process'} {b} {label}"
                 for b, r in modes
