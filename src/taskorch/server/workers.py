@@ -225,6 +225,16 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 while True:
                     if feeder.done():
                         feeder.result()  # raises what stopped it (the database, say)
+                    if assignments and request.batch_assignments:
+                        now, sending = loop.time(), assignments[:]
+                        assignments.clear()
+                        for lease in sending:
+                            listener.sent(lease.subtask.subtask_id, now)
+                        yield pb.WorkerMessage(
+                            assignments=pb.Assignments(
+                                subtasks=[convert.subtask_to_proto(s.subtask, s) for s in sending]
+                            )
+                        )
                     while assignments:
                         lease = assignments.pop(0)
                         listener.sent(lease.subtask.subtask_id, loop.time())

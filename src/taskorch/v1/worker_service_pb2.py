@@ -29,7 +29,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from taskorch.v1 import task_service_pb2 as taskorch_dot_v1_dot_task__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskorch/v1/worker_service.proto\x12\x0btaskorch.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1etaskorch/v1/task_service.proto\"l\n\x0bTakeRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\x12\x14\n\x0cwait_seconds\x18\x05 \x01(\x01\"}\n\rListenRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x15\n\rlease_seconds\x18\x05 \x01(\x01\x12\x11\n\trun_ahead\x18\x06 \x01(\x05\"\x9f\x01\n\rWorkerMessage\x12*\n\nassignment\x18\x01 \x01(\x0b\x32\x14.taskorch.v1.SubtaskH\x00\x12+\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x19.taskorch.v1.CancellationH\x00\x12*\n\x04ping\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\t\n\x07message\"D\n\x0c\x43\x61ncellation\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc8\x01\n\x10HeartbeatRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\x12\x15\n\x08progress\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x14\n\x0coutput_delta\x18\x06 \x01(\t\x12,\n\x0boutput_data\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x0b\n\t_progress\"g\n\x11HeartbeatResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04stop\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x94\x01\n\x0f\x43ompleteRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eresource_usage\x18\x04 \x01(\x0b\x32\x1a.taskorch.v1.ResourceUsage\"i\n\x0b\x46\x61ilRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\x11\n\tpermanent\x18\x05 \x01(\x08\"F\n\x0eReleaseRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"<\n\rReportRequest\x12+\n\x07reports\x18\x01 \x03(\x0b\x32\x1a.taskorch.v1.SubtaskReport\"\xa5\x01\n\rSubtaskReport\x12\x30\n\x08\x63omplete\x18\x01 \x01(\x0b\x32\x1c.taskorch.v1.CompleteRequestH\x00\x12(\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x18.taskorch.v1.FailRequestH\x00\x12.\n\x07release\x18\x03 \x01(\x0b\x32\x1b.taskorch.v1.ReleaseRequestH\x00\x42\x08\n\x06report\">\n\x0eReportResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.taskorch.v1.ReportOutcome\"h\n\rReportOutcome\x12\'\n\x07subtask\x18\x01 \x01(\x0b\x32\x14.taskorch.v1.SubtaskH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome2\xe5\x05\n\rWorkerService\x12T\n\x04Take\x12\x18.taskorch.v1.TakeRequest\x1a\x14.taskorch.v1.Subtask\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/subtasks:take:\x01*\x12\x61\n\x06Listen\x12\x1a.taskorch.v1.ListenRequest\x1a\x1a.taskorch.v1.WorkerMessage\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/workers:listen:\x01*0\x01\x12z\n\tHeartbeat\x12\x1d.taskorch.v1.HeartbeatRequest\x1a\x1e.taskorch.v1.HeartbeatResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/subtasks/{subtask_id}:heartbeat:\x01*\x12m\n\x08\x43omplete\x12\x1c.taskorch.v1.CompleteRequest\x1a\x14.taskorch.v1.Subtask\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/subtasks/{subtask_id}:complete:\x01*\x12\x61\n\x04\x46\x61il\x12\x18.taskorch.v1.FailRequest\x1a\x14.taskorch.v1.Subtask\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/subtasks/{subtask_id}:fail:\x01*\x12j\n\x07Release\x12\x1b.taskorch.v1.ReleaseRequest\x1a\x14.taskorch.v1.Subtask\",\x82\xd3\xe4\x93\x02&\"!/v1/subtasks/{subtask_id}:release:\x01*\x12\x61\n\x06Report\x12\x1a.taskorch.v1.ReportRequest\x1a\x1b.taskorch.v1.ReportResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/subtasks:report:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskorch/v1/worker_service.proto\x12\x0btaskorch.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1etaskorch/v1/task_service.proto\"l\n\x0bTakeRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\x12\x14\n\x0cwait_seconds\x18\x05 \x01(\x01\"\x98\x01\n\rListenRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x15\n\rlease_seconds\x18\x05 \x01(\x01\x12\x11\n\trun_ahead\x18\x06 \x01(\x05\x12\x19\n\x11\x62\x61tch_assignments\x18\x07 \x01(\x08\"\xd0\x01\n\rWorkerMessage\x12*\n\nassignment\x18\x01 \x01(\x0b\x32\x14.taskorch.v1.SubtaskH\x00\x12+\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x19.taskorch.v1.CancellationH\x00\x12*\n\x04ping\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12/\n\x0b\x61ssignments\x18\x04 \x01(\x0b\x32\x18.taskorch.v1.AssignmentsH\x00\x42\t\n\x07message\"5\n\x0b\x41ssignments\x12&\n\x08subtasks\x18\x01 \x03(\x0b\x32\x14.taskorch.v1.Subtask\"D\n\x0c\x43\x61ncellation\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc8\x01\n\x10HeartbeatRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\x12\x15\n\x08progress\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x14\n\x0coutput_delta\x18\x06 \x01(\t\x12,\n\x0boutput_data\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x0b\n\t_progress\"g\n\x11HeartbeatResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04stop\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x94\x01\n\x0f\x43ompleteRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eresource_usage\x18\x04 \x01(\x0b\x32\x1a.taskorch.v1.ResourceUsage\"i\n\x0b\x46\x61ilRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\x11\n\tpermanent\x18\x05 \x01(\x08\"F\n\x0eReleaseRequest\x12\x12\n\nsubtask_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"<\n\rReportRequest\x12+\n\x07reports\x18\x01 \x03(\x0b\x32\x1a.taskorch.v1.SubtaskReport\"\xa5\x01\n\rSubtaskReport\x12\x30\n\x08\x63omplete\x18\x01 \x01(\x0b\x32\x1c.taskorch.v1.CompleteRequestH\x00\x12(\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x18.taskorch.v1.FailRequestH\x00\x12.\n\x07release\x18\x03 \x01(\x0b\x32\x1b.taskorch.v1.ReleaseRequestH\x00\x42\x08\n\x06report\">\n\x0eReportResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.taskorch.v1.ReportOutcome\"h\n\rReportOutcome\x12\'\n\x07subtask\x18\x01 \x01(\x0b\x32\x14.taskorch.v1.SubtaskH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome2\xe5\x05\n\rWorkerService\x12T\n\x04Take\x12\x18.taskorch.v1.TakeRequest\x1a\x14.taskorch.v1.Subtask\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/subtasks:take:\x01*\x12\x61\n\x06Listen\x12\x1a.taskorch.v1.ListenRequest\x1a\x1a.taskorch.v1.WorkerMessage\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/workers:listen:\x01*0\x01\x12z\n\tHeartbeat\x12\x1d.taskorch.v1.HeartbeatRequest\x1a\x1e.taskorch.v1.HeartbeatResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/subtasks/{subtask_id}:heartbeat:\x01*\x12m\n\x08\x43omplete\x12\x1c.taskorch.v1.CompleteRequest\x1a\x14.taskorch.v1.Subtask\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/subtasks/{subtask_id}:complete:\x01*\x12\x61\n\x04\x46\x61il\x12\x18.taskorch.v1.FailRequest\x1a\x14.taskorch.v1.Subtask\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/subtasks/{subtask_id}:fail:\x01*\x12j\n\x07Release\x12\x1b.taskorch.v1.ReleaseRequest\x1a\x14.taskorch.v1.Subtask\",\x82\xd3\xe4\x93\x02&\"!/v1/subtasks/{subtask_id}:release:\x01*\x12\x61\n\x06Report\x12\x1a.taskorch.v1.ReportRequest\x1a\x1b.taskorch.v1.ReportResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/subtasks:report:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,30 +52,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERSERVICE'].methods_by_name['Report']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/subtasks:report:\001*'
   _globals['_TAKEREQUEST']._serialized_start=199
   _globals['_TAKEREQUEST']._serialized_end=307
-  _globals['_LISTENREQUEST']._serialized_start=309
-  _globals['_LISTENREQUEST']._serialized_end=434
-  _globals['_WORKERMESSAGE']._serialized_start=437
-  _globals['_WORKERMESSAGE']._serialized_end=596
-  _globals['_CANCELLATION']._serialized_start=598
-  _globals['_CANCELLATION']._serialized_end=666
-  _globals['_HEARTBEATREQUEST']._serialized_start=669
-  _globals['_HEARTBEATREQUEST']._serialized_end=869
-  _globals['_HEARTBEATRESPONSE']._serialized_start=871
-  _globals['_HEARTBEATRESPONSE']._serialized_end=974
-  _globals['_COMPLETEREQUEST']._serialized_start=977
-  _globals['_COMPLETEREQUEST']._serialized_end=1125
-  _globals['_FAILREQUEST']._serialized_start=1127
-  _globals['_FAILREQUEST']._serialized_end=1232
-  _globals['_RELEASEREQUEST']._serialized_start=1234
-  _globals['_RELEASEREQUEST']._serialized_end=1304
-  _globals['_REPORTREQUEST']._serialized_start=1306
-  _globals['_REPORTREQUEST']._serialized_end=1366
-  _globals['_SUBTASKREPORT']._serialized_start=1369
-  _globals['_SUBTASKREPORT']._serialized_end=1534
-  _globals['_REPORTRESPONSE']._serialized_start=1536
-  _globals['_REPORTRESPONSE']._serialized_end=1598
-  _globals['_REPORTOUTCOME']._serialized_start=1600
-  _globals['_REPORTOUTCOME']._serialized_end=1704
-  _globals['_WORKERSERVICE']._serialized_start=1707
-  _globals['_WORKERSERVICE']._serialized_end=2448
+  _globals['_LISTENREQUEST']._serialized_start=310
+  _globals['_LISTENREQUEST']._serialized_end=462
+  _globals['_WORKERMESSAGE']._serialized_start=465
+  _globals['_WORKERMESSAGE']._serialized_end=673
+  _globals['_ASSIGNMENTS']._serialized_start=675
+  _globals['_ASSIGNMENTS']._serialized_end=728
+  _globals['_CANCELLATION']._serialized_start=730
+  _globals['_CANCELLATION']._serialized_end=798
+  _globals['_HEARTBEATREQUEST']._serialized_start=801
+  _globals['_HEARTBEATREQUEST']._serialized_end=1001
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1003
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1106
+  _globals['_COMPLETEREQUEST']._serialized_start=1109
+  _globals['_COMPLETEREQUEST']._serialized_end=1257
+  _globals['_FAILREQUEST']._serialized_start=1259
+  _globals['_FAILREQUEST']._serialized_end=1364
+  _globals['_RELEASEREQUEST']._serialized_start=1366
+  _globals['_RELEASEREQUEST']._serialized_end=1436
+  _globals['_REPORTREQUEST']._serialized_start=1438
+  _globals['_REPORTREQUEST']._serialized_end=1498
+  _globals['_SUBTASKREPORT']._serialized_start=1501
+  _globals['_SUBTASKREPORT']._serialized_end=1666
+  _globals['_REPORTRESPONSE']._serialized_start=1668
+  _globals['_REPORTRESPONSE']._serialized_end=1730
+  _globals['_REPORTOUTCOME']._serialized_start=1732
+  _globals['_REPORTOUTCOME']._serialized_end=1836
+  _globals['_WORKERSERVICE']._serialized_start=1839
+  _globals['_WORKERSERVICE']._serialized_end=2580
 # @@protoc_insertion_point(module_scope)

@@ -28,30 +28,40 @@ class TakeRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class ListenRequest(_message.Message):
-    __slots__ = ("worker_id", "kinds", "models", "capacity", "lease_seconds", "run_ahead")
+    __slots__ = ("worker_id", "kinds", "models", "capacity", "lease_seconds", "run_ahead", "batch_assignments")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RUN_AHEAD_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     kinds: _containers.RepeatedScalarFieldContainer[str]
     models: _containers.RepeatedScalarFieldContainer[str]
     capacity: int
     lease_seconds: float
     run_ahead: int
-    def __init__(self, worker_id: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., run_ahead: _Optional[int] = ...) -> None: ...
+    batch_assignments: bool
+    def __init__(self, worker_id: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., run_ahead: _Optional[int] = ..., batch_assignments: _Optional[bool] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("assignment", "cancel", "ping")
+    __slots__ = ("assignment", "cancel", "ping", "assignments")
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     assignment: _task_service_pb2.Subtask
     cancel: Cancellation
     ping: _timestamp_pb2.Timestamp
-    def __init__(self, assignment: _Optional[_Union[_task_service_pb2.Subtask, _Mapping]] = ..., cancel: _Optional[_Union[Cancellation, _Mapping]] = ..., ping: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    assignments: Assignments
+    def __init__(self, assignment: _Optional[_Union[_task_service_pb2.Subtask, _Mapping]] = ..., cancel: _Optional[_Union[Cancellation, _Mapping]] = ..., ping: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assignments: _Optional[_Union[Assignments, _Mapping]] = ...) -> None: ...
+
+class Assignments(_message.Message):
+    __slots__ = ("subtasks",)
+    SUBTASKS_FIELD_NUMBER: _ClassVar[int]
+    subtasks: _containers.RepeatedCompositeFieldContainer[_task_service_pb2.Subtask]
+    def __init__(self, subtasks: _Optional[_Iterable[_Union[_task_service_pb2.Subtask, _Mapping]]] = ...) -> None: ...
 
 class Cancellation(_message.Message):
     __slots__ = ("subtask_id", "lease_id", "reason")

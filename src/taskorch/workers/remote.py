@@ -168,6 +168,7 @@ class GrpcWorkSource:
             capacity=self.capacity,
             lease_seconds=lease_seconds,
             run_ahead=self.run_ahead,
+            batch_assignments=True,
         )
         while True:
             call = self._stub.Listen(request, metadata=self.metadata)
@@ -199,6 +200,9 @@ class GrpcWorkSource:
         kind = message.WhichOneof("message")
         if kind == "assignment":
             self._assignments.put_nowait(lease_from_proto(message.assignment))
+        elif kind == "assignments":
+            for subtask in message.assignments.subtasks:
+                self._assignments.put_nowait(lease_from_proto(subtask))
         elif kind == "cancel" and self._stop_notice is not None:
             self._stop_notice(message.cancel.subtask_id, message.cancel.reason or "cancelled")
 
