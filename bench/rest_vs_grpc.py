@@ -7,14 +7,17 @@ Calls: GetTask of an existing task, and CreateTask of a text-analysis task. Path
 The raw limit of any proxy on this machine is measured in the same run: a bare Envoy (router
 only) in front of an Envoy that answers by itself, against that Envoy directly. Its added p50
 bounds what REST through a proxy can reach one call at a time: a call that takes T directly
-takes at least T + hop through any proxy, so the "c=1 bound" column is T / (T + hop).
+takes at least T + hop through any proxy, so the "c=1 bound" column is T / (T + hop). In the
+same alternating set, the same router-only Envoy is measured in front of the taskorch server
+(GetTask, which reads the database, and ListModels, which does not), to tell what the server
+side of a hop adds beyond that limit (``--hop-only`` measures just this part).
 Concurrency 1 and 32 (connections with one request in flight each). Every path of a case is run
 ``--repeats`` times in alternating order (A B C D, D C B A, ...); rates are the mean, p50/p99
 come from every request of those runs. After each CreateTask run the server's queue drains
 before the next run starts. Each call's result is checked: all HTTP 2xx, and for gRPC the
 server's own count of OK answers of that method rose by at least the requests h2load counted.
 
-Usage: python bench/rest_vs_grpc.py [--seconds 5] [--repeats 2] [--workers 4]
+Usage: python bench/rest_vs_grpc.py [--seconds 5] [--repeats 2] [--workers 4] [--hop-only]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import yaml
 from _harness import Target, grpc_frame, h2load, machine, percentile, table, taskorch_server
 
 from taskorch.gateway.launcher import envoy_binary
+from taskorch.v1 import model_service_pb2 as model_pb
 from taskorch.v1 import task_service_pb2 as pb
 from tests.servers import ServerProcess, free_port
 
@@ -142,22 +146,11 @@ def _listener(port: int, route: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def bare_hop(workdir: Path) -> Iterator[tuple[str, str]]:
-    """Two Envoys: one answering 200 by itself, one routing to it over HTTP/2 with no other
-    filter. Yields (direct URL, proxied URL)."""
-    answer, hop = free_port(), free_port()
-    answering = {
-        "static_resources": {
-            "listeners": [
-                _listener(
-                    answer, {"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
-                )
-            ]
-        }
-    }
-    cluster = {
-        "name": "answer",
+def _h2_cluster(name: str, port: int) -> dict[str, Any]:
+    """A cluster of one host on 127.0.0.1:``port`` spoken to over HTTP/2, no other option."""
+    endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+    return {
+        "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
         "typed_extension_protocol_options": {
@@ -168,26 +161,35 @@ def bare_hop(workdir: Path) -> Iterator[tuple[str, str]]:
             }
         },
         "load_assignment": {
-            "cluster_name": "answer",
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": "127.0.0.1", "port_value": answer}
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
         },
+    }
+
+
+@contextmanager
+def bare_hop(workdir: Path, server_port: int) -> Iterator[tuple[str, str, str]]:
+    """Two Envoys: one answering 200 by itself, one routing to it over HTTP/2 with no other
+    filter. The routing one has a second listener, routing the same way to the taskorch
+    server's gRPC port. Yields (direct URL, proxied URL, base URL of the server through the
+    router-only Envoy)."""
+    answer, hop, front = free_port(), free_port(), free_port()
+    answering = {
+        "static_resources": {
+            "listeners": [
+                _listener(
+                    answer, {"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
+                )
+            ]
+        }
     }
     routing = {
         "static_resources": {
-            "listeners": [_listener(hop, {"route": {"cluster": "answer", "timeout": "0s"}})],
-            "clusters": [cluster],
+            "listeners": [
+                _listener(hop, {"route": {"cluster": "answer", "timeout": "0s"}}),
+                _listener(front, {"route": {"cluster": "taskorch", "timeout": "0s"}}),
+            ],
+            "clusters": [_h2_cluster("answer", answer), _h2_cluster("taskorch", server_port)],
         }
     }
     procs = []
@@ -214,11 +216,59 @@ def bare_hop(workdir: Path) -> Iterator[tuple[str, str]]:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-        yield urls
+        yield (*urls, f"http://127.0.0.1:{front}")
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
+
+
+def hop_case(server: ServerProcess, workdir: Path, seconds: float, repeats: int) -> float:
+    """What one router-only Envoy adds to the p50 of a call at concurrency 1, measured in one
+    alternating set: in front of an Envoy answering by itself (the bare hop, the raw limit of
+    any proxy here) and in front of the taskorch server (GetTask, which reads the database,
+    and ListModels, which does not). Prints the three; returns the bare hop in ms."""
+    port = int(server.grpc_addr.rsplit(":", 1)[1])
+    with bare_hop(workdir, port) as (direct_url, hop_url, front):
+        paths = [Target("direct", direct_url, None, ()), Target("hop", hop_url, None, ())]
+        for call, service, body in (
+            ("GetTask", "/taskorch.v1.TaskService", "get.grpc"),
+            ("ListModels", "/taskorch.v1.ModelService", "models.grpc"),
+        ):
+            method = f"{service}/{call}"
+            for name, base in ((call, f"http://{server.grpc_addr}"), (f"{call} hop", front)):
+                paths.append(
+                    Target(name, base + method, workdir / body, GRPC_HEADERS, grpc_method=method)
+                )
+        measured = measure(
+            server,
+            paths,
+            concurrency=1,
+            seconds=seconds,
+            repeats=repeats,
+            creates=False,
+            workdir=workdir,
+        )
+
+    def added(direct: str, hop: str) -> float:
+        p50 = percentile(measured[hop].latencies, 50) - percentile(measured[direct].latencies, 50)
+        return p50 * 1e3
+
+    hop_ms = added("direct", "hop")
+    print(
+        f"  bare Envoy hop, concurrency 1: direct {measured['direct'].cell()}, through a "
+        f"router-only Envoy {measured['hop'].cell()}: +{hop_ms:.2f} ms p50",
+        flush=True,
+    )
+    for call in ("GetTask", "ListModels"):
+        extra = added(call, f"{call} hop")
+        print(
+            f"  the same router-only Envoy in front of the server, {call}: direct "
+            f"{measured[call].cell()}, through it {measured[f'{call} hop'].cell()}: "
+            f"+{extra:.2f} ms p50 ({extra - hop_ms:+.2f} ms against the bare hop)",
+            flush=True,
+        )
+    return hop_ms
 
 
 def versions() -> str:
@@ -233,6 +283,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--repeats", type=int, default=2, help="runs per path and case")
     parser.add_argument("--workers", type=int, default=4, help="in-process worker slots")
+    parser.add_argument(
+        "--hop-only", action="store_true", help="measure only what a router-only Envoy adds"
+    )
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client")
@@ -257,24 +310,6 @@ def main() -> None:
         taskorch_server("--workers", str(args.workers), gateway=True) as server,
     ):
         workdir = Path(tmp)
-        with bare_hop(workdir) as (direct_url, hop_url):
-            hop = measure(
-                server,
-                [Target("direct", direct_url, None, ()), Target("hop", hop_url, None, ())],
-                concurrency=1,
-                seconds=args.seconds,
-                repeats=args.repeats,
-                creates=False,
-                workdir=workdir,
-            )
-        hop_ms = (
-            percentile(hop["hop"].latencies, 50) - percentile(hop["direct"].latencies, 50)
-        ) * 1e3
-        print(
-            f"  bare Envoy hop, concurrency 1: direct {hop['direct'].cell()}, through a "
-            f"router-only Envoy {hop['hop'].cell()}: +{hop_ms:.2f} ms p50",
-            flush=True,
-        )
         request = urllib.request.Request(
             f"{server.http_url}/v1/tasks",
             data=json.dumps({"text": TEXT}).encode(),
@@ -286,9 +321,13 @@ def main() -> None:
             "get.grpc": grpc_frame(pb.GetTaskRequest(task_id=task_id).SerializeToString()),
             "create.grpc": grpc_frame(pb.CreateTaskRequest(text=TEXT).SerializeToString()),
             "create.json": json.dumps({"text": TEXT}).encode(),
+            "models.grpc": grpc_frame(model_pb.ListModelsRequest().SerializeToString()),
         }
         for name, data in files.items():
             (workdir / name).write_bytes(data)
+        hop_ms = hop_case(server, workdir, args.seconds, args.repeats)
+        if args.hop_only:
+            return
         service = "/taskorch.v1.TaskService"
         cases = [
             (
