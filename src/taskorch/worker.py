@@ -37,8 +37,8 @@ from taskorch.workers.handlers import (
     WorkContext,
 )
 from taskorch.workers.remote import GrpcWorkSource
+from taskorch.workers.worker import RUN_AHEAD_PER_SLOT, default_worker_id
 from taskorch.workers.worker import Worker as WorkerLoop
-from taskorch.workers.worker import default_worker_id
 
 __all__ = ["Outcome", "PermanentFailure", "WorkContext", "Worker"]
 
@@ -51,8 +51,8 @@ class Worker:
         concurrency: subtasks run at once.
         run_ahead: while the work is short (turned around within 0.05 s), up to this many
             more subtasks are kept in hand, so a slot that frees starts the next at once
-            instead of waiting for its report to commit (default: as many as
-            ``concurrency``; 0: never). Long work is never held back this way.
+            instead of waiting for its report to commit (default: four per slot; 0: never).
+            Long work is not held back this way.
         worker_id: a stable name (default ``worker-HOST-PID``).
         api_key: sent as ``x-api-key``; ``bearer_token`` as ``authorization: Bearer``.
         models: for inference work, only these models (default: any).
@@ -77,7 +77,7 @@ class Worker:
     ) -> None:
         self.server = server
         self.concurrency = concurrency
-        self.run_ahead = concurrency if run_ahead is None else run_ahead
+        self.run_ahead = RUN_AHEAD_PER_SLOT * concurrency if run_ahead is None else run_ahead
         self.worker_id = worker_id or default_worker_id("worker")
         self.models = tuple(models)
         self.lease_seconds = lease_seconds

@@ -63,7 +63,7 @@ def worker(
         min=0,
         help="While the work is short (under 0.05 s a subtask), keep up to this many more "
         "subtasks in hand, so a freed slot starts the next at once instead of waiting for "
-        "its report to commit (default: as many as --concurrency; 0: never).",
+        "its report to commit (default: four per --concurrency slot; 0: never).",
     ),
     worker_id: str = typer.Option("", "--worker-id", help="Stable name (default worker-HOST-PID)."),
     models_dir: Path | None = typer.Option(
