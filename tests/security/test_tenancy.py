@@ -240,12 +240,22 @@ def test_workers_take_only_the_work_of_their_tenant(tenants: Tenants) -> None:
         ):
             details = assert_not_found(lambda m=method, r=request: globex(m, r))
             assert "acme-w" not in details
-    # The rightful worker still holds its lease and completes.
-    done = tenants.acme_worker(
-        tenants.acme_worker.workers.Complete,
-        worker_pb.CompleteRequest(subtask_id=subtask_id, lease_id=lease.lease_id),
+        # In a batched report too: that report is refused as not found, saying no more.
+        report = worker_pb.SubtaskReport(
+            complete=worker_pb.CompleteRequest(subtask_id=subtask_id, lease_id=lease_id)
+        )
+        answer = globex(globex.workers.Report, worker_pb.ReportRequest(reports=[report]))
+        refused = answer.outcomes[0].error
+        assert refused.code == grpc.StatusCode.NOT_FOUND.value[0]
+        assert "acme-w" not in refused.message
+    # The rightful worker still holds its lease and completes (a worker key may report).
+    report = worker_pb.SubtaskReport(
+        complete=worker_pb.CompleteRequest(subtask_id=subtask_id, lease_id=lease.lease_id)
     )
-    assert done.subtask_id == subtask_id
+    answer = tenants.acme_worker(
+        tenants.acme_worker.workers.Report, worker_pb.ReportRequest(reports=[report])
+    )
+    assert answer.outcomes[0].subtask.subtask_id == subtask_id
 
 
 def test_another_tenants_chat_session_is_not_found(tenants: Tenants) -> None:

@@ -75,6 +75,7 @@ WORKER_METHODS = frozenset(
         "/taskorch.v1.WorkerService/Complete",
         "/taskorch.v1.WorkerService/Fail",
         "/taskorch.v1.WorkerService/Release",
+        "/taskorch.v1.WorkerService/Report",
         "/taskorch.v1.TaskService/TakeSubtask",
         "/taskorch.v1.TaskService/UpdateSubtaskStatus",
         "/taskorch.v1.TaskService/GetSubtask",
