@@ -34,7 +34,9 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Population]
     """A server with one worker and tasks in every status."""
     workdir: Path = tmp_path_factory.mktemp("list")
     url = new_database(workdir)
-    server = ServerProcess(workdir=workdir, database_url=url, args=("--workers", "1")).start()
+    # No work in hand beyond the slot: tasks queued behind the blocker stay PENDING.
+    args = ("--workers", "1", "--run-ahead", "0")
+    server = ServerProcess(workdir=workdir, database_url=url, args=args).start()
     with server.client() as client:
         completed = []
         for i in range(5):

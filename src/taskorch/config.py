@@ -27,6 +27,9 @@ class Settings:
     models_dir: Path | None = DEFAULT_MODELS_DIR
     gateway: bool = True
     workers: int = 4
+    # Leases the in-process workers keep in hand beyond their slots while the work is short
+    # (None: four per slot; 0: never).
+    run_ahead: int | None = None
     rate_limit: str = "100/60s,20/10s"
     lease_seconds: float = 30.0
     drain_seconds: float = 30.0

@@ -36,7 +36,7 @@ def test_a_provider_that_fails_to_load_is_reported_once_for_models_loading_at_on
         for folder in sorted(default_models_dir.iterdir())
         if folder.is_dir() and any(folder.rglob("*.onnx"))
     ]
-    assert len(paths) == 3
+    assert len(paths) >= 3  # MiniLM (and its int8 variant), the PII tagger, the chat model
     done = subprocess.run(
         [sys.executable, "-c", _LOAD_IN_PARALLEL, *paths],
         capture_output=True,
@@ -45,7 +45,7 @@ def test_a_provider_that_fails_to_load_is_reported_once_for_models_loading_at_on
     )
     assert done.returncode == 0, done.stderr
     active = done.stdout.split()
-    assert len(active) == 3
+    assert len(active) == len(paths)
     reports = [line for line in done.stderr.splitlines() if "will not ask for" in line]
     if "CUDAExecutionProvider" in ort.get_available_providers() and "CPUExecutionProvider" in (
         active

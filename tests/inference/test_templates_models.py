@@ -100,7 +100,7 @@ def test_an_unknown_model_lists_the_models_and_queues_nothing(client: Client) ->
             parameters={"model": "llama3.1:8b", "prompt": "Explain quantum computing"},
         )
     assert caught.value.reason == "MODEL_NOT_FOUND"
-    assert f"available models: {MINILM}, pii-rampart, {SMOLLM}" in str(caught.value)
+    assert f"available models: {MINILM}, {MINILM}-int8, pii-rampart, {SMOLLM}" in str(caught.value)
     assert client.list_tasks(template="ollama-inference").total == before
 
 

@@ -73,6 +73,16 @@ def serve(
         min=0,
         help="Subtasks run at once by in-process workers (0: only remote workers run work).",
     ),
+    run_ahead: int | None = typer.Option(
+        None,
+        "--run-ahead",
+        envvar="TASKORCH_RUN_AHEAD",
+        min=0,
+        help="While the work is short (under 0.05 s a subtask), the in-process workers keep "
+        "up to this many more subtasks in hand than --workers, so a freed slot starts the "
+        "next at once instead of waiting for its report to commit (default: four per slot; "
+        "0: never).",
+    ),
     lease_seconds: float = typer.Option(
         30.0, envvar="TASKORCH_LEASE_SECONDS", min=1.0, help="Lease length of in-process work."
     ),
@@ -199,6 +209,7 @@ def serve(
         models_dir=models_dir,
         gateway=not no_gateway,
         workers=workers,
+        run_ahead=run_ahead,
         rate_limit=rate_limit,
         lease_seconds=lease_seconds,
         drain_seconds=drain_seconds,

@@ -348,6 +348,7 @@ class TaskorchServer:
             self.handlers,
             worker_id=f"{self.local_worker_prefix}{os.getpid()}",
             concurrency=self.settings.workers,
+            run_ahead=self.settings.run_ahead,
             lease_seconds=self.settings.lease_seconds,
         )
         worker.start()

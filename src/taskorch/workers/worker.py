@@ -205,15 +205,7 @@ class Worker:
             while not self._stopping.is_set():
                 room = self._room()
                 if room <= 0:
-                    # Reports wait for a take only while one is coming.
-                    deferred, self._deferred = self._deferred, []
-                    for report in deferred:
-                        self._send(report)
-                    self._slot_waiter = asyncio.get_running_loop().create_future()
-                    try:
-                        await self._slot_waiter
-                    finally:
-                        self._slot_waiter = None
+                    await self._wait_for_a_slot()
                     continue
                 # Reports of the slots just freed go out now, right before the take.
                 deferred, self._deferred = self._deferred, []
@@ -243,6 +235,17 @@ class Worker:
                 self._start_in_hand()
         finally:
             self._beat_task.cancel()
+
+    async def _wait_for_a_slot(self) -> None:
+        # Reports wait for a take only while one is coming.
+        deferred, self._deferred = self._deferred, []
+        for report in deferred:
+            self._send(report)
+        self._slot_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._slot_waiter
+        finally:
+            self._slot_waiter = None
 
     def _room(self) -> int:
         """How many leases the next take may ask for: the free slots, and while the work is
