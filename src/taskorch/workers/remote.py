@@ -128,8 +128,8 @@ class GrpcWorkSource:
         )
         self._stub = pb_grpc.WorkerServiceStub(self._channel)
         self._assignments: asyncio.Queue[Lease] = asyncio.Queue()
-        # Reports waiting for the Report call on its way, each with who waits for its answer.
-        self._reports: list[tuple[pb.SubtaskReport, asyncio.Future[Any]]] = []
+        # Reports waiting for the Report call on its way: (subtask id, report, its answer).
+        self._reports: list[tuple[str, pb.SubtaskReport, asyncio.Future[Any]]] = []
         self._reporting: asyncio.Task[None] | None = None
         self._stop_notice: Callable[[str, str], None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -238,7 +238,7 @@ class GrpcWorkSource:
         )
         if progress is not None:
             request.progress = progress
-        answer = await self._report(lease, self._stub.Heartbeat, request)
+        answer = await self._report(lease.subtask.subtask_id, self._stub.Heartbeat, request)
         return HeartbeatAnswer(
             _time(answer, "lease_expires_at"), cancelled=answer.stop, reason=answer.reason
         )
@@ -249,7 +249,7 @@ class GrpcWorkSource:
         )
         if data is not None:
             request.output_data.update(data)
-        answer = await self._report(lease, self._stub.Heartbeat, request)
+        answer = await self._report(lease.subtask.subtask_id, self._stub.Heartbeat, request)
         return not answer.stop
 
     async def complete(
@@ -278,7 +278,7 @@ class GrpcWorkSource:
     async def _batched(self, lease: Lease, report: pb.SubtaskReport) -> None:
         """Sends ``report`` in the next Report call; raises what the server said of it."""
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._reports.append((report, answer))
+        self._reports.append((lease.subtask.subtask_id, report, answer))
         if self._reporting is None or self._reporting.done():
             self._reporting = asyncio.create_task(self._send_reports(), name="worker reports")
         outcome = await answer
@@ -290,16 +290,15 @@ class GrpcWorkSource:
         while self._reports:
             batch = self._reports[:MAX_REPORTS_PER_CALL]
             del self._reports[:MAX_REPORTS_PER_CALL]
-            request = pb.ReportRequest(reports=[report for report, _ in batch])
-            subtask_id = _report_subtask(batch[0][0])
+            request = pb.ReportRequest(reports=[report for _, report, _ in batch])
             try:
-                response = await self._retrying(subtask_id, self._stub.Report, request)
+                response = await self._report(batch[0][0], self._stub.Report, request)
             except Exception as exc:  # the call failed for all of them
-                for _, answer in batch:
+                for _, _, answer in batch:
                     if not answer.done():
                         answer.set_exception(exc)
                 continue
-            for (_, answer), outcome in zip(batch, response.outcomes, strict=True):
+            for (_, _, answer), outcome in zip(batch, response.outcomes, strict=True):
                 if not answer.done():
                     answer.set_result(outcome)
 
@@ -307,22 +306,12 @@ class GrpcWorkSource:
         request = pb.ReleaseRequest(
             subtask_id=lease.subtask.subtask_id, lease_id=lease.lease_id, reason=reason
         )
-        await self._report(lease, self._stub.Release, request, retries=1)
+        await self._report(lease.subtask.subtask_id, self._stub.Release, request, retries=1)
 
     def on_stop(self, worker_id: str, notice: Callable[[str, str], None]) -> None:
         self._stop_notice = notice
 
     async def _report(
-        self,
-        lease: Lease,
-        call: Callable[..., Awaitable[T]],
-        request: Any,
-        *,
-        retries: int = REPORT_RETRIES,
-    ) -> T:
-        return await self._retrying(lease.subtask.subtask_id, call, request, retries=retries)
-
-    async def _retrying(
         self,
         subtask_id: str,
         call: Callable[..., Awaitable[T]],
@@ -342,9 +331,3 @@ class GrpcWorkSource:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
-
-
-def _report_subtask(report: pb.SubtaskReport) -> str:
-    kind = report.WhichOneof("report")
-    inner: Any = getattr(report, kind) if kind else None
-    return str(inner.subtask_id) if inner is not None else ""

@@ -275,10 +275,11 @@ class Worker:
         long, so the worker stops running ahead until its runs are short again."""
         self._hold_timer = None
         late = time.monotonic() - HOLD_IN_HAND_SECONDS
+        if self._in_hand and self._in_hand[0][1] <= late:
+            self._run_seconds = max(self._run_seconds or 0.0, HOLD_IN_HAND_SECONDS)
         while self._in_hand and self._in_hand[0][1] <= late:
             lease, _ = self._in_hand.popleft()
             self._send(self._give_back(lease, "it waited too long in a busy worker"))
-            self._run_seconds = max(self._run_seconds or 0.0, HOLD_IN_HAND_SECONDS)
         if not self._stopping.is_set():
             self._start_in_hand()  # arms the timer for the next lease in hand
         self._free_slot()
