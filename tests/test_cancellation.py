@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from taskorch.config import Settings
-from taskorch.core.hub import WorkSignal
 from taskorch.events.bus import EventBus
+from taskorch.events.hub import WorkSignal
 from taskorch.server.app import TaskorchServer
 from taskorch.server.health import HealthReporter
 

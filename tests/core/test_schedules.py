@@ -22,7 +22,6 @@ from taskorch.core.errors import (
     ScheduleNotFound,
     TaskorchError,
 )
-from taskorch.core.hub import EventHub
 from taskorch.core.model import Task
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
 from taskorch.core.schedules import (
@@ -32,6 +31,7 @@ from taskorch.core.schedules import (
     firing_request_id,
 )
 from taskorch.core.tasks import ListRequest, TaskService
+from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
 from taskorch.store.schema import schedules
 from tests import databases

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from taskorch.core.caller import ANONYMOUS
 from taskorch.core.engine import TaskEngine, WorkerIdentity
-from taskorch.core.hub import EventHub
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec
 from taskorch.core.tasks import TaskService
+from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
 
 

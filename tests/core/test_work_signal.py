@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from taskorch.core.hub import WorkSignal
+from taskorch.events.hub import WorkSignal
 
 
 async def test_work_queued_while_a_taker_was_looking_wakes_it_at_once() -> None:

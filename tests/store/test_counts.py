@@ -12,10 +12,10 @@ from sqlalchemy.engine import make_url
 
 from taskorch.core.caller import ANONYMOUS, Caller
 from taskorch.core.engine import TaskEngine, WorkerIdentity
-from taskorch.core.hub import EventHub
 from taskorch.core.model import Status
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
 from taskorch.core.tasks import TaskService
+from taskorch.events.hub import EventHub
 from taskorch.store import counts
 from taskorch.store.database import Database
 from taskorch.store.schema import tasks

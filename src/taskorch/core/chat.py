@@ -19,9 +19,11 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -46,13 +48,13 @@ from taskorch.core.errors import (
     MessageNotFound,
     SessionNotFound,
 )
-from taskorch.core.hub import EventHub
 from taskorch.core.model import (
     JSON,
     Status,
 )
 from taskorch.core.tasks import TaskService
-from taskorch.events.bus import EventBus, SubscriptionLagged
+from taskorch.events import watch
+from taskorch.events.hub import EventHub
 from taskorch.store import chat as chat_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow
@@ -65,8 +67,6 @@ MAX_TITLE_CHARS = 200
 DEFAULT_SESSION_LIMIT = 50
 DEFAULT_MESSAGE_LIMIT = 100
 MAX_LIMIT = 1000
-# How long a watch waits for a live event before re-reading the store.
-WATCH_RECHECK_SECONDS = 5.0
 # Retrieval-augmented sessions: chunks retrieved per user message (those that fit the
 # prompt are kept), and collections a session may name.
 RETRIEVED_CHUNKS = 4
@@ -164,8 +164,7 @@ class ChatService:
         self.models = models
         self.retriever = retriever
         self.clock = clock
-        self.bus: EventBus[ChatEvent] = EventBus()
-        self.replies = Replies(db, hub, tasks, self._publish, clock=clock)
+        self.replies = Replies(db, hub, tasks, clock=clock)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -304,7 +303,6 @@ class ChatService:
             if session is None:
                 raise SessionNotFound(session_id)
             unfinished = chat_store.unfinished_replies(tx.conn, key)
-            chat_store.delete_session(tx.conn, key)
             end = ChatEvent(
                 session_id=key,
                 tenant_id=session.tenant_id,
@@ -313,7 +311,8 @@ class ChatService:
                 created_at=self.clock(),
                 session=session,
             )
-            tx.after_commit(lambda: self.bus.publish(key, end))
+            chat_store.delete_session(tx.conn, key, end=end)
+            tx.after_commit(lambda: self.hub.publish_chat([end]))
             return session, unfinished
 
         session, unfinished = await self.db.write(remove)
@@ -409,7 +408,7 @@ class ChatService:
                 _added(answer, advanced.sequence, now),
             ]
             chat_store.insert_events(conn, events)
-            tx.after_commit(lambda: self._publish(events))
+            tx.after_commit(lambda: self.hub.publish_chat(events))
             tx.after_commit(lambda: self.replies.follow(answer))
             return Posted(user, answer, advanced.sequence - 1)
 
@@ -577,7 +576,7 @@ class ChatService:
                 message=message,
             )
             chat_store.insert_events(conn, [event])
-            tx.after_commit(lambda: self._publish([event]))
+            tx.after_commit(lambda: self.hub.publish_chat([event]))
             self.replies.release_next(tx, session_key, now)
             return message, stop
 
@@ -596,59 +595,50 @@ class ChatService:
         deleted.
 
         It subscribes before reading, so nothing between the read and the subscription is
-        lost; gaps (a lagging subscriber, another replica's events) are read from the store.
+        lost; gaps (a lagging subscriber, a lost notice of another replica) are read from the
+        store (events/watch.py).
         """
         key = validation.resource_id(session_id, SessionNotFound)
         if after_sequence is not None and after_sequence < 0:
             raise InvalidArgument("after_sequence must not be negative", field="after_sequence")
-        subscription = self.bus.subscribe(key, buffer=self.hub.watch_buffer)
-        try:
 
-            def read(conn: Connection) -> tuple[Session | None, list[Message]]:
-                session = chat_store.get_session(conn, caller.tenant_scope, key)
-                if session is None or after_sequence is not None:
-                    return session, []
-                return session, chat_store.unfinished_replies(conn, key)
+        def read(conn: Connection) -> tuple[Session | None, list[Message]]:
+            session = chat_store.get_session(conn, caller.tenant_scope, key)
+            if session is None or after_sequence is not None:
+                return session, []
+            return session, chat_store.unfinished_replies(conn, key)
 
+        async def snapshot() -> ChatEvent | None:
             session, running = await self.db.read(read)
             if session is None:
                 raise SessionNotFound(session_id)
-            last = after_sequence or 0
-            if after_sequence is None:
-                yield ChatEvent(
-                    session_id=key,
-                    tenant_id=session.tenant_id,
-                    sequence=session.sequence,
-                    type=ChatEventType.SNAPSHOT,
-                    created_at=session.updated_at,
-                    session=session,
-                    messages=tuple(running),
-                )
-                last = session.sequence
-            done = False
-            async for event in self._replay(caller, key, last):
+            if after_sequence is not None:
+                return None
+            return ChatEvent(
+                session_id=key,
+                tenant_id=session.tenant_id,
+                sequence=session.sequence,
+                type=ChatEventType.SNAPSHOT,
+                created_at=session.updated_at,
+                session=session,
+                messages=tuple(running),
+            )
+
+        events = watch.follow(
+            self.hub.subscribe_chat(key),
+            snapshot,
+            partial(self._replay, caller, key),
+            after_sequence=after_sequence or 0,
+            is_terminal=lambda event: event.ends_session,
+        )
+        async with aclosing(events):
+            async for event in events:
                 yield event
-                last, done = event.sequence, event.ends_session
-            while not done:
-                try:
-                    live = await subscription.get(timeout=WATCH_RECHECK_SECONDS)
-                except SubscriptionLagged:
-                    live = None
-                if live is not None and live.sequence <= last:
-                    continue
-                if live is not None and live.sequence == last + 1:
-                    yield live
-                    last, done = live.sequence, live.ends_session
-                    continue
-                async for event in self._replay(caller, key, last):
-                    yield event
-                    last, done = event.sequence, event.ends_session
-        finally:
-            subscription.close()
 
     async def _replay(
         self, caller: Caller, session_id: str, after: int
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """The stored events after ``after``; a SESSION_DELETED when the session is gone."""
         while True:
 
             def read(conn: Connection, after: int = after) -> tuple[bool, list[ChatEvent]]:
@@ -670,10 +660,6 @@ class ChatService:
                 return
             if len(events) < 1000:
                 return
-
-    def _publish(self, events: Sequence[ChatEvent]) -> None:
-        for event in events:
-            self.bus.publish(event.session_id, event)
 
 
 # -- helpers -----------------------------------------------------------------------------------

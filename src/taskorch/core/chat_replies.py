@@ -43,7 +43,6 @@ from taskorch.core.chat_model import (
     Source,
 )
 from taskorch.core.errors import TaskNotCancellable, TaskNotFound
-from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import (
     DEFAULT_MAX_ATTEMPTS,
@@ -56,6 +55,7 @@ from taskorch.core.model import (
 )
 from taskorch.core.planning import INFERENCE
 from taskorch.core.tasks import TaskService
+from taskorch.events.hub import EventHub
 from taskorch.store import chat as chat_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
@@ -72,25 +72,20 @@ FOLLOWER_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class Replies:
-    """Generates the replies of every session, one at a time per session.
-
-    Args:
-        publish: publishes committed session events (to the session's watchers).
-    """
+    """Generates the replies of every session, one at a time per session; their events go
+    to the sessions' watchers through the hub."""
 
     def __init__(
         self,
         db: Database,
         hub: EventHub,
         tasks: TaskService,
-        publish: Callable[[Sequence[ChatEvent]], None],
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.hub = hub
         self.tasks = tasks
-        self._publish = publish
         self.clock = clock
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._closed = False
@@ -370,7 +365,7 @@ class Replies:
             for offset, change in enumerate(projection.changes)
         ]
         chat_store.insert_events(conn, stored)
-        tx.after_commit(lambda: self._publish(stored))
+        tx.after_commit(lambda: self.hub.publish_chat(stored))
         if updated.status.is_terminal:
             self.release_next(tx, message.session_id, now)
             return True

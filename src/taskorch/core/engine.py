@@ -60,7 +60,6 @@ from taskorch.core.errors import (
     TaskorchError,
     within,
 )
-from taskorch.core.hub import EventHub
 from taskorch.core.model import (
     JSON,
     TERMINAL_STATUSES,
@@ -71,6 +70,7 @@ from taskorch.core.model import (
     Task,
     key_scope,
 )
+from taskorch.events.hub import EventHub
 from taskorch.store import artifacts as artifact_store
 from taskorch.store.database import Database, HotOp
 from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd, Turns

@@ -27,10 +27,10 @@ from taskorch.core.errors import (
     SubtaskNotFound,
     TaskNotFound,
 )
-from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import JSON, EventType, Lease, Status, Subtask, Task
 from taskorch.core.planning import check_step_input
+from taskorch.events.hub import EventHub
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database, Transaction

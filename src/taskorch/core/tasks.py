@@ -8,7 +8,8 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -31,7 +32,6 @@ from taskorch.core.errors import (
     TaskorchError,
     within,
 )
-from taskorch.core.hub import EventHub
 from taskorch.core.lifecycle import record
 from taskorch.core.model import (
     DEFAULT_MAX_ATTEMPTS,
@@ -43,7 +43,8 @@ from taskorch.core.model import (
     TaskEvent,
 )
 from taskorch.core.planning import Catalog, Plan, TaskSpec
-from taskorch.events.bus import SubscriptionLagged
+from taskorch.events import watch
+from taskorch.events.hub import EventHub
 from taskorch.store import artifacts as artifact_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
@@ -58,9 +59,6 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_BATCH = 1000  # tasks of one create_many
 MAX_DEPENDENCIES = 100
-# How long a watch waits for a live event before re-reading the store (a safety net for
-# events published by another replica or lost by a crash between commit and publish).
-WATCH_RECHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -348,49 +346,35 @@ class TaskService:
 
         It subscribes before reading, so no event between the read and the subscription is
         lost; with ``after_sequence`` it replays the stored events after that number first.
-        Events are deduplicated and ordered by sequence number.
+        Events are deduplicated and ordered by sequence number (events/watch.py).
         """
         key = validation.resource_id(task_id, TaskNotFound)
         if after_sequence < 0:
             raise InvalidArgument("after_sequence must not be negative", field="after_sequence")
-        subscription = self.hub.subscribe(key)
-        try:
+
+        async def snapshot() -> TaskEvent | None:
             task, streamed = await self.db.read(
                 partial(_task_so_far, caller.tenant_scope, key, with_output=after_sequence == 0)
             )
             if task is None:
                 raise TaskNotFound(task_id)
-            last = after_sequence
-            done = False
-            if after_sequence == 0:
-                yield _snapshot(task, streamed)
-                last, done = task.sequence, task.status.is_terminal
-                # Every later event arrives live: the subscription came before the read (a
-                # gap is replayed from the store below), so no replay here.
-            else:
-                async for event in self._replay(caller, key, last):
-                    yield event
-                    last = event.sequence
-                    done = event.is_terminal
-            while not done:
-                try:
-                    live = await subscription.get(timeout=WATCH_RECHECK_SECONDS)
-                except SubscriptionLagged:
-                    live = None
-                if live is not None and live.sequence <= last:
-                    continue
-                if live is not None and live.sequence == last + 1:
-                    yield live
-                    last, done = live.sequence, live.is_terminal
-                    continue
-                # A gap, a lagged buffer or a quiet period: the store has the truth.
-                async for event in self._replay(caller, key, last):
-                    yield event
-                    last, done = event.sequence, event.is_terminal
-        finally:
-            subscription.close()
+            return _snapshot(task, streamed) if after_sequence == 0 else None
 
-    async def _replay(self, caller: Caller, task_id: str, after: int) -> AsyncIterator[TaskEvent]:
+        events = watch.follow(
+            self.hub.subscribe(key),
+            snapshot,
+            partial(self._replay, caller, key),
+            after_sequence=after_sequence,
+            is_terminal=_ends_watch,
+        )
+        async with aclosing(events):
+            async for event in events:
+                yield event
+
+    async def _replay(
+        self, caller: Caller, task_id: str, after: int
+    ) -> AsyncGenerator[TaskEvent, None]:
+        """The stored events after ``after``; the terminal one carries the task as it ended."""
         while True:
             read_events = partial(task_store.events_after, task_id=task_id, after_sequence=after)
             events = await self.db.read(read_events)
@@ -455,6 +439,11 @@ def _task_so_far(
     if task is None or not with_output or task.status is not Status.RUNNING:
         return task, ""
     return task, task_store.output_so_far(conn, task_id=task_id, up_to_sequence=task.sequence)
+
+
+def _ends_watch(event: TaskEvent) -> bool:
+    """The terminal status change, or the snapshot of a task that has ended."""
+    return event.is_terminal or (event.type is EventType.SNAPSHOT and event.status.is_terminal)
 
 
 def _snapshot(task: Task, partial_output: str = "") -> TaskEvent:

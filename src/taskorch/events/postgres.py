@@ -1,9 +1,10 @@
 """Events across replicas: LISTEN to the notices other replicas send at commit
-(store/notify.py) and replay them into this process's hub.
+(events/notify.py) and replay them into this process's hub.
 
-A notice of a task event is followed only when someone here watches that task: the event
-is read from the store and published, so a watcher on replica B sees what a worker
-reported through replica A within milliseconds. Work notices wake this replica's idle
+A notice of a task event is followed only when someone here watches that task, a notice of
+chat events only when someone here watches that session: the events are read from the
+store and published, so a watcher on replica B sees what a worker reported (or a reply
+generated) through replica A within milliseconds. Work notices wake this replica's idle
 takers (in-process workers, Listen streams) instead of leaving them to poll; stop notices
 reach the streams of workers connected here. If the listening connection drops (the
 database restarted), it reconnects by itself; watchers meanwhile fall back on re-reading
@@ -20,10 +21,13 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import make_url
 
-from taskorch.core.hub import EventHub, StopNotice
-from taskorch.store import notify
+from taskorch.core.chat_model import ChatEvent, ChatEventType
+from taskorch.events import notify
+from taskorch.events.hub import EventHub, StopNotice
+from taskorch.store import chat as chat_store
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database
+from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +39,8 @@ class PostgresListener:
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # A replica that hears the others tells them of its own changes, in the same format.
+        notify.install()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen_forever(), name="postgres-listener")
@@ -77,24 +83,23 @@ class PostgresListener:
             backoff = min(backoff * 2, 10.0)
 
     def _on_notice(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        parts = payload.split("|")
-        if len(parts) < 2 or parts[1] == notify.NODE_ID:
-            return  # our own change: already published here
-        kind = parts[0]
-        if kind == "w":
-            self.hub.work.notify()
-        elif kind == "e" and len(parts) == 4:
-            task_id = parts[2]
-            if self.hub.bus.subscriber_count(task_id) or self.hub.watches_tenants():
-                self._spawn(self._replay(task_id, int(parts[3])))
-        elif kind == "b" and len(parts) == 4:
-            # A batch of the task engine stored events first..last: read the watched ones.
-            if self.hub.bus.topics():
-                self._spawn(self._replay_span(int(parts[2]), int(parts[3])))
-        elif kind == "s" and len(parts) == 5:
-            worker_id, subtask_id, lease_id = parts[2:5]
-            notice = StopNotice(worker_id, subtask_id, lease_id, "task cancelled")
-            self.hub.stops.publish(worker_id, notice)
+        hub = self.hub
+        match notify.parse(payload):  # None: our own change, already published here
+            case notify.WorkReady():
+                hub.work.notify()
+            case notify.TaskEventStored(task_id, sequence):
+                if hub.bus.subscriber_count(task_id) or hub.watches_tenants():
+                    self._spawn(self._replay(task_id, sequence))
+            case notify.TaskEventsStored(first_id, last_id):
+                # A batch of the task engine stored events first..last: read the watched ones.
+                if hub.bus.topics():
+                    self._spawn(self._replay_span(first_id, last_id))
+            case notify.WorkerStop(worker_id, subtask_id, lease_id):
+                stop = StopNotice(worker_id, subtask_id, lease_id, "task cancelled")
+                hub.stops.publish(worker_id, stop)
+            case notify.ChatEventsStored() as chat:
+                if hub.chat.subscriber_count(chat.session_id):
+                    self._spawn(self._replay_chat(chat))
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -134,3 +139,33 @@ class PostgresListener:
             self.hub.relay(event)
         except Exception as exc:  # watchers re-read the store on their own
             log.debug("could not replay a notified event", error=str(exc))
+
+    async def _replay_chat(self, notice: notify.ChatEventsStored) -> None:
+        try:
+            span = notice.last - notice.first + 1
+            events = await self.db.read(
+                lambda conn: chat_store.events_after(
+                    conn, notice.session_id, notice.first - 1, limit=span
+                )
+            )
+            if not events:
+                # None stored: the session was deleted (its events went with it).
+                exists = await self.db.read(
+                    lambda conn: chat_store.get_session(conn, None, notice.session_id)
+                )
+                if exists is None:
+                    events = [_session_deleted(notice)]
+            for event in events:
+                self.hub.relay_chat(event)
+        except Exception as exc:  # watchers re-read the store on their own
+            log.debug("could not replay notified chat events", error=str(exc))
+
+
+def _session_deleted(notice: notify.ChatEventsStored) -> ChatEvent:
+    return ChatEvent(
+        session_id=notice.session_id,
+        tenant_id=notice.tenant_id,
+        sequence=notice.first,
+        type=ChatEventType.SESSION_DELETED,
+        created_at=utcnow(),
+    )

@@ -40,7 +40,6 @@ from taskorch.core.collections import (
 )
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import TaskEngine
-from taskorch.core.hub import EventHub
 from taskorch.core.planning import (
     Catalog,
     ContainerPlanner,
@@ -54,6 +53,7 @@ from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
 from taskorch.core.templates import TemplatePlanner, TemplateService
 from taskorch.core.vector_backends import open_backend
+from taskorch.events.hub import EventHub
 from taskorch.events.postgres import PostgresListener
 from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names

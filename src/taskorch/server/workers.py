@@ -21,9 +21,9 @@ from taskorch.core.errors import (
     TaskorchError,
     within,
 )
-from taskorch.core.hub import EventHub, StopNotice
 from taskorch.core.model import Lease, ResourceUsage, Status
 from taskorch.events.bus import SubscriptionLagged
+from taskorch.events.hub import EventHub, StopNotice
 from taskorch.server import convert, errors
 from taskorch.server.interceptors import current, current_caller
 from taskorch.store import subtasks as subtask_store

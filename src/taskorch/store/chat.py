@@ -41,7 +41,7 @@ from taskorch.core.chat_model import (
     sources_from_json,
 )
 from taskorch.core.model import Status
-from taskorch.store import statements
+from taskorch.store import notices, statements
 from taskorch.store.schema import chat_events, chat_messages, chat_sessions
 
 UNFINISHED = (int(Status.PENDING), int(Status.RUNNING))
@@ -212,10 +212,13 @@ def advance_session(
     return session_from_row(row) if row else None
 
 
-def delete_session(conn: Connection, session_id: str) -> None:
+def delete_session(conn: Connection, session_id: str, *, end: ChatEvent | None = None) -> None:
     """Deletes the session; its messages and events go with it (ON DELETE CASCADE, which
-    SQLite enforces too: the store turns ``foreign_keys`` on)."""
+    SQLite enforces too: the store turns ``foreign_keys`` on). ``end``, the deletion's
+    event (not stored), is announced to other replicas' watchers when this commits."""
     conn.execute(delete(chat_sessions).where(chat_sessions.c.session_id == session_id))
+    if end is not None:
+        notices.chat_events_stored(conn, session_id, end.sequence, end.sequence, end.tenant_id)
 
 
 @dataclass(frozen=True)
@@ -420,6 +423,8 @@ _INSERT_EVENT = insert(chat_events)
 
 
 def insert_events(conn: Connection, events: Iterable[ChatEvent]) -> None:
+    """Stores events (and tells other replicas, on PostgreSQL, when they commit)."""
+    events = list(events)
     rows = [
         {
             "session_id": event.session_id,
@@ -436,6 +441,14 @@ def insert_events(conn: Connection, events: Iterable[ChatEvent]) -> None:
     ]
     if rows:
         conn.execute(_INSERT_EVENT, rows)
+    # Other replicas' watchers read them from here when this commits: one notice a session.
+    spans: dict[str, tuple[int, int, str]] = {}
+    for event in events:
+        session_id, sequence = event.session_id, event.sequence
+        first, last, tenant_id = spans.get(session_id, (sequence, sequence, event.tenant_id))
+        spans[session_id] = (min(first, sequence), max(last, sequence), tenant_id)
+    for session_id, (first, last, tenant_id) in spans.items():
+        notices.chat_events_stored(conn, session_id, first, last, tenant_id)
 
 
 def added_at(conn: Connection, session_id: str, message_id: str) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, RowMapping, bindparam, func, insert, select, update
 
 from taskorch.core.model import Status, Subtask
-from taskorch.store import notify, statements
+from taskorch.store import notices, statements
 from taskorch.store.schema import subtasks
 
 ACTIVE = (int(Status.PENDING), int(Status.RUNNING))
@@ -52,7 +52,7 @@ def insert_subtasks(conn: Connection, items: Sequence[Subtask]) -> None:
     if not items:
         return
     if any(s.ready for s in items):
-        notify.work_ready(conn)
+        notices.work_ready(conn)
     conn.execute(
         insert(subtasks),
         [
@@ -248,14 +248,14 @@ def unlease(conn: Connection, subtask_id: str, lease_id: str, now: datetime) -> 
     params = {"_id": subtask_id, "_lease": lease_id, "now": now}
     row = conn.execute(_UNLEASE, params).mappings().first()
     if row:
-        notify.work_ready(conn)
+        notices.work_ready(conn)
     return subtask_from_row(row) if row else None
 
 
 def mark_ready(conn: Connection, subtask_ids: Iterable[str], now: datetime) -> None:
     ids = list(subtask_ids)
     if ids:
-        notify.work_ready(conn)
+        notices.work_ready(conn)
         conn.execute(
             update(subtasks)
             .where(subtasks.c.subtask_id.in_(ids))
@@ -283,7 +283,7 @@ def end_active_subtasks(
     ended = [subtask_from_row(row) for row in rows]
     for subtask in ended:
         if subtask.status is Status.RUNNING and subtask.worker_id and subtask.lease_id:
-            notify.worker_stop(conn, subtask.worker_id, subtask.subtask_id, subtask.lease_id)
+            notices.worker_stop(conn, subtask.worker_id, subtask.subtask_id, subtask.lease_id)
     if ended:
         conn.execute(
             update(subtasks)

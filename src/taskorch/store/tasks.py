@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
-from taskorch.store import counts, notify, statements
+from taskorch.store import counts, notices, statements
 from taskorch.store.schema import (
     delayed_tasks,
     key_waiting,
@@ -367,7 +367,7 @@ def existing_task_ids(conn: Connection, tenant_id: str, task_ids: Sequence[str])
 
 def insert_event(conn: Connection, event: TaskEvent) -> None:
     """Stores an event (and tells other replicas, on PostgreSQL, when it commits)."""
-    notify.event_stored(conn, event.task_id, event.sequence)
+    notices.event_stored(conn, event.task_id, event.sequence)
     conn.execute(
         _INSERT_EVENT,
         {

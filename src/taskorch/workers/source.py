@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from taskorch.core.engine import HeartbeatAnswer, TaskEngine, WorkerIdentity
-from taskorch.core.hub import EventHub
 from taskorch.core.model import JSON, Lease, ResourceUsage
 from taskorch.events.bus import SubscriptionLagged
+from taskorch.events.hub import EventHub
 
 
 class WorkSource(Protocol):

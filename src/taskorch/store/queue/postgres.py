@@ -33,7 +33,7 @@ from taskorch.core.model import (
     TaskEvent,
     key_scope,
 )
-from taskorch.store import notify
+from taskorch.store import notices
 from taskorch.store.queue import (
     Changes,
     CountKey,
@@ -1061,24 +1061,29 @@ class PostgresQueue(Queue):
             for k, d in changes.deltas.items()
             if d
         ]
-        notices = []
-        if changes.first_event_id is not None:
-            notices.append(f"b|{notify.NODE_ID}|{changes.first_event_id}|{changes.last_event_id}")
-        if changes.ready:
-            notices.append(f"w|{notify.NODE_ID}")
-        for subtask, _ in changes.stopped:
-            notices.append(
-                f"s|{notify.NODE_ID}|{subtask.worker_id}|{subtask.subtask_id}|{subtask.lease_id}"
-            )
-        if not deltas and not notices:
+        notices_sent: list[str] = []
+        payload_format = notices.installed()
+        channel = payload_format.channel if payload_format is not None else ""
+        if payload_format is not None:
+            if changes.first_event_id is not None:
+                assert changes.last_event_id is not None
+                notices_sent.append(
+                    payload_format.events_stored(changes.first_event_id, changes.last_event_id)
+                )
+            if changes.ready:
+                notices_sent.append(payload_format.work_ready())
+            for subtask, _ in changes.stopped:
+                worker, lease = subtask.worker_id or "", subtask.lease_id or ""
+                notices_sent.append(payload_format.worker_stop(worker, subtask.subtask_id, lease))
+        if not deltas and not notices_sent:
             return ""
         return (
             "WITH deltas AS (INSERT INTO task_count_deltas "
             "(tenant_id, status, task_type, model_name, template, delta) "
             f"SELECT * FROM json_to_recordset({_literal(deltas)}::json) AS x(tenant_id text, "
             "status int2, task_type text, model_name text, template text, delta int4)) "
-            f"SELECT count(pg_notify({_literal(notify.CHANNEL)}, n)) "
-            f"FROM json_array_elements_text({_literal(notices)}::json) AS n"
+            f"SELECT count(pg_notify({_literal(channel)}, n)) "
+            f"FROM json_array_elements_text({_literal(notices_sent)}::json) AS n"
         )
 
 

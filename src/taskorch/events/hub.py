@@ -1,5 +1,9 @@
-"""Where committed task events go: watchers (through the bus), listeners such as metrics,
-and the signal that wakes idle workers when new work is queued."""
+"""Where committed events go: task and chat watchers (through the buses), listeners such as
+metrics, and the signal that wakes idle workers when new work is queued.
+
+Events of other replicas arrive here too: events/postgres.py reads what their notices point
+at and :meth:`EventHub.relay` / :meth:`EventHub.relay_chat` hand it to the watchers.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from taskorch.core.chat_model import ChatEvent
 from taskorch.core.model import Status, Subtask, TaskEvent
 from taskorch.events.bus import DEFAULT_BUFFER, EventBus, Subscription
 
@@ -72,7 +77,9 @@ class TenantTopic:
 
 
 class EventHub:
-    """Publishes committed task events. Call :meth:`publish` only after the commit."""
+    """Publishes committed task and chat events. Call :meth:`publish` and
+    :meth:`publish_chat` only after the commit (the store has the events first, so a
+    watcher can replay what it missed)."""
 
     def __init__(
         self, bus: EventBus[TaskEvent] | None = None, *, watch_buffer: int = DEFAULT_BUFFER
@@ -82,6 +89,8 @@ class EventHub:
         # Stop notices for remote workers' streams, by worker id.
         self.stops: EventBus[StopNotice] = EventBus()
         self.work = WorkSignal()
+        # Chat sessions' events, by session id.
+        self.chat: EventBus[ChatEvent] = EventBus()
         self._listeners: list[Callable[[TaskEvent], None]] = []
 
     def add_listener(self, listener: Callable[[TaskEvent], None]) -> None:
@@ -114,6 +123,19 @@ class EventHub:
     def subscribe_tenant(self, tenant_id: str | None) -> Subscription[TaskEvent]:
         """Every task event of one tenant (None: of every tenant), as published here."""
         return self.bus.subscribe(TenantTopic(tenant_id), buffer=self.watch_buffer)
+
+    def publish_chat(self, events: Iterable[ChatEvent]) -> None:
+        """Hands committed chat events to their sessions' watchers (here; the store's notice
+        takes them to other replicas)."""
+        for event in events:
+            self.chat.publish(event.session_id, event)
+
+    def relay_chat(self, event: ChatEvent) -> None:
+        """Hands another replica's chat event to its session's watchers here."""
+        self.chat.publish(event.session_id, event)
+
+    def subscribe_chat(self, session_id: str) -> Subscription[ChatEvent]:
+        return self.chat.subscribe(session_id, buffer=self.watch_buffer)
 
     def stop_workers(self, ended: Iterable[Subtask], reason: str) -> None:
         """After a commit that ended running subtasks: tell the workers that held them."""
