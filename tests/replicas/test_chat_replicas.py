@@ -1,11 +1,12 @@
 """A chat watcher on one PostgreSQL replica sees, live, the reply to a message posted through
-another replica: the reply's events are relayed by LISTEN/NOTIFY like task events, not found
-by the watch's re-read of the store every few seconds."""
+another replica, and the session's deletion there: chat events are relayed by LISTEN/NOTIFY
+like task events, not found by the watch's re-read of the store after 5 quiet seconds."""
 
 from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -52,6 +53,12 @@ def test_a_chat_watcher_on_one_replica_sees_live_a_reply_generated_through_anoth
             if event.type == "REPLY_FINISHED":
                 break
         posting.join(timeout=60)
+        # Deleting the session through the other replica ends the watch here, as promptly.
+        deleted = time.monotonic()
+        poster.chat.delete_session(session.session_id)
+        end = next(events)
+        deletion_delay = time.monotonic() - deleted
+        assert end.type == "SESSION_DELETED" and next(events, None) is None
     kinds = [event.type for event in seen]
     assert kinds[:3] == ["MESSAGE_ADDED", "MESSAGE_ADDED", "REPLY_STARTED"], kinds
     assert "REPLY_DELTA" in kinds, kinds
@@ -61,5 +68,7 @@ def test_a_chat_watcher_on_one_replica_sees_live_a_reply_generated_through_anoth
         f"chat events across replicas: {len(delays)}, median {median * 1000:.1f} ms, "
         f"max {worst * 1000:.1f} ms after they were stored"
     )
+    print(f"the deletion, from the call to the watcher: {deletion_delay * 1000:.1f} ms")
     # Pushed by NOTIFY; the re-read of the store comes only after 5 quiet seconds.
     assert worst < 1.0, delays
+    assert deletion_delay < 1.0
