@@ -125,7 +125,7 @@ class PNDM:
     def set_timesteps(self, steps: int) -> list[int]:
         ascending = _spaced(self.config, self.train_steps, steps)[::-1]
         self._ratio = self.train_steps // steps
-        self.timesteps = [*ascending[:-1], ascending[-2], ascending[-1]][::-1]
+        self.timesteps = [*ascending[:-1], *ascending[-2:-1], *ascending[-1:]][::-1]
         self._ets, self._counter, self._first = [], 0, None
         return self.timesteps
 
