@@ -22,14 +22,14 @@ from taskorch.core.errors import InvalidArgument
 from taskorch.inference.defaults import cache_dir
 from taskorch.inference.export import import_model, offline_environment
 from taskorch.inference.locking import file_lock
-from taskorch.inference.pipelines.image_generation import initial_latents
+from taskorch.inference.pipelines.image_generation import initial_latents, prompt_tokenizer
 from tests import databases
 from tests.gateway._http import wait_for_status
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.xdist_group("image-generation-server")
 
-VERSION = 1
+VERSION = 2
 NAME = "tiny-sd"
 PROMPT = "the red fox on the green"
 NEGATIVE = "the blue"
@@ -259,6 +259,23 @@ def test_generation_over_grpc_and_rest_agrees_with_diffusers(
     assert diff.mean() <= MAX_MEAN_DIFF
 
 
+def test_serving_loads_neither_torch_nor_diffusers(generation_server: ServerProcess) -> None:
+    """The server draws images with ONNX Runtime alone: torch's library is never mapped."""
+    with generation_server.client() as client:
+        body = _body(num_inference_steps=1)
+        task = client.create_task(
+            task_type="image_generation",
+            model_name=NAME,
+            input_data=body["input_data"],
+            parameters=body["parameters"],
+        )
+        assert client.wait_for_task(task.task_id, timeout=120).status == "COMPLETED"
+    assert generation_server.proc is not None
+    maps = Path(f"/proc/{generation_server.proc.pid}/maps").read_text(encoding="utf-8")
+    assert "onnxruntime" in maps
+    assert "libtorch" not in maps
+
+
 def test_a_seed_left_out_is_drawn_and_reported(generation_server: ServerProcess) -> None:
     with httpx.Client(base_url=generation_server.http_url, timeout=60) as rest:
         body = _body(num_inference_steps=1)
@@ -311,6 +328,24 @@ def test_a_missing_prompt_is_refused_naming_the_field(generation_server: ServerP
         )
     assert refused.status_code == 400
     assert "input_data.prompt" in refused.text
+
+
+def test_prompt_ids_are_those_of_the_clip_tokenizer_diffusers_uses(
+    tiny_sd: tuple[Path, Path],
+) -> None:
+    from transformers import CLIPTokenizer
+
+    model_dir = tiny_sd[1] / NAME
+    text_encoder = json.loads((model_dir / "text_encoder/config.json").read_text("utf-8"))
+    ours = prompt_tokenizer(model_dir / "tokenizer", text_encoder)
+    theirs = CLIPTokenizer.from_pretrained(tiny_sd[0] / "tokenizer")
+    prompts = ["", "The RED fox, on the green!", "  spaced   out  ", "the red " * 60]
+    expected = theirs(
+        prompts, padding="max_length", max_length=77, truncation=True, return_tensors="np"
+    )["input_ids"]
+    got = np.array([e.ids for e in ours.encode_batch(prompts)])
+    assert got.shape == (len(prompts), 77)
+    assert (got == expected).all()
 
 
 def test_an_export_with_an_unsupported_scheduler_is_refused_at_import(

@@ -109,6 +109,7 @@ def _stable_diffusion(src_dir: Path, staging: Path) -> dict[str, Any]:
 
     required = [
         "text_encoder/model.onnx",
+        "text_encoder/config.json",
         "unet/model.onnx",
         "unet/config.json",
         "vae_decoder/model.onnx",
@@ -145,6 +146,8 @@ def _stable_diffusion(src_dir: Path, staging: Path) -> dict[str, Any]:
                 target = staging / part / item.relative_to(src_dir / part)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _link(item, target)
+    if not (staging / "tokenizer/tokenizer.json").exists():
+        _write_fast_tokenizer(src_dir / "tokenizer", staging / "tokenizer/tokenizer.json")
     return {
         "onnx": {"file": "unet/model.onnx"},
         "files": {
@@ -152,10 +155,28 @@ def _stable_diffusion(src_dir: Path, staging: Path) -> dict[str, Any]:
             "vae_decoder": "vae_decoder/model.onnx",
             "unet_config": "unet/config.json",
             "vae_config": "vae_decoder/config.json",
+            "text_encoder_config": "text_encoder/config.json",
             "scheduler": "scheduler/scheduler_config.json",
             "tokenizer": "tokenizer",
         },
     }
+
+
+def _write_fast_tokenizer(folder: Path, target: Path) -> None:
+    """The ``tokenizers`` file of a slow CLIP tokenizer (vocab.json, merges.txt), so serving
+    tokenizes with ``tokenizers`` alone (transformers would import torch where it is
+    installed). The other files stay links to the source: only this new file is written."""
+    from transformers import AutoTokenizer
+
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder, use_fast=True)  # type: ignore[no-untyped-call]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise InvalidArgument(
+            f"{folder} holds a tokenizer with no fast (tokenizers) version", field="src"
+        )
+    backend.no_padding()
+    backend.no_truncation()
+    backend.save(str(target))
 
 
 _LAYOUTS = {

@@ -28,6 +28,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,9 +57,30 @@ MAX_SEED = 2**32 - 1
 Array = npt.NDArray[np.float32]
 
 
-def _any(value: object) -> Any:
-    """Loosen a partially typed third-party class (transformers' Auto* loaders)."""
-    return value
+def prompt_tokenizer(folder: Path, text_encoder: Mapping[str, Any]) -> Any:
+    """The prompt tokenizer, as diffusers calls CLIP's: every prompt padded (with the pad
+    token) and truncated to the tokenizer's length, start and end tokens included.
+
+    ``tokenizers`` alone (the import wrote ``tokenizer.json``): transformers would import torch.
+    """
+    from tokenizers import Tokenizer
+
+    settings: dict[str, Any] = {}
+    if (folder / "tokenizer_config.json").exists():
+        settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    length = min(
+        int(settings.get("model_max_length") or 77),
+        int(text_encoder.get("max_position_embeddings") or 77),
+    )
+    pad = settings.get("pad_token") or "<|endoftext|>"
+    pad = str(pad["content"] if isinstance(pad, Mapping) else pad)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    pad_id = tokenizer.token_to_id(pad)
+    if pad_id is None:
+        raise InternalError(f"the tokenizer in {folder} has no pad token {pad!r}")
+    tokenizer.enable_truncation(max_length=length)
+    tokenizer.enable_padding(length=length, pad_id=pad_id, pad_token=pad)
+    return tokenizer
 
 
 @dataclass(frozen=True)
@@ -82,7 +104,6 @@ def diffusion_of(model: LoadedModel) -> Diffusion:
     """The export's tokenizer and configs (read once, kept on the model)."""
     cached = model.media.get("diffusion")
     if cached is None:
-        from transformers import AutoTokenizer
 
         def config(role: str) -> dict[str, Any]:
             file = model.config.file(role)
@@ -95,7 +116,7 @@ def diffusion_of(model: LoadedModel) -> Diffusion:
         unet, vae = config("unet_config"), config("vae_config")
         timestep = next(i for i in model.session.session.get_inputs() if i.name == "timestep")
         cached = Diffusion(
-            tokenizer=_any(AutoTokenizer).from_pretrained(model.path / "tokenizer"),
+            tokenizer=prompt_tokenizer(model.path / "tokenizer", config("text_encoder_config")),
             scheduler_config=config("scheduler"),
             latent_channels=int(unet.get("in_channels", 4)),
             vae_scale=2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1),
@@ -182,14 +203,7 @@ def initial_latents(seed: int, shape: tuple[int, ...]) -> Array:
 
 def encode_prompts(model: LoadedModel, diffusion: Diffusion, texts: list[str]) -> Array:
     """The text encoder's last hidden state of each text, padded to the tokenizer's length."""
-    tokenizer = diffusion.tokenizer
-    ids = tokenizer(
-        texts,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="np",
-    )["input_ids"].astype(np.int64)
+    ids = np.array([e.ids for e in diffusion.tokenizer.encode_batch(texts)], dtype=np.int64)
     out = model.extra_sessions["text_encoder"].run({"input_ids": ids}, ["last_hidden_state"])
     return np.asarray(out["last_hidden_state"], dtype=np.float32)
 
