@@ -16,20 +16,18 @@ from taskorch.core.errors import (
     UnsupportedTaskType,
 )
 from taskorch.core.planning import INFERENCE, TEXT_ANALYSIS, TaskSpec
-from taskorch.core.templates import (
+from taskorch.core.templates.builtin import load_builtin_templates
+from taskorch.core.templates.definition import GIT_SCRIPT, Template, parse_template
+from taskorch.core.templates.parameters import check_parameters
+from taskorch.core.templates.placeholders import (
     ABSENT,
-    GIT_SCRIPT,
     StepOutputMissing,
-    Template,
-    TemplatePlanner,
-    TemplateService,
-    check_parameters,
     has_step_outputs,
-    load_builtin_templates,
-    parse_template,
     resolve_step_outputs,
     substitute_parameters,
 )
+from taskorch.core.templates.planner import TemplatePlanner
+from taskorch.core.templates.service import TemplateService
 from taskorch.store.database import Database
 
 SMOLLM = "smollm2-135m-instruct"
