@@ -9,6 +9,7 @@ import pytest
 from taskorch.core.templates.placeholders import (
     ABSENT,
     StepOutputMissing,
+    find_placeholders,
     has_step_outputs,
     resolve_step_outputs,
     substitute_parameters,
@@ -76,3 +77,32 @@ def test_a_missing_step_output_is_a_clear_error() -> None:
     )
     with pytest.raises(StepOutputMissing, match="no completed step 'other'"):
         resolve_step_outputs("{{steps.other.output.x}}", results)
+
+
+@pytest.mark.parametrize(
+    ("reference", "detail"),
+    [
+        ("steps.classify.output.labels.5", "the output.labels of step 'classify' has no '5'"),
+        ("steps.classify.output.n.x", "the output.n of step 'classify' has no 'x'"),
+        ("steps.classify.result", "it must read steps.NAME.output.FIELD"),
+        ("steps.later.output", "no completed step 'later' (completed: classify)"),
+    ],
+)
+def test_an_unresolvable_step_output_names_the_placeholder_as_its_field(
+    reference: str, detail: str
+) -> None:
+    results = {"classify": {"labels": ["pos", "neg"], "n": 2}}
+    with pytest.raises(StepOutputMissing) as caught:
+        resolve_step_outputs({"input": {"text": f"see {{{{{reference}}}}}"}}, results)
+    assert caught.value.metadata.get("field") == reference
+    assert detail in caught.value.message, caught.value.message
+
+
+def test_placeholders_are_found_with_the_path_of_the_field_holding_them() -> None:
+    step = {"prompt": "{{a}} and {{ b }}", "inputs": [{"x": "{{steps.s.output}}"}], "n": 3}
+    assert list(find_placeholders(step)) == [
+        ("prompt", "a"),
+        ("prompt", "b"),
+        ("inputs[0].x", "steps.s.output"),
+    ]
+    assert has_step_outputs(step) and not has_step_outputs({"prompt": "{{a}}"})
