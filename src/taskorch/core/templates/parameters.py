@@ -114,6 +114,7 @@ def check_parameters(template: Template, given: Mapping[str, Any] | None) -> Par
     return ParameterReport(tuple(missing), tuple(invalid), values)
 
 
+# What a value of each parameter type is called in an error ("must be an integer").
 TYPE_PHRASES = {
     "string": "a string",
     "integer": "an integer",
@@ -125,6 +126,8 @@ TYPE_PHRASES = {
 
 
 def has_type(value: Any, kind: str) -> bool:
+    """Whether a JSON value is of a parameter type (booleans are not numbers; 5.0 is an
+    integer, as protobuf Structs send every number as a float)."""
     if kind == "string":
         return isinstance(value, str)
     if kind == "boolean":
