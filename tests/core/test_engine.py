@@ -22,6 +22,7 @@ from taskorch.core.engine import (
     WorkerIdentity,
     first_stage,
 )
+from taskorch.core.errors import LeaseLost
 from taskorch.core.hub import EventHub
 from taskorch.core.model import Lease, Status, Subtask, Task
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
@@ -363,3 +364,35 @@ async def test_a_parked_taker_passes_over_work_it_cannot_run(
     analysis = await s.create(task_type="", text="a b c")
     [lease] = await asyncio.wait_for(waiting, timeout=5)
     assert lease.subtask.task_id == analysis.task_id
+
+
+async def test_a_late_result_of_a_lost_lease_is_refused_and_never_overwrites(
+    start: StartScheduler,
+) -> None:
+    s = await start()
+    task = await s.create(max_attempts=3)
+    [old] = await s.take(lease_seconds=5)
+    s.clock.advance(6)
+    await s.engine.rescue_expired()
+    s.clock.advance(11)  # past the backoff
+    [new] = await s.take(lease_seconds=30)
+    with pytest.raises(LeaseLost):
+        await s.engine.complete(old.subtask.subtask_id, old.lease_id, {"from": "the old worker"})
+    await s.engine.complete(new.subtask.subtask_id, new.lease_id, {"from": "the new worker"})
+    shown = await s.status(task)
+    assert shown.status is Status.COMPLETED and shown.attempt == 2
+    assert shown.result is not None and shown.result["from"] == "the new worker"
+
+
+async def test_cancelling_a_running_task_tells_its_worker_to_stop(start: StartScheduler) -> None:
+    s = await start()
+    task = await s.create()
+    stops = s.engine.hub.stops.subscribe(ANY_WORKER.worker_id)
+    [lease] = await s.take()
+    await s.tasks.cancel(ACME, task.task_id, "not needed")
+    notice = await stops.get(timeout=5)
+    assert notice is not None and notice.subtask_id == lease.subtask.subtask_id
+    assert notice.lease_id == lease.lease_id
+    answer = await s.engine.heartbeat(lease.subtask.subtask_id, lease.lease_id)
+    assert answer.cancelled
+    assert await s.take(limit=10) == []
