@@ -47,7 +47,7 @@ from typing import Any
 
 import structlog
 
-from taskorch.core import templates, validation
+from taskorch.core import validation
 from taskorch.core.artifacts import split_artifacts
 from taskorch.core.errors import (
     AlreadyExists,
@@ -71,6 +71,7 @@ from taskorch.core.model import (
     Task,
     key_scope,
 )
+from taskorch.core.templates import placeholders
 from taskorch.store import artifacts as artifact_store
 from taskorch.store.database import Database, HotOp
 from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd, Turns
@@ -1031,12 +1032,12 @@ class TaskEngine:
             outputs = {s.name: s.result for s in siblings if s.status is Status.COMPLETED}
             inputs: dict[str, JSON] = {}
             for step in following:
-                if step.input is not None and templates.has_step_outputs(step.input):
+                if step.input is not None and placeholders.has_step_outputs(step.input):
                     try:
-                        inputs[step.subtask_id] = templates.resolve_step_outputs(
+                        inputs[step.subtask_id] = placeholders.resolve_step_outputs(
                             step.input, outputs
                         )
-                    except templates.StepOutputMissing as exc:
+                    except placeholders.StepOutputMissing as exc:
                         await self._end_task(
                             batch,
                             subtask.task_id,
