@@ -13,7 +13,11 @@ each system's own record of it: taskorch's started_at (the lease) and completed_
 completing transaction); procrastinate's job events ``started`` (the fetch) and ``succeeded``
 (the finish); for Celery the task body's clock at start (after the prefork parent handed the
 message to a child: a little later than a lease) and the result's ``date_done`` (stored in
-Redis). All processes run on this machine, so they share one clock.
+Redis). All processes run on this machine, so they share one clock. "Notified" is when a
+client that listens for completions hears of each: every system's listener is open before the
+first submit (Celery's pattern subscription to its result keys, a LISTEN on the peers'
+PostgreSQL triggers, and for taskorch one ``WatchTasks`` stream of ends; until 2026-12-04 it
+was a ``WatchTask`` per task opened after its submit returned, one round trip more).
 
 Systems (the task returns its input; see _peer_apps.py):
 - taskorch, SQLite (synchronous=FULL) or PostgreSQL (fsync on); the like-for-like setup is
@@ -306,20 +310,32 @@ class Taskorch(System):
         self._done_before = expected
 
     async def observe(self) -> None:
+        # One stream of every task's end, open before the first submit, as the peers'
+        # listeners are (Celery's pattern subscription, the PostgreSQL LISTENs).
+        assert self.client is not None
         self.heard = {}
-        self._watchers: list[asyncio.Task[None]] = []
+        self._watch = self.client.watch_tasks(terminal_only=True, timeout=TIMEOUT)
+        await self._watch.__aenter__()
 
-    def submitted(self, task: Any) -> None:
-        async def watch() -> None:
-            assert self.client is not None
-            await self.client.wait_for_task(task, timeout=TIMEOUT)
-            self.heard[task] = time.time()
+        async def listen() -> None:
+            async for event in self._watch.events():
+                self.heard[event.task_id] = time.time()
 
-        self._watchers.append(asyncio.create_task(watch()))
+        self._listener = asyncio.create_task(listen())
 
     async def notified(self, ids: list[Any]) -> dict[Any, float]:
-        await asyncio.gather(*self._watchers)
-        return self.heard
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while any(i not in self.heard for i in ids):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.label}: completions not heard")
+                await asyncio.sleep(0.05)
+            return {i: self.heard[i] for i in ids}
+        finally:
+            await self._watch.__aexit__(None, None, None)
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
 
     async def times(self, ids: list[Any]) -> dict[Any, tuple[float, float]]:
         assert self.client is not None

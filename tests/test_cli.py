@@ -70,6 +70,23 @@ def test_get_list_watch_and_cancel(server: ServerProcess) -> None:
     assert "CANCELLED" in watched.stdout
 
 
+def test_events_follows_the_named_tasks_over_one_stream_to_their_ends(
+    server: ServerProcess,
+) -> None:
+    ids = [
+        taskorch_json(server, "task", "submit", "--task-type", "echo", "--no-watch")["task_id"]
+        for _ in range(2)
+    ]
+    run = taskorch(server, "task", "events", *ids, "--terminal-only", "--json")
+    assert run.returncode == 0, run.stderr
+    ends = [json.loads(line) for line in run.stdout.splitlines()]
+    assert sorted(e["task_id"] for e in ends) == sorted(ids)
+    assert {e["status"] for e in ends} == {"COMPLETED"}
+    lines = taskorch(server, "task", "events", ids[0])
+    assert lines.returncode == 0 and f"{ids[0]} #" in lines.stdout
+    assert "SNAPSHOT COMPLETED" in lines.stdout
+
+
 def test_errors_are_one_line_with_the_code_and_exit_2(server: ServerProcess) -> None:
     run = taskorch(server, "task", "get", "not-a-uuid")
     assert run.returncode == 2

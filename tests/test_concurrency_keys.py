@@ -104,7 +104,11 @@ def test_an_ended_task_admits_the_next_and_a_cancelled_waiter_leaves_the_line(
         while client.get_task(holder.task_id).status != "RUNNING":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        time.sleep(0.5)
+        # A task without a key, queued behind the waiter: once a free worker has run it, that
+        # worker went past the waiter's place in the queue, so a waiter admitted beside the
+        # holder would have started by now.
+        probe = client.create_task(task_type="echo")
+        assert client.wait_for_task(probe.task_id, timeout=30).status == "COMPLETED"
         assert client.get_task(waiter.task_id).status == "PENDING"
         assert client.cancel_task(waiter.task_id).status == "CANCELLED"
         client.cancel_task(holder.task_id)

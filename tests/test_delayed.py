@@ -46,7 +46,10 @@ def test_a_delayed_task_is_not_taken_before_its_time_and_starts_right_after_it(
         assert created.run_at is not None and created.created_at is not None
         assert abs((created.run_at - created.created_at).total_seconds() - 1.5) < 0.01
         assert created.progress_message.startswith("scheduled: runs at ")
-        time.sleep(1.0)
+        # A task due 1 s before it: once that one has run, the engine has promoted what was
+        # due then (and a worker was free), which is the step that would start ours too early.
+        earlier = client.create_task(task_type="echo", run_after_seconds=0.5)
+        assert client.wait_for_task(earlier.task_id, timeout=30).status == "COMPLETED"
         asked = datetime.now(UTC)
         waiting = client.get_task(created.task_id)
         if asked < created.run_at - timedelta(seconds=0.05):  # (a slow create may eat it)
@@ -72,7 +75,12 @@ def test_a_delayed_task_can_be_cancelled_and_never_runs(server: ServerProcess) -
     with server.client() as client:
         created = client.create_task(task_type="echo", run_after_seconds=0.8)
         assert client.cancel_task(created.task_id).status == "CANCELLED"
-        time.sleep(1.5)
+        # A task due just after it: once that one has run, the promotion that would have
+        # started the cancelled one has come and gone.
+        later = client.create_task(task_type="echo", run_after_seconds=0.8)
+        assert later.run_at is not None and created.run_at is not None
+        assert later.run_at >= created.run_at
+        assert client.wait_for_task(later.task_id, timeout=30).status == "COMPLETED"
         after = client.get_task(created.task_id)
     assert after.status == "CANCELLED" and after.started_at is None and after.attempt == 0
 
@@ -109,7 +117,10 @@ def test_a_restart_keeps_delayed_tasks_and_runs_the_ones_that_came_due(
         missed = client.create_task(task_type="echo", run_after_seconds=1.0)
         later = client.create_task(task_type="echo", run_after_seconds=25.0)
     assert server.stop() == 0
-    time.sleep(1.5)  # the first one's time passes while the service is down
+    # The first one's time passes while the service is down.
+    assert missed.run_at is not None
+    time.sleep(max(0.0, (missed.run_at - datetime.now(UTC)).total_seconds()) + 0.01)
+    assert datetime.now(UTC) > missed.run_at
     server.start()
     with server.client() as client:
         missed_done = client.wait_for_task(missed.task_id, timeout=30)

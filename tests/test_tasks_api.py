@@ -200,7 +200,9 @@ def test_a_task_fails_after_max_attempts_with_the_last_error(server: ServerProce
 
 def test_unsupported_task_type_is_refused_at_create(server: ServerProcess) -> None:
     with server.client() as client, pytest.raises(InvalidArgumentError) as caught:
-        client.create_task(task_type="image_generation", model_name="sd", input_data={"p": 1})
+        client.create_task(
+            task_type="visual_question_answering", model_name="vqa", input_data={"p": 1}
+        )
     assert caught.value.reason == "UNSUPPORTED_TASK_TYPE"
     assert "text_analysis" in caught.value.message
     assert caught.value.field_violations[0].field == "task_type"
@@ -241,7 +243,7 @@ def test_a_bad_request_refuses_the_whole_batch_naming_it(server: ServerProcess) 
         assert [v.field for v in bad.value.field_violations] == ["requests[2].text"]
         assert bad.value.message.startswith("requests[2]: ")
         with pytest.raises(InvalidArgumentError) as unknown:
-            client.create_tasks([{"text": "fine"}, {"task_type": "image_generation"}])
+            client.create_tasks([{"text": "fine"}, {"task_type": "visual_question_answering"}])
         assert unknown.value.field_violations[0].field == "requests[1].task_type"
         with pytest.raises(InvalidArgumentError) as empty:
             client.create_tasks([])

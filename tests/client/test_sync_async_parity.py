@@ -22,11 +22,13 @@ from taskorch.client import (
     AsyncCollections,
     AsyncModels,
     AsyncSchedules,
+    AsyncTaskWatch,
     Chat,
     Client,
     Collections,
     Models,
     Schedules,
+    TaskWatch,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +38,7 @@ PAIRS = [
     (AsyncCollections, Collections),
     (AsyncModels, Models),
     (AsyncSchedules, Schedules),
+    (AsyncTaskWatch, TaskWatch),
 ]
 # The sub-clients each client hangs on itself: (attribute, async class, sync class).
 NAMESPACES = ["chat", "collections", "models", "schedules"]
@@ -85,7 +88,12 @@ def test_every_async_method_has_a_blocking_twin(async_cls: type, sync_cls: type)
     assert set(sync_methods) == set(async_methods)
     for name, method in async_methods.items():
         twin = sync_methods[name]
-        assert inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method), name
+        if not (inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method)):
+            # It opens what is used with ``async with`` (watch_tasks): plain on both sides.
+            assert not inspect.isgeneratorfunction(twin), name
+            assert _signature(twin, blocking=False) == _signature(method, blocking=True), name
+            assert inspect.getdoc(twin) == inspect.getdoc(method), name
+            continue
         assert not inspect.iscoroutinefunction(twin), name
         assert not inspect.isasyncgenfunction(twin), name
         assert inspect.isasyncgenfunction(method) == inspect.isgeneratorfunction(twin), name

@@ -29,6 +29,7 @@ def _from_another_replica(payload: str) -> str:
             notify.ChatEventsStored("c-1", 3, 9, "tenant|with|bars"),
         ),
     ],
+    ids=["task-event", "task-events", "work", "stop", "chat-events"],
 )
 def test_another_replica_reads_back_what_was_sent(payload: str, notice: notify.Notice) -> None:
     assert notify.parse(_from_another_replica(payload)) == notice

@@ -58,6 +58,20 @@ def test_events_arrive_as_they_happen(gateway_server: ServerProcess) -> None:
     assert last["task"]["result"]["echo"] == SLOW_ECHO["input_data"]
 
 
+def test_many_tasks_stream_over_one_rest_watch(gateway_server: ServerProcess) -> None:
+    first = _create(gateway_server.http_url, SLOW_ECHO)
+    second = _create(gateway_server.http_url, SLOW_ECHO)
+    path = f"/v1/tasks:watch?task_ids={first}&task_ids={second}&terminal_only=true"
+    stream = read_sse(gateway_server.http_url, path, timeout=30)
+    assert stream.status == 200 and stream.complete
+    # Only the ends, one per task, each with its result; the stream ends after both.
+    ends = {e["task_id"]: e for e in stream.messages}
+    assert sorted(ends) == sorted([first, second]) and len(stream.messages) == 2
+    for event in ends.values():
+        assert event["status"] == "COMPLETED"
+        assert event["task"]["result"]["echo"] == SLOW_ECHO["input_data"]
+
+
 def test_the_stream_is_sse_framed_and_ends_with_an_ok_trailer(
     gateway_server: ServerProcess,
 ) -> None:

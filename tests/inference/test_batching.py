@@ -69,8 +69,10 @@ async def test_instances_run_batches_side_by_side_and_a_lone_item_runs_alone() -
 
 async def test_full_queue_is_refused_and_a_crash_fails_only_its_batch() -> None:
     gate = threading.Event()
+    running = threading.Event()
 
     def run(items: list[int], instance: int | None) -> list[int]:
+        running.set()
         gate.wait(5)
         if -1 in items:
             raise RuntimeError("boom")
@@ -81,7 +83,8 @@ async def test_full_queue_is_refused_and_a_crash_fails_only_its_batch() -> None:
     )
     try:
         first = asyncio.ensure_future(batcher.submit(1))
-        await asyncio.sleep(0.05)  # the first item is running, the queue is empty
+        # The first item is running (held at the gate), so the queue is empty.
+        assert await asyncio.to_thread(running.wait, 5)
         queued = [asyncio.ensure_future(batcher.submit(v)) for v in (-1, 3)]
         await asyncio.sleep(0)
         with pytest.raises(Unavailable, match="retry later"):
@@ -120,8 +123,10 @@ async def test_a_base_exception_from_the_model_fails_its_batch_and_the_instance_
 async def test_cancelled_items_are_skipped() -> None:
     seen: list[int] = []
     gate = threading.Event()
+    running = threading.Event()
 
     def run(items: list[int], instance: int | None) -> list[int]:
+        running.set()
         gate.wait(5)
         seen.extend(items)
         return items
@@ -131,7 +136,7 @@ async def test_cancelled_items_are_skipped() -> None:
     )
     try:
         first = asyncio.ensure_future(batcher.submit(1))
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(running.wait, 5)  # held at the gate
         doomed = asyncio.ensure_future(batcher.submit(2))
         kept = asyncio.ensure_future(batcher.submit(3))
         await asyncio.sleep(0)

@@ -25,7 +25,7 @@ def test_seed_and_hugging_face_spellings_are_accepted(spelling: str, canonical: 
     assert canonical_task_type(spelling) is canonical
 
 
-@pytest.mark.parametrize("task", ["image_generation", "visual_question_answering", "teleportation"])
+@pytest.mark.parametrize("task", ["visual_question_answering", "image_to_video", "teleportation"])
 def test_unsupported_task_types_are_refused_with_the_supported_list(
     tiny_engine: InferenceEngine, task: str
 ) -> None:
@@ -48,6 +48,8 @@ def test_unsupported_task_types_are_refused_with_the_supported_list(
         ("table_question_answering", "seq2seq-lm"),
         ("automatic_speech_recognition", "speech-seq2seq"),
         ("asr", "speech-seq2seq"),
+        ("image_generation", "stable-diffusion"),
+        ("text_to_image", "stable-diffusion"),
     ],
 )
 def test_a_type_no_model_serves_says_so_and_how_to_import_one(
@@ -60,6 +62,11 @@ def test_a_type_no_model_serves_says_so_and_how_to_import_one(
     assert f"No model serves task type '{canonical}'" in caught.value.message
     assert f"no {family} model" in caught.value.message
     assert f"taskorch models import DIR --task {canonical}" in caught.value.message
+    if canonical == "image_generation":  # no default model ships for it: none is suggested
+        assert "the default models include none for it" in caught.value.message
+        assert "taskorch models defaults" not in caught.value.message
+    else:
+        assert "taskorch models defaults" in caught.value.message
 
 
 def test_unknown_model_is_not_found_with_the_available_names(tiny_engine: InferenceEngine) -> None:

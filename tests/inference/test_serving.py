@@ -295,7 +295,7 @@ def test_wrong_input_names_the_field(client: Client, kwargs: dict[str, object], 
 
 
 def test_types_the_engine_cannot_run_are_refused_listing_what_it_can(client: Client) -> None:
-    for unsupported in ("image_generation", "visual_question_answering"):
+    for unsupported in ("visual_question_answering", "image_to_video"):
         with pytest.raises(InvalidArgumentError) as caught:
             client.create_task(task_type=unsupported, model_name="sd", input_data={"prompt": "x"})
         assert caught.value.reason == "UNSUPPORTED_TASK_TYPE"

@@ -132,6 +132,9 @@ def test_another_tenants_task_is_not_found_for_every_task_call(
         "watch": lambda tid: globex.stream(
             globex.tasks.WatchTask, task_pb.WatchTaskRequest(task_id=tid)
         ),
+        "watch many": lambda tid: globex.stream(
+            globex.tasks.WatchTasks, task_pb.WatchTasksRequest(task_ids=[tid])
+        ),
         "subtasks": lambda tid: globex(
             globex.tasks.ListSubtasks, task_pb.ListSubtasksRequest(task_id=tid)
         ),
@@ -165,6 +168,23 @@ def test_another_tenants_task_is_not_found_for_every_task_call(
         tenants.acme.tasks.ListSubtasks, task_pb.ListSubtasksRequest(task_id=task_id)
     )
     assert len(listed.subtasks) == 1
+
+
+def test_a_stream_of_all_my_tasks_holds_only_my_tenants(tenants: Tenants) -> None:
+    globex = tenants.globex
+    call = globex.tasks.WatchTasks(
+        task_pb.WatchTasksRequest(), metadata=(("x-api-key", globex.key),), timeout=15
+    )
+    try:
+        call.initial_metadata()  # the stream follows globex's tasks from here on
+        acme_task = _echo_task(tenants.acme)
+        globex_task = _echo_task(globex)
+        # Events of one tenant come in the order they happened: acme's, created first,
+        # would come first had it leaked.
+        first = next(iter(call))
+    finally:
+        call.cancel()
+    assert first.task_id == globex_task.task_id != acme_task.task_id
 
 
 def test_lists_and_counts_hold_only_the_callers_tasks(

@@ -10,7 +10,7 @@ import pytest
 
 from taskorch.core.caller import Caller
 from taskorch.core.errors import AlreadyExists, InvalidArgument, TemplateNotFound
-from taskorch.core.templates import TemplateReadOnly, TemplateService
+from taskorch.core.templates.service import TemplateReadOnly, TemplateService
 from taskorch.store.database import Database
 from tests import databases
 

@@ -54,6 +54,22 @@ async def _updates_to_terminal(ws: ClientConnection) -> list[dict[str, Any]]:
             return updates
 
 
+async def _wait_for_sequence(
+    web: WebServer, key: str, task_id: str, sequence: int, timeout: float = 30
+) -> None:
+    """Polls the task over REST until its event sequence reaches ``sequence``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        task = httpx.get(
+            f"{web.http_url}/v1/tasks/{task_id}", headers={"x-api-key": key}, timeout=10
+        ).json()
+        if task["sequence"] >= sequence:
+            return
+        assert loop.time() < deadline, f"task {task_id} stayed at sequence {task['sequence']}"
+        await asyncio.sleep(0.02)
+
+
 def _connect(web: WebServer, key: str | None = None, **kwargs: Any) -> Any:
     headers = {"x-api-key": key} if key else None
     return websockets.connect(web.ws_url + "/ws/tasks", additional_headers=headers, **kwargs)
@@ -99,9 +115,10 @@ async def test_a_dropped_connection_resumes_after_its_last_sequence_without_loss
     async with _connect(web, web.acme) as ws:
         await ws.send(json.dumps({"action": "subscribe", "task_id": task_id}))
         first = [await _until(ws, "update"), await _until(ws, "update")]
-    # Dropped (closed without unsubscribing) while the task goes on.
-    await asyncio.sleep(0.6)
+    # Dropped (closed without unsubscribing) while the task goes on: wait until it has had
+    # events this connection missed, so a resume that lost them would show.
     last = first[-1]["sequence"]
+    await _wait_for_sequence(web, web.acme, task_id, last + 2)
     async with _connect(web, web.acme) as ws:
         await ws.send(
             json.dumps({"action": "subscribe", "task_id": task_id, "after_sequence": last})

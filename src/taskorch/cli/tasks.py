@@ -1,4 +1,4 @@
-"""``taskorch task submit|get|list|watch|cancel|artifact``: the task API from a terminal."""
+"""``taskorch task submit|get|list|watch|events|cancel|artifact``: the task API from a terminal."""
 
 from __future__ import annotations
 
@@ -194,6 +194,37 @@ def watch(
     """Follow a task live: status, progress and streamed output, until it ends."""
     with reporting_errors(), client(server, api_key) as api:
         _exit_for(_follow(api, task_id, after, as_json))
+
+
+@app.command()
+def events(
+    task_ids: list[str] = typer.Argument(
+        None, help="Only these tasks (the stream ends when all have ended); none: all of yours."
+    ),
+    terminal_only: bool = typer.Option(
+        False, "--terminal-only", help="Only the events that end a task."
+    ),
+    as_json: bool = JSON_OUT,
+    server: str = SERVER,
+    api_key: str | None = API_KEY,
+) -> None:
+    """Follow your tasks' changes over one stream, a line per event (Ctrl-C stops)."""
+    with (
+        reporting_errors(),
+        client(server, api_key) as api,
+        api.watch_tasks(task_ids or (), terminal_only=terminal_only) as watch,
+    ):
+        for event in watch.events():
+            if as_json:
+                print_json(event)
+                continue
+            style = STATUS_STYLE.get(event.status, "")
+            note = f" {event.message}" if event.message else ""
+            console.print(
+                f"{event.task_id} #{event.sequence} {event.type} "
+                f"[{style}]{event.status}[/{style}]{note}",
+                highlight=False,
+            )
 
 
 @app.command()

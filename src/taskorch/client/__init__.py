@@ -25,6 +25,7 @@ from taskorch.client._async_client import (
     AsyncCollections,
     AsyncModels,
     AsyncSchedules,
+    AsyncTaskWatch,
 )
 from taskorch.client._chat import (
     ChatEvent,
@@ -63,7 +64,7 @@ from taskorch.client._inference import (
 )
 from taskorch.client._models import ResourceUsage, Task, TaskArtifact, TaskEvent, TaskPage
 from taskorch.client._schedules import Schedule
-from taskorch.client._sync_client import Chat, Client, Collections, Models, Schedules
+from taskorch.client._sync_client import Chat, Client, Collections, Models, Schedules, TaskWatch
 
 __all__ = [
     "AddedDocuments",
@@ -72,6 +73,7 @@ __all__ = [
     "AsyncCollections",
     "AsyncModels",
     "AsyncSchedules",
+    "AsyncTaskWatch",
     "Chat",
     "ChatEvent",
     "ChatExchange",
@@ -106,6 +108,7 @@ __all__ = [
     "TaskArtifact",
     "TaskEvent",
     "TaskPage",
+    "TaskWatch",
     "TaskorchClientError",
     "UnauthenticatedError",
     "UnavailableError",

@@ -379,6 +379,92 @@ class AsyncClient:
             raise TimeoutError(f"task {task_id} did not finish within {timeout} s") from None
         return await self.get_task(task_id)
 
+    def watch_tasks(
+        self,
+        task_ids: Sequence[str] = (),
+        *,
+        terminal_only: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncTaskWatch:
+        """One stream of your tasks' changes, used as a context manager.
+
+        Entering it returns once the server follows your tasks, so what you create after
+        that is seen; ``watch.events()`` then yields the events.
+
+        Args:
+            task_ids: Only these tasks (at most 1000), each first as a SNAPSHOT; the stream
+                ends once all of them have ended. Empty: every task of yours, without end.
+            terminal_only: Only the events that end a task, each with its result or error.
+            timeout: Seconds the stream may stay open at most (None = for ever).
+
+        Returns:
+            The watch, to enter.
+        """
+        request = pb.WatchTasksRequest(task_ids=list(task_ids), terminal_only=terminal_only)
+        call = self._tasks.WatchTasks(request, metadata=self._metadata, timeout=timeout)
+        return AsyncTaskWatch(call)
+
+    async def wait_for_tasks(
+        self, task_ids: Sequence[str], *, timeout: float | None = None
+    ) -> list[Task]:
+        """Blocks until every listed task ends, over one stream.
+
+        Args:
+            task_ids: The tasks' ids (at most 1000).
+            timeout: Seconds to wait at most (None = for ever).
+
+        Returns:
+            The tasks with their results or errors, in the order given.
+
+        Raises:
+            TimeoutError: Some had not ended at the deadline.
+            NotFoundError: A listed task does not exist.
+        """
+        ended: dict[str, Task] = {}
+        try:
+            async with self.watch_tasks(task_ids, terminal_only=True, timeout=timeout) as watch:
+                async for event in watch.events():
+                    if event.task is not None:
+                        ended[event.task_id] = event.task
+        except DeadlineExceededError:
+            left = len(set(task_ids) - set(ended))
+            raise TimeoutError(f"{left} of the tasks did not finish within {timeout} s") from None
+        order = {task_id: n for n, task_id in enumerate(task_ids)}
+        return sorted(ended.values(), key=lambda task: order.get(task.task_id, len(order)))
+
+
+class AsyncTaskWatch:
+    """An open ``WatchTasks`` stream (see :meth:`AsyncClient.watch_tasks`)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    async def __aenter__(self) -> AsyncTaskWatch:
+        try:
+            await self._call.initial_metadata()  # the server follows the tasks from here on
+        except grpc.aio.AioRpcError as exc:
+            self._call.cancel()
+            raise from_rpc_error(exc) from None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._call.cancel()
+
+    async def events(self) -> AsyncIterator[TaskEvent]:
+        """The events as they come, in order per task.
+
+        Yields:
+            Each event.
+
+        Raises:
+            ConflictError: The stream fell too far behind (reason WATCH_LAGGED).
+        """
+        try:
+            async for message in self._call:
+                yield TaskEvent.from_proto(message)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
 
 class AsyncChat:
     """``client.chat``: sessions, messages and streamed replies (asyncio)."""

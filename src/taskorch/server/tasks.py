@@ -230,6 +230,20 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             task = self._task(event.task) if event.task is not None else None
             yield convert.event_to_proto(event, task)
 
+    async def WatchTasks(
+        self, request: pb.WatchTasksRequest, context: Context
+    ) -> AsyncIterator[pb.TaskEvent]:
+        """Streams the caller's tasks as they change; live once the headers are sent."""
+        events = self.tasks.watch_many(
+            current_caller(),
+            list(request.task_ids),
+            terminal_only=request.terminal_only,
+            live=lambda: context.send_initial_metadata(()),
+        )
+        async for event in events:
+            task = self._task(event.task) if event.task is not None else None
+            yield convert.event_to_proto(event, task)
+
 
 # The seed documents disagree on the default page size; each REST surface keeps its own.
 _SURFACE_LIMITS = (("/api/v1/", 100), ("/v1/", 10))

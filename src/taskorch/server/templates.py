@@ -1,4 +1,4 @@
-"""TemplateService over gRPC: protobuf in, domain calls (core/templates.py), protobuf out."""
+"""TemplateService over gRPC: protobuf in, domain calls (core/templates/), protobuf out."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from google.protobuf import empty_pb2, json_format
 from taskorch import structs
 from taskorch.core.errors import InvalidArgument
 from taskorch.core.model import JSON
-from taskorch.core.templates import Template, TemplatePlanner, TemplateService
+from taskorch.core.templates.definition import Template
+from taskorch.core.templates.planner import TemplatePlanner
+from taskorch.core.templates.service import TemplateService
 from taskorch.server.convert import set_time, struct_to_dict, to_json
 from taskorch.server.interceptors import current_caller
 from taskorch.v1 import template_service_pb2 as pb
@@ -45,7 +47,7 @@ def template_to_proto(template: Template) -> pb.Template:
 
 
 def definition_from_proto(message: pb.Template) -> JSON:
-    """A template message as the definition core/templates.py checks (its JSON shape)."""
+    """A template message as the definition core/templates/definition.py checks (its JSON shape)."""
     parameters: list[JSON] = []
     for parameter in message.parameters:
         item: JSON = {

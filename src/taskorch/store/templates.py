@@ -17,7 +17,7 @@ from taskorch.store.schema import templates
 
 @dataclass(frozen=True)
 class TemplateRecord:
-    """A stored template as the table holds it; core/templates.py checks the definition."""
+    """A stored template as the table holds it; core/templates/definition.py checks it."""
 
     template_id: str
     tenant_id: str

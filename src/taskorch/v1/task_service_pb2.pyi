@@ -442,6 +442,14 @@ class WatchTaskRequest(_message.Message):
     after_sequence: int
     def __init__(self, task_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
+class WatchTasksRequest(_message.Message):
+    __slots__ = ("task_ids", "terminal_only")
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    terminal_only: bool
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., terminal_only: _Optional[bool] = ...) -> None: ...
+
 class TaskEvent(_message.Message):
     __slots__ = ("task_id", "sequence", "type", "status", "progress", "message", "output_delta", "data", "created_at", "task")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

@@ -115,6 +115,11 @@ class TaskServiceStub:
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=taskorch_dot_v1_dot_task__service__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.WatchTasks = channel.unary_stream(
+                '/taskorch.v1.TaskService/WatchTasks',
+                request_serializer=taskorch_dot_v1_dot_task__service__pb2.WatchTasksRequest.SerializeToString,
+                response_deserializer=taskorch_dot_v1_dot_task__service__pb2.TaskEvent.FromString,
+                _registered_method=True)
         self.GetTaskArtifact = channel.unary_unary(
                 '/taskorch.v1.TaskService/GetTaskArtifact',
                 request_serializer=taskorch_dot_v1_dot_task__service__pb2.GetTaskArtifactRequest.SerializeToString,
@@ -255,6 +260,19 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTasks(self, request, context):
+        """Streams the caller's tasks as they change, over one stream: a change stream
+        for dashboards and for waiting on many tasks. The stream is live once its
+        headers arrive; every event of the caller's tasks from then on follows, in
+        order per task. With `task_ids` it first sends a SNAPSHOT of each listed
+        task, then only their events, and ends once every one of them has ended.
+        A stream that falls too far behind ends with ABORTED (reason WATCH_LAGGED):
+        read the tasks' state (GetTask, ListTasks) and open a new one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTaskArtifact(self, request, context):
         """One binary result of a task (a WAV, a PNG), raw with its content type. A task's
         result lists its artifacts as `artifacts: [{"name", "content_type", "size"}]`.
@@ -339,6 +357,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
             'WatchTask': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTask,
                     request_deserializer=taskorch_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
+                    response_serializer=taskorch_dot_v1_dot_task__service__pb2.TaskEvent.SerializeToString,
+            ),
+            'WatchTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTasks,
+                    request_deserializer=taskorch_dot_v1_dot_task__service__pb2.WatchTasksRequest.FromString,
                     response_serializer=taskorch_dot_v1_dot_task__service__pb2.TaskEvent.SerializeToString,
             ),
             'GetTaskArtifact': grpc.unary_unary_rpc_method_handler(
@@ -756,6 +779,33 @@ class TaskService:
             target,
             '/taskorch.v1.TaskService/WatchTask',
             taskorch_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
+            taskorch_dot_v1_dot_task__service__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskorch.v1.TaskService/WatchTasks',
+            taskorch_dot_v1_dot_task__service__pb2.WatchTasksRequest.SerializeToString,
             taskorch_dot_v1_dot_task__service__pb2.TaskEvent.FromString,
             options,
             channel_credentials,

@@ -29,7 +29,9 @@ class Outcome:
 
 
 class Reporter(Protocol):
-    async def progress(self, percent: float, message: str | None = None) -> None: ...
+    async def progress(
+        self, percent: float, message: str | None = None, *, coalesce: bool = True
+    ) -> None: ...
 
     async def output(self, delta: str | None = None, data: JSON | None = None) -> None: ...
 
@@ -64,8 +66,16 @@ class WorkContext:
     def task_id(self) -> str:
         return self.lease.subtask.task_id
 
-    async def progress(self, percent: float, message: str | None = None) -> None:
-        await self._reporter.progress(percent, message)
+    async def progress(
+        self, percent: float, message: str | None = None, *, coalesce: bool = True
+    ) -> None:
+        """Record progress (and extend the lease).
+
+        Reports closer together than the worker's minimum interval are coalesced (the next
+        heartbeat carries the latest); ``coalesce=False`` records each one, for reports that
+        stand for a step of the work a watcher counts (image generation's denoising steps).
+        """
+        await self._reporter.progress(percent, message, coalesce=coalesce)
 
     async def output(self, delta: str | None = None, data: JSON | None = None) -> None:
         await self._reporter.output(delta, data)

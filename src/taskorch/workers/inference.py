@@ -59,8 +59,15 @@ def inference_handler(engine: InferenceEngine) -> HandlerFn:
             data.get("parameters") or {},
         )
         stream = OutputStream(ctx)
+
+        async def on_progress(done: int, total: int) -> None:
+            # One event per step (a denoising step), each kept: watchers count them.
+            await ctx.progress(100.0 * done / total, f"step {done} of {total}", coalesce=False)
+
         try:
-            result = await engine.run(request, on_output=stream.add, cancel=ctx.cancelled)
+            result = await engine.run(
+                request, on_output=stream.add, on_progress=on_progress, cancel=ctx.cancelled
+            )
             await stream.close()
         except BaseException:
             stream.abort()

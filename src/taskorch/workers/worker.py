@@ -98,9 +98,11 @@ class _Run:
 
     # Reporter (the handler's progress and output)
 
-    async def progress(self, percent: float, message: str | None = None) -> None:
+    async def progress(
+        self, percent: float, message: str | None = None, *, coalesce: bool = True
+    ) -> None:
         now = time.monotonic()
-        if now - self._last_progress < MIN_PROGRESS_INTERVAL and percent < 100:
+        if coalesce and now - self._last_progress < MIN_PROGRESS_INTERVAL and percent < 100:
             return  # coalesce bursts; heartbeats carry the latest anyway
         self._last_progress = now
         self.last_beat = now

@@ -8,6 +8,7 @@ from taskorch.inference.pipelines.classification import TextClassification, Zero
 from taskorch.inference.pipelines.embeddings import FeatureExtraction, SentenceSimilarity
 from taskorch.inference.pipelines.fill_mask import FillMask
 from taskorch.inference.pipelines.image_classification import ImageClassification
+from taskorch.inference.pipelines.image_generation import ImageGeneration
 from taskorch.inference.pipelines.image_segmentation import ImageSegmentation
 from taskorch.inference.pipelines.object_detection import ObjectDetection
 from taskorch.inference.pipelines.ocr import ImageToText
@@ -40,6 +41,7 @@ PIPELINES: dict[TaskType, Pipeline] = {
     TaskType.IMAGE_SEGMENTATION: ImageSegmentation(),
     TaskType.TABLE_QUESTION_ANSWERING: TableQuestionAnswering(),
     TaskType.AUTOMATIC_SPEECH_RECOGNITION: SpeechRecognition(),
+    TaskType.IMAGE_GENERATION: ImageGeneration(),
 }
 
 __all__ = ["PIPELINES", "Pipeline"]

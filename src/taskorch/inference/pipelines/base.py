@@ -11,6 +11,7 @@ Results for a single input are one mapping; for a list of inputs they are
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -22,6 +23,24 @@ from taskorch.core.errors import InvalidArgument
 from taskorch.inference.runtime import LoadedModel
 
 OnText = Callable[[str], Awaitable[None]]
+# (steps done, steps in all): a pipeline that works in steps reports each one done.
+OnProgress = Callable[[int, int], Awaitable[None]]
+
+# Set by the engine for the run of one request: where a stepped pipeline (image_generation's
+# denoising loop) reports its steps. A context variable rather than one more argument of every
+# pipeline's ``run``: only stepped pipelines read it, and each request's task has its own.
+step_progress: contextvars.ContextVar[OnProgress | None] = contextvars.ContextVar(
+    "step_progress", default=None
+)
+
+
+async def report_step(done: int, total: int) -> None:
+    """Report that ``done`` of ``total`` steps of the current request are done."""
+    on_progress = step_progress.get()
+    if on_progress is not None:
+        await on_progress(done, total)
+
+
 MAX_INPUTS = 256
 TEXT_KEYS = ("inputs", "text", "prompt")
 

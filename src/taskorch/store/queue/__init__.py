@@ -95,6 +95,8 @@ class Taken:
 
     subtask: Subtask
     depends_on: tuple[str, ...]
+    # Its task has a concurrency key: its end may admit the next task of the key's line.
+    keyed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,7 +181,7 @@ WITH candidates AS (
     FROM first_lease f, locked l
     WHERE t.task_id = f.task_id AND l.task_id = f.task_id
     RETURNING t.task_id, t.tenant_id, t.sequence, t.progress, t.depends_on, t.task_type,
-        t.model_name, t.template, l.old_status, f.attempt AS task_attempt
+        t.model_name, t.template, t.concurrency_key, l.old_status, f.attempt AS task_attempt
 ), new_events AS (
     INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
         data, created_at)
@@ -195,7 +195,8 @@ WITH candidates AS (
 )
 SELECT l.*, st.sequence AS task_sequence, st.progress AS task_progress,
     st.depends_on AS task_depends_on, st.task_type, st.model_name AS task_model_name,
-    st.template, st.old_status, st.task_attempt, span.first_event, span.last_event
+    st.template, st.concurrency_key AS task_concurrency_key, st.old_status, st.task_attempt,
+    span.first_event, span.last_event
 FROM leased l JOIN started st ON st.task_id = l.task_id CROSS JOIN span
 ORDER BY l.take_priority DESC, l.take_turn, l.subtask_id
 """
@@ -595,7 +596,8 @@ class PostgresQueue(Queue):
         seen: set[str] = set()
         for row in rows:
             subtask = _subtask(row)
-            taken.append(Taken(subtask, tuple(row["task_depends_on"] or ())))
+            keyed = bool(row["task_concurrency_key"])
+            taken.append(Taken(subtask, tuple(row["task_depends_on"] or ()), keyed))
             task_id = subtask.task_id
             if task_id in seen:
                 continue

@@ -262,13 +262,16 @@ class SqliteQueue(Queue):
             "FROM (SELECT value->>0 AS id, value->>1 AS attempt FROM json_each(?)) AS i "
             "WHERE tasks.task_id = i.id AND tasks.status IN (1, 2) "
             "RETURNING task_id, tenant_id, status, sequence, progress, depends_on, "
-            "task_type, model_name, template",
+            "task_type, model_name, template, concurrency_key",
             (at, worker_id, worker_id, at, values),
         )
         events = []
         depends: dict[str, tuple[str, ...]] = {}
+        keyed: set[str] = set()
         for row in updated:
             task_id = row["task_id"]
+            if row["concurrency_key"]:
+                keyed.add(task_id)
             attempt = starts[task_id].attempt
             old = Status(before[task_id])
             changes.count(_key(row), old, Status.RUNNING)
@@ -288,7 +291,7 @@ class SqliteQueue(Queue):
                 )
             )
         self._events(events, changes)
-        return [Taken(s, depends.get(s.task_id, ())) for s in leased]
+        return [Taken(s, depends.get(s.task_id, ()), s.task_id in keyed) for s in leased]
 
     async def results_of(self, task_ids: Sequence[str]) -> dict[str, JSON | None]:
         if not task_ids:
