@@ -9,12 +9,6 @@ from typing import Any
 
 import pytest
 
-from taskorch.core.errors import (
-    InvalidArgument,
-    ModelNotFound,
-    TemplateNotFound,
-    UnsupportedTaskType,
-)
 from taskorch.core.planning import INFERENCE, TEXT_ANALYSIS, TaskSpec
 from taskorch.core.templates import (
     ABSENT,
@@ -29,6 +23,12 @@ from taskorch.core.templates import (
     parse_template,
     resolve_step_outputs,
     substitute_parameters,
+)
+from taskorch.domain.errors import (
+    InvalidArgument,
+    ModelNotFound,
+    TemplateNotFound,
+    UnsupportedTaskType,
 )
 from taskorch.store.database import Database
 

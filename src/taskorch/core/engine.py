@@ -48,8 +48,9 @@ from typing import Any
 import structlog
 
 from taskorch.core import templates, validation
-from taskorch.core.artifacts import split_artifacts
-from taskorch.core.errors import (
+from taskorch.core.hub import EventHub
+from taskorch.domain.artifacts import split_artifacts
+from taskorch.domain.errors import (
     AlreadyExists,
     InvalidArgument,
     LeaseLost,
@@ -60,8 +61,8 @@ from taskorch.core.errors import (
     TaskorchError,
     within,
 )
-from taskorch.core.hub import EventHub
-from taskorch.core.model import (
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, HeartbeatAnswer, WorkerIdentity
+from taskorch.domain.values import (
     JSON,
     TERMINAL_STATUSES,
     Lease,
@@ -78,7 +79,6 @@ from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_LEASE_SECONDS = 30.0
 MAX_LEASE_SECONDS = 3600.0
 MAX_WAIT_SECONDS = 60.0
 # A parked taker looks again at least this often (work of another process on the same
@@ -90,23 +90,6 @@ STEP_OUTPUT_MISSING = "STEP_OUTPUT_MISSING"
 EXPIRE_LIMIT = 100
 # Delayed tasks promoted per batch (more come due at once: the next batch goes on).
 DUE_LIMIT = 500
-
-
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """Who takes work, and which work it can run."""
-
-    worker_id: str
-    kinds: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    tenant_ids: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class HeartbeatAnswer:
-    lease_expires_at: datetime | None
-    cancelled: bool = False
-    reason: str = ""
 
 
 @dataclass

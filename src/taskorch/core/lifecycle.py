@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from taskorch.core.hub import EventHub
-from taskorch.core.model import JSON, EventType, Status, Task, TaskEvent
+from taskorch.domain.values import JSON, EventType, Status, Task, TaskEvent
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Transaction
 

@@ -45,19 +45,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
-from sqlalchemy.exc import IntegrityError
 
-from taskorch.core.caller import Caller
-from taskorch.core.errors import (
-    AlreadyExists,
-    ErrorStatus,
-    FieldViolation,
-    InvalidArgument,
-    ModelNotFound,
-    TaskorchError,
-    TemplateNotFound,
-)
-from taskorch.core.model import JSON
 from taskorch.core.planning import (
     ECHO,
     INFERENCE,
@@ -71,6 +59,18 @@ from taskorch.core.planning import (
     TextAnalysisPlanner,
     normalise_type,
 )
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
+    AlreadyExists,
+    ErrorStatus,
+    FieldViolation,
+    InvalidArgument,
+    ModelNotFound,
+    TaskorchError,
+    TemplateNotFound,
+)
+from taskorch.domain.errors import AlreadyStored as IntegrityError  # store/ translates it
+from taskorch.domain.values import JSON
 from taskorch.store import templates as template_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy.engine import make_url
 
-from taskorch.core.hub import EventHub, StopNotice
+from taskorch.domain.leases import StopNotice
+from taskorch.domain.values import TaskEvent
+from taskorch.events.bus import EventBus
 from taskorch.store import notify
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database
@@ -28,8 +30,30 @@ from taskorch.store.database import Database
 log = structlog.get_logger(__name__)
 
 
+class WorkWaker(Protocol):
+    def notify(self) -> None: ...
+
+
+class Hub(Protocol):
+    """What the listener needs of this process's event hub (core/hub.py's EventHub): it
+    relays other replicas' events, stop notices and work notices into it."""
+
+    @property
+    def bus(self) -> EventBus[TaskEvent]: ...
+
+    @property
+    def stops(self) -> EventBus[StopNotice]: ...
+
+    @property
+    def work(self) -> WorkWaker: ...
+
+    def relay(self, event: TaskEvent) -> None: ...
+
+    def watches_tenants(self) -> bool: ...
+
+
 class PostgresListener:
-    def __init__(self, db: Database, hub: EventHub) -> None:
+    def __init__(self, db: Database, hub: Hub) -> None:
         self.db = db
         self.hub = hub
         self.connected = asyncio.Event()

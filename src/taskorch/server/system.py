@@ -13,9 +13,9 @@ from google.api import httpbody_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from taskorch import __version__
-from taskorch.core.errors import Unavailable
-from taskorch.core.model import Status
 from taskorch.core.tasks import TaskService
+from taskorch.domain.errors import Unavailable
+from taskorch.domain.values import Status
 from taskorch.gateway import openapi
 from taskorch.server.convert import set_time
 from taskorch.server.health import HealthReporter

@@ -10,10 +10,11 @@ from typing import Any, TypeAlias
 
 import structlog
 
-from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
-from taskorch.core.engine import DEFAULT_LEASE_SECONDS, TaskEngine, WorkerIdentity
-from taskorch.core.errors import (
+from taskorch.core.engine import TaskEngine
+from taskorch.core.hub import EventHub
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
     InvalidArgument,
     LeaseLost,
     NoWorkAvailable,
@@ -21,8 +22,8 @@ from taskorch.core.errors import (
     TaskorchError,
     within,
 )
-from taskorch.core.hub import EventHub, StopNotice
-from taskorch.core.model import Lease, ResourceUsage, Status
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, StopNotice, WorkerIdentity
+from taskorch.domain.values import Lease, ResourceUsage, Status
 from taskorch.events.bus import SubscriptionLagged
 from taskorch.server import convert, errors
 from taskorch.server.interceptors import current, current_caller
