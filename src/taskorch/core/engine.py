@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,7 +73,8 @@ from taskorch.domain.values import (
     key_scope,
 )
 from taskorch.store import artifacts as artifact_store
-from taskorch.store.database import Database, HotOp
+from taskorch.store import subtasks as subtask_store
+from taskorch.store.database import Connection, Database, HotOp
 from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd, Turns
 from taskorch.store.schema import utcnow
 
@@ -441,6 +442,25 @@ class TaskEngine:
     ) -> None:
         """Gives a subtask back without counting the attempt (a worker shutting down)."""
         await self.db.transition(_Release(subtask_id, lease_id, reason, tenant_scope))
+
+    async def subtask(self, subtask_id: str, tenant_scope: str | None) -> Subtask | None:
+        """The subtask as stored (None: no such subtask for this scope)."""
+        return await self.db.read(
+            lambda conn: subtask_store.get_subtask(conn, tenant_scope, subtask_id)
+        )
+
+    async def still_held(self, leases: Mapping[str, str]) -> set[str]:
+        """Which of ``leases`` (lease id by subtask id) still hold a RUNNING subtask."""
+
+        def read(conn: Connection) -> set[str]:
+            held = set()
+            for subtask_id, lease_id in leases.items():
+                found = subtask_store.get_subtask(conn, None, subtask_id)
+                if found and found.status is Status.RUNNING and found.lease_id == lease_id:
+                    held.add(subtask_id)
+            return held
+
+        return await self.db.read(read)
 
     async def cancel(self, tenant_scope: str | None, task_id: str, reason: str = "") -> Task:
         """Cancels a pending or running task and tells its running workers to stop;

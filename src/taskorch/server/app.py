@@ -376,7 +376,7 @@ class TaskorchServer:
             ScheduleServicer(self.schedules, self.tasks), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-            WorkerServicer(self.db, self.hub, self.task_engine, self.directory), server
+            WorkerServicer(self.hub, self.task_engine, self.directory), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.engine), server
