@@ -52,7 +52,7 @@ from _harness import machine, percentile, table
 from sqlalchemy import Connection, create_engine, event
 
 from taskorch.client import AsyncClient
-from taskorch.core.model import Status
+from taskorch.domain.values import Status
 from taskorch.store import tasks as task_store
 from taskorch.v1 import task_service_pb2 as pb
 from taskorch.v1 import task_service_pb2_grpc as pb_grpc

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskorch.server.routes import SERVICE_FILES
+from taskorch.gateway.routes import SERVICE_FILES
 from tests.inference.tiny_models import build_tiny_models
 from tests.servers import ServerProcess, sqlite_url
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from taskorch.client import InvalidArgumentError
-from taskorch.limits import MAX_INPUT_BYTES, MAX_RESULT_BYTES, MiB
+from taskorch.domain.limits import MAX_INPUT_BYTES, MAX_RESULT_BYTES, MiB
 from taskorch.v1 import task_service_pb2 as task_pb
 from taskorch.v1 import task_service_pb2_grpc as task_grpc
 from taskorch.v1 import worker_service_pb2 as pb

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from taskorch.core.engine import DEFAULT_LEASE_SECONDS
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS
 from taskorch.workers.handlers import (
     HandlerFn,
     HandlerRegistry,

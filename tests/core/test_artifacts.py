@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from taskorch.core.artifacts import MAX_ARTIFACTS, Artifact, split_artifacts
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.artifacts import MAX_ARTIFACTS, Artifact, split_artifacts
+from taskorch.domain.errors import InvalidArgument
 
 WAV = Artifact("speech.wav", "audio/wav", b"RIFF....WAVEfmt ")
 

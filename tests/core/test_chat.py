@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from taskorch.core.caller import Caller
 from taskorch.core.chat import ChatService, NewMessage, NewSession
 from taskorch.core.engine import TaskEngine, WorkerIdentity
-from taskorch.core.errors import InvalidArgument, ModelNotFound, SessionNotFound
-from taskorch.core.model import Lease, Status
 from taskorch.core.planning import Catalog
 from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import InvalidArgument, ModelNotFound, SessionNotFound
+from taskorch.domain.values import Lease, Status
 from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
 from tests import databases

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from taskorch.core.chat_model import (
+from taskorch.domain.chat_values import (
     ChatEvent,
     ChatEventType,
     Generation,
@@ -13,7 +13,7 @@ from taskorch.core.chat_model import (
     Role,
     Source,
 )
-from taskorch.core.model import Status
+from taskorch.domain.values import Status
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 

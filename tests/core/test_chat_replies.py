@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from taskorch.core.chat_model import ChatEventType, Generation, Message, Role, Source
 from taskorch.core.chat_replies import _Projection, grounded
-from taskorch.core.model import EventType, Status, Task, TaskEvent
+from taskorch.domain.chat_values import ChatEventType, Generation, Message, Role, Source
+from taskorch.domain.values import EventType, Status, Task, TaskEvent
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 REPLY = Message(

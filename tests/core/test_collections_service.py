@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 import pytest
 
-from taskorch.core.caller import Caller
 from taskorch.core.collections import CollectionService, NewCollection, NewDocument, SearchSpec
-from taskorch.core.errors import CollectionNotFound, InvalidArgument
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import CollectionNotFound, InvalidArgument
 from taskorch.store.database import Database
 from tests import databases
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from taskorch.core import engine as engine_module
-from taskorch.core.caller import Caller
 from taskorch.core.engine import (
     DEPENDENCY_FAILED,
     Backoff,
@@ -22,10 +21,11 @@ from taskorch.core.engine import (
     WorkerIdentity,
     first_stage,
 )
-from taskorch.core.errors import LeaseLost
-from taskorch.core.model import Lease, Status, Subtask, Task
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
 from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import LeaseLost
+from taskorch.domain.values import Lease, Status, Subtask, Task
 from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
 from taskorch.store.queue import Turns

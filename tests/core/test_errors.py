@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskorch.core.errors import (
+from taskorch.domain.errors import (
     MAX_MESSAGE_CHARS,
     AlreadyExists,
     Conflict,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskorch.core.model import ResourceUsage, Status, key_scope
+from taskorch.domain.values import ResourceUsage, Status, key_scope
 
 
 @pytest.mark.parametrize(

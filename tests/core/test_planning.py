@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from taskorch.core.errors import InvalidArgument, ModelNotFound, UnsupportedTaskType
 from taskorch.core.planning import (
     CONTAINER,
     ECHO,
@@ -24,6 +23,7 @@ from taskorch.core.planning import (
     check_step_input,
     normalise_type,
 )
+from taskorch.domain.errors import InvalidArgument, ModelNotFound, UnsupportedTaskType
 
 
 @dataclass(frozen=True)

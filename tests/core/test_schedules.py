@@ -13,16 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from taskorch.core import schedules as schedules_module
-from taskorch.core.caller import Caller
 from taskorch.core.engine import TaskEngine
-from taskorch.core.errors import (
-    AlreadyExists,
-    ErrorStatus,
-    InvalidArgument,
-    ScheduleNotFound,
-    TaskorchError,
-)
-from taskorch.core.model import Task
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
 from taskorch.core.schedules import (
     NewSchedule,
@@ -31,6 +22,15 @@ from taskorch.core.schedules import (
     firing_request_id,
 )
 from taskorch.core.tasks import ListRequest, TaskService
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
+    AlreadyExists,
+    ErrorStatus,
+    InvalidArgument,
+    ScheduleNotFound,
+    TaskorchError,
+)
+from taskorch.domain.values import Task
 from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
 from taskorch.store.schema import schedules

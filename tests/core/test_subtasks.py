@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import TaskEngine, WorkerIdentity
-from taskorch.core.errors import (
+from taskorch.core.planning import Catalog, ContainerPlanner, EchoPlanner, TaskSpec
+from taskorch.core.subtasks import NewSubtask, StatusReport, SubtaskService
+from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
     Conflict,
     FailedPrecondition,
     InvalidArgument,
@@ -21,10 +24,7 @@ from taskorch.core.errors import (
     SubtaskNotFound,
     TaskNotFound,
 )
-from taskorch.core.model import Status, Task
-from taskorch.core.planning import Catalog, ContainerPlanner, EchoPlanner, TaskSpec
-from taskorch.core.subtasks import NewSubtask, StatusReport, SubtaskService
-from taskorch.core.tasks import TaskService
+from taskorch.domain.values import Status, Task
 from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
 from tests import databases

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from taskorch.core.caller import Caller
 from taskorch.core.engine import TaskEngine, WorkerIdentity
-from taskorch.core.errors import (
+from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
+from taskorch.core.tasks import ListRequest, TaskService
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
     AlreadyExists,
     Conflict,
     InvalidArgument,
@@ -20,9 +22,7 @@ from taskorch.core.errors import (
     TaskNotCancellable,
     TaskNotFound,
 )
-from taskorch.core.model import Status
-from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
-from taskorch.core.tasks import ListRequest, TaskService
+from taskorch.domain.values import Status
 from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
 from tests import databases

@@ -3,7 +3,7 @@ word or a sentence."""
 
 from __future__ import annotations
 
-from taskorch.core.text_analysis import analyze, words
+from taskorch.workers.text_analysis import analyze, words
 
 
 def test_words_keep_inner_apostrophes_and_hyphens_and_are_lower_cased() -> None:

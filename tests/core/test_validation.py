@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from taskorch.core import validation
-from taskorch.core.errors import InvalidArgument, TaskNotFound
+from taskorch.domain.errors import InvalidArgument, TaskNotFound
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 TASK_ID = "7a1c7f3e-5c55-4b8e-9a36-1c5bd0a4e1f1"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taskorch.core.caller import ANONYMOUS
-from taskorch.core.engine import TaskEngine, WorkerIdentity
+from taskorch.core.engine import TaskEngine
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec
 from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import ANONYMOUS
+from taskorch.domain.leases import WorkerIdentity
 from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from taskorch.core.chat_model import ChatEvent, ChatEventType
-from taskorch.core.model import EventType, Status, Subtask, TaskEvent
+from taskorch.domain.chat_values import ChatEvent, ChatEventType
+from taskorch.domain.values import EventType, Status, Subtask, TaskEvent
 from taskorch.events.hub import EventHub, StopNotice
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)

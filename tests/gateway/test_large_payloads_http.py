@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from taskorch.limits import MiB
+from taskorch.domain.limits import MiB
 from tests.gateway._http import TERMINAL, assert_json_error, field_violations, wait_for_status
 from tests.servers import ServerProcess
 

@@ -12,7 +12,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from taskorch.gateway import openapi
-from taskorch.server.routes import routes
+from taskorch.gateway.routes import routes
 
 pytestmark = pytest.mark.xdist_group("gateway_openapi")
 

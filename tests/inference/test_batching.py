@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from taskorch.core.errors import InternalError, Unavailable
+from taskorch.domain.errors import InternalError, Unavailable
 from taskorch.inference import InferenceEngine
 from taskorch.inference.batching import INSTANCE_NICENESS, DynamicBatcher, bucket_of
 from taskorch.inference.config import Pooling

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskorch.core.errors import InternalError
+from taskorch.domain.errors import InternalError
 from taskorch.inference import InferenceEngine
 from taskorch.inference.streaming import IncrementalDecoder, StopFilter
 

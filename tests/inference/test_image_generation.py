@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from taskorch.client import InvalidArgumentError
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.defaults import cache_dir
 from taskorch.inference.export import import_model, offline_environment
 from taskorch.inference.locking import file_lock

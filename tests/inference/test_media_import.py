@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.config import load_model_config
 from taskorch.inference.export import import_model
 from taskorch.inference.tasks import ModelFamily

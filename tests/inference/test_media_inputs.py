@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.pipelines.media import (
     MAX_MEDIA_BYTES,
     decode_wav,

@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from taskorch.cli.models import app as models_app
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.export import import_model
 from tests.servers import ServerProcess, sqlite_url
 

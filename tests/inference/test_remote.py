@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from taskorch.core.errors import (
+from taskorch.domain.errors import (
     DeadlineExceeded,
     InvalidArgument,
     ResourceExhausted,

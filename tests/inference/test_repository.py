@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from taskorch.core.errors import InvalidArgument, Unavailable
+from taskorch.domain.errors import InvalidArgument, Unavailable
 from taskorch.inference import InferenceEngine, ModelState
 from taskorch.inference.config import ModelConfigError, parse_model_config
 

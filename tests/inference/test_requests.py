@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskorch.core.errors import InvalidArgument, ModelNotFound, UnsupportedTaskType
+from taskorch.domain.errors import InvalidArgument, ModelNotFound, UnsupportedTaskType
 from taskorch.inference import InferenceEngine, TaskType, canonical_task_type
 
 

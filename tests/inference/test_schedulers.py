@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.schedulers import scheduler_for
 
 SD_SCHEDULE = {

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection
 
-from taskorch.core.chat_model import ChatEvent, ChatEventType, Message, Role, Session
-from taskorch.core.model import Status
+from taskorch.domain.chat_values import ChatEvent, ChatEventType, Message, Role, Session
+from taskorch.domain.values import Status
 from taskorch.store import chat as chat_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow

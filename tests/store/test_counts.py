@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
-from taskorch.core.caller import ANONYMOUS, Caller
-from taskorch.core.engine import TaskEngine, WorkerIdentity
-from taskorch.core.model import Status
+from taskorch.core.engine import TaskEngine
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
 from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import ANONYMOUS, Caller
+from taskorch.domain.leases import WorkerIdentity
+from taskorch.domain.values import Status
 from taskorch.events.hub import EventHub
 from taskorch.store import counts
 from taskorch.store.database import Database

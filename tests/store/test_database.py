@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, func, insert, select, text
 
-from taskorch.core.errors import Unavailable
+from taskorch.domain.errors import Unavailable
 from taskorch.store.database import Database, Transaction
 from taskorch.store.migrate import current_revision, head_revision
 from taskorch.store.schema import metadata, tasks, utcnow

@@ -8,10 +8,17 @@ from typing import Any
 
 import pytest
 
-from taskorch.core.caller import Caller
-from taskorch.core.errors import AlreadyExists, InvalidArgument, TemplateNotFound
 from taskorch.core.templates.service import TemplateReadOnly, TemplateService
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
+    AlreadyExists,
+    AlreadyStored,
+    InvalidArgument,
+    TemplateNotFound,
+)
+from taskorch.store import templates as template_store
 from taskorch.store.database import Database
+from taskorch.store.schema import utcnow
 from tests import databases
 
 ALICE = Caller(tenant_id="alice")
@@ -54,6 +61,31 @@ async def test_a_user_template_belongs_to_its_tenant(service: TemplateService) -
     await service.create(BOB, greeting("Bob's"))
     assert (await service.get(ALICE, "greeting")).description == "Says hello"
     assert (await service.get(BOB, "greeting")).description == "Bob's"
+
+
+async def test_a_name_stored_by_another_writer_first_is_a_domain_error(
+    service: TemplateService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store turns the unique-key violation into AlreadyStored (core sees no SQLAlchemy
+    error), and the service answers it as the name being taken."""
+    await service.create(ALICE, greeting())
+    record = template_store.TemplateRecord(
+        template_id="t-2",
+        tenant_id="alice",
+        name="greeting",
+        description="",
+        parameters=[],
+        steps=[],
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
+    with pytest.raises(AlreadyStored):
+        await service.db.write(lambda tx: template_store.insert_template(tx.conn, record))
+    # Another replica stored the name after this one looked: the look-up misses it.
+    monkeypatch.setattr(template_store, "get_template", lambda *_args: None)
+    with pytest.raises(AlreadyExists, match="already exists") as caught:
+        await service.create(ALICE, greeting())
+    assert not isinstance(caught.value, AlreadyStored)
 
 
 async def test_update_replaces_and_delete_removes(service: TemplateService) -> None:

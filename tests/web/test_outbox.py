@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from taskorch.core.caller import ANONYMOUS, Caller
-from taskorch.core.model import EventType, Status, TaskEvent
+from taskorch.domain.caller import ANONYMOUS, Caller
+from taskorch.domain.values import EventType, Status, TaskEvent
 from taskorch.server.web import Lagged, LiveConnection, Outbox
 
 EVENTS = 20

@@ -14,9 +14,9 @@ import typer
 
 from taskorch.cli._common import console, errors, print_json, to_json
 from taskorch.core.auth import ROLES, KeyRing
-from taskorch.core.caller import USER
-from taskorch.core.errors import InvalidArgument
 from taskorch.core.rate_limits import CACHE_SECONDS, TenantRateLimits
+from taskorch.domain.caller import USER
+from taskorch.domain.errors import InvalidArgument
 from taskorch.store.database import DEFAULT_URL, Database
 
 app = typer.Typer(

@@ -64,7 +64,7 @@ def import_command(
     The export runs optimum and is checked against PyTorch; media folders, whose graphs are ONNX
     already, are copied and checked to load.
     """
-    from taskorch.core.errors import TaskorchError
+    from taskorch.domain.errors import TaskorchError
     from taskorch.inference.export import ExportError, import_model
 
     try:

@@ -238,8 +238,8 @@ def serve(
         RateLimit.parse(rate_limit)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rate-limit") from None
-    from taskorch.core.errors import InvalidArgument
     from taskorch.core.rate_limits import RequestRate
+    from taskorch.domain.errors import InvalidArgument
 
     try:
         RequestRate.parse(tenant_rate_limit)

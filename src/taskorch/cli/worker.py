@@ -13,7 +13,7 @@ import typer
 from taskorch import logs
 from taskorch.cli import _loop
 from taskorch.cli._common import API_KEY, bearer_token
-from taskorch.core.engine import DEFAULT_LEASE_SECONDS
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
 
 

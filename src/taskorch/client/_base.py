@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from taskorch.client._errors import TaskorchClientError, UnavailableError
-from taskorch.limits import MAX_MESSAGE_BYTES
+from taskorch.domain.limits import MAX_MESSAGE_BYTES
 from taskorch.v1 import task_service_pb2 as pb
 
 DEFAULT_TARGET = "127.0.0.1:50051"

@@ -19,7 +19,8 @@ loopback addresses, loudly.
 
 Roles: ``user`` works with its tenant's tasks, subtasks, templates and chats; ``worker`` only
 takes and reports work (and reads what it works on); ``admin`` may do anything in every
-tenant, and alone may read the server's metrics (:data:`ADMIN_METHODS`).
+tenant, and alone may read the server's metrics. Which gRPC method each role may call, and
+which are open to anyone, is server/access.py's: this module knows credentials, not methods.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from typing import Any
 
 import structlog
 
-from taskorch.core.caller import ADMIN, NOBODY, USER, WORKER, Caller
-from taskorch.core.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from taskorch.domain.caller import ADMIN, NOBODY, USER, WORKER, Caller
+from taskorch.domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from taskorch.store import keys as key_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow
@@ -51,40 +52,6 @@ ROLES = (USER, WORKER, ADMIN)
 KEY_PREFIX = "tko_"
 CACHE_SECONDS = 2.0
 TOKEN_CACHE_SECONDS = 60.0
-
-# Anyone may call these: load balancers, grpcurl, the docs.
-OPEN_METHODS = frozenset(
-    {
-        "/grpc.health.v1.Health/Check",
-        "/grpc.health.v1.Health/Watch",
-        "/grpc.health.v1.Health/List",
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        "/taskorch.v1.SystemService/GetHealth",
-        "/taskorch.v1.SystemService/GetOpenApiDocument",
-    }
-)
-# Only an admin may call these: metrics cover every tenant.
-ADMIN_METHODS = frozenset({"/taskorch.v1.SystemService/GetMetrics"})
-# What a worker-only credential may call.
-WORKER_METHODS = frozenset(
-    {
-        "/taskorch.v1.WorkerService/Take",
-        "/taskorch.v1.WorkerService/Listen",
-        "/taskorch.v1.WorkerService/Heartbeat",
-        "/taskorch.v1.WorkerService/Complete",
-        "/taskorch.v1.WorkerService/Fail",
-        "/taskorch.v1.WorkerService/Release",
-        "/taskorch.v1.WorkerService/Report",
-        "/taskorch.v1.TaskService/TakeSubtask",
-        "/taskorch.v1.TaskService/UpdateSubtaskStatus",
-        "/taskorch.v1.TaskService/GetSubtask",
-        "/taskorch.v1.TaskService/ListSubtasks",
-        "/taskorch.v1.TaskService/GetTask",
-        "/taskorch.v1.ModelService/ListModels",
-        "/taskorch.v1.ModelService/GetModel",
-    }
-)
 
 
 class AuthMethod(enum.StrEnum):
@@ -207,25 +174,29 @@ class Authenticator:
         if AuthMethod.OAUTH in self.methods and self.oauth is None:
             raise ValueError("mode oauth needs an OAuthConfig")
 
-    async def authenticate(self, method: str, metadata: Mapping[str, str]) -> Caller:
-        """The caller, checked against the method's policy.
+    async def authenticate(self, metadata: Mapping[str, str]) -> Caller:
+        """The caller of a request that requires credentials (which role may call which
+        method is server/access.py's to say).
 
         Raises:
-            Unauthenticated: no usable credentials where they are required.
-            PermissionDenied: the credentials' role may not call ``method``.
+            Unauthenticated: no usable credentials.
         """
-        if method in OPEN_METHODS:
-            # Health checks must answer (NOT_SERVING while the database is down) whatever
-            # the credentials, and load balancers send none.
-            try:
-                return await self._caller(metadata) or NOBODY
-            except (Unauthenticated, Unavailable):
-                return NOBODY
         caller = await self._caller(metadata)
         if caller is None:
             raise Unauthenticated(f"Missing credentials: send {self._accepted()}")
-        authorize(method, caller)
         return caller
+
+    async def identify(self, metadata: Mapping[str, str]) -> Caller:
+        """The caller of an open request (health, reflection, the API document), or NOBODY.
+
+        Health checks must answer (NOT_SERVING while the database is down) whatever the
+        credentials, and load balancers send none: no credentials, bad ones or a database
+        that cannot check them all make the caller NOBODY, never an error.
+        """
+        try:
+            return await self._caller(metadata) or NOBODY
+        except (Unauthenticated, Unavailable):
+            return NOBODY
 
     def _accepted(self) -> str:
         kinds = []
@@ -350,22 +321,6 @@ class Authenticator:
             if kid is None or key.key_id == kid:
                 return key.key
         raise Unauthenticated("The bearer token's signing key (kid) is unknown")
-
-
-def authorize(method: str, caller: Caller) -> None:
-    """Raises PermissionDenied unless ``caller``'s roles may call ``method``."""
-    if ADMIN in caller.roles:
-        return
-    if method in ADMIN_METHODS:
-        raise PermissionDenied(
-            f"Only an admin credential may call {method.rsplit('/', 1)[-1]} (it covers every "
-            "tenant)"
-        )
-    if USER in caller.roles:
-        return
-    if WORKER in caller.roles and method in WORKER_METHODS:
-        return
-    raise PermissionDenied(f"The role of this credential may not call {method.rsplit('/', 1)[-1]}")
 
 
 def _roles(role: str) -> frozenset[str]:

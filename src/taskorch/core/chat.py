@@ -27,11 +27,12 @@ from functools import partial
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Connection
 
 from taskorch.core import validation
-from taskorch.core.caller import Caller
-from taskorch.core.chat_model import (
+from taskorch.core.chat_replies import Replies, conversation, grounded
+from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import Caller
+from taskorch.domain.chat_values import (
     ChatEvent,
     ChatEventType,
     ChatPage,
@@ -40,23 +41,21 @@ from taskorch.core.chat_model import (
     Session,
     Source,
 )
-from taskorch.core.chat_replies import Replies, conversation, grounded
-from taskorch.core.errors import (
+from taskorch.domain.errors import (
     AlreadyExists,
     Conflict,
     InvalidArgument,
     MessageNotFound,
     SessionNotFound,
 )
-from taskorch.core.model import (
+from taskorch.domain.values import (
     JSON,
     Status,
 )
-from taskorch.core.tasks import TaskService
 from taskorch.events import watch
 from taskorch.events.hub import EventHub
 from taskorch.store import chat as chat_store
-from taskorch.store.database import Database, Transaction
+from taskorch.store.database import Connection, Database, Transaction
 from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)

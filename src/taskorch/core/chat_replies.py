@@ -31,10 +31,12 @@ from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection
 
-from taskorch.core.caller import SYSTEM
-from taskorch.core.chat_model import (
+from taskorch.core.lifecycle import record
+from taskorch.core.planning import INFERENCE
+from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import SYSTEM
+from taskorch.domain.chat_values import (
     ChatEvent,
     ChatEventType,
     Generation,
@@ -42,9 +44,8 @@ from taskorch.core.chat_model import (
     Session,
     Source,
 )
-from taskorch.core.errors import TaskNotCancellable, TaskNotFound
-from taskorch.core.lifecycle import record
-from taskorch.core.model import (
+from taskorch.domain.errors import TaskNotCancellable, TaskNotFound
+from taskorch.domain.values import (
     DEFAULT_MAX_ATTEMPTS,
     JSON,
     EventType,
@@ -53,13 +54,11 @@ from taskorch.core.model import (
     Task,
     TaskEvent,
 )
-from taskorch.core.planning import INFERENCE
-from taskorch.core.tasks import TaskService
 from taskorch.events.hub import EventHub
 from taskorch.store import chat as chat_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
-from taskorch.store.database import Database, Transaction
+from taskorch.store.database import Connection, Database, Transaction
 from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)

@@ -22,20 +22,20 @@ from typing import Any, Protocol
 
 import numpy as np
 import structlog
-from sqlalchemy.exc import IntegrityError
 
-from taskorch.core.caller import Caller
-from taskorch.core.chat_model import Source
-from taskorch.core.errors import (
+from taskorch.core.planning import Plan, Step, TaskSpec, normalise_type
+from taskorch.core.vector_backends import FaissBackend, VectorBackend
+from taskorch.core.vectors import Hit, Vectors
+from taskorch.domain.caller import Caller
+from taskorch.domain.chat_values import Source
+from taskorch.domain.errors import (
     AlreadyExists,
+    AlreadyStored,
     CollectionNotFound,
     DocumentNotFound,
     FieldViolation,
     InvalidArgument,
 )
-from taskorch.core.planning import Plan, Step, TaskSpec, normalise_type
-from taskorch.core.vector_backends import FaissBackend, VectorBackend
-from taskorch.core.vectors import Hit, Vectors
 from taskorch.store import collections as store
 from taskorch.store.collections import (
     ChunkChange,
@@ -308,7 +308,7 @@ class CollectionService:
 
         try:
             await self.db.write(insert)
-        except IntegrityError:
+        except AlreadyStored:
             raise AlreadyExists(f"Collection '{spec.name}' already exists") from None
         await self.vectors.created(record)
         return self._collection(record)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,8 +48,9 @@ from typing import Any
 import structlog
 
 from taskorch.core import validation
-from taskorch.core.artifacts import split_artifacts
-from taskorch.core.errors import (
+from taskorch.core.templates import placeholders
+from taskorch.domain.artifacts import split_artifacts
+from taskorch.domain.errors import (
     AlreadyExists,
     InvalidArgument,
     LeaseLost,
@@ -60,7 +61,8 @@ from taskorch.core.errors import (
     TaskorchError,
     within,
 )
-from taskorch.core.model import (
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, HeartbeatAnswer, WorkerIdentity
+from taskorch.domain.values import (
     JSON,
     TERMINAL_STATUSES,
     Lease,
@@ -70,16 +72,15 @@ from taskorch.core.model import (
     Task,
     key_scope,
 )
-from taskorch.core.templates import placeholders
 from taskorch.events.hub import EventHub
 from taskorch.store import artifacts as artifact_store
-from taskorch.store.database import Database, HotOp
+from taskorch.store import subtasks as subtask_store
+from taskorch.store.database import Connection, Database, HotOp
 from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd, Turns
 from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_LEASE_SECONDS = 30.0
 MAX_LEASE_SECONDS = 3600.0
 MAX_WAIT_SECONDS = 60.0
 # A parked taker looks again at least this often (work of another process on the same
@@ -93,23 +94,6 @@ EXPIRE_LIMIT = 100
 MAX_KEYED_LEASES_KEPT = 10_000
 # Delayed tasks promoted per batch (more come due at once: the next batch goes on).
 DUE_LIMIT = 500
-
-
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """Who takes work, and which work it can run."""
-
-    worker_id: str
-    kinds: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    tenant_ids: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class HeartbeatAnswer:
-    lease_expires_at: datetime | None
-    cancelled: bool = False
-    reason: str = ""
 
 
 @dataclass
@@ -469,6 +453,25 @@ class TaskEngine:
         future = self.db.transition(_Release(subtask_id, lease_id, reason, tenant_scope))
         self._behind_keyed_end(subtask_id)
         await future
+
+    async def subtask(self, subtask_id: str, tenant_scope: str | None) -> Subtask | None:
+        """The subtask as stored (None: no such subtask for this scope)."""
+        return await self.db.read(
+            lambda conn: subtask_store.get_subtask(conn, tenant_scope, subtask_id)
+        )
+
+    async def still_held(self, leases: Mapping[str, str]) -> set[str]:
+        """Which of ``leases`` (lease id by subtask id) still hold a RUNNING subtask."""
+
+        def read(conn: Connection) -> set[str]:
+            held = set()
+            for subtask_id, lease_id in leases.items():
+                found = subtask_store.get_subtask(conn, None, subtask_id)
+                if found and found.status is Status.RUNNING and found.lease_id == lease_id:
+                    held.add(subtask_id)
+            return held
+
+        return await self.db.read(read)
 
     async def cancel(self, tenant_scope: str | None, task_id: str, reason: str = "") -> Task:
         """Cancels a pending or running task and tells its running workers to stop;

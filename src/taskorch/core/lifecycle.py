@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from taskorch.core.model import JSON, EventType, Status, Task, TaskEvent
+from taskorch.domain.values import JSON, EventType, Status, Task, TaskEvent
 from taskorch.events.hub import EventHub
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Transaction

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from functools import partial
 
 import structlog
-from sqlalchemy import Connection
 
 from taskorch.core.vectors import HNSW_EF_SEARCH, HNSW_MIN_VECTORS, Hit, Vectors
 from taskorch.store import pgvector as side
 from taskorch.store.collections import ChunkChange, CollectionRecord
-from taskorch.store.database import Database, Transaction
+from taskorch.store.database import Connection, Database, Transaction
 
 log = structlog.get_logger("taskorch.collections")
 

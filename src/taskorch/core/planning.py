@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from taskorch.core.caller import Caller
-from taskorch.core.errors import InvalidArgument, UnsupportedTaskType
-from taskorch.core.model import JSON, MODEL_KEY_PREFIX
-from taskorch.core.text_analysis import MAX_TEXT_LENGTH
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import InvalidArgument, UnsupportedTaskType
+from taskorch.domain.limits import MAX_TEXT_LENGTH
+from taskorch.domain.values import JSON, MODEL_KEY_PREFIX
 
 TEXT_ANALYSIS = "text_analysis"
 ECHO = "echo"

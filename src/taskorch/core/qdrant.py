@@ -23,13 +23,12 @@ from uuid import UUID
 
 import numpy as np
 import structlog
-from sqlalchemy import Connection
 
 from taskorch.core.vector_backends import BackendUnavailable
 from taskorch.core.vectors import HNSW_EF_SEARCH, HNSW_MIN_VECTORS, Hit, Vectors, as_matrix
 from taskorch.store import collections as store
 from taskorch.store.collections import ChunkChange, CollectionRecord
-from taskorch.store.database import Database
+from taskorch.store.database import Connection, Database
 
 log = structlog.get_logger("taskorch.collections")
 

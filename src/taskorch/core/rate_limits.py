@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from taskorch.core.auth import ADMIN_METHODS, OPEN_METHODS
-from taskorch.core.caller import Caller
-from taskorch.core.errors import InvalidArgument, RateLimited
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import InvalidArgument, RateLimited
 from taskorch.store import rate_limits as limit_store
 from taskorch.store.database import Database
 from taskorch.store.schema import utcnow
@@ -37,9 +36,6 @@ log = structlog.get_logger(__name__)
 CACHE_SECONDS = 2.0
 MAX_RATE = 1_000_000.0
 MAX_BURST = 1_000_000
-# Methods never limited: probes, the docs, metrics, and the worker protocol.
-EXEMPT_METHODS = OPEN_METHODS | ADMIN_METHODS
-EXEMPT_PREFIXES = ("/taskorch.v1.WorkerService/",)
 # Buckets kept at most; past it, the full ones (tenants idle long enough) are dropped.
 MAX_BUCKETS = 10_000
 
@@ -173,14 +169,15 @@ class TenantRateLimiter:
         self._loaded = False
         self._buckets: dict[str, _Bucket] = {}
 
-    async def admit(self, method: str, caller: Caller) -> None:
-        """Takes a token of ``caller``'s tenant for a call of ``method``.
+    async def admit(self, caller: Caller) -> None:
+        """Takes a token of ``caller``'s tenant for one call (server/access.py says which
+        methods are exempt).
 
         Raises:
             RateLimited: the tenant's bucket is empty; says when the next token comes.
         """
         tenant = caller.tenant_id
-        if not tenant or method in EXEMPT_METHODS or method.startswith(EXEMPT_PREFIXES):
+        if not tenant:
             return
         limit = await self.limit_of(tenant)
         if limit.unlimited:

@@ -43,11 +43,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from croniter import CroniterBadDateError, CroniterError, croniter
-from sqlalchemy.exc import IntegrityError
 
-from taskorch.core.caller import USER, Caller
-from taskorch.core.errors import (
+from taskorch.core.planning import TaskSpec
+from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import USER, Caller
+from taskorch.domain.errors import (
     AlreadyExists,
+    AlreadyStored,
     ErrorStatus,
     InvalidArgument,
     ScheduleNotFound,
@@ -55,9 +57,7 @@ from taskorch.core.errors import (
     Unavailable,
     within,
 )
-from taskorch.core.model import JSON, Task
-from taskorch.core.planning import TaskSpec
-from taskorch.core.tasks import TaskService
+from taskorch.domain.values import JSON, Task
 from taskorch.store import schedules as schedule_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schedules import ScheduleRecord
@@ -376,7 +376,7 @@ class ScheduleService:
 
         try:
             await self.db.write(insert)
-        except IntegrityError:  # created by another replica meanwhile
+        except AlreadyStored:  # created by another replica meanwhile
             raise _taken(name) from None
         self.wake()
         return _schedule(record)

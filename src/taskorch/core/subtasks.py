@@ -8,32 +8,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
-
 from taskorch.core import validation
-from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
-from taskorch.core.engine import (
-    DEFAULT_LEASE_SECONDS,
-    HeartbeatAnswer,
-    TaskEngine,
-    WorkerIdentity,
-    first_stage,
-)
-from taskorch.core.errors import (
+from taskorch.core.engine import TaskEngine, first_stage
+from taskorch.core.lifecycle import record
+from taskorch.core.planning import check_step_input
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
     Conflict,
     FailedPrecondition,
     InvalidArgument,
     SubtaskNotFound,
     TaskNotFound,
 )
-from taskorch.core.lifecycle import record
-from taskorch.core.model import JSON, EventType, Lease, Status, Subtask, Task
-from taskorch.core.planning import check_step_input
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, HeartbeatAnswer, WorkerIdentity
+from taskorch.domain.values import JSON, EventType, Lease, Status, Subtask, Task
 from taskorch.events.hub import EventHub
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
-from taskorch.store.database import Database, Transaction
+from taskorch.store.database import Connection, Database, Transaction
 from taskorch.store.schema import utcnow
 
 MAX_KIND = 100

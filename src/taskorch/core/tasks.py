@@ -16,15 +16,16 @@ from functools import partial
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection
 
 from taskorch.core import validation
-from taskorch.core.artifacts import NAME as ARTIFACT_NAME
-from taskorch.core.artifacts import Artifact
-from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import NewTask, TaskEngine
-from taskorch.core.errors import (
+from taskorch.core.lifecycle import record
+from taskorch.core.planning import Catalog, Plan, TaskSpec
+from taskorch.domain.artifacts import NAME as ARTIFACT_NAME
+from taskorch.domain.artifacts import Artifact
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
     ArtifactNotFound,
     Conflict,
     InvalidArgument,
@@ -32,8 +33,7 @@ from taskorch.core.errors import (
     TaskorchError,
     within,
 )
-from taskorch.core.lifecycle import record
-from taskorch.core.model import (
+from taskorch.domain.values import (
     DEFAULT_MAX_ATTEMPTS,
     EventType,
     Page,
@@ -42,14 +42,13 @@ from taskorch.core.model import (
     Task,
     TaskEvent,
 )
-from taskorch.core.planning import Catalog, Plan, TaskSpec
 from taskorch.events import watch
 from taskorch.events.bus import SubscriptionLagged
 from taskorch.events.hub import EventHub
 from taskorch.store import artifacts as artifact_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store import tasks as task_store
-from taskorch.store.database import Database, Transaction
+from taskorch.store.database import Connection, Database, Transaction
 from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from taskorch.core.errors import InvalidArgument
-from taskorch.core.model import MAX_PRIORITY, MIN_PRIORITY, MODEL_KEY_PREFIX
+from taskorch.domain.errors import InvalidArgument
+from taskorch.domain.values import MAX_PRIORITY, MIN_PRIORITY, MODEL_KEY_PREFIX
 
 # Seed 001 shows ids as "task_<uuid>"; accept that spelling for the same task.
 _PREFIXES = ("task_", "task-")

@@ -23,12 +23,11 @@ from typing import Protocol
 
 import numpy as np
 import structlog
-from sqlalchemy import Connection
 
 from taskorch.core.vectors import HNSW_MIN_VECTORS, Hit, VectorIndex, Vectors, as_matrix
 from taskorch.store import collections as store
 from taskorch.store.collections import ChunkChange, CollectionRecord
-from taskorch.store.database import Database
+from taskorch.store.database import Connection, Database
 
 log = structlog.get_logger("taskorch.collections")
 

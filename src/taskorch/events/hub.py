@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from taskorch.core.chat_model import ChatEvent
-from taskorch.core.model import Status, Subtask, TaskEvent
+from taskorch.domain.chat_values import ChatEvent
+from taskorch.domain.leases import StopNotice
+from taskorch.domain.values import Status, Subtask, TaskEvent
 from taskorch.events.bus import DEFAULT_BUFFER, EventBus, Subscription
 
 log = structlog.get_logger(__name__)
@@ -57,16 +58,6 @@ class WorkSignal:
         except TimeoutError:
             return False
         return True
-
-
-@dataclass(frozen=True)
-class StopNotice:
-    """Tells a worker to stop running a subtask (its task ended early)."""
-
-    worker_id: str
-    subtask_id: str
-    lease_id: str
-    reason: str
 
 
 @dataclass(frozen=True)

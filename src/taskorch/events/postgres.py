@@ -21,9 +21,10 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import make_url
 
-from taskorch.core.chat_model import ChatEvent, ChatEventType
+from taskorch.domain.chat_values import ChatEvent, ChatEventType
+from taskorch.domain.leases import StopNotice
 from taskorch.events import notify
-from taskorch.events.hub import EventHub, StopNotice
+from taskorch.events.hub import EventHub
 from taskorch.store import chat as chat_store
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from google.protobuf import descriptor, descriptor_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from taskorch.server.routes import SERVICE_FILES
+from taskorch.gateway.routes import SERVICE_FILES
 
 
 def descriptor_set(extra: Iterable[descriptor.FileDescriptor] = ()) -> bytes:

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from taskorch.core.errors import InternalError, Unavailable
+from taskorch.domain.errors import InternalError, Unavailable
 from taskorch.inference import metrics
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class DynamicBatcher(Generic[ItemT, OutT]):
 
 
 def _model_error(name: str, error: BaseException) -> BaseException:
-    from taskorch.core.errors import TaskorchError
+    from taskorch.domain.errors import TaskorchError
 
     if isinstance(error, TaskorchError):
         return error

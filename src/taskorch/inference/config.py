@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from taskorch.core.errors import UnsupportedTaskType
+from taskorch.domain.errors import UnsupportedTaskType
 from taskorch.inference.tasks import (
     SEQ2SEQ_FAMILIES,
     ModelFamily,

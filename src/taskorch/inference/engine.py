@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskorch.core.errors import (
+from taskorch.domain.errors import (
     InternalError,
     InvalidArgument,
     ModelNotFound,

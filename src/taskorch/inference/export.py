@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, load_model_config, write_model_config
 from taskorch.inference.tasks import (
     EXPORT_TASK_OF_FAMILY,

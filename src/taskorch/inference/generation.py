@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import InternalError, TaskorchError, Unavailable
+from taskorch.domain.errors import InternalError, TaskorchError, Unavailable
 from taskorch.inference.sampling import SamplingSettings, TokenSampler
 from taskorch.inference.sessions import ModelSession
 from taskorch.inference.streaming import IncrementalDecoder, StopFilter

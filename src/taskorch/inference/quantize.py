@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, Pooling
 from taskorch.inference.export import ExportError, ort_outputs, quiet_export
 from taskorch.inference.tasks import SEQ2SEQ_FAMILIES, ModelFamily, TaskType, family_of

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from taskorch.core.errors import (
+from taskorch.domain.errors import (
     DeadlineExceeded,
     InvalidArgument,
     ResourceExhausted,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.batching import DynamicBatcher
 from taskorch.inference.config import ModelConfig, Pooling, Truncation
 from taskorch.inference.generation import DecoderGenerator, Seq2SeqGenerator

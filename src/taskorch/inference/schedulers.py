@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 
 Array = npt.NDArray[np.float32]
 SUPPORTED = ("DDIMScheduler", "PNDMScheduler")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 
-from taskorch.core.errors import UnsupportedTaskType
+from taskorch.domain.errors import UnsupportedTaskType
 
 
 class TaskType(enum.StrEnum):

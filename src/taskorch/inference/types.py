@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskorch.core.model import ResourceUsage as ResourceUsage
+from taskorch.domain.values import ResourceUsage as ResourceUsage
 from taskorch.inference.tasks import ModelFamily, TaskType
 
 

@@ -40,6 +40,7 @@ from taskorch.core.collections import (
 )
 from taskorch.core.directory import WorkerDirectory
 from taskorch.core.engine import TaskEngine
+from taskorch.core.local_work import LocalWorkSource
 from taskorch.core.planning import (
     Catalog,
     ContainerPlanner,
@@ -54,16 +55,17 @@ from taskorch.core.tasks import TaskService
 from taskorch.core.templates.planner import TemplatePlanner
 from taskorch.core.templates.service import TemplateService
 from taskorch.core.vector_backends import open_backend
+from taskorch.domain.limits import MAX_MESSAGE_BYTES
 from taskorch.events.hub import EventHub
 from taskorch.events.postgres import PostgresListener
+from taskorch.gateway import routes
 from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
 from taskorch.gateway.launcher import Gateway, write_descriptor
 from taskorch.inference import InferenceEngine
 from taskorch.inference.chat import EngineChatModels
 from taskorch.inference.embedder import EngineEmbedder
-from taskorch.limits import MAX_MESSAGE_BYTES
-from taskorch.server import metrics, routes
+from taskorch.server import access, metrics
 from taskorch.server.chat import ChatServicer
 from taskorch.server.collections import CollectionServicer
 from taskorch.server.health import HealthReporter
@@ -96,7 +98,6 @@ from taskorch.v1 import (
 )
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
 from taskorch.workers.inference import inference_handler
-from taskorch.workers.source import LocalWorkSource
 from taskorch.workers.worker import Worker
 
 log = structlog.get_logger("taskorch.server")
@@ -360,7 +361,7 @@ class TaskorchServer:
         grpc_server = grpc.aio.server(
             interceptors=[
                 ServerInterceptor(
-                    self.auth.authenticate if self.auth else open_access, self.rate_limiter
+                    access.checked(self.auth) if self.auth else open_access, self.rate_limiter
                 )
             ],
             options=GRPC_OPTIONS,
@@ -376,7 +377,7 @@ class TaskorchServer:
             ScheduleServicer(self.schedules, self.tasks), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-            WorkerServicer(self.db, self.hub, self.task_engine, self.directory), server
+            WorkerServicer(self.hub, self.task_engine, self.directory), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.engine), server
@@ -421,7 +422,7 @@ class TaskorchServer:
         addr = self.settings.web_addr
         if not addr or (not self.settings.gateway and split_addr(addr)[1] == 0):
             return
-        authenticate = self.auth.authenticate if self.auth else open_access
+        authenticate = access.checked(self.auth) if self.auth else open_access
         self.web = WebEndpoint(
             WebSettings(addr, self.settings.cors_origins), self.tasks, self.chat, authenticate
         )
@@ -497,7 +498,7 @@ class TaskorchServer:
                 log.warning("count compaction failed", error=str(exc))
 
     async def _refresh_stats(self) -> None:
-        from taskorch.core.caller import SYSTEM
+        from taskorch.domain.caller import SYSTEM
 
         while True:
             try:

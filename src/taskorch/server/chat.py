@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 from taskorch.core.chat import ChatService, NewMessage, NewSession, PageRequest
-from taskorch.core.chat_model import ChatEvent, ChatPage, Message, Session
+from taskorch.domain.chat_values import ChatEvent, ChatPage, Message, Session
 from taskorch.server import convert
 from taskorch.server.interceptors import current_caller
 from taskorch.v1 import chat_service_pb2 as pb

@@ -9,11 +9,11 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from taskorch import structs
-from taskorch.core.errors import InvalidArgument
-from taskorch.core.model import JSON, Lease, Page, ResourceUsage, Subtask, Task, TaskEvent
 from taskorch.core.planning import TaskSpec
 from taskorch.core.tasks import ListRequest
-from taskorch.limits import LIST_PAYLOAD_BYTES, MAX_INPUT_BYTES, MAX_RESULT_BYTES, MiB
+from taskorch.domain.errors import InvalidArgument
+from taskorch.domain.limits import LIST_PAYLOAD_BYTES, MAX_INPUT_BYTES, MAX_RESULT_BYTES, MiB
+from taskorch.domain.values import JSON, Lease, Page, ResourceUsage, Subtask, Task, TaskEvent
 from taskorch.v1 import task_service_pb2 as pb
 
 MAX_STRUCT_DEPTH = 32

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from taskorch.core.errors import TaskorchError
+from taskorch.domain.errors import TaskorchError
 
 ERROR_DOMAIN = "taskorch.dev"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import structlog
 from grpc_health.v1 import health, health_pb2
 
-from taskorch.core.errors import Unavailable
+from taskorch.domain.errors import Unavailable
 from taskorch.store.database import Database
 
 log = structlog.get_logger(__name__)

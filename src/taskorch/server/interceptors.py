@@ -27,10 +27,11 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
-from taskorch.core.caller import ANONYMOUS, Caller
-from taskorch.core.errors import InvalidArgument, RateLimited, TaskorchError
 from taskorch.core.rate_limits import TenantRateLimiter
-from taskorch.server import errors, routes
+from taskorch.domain.caller import ANONYMOUS, Caller
+from taskorch.domain.errors import InvalidArgument, RateLimited, TaskorchError
+from taskorch.gateway import routes
+from taskorch.server import access, errors
 from taskorch.server.metrics import RATE_LIMITED_REQUESTS, RPC_DURATION
 from taskorch.server.unstorable import refuse_unstorable
 
@@ -138,9 +139,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         _refuse_query_overriding_path(method, metadata)
         caller = await self.authenticate(method, metadata)
         structlog.contextvars.bind_contextvars(tenant=caller.tenant_id)
-        if self.limiter is not None:
+        if self.limiter is not None and access.rate_limited(method):
             try:
-                await self.limiter.admit(method, caller)
+                await self.limiter.admit(caller)
             except RateLimited as exc:
                 RATE_LIMITED_REQUESTS.labels(exc.tenant_id).inc()
                 raise

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 
-from taskorch.core.model import EventType, TaskEvent
+from taskorch.domain.values import EventType, TaskEvent
 
 TASKS_TOTAL = Counter(
     "task_manager_tasks",

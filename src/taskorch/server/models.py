@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 from google.protobuf import json_format
 
 from taskorch import structs
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference import InferenceEngine, ModelInfo
 from taskorch.inference.types import ModelState, QuantizationCheck
 from taskorch.server.convert import struct_to_dict

@@ -36,7 +36,7 @@ from typing import Any, TypeAlias
 import numpy as np
 from google.api import httpbody_pb2
 
-from taskorch.core.errors import FieldViolation, InvalidArgument, TaskorchError
+from taskorch.domain.errors import FieldViolation, InvalidArgument, TaskorchError
 from taskorch.inference import InferenceEngine
 from taskorch.inference.tasks import TaskType
 from taskorch.inference.types import InferenceRequest, InferenceResult, ModelState

@@ -6,10 +6,10 @@ from typing import Any, TypeAlias
 
 from google.protobuf import empty_pb2
 
-from taskorch.core.errors import TaskorchError, within
 from taskorch.core.planning import TaskSpec
 from taskorch.core.schedules import NewSchedule, Schedule, ScheduleService
 from taskorch.core.tasks import TaskService
+from taskorch.domain.errors import TaskorchError, within
 from taskorch.server import convert
 from taskorch.server.interceptors import current_caller
 from taskorch.v1 import schedule_service_pb2 as pb

@@ -7,20 +7,20 @@ through the gateway, admin credentials only) and the OpenAPI document.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from google.api import httpbody_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from taskorch import __version__
-from taskorch.core.errors import Unavailable
-from taskorch.core.model import Status
 from taskorch.core.tasks import TaskService
+from taskorch.domain.errors import Unavailable
+from taskorch.domain.values import Status
 from taskorch.gateway import openapi
 from taskorch.server.convert import set_time
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import current_caller
-from taskorch.store.schema import utcnow
 from taskorch.v1 import system_service_pb2 as pb
 from taskorch.v1 import system_service_pb2_grpc as pb_grpc
 from taskorch.workers.worker import Worker
@@ -49,7 +49,7 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
             worker_slots=sum(w.concurrency for w in self.workers),
             busy_worker_slots=sum(w.busy for w in self.workers),
         )
-        set_time(report.timestamp, utcnow())
+        set_time(report.timestamp, datetime.now(UTC))
         if healthy:
             try:
                 # The caller's tenant (every tenant for an admin; none without credentials).

@@ -9,13 +9,13 @@ from typing import Any, TypeAlias
 
 from google.api import httpbody_pb2
 
-from taskorch.core.engine import WorkerIdentity
-from taskorch.core.errors import InvalidArgument, NoWorkAvailable, TaskorchError, within
-from taskorch.core.model import Status, Task
 from taskorch.core.planning import CONTAINER, TaskSpec
 from taskorch.core.subtasks import NewSubtask, StatusReport, SubtaskService
 from taskorch.core.tasks import ListRequest, TaskService
-from taskorch.limits import LIST_FULL_PAGE_BYTES
+from taskorch.domain.errors import InvalidArgument, NoWorkAvailable, TaskorchError, within
+from taskorch.domain.leases import WorkerIdentity
+from taskorch.domain.limits import LIST_FULL_PAGE_BYTES
+from taskorch.domain.values import Status, Task
 from taskorch.server import convert
 from taskorch.server.interceptors import current, current_caller
 from taskorch.v1 import task_service_pb2 as pb

@@ -9,11 +9,11 @@ from google.api import httpbody_pb2
 from google.protobuf import empty_pb2, json_format
 
 from taskorch import structs
-from taskorch.core.errors import InvalidArgument
-from taskorch.core.model import JSON
 from taskorch.core.templates.definition import Template
 from taskorch.core.templates.planner import TemplatePlanner
 from taskorch.core.templates.service import TemplateService
+from taskorch.domain.errors import InvalidArgument
+from taskorch.domain.values import JSON
 from taskorch.server.convert import set_time, struct_to_dict, to_json
 from taskorch.server.interceptors import current_caller
 from taskorch.v1 import template_service_pb2 as pb

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from google.protobuf.message import Message
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 
 # Bytes that the wire form of a NUL character or a non-finite float must contain: the NUL
 # itself; a double/float whose exponent bits are all ones has a 0x7f or 0xff byte. A request

@@ -42,14 +42,14 @@ from aiohttp import WSMsgType, web
 from google.protobuf import json_format
 from google.protobuf.message import Message as ProtoMessage
 
-from taskorch.core.auth import authorize
-from taskorch.core.caller import Caller
 from taskorch.core.chat import ChatService, NewMessage
-from taskorch.core.errors import InvalidArgument, TaskorchError, Unauthenticated
-from taskorch.core.model import TaskEvent
 from taskorch.core.tasks import TaskService
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import InvalidArgument, TaskorchError, Unauthenticated
+from taskorch.domain.values import TaskEvent
 from taskorch.events.bus import SubscriptionLagged
 from taskorch.server import convert
+from taskorch.server.access import authorize
 from taskorch.server.chat import event_to_proto as chat_event_to_proto
 
 log = structlog.get_logger(__name__)

@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import structlog
 
-from taskorch.core.caller import Caller
 from taskorch.core.directory import WorkerDirectory
-from taskorch.core.engine import DEFAULT_LEASE_SECONDS, TaskEngine, WorkerIdentity
-from taskorch.core.errors import (
+from taskorch.core.engine import TaskEngine
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
     InvalidArgument,
     LeaseLost,
     NoWorkAvailable,
@@ -21,14 +22,12 @@ from taskorch.core.errors import (
     TaskorchError,
     within,
 )
-from taskorch.core.model import Lease, ResourceUsage, Status
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, StopNotice, WorkerIdentity
+from taskorch.domain.values import Lease, ResourceUsage
 from taskorch.events.bus import SubscriptionLagged
-from taskorch.events.hub import EventHub, StopNotice
+from taskorch.events.hub import EventHub
 from taskorch.server import convert, errors
 from taskorch.server.interceptors import current, current_caller
-from taskorch.store import subtasks as subtask_store
-from taskorch.store.database import Database
-from taskorch.store.schema import utcnow
 from taskorch.v1 import worker_service_pb2 as pb
 from taskorch.v1 import worker_service_pb2_grpc as pb_grpc
 
@@ -153,10 +152,7 @@ class _Listener:
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
     """The WorkerService RPCs: remote workers take, heartbeat and report work."""
 
-    def __init__(
-        self, db: Database, hub: EventHub, engine: TaskEngine, directory: WorkerDirectory
-    ) -> None:
-        self.db = db
+    def __init__(self, hub: EventHub, engine: TaskEngine, directory: WorkerDirectory) -> None:
         self.hub = hub
         self.engine = engine
         self.directory = directory
@@ -256,7 +252,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                     if loop.time() >= next_ping:
                         await self._forget_finished(listener)
                         ping = pb.WorkerMessage()
-                        convert.set_time(ping.ping, utcnow())
+                        convert.set_time(ping.ping, datetime.now(UTC))
                         yield ping
                         next_ping = loop.time() + PING_SECONDS
                     if assignments:
@@ -340,16 +336,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         if not listener.held:
             return
         held = dict(listener.held)
-
-        def still_running(conn: Any) -> set[str]:
-            running = set()
-            for subtask_id, lease_id in held.items():
-                found = subtask_store.get_subtask(conn, None, subtask_id)
-                if found and found.status is Status.RUNNING and found.lease_id == lease_id:
-                    running.add(subtask_id)
-            return running
-
-        running = await self.db.read(still_running)
+        running = await self.engine.still_held(held)
         now = asyncio.get_running_loop().time()
         given_up = now - listener.lease_seconds * STALLED_LEASES
         for subtask_id in set(held) - running:
@@ -484,9 +471,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 reason=request.reason or "released",
                 tenant_scope=scope,
             )
-            found = await self.db.read(
-                lambda conn: subtask_store.get_subtask(conn, scope, request.subtask_id)
-            )
+            found = await self.engine.subtask(request.subtask_id, scope)
             if found is None:
                 raise SubtaskNotFound(request.subtask_id)
         return convert.subtask_to_proto(found)

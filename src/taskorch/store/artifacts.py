@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, insert, select
 
-from taskorch.core.artifacts import Artifact
-from taskorch.core.model import Status
+from taskorch.domain.artifacts import Artifact
+from taskorch.domain.values import Status
 from taskorch.store.schema import subtasks, task_artifacts, tasks
 
 

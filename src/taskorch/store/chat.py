@@ -30,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 
-from taskorch.core.chat_model import (
+from taskorch.domain.chat_values import (
     ChatEvent,
     ChatEventType,
     Generation,
@@ -40,7 +40,7 @@ from taskorch.core.chat_model import (
     Source,
     sources_from_json,
 )
-from taskorch.core.model import Status
+from taskorch.domain.values import Status
 from taskorch.store import notices, statements
 from taskorch.store.schema import chat_events, chat_messages, chat_sessions
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from taskorch.core.model import Status, Task
+from taskorch.domain.values import Status, Task
 from taskorch.store.schema import COUNT_KEYS, task_count_deltas, task_counts
 
 _COMPACT_LOCK = 0x636F756E  # one replica compacts at a time on PostgreSQL

@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeGuard, TypeVar
 
 import structlog
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection as Connection  # re-exported: core/ names it through store/
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     DataError,
@@ -57,7 +58,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from taskorch.core.errors import Unavailable
+from taskorch.domain.errors import AlreadyStored, Unavailable
 from taskorch.store.queue import Changes, Queue
 from taskorch.store.queue.sqlite import SqliteQueue
 
@@ -71,6 +72,7 @@ CONFLICT_RETRIES = 5
 CONFLICT_PAUSE_SECONDS = 0.01  # the upper bound of a random pause, times the attempt
 # serialization_failure, deadlock_detected
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+UNIQUE_VIOLATION = "23505"
 # SQLSTATE classes of a database (or the way to it) failing rather than a statement:
 # connection exceptions, insufficient resources, operator intervention, system errors.
 OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
@@ -267,13 +269,21 @@ class Database:
 
         Raises:
             Unavailable: the database could not commit, or is closed.
+            AlreadyStored: a row ``op`` inserted has the unique key of a row another writer
+                stored first (a race its own look-up could not see).
             Exception: whatever ``op`` raised; its changes were rolled back.
         """
         if not self._open:
             raise Unavailable("database is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(op, future))
-        return await future
+        try:
+            return await future
+        except IntegrityError as exc:
+            # Translated here so that core/ sees domain errors only, never SQLAlchemy's.
+            if _is_unique_violation(exc):
+                raise AlreadyStored(_short(exc)) from exc
+            raise
 
     def transition(self, value: Any) -> asyncio.Future[Any]:
         """Queues a transition for the next batch; the future answers once it committed.
@@ -662,6 +672,13 @@ def _run_batch_in_tx(conn: Connection, batch: list[_Pending]) -> None:
             return
         except _ColdOpFailed as failed:
             pending = [item for item in pending if item is not failed.item]
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    """Whether a statement broke a unique constraint (rather than a foreign key or a check)."""
+    if _sqlstate(exc) == UNIQUE_VIOLATION:
+        return True
+    return isinstance(exc.orig, sqlite3.IntegrityError) and "UNIQUE constraint" in str(exc.orig)
 
 
 def _is_own_conflict(exc: DBAPIError) -> bool:

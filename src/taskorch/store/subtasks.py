@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, RowMapping, bindparam, func, insert, select, update
 
-from taskorch.core.model import Status, Subtask
+from taskorch.domain.values import Status, Subtask
 from taskorch.store import notices, statements
 from taskorch.store.schema import subtasks
 

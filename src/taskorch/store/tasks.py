@@ -23,7 +23,7 @@ from sqlalchemy import (
     tuple_,
 )
 
-from taskorch.core.model import EventType, ResourceUsage, Status, Task, TaskEvent
+from taskorch.domain.values import EventType, ResourceUsage, Status, Task, TaskEvent
 from taskorch.store import counts, notices, statements
 from taskorch.store.schema import (
     delayed_tasks,

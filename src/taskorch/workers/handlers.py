@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from taskorch.core.model import JSON, Lease, ResourceUsage
-from taskorch.core.text_analysis import analyze
+from taskorch.domain.values import JSON, Lease, ResourceUsage
+from taskorch.workers.text_analysis import analyze
 
 
 class PermanentFailure(Exception):

@@ -29,9 +29,9 @@ from taskorch.client._errors import (
     from_rpc_error,
     from_status,
 )
-from taskorch.core.engine import HeartbeatAnswer, WorkerIdentity
-from taskorch.core.errors import InternalError, InvalidArgument, LeaseLost, SubtaskNotFound
-from taskorch.core.model import JSON, Lease, ResourceUsage, Status, Subtask
+from taskorch.domain.errors import InternalError, InvalidArgument, LeaseLost, SubtaskNotFound
+from taskorch.domain.leases import HeartbeatAnswer, WorkerIdentity
+from taskorch.domain.values import JSON, Lease, ResourceUsage, Status, Subtask
 from taskorch.v1 import task_service_pb2
 from taskorch.v1 import worker_service_pb2 as pb
 from taskorch.v1 import worker_service_pb2_grpc as pb_grpc

@@ -33,9 +33,9 @@ from typing import TypeVar
 
 import structlog
 
-from taskorch.core.engine import DEFAULT_LEASE_SECONDS, WorkerIdentity
-from taskorch.core.errors import InvalidArgument, LeaseLost, TaskorchError
-from taskorch.core.model import JSON, Lease
+from taskorch.domain.errors import InvalidArgument, LeaseLost, TaskorchError
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, WorkerIdentity
+from taskorch.domain.values import JSON, Lease
 from taskorch.workers.handlers import HandlerRegistry, Outcome, PermanentFailure, WorkContext
 from taskorch.workers.source import WorkSource
 

@@ -7,15 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskorch.core.errors import (
-    InvalidArgument,
-    ModelNotFound,
-    UnsupportedTaskType,
-)
 from taskorch.core.planning import TaskSpec
 from taskorch.core.templates.builtin import load_builtin_templates
 from taskorch.core.templates.planner import TemplatePlanner
 from taskorch.core.templates.service import TemplateService
+from taskorch.domain.errors import (
+    InvalidArgument,
+    ModelNotFound,
+    UnsupportedTaskType,
+)
 from taskorch.store.database import Database
 
 SMOLLM = "smollm2-135m-instruct"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from taskorch.core.errors import (
+from taskorch.core.templates.definition import parse_template
+from taskorch.domain.errors import (
     InvalidArgument,
 )
-from taskorch.core.templates.definition import parse_template
 from tests.core.templates.fakes import fields
 
 

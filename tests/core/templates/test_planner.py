@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from taskorch.core.errors import (
+from taskorch.core.planning import INFERENCE, TEXT_ANALYSIS, TaskSpec
+from taskorch.core.templates.definition import GIT_SCRIPT, Template, parse_template
+from taskorch.domain.errors import (
     InvalidArgument,
     ModelNotFound,
     TemplateNotFound,
 )
-from taskorch.core.planning import INFERENCE, TEXT_ANALYSIS, TaskSpec
-from taskorch.core.templates.definition import GIT_SCRIPT, Template, parse_template
 from tests.core.templates.fakes import BUILTINS, SMOLLM, fields, plan, planner
 
 

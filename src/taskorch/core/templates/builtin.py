@@ -10,8 +10,8 @@ from importlib.resources.abc import Traversable
 
 import yaml
 
-from taskorch.core.errors import InvalidArgument
 from taskorch.core.templates.definition import Template, parse_template
+from taskorch.domain.errors import InvalidArgument
 
 
 def builtin_directory() -> Traversable:

@@ -27,8 +27,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from taskorch.core.errors import FieldViolation, InvalidArgument
-from taskorch.core.model import JSON
 from taskorch.core.planning import ECHO, INFERENCE, TEXT_ANALYSIS, normalise_type
 from taskorch.core.templates.parameters import (
     PARAMETER_TYPES,
@@ -38,6 +36,8 @@ from taskorch.core.templates.parameters import (
     has_type,
 )
 from taskorch.core.templates.placeholders import STEPS_PREFIX, find_placeholders
+from taskorch.domain.errors import FieldViolation, InvalidArgument
+from taskorch.domain.values import JSON
 
 GIT_SCRIPT = "git_script"
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from taskorch.core.errors import FieldViolation, InvalidArgument
-from taskorch.core.model import JSON
+from taskorch.domain.errors import FieldViolation, InvalidArgument
+from taskorch.domain.values import JSON
 
 if TYPE_CHECKING:
     from taskorch.core.templates.definition import Template

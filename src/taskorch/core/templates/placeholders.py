@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 
 # {{name}}, {{ name }}, {{steps.summarize.output.generated_text}}
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")

@@ -12,9 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from taskorch.core.caller import Caller
-from taskorch.core.errors import FieldViolation, InvalidArgument, ModelNotFound, TemplateNotFound
-from taskorch.core.model import JSON
 from taskorch.core.planning import (
     ECHO,
     INFERENCE,
@@ -41,6 +38,9 @@ from taskorch.core.templates.placeholders import (
     substitute_parameters,
 )
 from taskorch.core.templates.service import TemplateService
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import FieldViolation, InvalidArgument, ModelNotFound, TemplateNotFound
+from taskorch.domain.values import JSON
 
 TEMPLATE = "template"
 

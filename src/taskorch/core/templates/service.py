@@ -12,19 +12,18 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
-from taskorch.core.caller import Caller
-from taskorch.core.errors import (
+from taskorch.core.templates.builtin import load_builtin_templates
+from taskorch.core.templates.definition import Template, parse_template
+from taskorch.core.templates.parameters import Parameter
+from taskorch.domain.caller import Caller
+from taskorch.domain.errors import (
     AlreadyExists,
+    AlreadyStored,
     ErrorStatus,
     InvalidArgument,
     TaskorchError,
     TemplateNotFound,
 )
-from taskorch.core.templates.builtin import load_builtin_templates
-from taskorch.core.templates.definition import Template, parse_template
-from taskorch.core.templates.parameters import Parameter
 from taskorch.store import templates as template_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow
@@ -110,7 +109,7 @@ class TemplateService:
 
         try:
             await self.db.write(insert)
-        except IntegrityError:  # created by another replica meanwhile
+        except AlreadyStored:  # created by another replica meanwhile (store/ says so)
             raise _taken(template.name) from None
         return _from_record(record)
 

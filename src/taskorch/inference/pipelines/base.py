@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.runtime import LoadedModel
 
 OnText = Callable[[str], Awaitable[None]]

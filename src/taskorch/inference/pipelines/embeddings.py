@@ -90,7 +90,7 @@ def _pair(input_data: Mapping[str, Any]) -> tuple[str, list[str], str]:
     source, prefix = (
         (nested, "input_data.inputs") if isinstance(nested, Mapping) else (input_data, "input_data")
     )
-    from taskorch.core.errors import InvalidArgument
+    from taskorch.domain.errors import InvalidArgument
 
     try:
         return string_field(source, "source_sentence"), string_list(source, "sentences"), prefix

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.pipelines.base import (
     OnText,
     one_or_many,

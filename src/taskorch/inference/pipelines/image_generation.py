@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.artifacts import Artifact
-from taskorch.core.errors import InternalError, InvalidArgument
+from taskorch.domain.artifacts import Artifact
+from taskorch.domain.errors import InternalError, InvalidArgument
 from taskorch.inference.pipelines.base import (
     OnText,
     param_float,

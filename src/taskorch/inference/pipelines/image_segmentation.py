@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.artifacts import MAX_ARTIFACTS, Artifact
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.artifacts import MAX_ARTIFACTS, Artifact
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.pipelines.base import OnText, param_int
 from taskorch.inference.pipelines.media import decode_image, media_bytes
 from taskorch.inference.runtime import LoadedModel

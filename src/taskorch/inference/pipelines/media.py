@@ -2,7 +2,7 @@
 
 ``input_data.image`` / ``input_data.audio`` take base64 or a data URL
 (``data:image/png;base64,...``); errors name the field. Binary outputs are returned as task
-artifacts (see ``taskorch.core.artifacts``): the task's result lists them and
+artifacts (see ``taskorch.domain.artifacts``): the task's result lists them and
 ``GET /v1/tasks/{task_id}/artifacts/{name}`` serves the bytes.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.artifacts import Artifact
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.artifacts import Artifact
+from taskorch.domain.errors import InvalidArgument
 
 # Decoded bytes of one image or audio input; its base64 (4/3 larger) still fits the 4 MiB
 # a task's input may hold.

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.pipelines.base import OnText, param_float
 from taskorch.inference.pipelines.media import decode_image, media_bytes
 from taskorch.inference.runtime import LoadedModel

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.pipelines.base import OnText, text_inputs
 from taskorch.inference.pipelines.text_generation import generation_settings
 from taskorch.inference.runtime import LoadedModel

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.generation import GenerationSettings
 from taskorch.inference.pipelines.base import OnText, param_int
 from taskorch.inference.pipelines.media import decode_wav, media_bytes, resample

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskorch.core.errors import InvalidArgument
+from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.generation import GenerationSettings
 from taskorch.inference.pipelines.base import OnText
 from taskorch.inference.pipelines.text_generation import generation_settings

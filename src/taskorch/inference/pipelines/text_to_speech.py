@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskorch.core.errors import FailedPrecondition, InternalError, InvalidArgument
+from taskorch.domain.errors import FailedPrecondition, InternalError, InvalidArgument
 from taskorch.inference.pipelines.base import OnText, param_float, string_field
 from taskorch.inference.pipelines.media import wav_artifact
 from taskorch.inference.runtime import LoadedModel

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from taskorch.core.model import JSON, EventType, Status, Subtask, Task, TaskEvent
+from taskorch.domain.values import JSON, EventType, Status, Subtask, Task, TaskEvent
 
 # (tenant_id, task_type, model_name, template): the counters a task adds to.
 CountKey = tuple[str, str, str, str]

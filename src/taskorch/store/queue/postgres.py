@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from taskorch.core.model import (
+from taskorch.domain.values import (
     JSON,
     EventType,
     Status,

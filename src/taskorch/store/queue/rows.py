@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from taskorch.core.model import ResourceUsage, Status, Subtask, Task
+from taskorch.domain.values import ResourceUsage, Status, Subtask, Task
 
 TASK_COLUMNS = (
     "task_id",

@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from taskorch.core.model import (
+from taskorch.domain.values import (
     JSON,
     EventType,
     Status,

@@ -1,5 +1,5 @@
 """The chat domain's value types: sessions, messages, the generation figures of a reply and
-the events of a session. Plain frozen dataclasses, like core/model.py's tasks."""
+the events of a session. Plain frozen dataclasses, like domain/values.py's tasks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from taskorch.core.model import JSON, Status
+from taskorch.domain.values import JSON, Status
 
 T = TypeVar("T")
 

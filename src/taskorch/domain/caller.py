@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskorch.core.model import DEFAULT_TENANT
+from taskorch.domain.values import DEFAULT_TENANT
 
 ADMIN = "admin"
 USER = "user"

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskorch.core.errors import InvalidArgument
-from taskorch.core.model import JSON
-from taskorch.limits import MAX_MESSAGE_BYTES, MiB
+from taskorch.domain.errors import InvalidArgument
+from taskorch.domain.limits import MAX_MESSAGE_BYTES, MiB
+from taskorch.domain.values import JSON
 
 ARTIFACTS_KEY = "artifacts"
 MAX_ARTIFACTS = 16

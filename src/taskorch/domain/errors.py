@@ -24,6 +24,7 @@ a gRPC status code (and Envoy to an HTTP status)::
     │   ├── TaskNotCancellable          TASK_NOT_CANCELLABLE
     │   └── LeaseLost                   LEASE_LOST
     ├── AlreadyExists                   ALREADY_EXISTS      ALREADY_EXISTS       409
+    │   └── AlreadyStored                               (a unique key, as store/ found it)
     ├── ResourceExhausted               QUOTA_EXCEEDED      RESOURCE_EXHAUSTED   429
     │   └── RateLimited                 RATE_LIMITED
     ├── Unauthenticated                 UNAUTHENTICATED     UNAUTHENTICATED      401
@@ -295,6 +296,14 @@ class LeaseLost(Conflict):
 class AlreadyExists(TaskorchError):
     def __init__(self, message: str, *, reason: str = "ALREADY_EXISTS") -> None:
         super().__init__(message, reason=reason, status=ErrorStatus.ALREADY_EXISTS)
+
+
+class AlreadyStored(AlreadyExists):
+    """Another writer stored a row with the same unique key first.
+
+    store/ raises it for its database's unique-constraint violation, so core/ catches a
+    domain error (and says which thing exists) without knowing SQLAlchemy.
+    """
 
 
 class FailedPrecondition(TaskorchError):

@@ -24,3 +24,5 @@ MAX_RESULT_BYTES = 8 * MiB
 LIST_PAYLOAD_BYTES = 64 * 1024
 # In a list with view FULL, a page stops early when its tasks would pass this.
 LIST_FULL_PAGE_BYTES = 12 * MiB
+# The text of a text-analysis task (seed 003), in characters.
+MAX_TEXT_LENGTH = 4000

@@ -6,7 +6,6 @@ import re
 from collections import Counter
 from typing import Any
 
-MAX_TEXT_LENGTH = 4000
 TOP_WORDS = 5
 
 # A word is a run of letters or digits, with inner apostrophes or hyphens ("don't", "AI-powered").
