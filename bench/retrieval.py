@@ -64,7 +64,7 @@ from taskorch.client import AsyncClient, NewDocument
 from taskorch.core import vectors
 from taskorch.core.vectors import VectorIndex
 from taskorch.inference import InferenceEngine
-from taskorch.inference.tasks import TaskType
+from taskorch.inference.task_types import TaskType
 from taskorch.store import collections as store
 from taskorch.store.collections import CollectionRecord, NewChunk, StoredDocument
 from taskorch.store.database import Database

@@ -53,7 +53,7 @@ NOT_YET: frozenset[tuple[str, str]] = frozenset(
         ("taskorch.server.app", "store"),
         ("taskorch.server.app", "events"),
         ("taskorch.server.health", "store"),
-        ("taskorch.server.workers", "events"),
+        ("taskorch.server.worker_service", "events"),
         ("taskorch.server.web", "events"),
     }
 )

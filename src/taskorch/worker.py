@@ -36,9 +36,8 @@ from taskorch.workers.handlers import (
     PermanentFailure,
     WorkContext,
 )
+from taskorch.workers.loop import RUN_AHEAD_PER_SLOT, WorkerLoop, default_worker_id
 from taskorch.workers.remote import GrpcWorkSource
-from taskorch.workers.worker import RUN_AHEAD_PER_SLOT, default_worker_id
-from taskorch.workers.worker import Worker as WorkerLoop
 
 __all__ = ["Outcome", "PermanentFailure", "WorkContext", "Worker"]
 

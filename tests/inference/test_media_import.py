@@ -11,7 +11,7 @@ import pytest
 from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.config import load_model_config
 from taskorch.inference.export import import_model
-from taskorch.inference.tasks import ModelFamily
+from taskorch.inference.task_types import ModelFamily
 
 
 def test_a_piper_voice_folder_imports_with_its_voice_config(

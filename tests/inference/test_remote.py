@@ -19,7 +19,7 @@ from taskorch.domain.errors import (
 )
 from taskorch.inference.config import ModelConfigError, parse_model_config
 from taskorch.inference.remote import RemoteModel
-from taskorch.inference.tasks import TaskType
+from taskorch.inference.task_types import TaskType
 from taskorch.inference.types import ModelState
 
 Handler = Callable[[httpx.Request], httpx.Response]

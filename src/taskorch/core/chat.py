@@ -73,7 +73,7 @@ MAX_SESSION_COLLECTIONS = 8
 
 
 class ChatModels(Protocol):
-    """What chat needs of the inference engine (see taskorch.inference.chat)."""
+    """What chat needs of the inference engine (see taskorch.inference.chat_models)."""
 
     def check_session(self, model_name: str, parameters: Mapping[str, Any]) -> str:
         """The text-generation model to use (the default one for ""), checked with the

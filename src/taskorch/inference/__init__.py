@@ -8,7 +8,7 @@ everything re-exported here needs the serving dependencies only.
 from __future__ import annotations
 
 from taskorch.inference.engine import InferenceEngine
-from taskorch.inference.tasks import ModelFamily, TaskType, canonical_task_type
+from taskorch.inference.task_types import ModelFamily, TaskType, canonical_task_type
 from taskorch.inference.types import (
     InferenceRequest,
     InferenceResult,

@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 import yaml
 
 from taskorch.domain.errors import UnsupportedTaskType
-from taskorch.inference.tasks import (
+from taskorch.inference.task_types import (
     SEQ2SEQ_FAMILIES,
     ModelFamily,
     TaskType,

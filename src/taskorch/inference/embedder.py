@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.engine import InferenceEngine
-from taskorch.inference.tasks import TaskType
+from taskorch.inference.task_types import TaskType
 
 _PROBE = {"inputs": ["probe"]}
 

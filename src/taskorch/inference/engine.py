@@ -34,7 +34,7 @@ from taskorch.inference.pipelines.base import OnProgress, step_progress
 from taskorch.inference.remote import RemoteModel
 from taskorch.inference.repository import ModelFolder, ModelRepository
 from taskorch.inference.runtime import LoadedModel, folder_size
-from taskorch.inference.tasks import (
+from taskorch.inference.task_types import (
     DEDICATED_TASKS,
     NO_DEFAULT_MODEL,
     SEQ2SEQ_FAMILIES,

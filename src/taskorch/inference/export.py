@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, load_model_config, write_model_config
-from taskorch.inference.tasks import (
+from taskorch.inference.task_types import (
     EXPORT_TASK_OF_FAMILY,
     IMAGE_FAMILIES,
     MEDIA_FAMILIES,

@@ -34,7 +34,7 @@ from typing import Any
 
 from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.config import parse_model_config, write_model_config
-from taskorch.inference.tasks import ModelFamily, TaskType
+from taskorch.inference.task_types import ModelFamily, TaskType
 
 Log = Callable[[str], None]
 

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.config import ModelConfig, Pooling
 from taskorch.inference.export import ExportError, ort_outputs, quiet_export
-from taskorch.inference.tasks import SEQ2SEQ_FAMILIES, ModelFamily, TaskType, family_of
+from taskorch.inference.task_types import SEQ2SEQ_FAMILIES, ModelFamily, TaskType, family_of
 from taskorch.inference.types import QuantizationCheck
 
 FloatArray = npt.NDArray[np.float32]

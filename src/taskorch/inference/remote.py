@@ -43,7 +43,7 @@ from taskorch.inference.config import ModelConfig, RemoteConfig
 from taskorch.inference.metrics import REMOTE_REQUESTS, REMOTE_SECONDS
 from taskorch.inference.pipelines.base import param_bool, text_inputs
 from taskorch.inference.pipelines.text_generation import generation_settings, parse_messages
-from taskorch.inference.tasks import ModelFamily, TaskType, task_types_of
+from taskorch.inference.task_types import ModelFamily, TaskType, task_types_of
 from taskorch.inference.types import ModelInfo, ModelState
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from taskorch.inference.batching import DynamicBatcher
 from taskorch.inference.config import ModelConfig, Pooling, Truncation
 from taskorch.inference.generation import DecoderGenerator, Seq2SeqGenerator
 from taskorch.inference.sessions import ModelSession, default_threads
-from taskorch.inference.tasks import (
+from taskorch.inference.task_types import (
     IMAGE_FAMILIES,
     MEDIA_FAMILIES,
     SEQ2SEQ_FAMILIES,

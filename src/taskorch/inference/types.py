@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from taskorch.domain.values import ResourceUsage as ResourceUsage
-from taskorch.inference.tasks import ModelFamily, TaskType
+from taskorch.inference.task_types import ModelFamily, TaskType
 
 
 class ModelState(enum.StrEnum):

@@ -63,22 +63,22 @@ from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
 from taskorch.gateway.launcher import Gateway, write_descriptor
 from taskorch.inference import InferenceEngine
-from taskorch.inference.chat import EngineChatModels
+from taskorch.inference.chat_models import EngineChatModels
 from taskorch.inference.embedder import EngineEmbedder
 from taskorch.server import access, metrics
-from taskorch.server.chat import ChatServicer
-from taskorch.server.collections import CollectionServicer
+from taskorch.server.chat_service import ChatServicer
+from taskorch.server.collection_service import CollectionServicer
 from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import ServerInterceptor, open_access
-from taskorch.server.models import ModelServicer
-from taskorch.server.openai_api import OpenAIServicer
+from taskorch.server.model_service import ModelServicer
+from taskorch.server.openai_service import OpenAIServicer
 from taskorch.server.reflection import add_reflection
-from taskorch.server.schedules import ScheduleServicer
-from taskorch.server.system import SystemServicer
-from taskorch.server.tasks import TaskServicer
-from taskorch.server.templates import TemplateServicer
+from taskorch.server.schedule_service import ScheduleServicer
+from taskorch.server.system_service import SystemServicer
+from taskorch.server.task_service import TaskServicer
+from taskorch.server.template_service import TemplateServicer
 from taskorch.server.web import WebEndpoint, WebSettings
-from taskorch.server.workers import WorkerServicer
+from taskorch.server.worker_service import WorkerServicer
 from taskorch.store import counts
 from taskorch.store import keys as key_store
 from taskorch.store import subtasks as subtask_store
@@ -98,7 +98,7 @@ from taskorch.v1 import (
 )
 from taskorch.workers.handlers import HandlerRegistry, builtin_handlers
 from taskorch.workers.inference import inference_handler
-from taskorch.workers.worker import Worker
+from taskorch.workers.loop import WorkerLoop
 
 log = structlog.get_logger("taskorch.server")
 
@@ -213,7 +213,7 @@ class TaskorchServer:
                 ingest_handler(self.collections),
                 description="large adds of documents to collections",
             )
-        self.workers: list[Worker] = []
+        self.workers: list[WorkerLoop] = []
         self.endpoints = Endpoints()
         self._grpc: grpc.aio.Server | None = None
         self._health_servicer = health.aio.HealthServicer()
@@ -345,7 +345,7 @@ class TaskorchServer:
         if self.settings.workers <= 0:
             log.info("no in-process workers: work runs only on remote workers")
             return
-        worker = Worker(
+        worker = WorkerLoop(
             LocalWorkSource(self.task_engine, self.hub),
             self.handlers,
             worker_id=f"{self.local_worker_prefix}{os.getpid()}",

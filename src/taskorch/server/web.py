@@ -50,7 +50,7 @@ from taskorch.domain.values import TaskEvent
 from taskorch.events.bus import SubscriptionLagged
 from taskorch.server import convert
 from taskorch.server.access import authorize
-from taskorch.server.chat import event_to_proto as chat_event_to_proto
+from taskorch.server.chat_service import event_to_proto as chat_event_to_proto
 
 log = structlog.get_logger(__name__)
 

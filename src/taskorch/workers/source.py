@@ -1,7 +1,7 @@
 """Where a worker gets its work: the task engine in this process, or a server over gRPC.
 
 Both sources offer the same operations, so the in-process workers of ``taskorch serve`` and
-remote ``taskorch worker`` processes share one worker loop (workers/worker.py). The remote
+remote ``taskorch worker`` processes share one worker loop (workers/loop.py). The remote
 source is workers/remote.py; the in-process one is core/local_work.py, handed to the loop by
 the server, so nothing here loads the task engine or the store.
 """

@@ -19,7 +19,7 @@ from taskorch.inference.pipelines.table_question_answering import TableQuestionA
 from taskorch.inference.pipelines.text_generation import TextGeneration
 from taskorch.inference.pipelines.text_to_speech import TextToSpeech
 from taskorch.inference.pipelines.token_classification import TokenClassification
-from taskorch.inference.tasks import TaskType
+from taskorch.inference.task_types import TaskType
 
 PIPELINES: dict[TaskType, Pipeline] = {
     TaskType.TEXT_GENERATION: TextGeneration(),

@@ -18,7 +18,7 @@ from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.pipelines.base import OnText, text_inputs
 from taskorch.inference.pipelines.text_generation import generation_settings
 from taskorch.inference.runtime import LoadedModel
-from taskorch.inference.tasks import TaskType
+from taskorch.inference.task_types import TaskType
 
 
 class Seq2Seq:

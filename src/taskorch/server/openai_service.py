@@ -38,10 +38,10 @@ from google.api import httpbody_pb2
 
 from taskorch.domain.errors import FieldViolation, InvalidArgument, TaskorchError
 from taskorch.inference import InferenceEngine
-from taskorch.inference.tasks import TaskType
+from taskorch.inference.task_types import TaskType
 from taskorch.inference.types import InferenceRequest, InferenceResult, ModelState
 from taskorch.server import interceptors
-from taskorch.server.models import generation
+from taskorch.server.model_service import generation
 from taskorch.v1 import openai_service_pb2 as pb
 from taskorch.v1 import openai_service_pb2_grpc as pb_grpc
 

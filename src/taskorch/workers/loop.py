@@ -75,7 +75,7 @@ class WorkerStats:
 class _Run:
     """One running lease: its handler's task, and how to stop it."""
 
-    def __init__(self, worker: Worker, lease: Lease, taken: float) -> None:
+    def __init__(self, worker: WorkerLoop, lease: Lease, taken: float) -> None:
         self.worker = worker
         self.lease = lease
         self.reason: str | None = None
@@ -120,7 +120,7 @@ class _Run:
             self.cancel("cancelled")
 
 
-class Worker:
+class WorkerLoop:
     """Runs handlers for the subtask kinds in ``handlers``, up to ``concurrency`` at once.
 
     Args:

@@ -23,7 +23,7 @@ from taskorch.server.health import HealthReporter
 from taskorch.server.interceptors import current_caller
 from taskorch.v1 import system_service_pb2 as pb
 from taskorch.v1 import system_service_pb2_grpc as pb_grpc
-from taskorch.workers.worker import Worker
+from taskorch.workers.loop import WorkerLoop
 
 Context: TypeAlias = Any
 
@@ -31,7 +31,9 @@ Context: TypeAlias = Any
 class SystemServicer(pb_grpc.SystemServiceServicer):
     """The SystemService RPCs: health, metrics and the OpenAPI document."""
 
-    def __init__(self, tasks: TaskService, health: HealthReporter, workers: list[Worker]) -> None:
+    def __init__(
+        self, tasks: TaskService, health: HealthReporter, workers: list[WorkerLoop]
+    ) -> None:
         self.tasks = tasks
         self.health = health
         self.workers = workers

@@ -8,7 +8,7 @@ from typing import Any
 
 from taskorch.inference.engine import InferenceEngine
 from taskorch.inference.pipelines.text_generation import build_prompt, generation_settings
-from taskorch.inference.tasks import TaskType
+from taskorch.inference.task_types import TaskType
 
 # A one-message conversation: checks a model and parameters without a real prompt.
 _PROBE: dict[str, Any] = {"messages": [{"role": "user", "content": "hello"}]}
