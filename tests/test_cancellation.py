@@ -80,7 +80,7 @@ class _Servicer:
 async def test_the_health_loop_cancelled_as_a_ping_answers_stops() -> None:
     db = _PingThenCancel()
     # A long interval: the ping never meets its own timeout, even on a loaded machine.
-    reporter = HealthReporter(_Servicer(), db, [], interval=5.0)  # type: ignore[arg-type]
+    reporter = HealthReporter(_Servicer(), db.ping, [], interval=5.0)  # type: ignore[arg-type]
     db.runner = asyncio.create_task(reporter.run())
     await _ends_cancelled(db.runner)
     assert db.pings == 1
@@ -100,7 +100,7 @@ async def test_a_sigterm_that_meets_a_health_ping_stops_the_whole_server(tmp_pat
         drain_seconds=0,
     )
     server = TaskorchServer(settings)
-    ping = server.db.ping
+    ping = server._health.ping
     pending: list[bool] = []
 
     async def ping_answering_at_shutdown() -> None:
@@ -109,7 +109,7 @@ async def test_a_sigterm_that_meets_a_health_ping_stops_the_whole_server(tmp_pat
             pending.append(True)
             await server._stopped.wait()
 
-    server.db.ping = ping_answering_at_shutdown  # type: ignore[method-assign]
+    server._health.ping = ping_answering_at_shutdown  # what the health loop pings
     serving = asyncio.create_task(server.serve())
     async with asyncio.timeout(30):
         while not pending:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,7 +61,12 @@ from taskorch.domain.errors import (
     TaskorchError,
     within,
 )
-from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, HeartbeatAnswer, WorkerIdentity
+from taskorch.domain.leases import (
+    DEFAULT_LEASE_SECONDS,
+    HeartbeatAnswer,
+    StopNotice,
+    WorkerIdentity,
+)
 from taskorch.domain.values import (
     JSON,
     TERMINAL_STATUSES,
@@ -72,6 +77,7 @@ from taskorch.domain.values import (
     Task,
     key_scope,
 )
+from taskorch.events.bus import Subscription, SubscriptionLagged
 from taskorch.events.hub import EventHub
 from taskorch.store import artifacts as artifact_store
 from taskorch.store import subtasks as subtask_store
@@ -553,6 +559,11 @@ class TaskEngine:
         return count
 
     # -- parked takers ------------------------------------------------------------------------
+
+    def stop_notices(self, worker_id: str) -> StopNotices:
+        """What tells one worker to stop subtasks it runs (their tasks ended early), from
+        now on, until closed (a context manager)."""
+        return StopNotices(self.hub.stops.subscribe(worker_id))
 
     def wake_all(self) -> None:
         """Work of any kind may have become runnable: every parked taker looks again."""
@@ -1333,3 +1344,34 @@ def _same_request(earlier: Task, task: Task) -> Task:
 def _within_batch(exc: TaskorchError, index: int, batch: bool) -> TaskorchError:
     """The error of one request, naming the request when it came in a batch."""
     return within(exc, f"requests[{index}]") if batch else exc
+
+
+class StopNotices:
+    """One worker's stop notices as they come (see :meth:`TaskEngine.stop_notices`)."""
+
+    def __init__(self, subscription: Subscription[StopNotice]) -> None:
+        self._subscription = subscription
+
+    def __enter__(self) -> StopNotices:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._subscription.close()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Waits, consuming nothing, until a notice is pending; False on timeout."""
+        return await self._subscription.wait(timeout)
+
+    async def next(self, timeout: float | None = None) -> StopNotice | None:
+        """The next notice (None at ``timeout``). Notices lost to a full buffer are not
+        told: the worker's heartbeats answer that its task ended, as a backstop."""
+        while True:
+            try:
+                return await self._subscription.get(timeout)
+            except SubscriptionLagged:
+                continue
+
+    async def pending(self) -> AsyncIterator[StopNotice]:
+        """The notices that came, without waiting."""
+        while (notice := await self.next(0)) is not None:
+            yield notice

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from taskorch.core.engine import TaskEngine
 from taskorch.domain.leases import HeartbeatAnswer, WorkerIdentity
 from taskorch.domain.values import JSON, Lease, ResourceUsage
-from taskorch.events.bus import SubscriptionLagged
 from taskorch.events.hub import EventHub
 
 
@@ -77,15 +76,12 @@ class LocalWorkSource:
         return None  # takes are calls of the engine: nothing is on its way
 
     def on_stop(self, worker_id: str, notice: Callable[[str, str], None]) -> None:
-        subscription = self.hub.stops.subscribe(worker_id)
+        notices = self.engine.stop_notices(worker_id)
 
         async def forward() -> None:
-            with subscription:
+            with notices:
                 while True:
-                    try:
-                        stop = await subscription.get()
-                    except SubscriptionLagged:
-                        continue  # heartbeats also tell of cancellation
+                    stop = await notices.next()
                     if stop is not None:
                         notice(stop.subtask_id, stop.reason)
 

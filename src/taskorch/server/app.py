@@ -219,7 +219,7 @@ class TaskorchServer:
         self._health_servicer = health.aio.HealthServicer()
         self._health = HealthReporter(
             self._health_servicer,
-            self.db,
+            self.db.ping,
             [s.full_name for s in routes.services()],
             workers_alive=lambda: all(w.alive for w in self.workers),
         )
@@ -377,7 +377,7 @@ class TaskorchServer:
             ScheduleServicer(self.schedules, self.tasks), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-            WorkerServicer(self.hub, self.task_engine, self.directory), server
+            WorkerServicer(self.task_engine, self.directory), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.engine), server

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from grpc_health.v1 import health, health_pb2
 
 from taskorch.domain.errors import Unavailable
-from taskorch.store.database import Database
 
 log = structlog.get_logger(__name__)
 
@@ -23,13 +22,13 @@ class HealthReporter:
     def __init__(
         self,
         servicer: health.aio.HealthServicer,
-        db: Database,
+        ping: Callable[[], Awaitable[None]],
         services: Sequence[str],
         workers_alive: Callable[[], bool] = lambda: True,
         interval: float = 2.0,
     ) -> None:
         self.servicer = servicer
-        self.db = db
+        self.ping = ping  # the database's
         self.services = ["", *services]
         self.workers_alive = workers_alive
         self.interval = interval
@@ -41,7 +40,7 @@ class HealthReporter:
         problem = ""
         try:
             async with asyncio.timeout(self.interval * 2):
-                await self.db.ping()
+                await self.ping()
         except (Unavailable, TimeoutError) as exc:
             problem = f"database: {exc or 'no answer'}"
         except Exception as exc:  # whatever it is, the database did not answer the ping

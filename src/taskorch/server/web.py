@@ -45,9 +45,8 @@ from google.protobuf.message import Message as ProtoMessage
 from taskorch.core.chat import ChatService, NewMessage
 from taskorch.core.tasks import TaskService
 from taskorch.domain.caller import Caller
-from taskorch.domain.errors import InvalidArgument, TaskorchError, Unauthenticated
+from taskorch.domain.errors import Conflict, InvalidArgument, TaskorchError, Unauthenticated
 from taskorch.domain.values import TaskEvent
-from taskorch.events.bus import SubscriptionLagged
 from taskorch.server import convert
 from taskorch.server.access import authorize
 from taskorch.server.chat_service import event_to_proto as chat_event_to_proto
@@ -339,21 +338,26 @@ class LiveConnection:
         No replay: list the tasks to know their state, then follow one with ``task_id`` to replay
         its history.
         """
-        self.outbox.notice({"type": "subscribed", "task_id": ALL_TASKS})
-        with self.tasks.hub.subscribe_tenant(caller.tenant_scope) as subscription:
-            while True:
-                try:
-                    event = await subscription.get()
-                except SubscriptionLagged:
-                    self.outbox.notice(_lagged(ALL_TASKS, 0))
-                    continue
-                if event is None:
-                    continue
-                try:
-                    await self.outbox.put(self._update(event), self.patience)
-                except Lagged:
-                    self.outbox.notice(_lagged(ALL_TASKS, 0))
-                    return
+
+        async def subscribed() -> None:
+            self.outbox.notice({"type": "subscribed", "task_id": ALL_TASKS})
+
+        live: Callable[[], Awaitable[None]] | None = subscribed
+        while True:
+            try:
+                async for event in self.tasks.watch_many(caller, live=live):
+                    try:
+                        await self.outbox.put(self._update(event), self.patience)
+                    except Lagged:
+                        self.outbox.notice(_lagged(ALL_TASKS, 0))
+                        return
+                return
+            except Conflict as exc:
+                if exc.reason != "WATCH_LAGGED":
+                    raise
+                # The server's own buffer overflowed: say so, and follow on from here.
+                self.outbox.notice(_lagged(ALL_TASKS, 0))
+                live = None
 
     def _post(self, request: Mapping[str, Any]) -> None:
         session_id = _text(request, "session_id")

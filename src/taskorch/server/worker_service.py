@@ -22,10 +22,8 @@ from taskorch.domain.errors import (
     TaskorchError,
     within,
 )
-from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, StopNotice, WorkerIdentity
+from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, WorkerIdentity
 from taskorch.domain.values import Lease, ResourceUsage
-from taskorch.events.bus import SubscriptionLagged
-from taskorch.events.hub import EventHub
 from taskorch.server import convert, errors
 from taskorch.server.interceptors import current, current_caller
 from taskorch.v1 import worker_service_pb2 as pb
@@ -152,8 +150,7 @@ class _Listener:
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
     """The WorkerService RPCs: remote workers take, heartbeat and report work."""
 
-    def __init__(self, hub: EventHub, engine: TaskEngine, directory: WorkerDirectory) -> None:
-        self.hub = hub
+    def __init__(self, engine: TaskEngine, directory: WorkerDirectory) -> None:
         self.engine = engine
         self.directory = directory
         self._holders: dict[str, _Listener] = {}  # subtask_id -> the stream that holds it
@@ -217,7 +214,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         next_ping = loop.time()
         feeder = asyncio.create_task(feed(), name=f"feed {worker.worker_id}")
         try:
-            with self.hub.stops.subscribe(worker.worker_id) as stops:
+            with self.engine.stop_notices(worker.worker_id) as stops:
                 while True:
                     if feeder.done():
                         feeder.result()  # raises what stopped it (the database, say)
@@ -237,7 +234,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                         yield pb.WorkerMessage(
                             assignment=convert.subtask_to_proto(lease.subtask, lease)
                         )
-                    async for notice in _drain(stops):
+                    async for notice in stops.pending():
                         if notice.subtask_id in listener.held:
                             self._holders.pop(notice.subtask_id, None)
                             listener.free(notice.subtask_id)
@@ -487,17 +484,6 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         """
         self._finished(subtask_id, lease_id, handed_back=handed_back)
         yield
-
-
-async def _drain(stops: Any) -> AsyncIterator[StopNotice]:
-    while True:
-        try:
-            notice = await stops.get(0)
-        except SubscriptionLagged:
-            continue
-        if notice is None:
-            return
-        yield notice
 
 
 async def _first(*waits: Any, timeout: float) -> None:
