@@ -424,15 +424,6 @@ SELECT (SELECT coalesce(sum(count), 0) FROM task_counts
         WHERE tenant_id = $1 AND status IN (1, 2))
 """
 
-_SETTLE = """
-WITH deltas AS (
-    INSERT INTO task_count_deltas (tenant_id, status, task_type, model_name, template, delta)
-    SELECT * FROM unnest($1::text[], $2::int2[], $3::text[], $4::text[], $5::text[],
-        $6::int4[])
-)
-SELECT count(pg_notify($7, notice)) FROM unnest($8::text[]) AS notice
-"""
-
 
 class PostgresQueue(Queue):
     """The transitions (see store/queue/__init__.py) on one asyncpg connection, inside the
