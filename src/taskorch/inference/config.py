@@ -61,6 +61,7 @@ from taskorch.inference.task_types import (
     ModelFamily,
     TaskType,
     canonical_task_type,
+    families_of,
     family_of,
 )
 from taskorch.inference.types import QuantizationCheck
@@ -340,7 +341,7 @@ def parse_model_config(raw: object) -> ModelConfig:
     if remote:
         return _parse_remote(raw, task, family)
     for served in default_for:
-        if family_of(served) is not family:
+        if family not in families_of(served):
             raise ModelConfigError(
                 f"default_for: a {family.value} model cannot serve {served.value}"
             )

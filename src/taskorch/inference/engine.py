@@ -41,7 +41,7 @@ from taskorch.inference.task_types import (
     ModelFamily,
     TaskType,
     canonical_task_type,
-    family_of,
+    families_of,
     supported_task_types,
     task_types_of,
 )
@@ -308,14 +308,14 @@ class InferenceEngine:
     # --- requests ------------------------------------------------------------------------
 
     def _default_model(self, task: TaskType) -> _Entry:
-        family = family_of(task)
+        families = families_of(task)
         entries = [self._entries[n] for n in sorted(self._entries)]
         ranked = sorted(
             (
                 e
                 for e in entries
                 if e.folder.config is not None
-                and e.folder.config.family is family
+                and e.folder.config.family in families
                 and (
                     task not in DEDICATED_TASKS
                     or task is e.folder.config.task
@@ -324,13 +324,14 @@ class InferenceEngine:
             ),
             key=lambda e: (
                 task not in e.folder.config.default_for,  # type: ignore[union-attr]
+                e.folder.config.family is not families[0],  # type: ignore[union-attr]
                 e.state is not ModelState.READY,
             ),
         )
         if not ranked:
             raise NoModelForTask(
                 task.value,
-                family.value,
+                families[0].value,
                 dedicated=task in DEDICATED_TASKS,
                 has_default=task not in NO_DEFAULT_MODEL,
             )
@@ -389,7 +390,7 @@ class InferenceEngine:
             name = self._default_model(task).folder.name
         remote = self._entry(name).remote
         if remote is not None:
-            if family_of(task) is not remote.config.family:
+            if remote.config.family not in families_of(task):
                 served = ", ".join(t.value for t in task_types_of(remote.config.family))
                 raise InvalidArgument(
                     f"model {name!r} is a remote {remote.config.family.value} model: it serves "
@@ -400,7 +401,7 @@ class InferenceEngine:
             remote.check_serving()
             return InferenceRequest(task, name, dict(input_data), dict(parameters))
         model = self._serving(name)
-        if family_of(task) is not model.config.family:
+        if model.config.family not in families_of(task):
             served = ", ".join(t.value for t in task_types_of(model.config.family))
             raise InvalidArgument(
                 f"model {name!r} is a {model.config.family.value} model: it serves {served}, "

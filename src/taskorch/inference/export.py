@@ -234,6 +234,12 @@ def import_model(
     started = time.perf_counter()
     task_type = canonical_task_type(task)
     family = family_of(task_type)
+    if (
+        task_type is TaskType.AUDIO_CLASSIFICATION
+        and (src_dir / "config.json").exists()
+        and not list(src_dir.glob("*.onnx"))
+    ):  # a Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM), not silero-vad
+        family = ModelFamily.AUDIO_CLASSIFICATION
     if not src_dir.is_dir():
         raise InvalidArgument(f"{src_dir} is not a directory", field="src")
     if quantize not in (None, "int8"):
@@ -520,6 +526,7 @@ def _initial_config(
         ModelFamily.IMAGE_CLASSIFICATION,
         ModelFamily.OBJECT_DETECTION,
         ModelFamily.SEMANTIC_SEGMENTATION,
+        ModelFamily.AUDIO_CLASSIFICATION,
     ) and isinstance(id2label, dict):
         raw["labels"] = [str(id2label[k]) for k in sorted(id2label, key=int)]
     positions = hf_config.get("max_position_embeddings") or hf_config.get("n_positions")
@@ -530,6 +537,8 @@ def _initial_config(
         raw.update(max_input_length=min(int(positions or 1024), 1024), max_batch_size=1)
     elif family is ModelFamily.SEQ2SEQ_LM:
         raw.update(max_input_length=512, max_batch_size=1)
+    elif family is ModelFamily.AUDIO_CLASSIFICATION:  # one waveform a session run
+        raw.update(max_batch_size=1)
     elif family is ModelFamily.SPEECH_SEQ2SEQ:  # the input is audio: this bounds the output
         targets = int(hf_config.get("max_target_positions") or 448)
         raw.update(max_input_length=targets, max_batch_size=1)
@@ -567,6 +576,15 @@ def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray
         audio = [rng.normal(0, 0.1, rate * 2).astype(np.float32) for _ in range(2)]
         features = extractor(audio, sampling_rate=rate, return_tensors="np")["input_features"]
         return {"input_features": np.asarray(features, dtype=np.float32)}
+    if family is ModelFamily.AUDIO_CLASSIFICATION:
+        from transformers import AutoFeatureExtractor
+
+        extractor = _any(AutoFeatureExtractor).from_pretrained(source)
+        rng = np.random.default_rng(0)
+        rate = int(extractor.sampling_rate)
+        audio = [rng.normal(0, 0.1, rate).astype(np.float32) for _ in range(2)]
+        values = extractor(audio, sampling_rate=rate, return_tensors="np")["input_values"]
+        return {"input_values": np.asarray(values, dtype=np.float32)}
     tokenizer = _any(AutoTokenizer).from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -599,6 +617,7 @@ def _torch_outputs(
         ModelFamily.IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
         ModelFamily.OBJECT_DETECTION: "AutoModelForObjectDetection",
         ModelFamily.SEMANTIC_SEGMENTATION: "AutoModelForSemanticSegmentation",
+        ModelFamily.AUDIO_CLASSIFICATION: "AutoModelForAudioClassification",
     }
     with quiet_export():
         model = getattr(transformers, classes[family]).from_pretrained(source, dtype=torch.float32)

@@ -30,6 +30,7 @@ from taskorch.inference.task_types import (
     IMAGE_FAMILIES,
     MEDIA_FAMILIES,
     SEQ2SEQ_FAMILIES,
+    WAVEFORM_FAMILIES,
     ModelFamily,
     task_types_of,
 )
@@ -131,7 +132,7 @@ class LoadedModel:
                     self._generation_ids("begin_suppress_tokens") if speech else ()
                 ),
             )
-        elif family not in MEDIA_FAMILIES:
+        elif family not in (*MEDIA_FAMILIES, *WAVEFORM_FAMILIES):
             # Media families run their graphs from their pipelines (one request at a time per
             # graph call, on a thread): their inputs are not token sequences to pad together.
             self.batcher = DynamicBatcher(
@@ -216,7 +217,12 @@ class LoadedModel:
                 onnx_file, providers=config.providers, prefer_gpu=prefer_gpu, threads=threads
             )
         instance_sessions: list[ModelSession] = []
-        if config.family not in (ModelFamily.CAUSAL_LM, *SEQ2SEQ_FAMILIES, *MEDIA_FAMILIES):
+        if config.family not in (
+            ModelFamily.CAUSAL_LM,
+            *SEQ2SEQ_FAMILIES,
+            *MEDIA_FAMILIES,
+            *WAVEFORM_FAMILIES,
+        ):
             cores = threads or default_threads()
             count = batching_instances(config.instances, cores=cores, on_cuda=main.on_cuda)
             if count > 1:
@@ -234,7 +240,7 @@ class LoadedModel:
         feature_extractor = None
         if config.family is ModelFamily.SPEECH_SEQ2SEQ:
             feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(path)
-        if config.family in MEDIA_FAMILIES:
+        if config.family in (*MEDIA_FAMILIES, *WAVEFORM_FAMILIES):
             pass  # no tokenizer: the pipelines bring their own pre-processing
         elif config.family in IMAGE_FAMILIES:
             image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)
@@ -286,6 +292,7 @@ class LoadedModel:
             ModelFamily.IMAGE_CLASSIFICATION,
             ModelFamily.OBJECT_DETECTION,
             ModelFamily.SEMANTIC_SEGMENTATION,
+            ModelFamily.AUDIO_CLASSIFICATION,
         ):
             return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
         return ()

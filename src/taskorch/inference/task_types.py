@@ -54,6 +54,9 @@ class ModelFamily(enum.StrEnum):
     OBJECT_DETECTION = "object-detection"  # DETR / YOLOS: class logits and boxes per query
     SEMANTIC_SEGMENTATION = "semantic-segmentation"  # SegFormer etc.: class logits per pixel
     SPEECH_SEQ2SEQ = "speech-seq2seq"  # Whisper: log-mel features in, text tokens out
+    # Wav2Vec2 / HuBERT / WavLM with a sequence-classification head: raw waveform in, class
+    # logits out (an optimum export, run on our session by our own numpy pre-processing).
+    AUDIO_CLASSIFICATION = "audio-classification"
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -109,6 +112,16 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.IMAGE_GENERATION: ModelFamily.STABLE_DIFFUSION,
 }
 
+# Task types more than one family serves (besides ``FAMILY_OF_TASK``'s, which stays the
+# default): audio_classification by silero-vad (voice activity) or a Hugging Face export.
+OTHER_FAMILIES_OF_TASK: dict[TaskType, tuple[ModelFamily, ...]] = {
+    TaskType.AUDIO_CLASSIFICATION: (ModelFamily.AUDIO_CLASSIFICATION,),
+}
+
+# Families that are not token sequences nor media folders, whose pipelines run the session
+# themselves (no tokenizer, no batcher): raw-waveform classifiers.
+WAVEFORM_FAMILIES = frozenset({ModelFamily.AUDIO_CLASSIFICATION})
+
 # Encoder-decoder families: an encoder graph and a merged decoder graph, run by the seq2seq
 # generator.
 SEQ2SEQ_FAMILIES = frozenset({ModelFamily.SEQ2SEQ_LM, ModelFamily.SPEECH_SEQ2SEQ})
@@ -131,6 +144,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.OBJECT_DETECTION: "object-detection",
     ModelFamily.SEMANTIC_SEGMENTATION: "semantic-segmentation",
     ModelFamily.SPEECH_SEQ2SEQ: "automatic-speech-recognition-with-past",
+    ModelFamily.AUDIO_CLASSIFICATION: "audio-classification",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -223,6 +237,11 @@ def family_of(task_type: TaskType) -> ModelFamily:
     return FAMILY_OF_TASK[task_type]
 
 
+def families_of(task_type: TaskType) -> tuple[ModelFamily, ...]:
+    """Every model family that serves ``task_type``, the default (``family_of``) first."""
+    return (FAMILY_OF_TASK[task_type], *OTHER_FAMILIES_OF_TASK.get(task_type, ()))
+
+
 def task_types_of(family: ModelFamily) -> list[TaskType]:
     """Every task type a model of ``family`` can serve."""
-    return [t for t, f in FAMILY_OF_TASK.items() if f is family]
+    return [t for t in FAMILY_OF_TASK if family in families_of(t)]

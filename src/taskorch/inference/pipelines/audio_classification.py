@@ -9,11 +9,20 @@ Input ``{"audio": "<base64 or data URL of a PCM WAV>"}``. Result: ``{"label": "s
 "non_speech", "score", "labels": [{"label", "score"}] (best first), "speech_ratio",
 "segments": [{"start", "end"}] (seconds), "duration_seconds"}``; a label's score is the
 share of the audio it covers.
+
+A Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM with a sequence-classification head,
+exported by optimum: family ``audio-classification``) is run instead when the model is one:
+the audio is mixed to mono, resampled to its feature extractor's ``sampling_rate`` and, when
+``preprocessor_config.json`` says ``do_normalize``, brought to zero mean and unit variance
+(as ``Wav2Vec2FeatureExtractor``); the class logits go through a softmax. Parameter ``top_k``
+(5). Result, as Hugging Face's pipeline: ``{"label", "score", "labels": [{"label",
+"score"}]}``, best first, labels from ``config.json``'s ``id2label``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,9 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from taskorch.domain.errors import InvalidArgument
-from taskorch.inference.pipelines.base import OnText, param_float
+from taskorch.inference.pipelines.base import OnText, param_float, param_int
 from taskorch.inference.pipelines.media import decode_wav, media_bytes, resample
 from taskorch.inference.runtime import LoadedModel
+from taskorch.inference.task_types import ModelFamily
 
 RATE = 16_000
 FRAME = 512
@@ -89,14 +99,51 @@ def classify(
     }
 
 
-def _audio(input_data: Mapping[str, Any]) -> npt.NDArray[np.float32]:
+def preprocessor(model: LoadedModel) -> tuple[int, bool]:
+    """The feature extractor's sampling rate and whether it normalises (its JSON file)."""
+    file = model.path / "preprocessor_config.json"
+    config = json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
+    return int(config.get("sampling_rate", RATE)), bool(config.get("do_normalize", True))
+
+
+def normalise(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Zero mean, unit variance, as ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``."""
+    values = samples.astype(np.float64)
+    normalised: npt.NDArray[np.float32] = (
+        (values - values.mean()) / np.sqrt(values.var() + 1e-7)
+    ).astype(np.float32)
+    return normalised
+
+
+def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    shifted: npt.NDArray[np.float64] = np.exp(logits.astype(np.float64) - logits.max())
+    probs: npt.NDArray[np.float64] = shifted / shifted.sum()
+    return probs
+
+
+def classify_waveform(
+    model: LoadedModel, samples: npt.NDArray[np.float32], top_k: int
+) -> dict[str, Any]:
+    """Hugging Face's audio-classification result (blocking; run it on a thread)."""
+    out = model.session.run({"input_values": samples[np.newaxis]})
+    probs = softmax(np.asarray(out["logits"]).reshape(-1))
+    labels = model.labels
+    order = sorted(range(probs.size), key=lambda i: (-float(probs[i]), i))[:top_k]
+    ranked = [
+        {"label": labels[i] if i < len(labels) else f"LABEL_{i}", "score": float(probs[i])}
+        for i in order
+    ]
+    return {"label": ranked[0]["label"], "score": ranked[0]["score"], "labels": ranked}
+
+
+def _audio(input_data: Mapping[str, Any], rate: int = RATE) -> npt.NDArray[np.float32]:
     data, field = media_bytes(input_data, "audio")
-    samples, rate = decode_wav(data, field)
+    samples, source_rate = decode_wav(data, field)
     if samples.size == 0:
         raise InvalidArgument("audio has no samples", field=field)
-    if samples.size / rate > MAX_SECONDS:
+    if samples.size / source_rate > MAX_SECONDS:
         raise InvalidArgument(f"audio is longer than {MAX_SECONDS:.0f} seconds", field=field)
-    return resample(samples, rate, RATE)
+    return resample(samples, source_rate, rate)
 
 
 def _params(parameters: Mapping[str, Any]) -> tuple[float, float]:
@@ -106,14 +153,21 @@ def _params(parameters: Mapping[str, Any]) -> tuple[float, float]:
     )
 
 
+def _top_k(parameters: Mapping[str, Any]) -> int:
+    return param_int(parameters, "top_k", 5, low=1, high=1000)
+
+
 class AudioClassification:
-    """Tell speech from non-speech."""
+    """Tell speech from non-speech, or classify audio with a Hugging Face export."""
 
     def validate(
         self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
     ) -> None:
         _audio(input_data)
-        _params(parameters)
+        if model.config.family is ModelFamily.AUDIO_CLASSIFICATION:
+            _top_k(parameters)
+        else:
+            _params(parameters)
 
     async def run(
         self,
@@ -124,6 +178,13 @@ class AudioClassification:
         on_output: OnText | None,
         cancel: asyncio.Event | None,
     ) -> dict[str, Any]:
+        if model.config.family is ModelFamily.AUDIO_CLASSIFICATION:
+            top_k = _top_k(parameters)
+            rate, do_normalize = preprocessor(model)
+            waveform = _audio(input_data, rate)
+            if do_normalize:
+                waveform = normalise(waveform)
+            return await asyncio.to_thread(classify_waveform, model, waveform, top_k)
         samples = _audio(input_data)
         threshold, min_speech = _params(parameters)
         probs = await asyncio.to_thread(speech_probabilities, model, samples)
