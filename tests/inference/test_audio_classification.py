@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from taskorch.inference.config import load_model_config
 from taskorch.inference.defaults import cache_dir
@@ -195,3 +196,31 @@ def test_bad_audio_is_refused_naming_the_field(audio_server: ServerProcess) -> N
         )
         assert refused.status_code == 400
         assert "parameters.top_k" in refused.text
+
+
+async def test_silero_stays_the_default_beside_an_export(
+    tmp_path: Path, tiny_wav2vec2: tuple[Path, Path], media_models_dir: Path
+) -> None:
+    """With both in the repository, a request naming no model gets silero-vad's voice
+    activity; naming the export gets its labels."""
+    from taskorch.inference import InferenceEngine
+
+    shutil.copytree(media_models_dir / "silero-vad", tmp_path / "silero-vad")
+    silero_yaml = tmp_path / "silero-vad" / "model.yaml"
+    silero = yaml.safe_load(silero_yaml.read_text(encoding="utf-8"))
+    silero.pop("default_for", None)  # neither is named the default: the family decides
+    silero_yaml.write_text(yaml.safe_dump(silero), encoding="utf-8")
+    export = f"a-{NAME}"  # sorts before silero-vad: the family, not the name, decides
+    shutil.copytree(tiny_wav2vec2[1] / NAME, tmp_path / export)
+    engine = InferenceEngine(tmp_path, poll_seconds=0)
+    await engine.start()
+    try:
+        data, _ = _wav()
+        audio = {"audio": base64.b64encode(data).decode()}
+        default = (await engine.run(engine.check("audio_classification", "", audio, {}))).result
+        assert "speech_ratio" in default and default["label"] in {"speech", "non_speech"}
+        named = (await engine.run(engine.check("vad", export, audio, {"top_k": 1}))).result
+        assert "speech_ratio" not in named and named["label"] in LABELS.values()
+        assert len(named["labels"]) == 1
+    finally:
+        await engine.close()
