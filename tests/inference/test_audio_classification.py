@@ -224,3 +224,57 @@ async def test_silero_stays_the_default_beside_an_export(
         assert len(named["labels"]) == 1
     finally:
         await engine.close()
+
+
+@pytest.mark.parametrize("architecture", ["Hubert", "WavLM"])
+async def test_hubert_and_wavlm_import_and_agree_with_pytorch(
+    tmp_path: Path, architecture: str
+) -> None:
+    """The other wav2vec2-family classifiers take the same raw waveform (tiny, random, built
+    here: a few seconds)."""
+    import torch
+    import transformers
+
+    from taskorch.inference import InferenceEngine
+
+    offline_environment()
+    config_class = getattr(transformers, f"{architecture}Config")
+    model_class = getattr(transformers, f"{architecture}ForSequenceClassification")
+    torch.manual_seed(0)
+    config = config_class(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=8,
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
+    )
+    source = tmp_path / "src" / architecture.lower()
+    model_class(config).eval().save_pretrained(source)
+    extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=RATE, do_normalize=True)
+    extractor.save_pretrained(source)
+    report = import_model(
+        source, "audio_classification", models_dir=tmp_path / "models", log=lambda _: None
+    )
+    assert report.export_task == "audio-classification"
+    data, mono = _wav()
+    model = model_class.from_pretrained(source).eval()
+    with torch.no_grad():
+        values = extractor(mono, sampling_rate=RATE, return_tensors="pt")["input_values"]
+        probs = torch.softmax(model(values).logits[0].double(), dim=-1)
+    engine = InferenceEngine(tmp_path / "models", poll_seconds=0)
+    await engine.start()
+    try:
+        audio = {"audio": base64.b64encode(data).decode()}
+        result = (await engine.run(engine.check("audio_classification", "", audio, {}))).result
+    finally:
+        await engine.close()
+    label_ids = {v: k for k, v in LABELS.items()}
+    worst = max(abs(i["score"] - float(probs[label_ids[i["label"]]])) for i in result["labels"])
+    assert worst < TOLERANCE
