@@ -62,6 +62,7 @@ from taskorch.inference.task_types import (
     TaskType,
     canonical_task_type,
     family_of,
+    serves,
 )
 from taskorch.inference.types import QuantizationCheck
 
@@ -340,7 +341,7 @@ def parse_model_config(raw: object) -> ModelConfig:
     if remote:
         return _parse_remote(raw, task, family)
     for served in default_for:
-        if family_of(served) is not family:
+        if not serves(family, served):
             raise ModelConfigError(
                 f"default_for: a {family.value} model cannot serve {served.value}"
             )

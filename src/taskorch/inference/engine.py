@@ -42,6 +42,7 @@ from taskorch.inference.task_types import (
     TaskType,
     canonical_task_type,
     family_of,
+    serves,
     supported_task_types,
     task_types_of,
 )
@@ -315,7 +316,7 @@ class InferenceEngine:
                 e
                 for e in entries
                 if e.folder.config is not None
-                and e.folder.config.family is family
+                and serves(e.folder.config.family, task)
                 and (
                     task not in DEDICATED_TASKS
                     or task is e.folder.config.task
@@ -324,6 +325,7 @@ class InferenceEngine:
             ),
             key=lambda e: (
                 task not in e.folder.config.default_for,  # type: ignore[union-attr]
+                e.folder.config.family is not family,  # type: ignore[union-attr]
                 e.state is not ModelState.READY,
             ),
         )
@@ -389,7 +391,7 @@ class InferenceEngine:
             name = self._default_model(task).folder.name
         remote = self._entry(name).remote
         if remote is not None:
-            if family_of(task) is not remote.config.family:
+            if not serves(remote.config.family, task):
                 served = ", ".join(t.value for t in task_types_of(remote.config.family))
                 raise InvalidArgument(
                     f"model {name!r} is a remote {remote.config.family.value} model: it serves "
@@ -400,7 +402,7 @@ class InferenceEngine:
             remote.check_serving()
             return InferenceRequest(task, name, dict(input_data), dict(parameters))
         model = self._serving(name)
-        if family_of(task) is not model.config.family:
+        if not serves(model.config.family, task):
             served = ", ".join(t.value for t in task_types_of(model.config.family))
             raise InvalidArgument(
                 f"model {name!r} is a {model.config.family.value} model: it serves {served}, "

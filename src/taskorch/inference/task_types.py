@@ -11,6 +11,8 @@ serve several task types: a sentence encoder serves ``feature_extraction`` and
 from __future__ import annotations
 
 import enum
+import json
+from pathlib import Path
 
 from taskorch.domain.errors import UnsupportedTaskType
 
@@ -54,6 +56,8 @@ class ModelFamily(enum.StrEnum):
     OBJECT_DETECTION = "object-detection"  # DETR / YOLOS: class logits and boxes per query
     SEMANTIC_SEGMENTATION = "semantic-segmentation"  # SegFormer etc.: class logits per pixel
     SPEECH_SEQ2SEQ = "speech-seq2seq"  # Whisper: log-mel features in, text tokens out
+    # A Hugging Face VitsModel (MMS-TTS) exported by optimum: character ids in, waveform out.
+    VITS_TTS = "vits-tts"
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -75,6 +79,10 @@ MEDIA_FAMILIES = frozenset(
         ModelFamily.STABLE_DIFFUSION,
     }
 )
+
+# Families whose pipelines bring their own pre-processing (no transformers tokenizer or
+# processor at serve time) and call their graphs themselves (no dynamic batcher).
+OWN_PREPROCESSING_FAMILIES = MEDIA_FAMILIES | {ModelFamily.VITS_TTS}
 
 # Families whose input is an image run through the model's Hugging Face image processor.
 IMAGE_FAMILIES = frozenset(
@@ -109,6 +117,13 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.IMAGE_GENERATION: ModelFamily.STABLE_DIFFUSION,
 }
 
+# Other families that serve a task type besides its default one (``FAMILY_OF_TASK``): a model
+# of one of them serves the task when named, or as the default when no model of the default
+# family is installed (Piper stays the default text_to_speech family).
+ALTERNATE_FAMILIES: dict[TaskType, tuple[ModelFamily, ...]] = {
+    TaskType.TEXT_TO_SPEECH: (ModelFamily.VITS_TTS,),
+}
+
 # Encoder-decoder families: an encoder graph and a merged decoder graph, run by the seq2seq
 # generator.
 SEQ2SEQ_FAMILIES = frozenset({ModelFamily.SEQ2SEQ_LM, ModelFamily.SPEECH_SEQ2SEQ})
@@ -131,6 +146,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.OBJECT_DETECTION: "object-detection",
     ModelFamily.SEMANTIC_SEGMENTATION: "semantic-segmentation",
     ModelFamily.SPEECH_SEQ2SEQ: "automatic-speech-recognition-with-past",
+    ModelFamily.VITS_TTS: "text-to-audio",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -223,6 +239,31 @@ def family_of(task_type: TaskType) -> ModelFamily:
     return FAMILY_OF_TASK[task_type]
 
 
+def families_of(task_type: TaskType) -> tuple[ModelFamily, ...]:
+    """Every family that serves ``task_type``, its default one first."""
+    return (FAMILY_OF_TASK[task_type], *ALTERNATE_FAMILIES.get(task_type, ()))
+
+
+def serves(family: ModelFamily, task_type: TaskType) -> bool:
+    """Whether a model of ``family`` can serve ``task_type``."""
+    return family in families_of(task_type)
+
+
 def task_types_of(family: ModelFamily) -> list[TaskType]:
     """Every task type a model of ``family`` can serve."""
-    return [t for t, f in FAMILY_OF_TASK.items() if f is family]
+    return [t for t in FAMILY_OF_TASK if serves(family, t)]
+
+
+def family_of_source(task_type: TaskType, src_dir: Path) -> ModelFamily:
+    """The family a Hugging Face folder imported for ``task_type`` is exported as: an
+    alternate family when its ``config.json`` says so (``model_type: vits``), else the task's
+    default family."""
+    config = src_dir / "config.json"
+    if task_type is TaskType.TEXT_TO_SPEECH and config.is_file():
+        try:
+            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        except (ValueError, AttributeError):
+            model_type = None
+        if model_type == "vits":
+            return ModelFamily.VITS_TTS
+    return family_of(task_type)
