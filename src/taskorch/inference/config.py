@@ -61,8 +61,8 @@ from taskorch.inference.task_types import (
     ModelFamily,
     TaskType,
     canonical_task_type,
-    families_of,
     family_of,
+    serves,
 )
 from taskorch.inference.types import QuantizationCheck
 
@@ -341,7 +341,7 @@ def parse_model_config(raw: object) -> ModelConfig:
     if remote:
         return _parse_remote(raw, task, family)
     for served in default_for:
-        if family not in families_of(served):
+        if not serves(family, served):
             raise ModelConfigError(
                 f"default_for: a {family.value} model cannot serve {served.value}"
             )

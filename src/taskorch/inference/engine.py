@@ -42,6 +42,7 @@ from taskorch.inference.task_types import (
     TaskType,
     canonical_task_type,
     families_of,
+    serves,
     supported_task_types,
     task_types_of,
 )
@@ -390,7 +391,7 @@ class InferenceEngine:
             name = self._default_model(task).folder.name
         remote = self._entry(name).remote
         if remote is not None:
-            if remote.config.family not in families_of(task):
+            if not serves(remote.config.family, task):
                 served = ", ".join(t.value for t in task_types_of(remote.config.family))
                 raise InvalidArgument(
                     f"model {name!r} is a remote {remote.config.family.value} model: it serves "
@@ -401,7 +402,7 @@ class InferenceEngine:
             remote.check_serving()
             return InferenceRequest(task, name, dict(input_data), dict(parameters))
         model = self._serving(name)
-        if model.config.family not in families_of(task):
+        if not serves(model.config.family, task):
             served = ", ".join(t.value for t in task_types_of(model.config.family))
             raise InvalidArgument(
                 f"model {name!r} is a {model.config.family.value} model: it serves {served}, "

@@ -37,7 +37,7 @@ from taskorch.inference.task_types import (
     ModelFamily,
     TaskType,
     canonical_task_type,
-    family_of,
+    family_of_source,
 )
 
 if TYPE_CHECKING:
@@ -233,13 +233,7 @@ def import_model(
     offline_environment()
     started = time.perf_counter()
     task_type = canonical_task_type(task)
-    family = family_of(task_type)
-    if (
-        task_type is TaskType.AUDIO_CLASSIFICATION
-        and (src_dir / "config.json").exists()
-        and not list(src_dir.glob("*.onnx"))
-    ):  # a Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM), not silero-vad
-        family = ModelFamily.AUDIO_CLASSIFICATION
+    family = family_of_source(task_type, src_dir)
     if not src_dir.is_dir():
         raise InvalidArgument(f"{src_dir} is not a directory", field="src")
     if quantize not in (None, "int8"):
@@ -280,6 +274,8 @@ def import_model(
         table_format = None
         if task_type is TaskType.TABLE_QUESTION_ANSWERING:
             source, table_format = convert_tapex_tokenizer(source, staging / "_hf", log)
+        if family is ModelFamily.VITS_TTS:
+            check_vits_tokenizer(source)
         log(f"exporting {src_dir} as {export_task} ...")
         from optimum.exporters.onnx import main_export
 
@@ -300,7 +296,10 @@ def import_model(
             (staging / "table_format.json").write_text(
                 json.dumps(table_format, indent=2) + "\n", encoding="utf-8"
             )
-        diff, tolerance = validate_export(source, staging, family)
+        if family is ModelFamily.VITS_TTS:
+            diff, tolerance = validate_vits(source, staging, log)
+        else:
+            diff, tolerance = validate_export(source, staging, family)
         log(f"validation: max abs diff {diff:.3g} (tolerance {tolerance:.3g}) vs PyTorch")
         if not diff <= tolerance:
             raise ExportError(
@@ -539,6 +538,8 @@ def _initial_config(
         raw.update(max_input_length=512, max_batch_size=1)
     elif family is ModelFamily.AUDIO_CLASSIFICATION:  # one waveform a session run
         raw.update(max_batch_size=1)
+    elif family is ModelFamily.VITS_TTS:  # one text at a time; the pipeline calls the graph
+        raw.update(max_input_length=min(int(positions or 512), 512), max_batch_size=1)
     elif family is ModelFamily.SPEECH_SEQ2SEQ:  # the input is audio: this bounds the output
         targets = int(hf_config.get("max_target_positions") or 448)
         raw.update(max_input_length=targets, max_batch_size=1)
@@ -708,6 +709,90 @@ def validate_export(source: Path, onnx_dir: Path, family: ModelFamily) -> tuple[
             delta, ref = delta[keep], ref[keep]
         worst = max(worst, float(delta.max()))
         scale = max(scale, float(np.abs(ref).max()))
+    return worst, 1e-4 * scale + 1e-4
+
+
+def check_vits_tokenizer(source: Path) -> None:
+    """Refuse a VITS folder whose tokenizer the serving pipeline cannot reproduce."""
+    from taskorch.inference.pipelines.vits import VitsTokens
+
+    if not (source / "vocab.json").exists():
+        raise InvalidArgument(f"{source} has no vocab.json (a VITS tokenizer)", field="src")
+    settings_file = source / "tokenizer_config.json"
+    settings = (
+        json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.exists() else {}
+    )
+    VitsTokens(json.loads((source / "vocab.json").read_text(encoding="utf-8")), settings)
+
+
+VITS_NOISE = ("noise_scale", "noise_scale_duration")
+
+
+def validate_vits(source: Path, onnx_dir: Path, log: Log = print) -> tuple[float, float]:
+    """Max absolute difference between the exported VITS waveform and ``VitsModel``'s.
+
+    The graph draws its noise inside (no noise or seed input), scaled by the config's
+    ``noise_scale`` and ``noise_scale_duration``: both sides are compared with those at 0
+    (deterministic). When the config's are not 0, a second export of a copy of the folder
+    with them at 0 is the one compared (same weights, same tracing), then discarded.
+    """
+    import onnxruntime as ort
+    import torch
+
+    with quiet_export():  # modeling_vits's torch.jit.script warns of its deprecation
+        from transformers import AutoTokenizer, VitsModel
+
+    hf_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    check_dir = onnx_dir
+    scratch = onnx_dir / "_vits_check"
+    try:
+        if any(float(hf_config.get(key, 0.0) or 0.0) != 0.0 for key in VITS_NOISE):
+            log("validation: exporting a copy with noise_scale 0 to compare deterministically")
+            silent = scratch / "source"
+            silent.mkdir(parents=True)
+            for item in source.iterdir():
+                if item.name != "config.json" and not item.name.startswith("_"):
+                    (silent / item.name).symlink_to(item.resolve())
+            zeroed = {**hf_config, **dict.fromkeys(VITS_NOISE, 0.0)}
+            (silent / "config.json").write_text(json.dumps(zeroed), encoding="utf-8")
+            from optimum.exporters.onnx import main_export
+
+            with quiet_export():
+                main_export(
+                    str(silent),
+                    scratch / "onnx",
+                    task="text-to-audio",
+                    do_validation=False,
+                    library_name="transformers",
+                )
+            check_dir = scratch / "onnx"
+        with quiet_export():
+            tokenizer = _any(AutoTokenizer).from_pretrained(source)
+            model = VitsModel.from_pretrained(source, dtype=torch.float32).eval()
+        model.noise_scale = 0.0
+        model.noise_scale_duration = 0.0
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            str(check_dir / "model.onnx"), options, ["CPUExecutionProvider"]
+        )
+        worst, scale = 0.0, 0.0
+        for text in SAMPLE_TEXTS:
+            enc = tokenizer(text, return_tensors="np")
+            feed = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+            with torch.no_grad():
+                expected = model(
+                    **{k: torch.from_numpy(v) for k, v in feed.items()}
+                ).waveform.numpy()
+            got = session.run(["waveform"], feed)[0]
+            if got.shape != expected.shape:
+                raise ExportError(
+                    f"the ONNX waveform has shape {got.shape}, PyTorch's {expected.shape}"
+                )
+            worst = max(worst, float(np.abs(got.astype(np.float64) - expected).max()))
+            scale = max(scale, float(np.abs(expected).max()))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return worst, 1e-4 * scale + 1e-4
 
 

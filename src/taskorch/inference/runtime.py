@@ -29,8 +29,8 @@ from taskorch.inference.sessions import ModelSession, default_threads
 from taskorch.inference.task_types import (
     IMAGE_FAMILIES,
     MEDIA_FAMILIES,
+    OWN_PREPROCESSING_FAMILIES,
     SEQ2SEQ_FAMILIES,
-    WAVEFORM_FAMILIES,
     ModelFamily,
     task_types_of,
 )
@@ -132,7 +132,7 @@ class LoadedModel:
                     self._generation_ids("begin_suppress_tokens") if speech else ()
                 ),
             )
-        elif family not in (*MEDIA_FAMILIES, *WAVEFORM_FAMILIES):
+        elif family not in OWN_PREPROCESSING_FAMILIES:
             # Media families run their graphs from their pipelines (one request at a time per
             # graph call, on a thread): their inputs are not token sequences to pad together.
             self.batcher = DynamicBatcher(
@@ -172,7 +172,9 @@ class LoadedModel:
         Raises:
             Exception: anything ONNX Runtime or transformers raise; the engine records it.
         """
-        transformers: Any = _transformers() if config.family not in MEDIA_FAMILIES else None
+        transformers: Any = (
+            _transformers() if config.family not in OWN_PREPROCESSING_FAMILIES else None
+        )
         started = time.perf_counter()
         hf_config: dict[str, Any] = {}
         if (path / "config.json").exists():
@@ -220,8 +222,7 @@ class LoadedModel:
         if config.family not in (
             ModelFamily.CAUSAL_LM,
             *SEQ2SEQ_FAMILIES,
-            *MEDIA_FAMILIES,
-            *WAVEFORM_FAMILIES,
+            *OWN_PREPROCESSING_FAMILIES,
         ):
             cores = threads or default_threads()
             count = batching_instances(config.instances, cores=cores, on_cuda=main.on_cuda)
@@ -240,7 +241,7 @@ class LoadedModel:
         feature_extractor = None
         if config.family is ModelFamily.SPEECH_SEQ2SEQ:
             feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(path)
-        if config.family in (*MEDIA_FAMILIES, *WAVEFORM_FAMILIES):
+        if config.family in OWN_PREPROCESSING_FAMILIES:
             pass  # no tokenizer: the pipelines bring their own pre-processing
         elif config.family in IMAGE_FAMILIES:
             image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)

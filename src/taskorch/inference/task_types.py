@@ -11,6 +11,8 @@ serve several task types: a sentence encoder serves ``feature_extraction`` and
 from __future__ import annotations
 
 import enum
+import json
+from pathlib import Path
 
 from taskorch.domain.errors import UnsupportedTaskType
 
@@ -57,6 +59,8 @@ class ModelFamily(enum.StrEnum):
     # Wav2Vec2 / HuBERT / WavLM with a sequence-classification head: raw waveform in, class
     # logits out (an optimum export, run on our session by our own numpy pre-processing).
     AUDIO_CLASSIFICATION = "audio-classification"
+    # A Hugging Face VitsModel (MMS-TTS) exported by optimum: character ids in, waveform out.
+    VITS_TTS = "vits-tts"
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -78,6 +82,13 @@ MEDIA_FAMILIES = frozenset(
         ModelFamily.STABLE_DIFFUSION,
     }
 )
+
+# Families whose pipelines bring their own pre-processing (no transformers tokenizer or
+# processor at serve time) and call their graphs themselves (no dynamic batcher).
+OWN_PREPROCESSING_FAMILIES = MEDIA_FAMILIES | {
+    ModelFamily.VITS_TTS,
+    ModelFamily.AUDIO_CLASSIFICATION,
+}
 
 # Families whose input is an image run through the model's Hugging Face image processor.
 IMAGE_FAMILIES = frozenset(
@@ -112,15 +123,14 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
     TaskType.IMAGE_GENERATION: ModelFamily.STABLE_DIFFUSION,
 }
 
-# Task types more than one family serves (besides ``FAMILY_OF_TASK``'s, which stays the
-# default): audio_classification by silero-vad (voice activity) or a Hugging Face export.
-OTHER_FAMILIES_OF_TASK: dict[TaskType, tuple[ModelFamily, ...]] = {
+# Other families that serve a task type besides its default one (``FAMILY_OF_TASK``): a model
+# of one of them serves the task when named, or as the default when no model of the default
+# family is installed (Piper stays text_to_speech's default family, silero-vad
+# audio_classification's).
+ALTERNATE_FAMILIES: dict[TaskType, tuple[ModelFamily, ...]] = {
+    TaskType.TEXT_TO_SPEECH: (ModelFamily.VITS_TTS,),
     TaskType.AUDIO_CLASSIFICATION: (ModelFamily.AUDIO_CLASSIFICATION,),
 }
-
-# Families that are not token sequences nor media folders, whose pipelines run the session
-# themselves (no tokenizer, no batcher): raw-waveform classifiers.
-WAVEFORM_FAMILIES = frozenset({ModelFamily.AUDIO_CLASSIFICATION})
 
 # Encoder-decoder families: an encoder graph and a merged decoder graph, run by the seq2seq
 # generator.
@@ -145,6 +155,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.SEMANTIC_SEGMENTATION: "semantic-segmentation",
     ModelFamily.SPEECH_SEQ2SEQ: "automatic-speech-recognition-with-past",
     ModelFamily.AUDIO_CLASSIFICATION: "audio-classification",
+    ModelFamily.VITS_TTS: "text-to-audio",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -238,10 +249,36 @@ def family_of(task_type: TaskType) -> ModelFamily:
 
 
 def families_of(task_type: TaskType) -> tuple[ModelFamily, ...]:
-    """Every model family that serves ``task_type``, the default (``family_of``) first."""
-    return (FAMILY_OF_TASK[task_type], *OTHER_FAMILIES_OF_TASK.get(task_type, ()))
+    """Every family that serves ``task_type``, its default one first."""
+    return (FAMILY_OF_TASK[task_type], *ALTERNATE_FAMILIES.get(task_type, ()))
+
+
+def serves(family: ModelFamily, task_type: TaskType) -> bool:
+    """Whether a model of ``family`` can serve ``task_type``."""
+    return family in families_of(task_type)
 
 
 def task_types_of(family: ModelFamily) -> list[TaskType]:
     """Every task type a model of ``family`` can serve."""
-    return [t for t in FAMILY_OF_TASK if family in families_of(t)]
+    return [t for t in FAMILY_OF_TASK if serves(family, t)]
+
+
+def family_of_source(task_type: TaskType, src_dir: Path) -> ModelFamily:
+    """The family a folder imported for ``task_type`` is exported as: an alternate family when
+    its ``config.json`` says so (``model_type: vits``; an audio classifier's config without a
+    ready .onnx), else the task's default family."""
+    config = src_dir / "config.json"
+    if task_type is TaskType.TEXT_TO_SPEECH and config.is_file():
+        try:
+            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        except (ValueError, AttributeError):
+            model_type = None
+        if model_type == "vits":
+            return ModelFamily.VITS_TTS
+    if (
+        task_type is TaskType.AUDIO_CLASSIFICATION
+        and config.is_file()
+        and not any(src_dir.glob("*.onnx"))
+    ):  # a Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM), not silero-vad
+        return ModelFamily.AUDIO_CLASSIFICATION
+    return family_of(task_type)

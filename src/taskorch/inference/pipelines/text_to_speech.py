@@ -1,10 +1,14 @@
-"""text_to_speech: text in, a WAV artifact out, from a Piper (VITS) voice.
+"""text_to_speech: text in, a WAV artifact out, from a Piper (VITS) voice or a Hugging Face
+VITS model (MMS-TTS; ``taskorch.inference.pipelines.vits``), as the model's family says.
 
 Input ``{"text": "..."}`` (or ``inputs``); parameters ``length_scale`` (speaking slowness,
 default the voice's), ``noise_scale`` and ``noise_w`` (variation). Result: ``{"artifacts":
 [{"name": "speech.wav", "content_type": "audio/wav", "size"}], "sample_rate",
 "duration_seconds", "phonemes"}``; the WAV (16-bit mono) is at
-``GET /v1/tasks/{task_id}/artifacts/speech.wav``.
+``GET /v1/tasks/{task_id}/artifacts/speech.wav``. A Hugging Face VITS model takes no
+parameters (its scales are in its graph), answers no ``phonemes`` but ``input_ids`` (how many
+ids it spoke), and its waveform is written as the graph gives it (clipped to [-1, 1], not
+normalised).
 
 Phonemes come from the ``espeak-ng`` program (GPL-3.0), called as a separate process
 (``espeak-ng -q --ipa -v <voice>``) and never linked; each IPA character is mapped through the
@@ -29,7 +33,9 @@ import numpy.typing as npt
 from taskorch.domain.errors import FailedPrecondition, InternalError, InvalidArgument
 from taskorch.inference.pipelines.base import OnText, param_float, string_field
 from taskorch.inference.pipelines.media import wav_artifact
+from taskorch.inference.pipelines.vits import sample_rate_of, synthesize_vits, tokens_of
 from taskorch.inference.runtime import LoadedModel
+from taskorch.inference.task_types import ModelFamily
 
 MAX_TEXT_CHARS = 5000
 ESPEAK = "espeak-ng"  # or the program $TASKORCH_ESPEAK_NG names
@@ -166,7 +172,10 @@ class TextToSpeech:
     def validate(
         self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
     ) -> None:
-        _text(input_data)
+        text = _text(input_data)
+        if model.config.family is ModelFamily.VITS_TTS:
+            _vits_ids(model, text)
+            return
         _scales(voice_of(model), parameters)
         espeak_path()
 
@@ -180,6 +189,8 @@ class TextToSpeech:
         cancel: asyncio.Event | None,
     ) -> dict[str, Any]:
         text = _text(input_data)
+        if model.config.family is ModelFamily.VITS_TTS:
+            return await _run_vits(model, text)
         voice = voice_of(model)
         scales = _scales(voice, parameters)
         clauses = await asyncio.to_thread(phonemize, text, voice.espeak_voice)
@@ -193,3 +204,26 @@ class TextToSpeech:
             "duration_seconds": round(audio.size / voice.sample_rate, 3),
             "phonemes": " ".join(clauses),
         }
+
+
+def _vits_ids(model: LoadedModel, text: str) -> list[int]:
+    ids = tokens_of(model).ids(text)
+    if len(ids) <= 1:
+        raise InvalidArgument(
+            "text has nothing this model can speak (no character of its vocabulary)",
+            field="input_data.text",
+        )
+    return ids
+
+
+async def _run_vits(model: LoadedModel, text: str) -> dict[str, Any]:
+    ids = _vits_ids(model, text)
+    audio = await asyncio.to_thread(synthesize_vits, model, ids)
+    rate = sample_rate_of(model)
+    artifact = wav_artifact(ARTIFACT_NAME, audio, rate)
+    return {
+        "artifacts": [artifact.to_transport()],
+        "sample_rate": rate,
+        "duration_seconds": round(audio.size / rate, 3),
+        "input_ids": len(ids),
+    }
