@@ -46,14 +46,10 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 # The command line may use every part but the entry point that runs it.
 ALLOWED["cli"] = frozenset(ALLOWED) - {"__main__"}
-# The composition root builds the database and its listener and hands them to core; every
-# other server module reads through core.
-NOT_YET: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("taskorch.server.app", "store"),
-        ("taskorch.server.app", "events"),
-    }
-)
+# Imports against the table that are tolerated for now: none. (The composition root,
+# server/app.py, builds its database and event hub through core/backing.py.) A pair added
+# here must leave again once its module stops using it.
+NOT_YET: frozenset[tuple[str, str]] = frozenset()
 
 
 def _modules() -> Iterator[tuple[str, Path]]:

@@ -31,6 +31,7 @@ from prometheus_client import start_http_server
 from taskorch import __version__
 from taskorch.config import Settings, is_loopback, split_addr
 from taskorch.core.auth import Authenticator, AuthMethod, OAuthConfig, describe_auth_mode
+from taskorch.core.backing import Backing
 from taskorch.core.chat import ChatService
 from taskorch.core.collections import (
     INGEST_TASK,
@@ -56,8 +57,6 @@ from taskorch.core.templates.planner import TemplatePlanner
 from taskorch.core.templates.service import TemplateService
 from taskorch.core.vector_backends import open_backend
 from taskorch.domain.limits import MAX_MESSAGE_BYTES
-from taskorch.events.hub import EventHub
-from taskorch.events.postgres import PostgresListener
 from taskorch.gateway import routes
 from taskorch.gateway.config import GatewaySettings, RateLimit
 from taskorch.gateway.descriptor import service_names
@@ -79,12 +78,6 @@ from taskorch.server.task_service import TaskServicer
 from taskorch.server.template_service import TemplateServicer
 from taskorch.server.web import WebEndpoint, WebSettings
 from taskorch.server.worker_service import WorkerServicer
-from taskorch.store import counts
-from taskorch.store import keys as key_store
-from taskorch.store import subtasks as subtask_store
-from taskorch.store.database import Database
-from taskorch.store.queue import Turns
-from taskorch.store.sqlite_lock import DatabaseInUse, SqliteLock
 from taskorch.v1 import (
     chat_service_pb2_grpc,
     collection_service_pb2_grpc,
@@ -150,8 +143,10 @@ class TaskorchServer:
 
     def __init__(self, settings: Settings, *, handlers: HandlerRegistry | None = None) -> None:
         self.settings = settings
-        self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
-        self.hub = EventHub()
+        # The database and event hub every core service below shares.
+        self.backing = Backing(settings.database_url, pool_size=settings.db_pool_size)
+        self.db = self.backing.db
+        self.hub = self.backing.hub
         self.engine = InferenceEngine(settings.models_dir or Path("var/models"))
         self.templates = TemplateService(self.db)
         self.template_planner = TemplatePlanner(self.templates, self.engine)
@@ -182,7 +177,7 @@ class TaskorchServer:
         self.task_engine = TaskEngine(
             self.db,
             self.hub,
-            turns=Turns(fair=settings.fair_sharing, weights=dict(settings.tenant_weights)),
+            turns=Backing.turns(fair=settings.fair_sharing, weights=dict(settings.tenant_weights)),
         )
         self.tasks = TaskService(
             self.db,
@@ -230,12 +225,10 @@ class TaskorchServer:
         self._fatal = asyncio.Event()
         self.gateway: Gateway | None = None
         self.web: WebEndpoint | None = None
-        self.listener: PostgresListener | None = None
         self._gateway_dir: Path | None = None
         # Started by a second signal: ends the process if the shutdown still runs.
         self._watchdog: threading.Timer | None = None
         self._cut_calls: asyncio.Task[None] | None = None
-        self._sqlite_lock: SqliteLock | None = None
         self.hub.add_listener(metrics.observe_task_event)
         metrics.DATABASE_WRITES.db = self.db
 
@@ -246,30 +239,26 @@ class TaskorchServer:
 
     async def start(self) -> None:
         """Opens the database, starts the workers and serves the APIs (returns when up)."""
-        if (database_file := self.db.sqlite_file) is not None:
+        try:
             # Before anything touches the file: a second server would re-queue our work.
-            self._sqlite_lock = SqliteLock(database_file)
-            try:
-                self._sqlite_lock.acquire()
-            except DatabaseInUse:
-                self._stopped.set()  # nothing was started: nothing to stop
-                raise
+            self.backing.lock()
+        except Exception:
+            self._stopped.set()  # nothing was started: nothing to stop
+            raise
         log.info(
             "starting taskorch",
             version=__version__,
             database=self.db.describe(),
             event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
-        await self.db.open()
+        # On PostgreSQL this also starts listening to the other replicas: their events for
+        # watchers here, their work for idle takers.
+        await self.backing.open()
         await self._check_access()
         # Chosen before anything slow starts: a backend that cannot run stops the server now.
         self.collections.vectors = await open_backend(
             self.db, self.settings.vector_backend, self.settings.qdrant_url
         )
-        if not self.db.is_sqlite:
-            # Other replicas' changes: events for watchers here, work for idle takers.
-            self.listener = PostgresListener(self.db, self.hub)
-            self.listener.start()
         self.engine.models_dir.mkdir(parents=True, exist_ok=True)
         await self.engine.start()
         if self.db.is_sqlite:
@@ -330,7 +319,7 @@ class TaskorchServer:
 
     async def _active_keys(self) -> int:
         """Reported at start-up only: how many keys exist never switches anything."""
-        return await self.db.read(key_store.active_count)
+        return await self.backing.active_key_count()
 
     def _warn_open_metrics(self) -> None:
         metrics_addr = self.settings.metrics_addr
@@ -493,7 +482,7 @@ class TaskorchServer:
         while True:
             await asyncio.sleep(COMPACT_INTERVAL)
             try:
-                await self.db.write(lambda tx: counts.compact(tx.conn))
+                await self.backing.compact_counts()
             except Exception as exc:
                 log.warning("count compaction failed", error=str(exc))
 
@@ -505,7 +494,7 @@ class TaskorchServer:
                 counts = await self.tasks.counts(SYSTEM)
                 for status, count in counts.items():
                     metrics.TASKS_BY_STATUS.labels(status.name.lower()).set(count)
-                depth = await self.db.read(subtask_store.queue_depth)
+                depth = await self.backing.queue_depth()
                 for kind in set(depth) | self._queued_kinds:
                     metrics.QUEUE_DEPTH.labels(kind).set(depth.get(kind, 0))
                 self._queued_kinds |= set(depth)
@@ -534,17 +523,13 @@ class TaskorchServer:
         await self.chat.close()
         await self.collections.close()
         await self.engine.close()
-        if self.listener is not None:
-            await self.listener.stop()
         if self.gateway is not None:
             await self.gateway.stop()
         if self._gateway_dir is not None:
             shutil.rmtree(self._gateway_dir, ignore_errors=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
-        await self.db.close()
-        if self._sqlite_lock is not None:
-            self._sqlite_lock.release()
+        await self.backing.close()
         log.info("stopped")
 
     async def serve(self) -> int:
