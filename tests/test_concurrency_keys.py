@@ -14,8 +14,11 @@ from tests.conftest import ServerFactory, WorkerFactory
 from tests.servers import ServerProcess
 
 
-def _keyed(client: Client, key: str, limit: int = 0, **fields: Any) -> Task:
-    """A container task on ``key``, filled with one ``interval`` subtask (remote workers)."""
+def _keyed(
+    client: Client, key: str, limit: int = 0, *, seconds: float = 0.3, **fields: Any
+) -> Task:
+    """A container task on ``key``, filled with one ``interval`` subtask of ``seconds``
+    (remote workers)."""
     import grpc
 
     from taskorch.v1 import task_service_pb2 as pb
@@ -26,7 +29,7 @@ def _keyed(client: Client, key: str, limit: int = 0, **fields: Any) -> Task:
     )
     with grpc.insecure_channel(client.target) as channel:
         request = pb.CreateSubtaskRequest(task_id=task.task_id, kind="interval")
-        request.input.update({"seconds": 0.3})
+        request.input.update({"seconds": seconds})
         pb_grpc.TaskServiceStub(channel).CreateSubtask(request, timeout=10)
     return task
 
@@ -51,7 +54,8 @@ def test_a_key_of_two_never_has_three_running_while_free_work_uses_every_slot(
     worker_factory(server, "--concurrency", "3")
     with server.client() as client:
         keyed = [_keyed(client, "customer-7", 2) for _ in range(12)]
-        free = [_keyed(client, "") for _ in range(6)]
+        # Long enough to overlap however slowly the six are created one after the other.
+        free = [_keyed(client, "", seconds=1.0) for _ in range(6)]
         assert keyed[0].concurrency_key == "customer-7" and free[0].concurrency_key is None
         keyed_done = [client.wait_for_task(t.task_id, timeout=60) for t in keyed]
         free_done = [client.wait_for_task(t.task_id, timeout=60) for t in free]

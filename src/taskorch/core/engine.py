@@ -727,14 +727,16 @@ class TaskEngine:
                 batch.changes.delayed += [at for _, at in delays]
             keyed = [n for n in fresh if n.task.concurrency_key]
             if keyed:
-                await q.set_key_limits([_key_limit(n) for n in keyed])
-                await self._line_up(
-                    batch,
+                # Every new key gets its limit; the tasks nothing else holds back line up.
+                await q.line_up(
                     [
                         n.task
                         for n in keyed
                         if not n.waits_for_dependencies and delayed_until(n.task) is None
                     ],
+                    [_key_limit(n) for n in keyed],
+                    batch.now,
+                    batch.changes,
                 )
 
     async def _plan_create(
@@ -817,29 +819,13 @@ class TaskEngine:
                 await q.mark_ready(
                     first_stage(await q.subtasks_of(task.task_id)), batch.now, batch.changes
                 )
-        await self._line_up(batch, [t for t in tasks if t.concurrency_key])
-
-    async def _line_up(self, batch: _Batch, tasks: Sequence[Task]) -> None:
-        if not tasks:
-            return
-        await batch.q.wait_for_keys(tasks)
-        await self._admit(
-            batch,
-            {
-                (key_scope(t.tenant_id, t.concurrency_key or ""), t.concurrency_key or "")
-                for t in tasks
-            },
-        )
+        if keyed := [t for t in tasks if t.concurrency_key]:
+            await q.line_up(keyed, [], batch.now, batch.changes)
 
     async def _leave_keys(self, batch: _Batch, ended: Sequence[Task]) -> None:
         """Ended tasks free their key's place: the next in line is admitted."""
-        keyed = [t.task_id for t in ended if t.concurrency_key]
-        if keyed:
-            await self._admit(batch, await batch.q.leave_keys(keyed))
-
-    async def _admit(self, batch: _Batch, keys: Iterable[tuple[str, str]]) -> None:
-        q = batch.q
-        await q.admit(sorted(keys), batch.now, batch.changes)  # one order: replicas lock alike
+        if keyed := [t.task_id for t in ended if t.concurrency_key]:
+            await batch.q.leave_keys(keyed, batch.now, batch.changes)
 
     # delayed tasks that came due
 

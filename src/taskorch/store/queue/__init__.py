@@ -349,23 +349,26 @@ class Queue(Protocol):
 
     # -- concurrency keys ---------------------------------------------------------------------
 
-    async def set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
-        """(tenant, key, limit) for keys of new tasks: a given limit replaces the key's, None
-        keeps it (a new key gets 1)."""
+    async def line_up(
+        self,
+        tasks: Sequence[Task],
+        limits: Sequence[tuple[str, str, int | None]],
+        now: datetime,
+        changes: Changes,
+    ) -> None:
+        """Sets the keys' limits, puts keyed tasks in their key's waiting line (priority, then
+        oldest first) and admits the heads of those lines while each key has room (the keys
+        locked until the commit on PostgreSQL); the admitted tasks' lowest pending stage
+        becomes ready (they have run nothing yet).
+
+        ``limits`` are (scope, key, limit) of new tasks' keys: a given limit replaces the
+        key's, None keeps it (a new key gets 1).
+        """
         ...
 
-    async def wait_for_keys(self, tasks: Sequence[Task]) -> None:
-        """Puts keyed tasks in their key's waiting line (priority, then oldest first)."""
-        ...
-
-    async def admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
-        """Admits the heads of keys' waiting lines while each key has room (the keys locked
-        until the commit on PostgreSQL) and makes the admitted tasks' lowest pending stage
-        ready (they have run nothing yet)."""
-        ...
-
-    async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
-        """Ended tasks leave their key (admitted or waiting); the keys that gained room."""
+    async def leave_keys(self, task_ids: Sequence[str], now: datetime, changes: Changes) -> None:
+        """Ended tasks leave their key (admitted or waiting); the keys that gained room admit
+        the heads of their lines, as :meth:`line_up` does."""
         ...
 
     async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]: ...

@@ -201,16 +201,45 @@ FROM leased l JOIN started st ON st.task_id = l.task_id CROSS JOIN span
 ORDER BY l.take_priority DESC, l.take_turn, l.subtask_id
 """
 
-_LOCK_KEYS = """
-SELECT tenant_id, key, max_running FROM concurrency_keys
-WHERE (tenant_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+# One round trip: keyed tasks join their keys' waiting lines, and the keys get their limits
+# (a given one replaces the key's; NULL keeps it, a new key gets 1) and are locked, in one
+# order so that replicas lock alike: ON CONFLICT DO UPDATE locks the rows its WHERE leaves
+# unchanged too. The admission that follows is a statement of its own: a new snapshot, taken
+# under the keys' locks, counts what is admitted now.
+_LINE_UP = """
+WITH given AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]) AS g(tenant_id, key, max_running)
+), waiting AS (
+    INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at)
+    SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::int2[], $8::timestamptz[])
+    ON CONFLICT (task_id) DO NOTHING
+)
+INSERT INTO concurrency_keys AS c (tenant_id, key, max_running)
+SELECT tenant_id, key, coalesce(max_running, 1) FROM given ORDER BY tenant_id, key
+ON CONFLICT (tenant_id, key) DO UPDATE SET max_running = excluded.max_running
+WHERE excluded.max_running IS DISTINCT FROM c.max_running
+  AND (excluded.tenant_id, excluded.key) IN (
+      SELECT tenant_id, key FROM given WHERE max_running IS NOT NULL)
+"""
+
+# One round trip: ended tasks leave their keys, and the keys that gained room are locked.
+_LEAVE_KEYS = """
+WITH waiting AS (
+    DELETE FROM key_waiting WHERE task_id = ANY($1::text[])
+), left_keys AS (
+    DELETE FROM key_admitted WHERE task_id = ANY($1::text[]) RETURNING tenant_id, key
+)
+SELECT tenant_id, key FROM concurrency_keys
+WHERE (tenant_id, key) IN (SELECT tenant_id, key FROM left_keys)
 ORDER BY tenant_id, key
 FOR UPDATE
 """
 
 _ADMIT = """
 WITH k AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]) AS k(tenant_id, key, max_running)
+    SELECT c.tenant_id, c.key, c.max_running
+    FROM unnest($1::text[], $2::text[]) AS i(tenant_id, key)
+    JOIN concurrency_keys c ON c.tenant_id = i.tenant_id AND c.key = i.key
 ), picked AS (
     SELECT w.task_id, w.tenant_id, w.key FROM k CROSS JOIN LATERAL (
         SELECT task_id, tenant_id, key FROM key_waiting
@@ -944,71 +973,57 @@ class PostgresQueue(Queue):
         at: datetime | None = await self.conn.fetchval("SELECT min(run_at) FROM delayed_tasks")
         return at
 
-    async def set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
-        kept = [(tenant, key) for tenant, key, limit in limits if limit is None]
-        given = {(tenant, key): limit for tenant, key, limit in limits if limit is not None}
-        if kept:
-            await self.conn.execute(
-                "INSERT INTO concurrency_keys (tenant_id, key, max_running) "
-                "SELECT t, k, 1 FROM unnest($1::text[], $2::text[]) AS i(t, k) "
-                "ON CONFLICT (tenant_id, key) DO NOTHING",
-                [tenant for tenant, _ in kept],
-                [key for _, key in kept],
-            )
-        if given:
-            await self.conn.execute(
-                "INSERT INTO concurrency_keys (tenant_id, key, max_running) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]) "
-                "ON CONFLICT (tenant_id, key) DO UPDATE SET max_running = excluded.max_running",
-                [tenant for tenant, _ in given],
-                [key for _, key in given],
-                list(given.values()),
-            )
-
-    async def wait_for_keys(self, tasks: Sequence[Task]) -> None:
+    async def line_up(
+        self,
+        tasks: Sequence[Task],
+        limits: Sequence[tuple[str, str, int | None]],
+        now: datetime,
+        changes: Changes,
+    ) -> None:
+        # One row per key (a statement cannot change a row twice): a given limit wins over
+        # "keep", the last one given over earlier ones.
+        given: dict[tuple[str, str], int | None] = {}
+        for tenant, key, limit in limits:
+            if limit is not None or (tenant, key) not in given:
+                given[(tenant, key)] = limit
+        scopes = [
+            (key_scope(t.tenant_id, t.concurrency_key or ""), t.concurrency_key or "")
+            for t in tasks
+        ]
+        for scope in scopes:
+            given.setdefault(scope, None)
         await self.conn.execute(
-            "INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], "
-            "$5::timestamptz[]) ON CONFLICT (task_id) DO NOTHING",
+            _LINE_UP,
+            [tenant for tenant, _ in given],
+            [key for _, key in given],
+            list(given.values()),
             [t.task_id for t in tasks],
-            [key_scope(t.tenant_id, t.concurrency_key or "") for t in tasks],
-            [t.concurrency_key for t in tasks],
+            [tenant for tenant, _ in scopes],
+            [key for _, key in scopes],
             [t.priority for t in tasks],
             [t.created_at for t in tasks],
         )
+        await self._admit(sorted(set(scopes)), now, changes)
 
-    async def admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
+    async def leave_keys(self, task_ids: Sequence[str], now: datetime, changes: Changes) -> None:
+        rows = await self.conn.fetch(_LEAVE_KEYS, list(dict.fromkeys(task_ids)))
+        await self._admit([(row["tenant_id"], row["key"]) for row in rows], now, changes)
+
+    async def _admit(
+        self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes
+    ) -> None:
+        """Admits the heads of the (locked) keys' lines while each key has room."""
         if not keys:
-            return
-        tenants, names = [t for t, _ in keys], [k for _, k in keys]
-        limits = await self.conn.fetch(_LOCK_KEYS, tenants, names)
-        if not limits:
             return
         # Under the keys' locks, a new statement (a new snapshot): the admitted counts are
         # current, and the room they leave is filled from the heads of the lines.
-        admitted = await self.conn.fetch(
-            _ADMIT,
-            [r["tenant_id"] for r in limits],
-            [r["key"] for r in limits],
-            [r["max_running"] for r in limits],
-        )
+        admitted = await self.conn.fetch(_ADMIT, [t for t, _ in keys], [k for _, k in keys])
         if not admitted:
             return
         # Under the admitted tasks' locks, a new snapshot: work added to them while they
         # waited is here. They have run nothing yet: their lowest pending stage is the first.
         rows = await self.conn.fetch(_READY_FIRST_STAGES, [row["task_id"] for row in admitted], now)
         changes.ready += [(r["kind"], r["model_name"], r["tenant_id"]) for r in rows]
-
-    async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
-        ids = list(dict.fromkeys(task_ids))
-        if not ids:
-            return set()
-        rows = await self.conn.fetch(
-            "WITH waiting AS (DELETE FROM key_waiting WHERE task_id = ANY($1::text[])) "
-            "DELETE FROM key_admitted WHERE task_id = ANY($1::text[]) RETURNING tenant_id, key",
-            ids,
-        )
-        return {(row["tenant_id"], row["key"]) for row in rows}
 
     async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
         known = self._has_dependents

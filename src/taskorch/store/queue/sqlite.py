@@ -668,7 +668,32 @@ class SqliteQueue(Queue):
         row = self.conn.execute("SELECT min(run_at) FROM delayed_tasks").fetchone()
         return parse_sqlite_time(row[0]) if row else None
 
-    async def set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
+    async def line_up(
+        self,
+        tasks: Sequence[Task],
+        limits: Sequence[tuple[str, str, int | None]],
+        now: datetime,
+        changes: Changes,
+    ) -> None:
+        self._set_key_limits(limits)
+        if tasks:
+            self._wait_for_keys(tasks)
+            scopes = {
+                (key_scope(t.tenant_id, t.concurrency_key or ""), t.concurrency_key or "")
+                for t in tasks
+            }
+            self._admit(sorted(scopes), now, changes)
+
+    async def leave_keys(self, task_ids: Sequence[str], now: datetime, changes: Changes) -> None:
+        ids = list(dict.fromkeys(task_ids))
+        marks = _marks(len(ids))
+        self._run(f"DELETE FROM key_waiting WHERE task_id IN ({marks})", ids)
+        rows = self.conn.execute(
+            f"DELETE FROM key_admitted WHERE task_id IN ({marks}) RETURNING tenant_id, key", ids
+        ).fetchall()
+        self._admit(sorted({(row[0], row[1]) for row in rows}), now, changes)
+
+    def _set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
         kept = [(tenant, key) for tenant, key, limit in limits if limit is None]
         given = [(tenant, key, limit) for tenant, key, limit in limits if limit is not None]
         if kept:
@@ -684,7 +709,7 @@ class SqliteQueue(Queue):
                 given,
             )
 
-    async def wait_for_keys(self, tasks: Sequence[Task]) -> None:
+    def _wait_for_keys(self, tasks: Sequence[Task]) -> None:
         self._many(
             "INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
@@ -700,7 +725,7 @@ class SqliteQueue(Queue):
             ],
         )
 
-    async def admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
+    def _admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
         admitted: list[tuple[str, str, str]] = []
         for tenant_id, key in keys:
             # One statement: the key's room and the head of its line (one writer: no race).
@@ -733,17 +758,6 @@ class SqliteQueue(Queue):
             (at, at, *task_ids),
         ).fetchall()
         changes.ready += [(row[0], row[1], row[2]) for row in rows]
-
-    async def leave_keys(self, task_ids: Sequence[str]) -> set[tuple[str, str]]:
-        ids = list(dict.fromkeys(task_ids))
-        if not ids:
-            return set()
-        marks = _marks(len(ids))
-        self._run(f"DELETE FROM key_waiting WHERE task_id IN ({marks})", ids)
-        rows = self.conn.execute(
-            f"DELETE FROM key_admitted WHERE task_id IN ({marks}) RETURNING tenant_id, key", ids
-        ).fetchall()
-        return {(row[0], row[1]) for row in rows}
 
     async def dependents_of(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
         if not task_ids:
