@@ -276,6 +276,8 @@ def import_model(
             source, table_format = convert_tapex_tokenizer(source, staging / "_hf", log)
         if family is ModelFamily.VITS_TTS:
             check_vits_tokenizer(source)
+        if family is ModelFamily.AUDIO_CLASSIFICATION:
+            check_audio_classifier(source)
         log(f"exporting {src_dir} as {export_task} ...")
         from optimum.exporters.onnx import main_export
 
@@ -305,6 +307,9 @@ def import_model(
             raise ExportError(
                 f"ONNX outputs differ from the source model by {diff:.3g} (> {tolerance:.3g})"
             )
+        validation: dict[str, float] = {"max_abs_diff": float(diff), "tolerance": float(tolerance)}
+        if family is ModelFamily.AUDIO_CLASSIFICATION:
+            validation.update(validate_audio_classifier(source, staging, log))
         config = _initial_config(source, task_type, family, config_overrides)
         check: QuantizationCheck | None = None
         if quantize == "int8":
@@ -324,7 +329,7 @@ def import_model(
             config,
             extra={
                 "source": config.extra.get("source", str(src_dir.resolve())),
-                "validation": {"max_abs_diff": float(diff), "tolerance": float(tolerance)},
+                "validation": validation,
             },
         )
         shutil.rmtree(staging / "_hf", ignore_errors=True)
@@ -580,7 +585,8 @@ def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray
     if family is ModelFamily.AUDIO_CLASSIFICATION:
         from transformers import AutoFeatureExtractor
 
-        extractor = _any(AutoFeatureExtractor).from_pretrained(source)
+        with quiet_export():  # AST's 128 Kaldi mel filters: one is empty, a UserWarning
+            extractor = _any(AutoFeatureExtractor).from_pretrained(source)
         rng = np.random.default_rng(0)
         rate = int(extractor.sampling_rate)
         audio = [rng.normal(0, 0.1, rate).astype(np.float32) for _ in range(2)]
@@ -723,6 +729,109 @@ def check_vits_tokenizer(source: Path) -> None:
         json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.exists() else {}
     )
     VitsTokens(json.loads((source / "vocab.json").read_text(encoding="utf-8")), settings)
+
+
+def check_audio_classifier(source: Path) -> None:
+    """Refuse an audio classifier folder whose input the serving pipeline cannot reproduce:
+    no ``preprocessor_config.json``, an extractor other than Wav2Vec2's or AST's, or an AST
+    extractor whose frames or mel bins are not the model's."""
+    from taskorch.inference.pipelines.ast_features import ASTFeatures
+    from taskorch.inference.pipelines.audio_classification import audio_features
+
+    if not (source / "preprocessor_config.json").is_file():
+        raise InvalidArgument(
+            f"{source} has no preprocessor_config.json (its feature extractor)", field="src"
+        )
+    features = audio_features(source)
+    if isinstance(features, ASTFeatures):
+        hf_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        for key in ("max_length", "num_mel_bins"):
+            model_value = hf_config.get(key)
+            if model_value is not None and int(model_value) != getattr(features, key):
+                raise InvalidArgument(
+                    f"{source}: preprocessor_config.json's {key} is {getattr(features, key)}, "
+                    f"config.json's {model_value}: the extractor must make the model's input",
+                    field="src",
+                )
+
+
+AUDIO_PROBABILITY_TOLERANCE = 1e-4
+
+
+def validate_audio_classifier(source: Path, onnx_dir: Path, log: Log = print) -> dict[str, float]:
+    """Compare what serving computes with what Hugging Face computes, end to end.
+
+    On two sample waveforms (a tone in noise; 1 s, padded by AST's extractor, and 12 s, cut):
+    our numpy ``input_values`` (``pipelines.audio_classification``) against the source's
+    feature extractor's, and the softmax of the ONNX graph's logits on ours against the
+    PyTorch model's on the extractor's: the top label must be the same (unless PyTorch's best
+    two are within the tolerance of each other) and every probability within 1e-4.
+
+    Returns:
+        ``features_max_abs_diff`` and ``probabilities_max_abs_diff``, for model.yaml.
+
+    Raises:
+        ExportError: the features, the top label or the probabilities disagree.
+    """
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    from taskorch.inference.pipelines.audio_classification import audio_features, softmax
+
+    features = audio_features(source)
+    with quiet_export():
+        extractor = _any(AutoFeatureExtractor).from_pretrained(source)
+        model = _any(AutoModelForAudioClassification).from_pretrained(source, dtype=torch.float32)
+    model.eval()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), options, ["CPUExecutionProvider"])
+    rate = features.sampling_rate
+    rng = np.random.default_rng(7)
+    worst_features, worst_probs = 0.0, 0.0
+    for seconds in (1, 12):
+        t = np.arange(rate * seconds) / rate
+        waveform = (0.3 * np.sin(2 * np.pi * 440 * t) + rng.normal(0, 0.05, t.size)).astype(
+            np.float32
+        )
+        with quiet_export():
+            theirs = np.asarray(
+                extractor(waveform, sampling_rate=rate, return_tensors="np")["input_values"],
+                dtype=np.float32,
+            )
+        ours = features.input_values(waveform)[np.newaxis]
+        if ours.shape != theirs.shape:
+            raise ExportError(
+                f"our audio features have shape {ours.shape}, the extractor's {theirs.shape}"
+            )
+        worst_features = max(worst_features, float(np.abs(ours - theirs).max()))
+        with torch.no_grad():
+            logits = model(input_values=torch.from_numpy(theirs)).logits[0].double().numpy()
+        expected = softmax(logits)
+        got = softmax(np.asarray(session.run(["logits"], {"input_values": ours})[0][0]))
+        worst_probs = max(worst_probs, float(np.abs(got - expected).max()))
+        ranked = np.sort(expected)[::-1]
+        tie = ranked.size > 1 and ranked[0] - ranked[1] <= AUDIO_PROBABILITY_TOLERANCE
+        if int(got.argmax()) != int(expected.argmax()) and not tie:
+            raise ExportError(
+                f"the ONNX model's top class is {int(got.argmax())}, PyTorch's "
+                f"{int(expected.argmax())} on a {seconds} s sample"
+            )
+    log(
+        f"validation: audio features max abs diff {worst_features:.3g} vs the feature "
+        f"extractor's, softmax max abs diff {worst_probs:.3g} vs PyTorch, same top label"
+    )
+    if not worst_features <= AUDIO_PROBABILITY_TOLERANCE:
+        raise ExportError(
+            f"our audio features differ from the feature extractor's by {worst_features:.3g}"
+        )
+    if not worst_probs <= AUDIO_PROBABILITY_TOLERANCE:
+        raise ExportError(
+            f"the ONNX model's probabilities differ from PyTorch's by {worst_probs:.3g} "
+            f"(> {AUDIO_PROBABILITY_TOLERANCE:g})"
+        )
+    return {"features_max_abs_diff": worst_features, "probabilities_max_abs_diff": worst_probs}
 
 
 VITS_NOISE = ("noise_scale", "noise_scale_duration")

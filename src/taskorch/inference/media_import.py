@@ -9,7 +9,7 @@ image_to_text          PaddleOCR (PP-OCR) graphs: one ``*det*.onnx`` and one
                        ``*rec*.onnx`` (its dictionary in the graph's ``character``
                        metadata, or a ``*keys*.txt`` / ``*dict*.txt`` file beside it)
 audio_classification   silero-vad: ``silero_vad.onnx`` (or the folder's only ``.onnx``);
-                       a Hugging Face audio classifier (Wav2Vec2, ...) is exported
+                       a Hugging Face audio classifier (Wav2Vec2, AST, ...) is exported
                        with optimum instead (``taskorch.inference.export``)
 image_generation       a Stable Diffusion export of optimum (``text-to-image``):
                        ``text_encoder/``, ``unet/``, ``vae_decoder/`` (each

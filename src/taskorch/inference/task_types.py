@@ -56,8 +56,10 @@ class ModelFamily(enum.StrEnum):
     OBJECT_DETECTION = "object-detection"  # DETR / YOLOS: class logits and boxes per query
     SEMANTIC_SEGMENTATION = "semantic-segmentation"  # SegFormer etc.: class logits per pixel
     SPEECH_SEQ2SEQ = "speech-seq2seq"  # Whisper: log-mel features in, text tokens out
-    # Wav2Vec2 / HuBERT / WavLM with a sequence-classification head: raw waveform in, class
-    # logits out (an optimum export, run on our session by our own numpy pre-processing).
+    # A Hugging Face audio classifier exported by optimum, run on our session by our own numpy
+    # pre-processing: Wav2Vec2 / HuBERT / WavLM (raw waveform in) or the Audio Spectrogram
+    # Transformer (Kaldi log-mel filterbank in), class logits out; which input, the folder's
+    # preprocessor_config.json says.
     AUDIO_CLASSIFICATION = "audio-classification"
     # A Hugging Face VitsModel (MMS-TTS) exported by optimum: character ids in, waveform out.
     VITS_TTS = "vits-tts"
@@ -266,7 +268,8 @@ def task_types_of(family: ModelFamily) -> list[TaskType]:
 def family_of_source(task_type: TaskType, src_dir: Path) -> ModelFamily:
     """The family a folder imported for ``task_type`` is exported as: an alternate family when
     its ``config.json`` says so (``model_type: vits``; an audio classifier's config without a
-    ready .onnx), else the task's default family."""
+    ready .onnx: Wav2Vec2, HuBERT, WavLM or AST, whose input the folder's
+    ``preprocessor_config.json`` decides), else the task's default family."""
     config = src_dir / "config.json"
     if task_type is TaskType.TEXT_TO_SPEECH and config.is_file():
         try:
@@ -279,6 +282,6 @@ def family_of_source(task_type: TaskType, src_dir: Path) -> ModelFamily:
         task_type is TaskType.AUDIO_CLASSIFICATION
         and config.is_file()
         and not any(src_dir.glob("*.onnx"))
-    ):  # a Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM), not silero-vad
+    ):  # a Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM, AST), not silero-vad
         return ModelFamily.AUDIO_CLASSIFICATION
     return family_of(task_type)

@@ -10,13 +10,16 @@ Input ``{"audio": "<base64 or data URL of a PCM WAV>"}``. Result: ``{"label": "s
 "segments": [{"start", "end"}] (seconds), "duration_seconds"}``; a label's score is the
 share of the audio it covers.
 
-A Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM with a sequence-classification head,
-exported by optimum: family ``audio-classification``) is run instead when the model is one:
-the audio is mixed to mono, resampled to its feature extractor's ``sampling_rate`` and, when
-``preprocessor_config.json`` says ``do_normalize``, brought to zero mean and unit variance
-(as ``Wav2Vec2FeatureExtractor``); the class logits go through a softmax. Parameter ``top_k``
-(5). Result, as Hugging Face's pipeline: ``{"label", "score", "labels": [{"label",
-"score"}]}``, best first, labels from ``config.json``'s ``id2label``.
+A Hugging Face audio classifier exported by optimum (family ``audio-classification``) is run
+instead when the model is one: the audio is mixed to mono and resampled to its feature
+extractor's ``sampling_rate``, then made into the graph's ``input_values`` as
+``preprocessor_config.json``'s extractor would: for Wav2Vec2, HuBERT and WavLM
+(``Wav2Vec2FeatureExtractor``) the raw waveform, brought to zero mean and unit variance when
+it says ``do_normalize``; for the Audio Spectrogram Transformer (``ASTFeatureExtractor``) a
+Kaldi-style log-mel filterbank of ``max_length`` frames (``taskorch.inference.pipelines.
+ast_features``; longer audio is truncated, as the extractor does). The class logits go through
+a softmax. Parameter ``top_k`` (5). Result, as Hugging Face's pipeline: ``{"label", "score",
+"labels": [{"label", "score"}]}``, best first, labels from ``config.json``'s ``id2label``.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from taskorch.domain.errors import InvalidArgument
+from taskorch.inference.pipelines.ast_features import ASTFeatures
 from taskorch.inference.pipelines.base import OnText, param_float, param_int
 from taskorch.inference.pipelines.media import decode_wav, media_bytes, resample
 from taskorch.inference.runtime import LoadedModel
@@ -99,11 +105,57 @@ def classify(
     }
 
 
-def preprocessor(model: LoadedModel) -> tuple[int, bool]:
-    """The feature extractor's sampling rate and whether it normalises (its JSON file)."""
-    file = model.path / "preprocessor_config.json"
-    config = json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
-    return int(config.get("sampling_rate", RATE)), bool(config.get("do_normalize", True))
+# The feature extractors whose input_values this module reproduces.
+WAVEFORM_EXTRACTOR = "Wav2Vec2FeatureExtractor"
+AST_EXTRACTOR = "ASTFeatureExtractor"
+AST_MODEL_TYPE = "audio-spectrogram-transformer"
+
+
+@dataclass(frozen=True)
+class WaveformFeatures:
+    """A ``Wav2Vec2FeatureExtractor``'s settings: the raw waveform is the input."""
+
+    sampling_rate: int = RATE
+    do_normalize: bool = True
+
+    def input_values(self, waveform: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return normalise(waveform) if self.do_normalize else waveform
+
+
+AudioFeatures: TypeAlias = WaveformFeatures | ASTFeatures
+
+
+def audio_features(folder: Path) -> AudioFeatures:
+    """How a Hugging Face audio classifier's input is made, from the extractor named in the
+    folder's ``preprocessor_config.json`` (``config.json``'s ``model_type`` when it names
+    none); the raw waveform when the folder has no such file.
+
+    Raises:
+        InvalidArgument: the extractor is one this module does not reproduce.
+    """
+    settings = _json(folder / "preprocessor_config.json")
+    kind = settings.get("feature_extractor_type")
+    if kind is None and _json(folder / "config.json").get("model_type") == AST_MODEL_TYPE:
+        kind = AST_EXTRACTOR
+    if kind == AST_EXTRACTOR:
+        return ASTFeatures.from_settings(settings)
+    if kind not in (None, WAVEFORM_EXTRACTOR):
+        raise InvalidArgument(
+            f"{folder.name}: feature extractor {kind} is not supported for audio "
+            f"classification (supported: {WAVEFORM_EXTRACTOR}, {AST_EXTRACTOR})",
+            field="src",
+        )
+    return WaveformFeatures(
+        sampling_rate=int(settings.get("sampling_rate", RATE)),
+        do_normalize=bool(settings.get("do_normalize", True)),
+    )
+
+
+def _json(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        return {}
+    loaded = json.loads(file.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def normalise(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -122,10 +174,11 @@ def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
 
 
 def classify_waveform(
-    model: LoadedModel, samples: npt.NDArray[np.float32], top_k: int
+    model: LoadedModel, features: AudioFeatures, waveform: npt.NDArray[np.float32], top_k: int
 ) -> dict[str, Any]:
     """Hugging Face's audio-classification result (blocking; run it on a thread)."""
-    out = model.session.run({"input_values": samples[np.newaxis]})
+    values = features.input_values(waveform)
+    out = model.session.run({"input_values": values[np.newaxis]})
     probs = softmax(np.asarray(out["logits"]).reshape(-1))
     labels = model.labels
     order = sorted(range(probs.size), key=lambda i: (-float(probs[i]), i))[:top_k]
@@ -180,11 +233,9 @@ class AudioClassification:
     ) -> dict[str, Any]:
         if model.config.family is ModelFamily.AUDIO_CLASSIFICATION:
             top_k = _top_k(parameters)
-            rate, do_normalize = preprocessor(model)
-            waveform = _audio(input_data, rate)
-            if do_normalize:
-                waveform = normalise(waveform)
-            return await asyncio.to_thread(classify_waveform, model, waveform, top_k)
+            features = audio_features(model.path)
+            waveform = _audio(input_data, features.sampling_rate)
+            return await asyncio.to_thread(classify_waveform, model, features, waveform, top_k)
         samples = _audio(input_data)
         threshold, min_speech = _params(parameters)
         probs = await asyncio.to_thread(speech_probabilities, model, samples)
