@@ -313,3 +313,72 @@ def test_the_folder_decides_the_family(tmp_path: Path) -> None:
         check_captioner(tmp_path)
     assert refused.value.violations[0].field == "src"
     assert "vision-encoder-decoder" in str(refused.value)
+
+
+async def test_a_trocr_decoder_imports_and_captions_as_pytorch(tmp_path: Path) -> None:
+    """A ViT encoder with a TrOCR decoder exports, passes the greedy check and captions as
+    PyTorch (tiny, random, built here: a few seconds). Its merged decoder also caches the
+    cross-attention keys and values (``past_key_values.N.encoder.*``, kept from the first
+    step), where GPT2's export caches self-attention only."""
+    import torch
+    from transformers import (
+        TrOCRConfig,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    from taskorch.inference import InferenceEngine
+
+    offline_environment()
+    tokenizer = gpt2_tokenizer(tmp_path / "_tokenizer")
+    eos = tokenizer.eos_token_id
+    torch.manual_seed(0)
+    encoder = ViTConfig(
+        image_size=SIDE,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    decoder = TrOCRConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        decoder_layers=2,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        decoder_start_token_id=eos,
+        tie_word_embeddings=False,
+        init_std=0.2,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = eos
+    config.pad_token_id = eos
+    config.eos_token_id = eos
+    source = tmp_path / "src" / "tiny-vit-trocr"
+    VisionEncoderDecoderModel(config=config).eval().save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    ViTImageProcessor(size={"height": SIDE, "width": SIDE}).save_pretrained(source)
+    report = import_model(
+        source, "image_to_text", models_dir=tmp_path / "models", log=lambda _: None
+    )
+    assert load_model_config(report.path).extra["validation"]["greedy_captions_equal"] == 2
+    png = _png()
+    expected, ids = _pytorch_caption(source, png, NEW_TOKENS)
+    assert expected.strip()
+    engine = InferenceEngine(tmp_path / "models", poll_seconds=0)
+    await engine.start()
+    try:
+        image = {"image": base64.b64encode(png).decode()}
+        request = engine.check("image_to_text", "", image, {"max_new_tokens": NEW_TOKENS})
+        result = (await engine.run(request)).result  # the only image_to_text model: the default
+    finally:
+        await engine.close()
+    assert result["text"] == expected
+    assert result["tokens_generated"] == len(ids) - 1 - (ids[-1] == eos)
