@@ -13,6 +13,7 @@ import shutil
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from taskorch.inference.defaults import cache_dir
 from taskorch.inference.export import import_model, offline_environment, quiet_export
@@ -55,11 +56,29 @@ def _corpus() -> list[str]:
     return lines[:8000]
 
 
+def gpt2_tokenizer(work: Path, vocab_size: int = VOCAB) -> Any:
+    """A GPT-2 style byte-level BPE tokenizer (``<|endoftext|>`` its only special token),
+    trained offline on ``_corpus()``; its files are written to ``work``."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    work.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_corpus(), vocab_size=vocab_size, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(work))
+    return GPT2TokenizerFast(
+        vocab_file=str(work / "vocab.json"),
+        merges_file=str(work / "merges.txt"),
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+    )
+
+
 def _build_torch(out: Path) -> None:
     import torch
     from tokenizers import (
         BertWordPieceTokenizer,
-        ByteLevelBPETokenizer,
         SentencePieceUnigramTokenizer,
     )
     from tokenizers.processors import TemplateProcessing
@@ -73,7 +92,6 @@ def _build_torch(out: Path) -> None:
         BertTokenizerFast,
         GPT2Config,
         GPT2LMHeadModel,
-        GPT2TokenizerFast,
         PreTrainedTokenizerFast,
         T5Config,
         T5ForConditionalGeneration,
@@ -87,16 +105,7 @@ def _build_torch(out: Path) -> None:
     work = out / "_tokenizers"
     work.mkdir(parents=True, exist_ok=True)
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(lines, vocab_size=VOCAB, special_tokens=["<|endoftext|>"])
-    bpe.save_model(str(work))
-    gpt_tok = GPT2TokenizerFast(
-        vocab_file=str(work / "vocab.json"),
-        merges_file=str(work / "merges.txt"),
-        unk_token="<|endoftext|>",
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-    )
+    gpt_tok = gpt2_tokenizer(work)
     eos = gpt_tok.eos_token_id
     gpt = GPT2LMHeadModel(
         GPT2Config(

@@ -278,6 +278,8 @@ def import_model(
             check_vits_tokenizer(source)
         if family is ModelFamily.AUDIO_CLASSIFICATION:
             check_audio_classifier(source)
+        if family is ModelFamily.IMAGE_CAPTIONING:
+            check_captioner(source)
         log(f"exporting {src_dir} as {export_task} ...")
         from optimum.exporters.onnx import main_export
 
@@ -307,10 +309,12 @@ def import_model(
             raise ExportError(
                 f"ONNX outputs differ from the source model by {diff:.3g} (> {tolerance:.3g})"
             )
-        validation: dict[str, float] = {"max_abs_diff": float(diff), "tolerance": float(tolerance)}
+        validation: dict[str, Any] = {"max_abs_diff": float(diff), "tolerance": float(tolerance)}
         if family is ModelFamily.AUDIO_CLASSIFICATION:
             validation.update(validate_audio_classifier(source, staging, log))
         config = _initial_config(source, task_type, family, config_overrides)
+        if family is ModelFamily.IMAGE_CAPTIONING:
+            validation["greedy_captions_equal"] = validate_captions(source, staging, config, log)
         check: QuantizationCheck | None = None
         if quantize == "int8":
             from taskorch.inference.quantize import INT8_FILE, quantize_int8
@@ -545,6 +549,10 @@ def _initial_config(
         raw.update(max_batch_size=1)
     elif family is ModelFamily.VITS_TTS:  # one text at a time; the pipeline calls the graph
         raw.update(max_input_length=min(int(positions or 512), 512), max_batch_size=1)
+    elif family is ModelFamily.IMAGE_CAPTIONING:  # the input is an image: this bounds the output
+        decoder = hf_config.get("decoder") or {}
+        targets = decoder.get("n_positions") or decoder.get("max_position_embeddings")
+        raw.update(max_input_length=min(int(targets or 512), 1024), max_batch_size=1)
     elif family is ModelFamily.SPEECH_SEQ2SEQ:  # the input is audio: this bounds the output
         targets = int(hf_config.get("max_target_positions") or 448)
         raw.update(max_input_length=targets, max_batch_size=1)
@@ -563,7 +571,7 @@ def _initial_config(
 def _sample_encoding(source: Path, family: ModelFamily) -> dict[str, npt.NDArray[Any]]:
     from transformers import AutoTokenizer
 
-    if family in IMAGE_FAMILIES:
+    if family in IMAGE_FAMILIES or family is ModelFamily.IMAGE_CAPTIONING:
         from PIL import Image
         from transformers import AutoImageProcessor
 
@@ -616,6 +624,7 @@ def _torch_outputs(
         ModelFamily.CAUSAL_LM: "AutoModelForCausalLM",
         ModelFamily.SEQ2SEQ_LM: "AutoModelForSeq2SeqLM",
         ModelFamily.SPEECH_SEQ2SEQ: "AutoModelForSpeechSeq2Seq",
+        ModelFamily.IMAGE_CAPTIONING: "VisionEncoderDecoderModel",
         ModelFamily.SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
         ModelFamily.TOKEN_CLASSIFICATION: "AutoModelForTokenClassification",
         ModelFamily.QUESTION_ANSWERING: "AutoModelForQuestionAnswering",
@@ -670,7 +679,7 @@ def ort_outputs(
             "encoder_hidden_states": hidden,
             "use_cache_branch": np.array([False]),
         }
-        if "attention_mask" in enc:  # text encoders; Whisper's decoder takes no mask
+        if "attention_mask" in enc:  # text encoders; Whisper's and captioners' take no mask
             dec_feed["encoder_attention_mask"] = enc["attention_mask"]
         for item in decoder.get_inputs():
             if item.name.startswith("past_key_values"):
@@ -832,6 +841,125 @@ def validate_audio_classifier(source: Path, onnx_dir: Path, log: Log = print) ->
             f"(> {AUDIO_PROBABILITY_TOLERANCE:g})"
         )
     return {"features_max_abs_diff": worst_features, "probabilities_max_abs_diff": worst_probs}
+
+
+CAPTIONER_TYPE = "vision-encoder-decoder"
+CAPTION_CHECK_TOKENS = 16
+
+
+def check_captioner(source: Path) -> None:
+    """Refuse an image_to_text folder that is not a captioner optimum exports and we serve.
+
+    Raises:
+        InvalidArgument: (field ``src``) not a vision-encoder-decoder model, or without the
+            image processor or tokenizer the serving pipeline loads.
+    """
+    try:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"{source}/config.json cannot be read: {exc}", field="src") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != CAPTIONER_TYPE:
+        raise InvalidArgument(
+            f"image_to_text imports Hugging Face captioners of model_type {CAPTIONER_TYPE} "
+            f"(VisionEncoderDecoderModel: ViT + GPT2, TrOCR, ...) or PP-OCR graphs; "
+            f"{source} holds a {model_type!r} model",
+            field="src",
+        )
+    if not (source / "preprocessor_config.json").exists():
+        raise InvalidArgument(
+            f"{source} has no preprocessor_config.json (the model's image processor)",
+            field="src",
+        )
+    if not any((source / f).exists() for f in ("tokenizer.json", "vocab.json", "vocab.txt")):
+        raise InvalidArgument(f"{source} has no tokenizer (tokenizer.json, ...)", field="src")
+
+
+def sample_images(count: int = 2) -> list[Any]:
+    """Deterministic noise images of two sizes (RGB PIL images) to compare exports on."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(48, 64), (80, 56)]
+    return [
+        Image.fromarray(rng.integers(0, 255, (*sizes[i % 2], 3), dtype=np.uint8))
+        for i in range(count)
+    ]
+
+
+def validate_captions(source: Path, onnx_dir: Path, config: ModelConfig, log: Log = print) -> int:
+    """Caption sample images greedily with the export as it is served (``LoadedModel`` on the
+    folder: its image processor, tokenizer and the seq2seq generator on ONNX Runtime) and with
+    PyTorch's ``generate`` (plain greedy, ``CAPTION_CHECK_TOKENS`` new tokens); the ids must be
+    equal.
+
+    Returns:
+        How many images were compared.
+
+    Raises:
+        ExportError: the generated ids differ.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from transformers import GenerationConfig, VisionEncoderDecoderModel
+
+    from taskorch.inference.generation import GenerationOutcome, GenerationSettings
+    from taskorch.inference.pipelines.image_captioning import pixel_values
+    from taskorch.inference.runtime import LoadedModel
+
+    with quiet_export():
+        reference = _any(VisionEncoderDecoderModel).from_pretrained(source, dtype=torch.float32)
+    reference.eval()
+    served = LoadedModel.load("caption-check", onnx_dir, config, prefer_gpu=False, threads=1)
+    assert served.seq2seq is not None
+    generator = served.seq2seq
+    tokens = max(1, min(CAPTION_CHECK_TOKENS, config.max_input_length - 1))
+    pixels = [pixel_values(served, image) for image in sample_images()]
+
+    async def generate_all() -> list[GenerationOutcome]:
+        try:
+            settings = GenerationSettings(max_new_tokens=tokens)
+            return [
+                await generator.generate(
+                    [generator.decoder_start_id], settings, encoder_feed={"pixel_values": p}
+                )
+                for p in pixels
+            ]
+        finally:
+            await served.close()
+
+    # On a thread of its own: import_model may be called from a running event loop.
+    with ThreadPoolExecutor(1) as pool:
+        outcomes = pool.submit(asyncio.run, generate_all()).result()
+    own = reference.generation_config
+    plain = _any(GenerationConfig)(
+        decoder_start_token_id=own.decoder_start_token_id,
+        bos_token_id=own.bos_token_id,
+        eos_token_id=own.eos_token_id,
+        pad_token_id=own.pad_token_id,
+    )
+    eos = own.eos_token_id if isinstance(own.eos_token_id, list) else [own.eos_token_id]
+    for index, (p, outcome) in enumerate(zip(pixels, outcomes, strict=True)):
+        with torch.no_grad(), quiet_export():
+            ids = reference.generate(
+                pixel_values=torch.from_numpy(p),
+                generation_config=plain,
+                max_new_tokens=tokens,
+                do_sample=False,
+                num_beams=1,
+            )[0].tolist()
+        ours = [generator.decoder_start_id, *outcome.token_ids]
+        if outcome.finish_reason == "eos" and ids[-1] in eos:
+            ours.append(ids[-1])
+        if ours != ids:
+            raise ExportError(
+                f"greedy caption of sample image {index}: the export generates {ours}, "
+                f"PyTorch {ids}"
+            )
+    log(f"validation: greedy captions of {len(pixels)} images equal PyTorch's ({tokens} tokens)")
+    return len(pixels)
 
 
 VITS_NOISE = ("noise_scale", "noise_scale_duration")

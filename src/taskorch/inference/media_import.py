@@ -7,7 +7,9 @@ text_to_speech         a Piper voice: ``<voice>.onnx`` and its ``<voice>.onnx.js
                        (with ``phoneme_id_map``)
 image_to_text          PaddleOCR (PP-OCR) graphs: one ``*det*.onnx`` and one
                        ``*rec*.onnx`` (its dictionary in the graph's ``character``
-                       metadata, or a ``*keys*.txt`` / ``*dict*.txt`` file beside it)
+                       metadata, or a ``*keys*.txt`` / ``*dict*.txt`` file beside it);
+                       a Hugging Face captioner (VisionEncoderDecoderModel) is
+                       exported with optimum instead (``taskorch.inference.export``)
 audio_classification   silero-vad: ``silero_vad.onnx`` (or the folder's only ``.onnx``);
                        a Hugging Face audio classifier (Wav2Vec2, AST, ...) is exported
                        with optimum instead (``taskorch.inference.export``)

@@ -4,8 +4,8 @@
 loading the tokenizer) and is meant to run on a thread. Encoder families get a
 ``DynamicBatcher`` whose items are single tokenised inputs, and on a CPU with several cores one
 more session per batching instance (``instances`` in model.yaml), each with its share of the
-cores; causal LMs get a continuous-batching ``DecoderGenerator``; seq2seq LMs a
-``Seq2SeqGenerator``.
+cores; causal LMs get a continuous-batching ``DecoderGenerator``; encoder-decoder models (seq2seq
+LMs, Whisper, image captioners) a ``Seq2SeqGenerator``.
 """
 
 from __future__ import annotations
@@ -241,6 +241,8 @@ class LoadedModel:
         feature_extractor = None
         if config.family is ModelFamily.SPEECH_SEQ2SEQ:
             feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(path)
+        if config.family is ModelFamily.IMAGE_CAPTIONING:  # pixels in, a tokenizer's text out
+            image_processor = transformers.AutoImageProcessor.from_pretrained(path, use_fast=False)
         if config.family in OWN_PREPROCESSING_FAMILIES:
             pass  # no tokenizer: the pipelines bring their own pre-processing
         elif config.family in IMAGE_FAMILIES:

@@ -63,6 +63,9 @@ class ModelFamily(enum.StrEnum):
     AUDIO_CLASSIFICATION = "audio-classification"
     # A Hugging Face VitsModel (MMS-TTS) exported by optimum: character ids in, waveform out.
     VITS_TTS = "vits-tts"
+    # A Hugging Face VisionEncoderDecoderModel (ViT + GPT2, TrOCR, ...) exported by optimum:
+    # pixel values into the encoder graph, caption tokens out of the merged decoder graph.
+    IMAGE_CAPTIONING = "image-captioning"
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -128,15 +131,18 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
 # Other families that serve a task type besides its default one (``FAMILY_OF_TASK``): a model
 # of one of them serves the task when named, or as the default when no model of the default
 # family is installed (Piper stays text_to_speech's default family, silero-vad
-# audio_classification's).
+# audio_classification's, PP-OCR image_to_text's).
 ALTERNATE_FAMILIES: dict[TaskType, tuple[ModelFamily, ...]] = {
     TaskType.TEXT_TO_SPEECH: (ModelFamily.VITS_TTS,),
     TaskType.AUDIO_CLASSIFICATION: (ModelFamily.AUDIO_CLASSIFICATION,),
+    TaskType.IMAGE_TO_TEXT: (ModelFamily.IMAGE_CAPTIONING,),
 }
 
 # Encoder-decoder families: an encoder graph and a merged decoder graph, run by the seq2seq
 # generator.
-SEQ2SEQ_FAMILIES = frozenset({ModelFamily.SEQ2SEQ_LM, ModelFamily.SPEECH_SEQ2SEQ})
+SEQ2SEQ_FAMILIES = frozenset(
+    {ModelFamily.SEQ2SEQ_LM, ModelFamily.SPEECH_SEQ2SEQ, ModelFamily.IMAGE_CAPTIONING}
+)
 
 # Task types a model of their family serves by default only when it was imported for them (its
 # model.yaml ``task`` or ``default_for``): any seq2seq LM can be asked a table question by
@@ -158,6 +164,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.SPEECH_SEQ2SEQ: "automatic-speech-recognition-with-past",
     ModelFamily.AUDIO_CLASSIFICATION: "audio-classification",
     ModelFamily.VITS_TTS: "text-to-audio",
+    ModelFamily.IMAGE_CAPTIONING: "image-to-text-with-past",
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -269,7 +276,8 @@ def family_of_source(task_type: TaskType, src_dir: Path) -> ModelFamily:
     """The family a folder imported for ``task_type`` is exported as: an alternate family when
     its ``config.json`` says so (``model_type: vits``; an audio classifier's config without a
     ready .onnx: Wav2Vec2, HuBERT, WavLM or AST, whose input the folder's
-    ``preprocessor_config.json`` decides), else the task's default family."""
+    ``preprocessor_config.json`` decides; an image captioner's), else the task's default
+    family."""
     config = src_dir / "config.json"
     if task_type is TaskType.TEXT_TO_SPEECH and config.is_file():
         try:
@@ -284,4 +292,8 @@ def family_of_source(task_type: TaskType, src_dir: Path) -> ModelFamily:
         and not any(src_dir.glob("*.onnx"))
     ):  # a Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM, AST), not silero-vad
         return ModelFamily.AUDIO_CLASSIFICATION
+    if (
+        task_type is TaskType.IMAGE_TO_TEXT and config.is_file() and not any(src_dir.glob("*.onnx"))
+    ):  # a Hugging Face vision-encoder-decoder captioner, not PP-OCR's graphs
+        return ModelFamily.IMAGE_CAPTIONING
     return family_of(task_type)

@@ -1,4 +1,6 @@
-"""image_to_text (OCR): an image in, its text lines with boxes and confidences out.
+"""image_to_text (OCR): an image in, its text lines with boxes and confidences out; or its
+caption, from an image captioner (``taskorch.inference.pipelines.image_captioning``), as the
+model's family says.
 
 Runs PaddleOCR's (PP-OCR) graphs in our own sessions: the detection graph gives a text
 probability map, turned into boxes by DB post-processing written here with numpy (threshold,
@@ -25,8 +27,10 @@ import numpy.typing as npt
 
 from taskorch.domain.errors import InvalidArgument
 from taskorch.inference.pipelines.base import OnText, param_float
+from taskorch.inference.pipelines.image_captioning import caption, caption_settings
 from taskorch.inference.pipelines.media import decode_image, media_bytes
 from taskorch.inference.runtime import LoadedModel
+from taskorch.inference.task_types import ModelFamily
 
 Array = npt.NDArray[Any]
 
@@ -222,12 +226,15 @@ def _image(input_data: Mapping[str, Any]) -> Any:
 
 
 class ImageToText:
-    """Read the text of an image."""
+    """Read the text of an image, or caption it."""
 
     def validate(
         self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
     ) -> None:
         _image(input_data)
+        if model.config.family is ModelFamily.IMAGE_CAPTIONING:
+            caption_settings(model, parameters)
+            return
         param_float(parameters, "box_threshold", 0.5, low=0.0, high=1.0)
         param_float(parameters, "text_threshold", 0.5, low=0.0, high=1.0)
 
@@ -241,6 +248,9 @@ class ImageToText:
         cancel: asyncio.Event | None,
     ) -> dict[str, Any]:
         rgb = _image(input_data)
+        if model.config.family is ModelFamily.IMAGE_CAPTIONING:
+            settings = caption_settings(model, parameters)
+            return await caption(model, rgb, settings, on_output=on_output, cancel=cancel)
         box_threshold = param_float(parameters, "box_threshold", 0.5, low=0.0, high=1.0)
         text_threshold = param_float(parameters, "text_threshold", 0.5, low=0.0, high=1.0)
         return await asyncio.to_thread(read_image, model, rgb, box_threshold, text_threshold)
