@@ -40,8 +40,9 @@ def import_command(
         Path,
         typer.Argument(
             help="A Hugging Face model directory (or one with a .gguf); for text_to_speech a "
-            "Piper voice (.onnx + .onnx.json), for image_to_text PP-OCR det/rec .onnx graphs, "
-            "for audio_classification silero_vad.onnx."
+            "Piper voice (.onnx + .onnx.json), a VitsModel folder or a SpeechT5ForTextToSpeech "
+            "folder with its SpeechT5HifiGan in vocoder/, for image_to_text PP-OCR det/rec .onnx "
+            "graphs, for audio_classification silero_vad.onnx."
         ),
     ],
     task: str = typer.Option(
