@@ -398,7 +398,7 @@ def test_speecht5_serves_text_to_speech_beside_piper(tmp_path: Path) -> None:
     assert family_of_source(tts, tmp_path) is ModelFamily.SPEECHT5_TTS
 
 
-def test_a_speecht5_folder_without_its_vocoder_is_refused(
+def test_a_folder_without_its_vocoder_or_of_another_speecht5_head_is_refused(
     tmp_path: Path, tiny_speecht5: tuple[Path, Path]
 ) -> None:
     from taskorch.domain.errors import InvalidArgument
@@ -408,6 +408,13 @@ def test_a_speecht5_folder_without_its_vocoder_is_refused(
     with pytest.raises(InvalidArgument, match="vocoder/"):
         import_model(source, "tts", models_dir=tmp_path / "models", log=lambda _: None)
     assert not (tmp_path / "models" / "no-vocoder").exists()
+    asr = tmp_path / "asr"  # speecht5_asr and speecht5_vc have model_type speecht5 too
+    shutil.copytree(tiny_speecht5[0], asr)
+    config = json.loads((asr / "config.json").read_text(encoding="utf-8"))
+    config["architectures"] = ["SpeechT5ForSpeechToText"]
+    (asr / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(InvalidArgument, match="SpeechT5ForTextToSpeech"):
+        import_model(asr, "tts", models_dir=tmp_path / "models", log=lambda _: None)
 
 
 async def test_piper_stays_the_default_beside_a_speecht5_export(

@@ -833,6 +833,14 @@ def check_speecht5_source(source: Path) -> npt.NDArray[np.float32] | None:
     Returns:
         The folder's default x-vector (``speaker_embedding.npy``), or None when it has none.
     """
+    hf_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    architectures = hf_config.get("architectures") or ["SpeechT5ForTextToSpeech"]
+    if "SpeechT5ForTextToSpeech" not in architectures:  # speecht5_asr and _vc share model_type
+        raise InvalidArgument(
+            f"{source} is a {', '.join(map(str, architectures))}: text_to_speech takes a "
+            "SpeechT5ForTextToSpeech",
+            field="src",
+        )
     vocoder = source / SPEECHT5_VOCODER_DIR / "config.json"
     if not vocoder.is_file():
         raise InvalidArgument(
@@ -849,7 +857,6 @@ def check_speecht5_source(source: Path) -> npt.NDArray[np.float32] | None:
     speaker_file = source / SPEECHT5_SPEAKER_FILE
     if not speaker_file.exists():
         return None
-    hf_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     size = int(hf_config.get("speaker_embedding_dim") or 512)
     try:
         speaker = np.asarray(np.load(speaker_file), dtype=np.float32).reshape(-1)
