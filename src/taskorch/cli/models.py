@@ -40,10 +40,11 @@ def import_command(
         Path,
         typer.Argument(
             help="A Hugging Face model directory (or one with a .gguf); for text_to_speech a "
-            "Piper voice (.onnx + .onnx.json), for image_to_text PP-OCR det/rec .onnx graphs "
-            "(or a VisionEncoderDecoderModel captioner, exported), for audio_classification "
-            "silero_vad.onnx or a Hugging Face audio classifier (Wav2Vec2, HuBERT, WavLM, AST) "
-            "with its preprocessor_config.json."
+            "Piper voice (.onnx + .onnx.json), a VitsModel folder or a SpeechT5ForTextToSpeech "
+            "folder with its SpeechT5HifiGan in vocoder/, for image_to_text PP-OCR det/rec .onnx "
+            "graphs (or a VisionEncoderDecoderModel captioner, exported), for "
+            "audio_classification silero_vad.onnx or a Hugging Face audio classifier (Wav2Vec2, "
+            "HuBERT, WavLM, AST) with its preprocessor_config.json."
         ),
     ],
     task: str = typer.Option(

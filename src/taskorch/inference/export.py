@@ -281,16 +281,19 @@ def import_model(
         if family is ModelFamily.IMAGE_CAPTIONING:
             check_captioner(source)
         log(f"exporting {src_dir} as {export_task} ...")
-        from optimum.exporters.onnx import main_export
+        if family is ModelFamily.SPEECHT5_TTS:
+            export_speecht5(source, staging)
+        else:
+            from optimum.exporters.onnx import main_export
 
-        with quiet_export():
-            main_export(
-                str(source),
-                staging,
-                task=export_task,
-                do_validation=False,
-                library_name="transformers",
-            )
+            with quiet_export():
+                main_export(
+                    str(source),
+                    staging,
+                    task=export_task,
+                    do_validation=False,
+                    library_name="transformers",
+                )
         if family is ModelFamily.SPEECH_SEQ2SEQ and (source / "generation_config.json").exists():
             # optimum writes one rebuilt from config.json, without Whisper's prompt tokens
             # (lang_to_id, task_to_id, no_timestamps_token_id): the source's is the one.
@@ -302,6 +305,8 @@ def import_model(
             )
         if family is ModelFamily.VITS_TTS:
             diff, tolerance = validate_vits(source, staging, log)
+        elif family is ModelFamily.SPEECHT5_TTS:
+            diff, tolerance = validate_speecht5(source, staging, log)
         else:
             diff, tolerance = validate_export(source, staging, family)
         log(f"validation: max abs diff {diff:.3g} (tolerance {tolerance:.3g}) vs PyTorch")
@@ -332,6 +337,7 @@ def import_model(
         config = replace(
             config,
             extra={
+                **config.extra,
                 "source": config.extra.get("source", str(src_dir.resolve())),
                 "validation": validation,
             },
@@ -503,6 +509,7 @@ _TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
     "spiece.model",
+    "spm_char.model",
     "added_tokens.json",
     "chat_template.jinja",
     "preprocessor_config.json",
@@ -553,6 +560,21 @@ def _initial_config(
         decoder = hf_config.get("decoder") or {}
         targets = decoder.get("n_positions") or decoder.get("max_position_embeddings")
         raw.update(max_input_length=min(int(targets or 512), 1024), max_batch_size=1)
+    elif family is ModelFamily.SPEECHT5_TTS:  # one text at a time, at most its text positions
+        from taskorch.inference.pipelines import speecht5
+
+        texts = int(hf_config.get("max_text_positions") or 450)
+        raw.update(
+            max_input_length=max(2, min(texts, 600)),
+            max_batch_size=1,
+            onnx={"file": "encoder_model.onnx"},
+            files={
+                speecht5.DECODER: "decoder_model_merged.onnx",
+                speecht5.POSTNET_VOCODER: "decoder_postnet_and_vocoder.onnx",
+                speecht5.SPEAKER_EMBEDDING: "speaker_embedding.npy",
+                speecht5.VOCODER_CONFIG: "vocoder/config.json",
+            },
+        )
     elif family is ModelFamily.SPEECH_SEQ2SEQ:  # the input is audio: this bounds the output
         targets = int(hf_config.get("max_target_positions") or 448)
         raw.update(max_input_length=targets, max_batch_size=1)
@@ -1031,6 +1053,196 @@ def validate_vits(source: Path, onnx_dir: Path, log: Log = print) -> tuple[float
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return worst, 1e-4 * scale + 1e-4
+
+
+SPEECHT5_VOCODER_DIR = "vocoder"  # the SpeechT5HifiGan's folder inside a SpeechT5 source
+SPEECHT5_SPEAKER_FILE = "speaker_embedding.npy"  # optional: the default x-vector
+SPEECHT5_GRAPHS = (
+    "encoder_model.onnx",
+    "decoder_model_merged.onnx",
+    "decoder_postnet_and_vocoder.onnx",
+)
+
+
+def check_speecht5_source(source: Path) -> npt.NDArray[np.float32] | None:
+    """Refuse a SpeechT5 folder without its vocoder or with an unusable default speaker.
+
+    Returns:
+        The folder's default x-vector (``speaker_embedding.npy``), or None when it has none.
+    """
+    hf_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    architectures = hf_config.get("architectures") or ["SpeechT5ForTextToSpeech"]
+    if "SpeechT5ForTextToSpeech" not in architectures:  # speecht5_asr and _vc share model_type
+        raise InvalidArgument(
+            f"{source} is a {', '.join(map(str, architectures))}: text_to_speech takes a "
+            "SpeechT5ForTextToSpeech",
+            field="src",
+        )
+    vocoder = source / SPEECHT5_VOCODER_DIR / "config.json"
+    if not vocoder.is_file():
+        raise InvalidArgument(
+            f"{source} is a SpeechT5 model: its vocoder (a SpeechT5HifiGan folder, "
+            f"save_pretrained) must be in {SPEECHT5_VOCODER_DIR}/ inside it",
+            field="src",
+        )
+    model_type = json.loads(vocoder.read_text(encoding="utf-8")).get("model_type")
+    if model_type != "hifigan":
+        raise InvalidArgument(
+            f"{vocoder} is a {model_type!r} model, not a SpeechT5HifiGan (model_type hifigan)",
+            field="src",
+        )
+    speaker_file = source / SPEECHT5_SPEAKER_FILE
+    if not speaker_file.exists():
+        return None
+    size = int(hf_config.get("speaker_embedding_dim") or 512)
+    try:
+        speaker = np.asarray(np.load(speaker_file), dtype=np.float32).reshape(-1)
+    except (ValueError, OSError) as exc:
+        raise InvalidArgument(f"{speaker_file} is not a numpy array: {exc}", field="src") from exc
+    if speaker.size != size or not np.isfinite(speaker).all():
+        raise InvalidArgument(
+            f"{speaker_file} must hold {size} finite numbers (an x-vector), has {speaker.size}",
+            field="src",
+        )
+    return speaker
+
+
+def export_speecht5(source: Path, out_dir: Path) -> None:
+    """Export a SpeechT5ForTextToSpeech folder and its ``vocoder/`` with optimum
+    (``text-to-audio``, ``model_kwargs={"vocoder": ...}``) into ``out_dir``: the encoder, the
+    decoder without and with past merged into ``decoder_model_merged.onnx`` (optimum 2.1 leaves
+    them apart for this task) and the postnet + vocoder; the vocoder's config and the default
+    speaker x-vector beside them."""
+    speaker = check_speecht5_source(source)
+    from optimum.exporters.onnx import main_export
+
+    with quiet_export():
+        main_export(
+            str(source),
+            out_dir,
+            task=EXPORT_TASK_OF_FAMILY[ModelFamily.SPEECHT5_TTS],
+            do_validation=False,
+            library_name="transformers",
+            model_kwargs={"vocoder": str(source / SPEECHT5_VOCODER_DIR)},
+        )
+        merged = out_dir / "decoder_model_merged.onnx"
+        if not merged.exists():
+            from optimum.onnx import merge_decoders
+
+            merge_decoders(
+                decoder=out_dir / "decoder_model.onnx",
+                decoder_with_past=out_dir / "decoder_with_past_model.onnx",
+                save_path=merged,
+                strict=False,
+            )
+    for unmerged in ("decoder_model.onnx", "decoder_with_past_model.onnx"):
+        (out_dir / unmerged).unlink(missing_ok=True)
+        (out_dir / f"{unmerged}_data").unlink(missing_ok=True)
+    missing = [g for g in SPEECHT5_GRAPHS if not (out_dir / g).exists()]
+    if missing:
+        raise ExportError(f"the SpeechT5 export did not write {', '.join(missing)}")
+    (out_dir / SPEECHT5_VOCODER_DIR).mkdir(exist_ok=True)
+    shutil.copy2(
+        source / SPEECHT5_VOCODER_DIR / "config.json",
+        out_dir / SPEECHT5_VOCODER_DIR / "config.json",
+    )
+    if speaker is None:
+        hf_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        speaker = np.zeros(int(hf_config.get("speaker_embedding_dim") or 512), np.float32)
+    np.save(out_dir / SPEECHT5_SPEAKER_FILE, speaker)
+
+
+SPEECHT5_DROPOUT = "speech_decoder_prenet_dropout"
+SPEECHT5_CHECK_MAXLENRATIO = 2.0  # bounds the check's decoding (random models never stop)
+
+
+def validate_speecht5(source: Path, onnx_dir: Path, log: Log = print) -> tuple[float, float]:
+    """Max absolute difference between our loop on the exported graphs and
+    ``SpeechT5ForTextToSpeech.generate_speech`` (with the vocoder), on the sample texts with the
+    default speaker and a random x-vector, threshold 0.5 and maxlenratio 2.
+
+    The decoder prenet's dropout runs at inference on both sides with their own random draws,
+    so both are compared with it off: a copy of the folder with ``speech_decoder_prenet_dropout``
+    0 is exported for the check when the config's is not 0 (optimum's graph keeps a unit when a
+    uniform draw exceeds p: all of them at 0), and PyTorch's prenet gets the identity for its
+    ``_consistent_dropout`` (its Bernoulli mask keeps a unit with probability p, so at p = 0 it
+    would zero the prenet).
+    """
+    import torch
+
+    from taskorch.inference.pipelines.speecht5 import Decoding, SpeechT5Voice, generate_speech
+    from taskorch.inference.sessions import ModelSession
+
+    with quiet_export():
+        from transformers import AutoTokenizer, SpeechT5ForTextToSpeech, SpeechT5HifiGan
+
+    hf_config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    check_dir = onnx_dir
+    scratch = onnx_dir / "_speecht5_check"
+    try:
+        if float(hf_config.get(SPEECHT5_DROPOUT, 0.0) or 0.0) != 0.0:
+            log("validation: exporting a copy with the prenet dropout at 0 to compare it")
+            silent = scratch / "source"
+            silent.mkdir(parents=True)
+            for item in source.iterdir():
+                if item.name != "config.json" and not item.name.startswith("_"):
+                    (silent / item.name).symlink_to(item.resolve())
+            zeroed = {**hf_config, SPEECHT5_DROPOUT: 0.0}
+            (silent / "config.json").write_text(json.dumps(zeroed), encoding="utf-8")
+            export_speecht5(silent, scratch / "onnx")
+            check_dir = scratch / "onnx"
+        with quiet_export():
+            tokenizer = _any(AutoTokenizer).from_pretrained(source)
+            model = SpeechT5ForTextToSpeech.from_pretrained(source, dtype=torch.float32).eval()
+            vocoder = SpeechT5HifiGan.from_pretrained(
+                source / SPEECHT5_VOCODER_DIR, dtype=torch.float32
+            ).eval()
+        prenet = model.speecht5.decoder.prenet
+        prenet._consistent_dropout = lambda inputs_embeds, p: inputs_embeds
+
+        def session(file: str) -> ModelSession:
+            return ModelSession(
+                check_dir / file, providers=["CPUExecutionProvider"], prefer_gpu=False
+            )
+
+        encoder, decoder, postnet = (session(file) for file in SPEECHT5_GRAPHS)
+        voice = SpeechT5Voice.read(
+            onnx_dir,
+            hf_config,
+            {"speaker_embedding": SPEECHT5_SPEAKER_FILE, "vocoder_config": "vocoder/config.json"},
+        )
+        rng = np.random.default_rng(0)
+        speakers = (voice.default_speaker, rng.standard_normal(voice.speaker_size, np.float32))
+        worst, scale = 0.0, 0.0
+        for text, speaker in zip(SAMPLE_TEXTS, (*speakers, speakers[0]), strict=True):
+            ids = [int(i) for i in tokenizer(text)["input_ids"]]
+            with torch.no_grad():
+                expected = model.generate_speech(
+                    torch.tensor([ids]),
+                    torch.from_numpy(speaker)[None],
+                    threshold=0.5,
+                    maxlenratio=SPEECHT5_CHECK_MAXLENRATIO,
+                    vocoder=vocoder,
+                ).numpy()
+            got = generate_speech(
+                encoder,
+                decoder,
+                postnet,
+                ids,
+                speaker,
+                reduction_factor=voice.reduction_factor,
+                decoding=Decoding(threshold=0.5, maxlenratio=SPEECHT5_CHECK_MAXLENRATIO),
+            ).waveform
+            if got.shape != expected.shape:
+                raise ExportError(
+                    f"the ONNX waveform has shape {got.shape}, PyTorch's {expected.shape}"
+                )
+            worst = max(worst, float(np.abs(got.astype(np.float64) - expected).max()))
+            scale = max(scale, float(np.abs(expected).max()))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    # The loop feeds its own frames back: float32 differences compound over the steps.
+    return worst, 1e-3 * scale + 1e-4
 
 
 def read_report(model_dir: Path) -> Mapping[str, Any]:

@@ -30,6 +30,7 @@ from taskorch.inference.task_types import (
     IMAGE_FAMILIES,
     MEDIA_FAMILIES,
     OWN_PREPROCESSING_FAMILIES,
+    SELF_RUN_FAMILIES,
     SEQ2SEQ_FAMILIES,
     ModelFamily,
     task_types_of,
@@ -132,9 +133,10 @@ class LoadedModel:
                     self._generation_ids("begin_suppress_tokens") if speech else ()
                 ),
             )
-        elif family not in OWN_PREPROCESSING_FAMILIES:
-            # Media families run their graphs from their pipelines (one request at a time per
-            # graph call, on a thread): their inputs are not token sequences to pad together.
+        elif family not in SELF_RUN_FAMILIES:
+            # Media families (and SpeechT5's decoding loop) run their graphs from their pipelines
+            # (one request at a time per graph call, on a thread): their inputs are not token
+            # sequences to pad together.
             self.batcher = DynamicBatcher(
                 name,
                 self._run_batch,
@@ -194,7 +196,9 @@ class LoadedModel:
                 prefer_gpu=prefer_gpu,
                 threads=threads,
             )
-        elif config.family in MEDIA_FAMILIES:
+        elif config.family in MEDIA_FAMILIES or config.family is ModelFamily.SPEECHT5_TTS:
+            # SpeechT5: the encoder is the main graph, the decoder and postnet + vocoder are
+            # files of their roles (model.yaml ``files``).
             main = ModelSession(
                 onnx_dir / config.onnx_file,
                 providers=config.providers,
@@ -222,7 +226,7 @@ class LoadedModel:
         if config.family not in (
             ModelFamily.CAUSAL_LM,
             *SEQ2SEQ_FAMILIES,
-            *OWN_PREPROCESSING_FAMILIES,
+            *SELF_RUN_FAMILIES,
         ):
             cores = threads or default_threads()
             count = batching_instances(config.instances, cores=cores, on_cuda=main.on_cuda)

@@ -66,6 +66,10 @@ class ModelFamily(enum.StrEnum):
     # A Hugging Face VisionEncoderDecoderModel (ViT + GPT2, TrOCR, ...) exported by optimum:
     # pixel values into the encoder graph, caption tokens out of the merged decoder graph.
     IMAGE_CAPTIONING = "image-captioning"
+    # A Hugging Face SpeechT5ForTextToSpeech with its SpeechT5HifiGan vocoder exported by optimum
+    # (encoder, merged decoder, postnet + vocoder graphs): sentencepiece ids and a speaker
+    # x-vector in, waveform out, run by our own autoregressive loop.
+    SPEECHT5_TTS = "speecht5-tts"
     # Media families: ONNX graphs run by our own pre- and post-processing, no tokenizer.
     PIPER_TTS = "piper-tts"  # a Piper (VITS) voice: espeak-ng phonemes in, waveform out
     PP_OCR = "pp-ocr"  # PaddleOCR detection + recognition graphs
@@ -94,6 +98,10 @@ OWN_PREPROCESSING_FAMILIES = MEDIA_FAMILIES | {
     ModelFamily.VITS_TTS,
     ModelFamily.AUDIO_CLASSIFICATION,
 }
+
+# Families whose pipelines call their graphs themselves: no dynamic batcher, no batching
+# instances (SpeechT5 tokenizes with transformers but runs its own decoding loop).
+SELF_RUN_FAMILIES = OWN_PREPROCESSING_FAMILIES | {ModelFamily.SPEECHT5_TTS}
 
 # Families whose input is an image run through the model's Hugging Face image processor.
 IMAGE_FAMILIES = frozenset(
@@ -133,7 +141,7 @@ FAMILY_OF_TASK: dict[TaskType, ModelFamily] = {
 # family is installed (Piper stays text_to_speech's default family, silero-vad
 # audio_classification's, PP-OCR image_to_text's).
 ALTERNATE_FAMILIES: dict[TaskType, tuple[ModelFamily, ...]] = {
-    TaskType.TEXT_TO_SPEECH: (ModelFamily.VITS_TTS,),
+    TaskType.TEXT_TO_SPEECH: (ModelFamily.VITS_TTS, ModelFamily.SPEECHT5_TTS),
     TaskType.AUDIO_CLASSIFICATION: (ModelFamily.AUDIO_CLASSIFICATION,),
     TaskType.IMAGE_TO_TEXT: (ModelFamily.IMAGE_CAPTIONING,),
 }
@@ -165,6 +173,7 @@ EXPORT_TASK_OF_FAMILY: dict[ModelFamily, str] = {
     ModelFamily.AUDIO_CLASSIFICATION: "audio-classification",
     ModelFamily.VITS_TTS: "text-to-audio",
     ModelFamily.IMAGE_CAPTIONING: "image-to-text-with-past",
+    ModelFamily.SPEECHT5_TTS: "text-to-audio",  # with model_kwargs {"vocoder": <its folder>}
 }
 
 # Other spellings users send (seed 000 / seed 001 / Hugging Face pipeline names), after the
@@ -274,8 +283,8 @@ def task_types_of(family: ModelFamily) -> list[TaskType]:
 
 def family_of_source(task_type: TaskType, src_dir: Path) -> ModelFamily:
     """The family a folder imported for ``task_type`` is exported as: an alternate family when
-    its ``config.json`` says so (``model_type: vits``; an audio classifier's config without a
-    ready .onnx: Wav2Vec2, HuBERT, WavLM or AST, whose input the folder's
+    its ``config.json`` says so (``model_type: vits`` or ``speecht5``; an audio classifier's
+    config without a ready .onnx: Wav2Vec2, HuBERT, WavLM or AST, whose input the folder's
     ``preprocessor_config.json`` decides; an image captioner's), else the task's default
     family."""
     config = src_dir / "config.json"
@@ -286,6 +295,8 @@ def family_of_source(task_type: TaskType, src_dir: Path) -> ModelFamily:
             model_type = None
         if model_type == "vits":
             return ModelFamily.VITS_TTS
+        if model_type == "speecht5":
+            return ModelFamily.SPEECHT5_TTS
     if (
         task_type is TaskType.AUDIO_CLASSIFICATION
         and config.is_file()

@@ -1,5 +1,7 @@
-"""text_to_speech: text in, a WAV artifact out, from a Piper (VITS) voice or a Hugging Face
-VITS model (MMS-TTS; ``taskorch.inference.pipelines.vits``), as the model's family says.
+"""text_to_speech: text in, a WAV artifact out, from a Piper (VITS) voice, a Hugging Face
+VITS model (MMS-TTS; ``taskorch.inference.pipelines.vits``) or a Hugging Face SpeechT5 model
+with its HiFi-GAN vocoder (``taskorch.inference.pipelines.speecht5``), as the model's family
+says.
 
 Input ``{"text": "..."}`` (or ``inputs``); parameters ``length_scale`` (speaking slowness,
 default the voice's), ``noise_scale`` and ``noise_w`` (variation). Result: ``{"artifacts":
@@ -8,7 +10,12 @@ default the voice's), ``noise_scale`` and ``noise_w`` (variation). Result: ``{"a
 ``GET /v1/tasks/{task_id}/artifacts/speech.wav``. A Hugging Face VITS model takes no
 parameters (its scales are in its graph), answers no ``phonemes`` but ``input_ids`` (how many
 ids it spoke), and its waveform is written as the graph gives it (clipped to [-1, 1], not
-normalised).
+normalised). A SpeechT5 model takes ``speaker_embedding`` (an x-vector of
+``speaker_embedding_dim``, 512, numbers; default the model's ``speaker_embedding.npy``),
+``threshold`` (0.5), ``minlenratio`` (0), ``maxlenratio`` (20) as transformers'
+``generate_speech`` does, and ``max_speech_seconds`` (a cap of ours); it answers
+``input_ids``, ``decoder_steps``, ``stopped_by`` (``threshold`` or ``length``) and
+``speaker_embedding`` (``default`` or ``request``).
 
 Phonemes come from the ``espeak-ng`` program (GPL-3.0), called as a separate process
 (``espeak-ng -q --ipa -v <voice>``) and never linked; each IPA character is mapped through the
@@ -33,6 +40,15 @@ import numpy.typing as npt
 from taskorch.domain.errors import FailedPrecondition, InternalError, InvalidArgument
 from taskorch.inference.pipelines.base import OnText, param_float, string_field
 from taskorch.inference.pipelines.media import wav_artifact
+from taskorch.inference.pipelines.speecht5 import (
+    DECODER,
+    POSTNET_VOCODER,
+    SpeechRequest,
+    SpeechT5Voice,
+    decoding_of,
+    generate_speech,
+    speaker_embedding_of,
+)
 from taskorch.inference.pipelines.vits import sample_rate_of, synthesize_vits, tokens_of
 from taskorch.inference.runtime import LoadedModel
 from taskorch.inference.task_types import ModelFamily
@@ -167,7 +183,7 @@ def synthesize(
 
 
 class TextToSpeech:
-    """Speak a text with a Piper voice."""
+    """Speak a text with the model's voice: Piper, Hugging Face VITS or SpeechT5."""
 
     def validate(
         self, model: LoadedModel, input_data: Mapping[str, Any], parameters: Mapping[str, Any]
@@ -175,6 +191,9 @@ class TextToSpeech:
         text = _text(input_data)
         if model.config.family is ModelFamily.VITS_TTS:
             _vits_ids(model, text)
+            return
+        if model.config.family is ModelFamily.SPEECHT5_TTS:
+            _speecht5_request(model, text, parameters)
             return
         _scales(voice_of(model), parameters)
         espeak_path()
@@ -191,6 +210,8 @@ class TextToSpeech:
         text = _text(input_data)
         if model.config.family is ModelFamily.VITS_TTS:
             return await _run_vits(model, text)
+        if model.config.family is ModelFamily.SPEECHT5_TTS:
+            return await _run_speecht5(model, text, parameters, cancel)
         voice = voice_of(model)
         scales = _scales(voice, parameters)
         clauses = await asyncio.to_thread(phonemize, text, voice.espeak_voice)
@@ -226,4 +247,74 @@ async def _run_vits(model: LoadedModel, text: str) -> dict[str, Any]:
         "sample_rate": rate,
         "duration_seconds": round(audio.size / rate, 3),
         "input_ids": len(ids),
+    }
+
+
+def speecht5_voice_of(model: LoadedModel) -> SpeechT5Voice:
+    """What a SpeechT5 model's folder says about its voice (read once, kept on the model)."""
+    voice = model.media.get("speecht5")
+    if voice is None:
+        voice = SpeechT5Voice.read(
+            model.path, model.hf_config, model.config.extra.get("files") or {}
+        )
+        model.media["speecht5"] = voice
+    assert isinstance(voice, SpeechT5Voice)
+    return voice
+
+
+def _speecht5_request(
+    model: LoadedModel, text: str, parameters: Mapping[str, Any]
+) -> SpeechRequest:
+    voice = speecht5_voice_of(model)
+    if model.tokenizer is None:
+        raise InternalError(f"model {model.name!r} has no tokenizer")
+    ids = [int(i) for i in model.tokenizer(text)["input_ids"]]
+    limit = model.config.max_input_length
+    if voice.max_text_positions is not None:
+        limit = min(limit, voice.max_text_positions)
+    if len(ids) > limit:
+        raise InvalidArgument(
+            f"text is {len(ids)} tokens long; model {model.name!r} reads at most {limit} "
+            "(its max_text_positions, or max_input_length in model.yaml): send a shorter text",
+            field="input_data.text",
+        )
+    speaker, given = speaker_embedding_of(parameters, voice.default_speaker, voice.speaker_size)
+    decoding = decoding_of(
+        parameters,
+        reduction_factor=voice.reduction_factor,
+        samples_per_step=voice.samples_per_step,
+        rate=voice.sample_rate,
+    )
+    return SpeechRequest(ids, speaker, given, decoding)
+
+
+async def _run_speecht5(
+    model: LoadedModel, text: str, parameters: Mapping[str, Any], cancel: asyncio.Event | None
+) -> dict[str, Any]:
+    request = _speecht5_request(model, text, parameters)
+    voice = speecht5_voice_of(model)
+    speech = await asyncio.to_thread(
+        generate_speech,
+        model.session,
+        model.extra_sessions[DECODER],
+        model.extra_sessions[POSTNET_VOCODER],
+        request.ids,
+        request.speaker_embedding,
+        reduction_factor=voice.reduction_factor,
+        decoding=request.decoding,
+        max_positions=voice.max_positions,
+        cancelled=cancel.is_set if cancel is not None else None,
+    )
+    if speech.cancelled:
+        raise asyncio.CancelledError("cancelled by request")
+    rate = voice.sample_rate
+    artifact = wav_artifact(ARTIFACT_NAME, speech.waveform, rate)
+    return {
+        "artifacts": [artifact.to_transport()],
+        "sample_rate": rate,
+        "duration_seconds": round(speech.waveform.size / rate, 3),
+        "input_ids": len(request.ids),
+        "decoder_steps": speech.steps,
+        "stopped_by": "threshold" if speech.stopped else "length",
+        "speaker_embedding": "request" if request.speaker_given else "default",
     }
