@@ -117,17 +117,19 @@ def test_a_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:
 
 
 def test_streamed_deltas_concatenate_to_the_greedy_answer(client: openai.OpenAI) -> None:
+    # Deltas that queue up while one is sent are merged: enough tokens that a loaded machine
+    # still sends more than one (12 arrived as one delta once, under load).
     whole = client.chat.completions.create(
         model=TEXT,
         messages=CONVERSATION,  # type: ignore[arg-type]
-        max_completion_tokens=12,
+        max_completion_tokens=48,
         temperature=0,
     )
     chunks = list(
         client.chat.completions.create(
             model=TEXT,
             messages=CONVERSATION,  # type: ignore[arg-type]
-            max_completion_tokens=12,
+            max_completion_tokens=48,
             temperature=0,
             stream=True,
             stream_options={"include_usage": True},
