@@ -43,7 +43,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -136,6 +136,9 @@ class _Create:
     tasks: tuple[NewTask, ...]
     batch: bool  # errors name the request (requests[3]) when it came in a batch
     max_active: int
+    # A create holds its tenant's quota lock until the commit (PostgreSQL): creates in two
+    # concurrent batches would wait on each other's commits, so they gather in one at a time.
+    exclusive: ClassVar[bool] = True
 
 
 @dataclass(eq=False)

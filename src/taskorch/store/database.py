@@ -111,7 +111,11 @@ class _Pending:
 @dataclass(eq=False)
 class HotOp:
     """One transition waiting for a batch: ``value`` says what to do; the runner sets
-    ``result`` or ``error``."""
+    ``result`` or ``error``.
+
+    A value whose class sets ``exclusive = True`` runs in one in-flight batch at a time (the
+    writers gather such values that arrive meanwhile into the next one): for transitions
+    that take a lock held until the commit, which concurrent batches would only wait on."""
 
     value: Any
     future: asyncio.Future[Any]
@@ -120,6 +124,10 @@ class HotOp:
 
     def reset(self) -> None:
         self.result, self.error = None, None
+
+    @property
+    def exclusive(self) -> bool:
+        return bool(getattr(self.value, "exclusive", False))
 
 
 # Runs a batch's transitions inside its transaction (the task engine's, core/engine.py).
@@ -166,6 +174,9 @@ class Database:
         # PostgreSQL: transitions have writers of their own (raw asyncpg connections).
         self._hot_queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._writer_tasks: list[asyncio.Task[None]] = []
+        # Exclusive transitions (see HotOp) wait here while another writer's batch holds some.
+        self._exclusive_in_flight = False
+        self._exclusive_backlog: list[_Item] = []
         self._open = False
         # Transactions committed and operations in them (the group commit's effect).
         self.batches = 0
@@ -330,10 +341,12 @@ class Database:
     ) -> None:
         try:
             while True:
-                first = await queue.get()
-                if first is None:
-                    return
-                batch = [first]
+                batch = self._backlog_batch()
+                if not batch:
+                    first = await queue.get()
+                    if first is None:
+                        break
+                    batch = [first]
                 stop = False
                 while len(batch) < MAX_BATCH and not queue.empty():
                     item = queue.get_nowait()
@@ -341,12 +354,43 @@ class Database:
                         stop = True
                         break
                     batch.append(item)
-                await self._settle(batch, hot_writer)
+                await self._settle_claimed(batch, hot_writer)
                 if stop:
-                    return
+                    break
+            # Exclusive transitions deferred by this writer's batches, when no other batch
+            # holds some (that one's writer runs them once it is done).
+            while batch := self._backlog_batch():
+                await self._settle_claimed(batch, hot_writer)
         finally:
             if hot_writer is not None:
                 await hot_writer.close()
+
+    def _backlog_batch(self) -> list[_Item]:
+        """The deferred exclusive transitions, when no batch holds some."""
+        if self._exclusive_in_flight or not self._exclusive_backlog:
+            return []
+        batch = self._exclusive_backlog[:MAX_BATCH]
+        del self._exclusive_backlog[:MAX_BATCH]
+        return batch
+
+    async def _settle_claimed(
+        self, batch: list[_Item], hot_writer: PostgresWriterLike | None
+    ) -> None:
+        """Commits a batch, its exclusive transitions deferred while another batch holds
+        some: they join the next batch after that one."""
+        exclusive = [item for item in batch if isinstance(item, HotOp) and item.exclusive]
+        holds = bool(exclusive) and not self._exclusive_in_flight
+        if exclusive and not holds:
+            self._exclusive_backlog += exclusive
+            batch = [item for item in batch if not (isinstance(item, HotOp) and item.exclusive)]
+            if not batch:
+                return
+        self._exclusive_in_flight |= holds
+        try:
+            await self._settle(batch, hot_writer)
+        finally:
+            if holds:
+                self._exclusive_in_flight = False
 
     async def _settle(self, batch: list[_Item], hot_writer: PostgresWriterLike | None) -> None:
         """Commits one batch, then runs its after-commit work and answers its callers."""
