@@ -1,6 +1,10 @@
 """object_detection: an image in, labelled boxes out, from a DETR-style graph (DETR, YOLOS,
 Table Transformer exported by optimum as ``object-detection``).
 
+The model folder's own image processor (``preprocessor_config.json``: ``DetrImageProcessor``
+for DETR and Table Transformer, ``YolosImageProcessor`` for YOLOS, which rounds the resized
+image down to multiples of 16 pixels) makes ``pixel_values``; the graph takes any size.
+
 The graph answers, per query, class logits whose last class is "no object" and a box as
 normalised (center x, center y, width, height). As transformers'
 ``post_process_object_detection`` does: softmax over the classes, the best real class and its
