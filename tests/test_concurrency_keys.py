@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from taskorch.client import Client, InvalidArgumentError, Task
+from tests import databases
 from tests.conftest import ServerFactory, WorkerFactory
 from tests.servers import ServerProcess
 
@@ -44,6 +45,25 @@ def _most_at_once(results: list[dict[str, Any]]) -> int:
         running += change
         most = max(most, running)
     return most
+
+
+def _key_counts(server: ServerProcess, key: str) -> tuple[int, int] | None:
+    """On PostgreSQL, the (admitted, waiting) counts the key's row keeps, checked against the
+    rows of key_admitted and key_waiting (None on SQLite, which counts the rows)."""
+    if not server.database_url.startswith("postgresql"):
+        return None
+    rows = databases.fetch(
+        server.database_url,
+        "SELECT c.admitted, c.waiting, "
+        "(SELECT count(*) FROM key_admitted a WHERE a.tenant_id = c.tenant_id "
+        "AND a.key = c.key), (SELECT count(*) FROM key_waiting w "
+        "WHERE w.tenant_id = c.tenant_id AND w.key = c.key) "
+        f"FROM concurrency_keys c WHERE c.key = '{key}'",
+    )
+    row = rows[0] if rows else None
+    assert row is not None
+    assert (row[0], row[1]) == (row[2], row[3]), f"counts {row[:2]} against rows {row[2:]}"
+    return row[0], row[1]
 
 
 def test_a_key_of_two_never_has_three_running_while_free_work_uses_every_slot(
@@ -91,6 +111,8 @@ def test_the_last_limit_given_holds_and_a_new_key_defaults_to_one(
         raised += [_keyed(client, "raised", 3) for _ in range(4)]
         one = [client.wait_for_task(t.task_id, timeout=60).result for t in defaulted]
         three = [client.wait_for_task(t.task_id, timeout=60).result for t in raised]
+    for key in ("new-key", "raised"):
+        assert _key_counts(server, key) in (None, (0, 0))
     assert _most_at_once([r for r in one if r]) == 1
     assert _most_at_once([r for r in three if r]) == 3
 
@@ -114,7 +136,9 @@ def test_an_ended_task_admits_the_next_and_a_cancelled_waiter_leaves_the_line(
         probe = client.create_task(task_type="echo")
         assert client.wait_for_task(probe.task_id, timeout=30).status == "COMPLETED"
         assert client.get_task(waiter.task_id).status == "PENDING"
+        assert _key_counts(server, "lock") in (None, (1, 2))
         assert client.cancel_task(waiter.task_id).status == "CANCELLED"
+        assert _key_counts(server, "lock") in (None, (1, 1))
         client.cancel_task(holder.task_id)
         done = client.wait_for_task(after.task_id, timeout=30)
         failing = client.create_task(
@@ -124,6 +148,8 @@ def test_an_ended_task_admits_the_next_and_a_cancelled_waiter_leaves_the_line(
         next_one = client.create_task(task_type="echo", concurrency_key="lock2")
         assert client.wait_for_task(failing.task_id, timeout=30).status == "FAILED"
         assert client.wait_for_task(next_one.task_id, timeout=30).status == "COMPLETED"
+        for key in ("lock", "lock2"):
+            assert _key_counts(server, key) in (None, (0, 0))
     assert done.status == "COMPLETED"
 
 

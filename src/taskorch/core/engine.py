@@ -722,25 +722,31 @@ class TaskEngine:
                 op.error = exc
                 continue
             fresh += new
-        if fresh:
-            await q.insert_tasks([(n.task, n.subtasks) for n in fresh], batch.changes, self.turns)
-            delays = [(n.task.task_id, at) for n in fresh if (at := delayed_until(n.task))]
-            if delays:
-                await q.delay_tasks(delays)
-                batch.changes.delayed += [at for _, at in delays]
-            keyed = [n for n in fresh if n.task.concurrency_key]
-            if keyed:
-                # Every new key gets its limit; the tasks nothing else holds back line up.
-                await q.line_up(
-                    [
-                        n.task
-                        for n in keyed
-                        if not n.waits_for_dependencies and delayed_until(n.task) is None
-                    ],
-                    [_key_limit(n) for n in keyed],
-                    batch.now,
-                    batch.changes,
-                )
+        if not fresh:
+            return
+        places = None
+        if keyed := [n for n in fresh if n.task.concurrency_key]:
+            # Every new key gets its limit; the tasks nothing else holds back are admitted
+            # (inserted with their first stage ready) or wait in their key's line.
+            places = await q.claim_keys(
+                [
+                    n.task
+                    for n in keyed
+                    if not n.waits_for_dependencies and delayed_until(n.task) is None
+                ],
+                [_key_limit(n) for n in keyed],
+            )
+            admitted = {t.task_id for t in places.admitted}
+            fresh = [_admitted(n) if n.task.task_id in admitted else n for n in fresh]
+        await q.insert_tasks(
+            [(n.task, n.subtasks) for n in fresh], batch.changes, self.turns, places
+        )
+        if places is not None and places.recount:
+            await q.admit_keys(places.recount, batch.now, batch.changes)
+        delays = [(n.task.task_id, at) for n in fresh if (at := delayed_until(n.task))]
+        if delays:
+            await q.delay_tasks(delays)
+            batch.changes.delayed += [at for _, at in delays]
 
     async def _plan_create(
         self,
@@ -823,7 +829,7 @@ class TaskEngine:
                     first_stage(await q.subtasks_of(task.task_id)), batch.now, batch.changes
                 )
         if keyed := [t for t in tasks if t.concurrency_key]:
-            await q.line_up(keyed, [], batch.now, batch.changes)
+            await q.line_up(keyed, batch.now, batch.changes)
 
     async def _leave_keys(self, batch: _Batch, ended: Sequence[Task]) -> None:
         """Ended tasks free their key's place: the next in line is admitted."""
@@ -1263,6 +1269,14 @@ def _key_limit(item: NewTask) -> tuple[str, str, int | None]:
     """(scope, key, limit) of a new keyed task: the limit it gives its key (None: keep)."""
     key = item.task.concurrency_key or ""
     return key_scope(item.task.tenant_id, key), key, item.concurrency_limit
+
+
+def _admitted(item: NewTask) -> NewTask:
+    """A new keyed task its key admits at once: its first stage is inserted ready."""
+    first = {s.subtask_id for s in first_stage(list(item.subtasks))}
+    return replace(
+        item, subtasks=tuple(replace(s, ready=s.subtask_id in first) for s in item.subtasks)
+    )
 
 
 def delayed_until(task: Task) -> datetime | None:

@@ -149,13 +149,17 @@ delayed_tasks = Table(
 
 # Concurrency keys: at most max_running tasks of a key (tenant_id + key) are admitted at once.
 # key_admitted holds the admitted tasks that have not ended; key_waiting the others, in
-# admission order, their work held back until admitted (core/engine.py).
+# admission order, their work held back until admitted (core/engine.py). On PostgreSQL the
+# key's row also counts them (admitted, waiting), so that the statement locking the row sees
+# its room (store/queue/postgres.py); SQLite, one writer, counts the rows and leaves them 0.
 concurrency_keys = Table(
     "concurrency_keys",
     metadata,
     Column("tenant_id", String(TENANT), nullable=False),
     Column("key", String(200), nullable=False),
     Column("max_running", Integer, nullable=False),
+    Column("admitted", Integer, nullable=False, server_default=text("0")),
+    Column("waiting", Integer, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("tenant_id", "key"),
 )
 

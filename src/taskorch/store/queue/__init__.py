@@ -26,8 +26,9 @@ commit the engine publishes its events and wakes the takers it names.
     mark_ready        PENDING, not ready  PENDING, ready             -
     delay_tasks       PENDING, not ready  (listed as delayed)        -
     due_tasks         (listed as delayed) (unlisted: the engine readies them)
-    wait_for_keys     PENDING, not ready  (in its key's waiting line) -
-    admit             (waiting line)      admitted, first stage ready -
+    claim_keys        (new keyed tasks)   admitted or waiting (written by insert_tasks)
+    line_up           PENDING, not ready  (in its key's waiting line) -
+    admit_keys        (waiting line)      admitted, first stage ready -
     leave_keys        (waiting or admitted, task ended) (neither)
 """
 
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from taskorch.domain.values import JSON, EventType, Status, Subtask, Task, TaskEvent
+from taskorch.domain.values import JSON, EventType, Status, Subtask, Task, TaskEvent, key_scope
 
 # (tenant_id, task_type, model_name, template): the counters a task adds to.
 CountKey = tuple[str, str, str, str]
@@ -87,6 +88,44 @@ class TakeFilter:
         if self.models and model_name and model_name not in self.models:
             return False
         return self.tenant_ids is None or tenant_id in self.tenant_ids
+
+
+# (scope, key): a concurrency key (domain.values.key_scope says whose).
+Key = tuple[str, str]
+
+
+def key_of(task: Task) -> Key:
+    return key_scope(task.tenant_id, task.concurrency_key or ""), task.concurrency_key or ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlaces:
+    """New keyed tasks' places, decided before they are inserted: ``insert_tasks`` writes
+    them with the tasks (the admitted ones' first stage inserted ready)."""
+
+    admitted: tuple[Task, ...] = ()
+    waiting: tuple[Task, ...] = ()
+    # Keys whose line may have room now (a limit raised while tasks wait): admit_keys them
+    # after the insert.
+    recount: tuple[Key, ...] = ()
+
+    @staticmethod
+    def granted(
+        tasks: Sequence[Task], grants: Mapping[Key, int], recount: Iterable[Key]
+    ) -> KeyPlaces:
+        """Each key admits its ``grants[key]`` first new tasks (priority, then oldest, as
+        its line orders them); the others wait."""
+        admitted: list[Task] = []
+        waiting: list[Task] = []
+        taken: dict[Key, int] = {}
+        for task in sorted(tasks, key=lambda t: (-t.priority, t.created_at, t.task_id)):
+            key = key_of(task)
+            if taken.get(key, 0) < grants.get(key, 0):
+                taken[key] = taken.get(key, 0) + 1
+                admitted.append(task)
+            else:
+                waiting.append(task)
+        return KeyPlaces(tuple(admitted), tuple(waiting), tuple(sorted(set(recount))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +254,10 @@ class Queue(Protocol):
         tasks: Sequence[tuple[Task, Sequence[Subtask]]],
         changes: Changes,
         turns: Turns,
+        places: KeyPlaces | None = None,
     ) -> None:
         """Stores new PENDING tasks with their subtasks (each given its turn by ``turns``),
-        dependency edges and first event."""
+        dependency edges, first event and keyed tasks' places (from :meth:`claim_keys`)."""
         ...
 
     # -- take ---------------------------------------------------------------------------------
@@ -349,26 +389,32 @@ class Queue(Protocol):
 
     # -- concurrency keys ---------------------------------------------------------------------
 
-    async def line_up(
-        self,
-        tasks: Sequence[Task],
-        limits: Sequence[tuple[str, str, int | None]],
-        now: datetime,
-        changes: Changes,
-    ) -> None:
-        """Sets the keys' limits, puts keyed tasks in their key's waiting line (priority, then
-        oldest first) and admits the heads of those lines while each key has room (the keys
-        locked until the commit on PostgreSQL); the admitted tasks' lowest pending stage
-        becomes ready (they have run nothing yet).
+    async def claim_keys(
+        self, tasks: Sequence[Task], limits: Sequence[tuple[str, str, int | None]]
+    ) -> KeyPlaces:
+        """Before new tasks are inserted: sets their keys' limits and locks the keys (until
+        the commit, on PostgreSQL); the new keyed ``tasks`` nothing else holds back are
+        admitted while their key has room and nobody waits in its line, the others wait.
 
         ``limits`` are (scope, key, limit) of new tasks' keys: a given limit replaces the
         key's, None keeps it (a new key gets 1).
         """
         ...
 
+    async def line_up(self, tasks: Sequence[Task], now: datetime, changes: Changes) -> None:
+        """Keyed tasks that were held back (dependencies, their time) join their key's line
+        (priority, then oldest first) and the heads of those lines are admitted while each
+        key has room (the keys locked until the commit on PostgreSQL)."""
+        ...
+
+    async def admit_keys(self, keys: Sequence[Key], now: datetime, changes: Changes) -> None:
+        """The heads of the (locked) keys' lines are admitted while each key has room; the
+        admitted tasks' lowest pending stage becomes ready (they have run nothing yet)."""
+        ...
+
     async def leave_keys(self, task_ids: Sequence[str], now: datetime, changes: Changes) -> None:
         """Ended tasks leave their key (admitted or waiting); the keys that gained room admit
-        the heads of their lines, as :meth:`line_up` does."""
+        the heads of their lines, as :meth:`admit_keys` does."""
         ...
 
     async def tasks(self, task_ids: Sequence[str], *, lock: bool = False) -> dict[str, Task]: ...

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -31,13 +32,14 @@ from taskorch.domain.values import (
     Subtask,
     Task,
     TaskEvent,
-    key_scope,
 )
 from taskorch.store import notices
 from taskorch.store.queue import (
     Changes,
     CountKey,
     Done,
+    Key,
+    KeyPlaces,
     Progress,
     Queue,
     Retry,
@@ -46,6 +48,7 @@ from taskorch.store.queue import (
     TaskEnd,
     Turns,
     event,
+    key_of,
     stop_candidates,
 )
 from taskorch.store.queue.rows import subtask_from, task_from
@@ -132,6 +135,13 @@ WITH new_tasks AS (
 ), new_edges AS (
     INSERT INTO task_dependencies (task_id, depends_on_id)
     SELECT * FROM unnest($38::text[], $39::text[])
+), new_admitted AS (
+    -- Keyed tasks' places (claim_keys): admitted, or waiting in their key's line.
+    INSERT INTO key_admitted (task_id, tenant_id, key)
+    SELECT * FROM unnest($45::text[], $46::text[], $47::text[])
+), new_waiting AS (
+    INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at)
+    SELECT * FROM unnest($48::text[], $49::text[], $50::text[], $51::int2[], $52::timestamptz[])
 ), new_events AS (
     INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
         created_at)
@@ -201,43 +211,101 @@ FROM leased l JOIN started st ON st.task_id = l.task_id CROSS JOIN span
 ORDER BY l.take_priority DESC, l.take_turn, l.subtask_id
 """
 
-# One round trip: keyed tasks join their keys' waiting lines, and the keys get their limits
-# (a given one replaces the key's; NULL keeps it, a new key gets 1) and are locked, in one
-# order so that replicas lock alike: ON CONFLICT DO UPDATE locks the rows its WHERE leaves
-# unchanged too. The admission that follows is a statement of its own: a new snapshot, taken
-# under the keys' locks, counts what is admitted now.
-_LINE_UP = """
+# Concurrency keys. A key's row counts its admitted and waiting tasks (key_admitted and
+# key_waiting hold them): a statement that locks the row (an UPDATE, ON CONFLICT DO UPDATE)
+# reads its newest version, committed or not when the statement began, so a key's room is
+# known and taken in the one statement that locks it.
+
+# One round trip, before new tasks are inserted: their keys get their limits (a given one
+# replaces the key's, NULL keeps it, a new key gets 1) and are locked, in one order so that
+# replicas lock alike, and each key admits its new tasks while it has room and nobody waits
+# in its line; the rest wait. A key's admitted count is the new tasks it admitted
+# (new - waiting, as its line was empty, or 0). A key whose line has room afterwards (its
+# limit raised while tasks waited) is admitted from after the insert.
+_CLAIM_KEYS = """
 WITH given AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]) AS g(tenant_id, key, max_running)
-), waiting AS (
-    INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at)
-    SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::int2[], $8::timestamptz[])
-    ON CONFLICT (task_id) DO NOTHING
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[])
+        AS g(tenant_id, key, max_running, new)
 )
-INSERT INTO concurrency_keys AS c (tenant_id, key, max_running)
-SELECT tenant_id, key, coalesce(max_running, 1) FROM given ORDER BY tenant_id, key
-ON CONFLICT (tenant_id, key) DO UPDATE SET max_running = excluded.max_running
-WHERE excluded.max_running IS DISTINCT FROM c.max_running
-  AND (excluded.tenant_id, excluded.key) IN (
-      SELECT tenant_id, key FROM given WHERE max_running IS NOT NULL)
+INSERT INTO concurrency_keys AS c (tenant_id, key, max_running, admitted, waiting)
+SELECT tenant_id, key, coalesce(max_running, 1), least(new, coalesce(max_running, 1)),
+    new - least(new, coalesce(max_running, 1))
+FROM given ORDER BY tenant_id, key
+ON CONFLICT (tenant_id, key) DO UPDATE SET
+    max_running = coalesce(
+        (SELECT g.max_running FROM given g
+         WHERE g.tenant_id = excluded.tenant_id AND g.key = excluded.key),
+        c.max_running),
+    admitted = c.admitted + CASE WHEN c.waiting > 0 THEN 0 ELSE greatest(0, least(
+        excluded.admitted + excluded.waiting,
+        coalesce((SELECT g.max_running FROM given g
+                  WHERE g.tenant_id = excluded.tenant_id AND g.key = excluded.key),
+                 c.max_running) - c.admitted)) END,
+    waiting = c.waiting + excluded.admitted + excluded.waiting
+        - CASE WHEN c.waiting > 0 THEN 0 ELSE greatest(0, least(
+        excluded.admitted + excluded.waiting,
+        coalesce((SELECT g.max_running FROM given g
+                  WHERE g.tenant_id = excluded.tenant_id AND g.key = excluded.key),
+                 c.max_running) - c.admitted)) END
+RETURNING tenant_id, key, waiting, waiting > 0 AND admitted < max_running AS room
 """
 
-# One round trip: ended tasks leave their keys, and the keys that gained room are locked.
-_LEAVE_KEYS = """
+# One round trip: tasks held back until now join their keys' lines, which count them and
+# are locked (in one order).
+_LINE_UP = """
 WITH waiting AS (
-    DELETE FROM key_waiting WHERE task_id = ANY($1::text[])
-), left_keys AS (
-    DELETE FROM key_admitted WHERE task_id = ANY($1::text[]) RETURNING tenant_id, key
+    INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::timestamptz[])
+    ON CONFLICT (task_id) DO NOTHING
+    RETURNING tenant_id, key
+), joined AS (
+    SELECT tenant_id, key, count(*) AS n FROM waiting GROUP BY tenant_id, key
+), locked AS (
+    SELECT c.tenant_id, c.key FROM concurrency_keys c
+    WHERE (c.tenant_id, c.key) IN (SELECT tenant_id, key FROM unnest($2::text[], $3::text[]))
+    ORDER BY c.tenant_id, c.key
+    FOR UPDATE
 )
-SELECT tenant_id, key FROM concurrency_keys
-WHERE (tenant_id, key) IN (SELECT tenant_id, key FROM left_keys)
-ORDER BY tenant_id, key
-FOR UPDATE
+UPDATE concurrency_keys c SET waiting = c.waiting + j.n
+FROM joined j
+WHERE c.tenant_id = j.tenant_id AND c.key = j.key
+  AND (c.tenant_id, c.key) IN (SELECT tenant_id, key FROM locked)
 """
 
+# One round trip: ended tasks leave their keys, whose counts drop (the rows locked in one
+# order); the keys whose line now has room are returned.
+_LEAVE_KEYS = """
+WITH waited AS (
+    DELETE FROM key_waiting WHERE task_id = ANY($1::text[]) RETURNING tenant_id, key
+), held AS (
+    DELETE FROM key_admitted WHERE task_id = ANY($1::text[]) RETURNING tenant_id, key
+), left_keys AS (
+    SELECT tenant_id, key, count(*) FILTER (WHERE admitted) AS admitted,
+        count(*) FILTER (WHERE NOT admitted) AS waiting
+    FROM (SELECT tenant_id, key, true AS admitted FROM held
+          UNION ALL SELECT tenant_id, key, false FROM waited) AS l
+    GROUP BY tenant_id, key
+), locked AS (
+    SELECT c.tenant_id, c.key FROM concurrency_keys c
+    WHERE (c.tenant_id, c.key) IN (SELECT tenant_id, key FROM left_keys)
+    ORDER BY c.tenant_id, c.key
+    FOR UPDATE
+)
+UPDATE concurrency_keys c SET admitted = greatest(0, c.admitted - l.admitted),
+    waiting = greatest(0, c.waiting - l.waiting)
+FROM left_keys l
+WHERE c.tenant_id = l.tenant_id AND c.key = l.key
+  AND (c.tenant_id, c.key) IN (SELECT tenant_id, key FROM locked)
+RETURNING c.tenant_id, c.key, c.waiting > 0 AND c.admitted < c.max_running AS room
+"""
+
+# Under the keys' locks, a new statement (a new snapshot): the admitted tasks are counted
+# afresh (the key's count is set from them) and the room they leave is filled from the heads
+# of the lines; a line that filled less than its room is empty.
 _ADMIT = """
 WITH k AS (
-    SELECT c.tenant_id, c.key, c.max_running
+    SELECT c.tenant_id, c.key, c.max_running, (SELECT count(*) FROM key_admitted a
+        WHERE a.tenant_id = c.tenant_id AND a.key = c.key) AS held
     FROM unnest($1::text[], $2::text[]) AS i(tenant_id, key)
     JOIN concurrency_keys c ON c.tenant_id = i.tenant_id AND c.key = i.key
 ), picked AS (
@@ -245,13 +313,19 @@ WITH k AS (
         SELECT task_id, tenant_id, key FROM key_waiting
         WHERE key_waiting.tenant_id = k.tenant_id AND key_waiting.key = k.key
         ORDER BY priority DESC, created_at, task_id
-        LIMIT greatest(0, k.max_running - (SELECT count(*) FROM key_admitted a
-            WHERE a.tenant_id = k.tenant_id AND a.key = k.key))
+        LIMIT greatest(0, k.max_running - k.held)
     ) AS w
 ), head AS (
     DELETE FROM key_waiting WHERE task_id IN (SELECT task_id FROM picked)
 ), added AS (
     INSERT INTO key_admitted (task_id, tenant_id, key) SELECT * FROM picked
+), counted AS (
+    UPDATE concurrency_keys c SET admitted = k.held + coalesce(p.n, 0),
+        waiting = CASE WHEN coalesce(p.n, 0) < greatest(0, k.max_running - k.held) THEN 0
+            ELSE greatest(0, c.waiting - coalesce(p.n, 0)) END
+    FROM k LEFT JOIN (SELECT tenant_id, key, count(*) AS n FROM picked
+                      GROUP BY tenant_id, key) AS p USING (tenant_id, key)
+    WHERE c.tenant_id = k.tenant_id AND c.key = k.key
 ), locked AS (
     -- The admitted tasks' rows, which adding a subtask (core/subtasks.py) locks while it
     -- decides whether the new work is held back: an add that decided "held" commits before
@@ -511,8 +585,11 @@ class PostgresQueue(Queue):
         tasks: Sequence[tuple[Task, Sequence[Subtask]]],
         changes: Changes,
         turns: Turns,
+        places: KeyPlaces | None = None,
     ) -> None:
         ts = [task for task, _ in tasks]
+        admitted = list(places.admitted) if places else []
+        waiting = list(places.waiting) if places else []
         subs = [s for _, subtasks in tasks for s in subtasks]
         edges = [(task.task_id, dep) for task in ts for dep in task.depends_on]
         record = await self.conn.fetchrow(
@@ -561,6 +638,14 @@ class PostgresQueue(Queue):
             [turns.step(s.tenant_id) for s in subs],
             _turn_ranks(subs),
             max((s.created_at.timestamp() for s in subs), default=0.0),
+            [t.task_id for t in admitted],
+            [key_of(t)[0] for t in admitted],
+            [key_of(t)[1] for t in admitted],
+            [t.task_id for t in waiting],
+            [key_of(t)[0] for t in waiting],
+            [key_of(t)[1] for t in waiting],
+            [t.priority for t in waiting],
+            [t.created_at for t in waiting],
         )
         _stored(changes, record)
         events = []
@@ -973,46 +1058,54 @@ class PostgresQueue(Queue):
         at: datetime | None = await self.conn.fetchval("SELECT min(run_at) FROM delayed_tasks")
         return at
 
-    async def line_up(
-        self,
-        tasks: Sequence[Task],
-        limits: Sequence[tuple[str, str, int | None]],
-        now: datetime,
-        changes: Changes,
-    ) -> None:
+    async def claim_keys(
+        self, tasks: Sequence[Task], limits: Sequence[tuple[str, str, int | None]]
+    ) -> KeyPlaces:
         # One row per key (a statement cannot change a row twice): a given limit wins over
         # "keep", the last one given over earlier ones.
-        given: dict[tuple[str, str], int | None] = {}
-        for tenant, key, limit in limits:
-            if limit is not None or (tenant, key) not in given:
-                given[(tenant, key)] = limit
-        scopes = [
-            (key_scope(t.tenant_id, t.concurrency_key or ""), t.concurrency_key or "")
-            for t in tasks
-        ]
-        for scope in scopes:
-            given.setdefault(scope, None)
-        await self.conn.execute(
-            _LINE_UP,
+        given: dict[Key, int | None] = {}
+        for tenant, name, limit in limits:
+            if limit is not None or (tenant, name) not in given:
+                given[(tenant, name)] = limit
+        new = Counter(key_of(t) for t in tasks)
+        for key in new:
+            given.setdefault(key, None)
+        rows = await self.conn.fetch(
+            _CLAIM_KEYS,
             [tenant for tenant, _ in given],
             [key for _, key in given],
             list(given.values()),
+            [new[key] for key in given],
+        )
+        # A key admitted its new tasks but those that now wait in its line.
+        grants = {
+            (r["tenant_id"], r["key"]): max(0, new[(r["tenant_id"], r["key"])] - r["waiting"])
+            for r in rows
+        }
+        recount = [(r["tenant_id"], r["key"]) for r in rows if r["room"]]
+        return KeyPlaces.granted(tasks, grants, recount)
+
+    async def line_up(self, tasks: Sequence[Task], now: datetime, changes: Changes) -> None:
+        if not tasks:
+            return
+        keys = [key_of(t) for t in tasks]
+        await self.conn.execute(
+            _LINE_UP,
             [t.task_id for t in tasks],
-            [tenant for tenant, _ in scopes],
-            [key for _, key in scopes],
+            [tenant for tenant, _ in keys],
+            [key for _, key in keys],
             [t.priority for t in tasks],
             [t.created_at for t in tasks],
         )
-        await self._admit(sorted(set(scopes)), now, changes)
+        await self.admit_keys(sorted(set(keys)), now, changes)
 
     async def leave_keys(self, task_ids: Sequence[str], now: datetime, changes: Changes) -> None:
         rows = await self.conn.fetch(_LEAVE_KEYS, list(dict.fromkeys(task_ids)))
-        await self._admit([(row["tenant_id"], row["key"]) for row in rows], now, changes)
+        await self.admit_keys(
+            [(row["tenant_id"], row["key"]) for row in rows if row["room"]], now, changes
+        )
 
-    async def _admit(
-        self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes
-    ) -> None:
-        """Admits the heads of the (locked) keys' lines while each key has room."""
+    async def admit_keys(self, keys: Sequence[Key], now: datetime, changes: Changes) -> None:
         if not keys:
             return
         # Under the keys' locks, a new statement (a new snapshot): the admitted counts are

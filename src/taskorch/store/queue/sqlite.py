@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
@@ -24,12 +25,13 @@ from taskorch.domain.values import (
     Subtask,
     Task,
     TaskEvent,
-    key_scope,
 )
 from taskorch.store.queue import (
     Changes,
     CountKey,
     Done,
+    Key,
+    KeyPlaces,
     Progress,
     Queue,
     Retry,
@@ -38,6 +40,7 @@ from taskorch.store.queue import (
     TaskEnd,
     Turns,
     event,
+    key_of,
     stop_candidates,
 )
 from taskorch.store.queue.rows import (
@@ -179,6 +182,7 @@ class SqliteQueue(Queue):
         tasks: Sequence[tuple[Task, Sequence[Subtask]]],
         changes: Changes,
         turns: Turns,
+        places: KeyPlaces | None = None,
     ) -> None:
         self._many(_INSERT_TASK, [task_values_sqlite(task) for task, _ in tasks])
         self._many(
@@ -192,6 +196,12 @@ class SqliteQueue(Queue):
         edges = [(task.task_id, dep) for task, _ in tasks for dep in task.depends_on]
         if edges:
             self._many(_INSERT_DEPENDENCY, edges)
+        if places is not None:
+            self._many(
+                "INSERT INTO key_admitted (task_id, tenant_id, key) VALUES (?, ?, ?)",
+                [(t.task_id, *key_of(t)) for t in places.admitted],
+            )
+            self._wait_for_keys(places.waiting)
         events = []
         for task, subtasks in tasks:
             changes.count(
@@ -668,21 +678,34 @@ class SqliteQueue(Queue):
         row = self.conn.execute("SELECT min(run_at) FROM delayed_tasks").fetchone()
         return parse_sqlite_time(row[0]) if row else None
 
-    async def line_up(
-        self,
-        tasks: Sequence[Task],
-        limits: Sequence[tuple[str, str, int | None]],
-        now: datetime,
-        changes: Changes,
-    ) -> None:
+    async def claim_keys(
+        self, tasks: Sequence[Task], limits: Sequence[tuple[str, str, int | None]]
+    ) -> KeyPlaces:
         self._set_key_limits(limits)
+        new = Counter(key_of(t) for t in tasks)
+        grants: dict[Key, int] = {}
+        recount: list[Key] = []
+        for (tenant_id, key), count in new.items():
+            # One writer: the key's room and whether its line is empty, read as they are.
+            room, waits = self.conn.execute(
+                "SELECT (SELECT max_running FROM concurrency_keys "
+                "WHERE tenant_id = ?1 AND key = ?2) - (SELECT count(*) FROM key_admitted "
+                "WHERE tenant_id = ?1 AND key = ?2), EXISTS (SELECT 1 FROM key_waiting "
+                "WHERE tenant_id = ?1 AND key = ?2)",
+                (tenant_id, key),
+            ).fetchone()
+            grants[(tenant_id, key)] = 0 if waits else max(0, min(count, room))
+            if waits and room > 0:
+                recount.append((tenant_id, key))
+        return KeyPlaces.granted(tasks, grants, recount)
+
+    async def line_up(self, tasks: Sequence[Task], now: datetime, changes: Changes) -> None:
         if tasks:
             self._wait_for_keys(tasks)
-            scopes = {
-                (key_scope(t.tenant_id, t.concurrency_key or ""), t.concurrency_key or "")
-                for t in tasks
-            }
-            self._admit(sorted(scopes), now, changes)
+            await self.admit_keys(sorted({key_of(t) for t in tasks}), now, changes)
+
+    async def admit_keys(self, keys: Sequence[Key], now: datetime, changes: Changes) -> None:
+        self._admit(keys, now, changes)
 
     async def leave_keys(self, task_ids: Sequence[str], now: datetime, changes: Changes) -> None:
         ids = list(dict.fromkeys(task_ids))
@@ -713,16 +736,7 @@ class SqliteQueue(Queue):
         self._many(
             "INSERT INTO key_waiting (task_id, tenant_id, key, priority, created_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
-            [
-                (
-                    t.task_id,
-                    key_scope(t.tenant_id, t.concurrency_key or ""),
-                    t.concurrency_key,
-                    t.priority,
-                    sqlite_time(t.created_at),
-                )
-                for t in tasks
-            ],
+            [(t.task_id, *key_of(t), t.priority, sqlite_time(t.created_at)) for t in tasks],
         )
 
     def _admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
