@@ -13,9 +13,14 @@ In one run, on two servers per backend (``serve --workers 4``, echo tasks; one w
    same for one tenant or many: two index probes per subtask), and, on the fair server, the
    same tasks each carrying one of 64 concurrency keys of limit 8 (the keys never bind with 4
    slots: this is the bookkeeping's cost) and one key of limit 4 (binding: the line admits the
-   next task as each one ends); end-to-end tasks/s and the ratio to FIFO.
+   next task as each one ends); end-to-end tasks/s and the ratio to FIFO;
+3. the binding key with work: ``--work-tasks`` tasks that each take ``--work-ms`` (echo's
+   delay_seconds), FIFO against one key of limit 4 (on 4 slots the key costs only its
+   admissions: each task's end admits the next in the ending's own transaction, while FIFO
+   slots hold leases in hand); the ratio of the two.
 
 Usage: python bench/scheduling.py [--tasks 1000] [--delayed 60] [--backends sqlite,pg]
+    [--work-ms 50] [--work-tasks 200]
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ async def precision(client: AsyncClient, count: int) -> list[float]:
     return late
 
 
-async def throughput(client: AsyncClient, count: int, keys: int, limit: int) -> float:
+async def throughput(
+    client: AsyncClient, count: int, keys: int, limit: int, work_ms: float = 0.0
+) -> float:
     queue = list(range(count))
     ids: list[str] = []
 
@@ -59,7 +66,10 @@ async def throughput(client: AsyncClient, count: int, keys: int, limit: int) -> 
             fields: dict[str, Any] = {}
             if keys:
                 fields = {"concurrency_key": f"key-{n % keys}", "concurrency_limit": limit}
-            task = await client.create_task(task_type="echo", input_data={"n": n}, **fields)
+            data: dict[str, Any] = {"n": n}
+            if work_ms:
+                data.update(delay_seconds=work_ms / 1000, progress_steps=1)
+            task = await client.create_task(task_type="echo", input_data=data, **fields)
             ids.append(task.task_id)
 
     first = time.time()
@@ -81,10 +91,18 @@ async def measure(fifo_addr: str, fair_addr: str, args: argparse.Namespace) -> d
             "64 keys of 8": (fair, 64, 8),
             "1 key of 4": (fair, 1, 4),
         }
-        rates: dict[str, list[float]] = {name: [] for name in ways}
+        working = {
+            f"FIFO, {args.work_ms:g} ms tasks": (fifo, 0, 0),
+            f"1 key of 4, {args.work_ms:g} ms tasks": (fair, 1, 4),
+        }
+        rates: dict[str, list[float]] = {name: [] for name in {**ways, **working}}
         for _ in range(args.repeats):  # alternating, so a slow minute hits every way
             for name, (client, keys, limit) in ways.items():
                 rates[name].append(await throughput(client, args.tasks, keys, limit))
+            for name, (client, keys, limit) in working.items():
+                rates[name].append(
+                    await throughput(client, args.work_tasks, keys, limit, args.work_ms)
+                )
         figures["rates"] = {name: statistics.median(r) for name, r in rates.items()}
         figures["spread"] = {name: (min(r), max(r)) for name, r in rates.items()}
         return figures
@@ -105,10 +123,23 @@ def main() -> None:
     parser.add_argument("--delayed", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--backends", default="sqlite,pg")
+    parser.add_argument("--work-ms", type=float, default=50.0, help="the working tasks' time")
+    parser.add_argument("--work-tasks", type=int, default=200)
     args = parser.parse_args()
     print(machine())
     ways = ("fair", "64 keys of 8", "1 key of 4")
-    rows = [("backend", "start after run_at p50 / p99", "FIFO tasks/s", *ways)]
+    fifo_working = f"FIFO, {args.work_ms:g} ms tasks"
+    keyed_working = f"1 key of 4, {args.work_ms:g} ms tasks"
+    rows = [
+        (
+            "backend",
+            "start after run_at p50 / p99",
+            "FIFO tasks/s",
+            *ways,
+            fifo_working,
+            keyed_working,
+        )
+    ]
     for backend in args.backends.split(","):
         urls: list[str | None] = [None, None]
         if backend == "pg":
@@ -130,6 +161,8 @@ def main() -> None:
                 f"{percentile(late, 50):.1f} / {percentile(late, 99):.1f} ms",
                 _rate(f, "FIFO"),
                 *(f"{_rate(f, name)} {rates[name] / plain:.2f}x" for name in ways),
+                _rate(f, fifo_working),
+                f"{_rate(f, keyed_working)} {rates[keyed_working] / rates[fifo_working]:.2f}x",
             )
         )
     print(table(rows))

@@ -150,6 +150,9 @@ class _Take:
     deadline: float
     future: asyncio.Future[list[Lease]]
     timer: asyncio.TimerHandle | None = None
+    # Woken by a create or a keyed task's end: it runs behind them, in their one batch at a
+    # time (see _Create), where it sees the work they make runnable.
+    exclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,9 @@ class _Complete:
     result: JSON | None
     usage: ResourceUsage | None
     tenant_scope: str | None
+    # The end of a keyed task's lease: it locks its key's row until the commit, as creates
+    # do, so it runs in their one batch at a time (see _Create).
+    exclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -304,11 +310,14 @@ class TaskEngine:
         # Idle takers that can run the new work take it in the same transaction (keyed work
         # is admitted in it first, when its key has room).
         self._wake(
-            (s.kind, s.model_name, s.tenant_id)
-            for item in tasks
-            if not item.task.depends_on and delayed_until(item.task) is None
-            for s in item.subtasks
-            if s.ready or (item.task.concurrency_key and s.stage == 0)
+            (
+                (s.kind, s.model_name, s.tenant_id)
+                for item in tasks
+                if not item.task.depends_on and delayed_until(item.task) is None
+                for s in item.subtasks
+                if s.ready or (item.task.concurrency_key and s.stage == 0)
+            ),
+            behind=True,
         )
         result: list[Task] = await future
         return result
@@ -421,8 +430,9 @@ class TaskEngine:
                     tx.conn, subtask_id, lease_id, tenant_scope, artifacts, now
                 )
             )
+        keyed = subtask_id in self._keyed_leases
         future = self.db.transition(
-            _Complete(subtask_id, lease_id, result, resource_usage, tenant_scope)
+            _Complete(subtask_id, lease_id, result, resource_usage, tenant_scope, keyed)
         )
         self._behind_keyed_end(subtask_id)
         done: Subtask = await future
@@ -574,13 +584,16 @@ class TaskEngine:
         for request in parked:
             self._resubmit(request)
 
-    def _wake(self, ready: Iterable[tuple[str, str, str]]) -> None:
+    def _wake(self, ready: Iterable[tuple[str, str, str]], *, behind: bool = False) -> None:
+        """Parked takers that can run the work look again (``behind``: in the batch of the
+        create or keyed end that makes it runnable)."""
         work = set(ready)
         if not work or not self._parked:
             return
         still = []
         for request in self._parked:
             if any(request.taker.accepts(*w) for w in work):
+                request.exclusive = behind
                 self._resubmit(request)
             else:
                 still.append(request)
@@ -594,7 +607,7 @@ class TaskEngine:
         two)."""
         work = self._keyed_leases.pop(subtask_id, None)
         if work is not None:
-            self._wake([work])
+            self._wake([work], behind=True)
 
     def _resubmit(self, request: _Take) -> None:
         if request.timer is not None:
@@ -633,6 +646,7 @@ class TaskEngine:
         if leases or remaining <= 0:
             request.future.set_result(leases)
             return
+        request.exclusive = False
         self._parked.append(request)
         request.timer = loop.call_later(min(remaining, RECHECK_SECONDS), self._recheck, request)
 
