@@ -220,7 +220,7 @@ async def test_exclusive_transitions_run_in_one_batch_at_a_time_on_postgresql() 
         n: int
 
     url = databases.create_postgres_database()
-    database = Database(url, writers=4)
+    database = Database(url, transition_writers=4)
     in_flight = {"exclusive": 0, "plain": 0}
     most = {"exclusive": 0, "plain": 0}
     batches_with: list[int] = []
