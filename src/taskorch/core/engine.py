@@ -75,14 +75,22 @@ from taskorch.domain.values import (
     Status,
     Subtask,
     Task,
-    key_scope,
 )
 from taskorch.events.bus import Subscription, SubscriptionLagged
 from taskorch.events.hub import EventHub
 from taskorch.store import artifacts as artifact_store
 from taskorch.store import subtasks as subtask_store
 from taskorch.store.database import Connection, Database, HotOp
-from taskorch.store.queue import Changes, Progress, Queue, Retry, TakeFilter, TaskEnd, Turns
+from taskorch.store.queue import (
+    Changes,
+    Progress,
+    Queue,
+    Retry,
+    TakeFilter,
+    TaskEnd,
+    Turns,
+    key_of,
+)
 from taskorch.store.schema import utcnow
 
 log = structlog.get_logger(__name__)
@@ -1281,8 +1289,7 @@ class TaskEngine:
 
 def _key_limit(item: NewTask) -> tuple[str, str, int | None]:
     """(scope, key, limit) of a new keyed task: the limit it gives its key (None: keep)."""
-    key = item.task.concurrency_key or ""
-    return key_scope(item.task.tenant_id, key), key, item.concurrency_limit
+    return (*key_of(item.task), item.concurrency_limit)
 
 
 def _admitted(item: NewTask) -> NewTask:

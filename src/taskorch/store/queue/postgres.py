@@ -231,22 +231,12 @@ INSERT INTO concurrency_keys AS c (tenant_id, key, max_running, admitted, waitin
 SELECT tenant_id, key, coalesce(max_running, 1), least(new, coalesce(max_running, 1)),
     new - least(new, coalesce(max_running, 1))
 FROM given ORDER BY tenant_id, key
-ON CONFLICT (tenant_id, key) DO UPDATE SET
-    max_running = coalesce(
-        (SELECT g.max_running FROM given g
-         WHERE g.tenant_id = excluded.tenant_id AND g.key = excluded.key),
-        c.max_running),
-    admitted = c.admitted + CASE WHEN c.waiting > 0 THEN 0 ELSE greatest(0, least(
-        excluded.admitted + excluded.waiting,
-        coalesce((SELECT g.max_running FROM given g
-                  WHERE g.tenant_id = excluded.tenant_id AND g.key = excluded.key),
-                 c.max_running) - c.admitted)) END,
-    waiting = c.waiting + excluded.admitted + excluded.waiting
-        - CASE WHEN c.waiting > 0 THEN 0 ELSE greatest(0, least(
-        excluded.admitted + excluded.waiting,
-        coalesce((SELECT g.max_running FROM given g
-                  WHERE g.tenant_id = excluded.tenant_id AND g.key = excluded.key),
-                 c.max_running) - c.admitted)) END
+ON CONFLICT (tenant_id, key) DO UPDATE SET (max_running, admitted, waiting) = (
+    SELECT x.max_running, c.admitted + y.taken, c.waiting + x.new - y.taken
+    FROM (SELECT coalesce(g.max_running, c.max_running) AS max_running, g.new FROM given g
+          WHERE g.tenant_id = excluded.tenant_id AND g.key = excluded.key) AS x
+    CROSS JOIN LATERAL (SELECT CASE WHEN c.waiting > 0 THEN 0
+        ELSE greatest(0, least(x.new, x.max_running - c.admitted)) END AS taken) AS y)
 RETURNING tenant_id, key, waiting, waiting > 0 AND admitted < max_running AS room
 """
 

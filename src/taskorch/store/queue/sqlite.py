@@ -704,9 +704,6 @@ class SqliteQueue(Queue):
             self._wait_for_keys(tasks)
             await self.admit_keys(sorted({key_of(t) for t in tasks}), now, changes)
 
-    async def admit_keys(self, keys: Sequence[Key], now: datetime, changes: Changes) -> None:
-        self._admit(keys, now, changes)
-
     async def leave_keys(self, task_ids: Sequence[str], now: datetime, changes: Changes) -> None:
         ids = list(dict.fromkeys(task_ids))
         marks = _marks(len(ids))
@@ -714,7 +711,7 @@ class SqliteQueue(Queue):
         rows = self.conn.execute(
             f"DELETE FROM key_admitted WHERE task_id IN ({marks}) RETURNING tenant_id, key", ids
         ).fetchall()
-        self._admit(sorted({(row[0], row[1]) for row in rows}), now, changes)
+        await self.admit_keys(sorted({(row[0], row[1]) for row in rows}), now, changes)
 
     def _set_key_limits(self, limits: Sequence[tuple[str, str, int | None]]) -> None:
         kept = [(tenant, key) for tenant, key, limit in limits if limit is None]
@@ -739,7 +736,7 @@ class SqliteQueue(Queue):
             [(t.task_id, *key_of(t), t.priority, sqlite_time(t.created_at)) for t in tasks],
         )
 
-    def _admit(self, keys: Sequence[tuple[str, str]], now: datetime, changes: Changes) -> None:
+    async def admit_keys(self, keys: Sequence[Key], now: datetime, changes: Changes) -> None:
         admitted: list[tuple[str, str, str]] = []
         for tenant_id, key in keys:
             # One statement: the key's room and the head of its line (one writer: no race).
