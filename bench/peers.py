@@ -66,8 +66,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
-from _harness import free_port, machine, percentile, table, taskorch_server
+from _harness import (
+    cpu_seconds,
+    empty_server_process,
+    free_port,
+    machine,
+    percentile,
+    table,
+    taskorch_server,
+)
 
 from taskorch.client import AsyncClient
 from tests.servers import ServerProcess, WorkerProcess
@@ -199,6 +208,10 @@ class System:
     def submitted(self, task: Any) -> None:
         """Called right after a paced task was submitted."""
 
+    def server_cpu(self) -> float | None:
+        """CPU seconds the system's server process has used so far (None: not measured)."""
+        return None
+
     async def notified(self, ids: list[Any]) -> dict[Any, float]:
         deadline = time.monotonic() + TIMEOUT
         while any(k not in self.heard for k in ids):
@@ -238,6 +251,7 @@ class Taskorch(System):
         if batch:
             self.label += f", submits {batch} per BatchCreateTasks"
         self._server: contextlib.AbstractContextManager[ServerProcess] | None = None
+        self._process: ServerProcess | None = None
         self._workers: list[WorkerProcess] = []
         self.client: AsyncClient | None = None
         self._done_before = 0
@@ -249,7 +263,7 @@ class Taskorch(System):
             url = f"postgresql+asyncpg://{PG}/{TASKORCH_DB}"
         slots = str(workers * self.concurrency if self.in_process else 0)
         self._server = taskorch_server("--workers", slots, database_url=url)
-        server = self._server.__enter__()
+        server = self._process = self._server.__enter__()
         if not self.in_process:
             for i in range(workers):
                 worker = WorkerProcess(
@@ -271,6 +285,7 @@ class Taskorch(System):
         self._workers = []
         if self._server is not None:
             self._server.__exit__(None, None, None)
+        self._server = self._process = None
         if self.backend == "postgresql":
             pg_admin(f"DROP DATABASE IF EXISTS {TASKORCH_DB} WITH (FORCE)")
 
@@ -278,6 +293,10 @@ class Taskorch(System):
         assert self.client is not None
         task = await self.client.create_task(task_type="echo", input_data={"n": n})
         return task.task_id
+
+    def server_cpu(self) -> float | None:
+        proc = self._process.proc if self._process is not None else None
+        return cpu_seconds(proc.pid) if proc is not None else None
 
     async def submit_many(self, first: int, count: int) -> list[Any]:
         if not self.batch:
@@ -673,6 +692,8 @@ class Figures:
     start: list[tuple[float, float]] = field(default_factory=list)
     done: list[tuple[float, float]] = field(default_factory=list)
     notified: list[tuple[float, float]] = field(default_factory=list)
+    # CPU seconds the server process used per paced task (taskorch only)
+    paced_cpu: list[float] = field(default_factory=list)
 
 
 async def measure(system: System, workers: int, args: argparse.Namespace, into: Figures) -> None:
@@ -694,6 +715,7 @@ async def measure(system: System, workers: int, args: argparse.Namespace, into: 
 
             submit_at: dict[Any, float] = {}
             await system.observe()
+            cpu_before = system.server_cpu()
             begin = time.monotonic()
             for i in range(args.paced):
                 at = time.time()
@@ -703,6 +725,9 @@ async def measure(system: System, workers: int, args: argparse.Namespace, into: 
                 await asyncio.sleep(max(0.0, begin + (i + 1) / args.rate - time.monotonic()))
             paced_ids = list(submit_at)
             heard = await system.notified(paced_ids)
+            cpu_after = system.server_cpu()
+            if cpu_before is not None and cpu_after is not None:
+                into.paced_cpu.append((cpu_after - cpu_before) / len(paced_ids))
             await system.wait_done(paced_ids)
             paced = await system.times(paced_ids)
             start = [paced[k][0] - at for k, at in submit_at.items()]
@@ -738,48 +763,104 @@ def versions() -> str:
     )
 
 
-def commit_floors(samples: int = 200) -> str:
-    """The durable commit of each backend, measured now: a one-row SQLite transaction
+def commit_floors(rate: float, samples: int = 200) -> tuple[str, dict[str, float]]:
+    """The durable commit of each backend, measured now, back to back and paced at the
+    latency runs' rate (an idle disk and CPU answer slower): a one-row SQLite transaction
     (WAL, synchronous=FULL, as taskorch's) in a temporary folder on this disk, and a one-row
     PostgreSQL commit. A task needs at least two durable commits in series (accepting it,
     then its result) before its client hears it is done, and one worker slot that runs one
-    task at a time commits once per task (its result with its next take)."""
+    task at a time commits once per task (its result with its next take). Returns the lines
+    to print and each backend's paced commit (s)."""
     import sqlite3
 
     folder = Path(tempfile.mkdtemp(prefix="taskorch-bench-fsync-"))
+    sqlite_s: dict[float, list[float]] = {}
+    pg_s: dict[float, list[float]] = {}
     try:
         db = sqlite3.connect(folder / "floor.db", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("CREATE TABLE t (x INTEGER)")
-        sqlite_s = []
-        for i in range(samples):
-            started = time.perf_counter()
+
+        def sqlite_commit(i: int) -> None:
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT INTO t VALUES (?)", (i,))
             db.execute("COMMIT")
-            sqlite_s.append(time.perf_counter() - started)
+
+        for pace in (0.0, rate):
+            sqlite_s[pace] = _timed(sqlite_commit, samples, pace)
         db.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute("CREATE TEMP TABLE floor_probe (x int)")
         conn.execute("CREATE TABLE IF NOT EXISTS taskorch_bench_floor (x int)")
-        pg_s = []
-        for i in range(samples):
-            started = time.perf_counter()
-            conn.execute("INSERT INTO taskorch_bench_floor VALUES (%s)", (i,))
-            pg_s.append(time.perf_counter() - started)
+        for pace in (0.0, rate):
+            pg_s[pace] = _timed(
+                lambda i: conn.execute("INSERT INTO taskorch_bench_floor VALUES (%s)", (i,)),
+                samples,
+                pace,
+            )
         conn.execute("DROP TABLE taskorch_bench_floor")
     lines = []
+    paced = {}
     for name, values in (("SQLite", sqlite_s), ("PostgreSQL", pg_s)):
-        p50 = percentile(values, 50)
+        busy, idle = percentile(values[0.0], 50), percentile(values[rate], 50)
+        paced[name] = idle
         lines.append(
-            f"{name}: a durable commit takes {p50 * 1e3:.2f} ms (p50): submit→done >= "
-            f"{2 * p50 * 1e3:.1f} ms; one slot running one task at a time <= {1 / p50:,.0f} "
-            "tasks/s"
+            f"{name}: a durable commit takes {busy * 1e3:.2f} ms (p50) back to back, "
+            f"{idle * 1e3:.2f} ms paced at {rate:g}/s: submit→done >= {2 * idle * 1e3:.1f} ms "
+            f"at that rate; one slot running one task at a time <= {1 / busy:,.0f} tasks/s"
         )
-    return "\n".join(lines)
+    return "\n".join(lines), paced
+
+
+def _timed(step: Any, samples: int, rate: float) -> list[float]:
+    """Seconds each of ``samples`` calls of ``step(i)`` took, back to back (``rate`` 0) or
+    one every 1/``rate`` s."""
+    took = []
+    begin = time.monotonic()
+    for i in range(samples):
+        started = time.perf_counter()
+        step(i)
+        took.append(time.perf_counter() - started)
+        if rate:
+            time.sleep(max(0.0, begin + (i + 1) / rate - time.monotonic()))
+    return took
+
+
+async def grpc_floor(rate: float, samples: int = 300) -> tuple[str, float]:
+    """A call to a grpc.aio server (uvloop, as ``taskorch serve``) whose one method does
+    nothing, from a grpc.aio client, back to back and paced at ``rate``: its round trip and
+    the server's CPU per call. Returns the line to print and the paced round trip (s)."""
+    lines = []
+    paced_rtt = float("nan")
+    with empty_server_process("uvloop") as (target, pid):
+        channel = grpc.aio.insecure_channel(target)
+        call = channel.unary_unary("/bench.Empty/Call")
+        try:
+            for _ in range(20):
+                await call(b"")
+            for pace in (0.0, rate):
+                cpu_before = cpu_seconds(pid)
+                took = []
+                begin = time.monotonic()
+                for i in range(samples):
+                    started = time.perf_counter()
+                    await call(b"")
+                    took.append(time.perf_counter() - started)
+                    if pace:
+                        await asyncio.sleep(max(0.0, begin + (i + 1) / pace - time.monotonic()))
+                cpu = (cpu_seconds(pid) - cpu_before) / samples
+                rtt = percentile(took, 50)
+                if pace:
+                    paced_rtt = rtt
+                lines.append(
+                    f"{rtt * 1e3:.2f} ms round trip (p50) and {cpu * 1e3:.2f} ms of the "
+                    f"server's CPU per call " + (f"paced at {pace:g}/s" if pace else "back to back")
+                )
+        finally:
+            await channel.close()
+    return "gRPC, an empty unary call: " + "; ".join(lines), paced_rtt
 
 
 def median_ms(pairs: list[tuple[float, float]]) -> str:
@@ -840,7 +921,7 @@ def report(
         celery, procr, _ = peers(n)
         rows = [
             ("system", "submit/s", "submit→done, notified p50/p99 ms", "xC", "xP",
-             "submit→done, recorded", "dispatch p50/p99 ms", "xC", "xP")
+             "submit→done, recorded", "dispatch p50/p99 ms", "xC", "xP", "server CPU/task")
         ]  # fmt: skip
         for key, label in labels.items():
             f = results.get((key, n))
@@ -860,6 +941,7 @@ def report(
                     median_ms(f.start),
                     ratio(f.start, celery and celery.start),
                     ratio(f.start, procr and procr.start),
+                    f"{statistics.median(f.paced_cpu) * 1e3:.2f} ms" if f.paced_cpu else "-",
                 )
             )
         print(
@@ -938,7 +1020,17 @@ async def main() -> None:
                 )
         pg_admin(f"DROP DATABASE IF EXISTS {PROCRASTINATE_DB} WITH (FORCE)")
     print(f"\n(total {time.monotonic() - started:.0f} s)")
-    print("\nDurable-commit floors, measured after the runs:\n" + commit_floors())
+    commits, paced_commit = commit_floors(args.rate)
+    call_floor, paced_rtt = await grpc_floor(args.rate)
+    print(f"\nFloors, measured after the runs:\n{commits}\n{call_floor}")
+    # A task's client makes one call (the create) and hears one message (its end): about
+    # one paced round trip, plus the two durable commits in series.
+    floor = paced_rtt + 2 * paced_commit["SQLite"]
+    print(
+        f"submit→done (notified) of a gRPC task service on SQLite at {args.rate:g}/s >= "
+        f"{floor * 1e3:.1f} ms here (one paced call + two paced commits), before any of its "
+        "own code runs"
+    )
     report(labels, results, workers, args.rate)
 
 
