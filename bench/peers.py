@@ -51,6 +51,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.metadata
+import inspect
 import os
 import shutil
 import signal
@@ -763,7 +764,7 @@ def versions() -> str:
     )
 
 
-def commit_floors(rate: float, samples: int = 200) -> tuple[str, dict[str, float]]:
+async def commit_floors(rate: float, samples: int = 200) -> tuple[str, dict[str, float]]:
     """The durable commit of each backend, measured now, back to back and paced at the
     latency runs' rate (an idle disk and CPU answer slower): a one-row SQLite transaction
     (WAL, synchronous=FULL, as taskorch's) in a temporary folder on this disk, and a one-row
@@ -774,8 +775,6 @@ def commit_floors(rate: float, samples: int = 200) -> tuple[str, dict[str, float
     import sqlite3
 
     folder = Path(tempfile.mkdtemp(prefix="taskorch-bench-fsync-"))
-    sqlite_s: dict[float, list[float]] = {}
-    pg_s: dict[float, list[float]] = {}
     try:
         db = sqlite3.connect(folder / "floor.db", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -787,24 +786,24 @@ def commit_floors(rate: float, samples: int = 200) -> tuple[str, dict[str, float
             db.execute("INSERT INTO t VALUES (?)", (i,))
             db.execute("COMMIT")
 
-        for pace in (0.0, rate):
-            sqlite_s[pace] = _timed(sqlite_commit, samples, pace)
+        sqlite_s = [await _timed(sqlite_commit, samples, pace) for pace in (0.0, rate)]
         db.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS taskorch_bench_floor (x int)")
-        for pace in (0.0, rate):
-            pg_s[pace] = _timed(
+        pg_s = [
+            await _timed(
                 lambda i: conn.execute("INSERT INTO taskorch_bench_floor VALUES (%s)", (i,)),
                 samples,
                 pace,
             )
+            for pace in (0.0, rate)
+        ]
         conn.execute("DROP TABLE taskorch_bench_floor")
     lines = []
     paced = {}
-    for name, values in (("SQLite", sqlite_s), ("PostgreSQL", pg_s)):
-        busy, idle = percentile(values[0.0], 50), percentile(values[rate], 50)
+    for name, (busy, idle) in (("SQLite", sqlite_s), ("PostgreSQL", pg_s)):
         paced[name] = idle
         lines.append(
             f"{name}: a durable commit takes {busy * 1e3:.2f} ms (p50) back to back, "
@@ -814,18 +813,20 @@ def commit_floors(rate: float, samples: int = 200) -> tuple[str, dict[str, float
     return "\n".join(lines), paced
 
 
-def _timed(step: Any, samples: int, rate: float) -> list[float]:
-    """Seconds each of ``samples`` calls of ``step(i)`` took, back to back (``rate`` 0) or
-    one every 1/``rate`` s."""
+async def _timed(step: Any, samples: int, rate: float) -> float:
+    """The p50 seconds of ``samples`` calls of ``step(i)`` (awaited when it returns an
+    awaitable), back to back (``rate`` 0) or one every 1/``rate`` s."""
     took = []
     begin = time.monotonic()
     for i in range(samples):
         started = time.perf_counter()
-        step(i)
+        result = step(i)
+        if inspect.isawaitable(result):
+            await result
         took.append(time.perf_counter() - started)
         if rate:
-            time.sleep(max(0.0, begin + (i + 1) / rate - time.monotonic()))
-    return took
+            await asyncio.sleep(max(0.0, begin + (i + 1) / rate - time.monotonic()))
+    return percentile(took, 50)
 
 
 async def grpc_floor(rate: float, samples: int = 300) -> tuple[str, float]:
@@ -833,7 +834,6 @@ async def grpc_floor(rate: float, samples: int = 300) -> tuple[str, float]:
     nothing, from a grpc.aio client, back to back and paced at ``rate``: its round trip and
     the server's CPU per call. Returns the line to print and the paced round trip (s)."""
     lines = []
-    paced_rtt = float("nan")
     with empty_server_process("uvloop") as (target, pid):
         channel = grpc.aio.insecure_channel(target)
         call = channel.unary_unary("/bench.Empty/Call")
@@ -842,25 +842,15 @@ async def grpc_floor(rate: float, samples: int = 300) -> tuple[str, float]:
                 await call(b"")
             for pace in (0.0, rate):
                 cpu_before = cpu_seconds(pid)
-                took = []
-                begin = time.monotonic()
-                for i in range(samples):
-                    started = time.perf_counter()
-                    await call(b"")
-                    took.append(time.perf_counter() - started)
-                    if pace:
-                        await asyncio.sleep(max(0.0, begin + (i + 1) / pace - time.monotonic()))
+                rtt = await _timed(lambda _: call(b""), samples, pace)
                 cpu = (cpu_seconds(pid) - cpu_before) / samples
-                rtt = percentile(took, 50)
-                if pace:
-                    paced_rtt = rtt
                 lines.append(
                     f"{rtt * 1e3:.2f} ms round trip (p50) and {cpu * 1e3:.2f} ms of the "
-                    f"server's CPU per call " + (f"paced at {pace:g}/s" if pace else "back to back")
+                    "server's CPU per call " + (f"paced at {pace:g}/s" if pace else "back to back")
                 )
         finally:
             await channel.close()
-    return "gRPC, an empty unary call: " + "; ".join(lines), paced_rtt
+    return "gRPC, an empty unary call: " + "; ".join(lines), rtt
 
 
 def median_ms(pairs: list[tuple[float, float]]) -> str:
@@ -1020,7 +1010,7 @@ async def main() -> None:
                 )
         pg_admin(f"DROP DATABASE IF EXISTS {PROCRASTINATE_DB} WITH (FORCE)")
     print(f"\n(total {time.monotonic() - started:.0f} s)")
-    commits, paced_commit = commit_floors(args.rate)
+    commits, paced_commit = await commit_floors(args.rate)
     call_floor, paced_rtt = await grpc_floor(args.rate)
     print(f"\nFloors, measured after the runs:\n{commits}\n{call_floor}")
     # A task's client makes one call (the create) and hears one message (its end): about
