@@ -5,6 +5,7 @@ fair sharing between tenants, expired leases with backoff, and parked takers."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from taskorch.core.engine import (
 from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisPlanner
 from taskorch.core.tasks import TaskService
 from taskorch.domain.caller import Caller
-from taskorch.domain.errors import LeaseLost
+from taskorch.domain.errors import LeaseLost, Unavailable
 from taskorch.domain.values import Lease, Status, Subtask, Task
 from taskorch.events.hub import EventHub
 from taskorch.store.database import Database
@@ -396,3 +397,72 @@ async def test_cancelling_a_running_task_tells_its_worker_to_stop(start: StartSc
     answer = await s.engine.heartbeat(lease.subtask.subtask_id, lease.lease_id)
     assert answer.cancelled
     assert await s.take(limit=10) == []
+
+
+async def test_short_work_of_an_in_process_worker_completes_in_the_commit_that_created_it(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-process worker whose runs are short takes ``early``: on a quiet SQLite database
+    the batch that creates a task hands the lease over before its commit and holds the
+    commit for the report, so create, lease and completion are one transaction (PostgreSQL
+    hands work over after the commit: two)."""
+    s = await start()
+    db = s.engine.db
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    handed: list[Lease] = []
+
+    async def worker() -> None:
+        [lease] = await s.take(wait_seconds=30, early=True)
+        handed.append(lease)
+        await s.engine.complete(lease.subtask.subtask_id, lease.lease_id, {"echo": "hi"})
+
+    running = asyncio.create_task(worker())
+    await asyncio.sleep(0)  # the worker's take is submitted first...
+    assert await s.take() == []  # ...so once this later one found nothing, it has parked
+    before = db.batches
+    task = await s.create()
+    await asyncio.wait_for(running, timeout=10)
+    assert db.batches - before == (1 if db.is_sqlite else 2)
+    shown = await s.status(task)
+    assert shown.status is Status.COMPLETED and shown.result == {"echo": "hi"}
+    assert shown.attempt == 1 and handed[0].subtask.task_id == task.task_id
+    assert (await s.tasks.counts(ACME))[Status.COMPLETED] == 1
+
+
+@pytest.mark.parametrize("start", ["sqlite"], indirect=True)
+async def test_work_handed_over_before_a_commit_that_fails_runs_again_and_counts_once(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report of work handed over early fails with its commit: nothing was answered
+    before it, the work is back in the queue with its attempt unspent, and its second run
+    completes it once (one completed task in the counts)."""
+    s = await start()
+    db = s.engine.db
+    task = await s.create()
+    real_end = db._end
+    failed: list[bool] = []
+
+    def end(conn: Any, *, commit: bool) -> None:
+        if commit and not failed:
+            failed.append(True)
+            raise sqlite3.OperationalError("disk I/O error")
+        real_end(conn, commit=commit)
+
+    monkeypatch.setattr(db, "_end", end)
+    [first] = await s.take(early=True)  # a quiet database: handed over before the commit
+    with pytest.raises(Unavailable):
+        await s.engine.complete(first.subtask.subtask_id, first.lease_id, {"run": 1})
+    assert failed
+    queued = await s.status(task)
+    assert queued.status is Status.PENDING and queued.result is None
+    [second] = await s.take()
+    assert second.subtask.subtask_id == first.subtask.subtask_id
+    assert second.lease_id != first.lease_id
+    with pytest.raises(LeaseLost):  # the first run's lease never existed
+        await s.engine.complete(first.subtask.subtask_id, first.lease_id, {"run": 1})
+    await s.engine.complete(second.subtask.subtask_id, second.lease_id, {"run": 2})
+    shown = await s.status(task)
+    assert shown.status is Status.COMPLETED and shown.result == {"run": 2}
+    assert shown.attempt == 1
+    counts = await s.tasks.counts(ACME)
+    assert counts[Status.COMPLETED] == 1 and counts.get(Status.PENDING, 0) == 0

@@ -15,7 +15,12 @@ subtasks to stop, and wakes the takers that the batch gave work to run.
 Takers wait here without polling: a take that found nothing is *parked* until work it
 could run is created, re-queued or comes due (or another replica says so). A create hands
 its ready work straight to the parked takers that can run it: their takes join the same
-batch, so an idle worker gets a new task in the transaction that created it.
+batch, so an idle worker gets a new task in the transaction that created it. An in-process
+worker whose runs are short goes further (``take(early=True)``): on a quiet SQLite database
+its leases are handed over before the commit, and the batch holds its commit (a couple of
+milliseconds at most) for their reports, which join it: a short task then costs one commit
+from create to completion. Nothing is answered before that commit; if it fails, the reports
+fail with it and the work, never leased as far as the database knows, runs again.
 
 Lease rules: a lease is a worker's exclusive claim on one subtask until its deadline;
 heartbeats extend it. Only the current holder may report or complete (a stale worker gets
@@ -43,6 +48,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
 
 import structlog
@@ -161,6 +167,10 @@ class _Take:
     # Woken by a create or a keyed task's end: it runs behind them, in their one batch at a
     # time (see _Create), where it sees the work they make runnable.
     exclusive: bool = False
+    # An in-process worker whose runs are short: its leases may be handed over before the
+    # commit (Database.hand_over_early); ``handed_over`` once they were.
+    early: bool = False
+    handed_over: bool = False
 
 
 @dataclass(frozen=True)
@@ -274,6 +284,8 @@ class TaskEngine:
         self._parked: list[_Take] = []
         # Leases of keyed tasks this replica handed out: (kind, model, tenant) by subtask id.
         self._keyed_leases: dict[str, tuple[str, str, str]] = {}
+        # Leases handed over before their commit: the batch awaits their reports.
+        self._early_reports: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         # The one timer that promotes delayed tasks, and when it fires.
         self._due_timer: asyncio.TimerHandle | None = None
@@ -338,10 +350,15 @@ class TaskEngine:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         wait_seconds: float = 0.0,
         task_id: str | None = None,
+        early: bool = False,
     ) -> list[Lease]:
         """Leases up to ``limit`` runnable subtasks, highest priority first, then oldest.
 
         With ``wait_seconds`` it waits (without polling) until work arrives or time is up.
+        ``early`` (an in-process worker whose runs are short): on a quiet database the
+        leases may be handed over before their commit, which then waits for the work's
+        reports to join it (Database.hand_over_early); should that commit fail, the reports
+        fail with it and the work runs again.
         """
         if not 0 < lease_seconds <= MAX_LEASE_SECONDS:
             raise InvalidArgument(
@@ -359,6 +376,7 @@ class TaskEngine:
             lease_seconds=lease_seconds,
             deadline=loop.time() + wait_seconds,
             future=loop.create_future(),
+            early=early,
         )
         self._submit_take(request)
         try:
@@ -442,6 +460,7 @@ class TaskEngine:
         future = self.db.transition(
             _Complete(subtask_id, lease_id, result, resource_usage, tenant_scope, keyed)
         )
+        self._reported(subtask_id)
         self._behind_keyed_end(subtask_id)
         done: Subtask = await future
         return done
@@ -464,6 +483,7 @@ class TaskEngine:
         future = self.db.transition(
             _Fail(subtask_id, lease_id, error[:4000], error_code, retryable, tenant_scope)
         )
+        self._reported(subtask_id)
         self._behind_keyed_end(subtask_id)
         failed: Subtask = await future
         return failed
@@ -478,6 +498,7 @@ class TaskEngine:
     ) -> None:
         """Gives a subtask back without counting the attempt (a worker shutting down)."""
         future = self.db.transition(_Release(subtask_id, lease_id, reason, tenant_scope))
+        self._reported(subtask_id)
         self._behind_keyed_end(subtask_id)
         await future
 
@@ -607,6 +628,12 @@ class TaskEngine:
                 still.append(request)
         self._parked = still
 
+    def _reported(self, subtask_id: str) -> None:
+        """The report of a lease handed over early is queued: its batch may commit."""
+        report = self._early_reports.pop(subtask_id, None)
+        if report is not None and not report.done():
+            report.set_result(None)
+
     def _behind_keyed_end(self, subtask_id: str) -> None:
         """A keyed task's lease is ending, which may admit the next task of its key's line:
         the takers parked for that kind of work join the batch of the ending, behind it
@@ -637,6 +664,8 @@ class TaskEngine:
         if done.cancelled():
             return
         error = done.exception()
+        if request.handed_over:
+            return  # answered before the commit; a failed one fails the work's reports
         if error is not None:
             if not request.future.done():
                 request.future.set_exception(error)
@@ -922,6 +951,24 @@ class TaskEngine:
                 )
                 for t in taken
             ]
+            if op.result and op.value.early and self.db.hand_over_early:
+                self._hand_over(op.value, op.result, batch.changes)
+
+    def _hand_over(self, request: _Take, leases: list[Lease], changes: Changes) -> None:
+        """Answers a take before its commit; the batch awaits the leases' reports."""
+        request.handed_over = True
+        loop = asyncio.get_running_loop()
+        for lease in leases:
+            report: asyncio.Future[None] = loop.create_future()
+            self._early_reports[lease.subtask.subtask_id] = report
+            report.add_done_callback(partial(self._forget_report, lease.subtask.subtask_id))
+            changes.reports.append(report)
+        request.future.set_result(leases)
+
+    def _forget_report(self, subtask_id: str, report: asyncio.Future[None]) -> None:
+        # The batch stopped waiting (a late report goes in the next batch).
+        if self._early_reports.get(subtask_id) is report:
+            del self._early_reports[subtask_id]
 
     # while running
 

@@ -26,10 +26,20 @@ class LocalWorkSource:
         self._notices: asyncio.Task[None] | None = None
 
     async def take(
-        self, worker: WorkerIdentity, *, limit: int, lease_seconds: float, wait_seconds: float
+        self,
+        worker: WorkerIdentity,
+        *,
+        limit: int,
+        lease_seconds: float,
+        wait_seconds: float,
+        early: bool = False,
     ) -> list[Lease]:
         return await self.engine.take(
-            worker, limit=limit, lease_seconds=lease_seconds, wait_seconds=wait_seconds
+            worker,
+            limit=limit,
+            lease_seconds=lease_seconds,
+            wait_seconds=wait_seconds,
+            early=early,
         )
 
     async def heartbeat(

@@ -38,6 +38,7 @@ import itertools
 import random
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ T = TypeVar("T")
 
 DEFAULT_URL = "sqlite:///var/taskorch.db"
 MAX_BATCH = 256
+# How long a batch holds its commit for the reports of work it handed over early.
+EARLY_REPORT_SECONDS = 0.002
 CONFLICT_RETRIES = 5
 CONFLICT_PAUSE_SECONDS = 0.01  # the upper bound of a random pause, times the attempt
 # serialization_failure, deadlock_detected
@@ -192,6 +195,11 @@ class Database:
         # Exclusive transitions (see HotOp) wait here while another writer's batch holds some.
         self._exclusive_in_flight = False
         self._exclusive_backlog: list[_Item] = []
+        # SQLite: what arrived while a batch held its commit for early reports and did not
+        # join it (see hand_over_early); the next batch starts with it.
+        self._carried: deque[_Item | None] = deque()
+        self._hand_over_early = False
+        self._one_by_one = False
         self._open = False
         # Transactions committed and operations in them (the group commit's effect).
         self.batches = 0
@@ -358,13 +366,13 @@ class Database:
             while True:
                 batch = self._backlog_batch()
                 if not batch:
-                    first = await queue.get()
+                    first = self._carried.popleft() if self._carried else await queue.get()
                     if first is None:
                         break
                     batch = [first]
                 stop = False
-                while len(batch) < MAX_BATCH and not queue.empty():
-                    item = queue.get_nowait()
+                while len(batch) < MAX_BATCH and (self._carried or not queue.empty()):
+                    item = self._carried.popleft() if self._carried else queue.get_nowait()
                     if item is None:
                         stop = True
                         break
@@ -510,14 +518,18 @@ class Database:
 
     async def _commit_one_by_one(self, batch: list[_Item]) -> Changes:
         changes = Changes()
-        for item in batch:
-            try:
-                changes.merge(await self._commit_retrying([item]))
-            except Exception as exc:  # this operation alone failed to commit
-                log.warning("database write failed", error=_short(exc), batch=1)
-                item.error = exc if _is_statement_error(exc) else unavailable(exc)
-                if isinstance(item, _Pending):
-                    item.hooks = []
+        self._one_by_one = True  # nothing joins these transactions (see hand_over_early)
+        try:
+            for item in list(batch):
+                try:
+                    changes.merge(await self._commit_retrying([item]))
+                except Exception as exc:  # this operation alone failed to commit
+                    log.warning("database write failed", error=_short(exc), batch=1)
+                    item.error = exc if _is_statement_error(exc) else unavailable(exc)
+                    if isinstance(item, _Pending):
+                        item.hooks = []
+        finally:
+            self._one_by_one = False
         return changes
 
     async def _commit(self, batch: list[_Item]) -> Changes:
@@ -537,11 +549,17 @@ class Database:
         isolate = False
         cold_rounds = itertools.chain((False, False), itertools.repeat(True))
         cold_savepoints = next(cold_rounds)
+        # Work is handed over early only in a batch's first transaction on a quiet database:
+        # the transactions that follow a failure run what joined it, never more.
+        early = not (self._one_by_one or self._carried or not self._queue.empty())
         while True:
             conn = await self._begin()
             try:
-                return await self._sqlite_batch(conn, hot, cold, isolate, cold_savepoints)
+                return await self._sqlite_batch(
+                    conn, batch, hot, cold, isolate, cold_savepoints, early
+                )
             except _ColdOpFailed as failed:
+                early = False
                 await self._in_writer_thread(partial(self._end, conn, commit=False))
                 cold = [item for item in cold if item is not failed.item]
                 cold_savepoints = next(cold_rounds)
@@ -549,6 +567,7 @@ class Database:
                 await self._in_writer_thread(partial(self._end, conn, commit=False))
                 if isolate or not hot or _is_raw_outage(exc):
                     raise
+                early = False
                 isolate = True  # a transition's statement failed: find which one
             except BaseException:
                 await self._in_writer_thread(partial(self._end, conn, commit=False))
@@ -557,10 +576,12 @@ class Database:
     async def _sqlite_batch(
         self,
         conn: Connection,
+        batch: list[_Item],
         hot: list[HotOp],
         cold: list[_Pending],
         isolate: bool,
         cold_savepoints: bool,
+        early: bool,
     ) -> Changes:
         changes = Changes()
         raw = _sqlite_raw(conn)
@@ -568,12 +589,52 @@ class Database:
         if hot and isolate:
             await self._run_isolated(queue, changes, hot, partial(_sqlite_savepoint, raw, queue))
         elif hot:
-            await self._run_hot(queue, changes, hot)
+            self._hand_over_early = early
+            try:
+                await self._run_hot(queue, changes, hot)
+            finally:
+                self._hand_over_early = False
+            if changes.reports:
+                # Joined transitions become the batch's own: run again with it after a
+                # failure, answered with it after the commit.
+                joined = await self._join_reports(changes.reports)
+                hot += joined
+                batch += joined
+                if joined:
+                    await self._run_hot(queue, changes, joined)
         if cold:
             await self._in_writer_thread(partial(_run_cold, conn, cold, cold_savepoints))
         await queue.settle(changes)
         await self._in_writer_thread(partial(self._end, conn, commit=True))
         return changes
+
+    @property
+    def hand_over_early(self) -> bool:
+        """True while the transitions of a batch on a quiet SQLite database run: work they
+        lease to an in-process worker may be handed over before the commit, the batch
+        holding its commit (up to ``EARLY_REPORT_SECONDS``) for the reports of that work
+        (futures in ``Changes.reports``), which then join it. A short task then costs one
+        commit from create to completion, not two: nothing is answered before the commit,
+        and if it fails the early work's reports fail with it (the work runs again)."""
+        return self._hand_over_early
+
+    async def _join_reports(self, reports: list[asyncio.Future[None]]) -> list[HotOp]:
+        """Waits (bounded) for the reports of work handed over early; the transitions
+        queued meanwhile join the batch (anything else waits for the next)."""
+        try:
+            await asyncio.wait(reports, timeout=EARLY_REPORT_SECONDS)
+        finally:
+            for report in reports:
+                report.cancel()  # a late report goes in the next batch
+        joined: list[HotOp] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, HotOp) and len(joined) < MAX_BATCH:
+                joined.append(item)
+            else:
+                self._carried.append(item)
+        self.operations += len(joined)
+        return joined
 
     async def _begin(self) -> Connection:
         """BEGIN IMMEDIATE (the write lock) on the writer connection, on the event loop when

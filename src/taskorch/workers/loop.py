@@ -17,6 +17,10 @@ commits its last one. Long work (inference, say) is not held back this way: a le
 waited in hand ``HOLD_IN_HAND_SECONDS`` (the work got long) is handed back unstarted (the
 attempt does not count) for a free worker to take, and the worker stops running ahead
 until its runs are short again.
+
+While its runs are shorter still (``EARLY_BELOW_SECONDS``), the worker's takes ask for work
+``early``: the in-process source may then hand a lease over before it commits, the commit
+waiting for the report to join it (core/engine.py); a remote source ignores it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ MIN_BEAT_SLEEP = 0.01
 # Leases are held in hand beyond the slots only while recent runs were this short (the
 # time of a commit or two): longer work is left for other workers to take.
 RUN_AHEAD_BELOW_SECONDS = 0.05
+# Work may be handed over before its lease commits while recent runs were this short (an
+# in-process worker: the commit waits for the report, TaskEngine.take).
+EARLY_BELOW_SECONDS = 0.001
 # How fast the running mean of handler times follows the latest run.
 RUN_TIME_WEIGHT = 0.2
 # A lease waits in hand at most this long for a slot; then it goes back to the queue.
@@ -220,6 +227,7 @@ class WorkerLoop:
                             limit=room,
                             lease_seconds=self.lease_seconds,
                             wait_seconds=TAKE_WAIT_SECONDS,
+                            early=self._runs_below(EARLY_BELOW_SECONDS),
                         )
                     )
                     backoff = 0.5
@@ -253,8 +261,10 @@ class WorkerLoop:
         """How many leases the next take may ask for: the free slots, and while the work is
         short, room in hand for as many more as ``run_ahead``."""
         free = self.concurrency - len(self._running) - len(self._in_hand)
-        short = self._run_seconds is not None and self._run_seconds < RUN_AHEAD_BELOW_SECONDS
-        return free + self.run_ahead if short else free
+        return free + self.run_ahead if self._runs_below(RUN_AHEAD_BELOW_SECONDS) else free
+
+    def _runs_below(self, seconds: float) -> bool:
+        return self._run_seconds is not None and self._run_seconds < seconds
 
     def _start_in_hand(self) -> None:
         """Starts leases in hand while slots are free; the rest wait, up to

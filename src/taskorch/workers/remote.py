@@ -209,7 +209,13 @@ class GrpcWorkSource:
     # -- WorkSource ----------------------------------------------------------------------------
 
     async def take(
-        self, worker: WorkerIdentity, *, limit: int, lease_seconds: float, wait_seconds: float
+        self,
+        worker: WorkerIdentity,
+        *,
+        limit: int,
+        lease_seconds: float,
+        wait_seconds: float,
+        early: bool = False,
     ) -> list[Lease]:
         self._listen(worker, lease_seconds)
         leases: list[Lease] = []

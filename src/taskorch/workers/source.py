@@ -17,8 +17,21 @@ from taskorch.domain.values import JSON, Lease, ResourceUsage
 
 class WorkSource(Protocol):
     async def take(
-        self, worker: WorkerIdentity, *, limit: int, lease_seconds: float, wait_seconds: float
-    ) -> list[Lease]: ...
+        self,
+        worker: WorkerIdentity,
+        *,
+        limit: int,
+        lease_seconds: float,
+        wait_seconds: float,
+        early: bool = False,
+    ) -> list[Lease]:
+        """Leases up to ``limit`` subtasks, waiting up to ``wait_seconds`` for some.
+
+        ``early``: the worker's runs are short, so the in-process source may hand work over
+        before its lease commits, for the report to join that commit (TaskEngine.take); the
+        remote source ignores it.
+        """
+        ...
 
     async def heartbeat(
         self,

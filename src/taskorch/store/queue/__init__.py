@@ -34,6 +34,7 @@ commit the engine publishes its events and wakes the takers it names.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -202,6 +203,9 @@ class Changes:
     # PostgreSQL: the event ids this batch stored, for the notice to other replicas.
     first_event_id: int | None = None
     last_event_id: int | None = None
+    # Reports awaited of work handed over before the commit (store/database.py's
+    # hand_over_early): resolved when the report is queued.
+    reports: list[asyncio.Future[None]] = field(default_factory=list)
 
     def count(self, key: CountKey, old: Status | None, new: Status) -> None:
         """A task moved from ``old`` (None: new task) to ``new``."""
@@ -230,6 +234,7 @@ class Changes:
         self.due += other.due
         self.delayed += other.delayed
         self.stored(i for i in (other.first_event_id, other.last_event_id) if i is not None)
+        self.reports += other.reports
 
 
 class Queue(Protocol):
