@@ -629,8 +629,9 @@ class TaskEngine:
         self._parked = still
 
     def _reported(self, subtask_id: str) -> None:
-        """The report of a lease handed over early is queued: its batch may commit."""
-        report = self._early_reports.pop(subtask_id, None)
+        """The report of a lease handed over early is queued: its batch may commit (the
+        report's done callback forgets it)."""
+        report = self._early_reports.get(subtask_id)
         if report is not None and not report.done():
             report.set_result(None)
 
@@ -966,7 +967,7 @@ class TaskEngine:
         request.future.set_result(leases)
 
     def _forget_report(self, subtask_id: str, report: asyncio.Future[None]) -> None:
-        # The batch stopped waiting (a late report goes in the next batch).
+        # Reported, or the batch stopped waiting (a late report goes in the next batch).
         if self._early_reports.get(subtask_id) is report:
             del self._early_reports[subtask_id]
 
