@@ -44,6 +44,7 @@ next in line, in the same batch. Work without a key costs nothing of this.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -261,6 +262,8 @@ class _Batch:
     changes: Changes
     now: datetime
     attempts: list[_Attempt] = field(default_factory=list)
+    # The batch's takes (its creates may hand new work straight to them, _start_at_once).
+    takes: list[HotOp] = field(default_factory=list)
 
 
 class TaskEngine:
@@ -734,7 +737,7 @@ class TaskEngine:
         groups: dict[type, list[HotOp]] = defaultdict(list)
         for op in ops:
             groups[type(op.value)].append(op)
-        batch = _Batch(q, changes, self.clock())
+        batch = _Batch(q, changes, self.clock(), takes=groups.get(_Take, []))
         await self._lock(batch, ops)
         for kind, step in self._steps:
             if kind in groups:
@@ -790,6 +793,8 @@ class TaskEngine:
             )
             admitted = {t.task_id for t in places.admitted}
             fresh = [_admitted(n) if n.task.task_id in admitted else n for n in fresh]
+        elif self.db.hand_over_early:
+            fresh = self._start_at_once(batch, fresh)
         await q.insert_tasks(
             [(n.task, n.subtasks) for n in fresh], batch.changes, self.turns, places
         )
@@ -799,6 +804,80 @@ class TaskEngine:
         if delays:
             await q.delay_tasks(delays)
             batch.changes.delayed += [at for _, at in delays]
+
+    def _start_at_once(self, batch: _Batch, fresh: list[NewTask]) -> list[NewTask]:
+        """Hands new work straight to the idle in-process takers of the batch (woken by its
+        creates; a quiet SQLite batch, Database.hand_over_early): the task is stored
+        started, its ready subtasks leased to them, instead of stored PENDING and leased by
+        their takes' three statements. The takers were parked, so they had found nothing
+        else to run; the new work goes to them highest priority first."""
+        takers = [
+            op.value
+            for op in batch.takes
+            if op.value.early and op.value.exclusive and not op.value.future.done()
+        ]
+        if not takers:
+            return fresh
+        now = batch.now
+        room = {id(request): request.limit for request in takers}
+        handed: dict[int, list[Lease]] = defaultdict(list)
+        started: dict[str, NewTask] = {}
+        simple = [
+            n
+            for n in fresh
+            if not n.task.depends_on
+            and delayed_until(n.task) is None
+            and n.task.status is Status.PENDING
+        ]
+        for item in sorted(simple, key=lambda n: -n.task.priority):
+            subtasks = list(item.subtasks)
+            worker = None
+            for i, s in enumerate(subtasks):
+                if not s.ready:
+                    continue
+                request = next(
+                    (
+                        r
+                        for r in takers
+                        if room[id(r)] and r.taker.accepts(s.kind, s.model_name, s.tenant_id)
+                    ),
+                    None,
+                )
+                if request is None:
+                    continue
+                room[id(request)] -= 1
+                expires = now + timedelta(seconds=request.lease_seconds)
+                subtasks[i] = leased = replace(
+                    s,
+                    status=Status.RUNNING,
+                    attempt=s.attempt + 1,
+                    lease_id=str(uuid.uuid4()),
+                    lease_expires_at=expires,
+                    worker_id=request.worker_id,
+                    started_at=now,
+                    updated_at=now,
+                )
+                handed[id(request)].append(
+                    Lease(leased, leased.lease_id or "", expires, dependency_results={})
+                )
+                worker = worker or leased
+            if worker is None:
+                continue
+            task = replace(
+                item.task,
+                status=Status.RUNNING,
+                started_at=now,
+                updated_at=now,
+                worker_id=worker.worker_id,
+                attempt=worker.attempt,
+                sequence=item.task.sequence + 1,
+                progress_message=None,
+            )
+            started[task.task_id] = replace(item, task=task, subtasks=tuple(subtasks))
+        for request in takers:
+            if leases := handed.get(id(request)):
+                self._hand_over(request, leases, batch.changes)
+        return [started.get(n.task.task_id, n) for n in fresh]
 
     async def _plan_create(
         self,

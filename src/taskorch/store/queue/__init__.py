@@ -262,7 +262,11 @@ class Queue(Protocol):
         places: KeyPlaces | None = None,
     ) -> None:
         """Stores new PENDING tasks with their subtasks (each given its turn by ``turns``),
-        dependency edges, first event and keyed tasks' places (from :meth:`claim_keys`)."""
+        dependency edges, first event and keyed tasks' places (from :meth:`claim_keys`).
+
+        SQLite only: a task may come already started (RUNNING, its ready subtasks leased:
+        work handed to an idle in-process worker as it is created, TaskEngine._creates); it
+        then gets its queued event and the event of its start."""
         ...
 
     # -- take ---------------------------------------------------------------------------------
@@ -434,6 +438,33 @@ class Queue(Protocol):
 def stop_candidates(subtasks: Iterable[Subtask]) -> list[Subtask]:
     """The running ones among subtasks that were ended: their workers must stop."""
     return [s for s in subtasks if s.status is Status.RUNNING and s.worker_id and s.lease_id]
+
+
+def started_event(
+    task_id: str,
+    tenant_id: str,
+    sequence: int,
+    progress: float,
+    *,
+    attempt: int,
+    worker_id: str,
+    now: datetime,
+    first: bool,
+) -> TaskEvent:
+    """The event of a task's attempt starting on a worker (``first``: it was PENDING; a
+    later subtask of a running task starting is progress)."""
+    return TaskEvent(
+        task_id=task_id,
+        tenant_id=tenant_id,
+        sequence=sequence,
+        type=EventType.STATUS_CHANGED if first else EventType.PROGRESS,
+        status=Status.RUNNING,
+        created_at=now,
+        progress=progress,
+        message=f"attempt {attempt} started on {worker_id}",
+        # Marks where a run starts (chat replies start their streamed text over).
+        data={"attempt": attempt, "worker_id": worker_id},
+    )
 
 
 def event(

@@ -49,6 +49,7 @@ from taskorch.store.queue import (
     Turns,
     event,
     key_of,
+    started_event,
     stop_candidates,
 )
 from taskorch.store.queue.rows import subtask_from, task_from
@@ -705,16 +706,15 @@ class PostgresQueue(Queue):
             )
             attempt = row["task_attempt"]
             changes.events.append(
-                TaskEvent(
-                    task_id=task_id,
-                    tenant_id=subtask.tenant_id,
-                    sequence=row["task_sequence"],
-                    type=EventType.STATUS_CHANGED if old is Status.PENDING else EventType.PROGRESS,
-                    status=Status.RUNNING,
-                    created_at=now,
-                    progress=row["task_progress"],
-                    message=f"attempt {attempt} started on {worker_id}",
-                    data={"attempt": attempt, "worker_id": worker_id},
+                started_event(
+                    task_id,
+                    subtask.tenant_id,
+                    row["task_sequence"],
+                    row["task_progress"],
+                    attempt=attempt,
+                    worker_id=worker_id,
+                    now=now,
+                    first=old is Status.PENDING,
                 )
             )
         return taken

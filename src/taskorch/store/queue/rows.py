@@ -105,8 +105,8 @@ def sqlite_time(value: datetime | None) -> str | None:
 def _format_time(value: datetime) -> str:
     # Cached: a batch writes the same few times (its "now", deadlines) into many rows.
     if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return f"{value:%Y-%m-%d %H:%M:%S.%f}"
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")  # SQLAlchemy's text, zero-padded
 
 
 def dumps(value: Any) -> str | None:

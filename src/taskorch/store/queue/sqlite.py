@@ -14,6 +14,7 @@ import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -41,6 +42,7 @@ from taskorch.store.queue import (
     Turns,
     event,
     key_of,
+    started_event,
     stop_candidates,
 )
 from taskorch.store.queue.rows import (
@@ -207,10 +209,30 @@ class SqliteQueue(Queue):
             changes.count(
                 (task.tenant_id, task.task_type, task.model_name, task.template), None, task.status
             )
-            events.append(
-                event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")
-            )
-            changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks if s.ready]
+            if task.status is Status.RUNNING:  # started as it is stored (see Queue)
+                queued = replace(task, status=Status.PENDING, sequence=task.sequence - 1)
+                events += [
+                    event(queued, EventType.STATUS_CHANGED, now=task.created_at, message="queued"),
+                    started_event(
+                        task.task_id,
+                        task.tenant_id,
+                        task.sequence,
+                        task.progress,
+                        attempt=task.attempt,
+                        worker_id=task.worker_id or "",
+                        now=task.started_at or task.created_at,
+                        first=True,
+                    ),
+                ]
+            else:
+                events.append(
+                    event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")
+                )
+            changes.ready += [
+                (s.kind, s.model_name, s.tenant_id)
+                for s in subtasks
+                if s.ready and s.status is Status.PENDING
+            ]
         self._events(events, changes)
 
     # -- take ---------------------------------------------------------------------------------
@@ -287,17 +309,15 @@ class SqliteQueue(Queue):
             changes.count(_key(row), old, Status.RUNNING)
             depends[task_id] = tuple(loads(row["depends_on"]) or ())
             events.append(
-                TaskEvent(
-                    task_id=task_id,
-                    tenant_id=row["tenant_id"],
-                    sequence=row["sequence"],
-                    type=EventType.STATUS_CHANGED if old is Status.PENDING else EventType.PROGRESS,
-                    status=Status.RUNNING,
-                    created_at=now,
-                    progress=row["progress"],
-                    message=f"attempt {attempt} started on {worker_id}",
-                    # Marks where a run starts (chat replies start their streamed text over).
-                    data={"attempt": attempt, "worker_id": worker_id},
+                started_event(
+                    task_id,
+                    row["tenant_id"],
+                    row["sequence"],
+                    row["progress"],
+                    attempt=attempt,
+                    worker_id=worker_id,
+                    now=now,
+                    first=old is Status.PENDING,
                 )
             )
         self._events(events, changes)
