@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,11 @@ from taskorch.domain.caller import Caller
 from taskorch.domain.errors import LeaseLost, Unavailable
 from taskorch.domain.values import Lease, Status, Subtask, Task
 from taskorch.events.hub import EventHub
+from taskorch.store import tasks as task_store
 from taskorch.store.database import Database
 from taskorch.store.queue import Turns
+from taskorch.store.queue.postgres import PostgresQueue
+from taskorch.store.queue.sqlite import SqliteQueue
 from tests import databases
 
 ACME = Caller(tenant_id="acme")
@@ -426,6 +430,116 @@ async def test_short_work_of_an_in_process_worker_completes_in_the_commit_that_c
     shown = await s.status(task)
     assert shown.status is Status.COMPLETED and shown.result == {"echo": "hi"}
     assert shown.attempt == 1 and handed[0].subtask.task_id == task.task_id
+    assert (await s.tasks.counts(ACME))[Status.COMPLETED] == 1
+
+
+def count_takes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the take statements the queues of either backend run."""
+    calls: list[int] = []
+    for queue in (SqliteQueue, PostgresQueue):
+
+        async def take(self: Any, *args: Any, _real: Any = queue.take, **kwargs: Any) -> Any:
+            calls.append(1)
+            return await _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(queue, "take", take)
+    return calls
+
+
+async def parked_early_worker(s: Scheduler, limit: int = 1) -> asyncio.Task[list[Lease]]:
+    """An in-process worker's take (short runs: ``early``) parked until work comes."""
+    waiting = asyncio.create_task(s.take(wait_seconds=30, early=True, limit=limit))
+    await asyncio.sleep(0)  # the waiting take is submitted first...
+    assert await s.take() == []  # ...so once this later one found nothing, it has parked
+    assert not waiting.done()
+    return waiting
+
+
+async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_take_would(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a quiet SQLite database the batch that creates work an idle in-process worker
+    waits for stores it started, leased to that worker, without a take statement. What is
+    stored is what a take would have stored (PostgreSQL takes it): the events queued,
+    started and completed in sequence, the task's start, worker and attempt, the counts."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    waiting = await parked_early_worker(s)
+    takes = count_takes(monkeypatch)
+    task = await s.create()
+    [lease] = await asyncio.wait_for(waiting, timeout=10)
+    assert len(takes) == (0 if s.engine.db.is_sqlite else 1)
+    assert lease.subtask.task_id == task.task_id and lease.subtask.attempt == 1
+    assert lease.subtask.status is Status.RUNNING and lease.subtask.worker_id == "worker-1"
+    running = await s.status(task)
+    assert running.status is Status.RUNNING and running.worker_id == "worker-1"
+    assert running.started_at == s.clock.now and running.attempt == 1
+    assert (await s.tasks.counts(ACME)).get(Status.RUNNING) == 1
+    await s.engine.complete(lease.subtask.subtask_id, lease.lease_id, {"echo": "hi"})
+    events = await s.engine.db.read(
+        partial(task_store.events_after, task_id=task.task_id, after_sequence=0)
+    )
+    assert [(e.sequence, e.status, e.message) for e in events[:2]] == [
+        (1, Status.PENDING, "queued"),
+        (2, Status.RUNNING, "attempt 1 started on worker-1"),
+    ]
+    assert events[1].data == {"attempt": 1, "worker_id": "worker-1"}
+    assert [(e.sequence, e.status) for e in events[2:]] == [(3, Status.COMPLETED)]
+    counts = await s.tasks.counts(ACME)
+    assert counts[Status.COMPLETED] == 1
+    assert counts.get(Status.RUNNING, 0) == 0 and counts.get(Status.PENDING, 0) == 0
+
+
+async def test_new_work_goes_to_an_idle_worker_highest_priority_first(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    waiting = await parked_early_worker(s, limit=1)
+    low, high = await s.tasks.create_many(
+        ACME, [TaskSpec(task_type="echo", priority=1), TaskSpec(task_type="echo", priority=9)]
+    )
+    [lease] = await asyncio.wait_for(waiting, timeout=10)
+    assert lease.subtask.task_id == high.task_id
+    assert (await s.status(low)).status is Status.PENDING
+    [later] = await s.take()
+    assert later.subtask.task_id == low.task_id
+
+
+@pytest.mark.parametrize("start", ["sqlite"], indirect=True)
+async def test_work_stored_started_in_a_commit_that_fails_is_neither_stored_nor_counted(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create and the worker's report fail with the commit (nothing was answered before
+    it): no task, no lease, no count; the database then goes on as before."""
+    s = await start()
+    db = s.engine.db
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    waiting = await parked_early_worker(s)
+    real_end = db._end
+    failed: list[bool] = []
+
+    def end(conn: Any, *, commit: bool) -> None:
+        if commit and not failed:
+            failed.append(True)
+            raise sqlite3.OperationalError("disk I/O error")
+        real_end(conn, commit=commit)
+
+    monkeypatch.setattr(db, "_end", end)
+    creating = asyncio.create_task(s.create())
+    [first] = await asyncio.wait_for(waiting, timeout=10)
+    with pytest.raises(Unavailable):
+        await s.engine.complete(first.subtask.subtask_id, first.lease_id, {"run": 1})
+    with pytest.raises(Unavailable):
+        await creating
+    assert failed
+    assert not any((await s.tasks.counts(ACME)).values())
+    assert await s.take(limit=10) == []
+    task = await s.create()
+    [lease] = await s.take()
+    await s.engine.complete(lease.subtask.subtask_id, lease.lease_id, {"run": 2})
+    shown = await s.status(task)
+    assert shown.status is Status.COMPLETED and shown.attempt == 1
     assert (await s.tasks.counts(ACME))[Status.COMPLETED] == 1
 
 

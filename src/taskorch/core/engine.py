@@ -17,7 +17,8 @@ could run is created, re-queued or comes due (or another replica says so). A cre
 its ready work straight to the parked takers that can run it: their takes join the same
 batch, so an idle worker gets a new task in the transaction that created it. An in-process
 worker whose runs are short goes further (``take(early=True)``): on a quiet SQLite database
-its leases are handed over before the commit, and the batch holds its commit (a couple of
+its leases are handed over before the commit (new work for it is stored already started,
+leased to it, without the take's statements), and the batch holds its commit (a couple of
 milliseconds at most) for their reports, which join it: a short task then costs one commit
 from create to completion. Nothing is answered before that commit; if it fails, the reports
 fail with it and the work, never leased as far as the database knows, runs again.
@@ -718,8 +719,7 @@ class TaskEngine:
     # -- after the commit ---------------------------------------------------------------------
 
     def _committed(self, changes: Changes) -> None:
-        for event in changes.events:
-            self.hub.publish(event)
+        self.hub.publish_all(changes.events)
         for subtask, reason in changes.stopped:
             self.hub.stop_workers([subtask], reason)
         self._wake(changes.ready)

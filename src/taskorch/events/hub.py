@@ -8,7 +8,7 @@ at and :meth:`EventHub.relay` / :meth:`EventHub.relay_chat` hand it to the watch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -89,11 +89,23 @@ class EventHub:
 
     def publish(self, event: TaskEvent) -> None:
         self.relay(event)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed", task_id=event.task_id)
+        self._tell_listeners([event])
+
+    def publish_all(self, events: Sequence[TaskEvent]) -> None:
+        """A batch's events: its watchers first, the listeners (metrics) right after, once
+        the watchers' streams have had their turn on the loop."""
+        for event in events:
+            self.relay(event)
+        if events and self._listeners:
+            asyncio.get_running_loop().call_soon(self._tell_listeners, events)
+
+    def _tell_listeners(self, events: Sequence[TaskEvent]) -> None:
+        for event in events:
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("event listener failed", task_id=event.task_id)
 
     def relay(self, event: TaskEvent) -> None:
         """Hands ``event`` to its watchers only (another replica's event: its listeners, the
