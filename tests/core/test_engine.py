@@ -433,16 +433,19 @@ async def test_short_work_of_an_in_process_worker_completes_in_the_commit_that_c
     assert (await s.tasks.counts(ACME))[Status.COMPLETED] == 1
 
 
-def count_takes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the take statements the queues of either backend run."""
+def count_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
+    """Counts the calls of one queue method (its statements) on either backend."""
     calls: list[int] = []
-    for queue in (SqliteQueue, PostgresQueue):
 
-        async def take(self: Any, *args: Any, _real: Any = queue.take, **kwargs: Any) -> Any:
+    def counting(real: Any) -> Any:
+        async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
             calls.append(1)
-            return await _real(self, *args, **kwargs)
+            return await real(self, *args, **kwargs)
 
-        monkeypatch.setattr(queue, "take", take)
+        return counted
+
+    for queue in (SqliteQueue, PostgresQueue):
+        monkeypatch.setattr(queue, method, counting(getattr(queue, method)))
     return calls
 
 
@@ -465,7 +468,7 @@ async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_tak
     s = await start()
     monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
     waiting = await parked_early_worker(s)
-    takes = count_takes(monkeypatch)
+    takes = count_calls(monkeypatch, "take")
     task = await s.create()
     [lease] = await asyncio.wait_for(waiting, timeout=10)
     assert len(takes) == (0 if s.engine.db.is_sqlite else 1)
@@ -488,6 +491,114 @@ async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_tak
     counts = await s.tasks.counts(ACME)
     assert counts[Status.COMPLETED] == 1
     assert counts.get(Status.RUNNING, 0) == 0 and counts.get(Status.PENDING, 0) == 0
+
+
+async def test_short_work_reported_in_its_batch_is_stored_completed_in_one_write(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a quiet SQLite database, when the worker's report of a task started in a batch
+    joins that batch, the task's rows are written once, completed: no completing
+    statement runs. Stored and told are what the steps one by one give (PostgreSQL)."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    waiting = await parked_early_worker(s)
+    completes = count_calls(monkeypatch, "complete_subtasks")
+    watch = s.engine.hub.subscribe_tenant("acme")
+    reports: list[Subtask] = []
+
+    async def worker() -> None:
+        [lease] = await waiting
+        reports.append(
+            await s.engine.complete(lease.subtask.subtask_id, lease.lease_id, {"echo": "hi"})
+        )
+
+    running = asyncio.create_task(worker())
+    task = await s.create()
+    await asyncio.wait_for(running, timeout=10)
+    assert len(completes) == (0 if s.engine.db.is_sqlite else 1)
+    [done] = reports
+    assert done.status is Status.COMPLETED and done.result == {"echo": "hi"}
+    assert done.lease_id is None and done.attempt == 1
+    stored = await s.engine.subtask(done.subtask_id, "acme")
+    assert stored is not None and stored.status is Status.COMPLETED
+    assert stored.result == {"echo": "hi"} and stored.lease_id is None
+    shown = await s.status(task)
+    assert shown.status is Status.COMPLETED and shown.result == {"echo": "hi"}
+    assert shown.progress == 100.0 and shown.attempt == 1 and shown.worker_id == "worker-1"
+    assert shown.started_at == shown.completed_at == s.clock.now
+    events = await s.engine.db.read(
+        partial(task_store.events_after, task_id=task.task_id, after_sequence=0)
+    )
+    expected = [
+        (1, Status.PENDING, "queued"),
+        (2, Status.RUNNING, "attempt 1 started on worker-1"),
+        (3, Status.COMPLETED, "completed"),
+    ]
+    assert [(e.sequence, e.status, e.message) for e in events] == expected
+    told = [await watch.get(timeout=5) for _ in range(3)]
+    assert [(e.sequence, e.status, e.message) for e in told if e] == expected
+    assert told[2] is not None and told[2].task is not None
+    assert told[2].task.status is Status.COMPLETED and told[2].task.result == {"echo": "hi"}
+    counts = await s.tasks.counts(ACME)
+    assert counts[Status.COMPLETED] == 1
+    assert counts.get(Status.RUNNING, 0) == 0 and counts.get(Status.PENDING, 0) == 0
+
+
+async def test_a_taker_that_has_all_the_work_does_not_look_again_in_the_same_transaction(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next take of a worker whose last one found no more work, in the same
+    transaction, finds nothing without a statement (SQLite: one writer) unless work it can
+    run became runnable since; it then parks and new work reaches it as before."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    waiting = await parked_early_worker(s, limit=5)
+    takes = count_calls(monkeypatch, "take")
+    following: list[asyncio.Task[list[Lease]]] = []
+
+    async def worker() -> None:
+        [lease] = await waiting
+        # As the worker loop does: the next take goes out with the report.
+        following.append(asyncio.create_task(s.take(wait_seconds=30, early=True, limit=5)))
+        await s.engine.complete(lease.subtask.subtask_id, lease.lease_id, {"echo": 1})
+
+    running = asyncio.create_task(worker())
+    await s.create()
+    await asyncio.wait_for(running, timeout=10)
+    assert len(takes) == (0 if s.engine.db.is_sqlite else 2)
+    [parked] = following
+    await asyncio.sleep(0.05)
+    assert not parked.done()
+    task = await s.create()
+    [lease] = await asyncio.wait_for(parked, timeout=10)
+    assert lease.subtask.task_id == task.task_id
+
+
+async def test_a_failure_reported_in_the_batch_that_started_the_work_fails_the_task(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a completion is written with the new rows: a failure reported in the same batch
+    runs on the task stored started, as it would on any task."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    waiting = await parked_early_worker(s)
+
+    async def worker() -> None:
+        [lease] = await waiting
+        await s.engine.fail(
+            lease.subtask.subtask_id, lease.lease_id, "no", error_code="BAD", retryable=False
+        )
+
+    running = asyncio.create_task(worker())
+    task = await s.create()
+    await asyncio.wait_for(running, timeout=10)
+    shown = await s.status(task)
+    assert shown.status is Status.FAILED and shown.error_code == "BAD"
+    events = await s.engine.db.read(
+        partial(task_store.events_after, task_id=task.task_id, after_sequence=0)
+    )
+    assert [e.status for e in events] == [Status.PENDING, Status.RUNNING, Status.FAILED]
+    assert (await s.tasks.counts(ACME))[Status.FAILED] == 1
 
 
 async def test_new_work_goes_to_an_idle_worker_highest_priority_first(

@@ -286,6 +286,8 @@ class TaskEngine:
         self.clock = clock
         self.backoff = backoff or Backoff()
         self._parked: list[_Take] = []
+        # Times every parked taker was told to look again (a due timer, another replica).
+        self._wakes = 0
         # Leases of keyed tasks this replica handed out: (kind, model, tenant) by subtask id.
         self._keyed_leases: dict[str, tuple[str, str, str]] = {}
         # Leases handed over before their commit: the batch awaits their reports.
@@ -613,6 +615,7 @@ class TaskEngine:
 
     def wake_all(self) -> None:
         """Work of any kind may have become runnable: every parked taker looks again."""
+        self._wakes += 1
         parked, self._parked = self._parked, []
         for request in parked:
             self._resubmit(request)
@@ -738,9 +741,11 @@ class TaskEngine:
         for op in ops:
             groups[type(op.value)].append(op)
         batch = _Batch(q, changes, self.clock(), takes=groups.get(_Take, []))
+        if changes.held:
+            await self._write_held(batch, groups)
         await self._lock(batch, ops)
         for kind, step in self._steps:
-            if kind in groups:
+            if groups.get(kind):
                 await step(batch, groups[kind])
         if batch.attempts:
             await self._settle_attempts(batch)
@@ -795,9 +800,10 @@ class TaskEngine:
             fresh = [_admitted(n) if n.task.task_id in admitted else n for n in fresh]
         elif self.db.hand_over_early:
             fresh = self._start_at_once(batch, fresh)
-        await q.insert_tasks(
-            [(n.task, n.subtasks) for n in fresh], batch.changes, self.turns, places
-        )
+        if fresh:
+            await q.insert_tasks(
+                [(n.task, n.subtasks) for n in fresh], batch.changes, self.turns, places
+            )
         if places is not None and places.recount:
             await q.admit_keys(places.recount, batch.now, batch.changes)
         delays = [(n.task.task_id, at) for n in fresh if (at := delayed_until(n.task))]
@@ -810,7 +816,8 @@ class TaskEngine:
         creates; a quiet SQLite batch, Database.hand_over_early): the task is stored
         started, its ready subtasks leased to them, instead of stored PENDING and leased by
         their takes' three statements. The takers were parked, so they had found nothing
-        else to run; the new work goes to them highest priority first."""
+        else to run; the new work goes to them highest priority first. Returns the tasks
+        to store now (the others wait for their reports, _write_held)."""
         takers = [
             op.value
             for op in batch.takes
@@ -874,10 +881,70 @@ class TaskEngine:
                 progress_message=None,
             )
             started[task.task_id] = replace(item, task=task, subtasks=tuple(subtasks))
+        changes = batch.changes
         for request in takers:
             if leases := handed.get(id(request)):
-                self._hand_over(request, leases, batch.changes)
-        return [started.get(n.task.task_id, n) for n in fresh]
+                self._hand_over(request, leases, changes)
+            if room[id(request)] and not any(request.taker.accepts(*w) for w in changes.ready):
+                self._found_dry(changes, request)  # it has all the new work it could run
+        # A task of one subtask started here waits for its worker's report, which joins the
+        # batch: its rows are then written once, in their final state (_write_held).
+        stored = []
+        for item in fresh:
+            begun = started.get(item.task.task_id)
+            if begun is not None and len(begun.subtasks) == 1:
+                changes.held.append(begun)
+            else:
+                stored.append(begun or item)
+        return stored
+
+    async def _write_held(self, batch: _Batch, groups: dict[type, list[HotOp]]) -> None:
+        """Writes the tasks started in this batch's creates that waited for their reports
+        (the transitions that joined the batch): one whose worker completed it is stored
+        completed, its report answered here; any other is stored started, and the joined
+        transitions then run on it as on any task."""
+        held: list[NewTask] = batch.changes.held
+        batch.changes.held = []
+        completes = groups.get(_Complete, [])
+        by_subtask = {op.value.subtask_id: op for op in completes}
+        now = batch.now
+        rows: list[tuple[Task, Sequence[Subtask]]] = []
+        for item in held:
+            [subtask] = item.subtasks
+            op = by_subtask.get(subtask.subtask_id)
+            report: _Complete | None = op.value if op is not None else None
+            if (
+                op is None
+                or report is None
+                or report.lease_id != subtask.lease_id
+                or _visible(subtask, report.tenant_scope) is None
+            ):
+                rows.append((item.task, item.subtasks))
+                continue
+            done = replace(
+                subtask,
+                status=Status.COMPLETED,
+                result=report.result,
+                progress=100.0,
+                lease_id=None,
+                lease_expires_at=None,
+                updated_at=now,
+                completed_at=now,
+            )
+            task = replace(
+                item.task,
+                status=Status.COMPLETED,
+                result=report.result,
+                progress=100.0,
+                resource_usage=report.usage or item.task.resource_usage,
+                updated_at=now,
+                completed_at=now,
+                sequence=item.task.sequence + 1,
+            )
+            rows.append((task, (done,)))
+            op.result = done
+            completes.remove(op)
+        await batch.q.insert_tasks(rows, batch.changes, self.turns)
 
     async def _plan_create(
         self,
@@ -999,7 +1066,7 @@ class TaskEngine:
         taken_all = []
         for op in ops:
             request: _Take = op.value
-            if request.future.done():
+            if request.future.done() or self._still_dry(batch.changes, request):
                 op.result = []
                 continue
             expires = batch.now + timedelta(seconds=request.lease_seconds)
@@ -1012,6 +1079,8 @@ class TaskEngine:
                 changes=batch.changes,
             )
             taken_all.append((op, expires, taken))
+            if len(taken) < request.limit:
+                self._found_dry(batch.changes, request)
             keyed = self._keyed_leases
             if len(keyed) > MAX_KEYED_LEASES_KEPT:
                 keyed.clear()  # leases lost or ended elsewhere: only a shortcut is forgotten
@@ -1033,6 +1102,21 @@ class TaskEngine:
             ]
             if op.result and op.value.early and self.db.hand_over_early:
                 self._hand_over(op.value, op.result, batch.changes)
+
+    def _found_dry(self, changes: Changes, request: _Take) -> None:
+        """The taker has every runnable piece of work it could run, as of now in this
+        transaction."""
+        changes.dry[request.taker] = (len(changes.ready), self._wakes)
+
+    def _still_dry(self, changes: Changes, request: _Take) -> bool:
+        """Whether a take would find nothing without looking: its kind of taker found the
+        queue dry earlier in this transaction (one writer: SQLite), nothing it could run was
+        made runnable since (every transition says so in ``changes.ready``) and no timer or
+        notice woke the takers meanwhile."""
+        seen = changes.dry.get(request.taker)
+        if seen is None or seen[1] != self._wakes:
+            return False
+        return not any(request.taker.accepts(*w) for w in changes.ready[seen[0] :])
 
     def _hand_over(self, request: _Take, leases: list[Lease], changes: Changes) -> None:
         """Answers a take before its commit; the batch awaits the leases' reports."""

@@ -604,8 +604,9 @@ class Database:
                 joined = await self._join_reports(changes.reports)
                 hot += joined
                 batch += joined
-                if joined:
-                    await self._run_hot(queue, changes, joined)
+                # Even with nothing joined: what the engine held back for the reports is
+                # written then (TaskEngine._write_held).
+                await self._run_hot(queue, changes, joined)
         if cold:
             await self._in_writer_thread(partial(_run_cold, conn, cold, cold_savepoints))
         await queue.settle(changes)

@@ -206,6 +206,12 @@ class Changes:
     # Reports awaited of work handed over before the commit (store/database.py's
     # hand_over_early): resolved when the report is queued.
     reports: list[asyncio.Future[None]] = field(default_factory=list)
+    # New tasks the engine started in this batch whose rows wait for their reports to join
+    # it (TaskEngine._write_held): written once, in their final state.
+    held: list[Any] = field(default_factory=list)
+    # Takers (by what they may run) that found no more work in this batch's transaction:
+    # how much ``ready`` held then, and the engine's wake count (TaskEngine._still_dry).
+    dry: dict[TakeFilter, tuple[int, int]] = field(default_factory=dict)
 
     def count(self, key: CountKey, old: Status | None, new: Status) -> None:
         """A task moved from ``old`` (None: new task) to ``new``."""
@@ -265,8 +271,9 @@ class Queue(Protocol):
         dependency edges, first event and keyed tasks' places (from :meth:`claim_keys`).
 
         SQLite only: a task may come already started (RUNNING, its ready subtasks leased:
-        work handed to an idle in-process worker as it is created, TaskEngine._creates); it
-        then gets its queued event and the event of its start."""
+        work handed to an idle in-process worker as it is created, TaskEngine._creates),
+        or even completed (its worker's report joined the batch first); it then gets the
+        events of every step it passed: queued, started, completed."""
         ...
 
     # -- take ---------------------------------------------------------------------------------

@@ -209,25 +209,7 @@ class SqliteQueue(Queue):
             changes.count(
                 (task.tenant_id, task.task_type, task.model_name, task.template), None, task.status
             )
-            if task.status is Status.RUNNING:  # started as it is stored (see Queue)
-                queued = replace(task, status=Status.PENDING, sequence=task.sequence - 1)
-                events += [
-                    event(queued, EventType.STATUS_CHANGED, now=task.created_at, message="queued"),
-                    started_event(
-                        task.task_id,
-                        task.tenant_id,
-                        task.sequence,
-                        task.progress,
-                        attempt=task.attempt,
-                        worker_id=task.worker_id or "",
-                        now=task.started_at or task.created_at,
-                        first=True,
-                    ),
-                ]
-            else:
-                events.append(
-                    event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")
-                )
+            events += _stored_events(task)
             changes.ready += [
                 (s.kind, s.model_name, s.tenant_id)
                 for s in subtasks
@@ -863,3 +845,32 @@ def _queue_head(kinds: int, models: int, tenants: int, by_task: bool) -> str:
         for _ in range(max(kinds, 1))
     ]
     return " UNION ALL ".join(arms) + f" {order} LIMIT ?"
+
+
+def _stored_events(task: Task) -> list[TaskEvent]:
+    """The events of a new task: queued, and when it is stored started (or completed) by
+    the engine (see Queue.insert_tasks), those of the steps it passed, in sequence."""
+    if task.status is Status.PENDING:
+        return [event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")]
+    completed = task.status is Status.COMPLETED
+    first = task.sequence - (2 if completed else 1)
+    queued = replace(task, status=Status.PENDING, sequence=first, progress=0.0)
+    events = [
+        event(queued, EventType.STATUS_CHANGED, now=task.created_at, message="queued"),
+        started_event(
+            task.task_id,
+            task.tenant_id,
+            first + 1,
+            0.0,
+            attempt=task.attempt,
+            worker_id=task.worker_id or "",
+            now=task.started_at or task.created_at,
+            first=True,
+        ),
+    ]
+    if completed:
+        at = task.completed_at or task.created_at
+        events.append(
+            event(task, EventType.STATUS_CHANGED, now=at, message="completed", with_task=True)
+        )
+    return events
