@@ -16,10 +16,7 @@ Where they run:
 - SQLite (one writer): one batch at a time holds the writer connection. BEGIN, the
   SQLAlchemy operations and COMMIT (its fsync) run on a writer thread of our own; the
   transitions run on the event loop between them, with the sqlite3 driver (each statement
-  takes tens of microseconds, less than a thread hop would). A quiet batch (nothing queued
-  behind it) commits on the event loop too: the loop has nothing else to do meanwhile, and
-  the two hops to the writer thread and back (0.1 ms) would be a part of every short
-  task's latency. Reads run on a few reader
+  takes tens of microseconds, less than a thread hop would). Reads run on a few reader
   threads (WAL lets them read while the writer writes). URLs naming ``sqlite+aiosqlite``
   are accepted and run this way: that adaptor hops threads for every DBAPI call.
 - PostgreSQL: transitions run on asyncpg connections of their own (prepared statements,
@@ -546,8 +543,7 @@ class Database:
 
     async def _commit_sqlite(self, batch: list[_Item]) -> Changes:
         """One transaction on the writer connection: BEGIN and the transitions on the event
-        loop, the SQLAlchemy operations and COMMIT (its fsync) on the writer thread (on the
-        loop when the database is quiet)."""
+        loop, the SQLAlchemy operations and COMMIT (its fsync) on the writer thread."""
         hot = [item for item in batch if isinstance(item, HotOp)]
         cold = [item for item in batch if isinstance(item, _Pending)]
         isolate = False
@@ -610,10 +606,7 @@ class Database:
         if cold:
             await self._in_writer_thread(partial(_run_cold, conn, cold, cold_savepoints))
         await queue.settle(changes)
-        if early and not cold and not self._carried and self._queue.empty():
-            self._end(conn, commit=True)  # quiet: on the loop (see the module docstring)
-        else:
-            await self._in_writer_thread(partial(self._end, conn, commit=True))
+        await self._in_writer_thread(partial(self._end, conn, commit=True))
         return changes
 
     @property
