@@ -825,7 +825,6 @@ class TaskEngine:
         ]
         if not takers:
             return fresh
-        now = batch.now
         room = {id(request): request.limit for request in takers}
         handed: dict[int, list[Lease]] = defaultdict(list)
         started: dict[str, NewTask] = {}
@@ -837,50 +836,9 @@ class TaskEngine:
             and n.task.status is Status.PENDING
         ]
         for item in sorted(simple, key=lambda n: -n.task.priority):
-            subtasks = list(item.subtasks)
-            worker = None
-            for i, s in enumerate(subtasks):
-                if not s.ready:
-                    continue
-                request = next(
-                    (
-                        r
-                        for r in takers
-                        if room[id(r)] and r.taker.accepts(s.kind, s.model_name, s.tenant_id)
-                    ),
-                    None,
-                )
-                if request is None:
-                    continue
-                room[id(request)] -= 1
-                expires = now + timedelta(seconds=request.lease_seconds)
-                subtasks[i] = leased = replace(
-                    s,
-                    status=Status.RUNNING,
-                    attempt=s.attempt + 1,
-                    lease_id=str(uuid.uuid4()),
-                    lease_expires_at=expires,
-                    worker_id=request.worker_id,
-                    started_at=now,
-                    updated_at=now,
-                )
-                handed[id(request)].append(
-                    Lease(leased, leased.lease_id or "", expires, dependency_results={})
-                )
-                worker = worker or leased
-            if worker is None:
-                continue
-            task = replace(
-                item.task,
-                status=Status.RUNNING,
-                started_at=now,
-                updated_at=now,
-                worker_id=worker.worker_id,
-                attempt=worker.attempt,
-                sequence=item.task.sequence + 1,
-                progress_message=None,
-            )
-            started[task.task_id] = replace(item, task=task, subtasks=tuple(subtasks))
+            begun = _start(item, takers, room, handed, batch.now)
+            if begun is not None:
+                started[begun.task.task_id] = begun
         changes = batch.changes
         for request in takers:
             if leases := handed.get(id(request)):
@@ -1496,6 +1454,61 @@ class TaskEngine:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _start(
+    item: NewTask,
+    takers: Sequence[_Take],
+    room: dict[int, int],
+    handed: dict[int, list[Lease]],
+    now: datetime,
+) -> NewTask | None:
+    """The new task started: its ready subtasks leased to the first takers with room that
+    can run them (their leases added to ``handed``); None when none could take any."""
+    subtasks = list(item.subtasks)
+    first: Subtask | None = None
+    for i, s in enumerate(subtasks):
+        if not s.ready:
+            continue
+        request = next(
+            (
+                r
+                for r in takers
+                if room[id(r)] and r.taker.accepts(s.kind, s.model_name, s.tenant_id)
+            ),
+            None,
+        )
+        if request is None:
+            continue
+        room[id(request)] -= 1
+        expires = now + timedelta(seconds=request.lease_seconds)
+        subtasks[i] = leased = replace(
+            s,
+            status=Status.RUNNING,
+            attempt=s.attempt + 1,
+            lease_id=str(uuid.uuid4()),
+            lease_expires_at=expires,
+            worker_id=request.worker_id,
+            started_at=now,
+            updated_at=now,
+        )
+        handed[id(request)].append(
+            Lease(leased, leased.lease_id or "", expires, dependency_results={})
+        )
+        first = first or leased
+    if first is None:
+        return None
+    task = replace(
+        item.task,
+        status=Status.RUNNING,
+        started_at=now,
+        updated_at=now,
+        worker_id=first.worker_id,
+        attempt=first.attempt,
+        sequence=item.task.sequence + 1,
+        progress_message=None,
+    )
+    return replace(item, task=task, subtasks=tuple(subtasks))
 
 
 def _key_limit(item: NewTask) -> tuple[str, str, int | None]:
