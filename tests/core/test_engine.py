@@ -27,7 +27,7 @@ from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisP
 from taskorch.core.tasks import TaskService
 from taskorch.domain.caller import Caller
 from taskorch.domain.errors import LeaseLost, Unavailable
-from taskorch.domain.values import Lease, Status, Subtask, Task
+from taskorch.domain.values import Lease, Status, Subtask, Task, TaskEvent
 from taskorch.events.hub import EventHub
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database
@@ -433,6 +433,28 @@ async def test_short_work_of_an_in_process_worker_completes_in_the_commit_that_c
     assert (await s.tasks.counts(ACME))[Status.COMPLETED] == 1
 
 
+def fail_the_next_commit(monkeypatch: pytest.MonkeyPatch, db: Database) -> list[bool]:
+    """Makes the next COMMIT fail as a disk would; the list says once it has."""
+    real_end = db._end
+    failed: list[bool] = []
+
+    def end(conn: Any, *, commit: bool) -> None:
+        if commit and not failed:
+            failed.append(True)
+            raise sqlite3.OperationalError("disk I/O error")
+        real_end(conn, commit=commit)
+
+    monkeypatch.setattr(db, "_end", end)
+    return failed
+
+
+async def stored_events(s: Scheduler, task: Task) -> list[TaskEvent]:
+    """The task's events as stored, in sequence."""
+    return await s.engine.db.read(
+        partial(task_store.events_after, task_id=task.task_id, after_sequence=0)
+    )
+
+
 def count_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
     """Counts the calls of one queue method (its statements) on either backend."""
     calls: list[int] = []
@@ -479,9 +501,7 @@ async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_tak
     assert running.started_at == s.clock.now and running.attempt == 1
     assert (await s.tasks.counts(ACME)).get(Status.RUNNING) == 1
     await s.engine.complete(lease.subtask.subtask_id, lease.lease_id, {"echo": "hi"})
-    events = await s.engine.db.read(
-        partial(task_store.events_after, task_id=task.task_id, after_sequence=0)
-    )
+    events = await stored_events(s, task)
     assert [(e.sequence, e.status, e.message) for e in events[:2]] == [
         (1, Status.PENDING, "queued"),
         (2, Status.RUNNING, "attempt 1 started on worker-1"),
@@ -526,9 +546,7 @@ async def test_short_work_reported_in_its_batch_is_stored_completed_in_one_write
     assert shown.status is Status.COMPLETED and shown.result == {"echo": "hi"}
     assert shown.progress == 100.0 and shown.attempt == 1 and shown.worker_id == "worker-1"
     assert shown.started_at == shown.completed_at == s.clock.now
-    events = await s.engine.db.read(
-        partial(task_store.events_after, task_id=task.task_id, after_sequence=0)
-    )
+    events = await stored_events(s, task)
     expected = [
         (1, Status.PENDING, "queued"),
         (2, Status.RUNNING, "attempt 1 started on worker-1"),
@@ -594,9 +612,7 @@ async def test_a_failure_reported_in_the_batch_that_started_the_work_fails_the_t
     await asyncio.wait_for(running, timeout=10)
     shown = await s.status(task)
     assert shown.status is Status.FAILED and shown.error_code == "BAD"
-    events = await s.engine.db.read(
-        partial(task_store.events_after, task_id=task.task_id, after_sequence=0)
-    )
+    events = await stored_events(s, task)
     assert [e.status for e in events] == [Status.PENDING, Status.RUNNING, Status.FAILED]
     assert (await s.tasks.counts(ACME))[Status.FAILED] == 1
 
@@ -627,16 +643,7 @@ async def test_work_stored_started_in_a_commit_that_fails_is_neither_stored_nor_
     db = s.engine.db
     monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
     waiting = await parked_early_worker(s)
-    real_end = db._end
-    failed: list[bool] = []
-
-    def end(conn: Any, *, commit: bool) -> None:
-        if commit and not failed:
-            failed.append(True)
-            raise sqlite3.OperationalError("disk I/O error")
-        real_end(conn, commit=commit)
-
-    monkeypatch.setattr(db, "_end", end)
+    failed = fail_the_next_commit(monkeypatch, db)
     creating = asyncio.create_task(s.create())
     [first] = await asyncio.wait_for(waiting, timeout=10)
     with pytest.raises(Unavailable):
@@ -664,16 +671,7 @@ async def test_work_handed_over_before_a_commit_that_fails_runs_again_and_counts
     s = await start()
     db = s.engine.db
     task = await s.create()
-    real_end = db._end
-    failed: list[bool] = []
-
-    def end(conn: Any, *, commit: bool) -> None:
-        if commit and not failed:
-            failed.append(True)
-            raise sqlite3.OperationalError("disk I/O error")
-        real_end(conn, commit=commit)
-
-    monkeypatch.setattr(db, "_end", end)
+    failed = fail_the_next_commit(monkeypatch, db)
     [first] = await s.take(early=True)  # a quiet database: handed over before the commit
     with pytest.raises(Unavailable):
         await s.engine.complete(first.subtask.subtask_id, first.lease_id, {"run": 1})
