@@ -30,7 +30,11 @@ Systems (the task returns its input; see _peer_apps.py):
 - procrastinate 3 on the same PostgreSQL: N ``procrastinate worker --concurrency 1``;
 - pgqueuer 1.6 on the same PostgreSQL: N worker processes with its defaults (dequeue batches
   of 10, every job its own asyncio task with no concurrency limit, buffered completion
-  logging; bench/_pgqueuer_worker.py), the fastest durable Python queue measured here.
+  logging; bench/_pgqueuer_worker.py), the fastest durable Python queue measured here;
+- ``bare``, the bound rather than a peer: bench/_bare_task_server.py speaks taskorch's
+  CreateTask and WatchTasks (the same SDK client and listener) and per task does only the
+  call, the echo inline, one durable SQLite commit (group-committed) and the event out: what
+  any durable gRPC task service in Python pays here before its own features.
 
 Clients: every system submits one task per call from 32 concurrent clients: coroutines of
 the async clients (taskorch's SDK, procrastinate, pgqueuer through an asyncpg pool), threads
@@ -42,7 +46,7 @@ Every configuration runs ``--repeats`` times, in alternating order; the tables s
     python bench/peers.py [--tasks 600] [--paced 200] [--rate 50] [--repeats 3]
         [--workers 1,2,4]
         [--systems sqlite,pg,sqlite:10,pg:10,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,
-                   sqlite-inproc:10,pg-inproc:10,celery,procrastinate,pgqueuer]
+                   sqlite-inproc:10,pg-inproc:10,celery,procrastinate,pgqueuer,bare]
 """
 
 from __future__ import annotations
@@ -366,6 +370,57 @@ class Taskorch(System):
                 assert task.started_at and task.completed_at
                 found[task.task_id] = (task.started_at.timestamp(), task.completed_at.timestamp())
         return found
+
+
+class BareTaskService(Taskorch):
+    """The bound: bench/_bare_task_server.py, a gRPC task service that per task does only
+    the call, one inline echo, one durable SQLite commit (group-committed) and the event out;
+    driven by the same SDK client and WatchTasks listener as taskorch. Workers: none (the
+    task runs inside the call)."""
+
+    label = "bound: bare gRPC + SQLite task service (inline run, one commit)"
+
+    def __init__(self) -> None:
+        super().__init__("sqlite", in_process=True)
+        self.label = BareTaskService.label
+        self._bare: subprocess.Popen[bytes] | None = None
+        self._times: dict[str, tuple[float, float]] = {}
+
+    async def start(self, workers: int, logdir: Path) -> None:
+        port = free_port()
+        self._bare = spawn(
+            [sys.executable, str(BENCH / "_bare_task_server.py"), str(port),
+             str(logdir / "bare.db")],
+            logdir / "bare.log",
+        )  # fmt: skip
+        target = f"127.0.0.1:{port}"
+        with grpc.insecure_channel(target) as channel:
+            await asyncio.to_thread(grpc.channel_ready_future(channel).result, 20)
+        self.client = AsyncClient(target)
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+        if self._bare is not None:
+            stop_group(self._bare)
+            self._bare = None
+
+    async def submit(self, n: int) -> str:
+        assert self.client is not None
+        task = await self.client.create_task(task_type="echo", input_data={"n": n})
+        assert task.started_at and task.completed_at
+        self._times[task.task_id] = (task.started_at.timestamp(), task.completed_at.timestamp())
+        return task.task_id
+
+    def server_cpu(self) -> float | None:
+        return cpu_seconds(self._bare.pid) if self._bare is not None else None
+
+    async def wait_done(self, ids: list[Any]) -> None:
+        """Nothing to wait for: each create answers once its task is done and durable."""
+
+    async def times(self, ids: list[Any]) -> dict[Any, tuple[float, float]]:
+        return {i: self._times[i] for i in ids}
 
 
 class CeleryRedis(System):
@@ -953,7 +1008,7 @@ async def main() -> None:
     parser.add_argument(
         "--systems",
         default="sqlite,pg,sqlite:10,pg:10,sqlite-batch,pg-batch,sqlite-inproc,pg-inproc,"
-        "sqlite-inproc:10,pg-inproc:10,celery,procrastinate,pgqueuer",
+        "sqlite-inproc:10,pg-inproc:10,celery,procrastinate,pgqueuer,bare",
         help="taskorch systems take ':C' for C concurrent tasks per worker (default 1)",
     )
     args = parser.parse_args()
@@ -979,6 +1034,7 @@ async def main() -> None:
             "celery": lambda: CeleryRedis(redis_url),
             "procrastinate": Procrastinate,
             "pgqueuer": PgQueuer,
+            "bare": BareTaskService,
         }
         systems: dict[str, System] = {}
         for key in wanted:
