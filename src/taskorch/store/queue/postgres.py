@@ -519,11 +519,50 @@ SELECT (SELECT coalesce(sum(count), 0) FROM task_counts
 """
 
 
+class Transaction:
+    """The writer's connection inside one batch's transaction, whose BEGIN goes with the
+    first statement: in the same message when that one is plain SQL (the simple protocol
+    carries several statements; a create's quota lock is one), else just before it. A batch
+    that starts with its quota lock saves a round trip; one that runs nothing sends nothing.
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.begun = False
+
+    async def _begin(self) -> None:
+        if not self.begun:
+            await self.conn.execute("BEGIN")
+            self.begun = True
+
+    async def execute(self, query: str, *args: Any) -> str:
+        if not self.begun and not args:
+            self.begun = True  # even if it fails: the rollback then ends what it began
+            result: str = await self.conn.execute(f"BEGIN; {query}")
+            return result
+        await self._begin()
+        result = await self.conn.execute(query, *args)
+        return result
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        await self._begin()
+        rows: list[Any] = await self.conn.fetch(query, *args)
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        await self._begin()
+        return await self.conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        await self._begin()
+        return await self.conn.fetchval(query, *args)
+
+
 class PostgresQueue(Queue):
     """The transitions (see store/queue/__init__.py) on one asyncpg connection, inside the
     transaction its owner began."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Transaction) -> None:
         self.conn = conn
         # Task locks asked for and not taken yet: the next statement that needs them takes
         # them (completions take them in their own statement, saving a round trip).
@@ -565,8 +604,9 @@ class PostgresQueue(Queue):
 
     async def active_tasks(self, tenant_id: str) -> int:
         # Held until the commit: the tenant's next create counts after this one's tasks.
+        # Plain SQL (no parameters): a batch that starts here sends its BEGIN with it.
         await self.conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))", _QUOTA_LOCK + tenant_id
+            f"SELECT pg_advisory_xact_lock(hashtext({_literal(_QUOTA_LOCK + tenant_id)}))"
         )
         count = await self.conn.fetchval(_ACTIVE, tenant_id)
         return int(count)
@@ -1269,18 +1309,18 @@ class PostgresWriter:
     async def _once(
         self, conn: asyncpg.Connection, run: Any, batch: list[Any], isolate: bool
     ) -> Changes:
-        """One transaction: BEGIN, the transitions, then the settlement and COMMIT together
-        (one round trip for both)."""
+        """One transaction: BEGIN (with the first statement, see Transaction), the
+        transitions, then the settlement and COMMIT together (one round trip for both)."""
         changes = Changes()
-        queue = PostgresQueue(conn)
-        await conn.execute("BEGIN")
+        tx = Transaction(conn)
+        queue = PostgresQueue(tx)
         try:
             if not isolate:
                 await run(queue, changes, batch)
             else:
                 for op in batch:
                     own = Changes()
-                    await conn.execute("SAVEPOINT transition")
+                    await tx.execute("SAVEPOINT transition")
                     try:
                         await run(queue, own, [op])
                     except asyncpg.PostgresError as exc:
@@ -1290,15 +1330,16 @@ class PostgresWriter:
                             or sqlstate in RETRYABLE_SQLSTATES
                         ):
                             raise
-                        await conn.execute("ROLLBACK TO SAVEPOINT transition")
-                        queue = PostgresQueue(conn)  # what it remembered may be undone
+                        await tx.execute("ROLLBACK TO SAVEPOINT transition")
+                        queue = PostgresQueue(tx)  # what it remembered may be undone
                         log.info("a transition failed in its batch", error=str(exc)[:200])
                         op.error = exc
                         continue
-                    await conn.execute("RELEASE SAVEPOINT transition")
+                    await tx.execute("RELEASE SAVEPOINT transition")
                     changes.merge(own)
             settling = queue.settling(changes)
-            await conn.execute(f"{settling}; COMMIT" if settling else "COMMIT")
+            if settling or tx.begun:  # a batch that ran no statement has nothing to commit
+                await tx.execute(f"{settling}; COMMIT" if settling else "COMMIT")
         except BaseException:
             if not conn.is_closed() and conn.is_in_transaction():
                 try:

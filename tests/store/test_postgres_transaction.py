@@ -1,0 +1,80 @@
+"""PostgreSQL: a batch's BEGIN travels with its first statement (store/queue/postgres.py's
+Transaction), a round trip less for every create (its first statement is the quota lock)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from taskorch.store.queue.postgres import Transaction
+from tests import databases
+
+
+@pytest.fixture
+async def conn() -> AsyncIterator[asyncpg.Connection]:
+    url = databases.create_postgres_database()
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+        databases.discard(url)
+
+
+class Recorded:
+    """The connection, recording the messages sent through it (one per round trip)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.messages: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.conn, name)
+
+        def recording(query: str, *args: Any) -> Any:
+            self.messages.append(query)
+            return real(query, *args)
+
+        return recording
+
+
+async def test_a_plain_first_statement_carries_the_begin(
+    conn: asyncpg.Connection,
+) -> None:
+    recorded = Recorded(conn)
+    tx = Transaction(recorded)  # type: ignore[arg-type]
+    await tx.execute("SELECT pg_advisory_xact_lock(42)")
+    assert recorded.messages == ["BEGIN; SELECT pg_advisory_xact_lock(42)"]
+    assert conn.is_in_transaction()
+    assert await tx.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 1
+    await tx.execute("COMMIT")
+    assert not conn.is_in_transaction()
+    assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+async def test_a_first_statement_with_parameters_is_preceded_by_the_begin(
+    conn: asyncpg.Connection,
+) -> None:
+    recorded = Recorded(conn)
+    tx = Transaction(recorded)  # type: ignore[arg-type]
+    assert await tx.fetchval("SELECT $1::int + 1", 1) == 2
+    assert recorded.messages == ["BEGIN", "SELECT $1::int + 1"]
+    assert conn.is_in_transaction() and tx.begun
+    await tx.execute("ROLLBACK")
+
+
+async def test_a_failing_first_statement_leaves_a_transaction_to_roll_back(
+    conn: asyncpg.Connection,
+) -> None:
+    """What the writer does after a failed statement (ROLLBACK) ends what BEGIN began."""
+    tx = Transaction(conn)
+    with pytest.raises(asyncpg.PostgresError):
+        await tx.execute("SELECT 1 / 0")
+    assert tx.begun and conn.is_in_transaction()
+    await conn.execute("ROLLBACK")
+    assert not conn.is_in_transaction()
