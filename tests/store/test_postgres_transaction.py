@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from taskorch.store.queue.postgres import Transaction
+from taskorch.store.queue.postgres import PostgresWriter, Transaction
 from tests import databases
 
 
@@ -78,3 +78,20 @@ async def test_a_failing_first_statement_leaves_a_transaction_to_roll_back(
     assert tx.begun and conn.is_in_transaction()
     await conn.execute("ROLLBACK")
     assert not conn.is_in_transaction()
+
+
+async def test_a_batch_that_runs_no_statement_sends_nothing(
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded = Recorded(conn)
+    writer = PostgresWriter("unused: the connection is the recorded one")
+
+    async def connection() -> Any:
+        return recorded
+
+    async def nothing(queue: Any, changes: Any, batch: Any) -> None:
+        return None
+
+    monkeypatch.setattr(writer, "_connection", connection)
+    await writer.commit(nothing, [])
+    assert recorded.messages == []

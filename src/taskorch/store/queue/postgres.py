@@ -538,10 +538,10 @@ class Transaction:
     async def execute(self, query: str, *args: Any) -> str:
         if not self.begun and not args:
             self.begun = True  # even if it fails: the rollback then ends what it began
-            result: str = await self.conn.execute(f"BEGIN; {query}")
-            return result
-        await self._begin()
-        result = await self.conn.execute(query, *args)
+            query = f"BEGIN; {query}"
+        else:
+            await self._begin()
+        result: str = await self.conn.execute(query, *args)
         return result
 
     async def fetch(self, query: str, *args: Any) -> list[Any]:
