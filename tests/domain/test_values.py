@@ -1,11 +1,15 @@
 """The domain's values: status words of every seed, which statuses are final, whose a
-concurrency key is, and resource usage surviving its JSON form."""
+concurrency key is, resource usage surviving its JSON form, and ``changed`` copying a value
+as ``dataclasses.replace`` does."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
+
 import pytest
 
-from taskorch.domain.values import ResourceUsage, Status, key_scope
+from taskorch.domain.values import ResourceUsage, Status, Task, changed, key_scope
 
 
 @pytest.mark.parametrize(
@@ -50,3 +54,41 @@ def test_resource_usage_survives_its_json_form() -> None:
     usage = ResourceUsage("minilm", 0.25, 1.5, "CPUExecutionProvider")
     assert ResourceUsage.from_json(usage.to_json()) == usage
     assert ResourceUsage.from_json(None) is None and ResourceUsage.from_json({}) is None
+
+
+def _task() -> Task:
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    return Task(
+        task_id="t1", tenant_id="acme", status=Status.PENDING, task_type="echo",
+        created_at=now, updated_at=now, input_data={"n": 1}, depends_on=("t0",),
+    )  # fmt: skip
+
+
+def test_changed_is_replace_without_running_init_again() -> None:
+    task = _task()
+    started = datetime(2026, 12, 6, 0, 0, 1, tzinfo=UTC)
+    copy = changed(task, status=Status.RUNNING, started_at=started, sequence=2)
+    assert copy == dataclasses.replace(task, status=Status.RUNNING, started_at=started, sequence=2)
+    assert type(copy) is Task
+    assert task.status is Status.PENDING and task.started_at is None  # the original is kept
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.status = Status.FAILED  # type: ignore[misc]
+
+
+def test_changed_refuses_a_field_the_value_does_not_have() -> None:
+    with pytest.raises(TypeError, match="Task has no field colour"):
+        changed(_task(), colour="red")
+
+
+def test_changed_leaves_a_value_with_post_init_to_replace() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Checked:
+        n: int
+
+        def __post_init__(self) -> None:
+            if self.n < 0:
+                raise ValueError("n must not be negative")
+
+    assert changed(Checked(1), n=2) == Checked(2)
+    with pytest.raises(ValueError, match="negative"):
+        changed(Checked(1), n=-1)

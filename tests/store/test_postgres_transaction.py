@@ -43,6 +43,12 @@ class Recorded:
         return recording
 
 
+# This connection's only: tests running beside it (pytest -n) hold advisory locks of their own.
+OWN_ADVISORY_LOCKS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+)
+
+
 async def test_a_plain_first_statement_carries_the_begin(
     conn: asyncpg.Connection,
 ) -> None:
@@ -51,10 +57,10 @@ async def test_a_plain_first_statement_carries_the_begin(
     await tx.execute("SELECT pg_advisory_xact_lock(42)")
     assert recorded.messages == ["BEGIN; SELECT pg_advisory_xact_lock(42)"]
     assert conn.is_in_transaction()
-    assert await tx.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 1
+    assert await tx.fetchval(OWN_ADVISORY_LOCKS) == 1
     await tx.execute("COMMIT")
     assert not conn.is_in_transaction()
-    assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert await conn.fetchval(OWN_ADVISORY_LOCKS) == 0
 
 
 async def test_a_first_statement_with_parameters_is_preceded_by_the_begin(

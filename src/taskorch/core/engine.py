@@ -48,7 +48,7 @@ import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, ClassVar
@@ -83,6 +83,7 @@ from taskorch.domain.values import (
     Status,
     Subtask,
     Task,
+    changed,
 )
 from taskorch.events.bus import Subscription, SubscriptionLagged
 from taskorch.events.hub import EventHub
@@ -879,7 +880,7 @@ class TaskEngine:
             ):
                 rows.append((item.task, item.subtasks))
                 continue
-            done = replace(
+            done = changed(
                 subtask,
                 status=Status.COMPLETED,
                 result=report.result,
@@ -889,7 +890,7 @@ class TaskEngine:
                 updated_at=now,
                 completed_at=now,
             )
-            task = replace(
+            task = changed(
                 item.task,
                 status=Status.COMPLETED,
                 result=report.result,
@@ -970,8 +971,8 @@ class TaskEngine:
                 )
         if all(states[t] is Status.COMPLETED for t in depends_on):
             return item
-        held = tuple(replace(s, ready=False) for s in item.subtasks)
-        return replace(item, subtasks=held, waits_for_dependencies=True)
+        held = tuple(changed(s, ready=False) for s in item.subtasks)
+        return changed(item, subtasks=held, waits_for_dependencies=True)
 
     # what holds a task back: dependencies, its time, then its concurrency key
 
@@ -1482,7 +1483,7 @@ def _start(
             continue
         room[id(request)] -= 1
         expires = now + timedelta(seconds=request.lease_seconds)
-        subtasks[i] = leased = replace(
+        subtasks[i] = leased = changed(
             s,
             status=Status.RUNNING,
             attempt=s.attempt + 1,
@@ -1498,7 +1499,7 @@ def _start(
         first = first or leased
     if first is None:
         return None
-    task = replace(
+    task = changed(
         item.task,
         status=Status.RUNNING,
         started_at=now,
@@ -1508,7 +1509,7 @@ def _start(
         sequence=item.task.sequence + 1,
         progress_message=None,
     )
-    return replace(item, task=task, subtasks=tuple(subtasks))
+    return changed(item, task=task, subtasks=tuple(subtasks))
 
 
 def _key_limit(item: NewTask) -> tuple[str, str, int | None]:
@@ -1519,8 +1520,8 @@ def _key_limit(item: NewTask) -> tuple[str, str, int | None]:
 def _admitted(item: NewTask) -> NewTask:
     """A new keyed task its key admits at once: its first stage is inserted ready."""
     first = {s.subtask_id for s in first_stage(list(item.subtasks))}
-    return replace(
-        item, subtasks=tuple(replace(s, ready=s.subtask_id in first) for s in item.subtasks)
+    return changed(
+        item, subtasks=tuple(changed(s, ready=s.subtask_id in first) for s in item.subtasks)
     )
 
 

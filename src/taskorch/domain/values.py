@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 JSON = dict[str, Any]
+V = TypeVar("V")
 
 DEFAULT_TENANT = "default"
 DEFAULT_PRIORITY = 5
@@ -218,3 +219,30 @@ class Page:
     offset: int
     next_page_token: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The field names of each dataclass copied by ``changed`` (None: one it leaves to replace).
+_PLAIN_FIELDS: dict[type, frozenset[str] | None] = {}
+
+
+def changed(value: V, **changes: Any) -> V:
+    """``dataclasses.replace`` for the hot path: a copy of a frozen value with ``changes``.
+
+    It copies the fields instead of running ``__init__`` again, about ten times faster
+    (the engine makes several such copies per task). A class with a ``__post_init__`` or
+    ``__slots__`` goes through ``replace``; an unknown field name raises TypeError, as there.
+    """
+    cls = type(value)
+    try:
+        names = _PLAIN_FIELDS[cls]
+    except KeyError:
+        plain = hasattr(value, "__dict__") and not hasattr(cls, "__post_init__")
+        names = _PLAIN_FIELDS[cls] = frozenset(f.name for f in fields(cls)) if plain else None  # type: ignore[arg-type]
+    if names is None:
+        return replace(value, **changes)  # type: ignore[type-var]
+    if not names.issuperset(changes):
+        raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(set(changes) - names))}")
+    copy = object.__new__(cls)
+    copy.__dict__.update(value.__dict__)
+    copy.__dict__.update(changes)
+    return copy

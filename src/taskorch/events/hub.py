@@ -92,12 +92,14 @@ class EventHub:
         self._tell_listeners([event])
 
     def publish_all(self, events: Sequence[TaskEvent]) -> None:
-        """A batch's events: its watchers first, the listeners (metrics) right after, once
-        the watchers' streams have had their turn on the loop."""
+        """A batch's events: its watchers first, the listeners (metrics) after the watchers'
+        streams and the batch's callers (answered right after this) have had their turn on
+        the loop: off the path of the event and of the answer."""
         for event in events:
             self.relay(event)
         if events and self._listeners:
-            asyncio.get_running_loop().call_soon(self._tell_listeners, events)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._tell_listeners, events)
 
     def _tell_listeners(self, events: Sequence[TaskEvent]) -> None:
         for event in events:

@@ -29,10 +29,19 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str) -> JSON:
     return data
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def set_time(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
-    """Sets a Timestamp field from an aware datetime; leaves it unset for None."""
+    """Sets a Timestamp field from a datetime (naive: UTC); leaves it unset for None.
+
+    The same values as protobuf's ``FromDatetime``, without its calendar work in Python
+    (several timestamps go into every task message and event).
+    """
     if value is not None:
-        target.FromDatetime(value)
+        since = (value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH
+        target.seconds = since.days * 86_400 + since.seconds
+        target.nanos = since.microseconds * 1000
 
 
 def time_from_proto(value: timestamp_pb2.Timestamp, field: str) -> datetime:

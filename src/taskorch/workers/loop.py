@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -179,6 +179,8 @@ class WorkerLoop:
         self._slot_waiter: asyncio.Future[None] | None = None
         self._deferred: list[Awaitable[None]] = []
         self._stopping = asyncio.Event()
+        # Done once stop() began: what every interruptible wait races (one future for all).
+        self._stop_signal: asyncio.Future[None] | None = None
         self._hurry = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
@@ -303,6 +305,8 @@ class WorkerLoop:
     async def stop(self, drain_seconds: float = 30.0) -> None:
         """Stops taking work; lets running work finish for ``drain_seconds``, then releases it."""
         self._stopping.set()
+        if self._stop_signal is not None and not self._stop_signal.done():
+            self._stop_signal.set_result(None)
         self._free_slot()
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -505,10 +509,13 @@ class WorkerLoop:
 
     async def _interruptible(self, awaitable: Awaitable[T]) -> T | None:
         work = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if self._stop_signal is None:
+            self._stop_signal = asyncio.get_running_loop().create_future()
+            if self._stopping.is_set():
+                self._stop_signal.set_result(None)
+        racing: set[asyncio.Future[Any]] = {work, self._stop_signal}
+        done, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
-            stop.cancel()
             return work.result()
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -14,7 +14,6 @@ import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -26,6 +25,7 @@ from taskorch.domain.values import (
     Subtask,
     Task,
     TaskEvent,
+    changed,
 )
 from taskorch.store.queue import (
     Changes,
@@ -854,7 +854,7 @@ def _stored_events(task: Task) -> list[TaskEvent]:
         return [event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")]
     completed = task.status is Status.COMPLETED
     first = task.sequence - (2 if completed else 1)
-    queued = replace(task, status=Status.PENDING, sequence=first, progress=0.0)
+    queued = changed(task, status=Status.PENDING, sequence=first, progress=0.0)
     events = [
         event(queued, EventType.STATUS_CHANGED, now=task.created_at, message="queued"),
         started_event(
