@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -15,11 +15,18 @@ from taskorch.v1 import task_service_pb2 as pb
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(message: Any, name: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime (None when unset).
+
+    The value of ``ToDatetime(tzinfo=UTC)``, without its Python-level work.
+    """
     if not message.HasField(name):
         return None
     value: timestamp_pb2.Timestamp = getattr(message, name)
-    return value.ToDatetime(tzinfo=UTC)
+    return _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 
 def _struct(message: Any, name: str) -> dict[str, Any] | None:
