@@ -64,7 +64,7 @@ def _task() -> Task:
     )  # fmt: skip
 
 
-def test_changed_is_replace_without_running_init_again() -> None:
+def test_changed_copies_a_value_as_replace_does() -> None:
     task = _task()
     started = datetime(2026, 12, 6, 0, 0, 1, tzinfo=UTC)
     copy = changed(task, status=Status.RUNNING, started_at=started, sequence=2)
