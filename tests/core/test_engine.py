@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from taskorch.core import engine as engine_module
@@ -32,7 +33,7 @@ from taskorch.events.hub import EventHub
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database
 from taskorch.store.queue import Turns
-from taskorch.store.queue.postgres import PostgresQueue
+from taskorch.store.queue.postgres import PostgresQueue, Transaction
 from taskorch.store.queue.sqlite import SqliteQueue
 from tests import databases
 
@@ -406,10 +407,9 @@ async def test_cancelling_a_running_task_tells_its_worker_to_stop(start: StartSc
 async def test_short_work_of_an_in_process_worker_completes_in_the_commit_that_created_it(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An in-process worker whose runs are short takes ``early``: on a quiet SQLite database
-    the batch that creates a task hands the lease over before its commit and holds the
-    commit for the report, so create, lease and completion are one transaction (PostgreSQL
-    hands work over after the commit: two)."""
+    """An in-process worker whose runs are short takes ``early``: on a quiet database (either
+    backend) the batch that creates a task hands the lease over before its commit and holds
+    the commit for the report, so create, lease and completion are one transaction."""
     s = await start()
     db = s.engine.db
     monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
@@ -426,25 +426,39 @@ async def test_short_work_of_an_in_process_worker_completes_in_the_commit_that_c
     before = db.batches
     task = await s.create()
     await asyncio.wait_for(running, timeout=10)
-    assert db.batches - before == (1 if db.is_sqlite else 2)
+    assert db.batches - before == 1
     shown = await s.status(task)
     assert shown.status is Status.COMPLETED and shown.result == {"echo": "hi"}
     assert shown.attempt == 1 and handed[0].subtask.task_id == task.task_id
     assert (await s.tasks.counts(ACME))[Status.COMPLETED] == 1
 
 
-def fail_the_next_commit(monkeypatch: pytest.MonkeyPatch, db: Database) -> list[bool]:
-    """Makes the next COMMIT fail as a disk would; the list says once it has."""
-    real_end = db._end
+def fail_the_next_commit(
+    monkeypatch: pytest.MonkeyPatch, db: Database, error: Exception | None = None
+) -> list[bool]:
+    """Makes the next COMMIT of the task engine's transitions fail, by default as a full
+    disk would (PostgreSQL: with ``error``, if given); the list says once it has."""
     failed: list[bool] = []
+    if db.is_sqlite:
+        real_end = db._end
 
-    def end(conn: Any, *, commit: bool) -> None:
-        if commit and not failed:
+        def end(conn: Any, *, commit: bool) -> None:
+            if commit and not failed:
+                failed.append(True)
+                raise sqlite3.OperationalError("disk I/O error")
+            real_end(conn, commit=commit)
+
+        monkeypatch.setattr(db, "_end", end)
+        return failed
+    real_execute = Transaction.execute
+
+    async def execute(tx: Transaction, query: str, *args: Any) -> str:
+        if query.endswith("COMMIT") and not failed:
             failed.append(True)
-            raise sqlite3.OperationalError("disk I/O error")
-        real_end(conn, commit=commit)
+            raise error or asyncpg.exceptions.DiskFullError("could not extend file")
+        return await real_execute(tx, query, *args)
 
-    monkeypatch.setattr(db, "_end", end)
+    monkeypatch.setattr(Transaction, "execute", execute)
     return failed
 
 
@@ -483,17 +497,17 @@ async def parked_early_worker(s: Scheduler, limit: int = 1) -> asyncio.Task[list
 async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_take_would(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a quiet SQLite database the batch that creates work an idle in-process worker
-    waits for stores it started, leased to that worker, without a take statement. What is
-    stored is what a take would have stored (PostgreSQL takes it): the events queued,
-    started and completed in sequence, the task's start, worker and attempt, the counts."""
+    """On a quiet database the batch that creates work an idle in-process worker waits for
+    stores it started, leased to that worker, without a take statement. What is stored is
+    what a take would have stored: the events queued, started and completed in sequence,
+    the task's start, worker and attempt, the counts."""
     s = await start()
     monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
     waiting = await parked_early_worker(s)
     takes = count_calls(monkeypatch, "take")
     task = await s.create()
     [lease] = await asyncio.wait_for(waiting, timeout=10)
-    assert len(takes) == (0 if s.engine.db.is_sqlite else 1)
+    assert takes == []
     assert lease.subtask.task_id == task.task_id and lease.subtask.attempt == 1
     assert lease.subtask.status is Status.RUNNING and lease.subtask.worker_id == "worker-1"
     running = await s.status(task)
@@ -516,9 +530,9 @@ async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_tak
 async def test_short_work_reported_in_its_batch_is_stored_completed_in_one_write(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a quiet SQLite database, when the worker's report of a task started in a batch
-    joins that batch, the task's rows are written once, completed: no completing
-    statement runs. Stored and told are what the steps one by one give (PostgreSQL)."""
+    """On a quiet database, when the worker's report of a task started in a batch joins that
+    batch, the task's rows are written once, completed: no completing statement runs.
+    Stored and told are what the steps one by one give."""
     s = await start()
     monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
     waiting = await parked_early_worker(s)
@@ -535,7 +549,7 @@ async def test_short_work_reported_in_its_batch_is_stored_completed_in_one_write
     running = asyncio.create_task(worker())
     task = await s.create()
     await asyncio.wait_for(running, timeout=10)
-    assert len(completes) == (0 if s.engine.db.is_sqlite else 1)
+    assert completes == []
     [done] = reports
     assert done.status is Status.COMPLETED and done.result == {"echo": "hi"}
     assert done.lease_id is None and done.attempt == 1
@@ -566,8 +580,8 @@ async def test_a_taker_that_has_all_the_work_does_not_look_again_in_the_same_tra
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The next take of a worker whose last one found no more work, in the same
-    transaction, finds nothing without a statement (SQLite: one writer) unless work it can
-    run became runnable since; it then parks and new work reaches it as before."""
+    transaction, finds nothing without a statement unless work it can run became runnable
+    since; it then parks and new work reaches it as before."""
     s = await start()
     monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
     waiting = await parked_early_worker(s, limit=5)
@@ -583,7 +597,7 @@ async def test_a_taker_that_has_all_the_work_does_not_look_again_in_the_same_tra
     running = asyncio.create_task(worker())
     await s.create()
     await asyncio.wait_for(running, timeout=10)
-    assert len(takes) == (0 if s.engine.db.is_sqlite else 2)
+    assert takes == []
     [parked] = following
     await asyncio.sleep(0.05)
     assert not parked.done()
@@ -633,7 +647,6 @@ async def test_new_work_goes_to_an_idle_worker_highest_priority_first(
     assert later.subtask.task_id == low.task_id
 
 
-@pytest.mark.parametrize("start", ["sqlite"], indirect=True)
 async def test_work_stored_started_in_a_commit_that_fails_is_neither_stored_nor_counted(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -661,7 +674,6 @@ async def test_work_stored_started_in_a_commit_that_fails_is_neither_stored_nor_
     assert (await s.tasks.counts(ACME))[Status.COMPLETED] == 1
 
 
-@pytest.mark.parametrize("start", ["sqlite"], indirect=True)
 async def test_work_handed_over_before_a_commit_that_fails_runs_again_and_counts_once(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -687,5 +699,37 @@ async def test_work_handed_over_before_a_commit_that_fails_runs_again_and_counts
     shown = await s.status(task)
     assert shown.status is Status.COMPLETED and shown.result == {"run": 2}
     assert shown.attempt == 1
+    counts = await s.tasks.counts(ACME)
+    assert counts[Status.COMPLETED] == 1 and counts.get(Status.PENDING, 0) == 0
+
+
+@pytest.mark.parametrize("start", ["postgresql"], indirect=True)
+async def test_a_batch_that_handed_work_over_and_met_a_conflict_runs_again_without_it(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL runs a batch again after a conflict with another writer (a serialisation
+    failure); the second run hands nothing over early. The create is stored queued and
+    answered; the report of the work handed over in the first run is refused (its lease
+    was never stored), and the work runs again and completes once."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    waiting = await parked_early_worker(s)
+    conflict = asyncpg.exceptions.SerializationError("could not serialize access")
+    failed = fail_the_next_commit(monkeypatch, s.engine.db, conflict)
+    creating = asyncio.create_task(s.create())
+    [first] = await asyncio.wait_for(waiting, timeout=10)
+    with pytest.raises(LeaseLost):
+        await s.engine.complete(first.subtask.subtask_id, first.lease_id, {"run": 1})
+    task = await asyncio.wait_for(creating, timeout=10)
+    assert failed and first.subtask.task_id == task.task_id
+    assert (await s.status(task)).status is Status.PENDING
+    [second] = await s.take()
+    assert second.subtask.subtask_id == first.subtask.subtask_id
+    await s.engine.complete(second.subtask.subtask_id, second.lease_id, {"run": 2})
+    shown = await s.status(task)
+    assert shown.status is Status.COMPLETED and shown.result == {"run": 2}
+    assert shown.attempt == 1
+    events = await stored_events(s, task)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     counts = await s.tasks.counts(ACME)
     assert counts[Status.COMPLETED] == 1 and counts.get(Status.PENDING, 0) == 0

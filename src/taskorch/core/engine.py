@@ -171,7 +171,7 @@ class _Take:
     # time (see _Create), where it sees the work they make runnable.
     exclusive: bool = False
     # An in-process worker whose runs are short: its leases may be handed over before the
-    # commit (Database.hand_over_early); ``handed_over`` once they were.
+    # commit (Changes.early); ``handed_over`` once they were.
     early: bool = False
     handed_over: bool = False
 
@@ -364,7 +364,7 @@ class TaskEngine:
         With ``wait_seconds`` it waits (without polling) until work arrives or time is up.
         ``early`` (an in-process worker whose runs are short): on a quiet database the
         leases may be handed over before their commit, which then waits for the work's
-        reports to join it (Database.hand_over_early); should that commit fail, the reports
+        reports to join it (Changes.early); should that commit fail, the reports
         fail with it and the work runs again.
         """
         if not 0 < lease_seconds <= MAX_LEASE_SECONDS:
@@ -799,7 +799,7 @@ class TaskEngine:
             )
             admitted = {t.task_id for t in places.admitted}
             fresh = [_admitted(n) if n.task.task_id in admitted else n for n in fresh]
-        elif self.db.hand_over_early:
+        elif batch.changes.early:
             fresh = self._start_at_once(batch, fresh)
         if fresh:
             await q.insert_tasks(
@@ -814,7 +814,7 @@ class TaskEngine:
 
     def _start_at_once(self, batch: _Batch, fresh: list[NewTask]) -> list[NewTask]:
         """Hands new work straight to the idle in-process takers of the batch (woken by its
-        creates; a quiet SQLite batch, Database.hand_over_early): the task is stored
+        creates; a quiet batch, Changes.early): the task is stored
         started, its ready subtasks leased to them, instead of stored PENDING and leased by
         their takes' three statements. The takers were parked, so they had found nothing
         else to run; the new work goes to them highest priority first. Returns the tasks
@@ -1059,7 +1059,7 @@ class TaskEngine:
                 )
                 for t in taken
             ]
-            if op.result and op.value.early and self.db.hand_over_early:
+            if op.result and op.value.early and batch.changes.early:
                 self._hand_over(op.value, op.result, batch.changes)
 
     def _found_dry(self, changes: Changes, request: _Take) -> None:
@@ -1069,9 +1069,9 @@ class TaskEngine:
 
     def _still_dry(self, changes: Changes, request: _Take) -> bool:
         """Whether a take would find nothing without looking: its kind of taker found the
-        queue dry earlier in this transaction (one writer: SQLite), nothing it could run was
-        made runnable since (every transition says so in ``changes.ready``) and no timer or
-        notice woke the takers meanwhile."""
+        queue dry earlier in this transaction, nothing it could run was made runnable since
+        (every transition says so in ``changes.ready``) and no timer or notice woke the
+        takers meanwhile (another replica's new work wakes them with its notice)."""
         seen = changes.dry.get(request.taker)
         if seen is None or seen[1] != self._wakes:
             return False

@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeGuard, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar, cast
 
 import structlog
 from sqlalchemy import Connection as Connection  # re-exported: core/ names it through store/
@@ -195,10 +195,12 @@ class Database:
         # Exclusive transitions (see HotOp) wait here while another writer's batch holds some.
         self._exclusive_in_flight = False
         self._exclusive_backlog: list[_Item] = []
-        # SQLite: what arrived while a batch held its commit for early reports and did not
-        # join it (see hand_over_early); the next batch starts with it.
-        self._carried: deque[_Item | None] = deque()
-        self._hand_over_early = False
+        # What arrived on a queue while a batch held its commit for early reports and did
+        # not join it (see _run_early); that queue's next batch starts with it.
+        self._carried: dict[asyncio.Queue[_Item | None], deque[_Item | None]] = {
+            self._queue: deque(),
+            self._hot_queue: deque(),
+        }
         self._one_by_one = False
         self._open = False
         # Transactions committed and operations in them (the group commit's effect).
@@ -362,17 +364,18 @@ class Database:
     async def _write_loop(
         self, queue: asyncio.Queue[_Item | None], hot_writer: PostgresWriterLike | None = None
     ) -> None:
+        carried = self._carried[queue]
         try:
             while True:
                 batch = self._backlog_batch()
                 if not batch:
-                    first = self._carried.popleft() if self._carried else await queue.get()
+                    first = carried.popleft() if carried else await queue.get()
                     if first is None:
                         break
                     batch = [first]
                 stop = False
-                while len(batch) < MAX_BATCH and (self._carried or not queue.empty()):
-                    item = self._carried.popleft() if self._carried else queue.get_nowait()
+                while len(batch) < MAX_BATCH and (carried or not queue.empty()):
+                    item = carried.popleft() if carried else queue.get_nowait()
                     if item is None:
                         stop = True
                         break
@@ -422,7 +425,7 @@ class Database:
         changes: Changes | None = None
         try:
             if hot_writer is not None:
-                changes = await hot_writer.commit(self._run_hot, batch)
+                changes = await hot_writer.commit(self._hot_run(batch), batch)
             else:
                 changes = await self._commit_retrying(batch)
         except Exception as exc:  # the connection broke or the commit failed
@@ -460,6 +463,59 @@ class Database:
         for op in ops:
             op.reset()
         await self.hot_runner(q, changes, ops)
+
+    def _quiet(self, queue: asyncio.Queue[_Item | None]) -> bool:
+        """Nothing waits for the next batch of ``queue``, nor do failed transitions run
+        one by one: a batch may hand work over early (see _run_early)."""
+        return not (self._one_by_one or self._carried[queue] or not queue.empty())
+
+    async def _run_early(
+        self,
+        q: Queue,
+        changes: Changes,
+        ops: list[HotOp],
+        queue: asyncio.Queue[_Item | None],
+        *also: list[_Item],
+    ) -> None:
+        """Runs a quiet batch's transitions with ``Changes.early`` set: work they lease to
+        an in-process worker may be handed over before the commit, the batch holding its
+        commit (up to ``EARLY_REPORT_SECONDS``) for the reports of that work (futures in
+        ``Changes.reports``), which then join it (appended to ``ops`` and ``also``: run
+        again with the batch after a failure, answered with it after the commit). A short
+        task then costs one commit from create to completion, not two or three: nothing
+        is answered before the commit, and if it fails the early work's reports fail with
+        it (the work runs again)."""
+        changes.early = True
+        try:
+            await self._run_hot(q, changes, ops)
+        finally:
+            changes.early = False
+        if changes.reports:
+            joined = await self._join_reports(changes.reports, queue)
+            ops += joined
+            for items in also:
+                items += joined
+            # Even with nothing joined: what the engine held back for the reports is
+            # written then (TaskEngine._write_held).
+            await self._run_hot(q, changes, joined)
+
+    def _hot_run(self, batch: list[_Item]) -> HotRunner:
+        """What a PostgreSQL transition writer runs in its transactions for ``batch``: on
+        a quiet database with this one writer, its first transaction hands work over early
+        (see _run_early); a transaction run again after a conflict, or one transition
+        alone, runs what it is given."""
+        early = self.transition_writers == 1 and self._quiet(self._hot_queue)
+
+        async def run(q: Queue, changes: Changes, ops: Sequence[HotOp]) -> None:
+            nonlocal early
+            if early and ops is batch:
+                early = False
+                # A PostgreSQL transition writer's batch holds transitions only.
+                await self._run_early(q, changes, cast(list[HotOp], batch), self._hot_queue)
+            else:
+                await self._run_hot(q, changes, ops)
+
+        return run
 
     async def _run_isolated(
         self,
@@ -518,7 +574,7 @@ class Database:
 
     async def _commit_one_by_one(self, batch: list[_Item]) -> Changes:
         changes = Changes()
-        self._one_by_one = True  # nothing joins these transactions (see hand_over_early)
+        self._one_by_one = True  # nothing joins these transactions (see _run_early)
         try:
             for item in list(batch):
                 try:
@@ -551,7 +607,7 @@ class Database:
         cold_savepoints = next(cold_rounds)
         # Work is handed over early only in a batch's first transaction on a quiet database:
         # the transactions that follow a failure run what joined it, never more.
-        early = not (self._one_by_one or self._carried or not self._queue.empty())
+        early = self._quiet(self._queue)
         while True:
             conn = await self._begin()
             try:
@@ -588,52 +644,34 @@ class Database:
         queue = SqliteQueue(raw)
         if hot and isolate:
             await self._run_isolated(queue, changes, hot, partial(_sqlite_savepoint, raw, queue))
+        elif hot and early:
+            await self._run_early(queue, changes, hot, self._queue, batch)
         elif hot:
-            self._hand_over_early = early
-            try:
-                await self._run_hot(queue, changes, hot)
-            finally:
-                self._hand_over_early = False
-            if changes.reports:
-                # Joined transitions become the batch's own: run again with it after a
-                # failure, answered with it after the commit.
-                joined = await self._join_reports(changes.reports)
-                hot += joined
-                batch += joined
-                # Even with nothing joined: what the engine held back for the reports is
-                # written then (TaskEngine._write_held).
-                await self._run_hot(queue, changes, joined)
+            await self._run_hot(queue, changes, hot)
         if cold:
             await self._in_writer_thread(partial(_run_cold, conn, cold, cold_savepoints))
         await queue.settle(changes)
         await self._in_writer_thread(partial(self._end, conn, commit=True))
         return changes
 
-    @property
-    def hand_over_early(self) -> bool:
-        """True while the transitions of a batch on a quiet SQLite database run: work they
-        lease to an in-process worker may be handed over before the commit, the batch
-        holding its commit (up to ``EARLY_REPORT_SECONDS``) for the reports of that work
-        (futures in ``Changes.reports``), which then join it. A short task then costs one
-        commit from create to completion, not two: nothing is answered before the commit,
-        and if it fails the early work's reports fail with it (the work runs again)."""
-        return self._hand_over_early
-
-    async def _join_reports(self, reports: list[asyncio.Future[None]]) -> list[HotOp]:
+    async def _join_reports(
+        self, reports: list[asyncio.Future[None]], queue: asyncio.Queue[_Item | None]
+    ) -> list[HotOp]:
         """Waits (bounded) for the reports of work handed over early; the transitions
-        queued meanwhile join the batch (anything else waits for the next)."""
+        queued on ``queue`` meanwhile join the batch (anything else waits for the next)."""
         try:
             await asyncio.wait(reports, timeout=EARLY_REPORT_SECONDS)
         finally:
             for report in reports:
                 report.cancel()  # a late report goes in the next batch
         joined: list[HotOp] = []
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        carried = self._carried[queue]
+        while not queue.empty():
+            item = queue.get_nowait()
             if isinstance(item, HotOp) and len(joined) < MAX_BATCH:
                 joined.append(item)
             else:
-                self._carried.append(item)
+                carried.append(item)
         self.operations += len(joined)
         return joined
 

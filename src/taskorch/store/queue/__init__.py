@@ -40,7 +40,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from taskorch.domain.values import JSON, EventType, Status, Subtask, Task, TaskEvent, key_scope
+from taskorch.domain.values import (
+    JSON,
+    EventType,
+    Status,
+    Subtask,
+    Task,
+    TaskEvent,
+    changed,
+    key_scope,
+)
 
 # (tenant_id, task_type, model_name, template): the counters a task adds to.
 CountKey = tuple[str, str, str, str]
@@ -203,8 +212,11 @@ class Changes:
     # PostgreSQL: the event ids this batch stored, for the notice to other replicas.
     first_event_id: int | None = None
     last_event_id: int | None = None
-    # Reports awaited of work handed over before the commit (store/database.py's
-    # hand_over_early): resolved when the report is queued.
+    # Set while a quiet batch's transitions run (store/database.py's _run_early): work
+    # leased to an in-process worker may be handed over before the commit.
+    early: bool = False
+    # Reports awaited of work handed over before the commit: resolved when the report is
+    # queued.
     reports: list[asyncio.Future[None]] = field(default_factory=list)
     # New tasks the engine started in this batch whose rows wait for their reports to join
     # it (TaskEngine._write_held): written once, in their final state.
@@ -270,10 +282,10 @@ class Queue(Protocol):
         """Stores new PENDING tasks with their subtasks (each given its turn by ``turns``),
         dependency edges, first event and keyed tasks' places (from :meth:`claim_keys`).
 
-        SQLite only: a task may come already started (RUNNING, its ready subtasks leased:
-        work handed to an idle in-process worker as it is created, TaskEngine._creates),
-        or even completed (its worker's report joined the batch first); it then gets the
-        events of every step it passed: queued, started, completed."""
+        A task may come already started (RUNNING, its ready subtasks leased: work handed
+        to an idle in-process worker as it is created, TaskEngine._creates), or even
+        completed (its worker's report joined the batch first); it then gets the events
+        of every step it passed (new_task_events): queued, started, completed."""
         ...
 
     # -- take ---------------------------------------------------------------------------------
@@ -499,3 +511,32 @@ def event(
         data=data,
         task=task if with_task else None,
     )
+
+
+def new_task_events(task: Task) -> list[TaskEvent]:
+    """The events a new task is stored with: queued, and when the engine stores it started
+    (or completed; see Queue.insert_tasks), those of the steps it passed, in sequence."""
+    if task.status is Status.PENDING:
+        return [event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")]
+    completed = task.status is Status.COMPLETED
+    first = task.sequence - (2 if completed else 1)
+    queued = changed(task, status=Status.PENDING, sequence=first, progress=0.0)
+    events = [
+        event(queued, EventType.STATUS_CHANGED, now=task.created_at, message="queued"),
+        started_event(
+            task.task_id,
+            task.tenant_id,
+            first + 1,
+            0.0,
+            attempt=task.attempt,
+            worker_id=task.worker_id or "",
+            now=task.started_at or task.created_at,
+            first=True,
+        ),
+    ]
+    if completed:
+        at = task.completed_at or task.created_at
+        events.append(
+            event(task, EventType.STATUS_CHANGED, now=at, message="completed", with_task=True)
+        )
+    return events

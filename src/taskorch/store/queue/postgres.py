@@ -49,6 +49,7 @@ from taskorch.store.queue import (
     Turns,
     event,
     key_of,
+    new_task_events,
     started_event,
     stop_candidates,
 )
@@ -96,24 +97,30 @@ def _stored(changes: Changes, record: Any) -> None:
 
 # -- statements ---------------------------------------------------------------------------------
 
+# A new task comes PENDING, or started or completed by the engine (work handed to an idle
+# in-process worker as it is created): its rows then carry their lease, result and times
+# ($53-$65), and its events ($66-$74) are those of every step it passed.
 _INSERT_TASKS = """
 WITH new_tasks AS (
     INSERT INTO tasks (task_id, tenant_id, status, task_type, model_name, template, text,
         input_data, parameters, priority, depends_on, progress, progress_message, request_id,
         attempt, max_attempts, timeout_seconds, sequence, created_at, updated_at, run_at,
-        concurrency_key)
+        concurrency_key, result, resource_usage, worker_id, started_at, completed_at)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[],
         $6::text[], $7::text[], $8::text[]::jsonb[], $9::text[]::jsonb[], $10::int2[],
         $11::text[]::jsonb[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::int4[], $17::float8[],
-        $18::int4[], $19::timestamptz[], $19::timestamptz[], $40::timestamptz[], $41::text[])
+        $18::int4[], $19::timestamptz[], $58::timestamptz[], $40::timestamptz[], $41::text[],
+        $53::text[]::jsonb[], $54::text[]::jsonb[], $55::text[], $56::timestamptz[],
+        $57::timestamptz[])
 ), new_subtasks AS (
     INSERT INTO subtasks (subtask_id, task_id, tenant_id, kind, model_name, name, stage,
         input, info, status, progress, attempt, max_attempts, priority, ready, available_at,
-        timeout_seconds, created_at, updated_at, turn)
+        timeout_seconds, created_at, updated_at, turn, result, lease_id, lease_expires_at,
+        worker_id, started_at, completed_at)
     SELECT s.subtask_id, s.task_id, s.tenant_id, s.kind, s.model_name, s.name, s.stage,
         s.input, s.info, s.status, s.progress, s.attempt, s.max_attempts, s.priority, s.ready,
-        s.available_at, s.timeout_seconds, s.created_at, s.created_at,
+        s.available_at, s.timeout_seconds, s.created_at, s.updated_at,
         -- Its turn (store/queue's Turns): after its tenant's last queued turn of the kind and
         -- priority, or after the queue's head, by its rank among the batch's rows of that
         -- tenant, kind and priority (from the batch's time, $44, when the queue is empty);
@@ -124,15 +131,19 @@ WITH new_tasks AS (
                 ORDER BY q.turn DESC LIMIT 1),
             (SELECT q.turn FROM subtasks q WHERE q.kind = s.kind AND q.priority = s.priority
                 AND q.status = 1 AND q.ready ORDER BY q.turn LIMIT 1),
-            $44::float8) + s.rank * s.step END
+            $44::float8) + s.rank * s.step END,
+        s.result, s.lease_id, s.lease_expires_at, s.worker_id, s.started_at, s.completed_at
     FROM unnest($20::text[], $21::text[], $22::text[],
         $23::text[], $24::text[], $25::text[], $26::int4[], $27::text[]::jsonb[],
         $28::text[]::jsonb[],
         $29::int2[], $30::float8[], $31::int4[], $32::int4[], $33::int2[], $34::bool[],
-        $35::timestamptz[], $36::float8[], $37::timestamptz[], $42::float8[], $43::int4[])
+        $35::timestamptz[], $36::float8[], $37::timestamptz[], $42::float8[], $43::int4[],
+        $65::timestamptz[], $59::text[]::jsonb[], $60::text[], $61::timestamptz[],
+        $62::text[], $63::timestamptz[], $64::timestamptz[])
         AS s(subtask_id, task_id, tenant_id, kind, model_name, name, stage, input, info,
             status, progress, attempt, max_attempts, priority, ready, available_at,
-            timeout_seconds, created_at, step, rank)
+            timeout_seconds, created_at, step, rank, updated_at, result, lease_id,
+            lease_expires_at, worker_id, started_at, completed_at)
 ), new_edges AS (
     INSERT INTO task_dependencies (task_id, depends_on_id)
     SELECT * FROM unnest($38::text[], $39::text[])
@@ -145,10 +156,9 @@ WITH new_tasks AS (
     SELECT * FROM unnest($48::text[], $49::text[], $50::text[], $51::int2[], $52::timestamptz[])
 ), new_events AS (
     INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
-        created_at)
-    SELECT task_id, tenant_id, 1, 2, status, progress, 'queued', created_at
-    FROM unnest($1::text[], $2::text[], $3::int2[], $12::float8[], $19::timestamptz[])
-        AS t(task_id, tenant_id, status, progress, created_at)
+        data, created_at)
+    SELECT * FROM unnest($66::text[], $67::text[], $68::int4[], $69::int2[], $70::int2[],
+        $71::float8[], $72::text[], $73::text[]::jsonb[], $74::timestamptz[])
     RETURNING event_id
 )
 SELECT min(event_id) AS first_event, max(event_id) AS last_event FROM new_events
@@ -619,6 +629,7 @@ class PostgresQueue(Queue):
         places: KeyPlaces | None = None,
     ) -> None:
         ts = [task for task, _ in tasks]
+        events = [e for task in ts for e in new_task_events(task)]
         admitted = list(places.admitted) if places else []
         waiting = list(places.waiting) if places else []
         subs = [s for _, subtasks in tasks for s in subtasks]
@@ -677,17 +688,39 @@ class PostgresQueue(Queue):
             [key_of(t)[1] for t in waiting],
             [t.priority for t in waiting],
             [t.created_at for t in waiting],
+            _json(t.result for t in ts),
+            _json(t.resource_usage.to_json() if t.resource_usage else None for t in ts),
+            [t.worker_id for t in ts],
+            [t.started_at for t in ts],
+            [t.completed_at for t in ts],
+            [t.updated_at or t.created_at for t in ts],
+            _json(s.result for s in subs),
+            [s.lease_id for s in subs],
+            [s.lease_expires_at for s in subs],
+            [s.worker_id for s in subs],
+            [s.started_at for s in subs],
+            [s.completed_at for s in subs],
+            [s.updated_at or s.created_at for s in subs],
+            [e.task_id for e in events],
+            [e.tenant_id for e in events],
+            [e.sequence for e in events],
+            [int(e.type) for e in events],
+            [int(e.status) for e in events],
+            [e.progress for e in events],
+            [e.message for e in events],
+            _json(e.data for e in events),
+            [e.created_at for e in events],
         )
         _stored(changes, record)
-        events = []
         for task, subtasks in tasks:
             changes.count(
                 (task.tenant_id, task.task_type, task.model_name, task.template), None, task.status
             )
-            events.append(
-                event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")
-            )
-            changes.ready += [(s.kind, s.model_name, s.tenant_id) for s in subtasks if s.ready]
+            changes.ready += [
+                (s.kind, s.model_name, s.tenant_id)
+                for s in subtasks
+                if s.ready and s.status is Status.PENDING
+            ]
         changes.events += events
 
     # -- take ---------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from taskorch.domain.values import (
     Subtask,
     Task,
     TaskEvent,
-    changed,
 )
 from taskorch.store.queue import (
     Changes,
@@ -42,6 +41,7 @@ from taskorch.store.queue import (
     Turns,
     event,
     key_of,
+    new_task_events,
     started_event,
     stop_candidates,
 )
@@ -209,7 +209,7 @@ class SqliteQueue(Queue):
             changes.count(
                 (task.tenant_id, task.task_type, task.model_name, task.template), None, task.status
             )
-            events += _stored_events(task)
+            events += new_task_events(task)
             changes.ready += [
                 (s.kind, s.model_name, s.tenant_id)
                 for s in subtasks
@@ -845,32 +845,3 @@ def _queue_head(kinds: int, models: int, tenants: int, by_task: bool) -> str:
         for _ in range(max(kinds, 1))
     ]
     return " UNION ALL ".join(arms) + f" {order} LIMIT ?"
-
-
-def _stored_events(task: Task) -> list[TaskEvent]:
-    """The events of a new task: queued, and when it is stored started (or completed) by
-    the engine (see Queue.insert_tasks), those of the steps it passed, in sequence."""
-    if task.status is Status.PENDING:
-        return [event(task, EventType.STATUS_CHANGED, now=task.created_at, message="queued")]
-    completed = task.status is Status.COMPLETED
-    first = task.sequence - (2 if completed else 1)
-    queued = changed(task, status=Status.PENDING, sequence=first, progress=0.0)
-    events = [
-        event(queued, EventType.STATUS_CHANGED, now=task.created_at, message="queued"),
-        started_event(
-            task.task_id,
-            task.tenant_id,
-            first + 1,
-            0.0,
-            attempt=task.attempt,
-            worker_id=task.worker_id or "",
-            now=task.started_at or task.created_at,
-            first=True,
-        ),
-    ]
-    if completed:
-        at = task.completed_at or task.created_at
-        events.append(
-            event(task, EventType.STATUS_CHANGED, now=at, message="completed", with_task=True)
-        )
-    return events
