@@ -30,6 +30,7 @@ from taskorch.domain.caller import Caller
 from taskorch.domain.errors import LeaseLost, Unavailable
 from taskorch.domain.values import Lease, Status, Subtask, Task, TaskEvent
 from taskorch.events.hub import EventHub
+from taskorch.store import database as database_module
 from taskorch.store import tasks as task_store
 from taskorch.store.database import Database
 from taskorch.store.queue import Turns
@@ -423,6 +424,7 @@ async def test_short_work_of_an_in_process_worker_completes_in_the_commit_that_c
     running = asyncio.create_task(worker())
     await asyncio.sleep(0)  # the worker's take is submitted first...
     assert await s.take() == []  # ...so once this later one found nothing, it has parked
+    await rest(db)
     before = db.batches
     task = await s.create()
     await asyncio.wait_for(running, timeout=10)
@@ -485,13 +487,39 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
     return calls
 
 
+async def rest(db: Database) -> None:
+    """Lets the database's writers rest as they do between tasks on a quiet database, long
+    enough for the next batch to hand work over early (store/database.py's _quiet)."""
+    await asyncio.sleep(2 * database_module.EARLY_REPORT_SECONDS)
+
+
 async def parked_early_worker(s: Scheduler, limit: int = 1) -> asyncio.Task[list[Lease]]:
     """An in-process worker's take (short runs: ``early``) parked until work comes."""
     waiting = asyncio.create_task(s.take(wait_seconds=30, early=True, limit=limit))
     await asyncio.sleep(0)  # the waiting take is submitted first...
     assert await s.take() == []  # ...so once this later one found nothing, it has parked
     assert not waiting.done()
+    await rest(s.engine.db)
     return waiting
+
+
+async def test_a_batch_that_comes_while_the_writer_is_busy_does_not_hold_its_commit(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load a batch commits at once: only a batch that comes after its writer rested
+    at least as long as a hold may last hands work over early (a held commit keeps the one
+    writer idle, which would cost throughput), so the work is then taken as before."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    monkeypatch.setattr(database_module, "EARLY_REPORT_SECONDS", 0.5)
+    waiting = asyncio.create_task(s.take(wait_seconds=30, early=True))
+    await asyncio.sleep(0)
+    assert await s.take() == []  # the writer just committed: it has not rested
+    takes = count_calls(monkeypatch, "take")
+    task = await s.create()
+    [lease] = await asyncio.wait_for(waiting, timeout=10)
+    assert lease.subtask.task_id == task.task_id
+    assert takes, "the create's batch handed the work over instead of committing at once"
 
 
 async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_take_would(
@@ -684,6 +712,7 @@ async def test_work_handed_over_before_a_commit_that_fails_runs_again_and_counts
     db = s.engine.db
     task = await s.create()
     failed = fail_the_next_commit(monkeypatch, db)
+    await rest(db)
     [first] = await s.take(early=True)  # a quiet database: handed over before the commit
     with pytest.raises(Unavailable):
         await s.engine.complete(first.subtask.subtask_id, first.lease_id, {"run": 1})

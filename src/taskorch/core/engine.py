@@ -16,7 +16,8 @@ Takers wait here without polling: a take that found nothing is *parked* until wo
 could run is created, re-queued or comes due (or another replica says so). A create hands
 its ready work straight to the parked takers that can run it: their takes join the same
 batch, so an idle worker gets a new task in the transaction that created it. An in-process
-worker whose runs are short goes further (``take(early=True)``): on a quiet SQLite database
+worker whose runs are short goes further (``take(early=True)``): on a quiet database (its
+writer rested before the batch; either backend, on PostgreSQL with one transition writer)
 its leases are handed over before the commit (new work for it is stored already started,
 leased to it, without the take's statements), and the batch holds its commit (a couple of
 milliseconds at most) for their reports, which join it: a short task then costs one commit
