@@ -26,10 +26,11 @@ Where they run:
 
 Under load one commit (and its fsync) serves many operations; when idle a write waits for
 nothing, and a batch that comes after its writer rested may hold its commit a couple of
-milliseconds for the reports of work it handed to an in-process worker (see _run_early),
-so that a short task is one transaction from create to completion. Nothing is acknowledged before its transaction has committed. An operation that
-raises is rolled back alone: the batch is rolled back and the others run again without it
-(transitions, which fail as a group, run again each in a savepoint of their own).
+milliseconds for the reports of work it handed to an in-process worker (see _run_early), so
+that a short task is one transaction from create to completion. Nothing is acknowledged
+before its transaction has committed. An operation that raises is rolled back alone: the
+batch is rolled back and the others run again without it (transitions, which fail as a
+group, run again each in a savepoint of their own).
 """
 
 from __future__ import annotations
