@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.servers import free_port
+
 POSTGRES_URL = os.environ.get(
     "TASKORCH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
@@ -138,7 +140,7 @@ class PrivatePostgres:
 
         self.root = Path(tempfile.mkdtemp(prefix="taskorch-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         if self._owner is not None:
             os.chown(self.root, *self._owner)
         self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
@@ -212,11 +214,3 @@ def _postgres_bindir() -> Path:
         if (bindir / "pg_ctl").exists() and (bindir / "initdb").exists():
             return bindir
     pytest.skip("no PostgreSQL server binaries (pg_ctl, initdb) to run a private cluster")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,12 +21,61 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from taskorch.client import AsyncClient, Client
 
 STARTUP_SECONDS = 60.0
+# Test ports start above the services a test machine runs (PostgreSQL, Redis, ...).
+_FIRST_PORT = 10_000
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now that no outgoing connection can take while a test needs it again.
+
+    Ports come from below the kernel's ephemeral range: a server a test kills and restarts on
+    its port cannot find it taken by some other process's client connection in the meantime
+    (a port picked with bind(0) is an ephemeral one, and any connect() on the machine may get it
+    as its source port). Each pytest-xdist worker takes its own slice and walks it, so two
+    workers never pick the same port and one process hands a port out only once per lap.
+    """
+    for _ in range(len(_PORTS)):
+        port = next(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _port_slice() -> range:
+    low = _FIRST_PORT
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        high = min(int(text.split()[0]), 65536)
+    except (OSError, ValueError, IndexError):
+        high = 32768
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) % workers if worker.isdigit() else 0
+    width = (high - low) // workers
+    return range(low + index * width, low + (index + 1) * width)
+
+
+class _PortCycle:
+    """The ports of this process's slice, from a random start, round and round."""
+
+    def __init__(self, ports: range) -> None:
+        self._ports = ports
+        self._next = random.randrange(len(ports))
+
+    def __len__(self) -> int:
+        return len(self._ports)
+
+    def __next__(self) -> int:
+        port = self._ports[self._next]
+        self._next = (self._next + 1) % len(self._ports)
+        return port
+
+
+_PORTS = _PortCycle(_port_slice())
 
 
 @dataclass
