@@ -1,9 +1,9 @@
 """What one trivial task costs the server, counted, for this code and (``--before DIR``) an
 earlier checkout's, in the same run.
 
-For each mode (in-process slots or one remote worker of 10; SQLite or PostgreSQL) a fresh
-server takes ``--tasks`` echo tasks submitted one per call from 32 coroutines (the SDK's
-AsyncClient) and runs them; then, per task:
+For each mode (``--slots`` in-process slots or one remote worker of that concurrency, 10 by
+default; SQLite or PostgreSQL) a fresh server takes ``--tasks`` echo tasks submitted one per
+call from 32 coroutines (the SDK's AsyncClient) and runs them; then, per task:
 
 - server CPU (user + system, every thread, from ``/proc``) and the remote worker's;
 - gRPC calls the server answered (its ``taskorch_rpc_duration_seconds`` counts: CreateTask,
@@ -14,7 +14,7 @@ AsyncClient) and runs them; then, per task:
 The earlier checkout runs from its own ``src`` (PYTHONPATH) with this checkout's client and
 benchmark. Usage:
 
-    python bench/task_cost.py [--tasks 2000] [--before /path/to/checkout]
+    python bench/task_cost.py [--tasks 2000] [--slots 10] [--before /path/to/checkout]
 """
 
 from __future__ import annotations
@@ -68,18 +68,17 @@ def _metrics(url: str) -> dict[str, float]:
     return found
 
 
-async def measure(backend: str, remote: bool, tasks: int) -> dict[str, float]:
+async def measure(backend: str, remote: bool, tasks: int, slots: int) -> dict[str, float]:
     url = None
     if backend == "postgresql":
         _pg(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         _pg(f"CREATE DATABASE {DB}")
         url = f"postgresql+asyncpg://{PG}/{DB}"
-    slots = "0" if remote else str(SLOTS)
-    with taskorch_server("--workers", slots, database_url=url) as server:
+    with taskorch_server("--workers", "0" if remote else str(slots), database_url=url) as server:
         workers = []
         if remote:
             log = Path(tempfile.mkdtemp(prefix="taskorch-bench-cost-")) / "worker.log"
-            args = ("--concurrency", str(SLOTS), "--kinds", "echo")
+            args = ("--concurrency", str(slots), "--kinds", "echo")
             workers.append(WorkerProcess(server.grpc_addr, log, args=args).start())
             await asyncio.to_thread(workers[0].wait_connected)
         client = AsyncClient(server.grpc_addr)
@@ -137,6 +136,13 @@ async def main() -> None:
         help="which of sqlite, postgresql, sqlite-remote, postgresql-remote",
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs of each, alternating")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=SLOTS,
+        help="in-process worker slots, or the remote worker's concurrency (bench/peers.py's "
+        "4-worker rows are 40)",
+    )
     args = parser.parse_args()
     codes: list[tuple[str, str | None]] = [("now", None)]
     if args.before:
@@ -161,9 +167,10 @@ async def main() -> None:
                     os.environ.pop("PYTHONPATH", None)
                 else:
                     os.environ["PYTHONPATH"] = original
-                found = await measure(backend, remote, args.tasks)
+                found = await measure(backend, remote, args.tasks, args.slots)
                 runs.setdefault((label, backend, remote), []).append(found)
-                where = f"{backend}, {'remote worker x10' if remote else 'in process x10'}, {label}"
+                how = "remote worker" if remote else "in process"
+                where = f"{backend}, {how} x{args.slots}, {label}"
                 print(f"  {where}: {found['tasks/s']:.0f} tasks/s", flush=True)
     for key, found_all in runs.items():  # medians of the runs
         names_here = {n for f in found_all for n in f}
