@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def free_port() -> int:
     as its source port). Each pytest-xdist worker takes its own slice and walks it, so two
     workers never pick the same port and one process hands a port out only once per lap.
     """
-    for _ in range(len(_PORTS)):
+    for _ in range(len(_SLICE)):
         port = next(_PORTS)
         with socket.socket() as sock:
             try:
@@ -59,23 +60,14 @@ def _port_slice() -> range:
     return range(low + index * width, low + (index + 1) * width)
 
 
-class _PortCycle:
+def _port_cycle(ports: range) -> Iterator[int]:
     """The ports of this process's slice, from a random start, round and round."""
-
-    def __init__(self, ports: range) -> None:
-        self._ports = ports
-        self._next = random.randrange(len(ports))
-
-    def __len__(self) -> int:
-        return len(self._ports)
-
-    def __next__(self) -> int:
-        port = self._ports[self._next]
-        self._next = (self._next + 1) % len(self._ports)
-        return port
+    start = random.randrange(len(ports)) if ports else 0
+    return itertools.cycle(itertools.chain(ports[start:], ports[:start]))
 
 
-_PORTS = _PortCycle(_port_slice())
+_SLICE = _port_slice()
+_PORTS = _port_cycle(_SLICE)
 
 
 @dataclass
