@@ -32,7 +32,6 @@ import hmac
 import json
 import secrets
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import structlog
 
 from taskorch.domain.caller import ADMIN, NOBODY, USER, WORKER, Caller
 from taskorch.domain.errors import InvalidArgument, Unauthenticated, Unavailable
+from taskorch.domain.ids import new_id
 from taskorch.store import keys as key_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow
@@ -110,7 +110,7 @@ class KeyRing:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}", field="role")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         record = key_store.ApiKeyRecord(
-            key_id=str(uuid.uuid4()),
+            key_id=new_id(),
             tenant_id=tenant_id,
             role=role,
             name=name[:200],

@@ -48,6 +48,7 @@ from taskorch.domain.errors import (
     MessageNotFound,
     SessionNotFound,
 )
+from taskorch.domain.ids import new_id
 from taskorch.domain.values import (
     JSON,
     Status,
@@ -208,7 +209,7 @@ class ChatService:
         now = self.clock()
         count = 1 if system_prompt else 0
         session = Session(
-            session_id=str(uuid.uuid4()),
+            session_id=new_id(),
             tenant_id=caller.tenant_id,
             model_name=model_name,
             system_prompt=system_prompt,
@@ -226,7 +227,7 @@ class ChatService:
             chat_store.insert_session(tx.conn, session)
             if system_prompt:
                 message = Message(
-                    message_id=str(uuid.uuid4()),
+                    message_id=new_id(),
                     session_id=session.session_id,
                     tenant_id=session.tenant_id,
                     position=1,
@@ -352,7 +353,7 @@ class ChatService:
         sources = await self._sources(caller, session, content, parameters)
         now = self.clock()
         message = Message(
-            message_id=str(uuid.uuid4()),
+            message_id=new_id(),
             session_id=key,
             tenant_id=session.tenant_id,
             position=0,
@@ -365,13 +366,13 @@ class ChatService:
             completed_at=now,
         )
         reply = Message(
-            message_id=str(uuid.uuid4()),
+            message_id=new_id(),
             session_id=key,
             tenant_id=session.tenant_id,
             position=0,
             role=Role.ASSISTANT,
             status=Status.PENDING,
-            task_id=str(uuid.uuid4()),
+            task_id=new_id(),
             reply_to=message.message_id,
             # The task's first event (queued) is applied by creating the reply.
             task_sequence=1,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +44,7 @@ from taskorch.domain.chat_values import (
     Source,
 )
 from taskorch.domain.errors import TaskNotCancellable, TaskNotFound
+from taskorch.domain.ids import new_id
 from taskorch.domain.values import (
     DEFAULT_MAX_ATTEMPTS,
     JSON,
@@ -165,7 +165,7 @@ class Replies:
             updated_at=now,
         )
         subtask = Subtask(
-            subtask_id=str(uuid.uuid4()),
+            subtask_id=new_id(),
             task_id=task.task_id,
             tenant_id=task.tenant_id,
             kind=INFERENCE,

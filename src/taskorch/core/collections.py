@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +35,7 @@ from taskorch.domain.errors import (
     FieldViolation,
     InvalidArgument,
 )
+from taskorch.domain.ids import new_id
 from taskorch.store import collections as store
 from taskorch.store.collections import (
     ChunkChange,
@@ -286,7 +286,7 @@ class CollectionService:
         probe = await self.embedder.embed(model, ["dimensions"], field="model_name")
         now = utcnow()
         record = CollectionRecord(
-            collection_id=str(uuid.uuid4()),
+            collection_id=new_id(),
             tenant_id=caller.tenant_id,
             name=spec.name,
             model_name=model,
@@ -722,7 +722,7 @@ def _check_documents(documents: Sequence[NewDocument]) -> list[NewDocument]:
     seen: set[str] = set()
     for i, document in enumerate(documents):
         where = f"documents[{i}]"
-        document_id = document.document_id or str(uuid.uuid4())
+        document_id = document.document_id or new_id()
         if len(document_id) > MAX_DOCUMENT_ID or document_id != document_id.strip():
             violations.append(
                 FieldViolation(

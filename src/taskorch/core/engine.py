@@ -46,7 +46,6 @@ next in line, in the same batch. Work without a key costs nothing of this.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +69,7 @@ from taskorch.domain.errors import (
     TaskorchError,
     within,
 )
+from taskorch.domain.ids import new_id
 from taskorch.domain.leases import (
     DEFAULT_LEASE_SECONDS,
     HeartbeatAnswer,
@@ -1488,7 +1488,7 @@ def _start(
             s,
             status=Status.RUNNING,
             attempt=s.attempt + 1,
-            lease_id=str(uuid.uuid4()),
+            lease_id=new_id(),
             lease_expires_at=expires,
             worker_id=request.worker_id,
             started_at=now,

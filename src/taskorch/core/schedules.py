@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import math
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -57,6 +56,7 @@ from taskorch.domain.errors import (
     Unavailable,
     within,
 )
+from taskorch.domain.ids import new_id
 from taskorch.domain.values import JSON, Task
 from taskorch.store import schedules as schedule_store
 from taskorch.store.database import Database, Transaction
@@ -341,7 +341,7 @@ class ScheduleService:
         except TaskorchError as exc:
             raise within(exc, "task") from None
         record = ScheduleRecord(
-            schedule_id=str(uuid.uuid4()),
+            schedule_id=new_id(),
             tenant_id=caller.tenant_id,
             name=name,
             cron=timing.cron,
@@ -458,7 +458,7 @@ class ScheduleService:
         schedule = _schedule(record)
         spec = replace(
             schedule.task,
-            request_id=f"schedule:{record.schedule_id}:trigger:{uuid.uuid4()}",
+            request_id=f"schedule:{record.schedule_id}:trigger:{new_id()}",
         )
         try:
             task = await self.tasks.create(_owner(record), spec)

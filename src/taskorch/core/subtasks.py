@@ -3,7 +3,6 @@ within one task, and report on it with the lease."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from taskorch.domain.errors import (
     SubtaskNotFound,
     TaskNotFound,
 )
+from taskorch.domain.ids import new_id
 from taskorch.domain.leases import DEFAULT_LEASE_SECONDS, HeartbeatAnswer, WorkerIdentity
 from taskorch.domain.values import JSON, EventType, Lease, Status, Subtask, Task
 from taskorch.events.hub import EventHub
@@ -110,7 +110,7 @@ class SubtaskService:
             now = self.clock()
             siblings = subtask_store.subtasks_of(tx.conn, key)
             subtask = Subtask(
-                subtask_id=str(uuid.uuid4()),
+                subtask_id=new_id(),
                 task_id=key,
                 tenant_id=task.tenant_id,
                 kind=kind,

@@ -33,6 +33,7 @@ from taskorch.domain.errors import (
     TaskorchError,
     within,
 )
+from taskorch.domain.ids import new_id
 from taskorch.domain.values import (
     DEFAULT_MAX_ATTEMPTS,
     EventType,
@@ -174,7 +175,7 @@ class TaskService:
         if key is None and plan.concurrency_key:
             key, limit = plan.concurrency_key, plan.concurrency_limit
         task = Task(
-            task_id=str(uuid.uuid4()),
+            task_id=new_id(),
             tenant_id=caller.tenant_id,
             status=Status.PENDING,
             task_type=plan.task_type,
@@ -486,7 +487,7 @@ def _dependencies(ids: tuple[str, ...]) -> tuple[str, ...]:
 def _subtasks(task: Task, plan: Plan, *, now: datetime) -> list[Subtask]:
     return [
         Subtask(
-            subtask_id=str(uuid.uuid4()),
+            subtask_id=new_id(),
             task_id=task.task_id,
             tenant_id=task.tenant_id,
             kind=step.kind,

@@ -15,7 +15,6 @@ import asyncio
 import math
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from grpc_status import rpc_status
 from taskorch.core.rate_limits import TenantRateLimiter
 from taskorch.domain.caller import ANONYMOUS, Caller
 from taskorch.domain.errors import InvalidArgument, RateLimited, TaskorchError
+from taskorch.domain.ids import new_id
 from taskorch.gateway import routes
 from taskorch.server import access, errors
 from taskorch.server.metrics import RATE_LIMITED_REQUESTS, RPC_DURATION
@@ -128,7 +128,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> tuple[str, dict[str, str]]:
         metadata = _metadata(context.invocation_metadata())
         given = metadata.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4()}"
+        request_id = given if _REQUEST_ID.match(given) else f"req_{new_id()}"
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
         # Trailing metadata rides on the status frame: no extra frame per call.
         context.set_trailing_metadata((("x-request-id", request_id),))

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 
-from taskorch.domain.values import EventType, TaskEvent
+from taskorch.domain.values import EventType, Status, TaskEvent
 
 TASKS_TOTAL = Counter(
     "task_manager_tasks",
@@ -54,11 +54,18 @@ RPC_DURATION = Histogram(
 )
 
 
+# TASKS_TOTAL's series by status: ``labels()`` checks and joins its values on every call.
+_TASKS_BY_STATUS: dict[Status, Any] = {}
+
+
 def observe_task_event(event: TaskEvent) -> None:
     """Counts status changes; times completed tasks."""
     if event.type is not EventType.STATUS_CHANGED:
         return
-    TASKS_TOTAL.labels(event.status.name.lower()).inc()
+    series = _TASKS_BY_STATUS.get(event.status)
+    if series is None:
+        series = _TASKS_BY_STATUS[event.status] = TASKS_TOTAL.labels(event.status.name.lower())
+    series.inc()
     task = event.task
     if task is not None and task.started_at is not None and task.completed_at is not None:
         PROCESSING_TIME.observe((task.completed_at - task.started_at).total_seconds())

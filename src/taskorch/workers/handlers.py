@@ -6,6 +6,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from taskorch.domain.values import JSON, Lease, ResourceUsage
@@ -92,8 +93,13 @@ class Handler:
     # Synchronous handlers run on a thread so they never block the event loop.
     description: str = ""
 
+    @cached_property
+    def is_async(self) -> bool:
+        """A coroutine function runs on the loop, anything else on a thread (asked once)."""
+        return inspect.iscoroutinefunction(self.fn)
+
     async def __call__(self, ctx: WorkContext) -> Outcome:
-        if inspect.iscoroutinefunction(self.fn):
+        if self.is_async:
             outcome = await self.fn(ctx)
         else:
             outcome = await asyncio.to_thread(self.fn, ctx)

@@ -7,7 +7,6 @@ tenant's template answers TEMPLATE_NOT_FOUND.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from taskorch.domain.errors import (
     TaskorchError,
     TemplateNotFound,
 )
+from taskorch.domain.ids import new_id
 from taskorch.store import templates as template_store
 from taskorch.store.database import Database, Transaction
 from taskorch.store.schema import utcnow
@@ -92,7 +92,7 @@ class TemplateService:
         self._refuse_builtin_name(template.name)
         now = self.clock()
         record = template_store.TemplateRecord(
-            template_id=str(uuid.uuid4()),
+            template_id=new_id(),
             tenant_id=caller.tenant_id,
             name=template.name,
             description=template.description,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
 
+from taskorch.domain.ids import new_id
 from taskorch.domain.values import (
     JSON,
     EventType,
@@ -251,7 +251,7 @@ class SqliteQueue(Queue):
             return []
         picked = [row[0] for row in heads]
         before = {row[3]: row[4] for row in heads}
-        leases = json.dumps([[sid, str(uuid.uuid4())] for sid in picked])
+        leases = json.dumps([[sid, new_id()] for sid in picked])
         at = sqlite_time(now)
         rows = self._rows(
             "UPDATE subtasks SET status = 2, lease_id = i.lease, lease_expires_at = ?, "
