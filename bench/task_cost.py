@@ -39,6 +39,7 @@ PG = "postgres@127.0.0.1:5432"
 DB = "taskorch_bench_cost"
 SUBMITTERS = 32
 SLOTS = 10
+SPREAD = ("tasks/s", "server CPU ms")  # shown with their runs' min-max
 
 
 def _pg(sql: str) -> list[tuple[object, ...]]:
@@ -171,13 +172,14 @@ async def main() -> None:
                 runs.setdefault((label, backend, remote), []).append(found)
                 how = "remote worker" if remote else "in process"
                 where = f"{backend}, {how} x{args.slots}, {label}"
-                print(f"  {where}: {found['tasks/s']:.0f} tasks/s", flush=True)
+                cpu = found["server CPU ms"]
+                print(f"  {where}: {found['tasks/s']:.0f} tasks/s, {cpu:.2f} ms", flush=True)
     for key, found_all in runs.items():  # medians of the runs
         names_here = {n for f in found_all for n in f}
         results[key] = {n: statistics.median(f[n] for f in found_all if n in f) for n in names_here}
     rows = [
         (
-            "per task (median of runs)",
+            "per task (median of runs; min-max)",
             *(
                 f"{'remote' if r else 'in process'} {b} {label}"
                 for b, r in modes
@@ -191,16 +193,15 @@ async def main() -> None:
     names = [n for n in order if n in names] + [n for n in names if n not in order]
     for name in names:
         digits = 0 if name == "tasks/s" else 2
-        rows.append(
-            (
-                name,
-                *(
-                    _cell(results[(label, b, r)].get(name), digits)
-                    for b, r in modes
-                    for label, _ in codes
-                ),
-            )
-        )
+        cells = []
+        for b, r in modes:
+            for label, _ in codes:
+                cell = _cell(results[(label, b, r)].get(name), digits)
+                spread = [f[name] for f in runs[(label, b, r)] if name in f]
+                if name in SPREAD and len(spread) > 1:
+                    cell += f" ({min(spread):.{digits}f}-{max(spread):.{digits}f})"
+                cells.append(cell)
+        rows.append((name, *cells))
     print()
     print(table(rows))
 
