@@ -13,6 +13,8 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from taskorch.domain.errors import InvalidArgument
+from taskorch.server.unstorable import refuse_unstorable
 from taskorch.v1 import chat_service_pb2 as chat_pb
 from taskorch.v1 import chat_service_pb2_grpc as chat_grpc
 from taskorch.v1 import task_service_pb2 as pb
@@ -201,3 +203,48 @@ def test_a_worker_whose_result_holds_nan_fails_the_task_naming_the_field(
     assert done.error_code == "INVALID_RESULT"
     assert "result.score" in (done.error or "") and "finite" in (done.error or "")
     assert done.attempt == 1  # not retried: the same handler would answer the same
+
+
+# -- the check itself, on parsed requests with their wire bytes --------------------------------
+
+WITH_NUMBERS = {"count": 5, "scores": [0.25, 3.0], "nested": {"size": 12.5}}
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        *CREATES_WITH_NUL,
+        (pb.CreateTaskRequest(task_type="echo", input_data=_struct(**{"k\x00": 1})), "input_data"),
+        (pb.CreateTaskRequest(task_type="echo", input_data=_struct(x=math.nan)), "input_data.x"),
+        (
+            pb.CreateTaskRequest(task_type="echo", parameters=_struct(deep=[1, -math.inf])),
+            "parameters.deep[1]",
+        ),
+    ],
+)
+def test_a_request_holding_numbers_is_still_checked_everywhere(
+    request_: pb.CreateTaskRequest, field: str
+) -> None:
+    """Numbers put zero bytes on the wire; the cheaper text check must not let a bad value by."""
+    message = pb.CreateTaskRequest()
+    message.CopyFrom(request_)
+    message.input_data.update(WITH_NUMBERS)  # alongside, never in place of, the bad value
+    if not request_.HasField("input_data"):
+        message.ClearField("input_data")
+        message.parameters.update({**WITH_NUMBERS, **dict(request_.parameters)})
+    raw = message.SerializeToString()
+    assert b"\x00" in raw
+    with pytest.raises(InvalidArgument) as refused:
+        refuse_unstorable(message, raw)
+    named = refused.value.violations[0].field
+    assert named.startswith(field), named
+
+
+def test_clean_requests_pass_whatever_their_bytes() -> None:
+    for message in (
+        pb.CreateTaskRequest(task_type="echo", input_data=_struct(**WITH_NUMBERS)),
+        # Words holding "nan" or "inf", an escaped-looking backslash: walked, and clean.
+        pb.CreateTaskRequest(text="banana infinity \\000", input_data=_struct(n=1.0)),
+        pb.CreateTaskRequest(task_type="echo", input_data=_struct(blob="x" * 20000, n=2.0)),
+    ):
+        refuse_unstorable(message, message.SerializeToString())
