@@ -225,7 +225,7 @@ WITH_NUMBERS = {"count": 5, "scores": [0.25, 3.0], "nested": {"size": 12.5}}
 def test_a_request_holding_numbers_is_still_checked_everywhere(
     request_: pb.CreateTaskRequest, field: str
 ) -> None:
-    """Numbers put zero bytes on the wire; the cheaper text check must not let a bad value by."""
+    """Numbers put zero bytes on the wire, past the byte prefilter: the walk finds every bad value."""
     message = pb.CreateTaskRequest()
     message.CopyFrom(request_)
     message.input_data.update(WITH_NUMBERS)  # alongside, never in place of, the bad value
@@ -243,7 +243,7 @@ def test_a_request_holding_numbers_is_still_checked_everywhere(
 def test_clean_requests_pass_whatever_their_bytes() -> None:
     for message in (
         pb.CreateTaskRequest(task_type="echo", input_data=_struct(**WITH_NUMBERS)),
-        # Words holding "nan" or "inf", an escaped-looking backslash: walked, and clean.
+        # Words holding "nan" or "inf", an escaped-looking backslash, a long string: clean.
         pb.CreateTaskRequest(text="banana infinity \\000", input_data=_struct(n=1.0)),
         pb.CreateTaskRequest(task_type="echo", input_data=_struct(blob="x" * 20000, n=2.0)),
     ):
