@@ -225,7 +225,7 @@ WITH_NUMBERS = {"count": 5, "scores": [0.25, 3.0], "nested": {"size": 12.5}}
 def test_a_request_holding_numbers_is_still_checked_everywhere(
     request_: pb.CreateTaskRequest, field: str
 ) -> None:
-    """Numbers put zero bytes on the wire, past the byte prefilter: the walk finds every bad value."""
+    """Numbers put zero bytes on the wire (past the byte prefilter): every bad value is found."""
     message = pb.CreateTaskRequest()
     message.CopyFrom(request_)
     message.input_data.update(WITH_NUMBERS)  # alongside, never in place of, the bad value
