@@ -149,7 +149,7 @@ async def test_cancelled_items_are_skipped() -> None:
         await batcher.close()
 
 
-async def test_batching_raises_embedding_throughput(default_engine: InferenceEngine) -> None:
+async def test_batching_cuts_the_cpu_an_embedding_costs(default_engine: InferenceEngine) -> None:
     sentences = [f"Sentence number {i} about a cat on a mat." for i in range(64)]
 
     async def one(text: str) -> None:
@@ -164,15 +164,19 @@ async def test_batching_raises_embedding_throughput(default_engine: InferenceEng
         await asyncio.gather(*(one(t) for t in sentences))
 
     await one("warm up")
-    # Alternating rounds, the best of each: a neighbour's burst of CPU (the suite runs in
-    # parallel) slows one round, not the comparison.
-    best = {sequential: 0.0, concurrent: 0.0}
+    # Alternating rounds, the best of each, in CPU seconds of this process (ONNX Runtime's
+    # threads included) per sentence: the suite runs in parallel on two cores, and a
+    # neighbour's CPU-bound test took whole rounds' wall-clock time (concurrent 129/s against
+    # sequential 140/s once), never this process's CPU time for the same work. Batched, a
+    # sentence costs 2.2-2.5x less CPU here (quiet or beside two busy loops); with batches of
+    # one the concurrent runs still save 1.3-1.4x (instances overlap): hence 1.7.
+    best = {sequential: float("inf"), concurrent: float("inf")}
     for _ in range(3):
         for way in best:
-            started = time.perf_counter()
+            started = time.process_time()
             await way()
-            best[way] = max(best[way], len(sentences) / (time.perf_counter() - started))
-    assert best[concurrent] > 1.3 * best[sequential], best
+            best[way] = min(best[way], (time.process_time() - started) / len(sentences))
+    assert best[concurrent] * 1.7 < best[sequential], best
 
 
 async def test_an_embedding_does_not_depend_on_its_batch(tiny_engine: InferenceEngine) -> None:
