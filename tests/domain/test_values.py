@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskorch.domain.values import ResourceUsage, Status, Task, changed, key_scope
+from taskorch.domain.values import ResourceUsage, Status, Task, changed, key_scope, quick_init
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,76 @@ def test_changed_leaves_a_value_with_post_init_to_replace() -> None:
     assert changed(Checked(1), n=2) == Checked(2)
     with pytest.raises(ValueError, match="negative"):
         changed(Checked(1), n=-1)
+
+
+@quick_init
+@dataclasses.dataclass(frozen=True)
+class _Sample:
+    name: str
+    count: int = 3
+    tags: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plain:
+    name: str
+    count: int = 3
+    tags: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [(("a",), {}), (("a", 5), {}), ((), {"name": "a", "tags": {"x": 1}}), (("a",), {"count": 0})],
+)
+def test_quick_init_builds_what_the_dataclass_init_builds(
+    args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    quick, plain = _Sample(*args, **kwargs), _Plain(*args, **kwargs)  # type: ignore[arg-type]
+    assert dataclasses.asdict(quick) == dataclasses.asdict(plain)
+    assert quick == _Sample(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_quick_init_keeps_values_frozen_and_arguments_checked() -> None:
+    sample = _Sample("a")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sample.count = 4  # type: ignore[misc]
+    assert _Sample("a").tags is not sample.tags  # a fresh default per value
+    with pytest.raises(TypeError):
+        _Sample()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _Sample("a", colour="red")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _Sample("a", 1, {}, 2)  # type: ignore[call-arg]
+
+
+def test_quick_init_refuses_a_class_it_would_build_wrongly() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Checked:
+        n: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclasses.dataclass(frozen=True)
+    class Derived:
+        n: int
+        twice: int = dataclasses.field(init=False, default=0)
+
+    for cls in (Checked, Derived):
+        with pytest.raises(TypeError, match="quick_init cannot build"):
+            quick_init(cls)
+
+
+def test_the_hot_path_values_use_quick_init() -> None:
+    now = datetime.now(UTC)
+    task = Task(
+        task_id="t",
+        tenant_id="x",
+        status=Status.PENDING,
+        task_type="echo",
+        created_at=now,
+        updated_at=now,
+    )
+    assert type(task).__init__.__qualname__ == "Task.__init__"
+    assert "_own" in type(task).__init__.__code__.co_varnames
+    assert task.priority == 5 and task.depends_on == () and task.resource_usage is None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -29,6 +29,46 @@ MODEL_KEY_PREFIX = "model:"
 def key_scope(tenant_id: str, key: str) -> str:
     """Whose concurrency key ``key`` is: the tenant's own, or every tenant's ("", a model's)."""
     return "" if key.startswith(MODEL_KEY_PREFIX) else tenant_id
+
+
+C = TypeVar("C", bound=type)
+
+
+def quick_init(cls: C) -> C:
+    """Gives a frozen dataclass an ``__init__`` that writes its instance's ``__dict__``
+    directly, as ``changed`` does, instead of one ``object.__setattr__`` per field (the
+    frozen kind's generated ``__init__``): measured 2.7 µs for a Task against 9.6, and the
+    hot path builds about nine such values per task. Same signature, defaults and default
+    factories; instances stay frozen. Apply it above ``@dataclass(frozen=True)``; a class with
+    a ``__post_init__``, ``__slots__``, fields outside ``__init__`` or a field named like the
+    generated code's locals is refused."""
+    own = fields(cls)
+    if (
+        hasattr(cls, "__post_init__")
+        or "__slots__" in vars(cls)
+        or not all(f.init for f in own)
+        or {"self", "_own"} & {f.name for f in own}
+    ):
+        raise TypeError(f"quick_init cannot build {cls.__name__}")
+    defaults: dict[str, Any] = {"_MISSING": MISSING}
+    params, body = [], []
+    for f in own:
+        if f.default is not MISSING:
+            defaults[f"_d_{f.name}"] = f.default
+            params.append(f"{f.name}=_d_{f.name}")
+        elif f.default_factory is not MISSING:
+            defaults[f"_f_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_MISSING")
+            body.append(f"    if {f.name} is _MISSING: {f.name} = _f_{f.name}()")
+        else:
+            params.append(f.name)
+        body.append(f"    _own[{f.name!r}] = {f.name}")
+    source = f"def __init__(self, {', '.join(params)}):\n    _own = self.__dict__\n"
+    exec(source + "\n".join(body), defaults)  # the class's own field names, as dataclasses does
+    init = defaults["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
 
 
 class Status(enum.IntEnum):
@@ -108,6 +148,7 @@ class ResourceUsage:
         )
 
 
+@quick_init
 @dataclass(frozen=True)
 class Task:
     task_id: str
@@ -144,6 +185,7 @@ class Task:
     concurrency_key: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class Subtask:
     subtask_id: str
@@ -175,6 +217,7 @@ class Subtask:
     completed_at: datetime | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class TaskEvent:
     """One stored change of a task; ``sequence`` increases by one per task."""
@@ -196,6 +239,7 @@ class TaskEvent:
         return self.type is EventType.STATUS_CHANGED and self.status.is_terminal
 
 
+@quick_init
 @dataclass(frozen=True)
 class Lease:
     """A worker's claim on one subtask until ``expires_at``; renewed by heartbeats."""
