@@ -61,6 +61,17 @@ def _steal_and_total() -> tuple[int, int]:
     return ticks[7], sum(ticks)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine has spent busy since boot (user, nice, system, irq,
+    softirq; not idle, I/O wait or steal): every process's work, clients and databases too."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int, thread: int | None = None) -> float:
     """CPU time (user + system) a process, or one of its threads, has used so far."""
     path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"

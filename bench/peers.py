@@ -4,7 +4,9 @@ run.
 For each system and each number of workers (1, 2, 4 by default), on a fresh queue:
 
 1. throughput: ``--tasks`` tasks submitted as fast as the system's client goes while the
-   workers run them; end-to-end tasks/s = tasks / (last completion - first submit);
+   workers run them; end-to-end tasks/s = tasks / (last completion - first submit); also the
+   whole machine's busy CPU time per task over that run (every process, the client and the
+   database too: how much work a task is, apart from how much of it runs in parallel);
 2. latency at a paced rate (``--rate``, 50 tasks/s): submit → done and dispatch
    (submit → a worker has it), p50 and p99.
 
@@ -78,6 +80,7 @@ from _harness import (
     empty_server_process,
     free_port,
     machine,
+    machine_busy_seconds,
     percentile,
     table,
     taskorch_server,
@@ -750,6 +753,10 @@ class Figures:
     notified: list[tuple[float, float]] = field(default_factory=list)
     # CPU seconds the server process used per paced task (taskorch only)
     paced_cpu: list[float] = field(default_factory=list)
+    # Throughput runs: CPU seconds of the whole machine per task (every process), and the
+    # cores that kept busy on average
+    machine_cpu: list[float] = field(default_factory=list)
+    cores_busy: list[float] = field(default_factory=list)
 
 
 async def measure(system: System, workers: int, args: argparse.Namespace, into: Figures) -> None:
@@ -759,10 +766,13 @@ async def measure(system: System, workers: int, args: argparse.Namespace, into: 
             warm = await system.submit_many(0, 20)
             await system.wait_done(warm)
 
-            first = time.time()
+            first, busy_before = time.time(), machine_busy_seconds()
             ids = await system.submit_many(100, args.tasks)
             submitted = time.time()
             await system.wait_done(ids)
+            busy = machine_busy_seconds() - busy_before
+            into.machine_cpu.append(busy / args.tasks)
+            into.cores_busy.append(busy / (time.time() - first))
             times = await system.times(ids)
             assert len(times) == len(ids), f"{system.label}: {len(times)} of {len(ids)} timed"
             last = max(done for _, done in times.values())
@@ -959,6 +969,29 @@ def report(
     print(
         "\nEnd-to-end tasks/s, median (min-max); xQ = ratio to pgqueuer, xC = to Celery, "
         "xP = to procrastinate\n"
+    )
+    print(table(rows))
+
+    rows = [("system (machine CPU per task)", *(f"{n} workers" for n in workers))]
+    for key, label in labels.items():
+        cells = []
+        for n in workers:
+            f = results.get((key, n))
+            pgq = peers(n)[2]
+            if f is None or not f.machine_cpu:
+                cells.append("-")
+                continue
+            cells.append(
+                f"{statistics.median(f.machine_cpu) * 1e3:.2f} ms "
+                f"({min(f.machine_cpu) * 1e3:.2f}-{max(f.machine_cpu) * 1e3:.2f}) "
+                f"xQ {ratio(f.machine_cpu, pgq and pgq.machine_cpu)}, "
+                f"{statistics.median(f.cores_busy):.2f} cores busy"
+            )
+        rows.append((label, *cells))
+    print(
+        "\nThe throughput runs' CPU: the whole machine's busy time per task (every process: "
+        "client, server, workers, database, broker), median (min-max); xQ = ratio to "
+        "pgqueuer's; cores busy = that time over the run's, on average\n"
     )
     print(table(rows))
 
