@@ -72,6 +72,17 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def io_stall_seconds() -> float:
+    """Time since boot during which some task of this machine waited for I/O (Linux pressure
+    stall information, ``/proc/pressure/io``); 0 where the kernel does not keep it. A run
+    whose share of it is far above its neighbours' had a disk the others did not."""
+    try:
+        some = Path("/proc/pressure/io").read_text().split("\n", 1)[0]
+    except OSError:
+        return 0.0
+    return int(some.rsplit("total=", 1)[1]) / 1e6
+
+
 def cpu_seconds(pid: int, thread: int | None = None) -> float:
     """CPU time (user + system) a process, or one of its threads, has used so far."""
     path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"

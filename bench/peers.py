@@ -6,7 +6,9 @@ For each system and each number of workers (1, 2, 4 by default), on a fresh queu
 1. throughput: ``--tasks`` tasks submitted as fast as the system's client goes while the
    workers run them; end-to-end tasks/s = tasks / (last completion - first submit); also the
    whole machine's busy CPU time per task over that run (every process, the client and the
-   database too: how much work a task is, apart from how much of it runs in parallel);
+   database too: how much work a task is, apart from how much of it runs in parallel) and the
+   share of the run some process waited for the disk (a run far above its neighbours had a
+   disk the others did not);
 2. latency at a paced rate (``--rate``, 50 tasks/s): submit → done and dispatch
    (submit → a worker has it), p50 and p99.
 
@@ -79,6 +81,7 @@ from _harness import (
     cpu_seconds,
     empty_server_process,
     free_port,
+    io_stall_seconds,
     machine,
     machine_busy_seconds,
     percentile,
@@ -757,6 +760,8 @@ class Figures:
     # cores that kept busy on average
     machine_cpu: list[float] = field(default_factory=list)
     cores_busy: list[float] = field(default_factory=list)
+    # and the share of each run's time some process waited for the disk
+    io_stall: list[float] = field(default_factory=list)
 
 
 async def measure(system: System, workers: int, args: argparse.Namespace, into: Figures) -> None:
@@ -766,13 +771,18 @@ async def measure(system: System, workers: int, args: argparse.Namespace, into: 
             warm = await system.submit_many(0, 20)
             await system.wait_done(warm)
 
-            first, busy_before = time.time(), machine_busy_seconds()
+            first, busy_before, stall_before = (
+                time.time(),
+                machine_busy_seconds(),
+                io_stall_seconds(),
+            )
             ids = await system.submit_many(100, args.tasks)
             submitted = time.time()
             await system.wait_done(ids)
-            busy = machine_busy_seconds() - busy_before
+            busy, took = machine_busy_seconds() - busy_before, time.time() - first
             into.machine_cpu.append(busy / args.tasks)
-            into.cores_busy.append(busy / (time.time() - first))
+            into.cores_busy.append(busy / took)
+            into.io_stall.append((io_stall_seconds() - stall_before) / took)
             times = await system.times(ids)
             assert len(times) == len(ids), f"{system.label}: {len(times)} of {len(ids)} timed"
             last = max(done for _, done in times.values())
@@ -985,13 +995,15 @@ def report(
                 f"{statistics.median(f.machine_cpu) * 1e3:.2f} ms "
                 f"({min(f.machine_cpu) * 1e3:.2f}-{max(f.machine_cpu) * 1e3:.2f}) "
                 f"xQ {ratio(f.machine_cpu, pgq and pgq.machine_cpu)}, "
-                f"{statistics.median(f.cores_busy):.2f} cores busy"
+                f"{statistics.median(f.cores_busy):.2f} cores busy, "
+                f"I/O stall {statistics.median(f.io_stall):.0%} ({max(f.io_stall):.0%})"
             )
         rows.append((label, *cells))
     print(
         "\nThe throughput runs' CPU: the whole machine's busy time per task (every process: "
         "client, server, workers, database, broker), median (min-max); xQ = ratio to "
-        "pgqueuer's; cores busy = that time over the run's, on average\n"
+        "pgqueuer's; cores busy = that time over the run's, on average; I/O stall = the share "
+        "of the run some process waited for the disk, median (the worst run's)\n"
     )
     print(table(rows))
 
@@ -1093,7 +1105,8 @@ async def main() -> None:
                     f"  run {repeat + 1}: {labels[key]}, {n} workers: "
                     f"{figures.tasks_per_s[-1]:,.0f} tasks/s, "
                     f"notified p50 {figures.notified[-1][0] * 1e3:.1f} ms, "
-                    f"dispatch p50 {figures.start[-1][0] * 1e3:.1f} ms "
+                    f"dispatch p50 {figures.start[-1][0] * 1e3:.1f} ms, "
+                    f"I/O stall {figures.io_stall[-1]:.0%} "
                     f"({time.monotonic() - t0:.0f} s)",
                     flush=True,
                 )
