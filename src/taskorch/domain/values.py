@@ -40,13 +40,13 @@ def quick_init(cls: C) -> C:
     frozen kind's generated ``__init__``): measured 2.7 µs for a Task against 9.6, and the
     hot path builds about nine such values per task. Same signature, defaults and default
     factories; instances stay frozen. Apply it above ``@dataclass(frozen=True)``; a class with
-    a ``__post_init__``, ``__slots__``, fields outside ``__init__`` or a field named like the
-    generated code's locals is refused."""
+    a ``__post_init__``, ``__slots__``, fields outside ``__init__`` or keyword-only, or a field
+    named like the generated code's locals is refused."""
     own = fields(cls)
     if (
         hasattr(cls, "__post_init__")
         or "__slots__" in vars(cls)
-        or not all(f.init for f in own)
+        or not all(f.init and f.kw_only is not True for f in own)
         or {"self", "_own"} & {f.name for f in own}
     ):
         raise TypeError(f"quick_init cannot build {cls.__name__}")
