@@ -6,7 +6,8 @@ For each system and each number of workers (1, 2, 4 by default), on a fresh queu
 1. throughput: ``--tasks`` tasks submitted as fast as the system's client goes while the
    workers run them; end-to-end tasks/s = tasks / (last completion - first submit); also the
    whole machine's busy CPU time per task over that run (every process, the client and the
-   database too: how much work a task is, apart from how much of it runs in parallel) and the
+   database too: how much work a task is, apart from how much of it runs in parallel; the
+   submitting client's share apart) and the
    share of the run some process waited for the disk (a run far above its neighbours had a
    disk the others did not);
 2. latency at a paced rate (``--rate``, 50 tasks/s): submit → done and dispatch
@@ -762,6 +763,8 @@ class Figures:
     cores_busy: list[float] = field(default_factory=list)
     # and the share of each run's time some process waited for the disk
     io_stall: list[float] = field(default_factory=list)
+    # CPU seconds per task of this process, the client that submits and waits
+    client_cpu: list[float] = field(default_factory=list)
 
 
 async def measure(system: System, workers: int, args: argparse.Namespace, into: Figures) -> None:
@@ -771,15 +774,17 @@ async def measure(system: System, workers: int, args: argparse.Namespace, into: 
             warm = await system.submit_many(0, 20)
             await system.wait_done(warm)
 
-            first, busy_before, stall_before = (
+            first, busy_before, stall_before, client_before = (
                 time.time(),
                 machine_busy_seconds(),
                 io_stall_seconds(),
+                time.process_time(),
             )
             ids = await system.submit_many(100, args.tasks)
             submitted = time.time()
             await system.wait_done(ids)
             busy, took = machine_busy_seconds() - busy_before, time.time() - first
+            into.client_cpu.append((time.process_time() - client_before) / args.tasks)
             into.machine_cpu.append(busy / args.tasks)
             into.cores_busy.append(busy / took)
             into.io_stall.append((io_stall_seconds() - stall_before) / took)
@@ -995,6 +1000,7 @@ def report(
                 f"{statistics.median(f.machine_cpu) * 1e3:.2f} ms "
                 f"({min(f.machine_cpu) * 1e3:.2f}-{max(f.machine_cpu) * 1e3:.2f}) "
                 f"xQ {ratio(f.machine_cpu, pgq and pgq.machine_cpu)}, "
+                f"client {statistics.median(f.client_cpu) * 1e3:.2f} ms, "
                 f"{statistics.median(f.cores_busy):.2f} cores busy, "
                 f"I/O stall {statistics.median(f.io_stall):.0%} ({max(f.io_stall):.0%})"
             )
@@ -1002,7 +1008,8 @@ def report(
     print(
         "\nThe throughput runs' CPU: the whole machine's busy time per task (every process: "
         "client, server, workers, database, broker), median (min-max); xQ = ratio to "
-        "pgqueuer's; cores busy = that time over the run's, on average; I/O stall = the share "
+        "pgqueuer's; client = the part of it the submitting client took (this process); cores "
+        "busy = that time over the run's, on average; I/O stall = the share "
         "of the run some process waited for the disk, median (the worst run's)\n"
     )
     print(table(rows))
