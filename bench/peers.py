@@ -7,9 +7,8 @@ For each system and each number of workers (1, 2, 4 by default), on a fresh queu
    workers run them; end-to-end tasks/s = tasks / (last completion - first submit); also the
    whole machine's busy CPU time per task over that run (every process, the client and the
    database too: how much work a task is, apart from how much of it runs in parallel; the
-   submitting client's share apart) and the
-   share of the run some process waited for the disk (a run far above its neighbours had a
-   disk the others did not);
+   submitting client's share apart) and the share of the run some process waited for the
+   disk (a run far above its neighbours had a disk the others did not);
 2. latency at a paced rate (``--rate``, 50 tasks/s): submit → done and dispatch
    (submit → a worker has it), p50 and p99.
 
