@@ -69,7 +69,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -961,49 +961,43 @@ def report(
             results.get(("pgqueuer", n)),
         )
 
-    rows: list[tuple[str, ...]] = [
-        ("system (end-to-end tasks/s)", *(f"{n} workers" for n in workers))
-    ]
-    for key, label in labels.items():
-        cells = []
-        for n in workers:
-            f = results.get((key, n))
-            celery, procr, pgq = peers(n)
-            if f is None or not f.tasks_per_s:
-                cells.append("-")
-                continue
-            cells.append(
-                f"{statistics.median(f.tasks_per_s):,.0f} "
-                f"({min(f.tasks_per_s):,.0f}-{max(f.tasks_per_s):,.0f}) "
-                f"xQ {ratio(f.tasks_per_s, pgq and pgq.tasks_per_s)} "
-                f"xC {ratio(f.tasks_per_s, celery and celery.tasks_per_s)} "
-                f"xP {ratio(f.tasks_per_s, procr and procr.tasks_per_s)}"
-            )
-        rows.append((label, *cells))
+    def by_workers(heading: str, cell: Callable[[Figures, int], str]) -> str:
+        """A table of one cell per system and number of workers ("-" where not measured)."""
+        rows: list[tuple[str, ...]] = [(heading, *(f"{n} workers" for n in workers))]
+        for key, label in labels.items():
+            cells = []
+            for n in workers:
+                f = results.get((key, n))
+                cells.append(cell(f, n) if f is not None and f.tasks_per_s else "-")
+            rows.append((label, *cells))
+        return table(rows)
+
+    def throughput(f: Figures, n: int) -> str:
+        celery, procr, pgq = peers(n)
+        return (
+            f"{statistics.median(f.tasks_per_s):,.0f} "
+            f"({min(f.tasks_per_s):,.0f}-{max(f.tasks_per_s):,.0f}) "
+            f"xQ {ratio(f.tasks_per_s, pgq and pgq.tasks_per_s)} "
+            f"xC {ratio(f.tasks_per_s, celery and celery.tasks_per_s)} "
+            f"xP {ratio(f.tasks_per_s, procr and procr.tasks_per_s)}"
+        )
+
+    def machine_cpu(f: Figures, n: int) -> str:
+        pgq = peers(n)[2]
+        return (
+            f"{statistics.median(f.machine_cpu) * 1e3:.2f} ms "
+            f"({min(f.machine_cpu) * 1e3:.2f}-{max(f.machine_cpu) * 1e3:.2f}) "
+            f"xQ {ratio(f.machine_cpu, pgq and pgq.machine_cpu)}, "
+            f"client {statistics.median(f.client_cpu) * 1e3:.2f} ms, "
+            f"{statistics.median(f.cores_busy):.2f} cores busy, "
+            f"I/O stall {statistics.median(f.io_stall):.0%} ({max(f.io_stall):.0%})"
+        )
+
     print(
         "\nEnd-to-end tasks/s, median (min-max); xQ = ratio to pgqueuer, xC = to Celery, "
         "xP = to procrastinate\n"
     )
-    print(table(rows))
-
-    rows = [("system (machine CPU per task)", *(f"{n} workers" for n in workers))]
-    for key, label in labels.items():
-        cells = []
-        for n in workers:
-            f = results.get((key, n))
-            pgq = peers(n)[2]
-            if f is None or not f.machine_cpu:
-                cells.append("-")
-                continue
-            cells.append(
-                f"{statistics.median(f.machine_cpu) * 1e3:.2f} ms "
-                f"({min(f.machine_cpu) * 1e3:.2f}-{max(f.machine_cpu) * 1e3:.2f}) "
-                f"xQ {ratio(f.machine_cpu, pgq and pgq.machine_cpu)}, "
-                f"client {statistics.median(f.client_cpu) * 1e3:.2f} ms, "
-                f"{statistics.median(f.cores_busy):.2f} cores busy, "
-                f"I/O stall {statistics.median(f.io_stall):.0%} ({max(f.io_stall):.0%})"
-            )
-        rows.append((label, *cells))
+    print(by_workers("system (end-to-end tasks/s)", throughput))
     print(
         "\nThe throughput runs' CPU: the whole machine's busy time per task (every process: "
         "client, server, workers, database, broker), median (min-max); xQ = ratio to "
@@ -1011,7 +1005,7 @@ def report(
         "busy = that time over the run's, on average; I/O stall = the share "
         "of the run some process waited for the disk, median (the worst run's)\n"
     )
-    print(table(rows))
+    print(by_workers("system (machine CPU per task)", machine_cpu))
 
     for n in workers:
         celery, procr, _ = peers(n)
