@@ -51,24 +51,26 @@ class Steal:
         self.cores = (os.cpu_count() or 1) * steal / total if total else 0.0
 
 
-def _steal_and_total() -> tuple[int, int]:
-    """(steal, all) clock ticks of every core since boot; zeros where /proc/stat is missing."""
+def _cpu_ticks() -> list[int]:
+    """Clock ticks of every core since boot, as /proc/stat counts them: user, nice, system,
+    idle, iowait, irq, softirq, steal; zeros where it is missing."""
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     except OSError:
-        return 0, 0
-    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+        return [0] * 8
+    return [int(f) for f in fields[:8]]
+
+
+def _steal_and_total() -> tuple[int, int]:
+    """(steal, all) clock ticks of every core since boot."""
+    ticks = _cpu_ticks()
     return ticks[7], sum(ticks)
 
 
 def machine_busy_seconds() -> float:
     """CPU time every core of the machine has spent busy since boot (user, nice, system, irq,
     softirq; not idle, I/O wait or steal): every process's work, clients and databases too."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = _cpu_ticks()
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 

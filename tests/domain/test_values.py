@@ -9,7 +9,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskorch.domain.values import ResourceUsage, Status, Task, changed, key_scope, quick_init
+from taskorch.domain.values import (
+    Lease,
+    ResourceUsage,
+    Status,
+    Subtask,
+    Task,
+    TaskEvent,
+    changed,
+    key_scope,
+    quick_init,
+)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +166,12 @@ def test_quick_init_refuses_a_class_it_would_build_wrongly() -> None:
             quick_init(cls)
 
 
-def test_the_hot_path_values_use_quick_init() -> None:
+@pytest.mark.parametrize("cls", [Task, Subtask, TaskEvent, Lease])
+def test_the_hot_path_values_use_quick_init(cls: type) -> None:
+    assert "_own" in cls.__init__.__code__.co_varnames  # type: ignore[misc]
+
+
+def test_a_task_built_by_quick_init_has_its_defaults() -> None:
     now = datetime.now(UTC)
     task = Task(
         task_id="t",
@@ -166,5 +181,4 @@ def test_the_hot_path_values_use_quick_init() -> None:
         created_at=now,
         updated_at=now,
     )
-    assert "_own" in type(task).__init__.__code__.co_varnames
     assert task.priority == 5 and task.depends_on == () and task.resource_usage is None
