@@ -503,6 +503,33 @@ async def parked_early_worker(s: Scheduler, limit: int = 1) -> asyncio.Task[list
     return waiting
 
 
+@pytest.mark.parametrize("start", ["sqlite"], indirect=True)
+async def test_quiet_sqlite_batches_commit_on_the_loop_and_the_log_is_still_checkpointed(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a quiet SQLite database a batch commits where it began, on the event loop (a
+    thread hop less on the path of each task); one commit in so many still goes through the
+    writer thread, where SQLite checkpoints its log (it does so inside a COMMIT, which must
+    not stall the loop): a long quiet run leaves the log at its usual few megabytes."""
+    s = await start()
+    db = s.engine.db
+    on_thread: list[int] = []
+    commit = Database._commit_on_writer_thread
+
+    def counted(self: Database, conn: Any) -> None:
+        on_thread.append(1)
+        commit(self, conn)
+
+    monkeypatch.setattr(Database, "_commit_on_writer_thread", counted)
+    creates = 600
+    for _ in range(creates):
+        await rest(db)
+        await s.create()
+    assert 0 < len(on_thread) <= creates // 10
+    log_bytes = Path(f"{db.url.database}-wal").stat().st_size
+    assert log_bytes < 8_000_000, f"the WAL grew to {log_bytes:,} bytes"
+
+
 async def test_a_batch_that_comes_while_the_writer_is_busy_does_not_hold_its_commit(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:

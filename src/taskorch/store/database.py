@@ -13,10 +13,13 @@ Two kinds of writes share one group commit:
 
 Where they run:
 
-- SQLite (one writer): one batch at a time holds the writer connection. BEGIN, the
-  SQLAlchemy operations and COMMIT (its fsync) run on a writer thread of our own; the
-  transitions run on the event loop between them, with the sqlite3 driver (each statement
-  takes tens of microseconds, less than a thread hop would). Reads run on a few reader
+- SQLite (one writer): one batch at a time holds the writer connection. The SQLAlchemy
+  operations and COMMIT (its fsync) run on a writer thread of our own; BEGIN and the
+  transitions run on the event loop, with the sqlite3 driver (each statement takes tens of
+  microseconds, less than a thread hop would). A quiet batch with nothing behind it commits
+  on the event loop too (the hop to the thread and back costs an idle machine a quarter of
+  a millisecond); SQLite's checkpoint of its log, which runs inside a COMMIT, runs only on
+  the writer thread (see _commit_on_writer_thread). Reads run on a few reader
   threads (WAL lets them read while the writer writes). URLs naming ``sqlite+aiosqlite``
   are accepted and run this way: that adaptor hops threads for every DBAPI call.
 - PostgreSQL: transitions run on asyncpg connections of their own (prepared statements,
@@ -74,6 +77,10 @@ DEFAULT_URL = "sqlite:///var/taskorch.db"
 MAX_BATCH = 256
 # How long a batch holds its commit for the reports of work it handed over early.
 EARLY_REPORT_SECONDS = 0.002
+# At most so many quiet SQLite commits on the event loop, or rows changed, before one on
+# the writer thread (where the log is checkpointed).
+COMMITS_HERE = 64
+ROWS_HERE = 400
 CONFLICT_RETRIES = 5
 CONFLICT_PAUSE_SECONDS = 0.01  # the upper bound of a random pause, times the attempt
 # serialization_failure, deadlock_detected
@@ -191,6 +198,11 @@ class Database:
         self._write_thread: ThreadPoolExecutor | None = None
         self._read_threads: ThreadPoolExecutor | None = None
         self._writer_conn: Connection | None = None
+        # SQLite's checkpoint interval (pages), and the SQLite writer's commits on the event
+        # loop and its total_changes since its last commit on the writer thread.
+        self._autocheckpoint = 1000
+        self._commits_here = 0
+        self._rows_at_thread_commit = 0
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         # PostgreSQL: transitions have writers of their own (raw asyncpg connections).
         self._hot_queue: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -677,8 +689,37 @@ class Database:
         if cold:
             await self._in_writer_thread(partial(_run_cold, conn, cold, cold_savepoints))
         await queue.settle(changes)
-        await self._in_writer_thread(partial(self._end, conn, commit=True))
+        if early and not cold and self._may_commit_here(raw):
+            # A quiet batch with nothing behind it commits here, as it began: the fsync
+            # (half a millisecond) holds the loop, but the hop to the writer thread and back
+            # costs a quarter of one on an idle machine, on the path of every task's end.
+            self._end(conn, commit=True)
+            self._commits_here += 1
+        else:
+            await self._in_writer_thread(partial(self._commit_on_writer_thread, conn))
         return changes
+
+    def _may_commit_here(self, raw: sqlite3.Connection) -> bool:
+        """Nothing waits for the next batch, and few commits and rows came since the last
+        one on the writer thread (SQLite checkpoints the log there, see below)."""
+        return (
+            not self._carried[self._queue]
+            and self._queue.empty()
+            and self._commits_here < COMMITS_HERE
+            and raw.total_changes - self._rows_at_thread_commit < ROWS_HERE
+        )
+
+    def _commit_on_writer_thread(self, conn: Connection) -> None:
+        """COMMIT, SQLite's automatic checkpoint on for it: the writer connection has it off
+        (it runs inside a COMMIT, a few milliseconds of copying and fsync when the log has
+        grown past its thousand pages, which must not hold the loop); every so many commits
+        on the loop, a batch commits here, so the log is checkpointed as SQLite would."""
+        raw = _sqlite_raw(conn)
+        raw.execute(f"PRAGMA wal_autocheckpoint = {self._autocheckpoint}").close()
+        self._end(conn, commit=True)
+        raw.execute("PRAGMA wal_autocheckpoint = 0").close()
+        self._commits_here = 0
+        self._rows_at_thread_commit = raw.total_changes
 
     async def _join_reports(
         self, reports: list[asyncio.Future[None]], queue: asyncio.Queue[_Item | None]
@@ -749,7 +790,12 @@ class Database:
             self._writer_conn.info["taskorch_begin"] = "BEGIN IMMEDIATE"
             # Batches begin on the event loop, which must never wait: a busy lock answers at
             # once there and is waited for on the writer thread (_begin_waiting).
-            _sqlite_raw(self._writer_conn).execute("PRAGMA busy_timeout = 0").close()
+            raw = _sqlite_raw(self._writer_conn)
+            raw.execute("PRAGMA busy_timeout = 0").close()
+            # Its checkpoints run on the writer thread only (_commit_on_writer_thread).
+            self._autocheckpoint = raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            raw.execute("PRAGMA wal_autocheckpoint = 0").close()
+            self._rows_at_thread_commit = raw.total_changes
         try:
             return fn(self._writer_conn, *args)
         except DBAPIError:
