@@ -79,8 +79,8 @@ MAX_BATCH = 256
 EARLY_REPORT_SECONDS = 0.002
 # At most so many quiet SQLite commits on the event loop, or rows changed, before one on
 # the writer thread (where the log is checkpointed).
-COMMITS_HERE = 64
-ROWS_HERE = 400
+COMMITS_ON_LOOP = 64
+ROWS_ON_LOOP = 400
 CONFLICT_RETRIES = 5
 CONFLICT_PAUSE_SECONDS = 0.01  # the upper bound of a random pause, times the attempt
 # serialization_failure, deadlock_detected
@@ -201,7 +201,7 @@ class Database:
         # SQLite's checkpoint interval (pages), and the SQLite writer's commits on the event
         # loop and its total_changes since its last commit on the writer thread.
         self._autocheckpoint = 1000
-        self._commits_here = 0
+        self._commits_on_loop = 0
         self._rows_at_thread_commit = 0
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         # PostgreSQL: transitions have writers of their own (raw asyncpg connections).
@@ -689,24 +689,24 @@ class Database:
         if cold:
             await self._in_writer_thread(partial(_run_cold, conn, cold, cold_savepoints))
         await queue.settle(changes)
-        if early and not cold and self._may_commit_here(raw):
-            # A quiet batch with nothing behind it commits here, as it began: the fsync
+        if early and not cold and self._may_commit_on_loop(raw):
+            # A quiet batch with nothing behind it commits on the loop, where it began: the fsync
             # (half a millisecond) holds the loop, but the hop to the writer thread and back
             # costs a quarter of one on an idle machine, on the path of every task's end.
             self._end(conn, commit=True)
-            self._commits_here += 1
+            self._commits_on_loop += 1
         else:
             await self._in_writer_thread(partial(self._commit_on_writer_thread, conn))
         return changes
 
-    def _may_commit_here(self, raw: sqlite3.Connection) -> bool:
+    def _may_commit_on_loop(self, raw: sqlite3.Connection) -> bool:
         """Nothing waits for the next batch, and few commits and rows came since the last
         one on the writer thread (SQLite checkpoints the log there, see below)."""
         return (
             not self._carried[self._queue]
             and self._queue.empty()
-            and self._commits_here < COMMITS_HERE
-            and raw.total_changes - self._rows_at_thread_commit < ROWS_HERE
+            and self._commits_on_loop < COMMITS_ON_LOOP
+            and raw.total_changes - self._rows_at_thread_commit < ROWS_ON_LOOP
         )
 
     def _commit_on_writer_thread(self, conn: Connection) -> None:
@@ -718,7 +718,7 @@ class Database:
         raw.execute(f"PRAGMA wal_autocheckpoint = {self._autocheckpoint}").close()
         self._end(conn, commit=True)
         raw.execute("PRAGMA wal_autocheckpoint = 0").close()
-        self._commits_here = 0
+        self._commits_on_loop = 0
         self._rows_at_thread_commit = raw.total_changes
 
     async def _join_reports(
