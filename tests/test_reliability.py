@@ -79,6 +79,30 @@ def test_acknowledged_tasks_survive_a_kill_and_complete(server_factory: ServerFa
             assert client.wait_for_task(task_id, timeout=60).status == "COMPLETED"
 
 
+def test_tasks_finished_one_at_a_time_on_an_idle_server_survive_a_kill(
+    server_factory: ServerFactory,
+) -> None:
+    """On an idle server each task is created, run by an in-process worker and completed in
+    one transaction, which SQLite then commits on the event loop: what it answered survives
+    a SIGKILL right after, and a task seen completed is not run again."""
+    server = server_factory("--workers", "2")
+    with server.client() as client:
+        ids = []
+        for n in range(30):
+            ids.append(client.create_task(task_type="echo", input_data={"n": n}).task_id)
+            time.sleep(0.01)  # the server idles between tasks, as at a low rate
+        seen = {task_id: client.get_task(task_id) for task_id in ids}
+    server.kill()
+    server.start()
+    with server.client() as client:
+        for n, task_id in enumerate(ids):
+            final = client.wait_for_task(task_id, timeout=60)
+            assert final.status == "COMPLETED" and final.result is not None
+            assert final.result["echo"] == {"n": n}
+            if seen[task_id].status == "COMPLETED":
+                assert final.attempt == 1 and final.result == seen[task_id].result
+
+
 async def test_200_concurrent_submissions_all_complete(server_factory: ServerFactory) -> None:
     server = server_factory("--workers", "4")
     async with server.async_client() as client:
