@@ -591,7 +591,7 @@ async def test_short_work_reported_in_its_batch_is_stored_completed_in_one_write
     s = await start()
     monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
     waiting = await parked_early_worker(s)
-    completes = count_calls(monkeypatch, "complete_subtasks")
+    completes = count_calls(monkeypatch, "complete")
     watch = s.engine.hub.subscribe_tenant("acme")
     reports: list[Subtask] = []
 

@@ -1173,12 +1173,19 @@ class TaskEngine:
 
     async def _completes(self, batch: _Batch, ops: list[HotOp]) -> None:
         q, now = batch.q, batch.now
-        done = await q.complete_subtasks(
+        done, finished = await q.complete(
             [
-                (c.subtask_id, c.lease_id, c.result, c.tenant_scope)
+                (
+                    c.subtask_id,
+                    c.lease_id,
+                    c.result,
+                    c.tenant_scope,
+                    c.usage.to_json() if c.usage is not None else None,
+                )
                 for c in (op.value for op in ops)
             ],
             now,
+            batch.changes,
         )
         by_id = {d.subtask.subtask_id: d for d in done}
         lost = [op for op in ops if op.value.subtask_id not in by_id]
@@ -1199,20 +1206,18 @@ class TaskEngine:
             if d is None:
                 continue
             op.result = d.subtask
-            usage = op.value.usage.to_json() if op.value.usage is not None else None
-            if d.siblings == 0:  # the task's only subtask: the task is done
-                ends.append(TaskEnd(d.subtask.task_id, d.subtask.result, usage))
-            else:
+            if d.siblings:  # one of several: the task goes on or ends below
+                usage = op.value.usage.to_json() if op.value.usage is not None else None
                 steps.setdefault(d.subtask.task_id, (d.subtask, usage))
         for subtask, usage in steps.values():
             end = await self._after_step(batch, subtask, usage)
             if end is not None:
                 ends.append(end)
         if ends:
-            finished = await q.complete_tasks(ends, now, batch.changes)
-            if finished:
-                await self._leave_keys(batch, finished)
-                await self._release_dependents(batch, [t.task_id for t in finished])
+            finished += await q.complete_tasks(ends, now, batch.changes)
+        if finished:
+            await self._leave_keys(batch, finished)
+            await self._release_dependents(batch, [t.task_id for t in finished])
 
     async def _after_step(
         self, batch: _Batch, subtask: Subtask, usage: JSON | None

@@ -15,7 +15,8 @@ commit the engine publishes its events and wakes the takers it names.
     extend_leases     RUNNING (lease)     RUNNING, later deadline    -
     progress_tasks    RUNNING task        RUNNING                    PROGRESS
     output_events     RUNNING task        RUNNING                    OUTPUT
-    complete_subtasks RUNNING (lease)     COMPLETED                  -
+    complete          RUNNING (lease)     COMPLETED (and a task      - (the task's: terminal
+                                          whose only subtask it is)  STATUS_CHANGED)
     complete_tasks    PENDING, RUNNING    COMPLETED                  STATUS_CHANGED (terminal)
     retry_subtasks    RUNNING (lease)     PENDING, backed off        (progress_tasks)
     fail_subtasks     RUNNING (lease)     FAILED                     -
@@ -150,11 +151,15 @@ class Taken:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """A subtask :meth:`Queue.complete_subtasks` completed."""
+    """A subtask :meth:`Queue.complete` completed."""
 
     subtask: Subtask
     # How many other subtasks its task has (none: the task is done with it).
     siblings: int
+
+
+# A report of completed work: (subtask id, lease id, result, tenant or None, resource usage).
+Completion = tuple[str, str, JSON | None, str | None, JSON | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,16 +341,18 @@ class Queue(Protocol):
 
     # -- finish -------------------------------------------------------------------------------
 
-    async def complete_subtasks(
-        self, items: Sequence[tuple[str, str, JSON | None, str | None]], now: datetime
-    ) -> list[Done]:
-        """(subtask id, lease id, result, tenant or None) of leases still held: COMPLETED."""
-        ...
-
     async def complete_tasks(
         self, ends: Sequence[TaskEnd], now: datetime, changes: Changes
     ) -> list[Task]:
         """Tasks still PENDING or RUNNING become COMPLETED; the tasks that did."""
+        ...
+
+    async def complete(
+        self, items: Sequence[Completion], now: datetime, changes: Changes
+    ) -> tuple[list[Done], list[Task]]:
+        """Leases still held (see :data:`Completion`) complete their subtasks, and a task
+        whose only subtask that was completes with it (as :meth:`complete_tasks` does, its
+        result the subtask's): the subtasks done and the tasks ended."""
         ...
 
     async def retry_subtasks(self, retries: Sequence[Retry], now: datetime) -> list[Subtask]: ...

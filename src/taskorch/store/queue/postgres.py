@@ -36,6 +36,7 @@ from taskorch.domain.values import (
 from taskorch.store import notices
 from taskorch.store.queue import (
     Changes,
+    Completion,
     CountKey,
     Done,
     Key,
@@ -53,7 +54,7 @@ from taskorch.store.queue import (
     started_event,
     stop_candidates,
 )
-from taskorch.store.queue.rows import subtask_from, task_from
+from taskorch.store.queue.rows import TASK_COLUMNS, subtask_from, task_from
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +72,11 @@ def _subtask(record: Any) -> Subtask:
 
 def _task(record: Any) -> Task:
     return task_from(record.__getitem__)
+
+
+def _ended_task(record: Any) -> Task:
+    """The task a completion ended, from its columns beside the subtask's (``t_``)."""
+    return task_from(lambda column: record["t_" + column])
 
 
 def _key(record: Any) -> CountKey:
@@ -414,28 +420,55 @@ WITH i AS (
 SELECT changed.*, span.* FROM changed CROSS JOIN span
 """
 
-# The batch's task locks ($6, $7: see lock_tasks) are taken first, whole (an InitPlan counts
-# them before the first row is changed), in the one order.
-_COMPLETE_SUBTASKS = """
+# Completions and the ends of the tasks they finish, in one round trip. The batch's task
+# locks ($6, $7: see lock_tasks) are taken first, whole (an InitPlan counts them before the
+# first row is changed), in the one order; the subtasks complete; a task whose only subtask
+# completed ends COMPLETED with its result (as _END_TASKS does for status 3, its event
+# inserted). One statement sees one snapshot, so "no other subtask is unfinished" is the
+# sibling count of the completion (the task is locked: no subtask is added meanwhile).
+# Each completed subtask's row comes back with its ended task's columns (``t_``) or NULLs.
+_COMPLETE = f"""
 WITH locked AS (
     SELECT task_id FROM tasks
     WHERE task_id = ANY($6::text[]
         || ARRAY(SELECT task_id FROM subtasks WHERE subtask_id = ANY($7::text[])))
     ORDER BY task_id
     FOR UPDATE
+), done AS (
+    UPDATE subtasks s SET status = 3, result = i.result, progress = 100.0, lease_id = NULL,
+        lease_expires_at = NULL, updated_at = $1, completed_at = $1
+    FROM unnest($2::text[], $3::text[], $4::text[]::jsonb[], $5::text[], $8::text[]::jsonb[])
+        AS i(id, lease, result, tenant, usage)
+    WHERE (SELECT count(*) FROM locked) >= 0
+      AND s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
+      AND (i.tenant IS NULL OR s.tenant_id = i.tenant)
+    RETURNING s.*, i.usage AS usage,
+        (SELECT count(*) FROM subtasks o WHERE o.task_id = s.task_id) - 1 AS siblings
+), before AS (
+    SELECT t.task_id, t.status FROM tasks t JOIN done ON done.task_id = t.task_id
+    WHERE done.siblings = 0 AND t.status IN (1, 2)
+), ended AS (
+    UPDATE tasks t SET status = 3, result = done.result, progress = 100.0,
+        resource_usage = coalesce(done.usage, t.resource_usage), error = NULL,
+        error_code = NULL, progress_message = NULL, completed_at = $1, updated_at = $1,
+        sequence = t.sequence + 1
+    FROM done, before
+    WHERE t.task_id = done.task_id AND before.task_id = done.task_id
+    RETURNING t.*, before.status AS old_status,
+        EXISTS (SELECT 1 FROM task_dependencies d WHERE d.depends_on_id = t.task_id)
+            AS has_dependents
+), new_events AS (
+    INSERT INTO task_events (task_id, tenant_id, sequence, type, status, progress, message,
+        created_at)
+    SELECT task_id, tenant_id, sequence, 2, status, progress, 'completed', $1 FROM ended
+    RETURNING event_id
+), span AS (
+    SELECT min(event_id) AS first_event, max(event_id) AS last_event FROM new_events
 )
-UPDATE subtasks s SET status = 3, result = i.result, progress = 100.0, lease_id = NULL,
-    lease_expires_at = NULL, updated_at = $1, completed_at = $1
-FROM unnest($2::text[], $3::text[], $4::text[]::jsonb[], $5::text[])
-    AS i(id, lease, result, tenant)
-WHERE (SELECT count(*) FROM locked) >= 0
-  AND s.subtask_id = i.id AND s.status = 2 AND s.lease_id = i.lease
-  AND (i.tenant IS NULL OR s.tenant_id = i.tenant)
-RETURNING s.*,
-    (SELECT count(*) FROM subtasks o WHERE o.task_id = s.task_id) - 1 AS siblings
+SELECT done.*, {", ".join(f"ended.{c} AS t_{c}" for c in TASK_COLUMNS)},
+    ended.old_status, ended.has_dependents, span.*
+FROM done LEFT JOIN ended ON ended.task_id = done.task_id CROSS JOIN span
 """
-
-# The task ends (completed, failed, cancelled) share one shape: $4 is the new status.
 _END_TASKS = """
 WITH i AS (
     SELECT * FROM unnest($2::text[], $3::text[]::jsonb[], $5::text[]::jsonb[], $6::text[],
@@ -924,11 +957,11 @@ class PostgresQueue(Queue):
 
     # -- finish -------------------------------------------------------------------------------
 
-    async def complete_subtasks(
-        self, items: Sequence[tuple[str, str, JSON | None, str | None]], now: datetime
-    ) -> list[Done]:
+    async def complete(
+        self, items: Sequence[Completion], now: datetime, changes: Changes
+    ) -> tuple[list[Done], list[Task]]:
         rows = await self.conn.fetch(
-            _COMPLETE_SUBTASKS,
+            _COMPLETE,
             now,
             [i[0] for i in items],
             [i[1] for i in items],
@@ -936,10 +969,27 @@ class PostgresQueue(Queue):
             [i[3] for i in items],
             sorted(self._lock_tasks),
             sorted(self._lock_subtasks),
+            _json(i[4] for i in items),
         )
         self._lock_tasks.clear()
         self._lock_subtasks.clear()
-        return [Done(_subtask(row), siblings=row["siblings"]) for row in rows]
+        if rows:
+            _stored(changes, rows[0])
+        done = []
+        ended = []
+        for row in rows:
+            done.append(Done(_subtask(row), siblings=row["siblings"]))
+            if row["t_task_id"] is None:
+                continue
+            task = _ended_task(row)
+            ended.append(task)
+            self._has_dependents[task.task_id] = row["has_dependents"]
+            key = (task.tenant_id, task.task_type, task.model_name, task.template)
+            changes.count(key, Status(row["old_status"]), Status.COMPLETED)
+            changes.events.append(
+                event(task, EventType.STATUS_CHANGED, now=now, message="completed", with_task=True)
+            )
+        return done, ended
 
     async def _end_tasks(
         self,

@@ -28,6 +28,7 @@ from taskorch.domain.values import (
 )
 from taskorch.store.queue import (
     Changes,
+    Completion,
     CountKey,
     Done,
     Key,
@@ -436,7 +437,19 @@ class SqliteQueue(Queue):
 
     # -- finish -------------------------------------------------------------------------------
 
-    async def complete_subtasks(
+    async def complete(
+        self, items: Sequence[Completion], now: datetime, changes: Changes
+    ) -> tuple[list[Done], list[Task]]:
+        done = self._complete_subtasks([item[:4] for item in items], now)
+        usage = {item[0]: item[4] for item in items}
+        ends = [
+            TaskEnd(d.subtask.task_id, d.subtask.result, usage.get(d.subtask.subtask_id))
+            for d in done
+            if d.siblings == 0
+        ]
+        return done, self._end_tasks(Status.COMPLETED, ends, now, changes) if ends else []
+
+    def _complete_subtasks(
         self, items: Sequence[tuple[str, str, JSON | None, str | None]], now: datetime
     ) -> list[Done]:
         at = sqlite_time(now)
