@@ -28,7 +28,7 @@ from taskorch.core.planning import Catalog, EchoPlanner, TaskSpec, TextAnalysisP
 from taskorch.core.tasks import TaskService
 from taskorch.domain.caller import Caller
 from taskorch.domain.errors import LeaseLost, Unavailable
-from taskorch.domain.values import Lease, Status, Subtask, Task, TaskEvent
+from taskorch.domain.values import Lease, ResourceUsage, Status, Subtask, Task, TaskEvent
 from taskorch.events.hub import EventHub
 from taskorch.store import database as database_module
 from taskorch.store import tasks as task_store
@@ -580,6 +580,45 @@ async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_tak
     counts = await s.tasks.counts(ACME)
     assert counts[Status.COMPLETED] == 1
     assert counts.get(Status.RUNNING, 0) == 0 and counts.get(Status.PENDING, 0) == 0
+
+
+async def test_a_completion_ends_the_task_of_its_only_subtask_in_the_same_statement(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Completing a task's only subtask ends the task in the same transition
+    (Queue.complete; on PostgreSQL in one statement), and
+    what is stored and told is what ending it apart gave: its result, usage and progress,
+    the completed event in sequence, the counts, and a dependent's work made runnable."""
+    s = await start()
+    first = await s.create()
+    dependent = await s.create(depends_on=[first.task_id])
+    [lease] = await s.take()
+    assert lease.subtask.task_id == first.task_id
+    watch = s.engine.hub.subscribe_tenant("acme")
+    ends = count_calls(monkeypatch, "complete_tasks")
+    usage = ResourceUsage(model_name="echo", inference_time_seconds=0.25)
+    done = await s.engine.complete(
+        lease.subtask.subtask_id, lease.lease_id, {"echo": "hi"}, resource_usage=usage
+    )
+    assert ends == [], "the task ended with its subtask, not by a transition of its own"
+    assert done.status is Status.COMPLETED and done.result == {"echo": "hi"}
+    shown = await s.status(first)
+    assert shown.status is Status.COMPLETED and shown.result == {"echo": "hi"}
+    assert shown.progress == 100.0 and shown.completed_at == s.clock.now
+    assert shown.resource_usage == usage
+    events = await stored_events(s, first)
+    assert [(e.sequence, e.status, e.message) for e in events[2:]] == [
+        (3, Status.COMPLETED, "completed")
+    ]
+    told = await watch.get(timeout=5)
+    assert told is not None
+    assert (told.task_id, told.sequence, told.status) == (first.task_id, 3, Status.COMPLETED)
+    counts = await s.tasks.counts(ACME)
+    assert counts[Status.COMPLETED] == 1 and counts[Status.PENDING] == 1
+    assert counts.get(Status.RUNNING, 0) == 0
+    [next_lease] = await s.take()
+    assert next_lease.subtask.task_id == dependent.task_id
+    assert next_lease.dependency_results == {first.task_id: {"echo": "hi"}}
 
 
 async def test_short_work_reported_in_its_batch_is_stored_completed_in_one_write(
