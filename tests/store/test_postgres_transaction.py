@@ -1,5 +1,6 @@
 """PostgreSQL: a batch's BEGIN travels with its first statement (store/queue/postgres.py's
-Transaction), a round trip less for every create (its first statement is the quota lock)."""
+Transaction), a round trip less for every create (its first statement is the quota lock),
+and with room under the quota the check travels with them too."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from taskorch.store.queue.postgres import PostgresWriter, Transaction
+from taskorch.store.database import Database
+from taskorch.store.queue.postgres import PostgresQueue, PostgresWriter, Transaction
 from tests import databases
 
 
@@ -101,3 +103,44 @@ async def test_a_batch_that_runs_no_statement_sends_nothing(
     monkeypatch.setattr(writer, "_connection", connection)
     await writer.commit(nothing, [])
     assert recorded.messages == []
+
+
+async def test_a_quota_with_room_is_checked_in_the_message_that_takes_the_tenant_lock() -> None:
+    """A create's quota check (PostgresQueue.active_tasks): with room for the batch's tasks
+    the check travels with BEGIN and the tenant's lock, one message; near the quota the
+    check fails inside a savepoint and the count is read, exact, the transaction still
+    usable; the tenant's lock is held either way."""
+    url = databases.create_postgres_database()
+    database = Database(url)
+    await database.open()  # the schema
+    conn = await asyncpg.connect(database.dsn, timeout=5)
+    try:
+        await conn.execute(
+            "INSERT INTO task_counts (tenant_id, status, task_type, model_name, template, count) "
+            "VALUES ('acme', 1, 'echo', '', '', 2), ('acme', 2, 'echo', '', '', 1), "
+            "('acme', 3, 'echo', '', '', 50), ('other', 1, 'echo', '', '', 9)"
+        )
+        await conn.execute(
+            "INSERT INTO task_count_deltas (tenant_id, status, task_type, model_name, template, "
+            "delta) VALUES ('acme', 1, 'echo', '', '', 1)"
+        )
+        recorded = Recorded(conn)
+        queue = PostgresQueue(Transaction(recorded))  # type: ignore[arg-type]
+        assert await queue.active_tasks("acme", 4) == 4  # 4 active: room for none more
+        assert len(recorded.messages) == 1 and recorded.messages[0].startswith("BEGIN; ")
+        assert await conn.fetchval(OWN_ADVISORY_LOCKS) == 1
+        recorded.messages.clear()
+        assert await queue.active_tasks("acme", 3) == 4  # more than 3: counted
+        failed, rolled_back, count = recorded.messages
+        assert "SAVEPOINT quota" in failed
+        assert rolled_back == "ROLLBACK TO SAVEPOINT quota; RELEASE SAVEPOINT quota"
+        assert "task_count_deltas" in count and "$1" in count
+        assert await queue.active_tasks("acme") == 4  # no room asked for: counted
+        assert conn.is_in_transaction() and await conn.fetchval("SELECT 1") == 1
+        assert await conn.fetchval(OWN_ADVISORY_LOCKS) == 1
+        await conn.execute("ROLLBACK")
+        assert await conn.fetchval(OWN_ADVISORY_LOCKS) == 0
+    finally:
+        await conn.close()
+        await database.close()
+        databases.discard(url)

@@ -46,7 +46,7 @@ next in line, in the same batch. Work without a key costs nothing of this.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -776,10 +776,15 @@ class TaskEngine:
         active: dict[str, int] = {}
         fresh: list[NewTask] = []
         by_request: dict[tuple[str, str], Task] = {}
+        wanted: Counter[str] = Counter()  # the most tasks each tenant's creates add
+        for op in ops:
+            wanted[op.value.tenant_id] += len(op.value.tasks)
         for op in ops:
             create: _Create = op.value
             try:
-                op.result, new = await self._plan_create(batch, create, active, by_request)
+                op.result, new = await self._plan_create(
+                    batch, create, active, by_request, wanted[create.tenant_id]
+                )
             except TaskorchError as exc:
                 op.error = exc
                 continue
@@ -912,8 +917,11 @@ class TaskEngine:
         create: _Create,
         active: dict[str, int],
         by_request: dict[tuple[str, str], Task],
+        wanted: int,
     ) -> tuple[list[Task], list[NewTask]]:
-        """Checks one create against the database; its answers and the tasks to insert."""
+        """Checks one create against the database; its answers and the tasks to insert.
+        ``wanted``: the most tasks the batch's creates of the tenant add (its active tasks
+        need not be counted exactly when the quota has room for them all)."""
         q = batch.q
         tenant = create.tenant_id
         keys = [n.task.request_id for n in create.tasks if n.task.request_id]
@@ -936,7 +944,7 @@ class TaskEngine:
             new.append(item)
         if new and create.max_active > 0:
             if tenant not in active:
-                active[tenant] = await q.active_tasks(tenant)
+                active[tenant] = await q.active_tasks(tenant, create.max_active - wanted)
             if active[tenant] + len(new) > create.max_active:
                 more = "another" if len(new) == 1 else f"{len(new)} more"
                 raise ResourceExhausted(

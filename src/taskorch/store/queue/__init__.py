@@ -273,8 +273,10 @@ class Queue(Protocol):
         """The states of the tenant's tasks with these ids; they keep them until the commit."""
         ...
 
-    async def active_tasks(self, tenant_id: str) -> int:
-        """The tenant's PENDING and RUNNING tasks; creates of the tenant wait for the commit."""
+    async def active_tasks(self, tenant_id: str, enough: int = -1) -> int:
+        """The tenant's PENDING and RUNNING tasks; creates of the tenant wait for the commit.
+        When there are at most ``enough``, a backend may answer ``enough`` without counting
+        them (PostgreSQL checks it in the message that takes the tenant's lock)."""
         ...
 
     async def insert_tasks(

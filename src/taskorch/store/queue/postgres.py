@@ -645,12 +645,25 @@ class PostgresQueue(Queue):
         )
         return {row["task_id"]: Status(row["status"]) for row in rows}
 
-    async def active_tasks(self, tenant_id: str) -> int:
-        # Held until the commit: the tenant's next create counts after this one's tasks.
-        # Plain SQL (no parameters): a batch that starts here sends its BEGIN with it.
-        await self.conn.execute(
-            f"SELECT pg_advisory_xact_lock(hashtext({_literal(_QUOTA_LOCK + tenant_id)}))"
-        )
+    async def active_tasks(self, tenant_id: str, enough: int = -1) -> int:
+        # The lock is held until the commit: the tenant's next create counts after this
+        # one's tasks. Plain SQL (no parameters): a batch that starts here sends its BEGIN
+        # with it. Far from the quota the check goes in the same message, a statement of
+        # its own after the lock (its snapshot sees every create the lock waited for): it
+        # divides by zero when there are more than ``enough``, and the count is read then.
+        lock = f"SELECT pg_advisory_xact_lock(hashtext({_literal(_QUOTA_LOCK + tenant_id)}))"
+        if enough < 0:
+            await self.conn.execute(lock)
+        else:
+            active = _ACTIVE.replace("$1", _literal(tenant_id))
+            check = f"SELECT 1 / (({active}) <= {int(enough)})::int"
+            try:
+                await self.conn.execute(
+                    f"{lock}; SAVEPOINT quota; {check}; RELEASE SAVEPOINT quota"
+                )
+                return enough
+            except asyncpg.DivisionByZeroError:
+                await self.conn.execute("ROLLBACK TO SAVEPOINT quota; RELEASE SAVEPOINT quota")
         count = await self.conn.fetchval(_ACTIVE, tenant_id)
         return int(count)
 

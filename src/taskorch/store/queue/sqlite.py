@@ -170,7 +170,7 @@ class SqliteQueue(Queue):
         ).fetchall()
         return {task_id: Status(status) for task_id, status in rows}
 
-    async def active_tasks(self, tenant_id: str) -> int:
+    async def active_tasks(self, tenant_id: str, enough: int = -1) -> int:
         (count,) = self.conn.execute(
             "SELECT (SELECT coalesce(sum(count), 0) FROM task_counts "
             "WHERE tenant_id = ? AND status IN (1, 2)) + "
