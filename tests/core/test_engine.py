@@ -582,7 +582,7 @@ async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_tak
     assert counts.get(Status.RUNNING, 0) == 0 and counts.get(Status.PENDING, 0) == 0
 
 
-async def test_a_completion_ends_the_task_of_its_only_subtask_in_the_same_statement(
+async def test_a_completion_ends_the_task_of_its_only_subtask_in_the_same_transition(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Completing a task's only subtask ends the task in the same transition

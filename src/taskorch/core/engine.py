@@ -1181,20 +1181,17 @@ class TaskEngine:
 
     async def _completes(self, batch: _Batch, ops: list[HotOp]) -> None:
         q, now = batch.q, batch.now
-        done, finished = await q.complete(
-            [
-                (
-                    c.subtask_id,
-                    c.lease_id,
-                    c.result,
-                    c.tenant_scope,
-                    c.usage.to_json() if c.usage is not None else None,
-                )
-                for c in (op.value for op in ops)
-            ],
-            now,
-            batch.changes,
-        )
+        items = [
+            (
+                c.subtask_id,
+                c.lease_id,
+                c.result,
+                c.tenant_scope,
+                c.usage.to_json() if c.usage is not None else None,
+            )
+            for c in (op.value for op in ops)
+        ]
+        done, finished = await q.complete(items, now, batch.changes)
         by_id = {d.subtask.subtask_id: d for d in done}
         lost = [op for op in ops if op.value.subtask_id not in by_id]
         if lost:
@@ -1209,13 +1206,12 @@ class TaskEngine:
                 )
         ends: list[TaskEnd] = []
         steps: dict[str, tuple[Subtask, JSON | None]] = {}
-        for op in ops:
-            d = by_id.get(op.value.subtask_id)
+        for op, (subtask_id, *_, usage) in zip(ops, items, strict=True):
+            d = by_id.get(subtask_id)
             if d is None:
                 continue
             op.result = d.subtask
             if d.siblings:  # one of several: the task goes on or ends below
-                usage = op.value.usage.to_json() if op.value.usage is not None else None
                 steps.setdefault(d.subtask.task_id, (d.subtask, usage))
         for subtask, usage in steps.values():
             end = await self._after_step(batch, subtask, usage)

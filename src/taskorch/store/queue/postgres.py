@@ -469,6 +469,8 @@ SELECT done.*, {", ".join(f"ended.{c} AS t_{c}" for c in TASK_COLUMNS)},
     ended.old_status, ended.has_dependents, span.*
 FROM done LEFT JOIN ended ON ended.task_id = done.task_id CROSS JOIN span
 """
+
+# The task ends (completed, failed, cancelled) share one shape: $4 is the new status.
 _END_TASKS = """
 WITH i AS (
     SELECT * FROM unnest($2::text[], $3::text[]::jsonb[], $5::text[]::jsonb[], $6::text[],
