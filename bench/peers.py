@@ -223,6 +223,10 @@ class System:
         """CPU seconds the system's server process has used so far (None: not measured)."""
         return None
 
+    def loop_cpu(self) -> float | None:
+        """CPU seconds its server's main thread (the event loop) has used so far."""
+        return None
+
     async def notified(self, ids: list[Any]) -> dict[Any, float]:
         deadline = time.monotonic() + TIMEOUT
         while any(k not in self.heard for k in ids):
@@ -308,6 +312,10 @@ class Taskorch(System):
     def server_cpu(self) -> float | None:
         proc = self._process.proc if self._process is not None else None
         return cpu_seconds(proc.pid) if proc is not None else None
+
+    def loop_cpu(self) -> float | None:
+        proc = self._process.proc if self._process is not None else None
+        return cpu_seconds(proc.pid, thread=proc.pid) if proc is not None else None
 
     async def submit_many(self, first: int, count: int) -> list[Any]:
         if not self.batch:
@@ -421,6 +429,10 @@ class BareTaskService(Taskorch):
 
     def server_cpu(self) -> float | None:
         return cpu_seconds(self._bare.pid) if self._bare is not None else None
+
+    def loop_cpu(self) -> float | None:
+        pid = self._bare.pid if self._bare is not None else None
+        return cpu_seconds(pid, thread=pid) if pid is not None else None
 
     async def wait_done(self, ids: list[Any]) -> None:
         """Nothing to wait for: each create answers once its task is done and durable."""
@@ -764,6 +776,9 @@ class Figures:
     io_stall: list[float] = field(default_factory=list)
     # CPU seconds per task of this process, the client that submits and waits
     client_cpu: list[float] = field(default_factory=list)
+    # The share of each throughput run the server's event-loop thread was busy (servers
+    # with one loop: taskorch, the bound)
+    loop_busy: list[float] = field(default_factory=list)
 
 
 async def measure(system: System, workers: int, args: argparse.Namespace, into: Figures) -> None:
@@ -773,11 +788,12 @@ async def measure(system: System, workers: int, args: argparse.Namespace, into: 
             warm = await system.submit_many(0, 20)
             await system.wait_done(warm)
 
-            first, busy_before, stall_before, client_before = (
+            first, busy_before, stall_before, client_before, loop_before = (
                 time.time(),
                 machine_busy_seconds(),
                 io_stall_seconds(),
                 time.process_time(),
+                system.loop_cpu(),
             )
             ids = await system.submit_many(100, args.tasks)
             submitted = time.time()
@@ -787,6 +803,8 @@ async def measure(system: System, workers: int, args: argparse.Namespace, into: 
             into.machine_cpu.append(busy / args.tasks)
             into.cores_busy.append(busy / took)
             into.io_stall.append((io_stall_seconds() - stall_before) / took)
+            if loop_before is not None and (loop_after := system.loop_cpu()) is not None:
+                into.loop_busy.append((loop_after - loop_before) / took)
             times = await system.times(ids)
             assert len(times) == len(ids), f"{system.label}: {len(times)} of {len(ids)} timed"
             last = max(done for _, done in times.values())
@@ -991,6 +1009,11 @@ def report(
             f"client {statistics.median(f.client_cpu) * 1e3:.2f} ms, "
             f"{statistics.median(f.cores_busy):.2f} cores busy, "
             f"I/O stall {statistics.median(f.io_stall):.0%} ({max(f.io_stall):.0%})"
+            + (
+                f", server loop thread {statistics.median(f.loop_busy):.0%} busy"
+                if f.loop_busy
+                else ""
+            )
         )
 
     print(
@@ -1003,7 +1026,9 @@ def report(
         "client, server, workers, database, broker), median (min-max); xQ = ratio to "
         "pgqueuer's; client = the part of it the submitting client took (this process); cores "
         "busy = that time over the run's, on average; I/O stall = the share "
-        "of the run some process waited for the disk, median (the worst run's)\n"
+        "of the run some process waited for the disk, median (the worst run's); server loop "
+        "thread = the share of the run the server's event-loop thread was on a core (taskorch, "
+        "the bound)\n"
     )
     print(by_workers("system (machine CPU per task)", machine_cpu))
 
