@@ -219,13 +219,19 @@ class System:
     def submitted(self, task: Any) -> None:
         """Called right after a paced task was submitted."""
 
+    def server_pid(self) -> int | None:
+        """The system's one server process, when it has one (taskorch, the bound)."""
+        return None
+
     def server_cpu(self) -> float | None:
         """CPU seconds the system's server process has used so far (None: not measured)."""
-        return None
+        pid = self.server_pid()
+        return cpu_seconds(pid) if pid is not None else None
 
     def loop_cpu(self) -> float | None:
         """CPU seconds its server's main thread (the event loop) has used so far."""
-        return None
+        pid = self.server_pid()
+        return cpu_seconds(pid, thread=pid) if pid is not None else None
 
     async def notified(self, ids: list[Any]) -> dict[Any, float]:
         deadline = time.monotonic() + TIMEOUT
@@ -309,13 +315,9 @@ class Taskorch(System):
         task = await self.client.create_task(task_type="echo", input_data={"n": n})
         return task.task_id
 
-    def server_cpu(self) -> float | None:
+    def server_pid(self) -> int | None:
         proc = self._process.proc if self._process is not None else None
-        return cpu_seconds(proc.pid) if proc is not None else None
-
-    def loop_cpu(self) -> float | None:
-        proc = self._process.proc if self._process is not None else None
-        return cpu_seconds(proc.pid, thread=proc.pid) if proc is not None else None
+        return proc.pid if proc is not None else None
 
     async def submit_many(self, first: int, count: int) -> list[Any]:
         if not self.batch:
@@ -427,12 +429,8 @@ class BareTaskService(Taskorch):
         self._times[task.task_id] = (task.started_at.timestamp(), task.completed_at.timestamp())
         return task.task_id
 
-    def server_cpu(self) -> float | None:
-        return cpu_seconds(self._bare.pid) if self._bare is not None else None
-
-    def loop_cpu(self) -> float | None:
-        pid = self._bare.pid if self._bare is not None else None
-        return cpu_seconds(pid, thread=pid) if pid is not None else None
+    def server_pid(self) -> int | None:
+        return self._bare.pid if self._bare is not None else None
 
     async def wait_done(self, ids: list[Any]) -> None:
         """Nothing to wait for: each create answers once its task is done and durable."""
