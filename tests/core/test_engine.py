@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -534,19 +535,63 @@ async def test_a_batch_that_comes_while_the_writer_is_busy_does_not_hold_its_com
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under load a batch commits at once: only a batch that comes after its writer rested
-    at least as long as a hold may last hands work over early (a held commit keeps the one
-    writer idle, which would cost throughput), so the work is then taken as before."""
+    at least as long as a hold may last hands work over before its commit (a held commit
+    keeps the one writer idle, which would cost throughput). The new work still goes to
+    the parked worker in the create's transaction, stored started without a take, and the
+    lease is answered after that commit."""
     s = await start()
     monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
-    monkeypatch.setattr(database_module, "EARLY_REPORT_SECONDS", 0.5)
+    hold = 5.0  # a held commit would hold the create this long, its report never coming
+    monkeypatch.setattr(database_module, "EARLY_REPORT_SECONDS", hold)
     waiting = asyncio.create_task(s.take(wait_seconds=30, early=True))
     await asyncio.sleep(0)
     assert await s.take() == []  # the writer just committed: it has not rested
     takes = count_calls(monkeypatch, "take")
+    began = time.monotonic()
     task = await s.create()
+    assert time.monotonic() - began < hold / 2, "the create's batch held its commit"
     [lease] = await asyncio.wait_for(waiting, timeout=10)
-    assert lease.subtask.task_id == task.task_id
-    assert takes, "the create's batch handed the work over instead of committing at once"
+    assert lease.subtask.task_id == task.task_id and lease.subtask.status is Status.RUNNING
+    assert takes == []
+    assert (await s.status(task)).status is Status.RUNNING
+
+
+async def test_new_work_for_a_parked_remote_worker_is_stored_started_in_its_create(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parked take of any worker (a remote one's is not ``early``) gets new work it can
+    run in the create's transaction, stored started, highest priority first; work beyond
+    its limit stays queued for the next take, and a taker of one task gets only that."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    waiting = asyncio.create_task(s.take(wait_seconds=30, limit=2))
+    await asyncio.sleep(0)
+    assert await s.take() == []  # the waiting take has parked
+    takes = count_calls(monkeypatch, "take")
+    low, high, mid = await s.tasks.create_many(
+        ACME,
+        [TaskSpec(task_type="echo", priority=p) for p in (1, 9, 5)],
+    )
+    leases = await asyncio.wait_for(waiting, timeout=10)
+    assert [lease.subtask.task_id for lease in leases] == [high.task_id, mid.task_id]
+    assert all(lease.subtask.worker_id == "worker-1" for lease in leases)
+    assert takes == []
+    assert (await s.status(high)).status is Status.RUNNING
+    assert (await s.status(low)).status is Status.PENDING
+    [later] = await s.take()
+    assert later.subtask.task_id == low.task_id
+
+    pinned = asyncio.create_task(
+        s.take(WorkerIdentity("pinned", ("echo",)), wait_seconds=30, task_id="elsewhere")
+    )
+    await asyncio.sleep(0)
+    assert await s.take() == []  # the pinned take has parked
+    other = await s.create()
+    await asyncio.sleep(0.05)
+    assert not pinned.done()
+    [lease] = await s.take()
+    assert lease.subtask.task_id == other.task_id
+    pinned.cancel()
 
 
 async def test_new_work_for_an_idle_in_process_worker_is_stored_started_as_a_take_would(

@@ -15,14 +15,15 @@ subtasks to stop, and wakes the takers that the batch gave work to run.
 Takers wait here without polling: a take that found nothing is *parked* until work it
 could run is created, re-queued or comes due (or another replica says so). A create hands
 its ready work straight to the parked takers that can run it: their takes join the same
-batch, so an idle worker gets a new task in the transaction that created it. An in-process
-worker whose runs are short goes further (``take(early=True)``): on a quiet database (its
-writer rested before the batch; either backend, on PostgreSQL with one transition writer)
-its leases are handed over before the commit (new work for it is stored already started,
-leased to it, without the take's statements), and the batch holds its commit (a couple of
-milliseconds at most) for their reports, which join it: a short task then costs one commit
-from create to completion. Nothing is answered before that commit; if it fails, the reports
-fail with it and the work, never leased as far as the database knows, runs again.
+batch, where the new work is stored started, leased to them (without the take's
+statements), so an idle worker, in process or remote, gets a new task in the transaction
+that created it, answered after that commit. An in-process worker whose runs are short
+goes further (``take(early=True)``): on a quiet database (its writer rested before the
+batch; either backend, on PostgreSQL with one transition writer) its leases are handed over
+before the commit, and the batch holds its commit (a couple of milliseconds at most) for
+their reports, which join it: a short task then costs one commit from create to completion.
+Nothing is answered before that commit; if it fails, the reports fail with it and the work,
+never leased as far as the database knows, runs again.
 
 Lease rules: a lease is a worker's exclusive claim on one subtask until its deadline;
 heartbeats extend it. Only the current holder may report or complete (a stale worker gets
@@ -267,6 +268,8 @@ class _Batch:
     attempts: list[_Attempt] = field(default_factory=list)
     # The batch's takes (its creates may hand new work straight to them, _start_at_once).
     takes: list[HotOp] = field(default_factory=list)
+    # Leases its creates gave takes that are answered after the commit, by take (id).
+    handed: dict[int, list[Lease]] = field(default_factory=dict)
 
 
 class TaskEngine:
@@ -805,7 +808,7 @@ class TaskEngine:
             )
             admitted = {t.task_id for t in places.admitted}
             fresh = [_admitted(n) if n.task.task_id in admitted else n for n in fresh]
-        elif batch.changes.early:
+        elif batch.takes:
             fresh = self._start_at_once(batch, fresh)
         if fresh:
             await q.insert_tasks(
@@ -819,16 +822,18 @@ class TaskEngine:
             batch.changes.delayed += [at for _, at in delays]
 
     def _start_at_once(self, batch: _Batch, fresh: list[NewTask]) -> list[NewTask]:
-        """Hands new work straight to the idle in-process takers of the batch (woken by its
-        creates; a quiet batch, Changes.early): the task is stored
-        started, its ready subtasks leased to them, instead of stored PENDING and leased by
-        their takes' three statements. The takers were parked, so they had found nothing
-        else to run; the new work goes to them highest priority first. Returns the tasks
-        to store now (the others wait for their reports, _write_held)."""
+        """Hands new work straight to the takers of the batch that its creates woke (they
+        were parked: they had found nothing else to run): the task is stored started, its
+        ready subtasks leased to them, highest priority first, instead of stored PENDING
+        and leased by their takes' statements. A take is answered after the commit, with
+        what else it then takes; on a quiet batch (Changes.early) an in-process worker's
+        take is answered before it, and a task of one subtask handed over that way waits
+        for its report (_write_held). Returns the tasks to store now."""
+        early = batch.changes.early
         takers = [
             op.value
             for op in batch.takes
-            if op.value.early and op.value.exclusive and not op.value.future.done()
+            if op.value.exclusive and op.value.taker.task_id is None and not op.value.future.done()
         ]
         if not takers:
             return fresh
@@ -847,17 +852,26 @@ class TaskEngine:
             if begun is not None:
                 started[begun.task.task_id] = begun
         changes = batch.changes
+        before_commit: set[str] = set()  # lease ids answered before the commit
         for request in takers:
             if leases := handed.get(id(request)):
-                self._hand_over(request, leases, changes)
+                if early and request.early:
+                    self._hand_over(request, leases, changes)
+                    before_commit.update(lease.lease_id for lease in leases)
+                else:
+                    batch.handed[id(request)] = leases
             if room[id(request)] and not any(request.taker.accepts(*w) for w in changes.ready):
                 self._found_dry(changes, request)  # it has all the new work it could run
-        # A task of one subtask started here waits for its worker's report, which joins the
-        # batch: its rows are then written once, in their final state (_write_held).
+        # A task of one subtask handed over before the commit waits for its worker's report,
+        # which joins the batch: its rows are then written once, in their final state.
         stored = []
         for item in fresh:
             begun = started.get(item.task.task_id)
-            if begun is not None and len(begun.subtasks) == 1:
+            if (
+                begun is not None
+                and len(begun.subtasks) == 1
+                and begun.subtasks[0].lease_id in before_commit
+            ):
                 changes.held.append(begun)
             else:
                 stored.append(begun or item)
@@ -1034,20 +1048,25 @@ class TaskEngine:
         taken_all = []
         for op in ops:
             request: _Take = op.value
-            if request.future.done() or self._still_dry(batch.changes, request):
-                op.result = []
+            handed = batch.handed.pop(id(request), [])
+            if (
+                request.future.done()
+                or len(handed) >= request.limit
+                or self._still_dry(batch.changes, request)
+            ):
+                op.result = handed
                 continue
             expires = batch.now + timedelta(seconds=request.lease_seconds)
             taken = await batch.q.take(
                 request.taker,
-                request.limit,
+                request.limit - len(handed),
                 worker_id=request.worker_id,
                 expires_at=expires,
                 now=batch.now,
                 changes=batch.changes,
             )
-            taken_all.append((op, expires, taken))
-            if len(taken) < request.limit:
+            taken_all.append((op, expires, handed, taken))
+            if len(handed) + len(taken) < request.limit:
                 self._found_dry(batch.changes, request)
             keyed = self._keyed_leases
             if len(keyed) > MAX_KEYED_LEASES_KEPT:
@@ -1056,10 +1075,10 @@ class TaskEngine:
                 if t.keyed:
                     s = t.subtask
                     keyed[s.subtask_id] = (s.kind, s.model_name, s.tenant_id)
-        wanted = {dep for _, _, taken in taken_all for t in taken for dep in t.depends_on}
+        wanted = {dep for *_, taken in taken_all for t in taken for dep in t.depends_on}
         results = await batch.q.results_of(sorted(wanted)) if wanted else {}
-        for op, expires, taken in taken_all:
-            op.result = [
+        for op, expires, handed, taken in taken_all:
+            op.result = handed + [
                 Lease(
                     subtask=t.subtask,
                     lease_id=t.subtask.lease_id or "",
