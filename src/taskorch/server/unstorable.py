@@ -11,8 +11,10 @@ it. Each refusal names the field (``input_data.prompt``, ``result.scores[2]``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from taskorch.domain.errors import InvalidArgument
@@ -36,76 +38,137 @@ def refuse_unstorable(message: Message, raw: bytes | None = None) -> None:
     """
     if raw is not None and not any(b in raw for b in _SUSPECT_BYTES):
         return
-    for field, problem in _problems(message, ""):
+    found = _message(message)
+    if found is not None:
+        steps, problem = found
+        field = _path(steps)
         raise InvalidArgument(f"{field} {problem}", field=field)
 
 
-def _problems(message: Message, prefix: str) -> Iterator[tuple[str, str]]:
-    name = message.DESCRIPTOR.full_name
-    if name == "google.protobuf.Struct":
-        yield from _struct(message, prefix)
-        return
-    if name == "google.protobuf.Value":
-        yield from _value(message, prefix)
-        return
-    if name == "google.protobuf.ListValue":
-        yield from _list(message, prefix)
-        return
+# The walk runs on most requests and finds nothing in almost all of them, so it builds no
+# paths on the way: a problem comes back with its path's steps innermost first (a field
+# name, a map key as ``[key]``, a list index as an int), joined only then.
+_Found = tuple[list[str | int], str]
+_NUL = "must not contain a NUL character (U+0000)"
+_NUL_KEY = "has a key with a NUL character (U+0000)"
+
+# How the walk treats a field, found once per field descriptor: only strings, floating-point
+# numbers and messages can hold what is refused; every other kind is skipped without a look.
+_SKIP, _SCALAR, _MESSAGE, _MAP = range(4)
+_FIELD_KINDS: dict[FieldDescriptor, int] = {}
+
+
+def _kind(field: FieldDescriptor) -> int:
+    kind = _FIELD_KINDS.get(field)
+    if kind is None:
+        if field.message_type is not None:
+            kind = _MAP if field.message_type.GetOptions().map_entry else _MESSAGE
+        elif field.type in (
+            FieldDescriptor.TYPE_STRING,
+            FieldDescriptor.TYPE_DOUBLE,
+            FieldDescriptor.TYPE_FLOAT,
+        ):
+            kind = _SCALAR
+        else:
+            kind = _SKIP
+        _FIELD_KINDS[field] = kind
+    return kind
+
+
+def _message(message: Message) -> _Found | None:
+    well_known = _WELL_KNOWN.get(message.DESCRIPTOR.full_name)
+    if well_known is not None:
+        return well_known(message)
     for field, value in message.ListFields():
-        path = f"{prefix}{field.name}"
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        kind = _kind(field)
+        if kind == _SKIP:
+            continue
+        found: _Found | None = None
+        if kind == _MAP:
             for key, item in value.items():
-                entry = f"{path}[{_quote(key)}]"
                 if isinstance(key, str) and "\x00" in key:
-                    yield entry, "has a key with a NUL character (U+0000)"
-                yield from _scalar_or_message(item, entry)
+                    return [f"[{_quote(key)}]", field.name], _NUL_KEY
+                found = _item(item)
+                if found is not None:
+                    found[0].append(f"[{_quote(key)}]")
+                    break
         elif field.is_repeated:
             for index, item in enumerate(value):
-                yield from _scalar_or_message(item, f"{path}[{index}]")
+                found = _item(item)
+                if found is not None:
+                    found[0].append(index)
+                    break
         else:
-            yield from _scalar_or_message(value, path)
+            found = _item(value)
+        if found is not None:
+            found[0].append(field.name)
+            return found
+    return None
 
 
-def _scalar_or_message(value: object, path: str) -> Iterator[tuple[str, str]]:
+def _item(value: object) -> _Found | None:
     if isinstance(value, Message):
-        yield from _problems(value, f"{path}.")
-    elif isinstance(value, str):
-        if "\x00" in value:
-            yield path, "must not contain a NUL character (U+0000)"
-    elif isinstance(value, float) and not math.isfinite(value):
-        yield path, f"must be a finite number; got {value}"
+        return _message(value)
+    if isinstance(value, str):
+        return ([], _NUL) if "\x00" in value else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return [], f"must be a finite number; got {value}"
+    return None
 
 
-def _struct(struct: Message, prefix: str) -> Iterator[tuple[str, str]]:
-    base = prefix[:-1] if prefix.endswith(".") else prefix
-    for key, item in struct.fields.items():  # type: ignore[attr-defined]
-        path = f"{base}.{key}" if base else key
+def _struct(struct: Message) -> _Found | None:
+    fields = struct.fields  # type: ignore[attr-defined]
+    for key in fields:  # keys, then lookups: a map's items() runs in Python, slower
         if "\x00" in key:
-            yield f"{base}[{_quote(key)}]", "has a key with a NUL character (U+0000)"
-            continue
-        yield from _value(item, path)
+            return [f"[{_quote(key)}]"], _NUL_KEY
+        found = _value(fields[key])
+        if found is not None:
+            found[0].append(key)
+            return found
+    return None
 
 
-def _list(values: Message, prefix: str) -> Iterator[tuple[str, str]]:
-    base = prefix[:-1] if prefix.endswith(".") else prefix
+def _list(values: Message) -> _Found | None:
     for index, item in enumerate(values.values):  # type: ignore[attr-defined]
-        yield from _value(item, f"{base}[{index}]")
+        found = _value(item)
+        if found is not None:
+            found[0].append(index)
+            return found
+    return None
 
 
-def _value(value: Message, path: str) -> Iterator[tuple[str, str]]:
-    path = path[:-1] if path.endswith(".") else path
+def _value(value: Message) -> _Found | None:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
-        if "\x00" in value.string_value:  # type: ignore[attr-defined]
-            yield path, "must not contain a NUL character (U+0000)"
-    elif kind == "number_value":
+        return ([], _NUL) if "\x00" in value.string_value else None  # type: ignore[attr-defined]
+    if kind == "number_value":
         number = value.number_value  # type: ignore[attr-defined]
-        if not math.isfinite(number):
-            yield path, f"must be a finite number; got {number}"
-    elif kind == "struct_value":
-        yield from _struct(value.struct_value, f"{path}.")  # type: ignore[attr-defined]
-    elif kind == "list_value":
-        yield from _list(value.list_value, f"{path}.")  # type: ignore[attr-defined]
+        return None if math.isfinite(number) else ([], f"must be a finite number; got {number}")
+    if kind == "struct_value":
+        return _struct(value.struct_value)  # type: ignore[attr-defined]
+    if kind == "list_value":
+        return _list(value.list_value)  # type: ignore[attr-defined]
+    return None
+
+
+_WELL_KNOWN: dict[str, Callable[[Any], _Found | None]] = {
+    "google.protobuf.Struct": _struct,
+    "google.protobuf.Value": _value,
+    "google.protobuf.ListValue": _list,
+}
+
+
+def _path(steps: list[str | int]) -> str:
+    """``input_data.prompt``, ``result.scores[2]``, ``labels['a b']`` from innermost-first steps."""
+    path = ""
+    for step in reversed(steps):
+        if isinstance(step, int):
+            path += f"[{step}]"
+        elif step.startswith("["):
+            path += step
+        else:
+            path += f".{step}" if path else step
+    return path
 
 
 def _quote(key: object) -> str:
