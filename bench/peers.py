@@ -1080,6 +1080,11 @@ async def main() -> None:
         help="taskorch systems take ':C' for C concurrent tasks per worker (default 1)",
     )
     args = parser.parse_args()
+    for name in ("tasks", "paced", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.rate <= 0:
+        parser.error("--rate must be above 0")
     workers = [int(w) for w in args.workers.split(",")]
     wanted = args.systems.split(",")
     print(f"machine: {machine()}")
