@@ -245,3 +245,28 @@ def test_clean_requests_pass_whatever_their_bytes() -> None:
         pb.CreateTaskRequest(task_type="echo", input_data=_struct(blob="x" * 20000, n=2.0)),
     ):
         refuse_unstorable(message, message.SerializeToString())
+
+
+def _subtask_with_results(key: str, **values: object) -> pb.Subtask:
+    subtask = pb.Subtask(subtask_id="s1")
+    subtask.dependency_results[key].update(values)
+    return subtask
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (_subtask_with_results("t 1", x=[1, math.nan]), "dependency_results['t 1'].x[1]"),
+        (_subtask_with_results("t\x00"), "dependency_results['t\\x00']"),
+        (pb.CreateTaskRequest(input_data=_struct(**{"[a": {"b": math.inf}})), "input_data.[a.b"),
+        (pb.CreateTaskRequest(depends_on=["t_1", NUL]), "depends_on[1]"),
+        (pb.CreateTaskRequest(parameters=_struct(a={"b": [{"c": NUL}]})), "parameters.a.b[0].c"),
+    ],
+)
+def test_the_refusal_names_the_whole_path_through_maps_lists_and_keys(
+    message: pb.CreateTaskRequest | pb.Subtask, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        refuse_unstorable(message)
+    assert refused.value.violations[0].field == field
+    assert str(refused.value).startswith(f"{field} ")

@@ -46,8 +46,12 @@ def refuse_unstorable(message: Message, raw: bytes | None = None) -> None:
 
 
 # The walk runs on most requests and finds nothing in almost all of them, so it builds no
-# paths on the way: a problem comes back with its path's steps innermost first (a field
-# name, a map key as ``[key]``, a list index as an int), joined only then.
+# paths on the way: a problem comes back with its path's steps innermost first (a field name
+# or a Struct key, a map key as a _Key, a list index as an int), joined only then.
+class _Key(str):
+    """A map key's step of a path, quoted: ``['a b']``."""
+
+
 _Found = tuple[list[str | int], str]
 _NUL = "must not contain a NUL character (U+0000)"
 _NUL_KEY = "has a key with a NUL character (U+0000)"
@@ -87,10 +91,10 @@ def _message(message: Message) -> _Found | None:
         if kind == _MAP:
             for key, item in value.items():
                 if isinstance(key, str) and "\x00" in key:
-                    return [f"[{_quote(key)}]", field.name], _NUL_KEY
+                    return [_Key(f"[{_quote(key)}]"), field.name], _NUL_KEY
                 found = _item(item)
                 if found is not None:
-                    found[0].append(f"[{_quote(key)}]")
+                    found[0].append(_Key(f"[{_quote(key)}]"))
                     break
         elif field.is_repeated:
             for index, item in enumerate(value):
@@ -120,7 +124,7 @@ def _struct(struct: Message) -> _Found | None:
     fields = struct.fields  # type: ignore[attr-defined]
     for key in fields:  # keys, then lookups: a map's items() runs in Python, slower
         if "\x00" in key:
-            return [f"[{_quote(key)}]"], _NUL_KEY
+            return [_Key(f"[{_quote(key)}]")], _NUL_KEY
         found = _value(fields[key])
         if found is not None:
             found[0].append(key)
@@ -164,7 +168,7 @@ def _path(steps: list[str | int]) -> str:
     for step in reversed(steps):
         if isinstance(step, int):
             path += f"[{step}]"
-        elif step.startswith("["):
+        elif isinstance(step, _Key):
             path += step
         else:
             path += f".{step}" if path else step
