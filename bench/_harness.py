@@ -116,6 +116,26 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 @contextmanager
+def server_hook(hook: Path, *paths: Path, **env: str) -> Iterator[None]:
+    """The servers started inside see ``hook`` (a folder with a sitecustomize.py) and then
+    ``paths`` first on their PYTHONPATH, and ``env`` in their environment (they inherit
+    this process's); both are restored after."""
+    current = os.environ.get("PYTHONPATH")
+    path = [str(hook), *(str(p) for p in paths), *([current] if current else [])]
+    values = {**env, "PYTHONPATH": os.pathsep.join(path)}
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
 def taskorch_server(
     *args: str, database_url: str | None = None, gateway: bool = False
 ) -> Iterator[ServerProcess]:

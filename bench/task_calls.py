@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import pstats
 import re
 import statistics
 import tempfile
 from pathlib import Path
 
-from _harness import machine, taskorch_server
+from _harness import machine, server_hook, taskorch_server
 
 from taskorch.client import AsyncClient
 
@@ -62,19 +61,9 @@ async def _load(addr: str, tasks: int) -> None:
 
 def _profiled_run(tasks: int, slots: int, src: Path | None, out: Path) -> dict[Key, int]:
     """Calls of each function on the loop of a server that ran ``tasks`` tasks."""
-    path = [str(HOOK)] + ([str(src)] if src else []) + [os.environ.get("PYTHONPATH", "")]
-    env = {"TASKORCH_CALLS_OUT": str(out), "PYTHONPATH": os.pathsep.join(p for p in path if p)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with taskorch_server("--workers", str(slots)) as server:
-            asyncio.run(_load(server.grpc_addr, tasks))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    hook = server_hook(HOOK, *([src] if src else []), TASKORCH_CALLS_OUT=str(out))
+    with hook, taskorch_server("--workers", str(slots)) as server:
+        asyncio.run(_load(server.grpc_addr, tasks))
     stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
     return {key: int(value[1]) for key, value in stats.items()}
 

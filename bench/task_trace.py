@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from _harness import machine, taskorch_server
+from _harness import machine, server_hook, taskorch_server
 
 from taskorch.client import AsyncClient
 
@@ -91,20 +90,9 @@ def steps(
 async def run(tasks: int, rate: float) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="taskorch-trace-") as folder:
         out = Path(folder) / "stamps.json"
-        env = {"TASKORCH_TRACE_OUT": str(out)}
-        path = os.environ.get("PYTHONPATH")
-        env["PYTHONPATH"] = f"{HOOK}{os.pathsep}{path}" if path else str(HOOK)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            with taskorch_server("--workers", "1") as server:
-                submitted, heard = await paced(server.grpc_addr, tasks, rate)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        hook = server_hook(HOOK, TASKORCH_TRACE_OUT=str(out))
+        with hook, taskorch_server("--workers", "1") as server:
+            submitted, heard = await paced(server.grpc_addr, tasks, rate)
         stamps = sorted(
             ((label, at) for label, at in json.loads(out.read_text())), key=lambda s: s[1]
         )
