@@ -58,23 +58,19 @@ _NUL_KEY = "has a key with a NUL character (U+0000)"
 
 # How the walk treats a field, found once per field descriptor: only strings, floating-point
 # numbers and messages can hold what is refused; every other kind is skipped without a look.
-_SKIP, _SCALAR, _MESSAGE, _MAP = range(4)
+# (_item tells a message from a string or a number by its value.)
+_SKIP, _LOOK, _MAP = range(3)
 _FIELD_KINDS: dict[FieldDescriptor, int] = {}
+_MAY_HOLD = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
 
 
 def _kind(field: FieldDescriptor) -> int:
     kind = _FIELD_KINDS.get(field)
     if kind is None:
         if field.message_type is not None:
-            kind = _MAP if field.message_type.GetOptions().map_entry else _MESSAGE
-        elif field.type in (
-            FieldDescriptor.TYPE_STRING,
-            FieldDescriptor.TYPE_DOUBLE,
-            FieldDescriptor.TYPE_FLOAT,
-        ):
-            kind = _SCALAR
+            kind = _MAP if field.message_type.GetOptions().map_entry else _LOOK
         else:
-            kind = _SKIP
+            kind = _LOOK if field.type in _MAY_HOLD else _SKIP
         _FIELD_KINDS[field] = kind
     return kind
 
