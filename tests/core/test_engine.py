@@ -745,6 +745,39 @@ async def test_a_taker_that_has_all_the_work_does_not_look_again_in_the_same_tra
     assert lease.subtask.task_id == task.task_id
 
 
+async def test_a_worker_that_took_all_the_work_gets_the_next_batchs_new_work_without_a_take(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a worker's take leased less than it asked for (it took every piece of work it
+    could run), its next take skips the queue's statements and the new work created in its
+    batch is stored started and leased to it, highest priority first, as to a parked taker:
+    under a steady load each task is then written once started and never leased by a
+    statement. Work made runnable without a take in its batch ends that: the next take
+    reads the queue again, oldest first."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    first = await s.create()
+    [lease] = await s.take(limit=5)  # one of five: the worker has all the work
+    assert lease.subtask.task_id == first.task_id
+    takes = count_calls(monkeypatch, "take")
+
+    async def both() -> tuple[list[Task], list[Lease]]:
+        specs = [TaskSpec(task_type="echo", priority=p) for p in (1, 9)]
+        return await asyncio.gather(s.tasks.create_many(ACME, specs), s.take(limit=5))
+
+    (low, high), leases = await asyncio.wait_for(both(), timeout=10)
+    assert [lease.subtask.task_id for lease in leases] == [high.task_id, low.task_id]
+    assert takes == []
+    shown = await s.status(low)
+    assert shown.status is Status.RUNNING and shown.worker_id == "worker-1"
+
+    older = await s.create()  # no take in its batch: queued
+    newer = await s.create()
+    leases = await s.take(limit=5)
+    assert [lease.subtask.task_id for lease in leases] == [older.task_id, newer.task_id]
+    assert len(takes) == 1
+
+
 async def test_a_failure_reported_in_the_batch_that_started_the_work_fails_the_task(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:

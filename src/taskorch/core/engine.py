@@ -47,6 +47,7 @@ next in line, in the same batch. Work without a key costs nothing of this.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ MAX_WAIT_SECONDS = 60.0
 # A parked taker looks again at least this often (work of another process on the same
 # SQLite file, a notice missed while reconnecting to PostgreSQL).
 RECHECK_SECONDS = 1.0
+# How long a take that read the queue and found no more work for its taker is trusted for
+# the taker's next takes (see TaskEngine._note_dry).
+DRY_SECONDS = 0.1
 QUOTA_RETRY_SECONDS = 5.0
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 STEP_OUTPUT_MISSING = "STEP_OUTPUT_MISSING"
@@ -176,6 +180,8 @@ class _Take:
     # commit (Changes.early); ``handed_over`` once they were.
     early: bool = False
     handed_over: bool = False
+    # A parked taker's periodic look: it reads the queue, whatever the engine knows.
+    look: bool = False
 
 
 @dataclass(frozen=True)
@@ -293,6 +299,12 @@ class TaskEngine:
         self._parked: list[_Take] = []
         # Times every parked taker was told to look again (a due timer, another replica).
         self._wakes = 0
+        # Takers whose take read the queue and found no more work they could run, with the
+        # wake count and the loop's time at that commit, and when backed-off work comes due
+        # (a heap): see _note_dry. Kept with one writer of transitions only.
+        self._dry: dict[TakeFilter, tuple[int, float]] = {}
+        self._coming_due: list[datetime] = []
+        self._keeps_dry = db.is_sqlite or db.transition_writers == 1
         # Leases of keyed tasks this replica handed out: (kind, model, tenant) by subtask id.
         self._keyed_leases: dict[str, tuple[str, str, str]] = {}
         # Leases handed over before their commit: the batch awaits their reports.
@@ -704,6 +716,7 @@ class TaskEngine:
         request.timer = None
         if request in self._parked:
             self._parked.remove(request)
+            request.look = True
             self._resubmit(request)
 
     def _unpark(self, request: _Take) -> None:
@@ -727,6 +740,8 @@ class TaskEngine:
     # -- after the commit ---------------------------------------------------------------------
 
     def _committed(self, changes: Changes) -> None:
+        if self._keeps_dry:
+            self._note_dry(changes)
         self.hub.publish_all(changes.events)
         for subtask, reason in changes.stopped:
             self.hub.stop_workers([subtask], reason)
@@ -833,7 +848,9 @@ class TaskEngine:
         takers = [
             op.value
             for op in batch.takes
-            if op.value.exclusive and op.value.taker.task_id is None and not op.value.future.done()
+            if (op.value.exclusive or self._was_dry(op.value, batch.now))
+            and op.value.taker.task_id is None
+            and not op.value.future.done()
         ]
         if not takers:
             return fresh
@@ -1053,6 +1070,7 @@ class TaskEngine:
                 request.future.done()
                 or len(handed) >= request.limit
                 or self._still_dry(batch.changes, request)
+                or (handed and self._was_dry(request, batch.now, batch.changes))
             ):
                 op.result = handed
                 continue
@@ -1068,6 +1086,7 @@ class TaskEngine:
             taken_all.append((op, expires, handed, taken))
             if len(handed) + len(taken) < request.limit:
                 self._found_dry(batch.changes, request)
+                batch.changes.read_dry[request.taker] = batch.changes.dry[request.taker]
             keyed = self._keyed_leases
             if len(keyed) > MAX_KEYED_LEASES_KEPT:
                 keyed.clear()  # leases lost or ended elsewhere: only a shortcut is forgotten
@@ -1104,6 +1123,50 @@ class TaskEngine:
         if seen is None or seen[1] != self._wakes:
             return False
         return not any(request.taker.accepts(*w) for w in changes.ready[seen[0] :])
+
+    def _was_dry(self, request: _Take, now: datetime, changes: Changes | None = None) -> bool:
+        """Whether the take may go without reading the queue, as a parked taker's does (its
+        new work handed to it in the batch of its create): a take of its taker read the
+        queue less than DRY_SECONDS ago and found no more work, and since then no work it
+        could run was made runnable (nor, given ``changes``, in this batch so far), no
+        backed-off work came due and nothing woke the takers. A parked taker's periodic
+        look reads the queue."""
+        mark = self._dry.get(request.taker)
+        if mark is None or request.look:
+            return False
+        wakes, at = mark
+        if wakes != self._wakes or asyncio.get_running_loop().time() - at >= DRY_SECONDS:
+            return False
+        if self._coming_due and self._coming_due[0] <= now:
+            return False
+        return changes is None or not any(request.taker.accepts(*w) for w in changes.ready)
+
+    def _note_dry(self, changes: Changes) -> None:
+        """After a commit, which takers had every piece of work they could run. Under a
+        steady load a worker's take rides in nearly every batch: when its last take found
+        no more work, its new work is stored started in its create's batch and leased to
+        the take there, without the take's statements (a task is then written once started
+        and never leased by a statement). What this trusts, it checks: the finding was a
+        take's statement in a committed batch (takes run last in a batch), less than
+        DRY_SECONDS old (a take reads the queue at least that often, so nothing waits
+        longer behind new work); work made runnable and not handed over (``changes.ready``)
+        ends it for the takers that could run it, as does a wake (a due timer, another
+        replica's notice) or backed-off work coming due. One writer of transitions only:
+        another's commit could make work runnable between a take's statement and the
+        commit that notes it."""
+        dry, dues = self._dry, self._coming_due
+        for due in changes.due:
+            heapq.heappush(dues, due)
+        now = self.clock()
+        while dues and dues[0] <= now:
+            heapq.heappop(dues)
+        if dry and changes.ready:
+            for taker in [t for t in dry if any(t.accepts(*w) for w in changes.ready)]:
+                del dry[taker]
+        at = asyncio.get_running_loop().time()
+        for taker, (seen, wakes) in changes.read_dry.items():
+            if wakes == self._wakes and not any(taker.accepts(*w) for w in changes.ready[seen:]):
+                dry[taker] = (wakes, at)
 
     def _hand_over(self, request: _Take, leases: list[Lease], changes: Changes) -> None:
         """Answers a take before its commit; the batch awaits the leases' reports."""
