@@ -778,6 +778,28 @@ async def test_a_worker_that_took_all_the_work_gets_the_next_batchs_new_work_wit
     assert len(takes) == 1
 
 
+async def test_backed_off_work_that_came_due_is_taken_before_new_work_is_handed_over(
+    start: StartScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that found no work while a failed attempt backed off does not get the new
+    work of its batch handed over once the retry came due: its take reads the queue and
+    leases the older retry first."""
+    s = await start()
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)
+    retried = await s.create(max_attempts=2)
+    [lease] = await s.take(limit=5)
+    await s.engine.fail(lease.subtask.subtask_id, lease.lease_id, "flaky")
+    assert await s.take(limit=5) == []  # backing off 10 s: the worker has all the work
+    s.clock.advance(10.1)
+
+    async def both() -> tuple[Task, list[Lease]]:
+        return await asyncio.gather(s.create(), s.take(limit=5))
+
+    new, leases = await asyncio.wait_for(both(), timeout=10)
+    assert [lease.subtask.task_id for lease in leases] == [retried.task_id, new.task_id]
+    assert leases[0].subtask.attempt == 2
+
+
 async def test_a_failure_reported_in_the_batch_that_started_the_work_fails_the_task(
     start: StartScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:

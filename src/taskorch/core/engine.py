@@ -1158,8 +1158,12 @@ class TaskEngine:
         for due in changes.due:
             heapq.heappush(dues, due)
         now = self.clock()
-        while dues and dues[0] <= now:
-            heapq.heappop(dues)
+        if dues and dues[0] <= now:
+            # Backed-off work came due (perhaps in this very batch, after its takes).
+            while dues and dues[0] <= now:
+                heapq.heappop(dues)
+            dry.clear()
+            return
         if dry and changes.ready:
             for taker in [t for t in dry if any(t.accepts(*w) for w in changes.ready)]:
                 del dry[taker]
