@@ -1086,7 +1086,7 @@ class TaskEngine:
             taken_all.append((op, expires, handed, taken))
             if len(handed) + len(taken) < request.limit:
                 self._found_dry(batch.changes, request)
-                batch.changes.read_dry[request.taker] = batch.changes.dry[request.taker]
+                batch.changes.read_dry.add(request.taker)
             keyed = self._keyed_leases
             if len(keyed) > MAX_KEYED_LEASES_KEPT:
                 keyed.clear()  # leases lost or ended elsewhere: only a shortcut is forgotten
@@ -1168,7 +1168,8 @@ class TaskEngine:
             for taker in [t for t in dry if any(t.accepts(*w) for w in changes.ready)]:
                 del dry[taker]
         at = asyncio.get_running_loop().time()
-        for taker, (seen, wakes) in changes.read_dry.items():
+        for taker in changes.read_dry:
+            seen, wakes = changes.dry[taker]
             if wakes == self._wakes and not any(taker.accepts(*w) for w in changes.ready[seen:]):
                 dry[taker] = (wakes, at)
 

@@ -229,8 +229,8 @@ class Changes:
     # Takers (by what they may run) that found no more work in this batch's transaction:
     # how much ``ready`` held then, and the engine's wake count (TaskEngine._still_dry).
     dry: dict[TakeFilter, tuple[int, int]] = field(default_factory=dict)
-    # The same, for the takers whose take read the queue (TaskEngine._note_dry).
-    read_dry: dict[TakeFilter, tuple[int, int]] = field(default_factory=dict)
+    # Those of them whose take read the queue to find that (TaskEngine._note_dry).
+    read_dry: set[TakeFilter] = field(default_factory=set)
 
     def count(self, key: CountKey, old: Status | None, new: Status) -> None:
         """A task moved from ``old`` (None: new task) to ``new``."""
