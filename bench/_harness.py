@@ -209,6 +209,31 @@ async def closed_loop(
     return len(latencies) / (time.perf_counter() - started), latencies
 
 
+async def echo_tasks(
+    addr: str, tasks: int, *, submitters: int = 32, waits: list[float] | None = None
+) -> None:
+    """Submits ``tasks`` echo tasks, one per call, from ``submitters`` SDK coroutines (each
+    call's time appended to ``waits``); returns when all of them completed."""
+    from taskorch.client import AsyncClient
+
+    client = AsyncClient(addr)
+    try:
+        left = iter(range(tasks))
+
+        async def submitter() -> None:
+            for n in left:
+                sent = time.perf_counter()
+                await client.create_task(task_type="echo", input_data={"n": n})
+                if waits is not None:
+                    waits.append(time.perf_counter() - sent)
+
+        await asyncio.gather(*(submitter() for _ in range(submitters)))
+        while (await client.list_tasks(status="completed", limit=1)).total < tasks:
+            await asyncio.sleep(0.01)
+    finally:
+        await client.close()
+
+
 async def raw_unary_rate(target: str, *, concurrency: int = 32, seconds: float = 5.0) -> float:
     channel = grpc.aio.insecure_channel(target)
     empty = channel.unary_unary(

@@ -27,31 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import cpu_seconds, machine, percentile, server_hook, taskorch_server
-
-from taskorch.client import AsyncClient
+from _harness import cpu_seconds, echo_tasks, machine, percentile, server_hook, taskorch_server
 
 HOOK = Path(__file__).resolve().parent / "_batches"
 SUBMITTERS = 32
-
-
-async def _load(addr: str, tasks: int, waits: list[float]) -> None:
-    """Submits ``tasks`` echo tasks from SUBMITTERS clients; returns when all completed."""
-    client = AsyncClient(addr)
-    try:
-        left = iter(range(tasks))
-
-        async def submitter() -> None:
-            for n in left:
-                sent = time.perf_counter()
-                await client.create_task(task_type="echo", input_data={"n": n})
-                waits.append(time.perf_counter() - sent)
-
-        await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
-        while (await client.list_tasks(status="completed", limit=1)).total < tasks:
-            await asyncio.sleep(0.01)
-    finally:
-        await client.close()
 
 
 def _mean(values: list[float]) -> float:
@@ -63,11 +42,12 @@ def run(tasks: int, slots: int) -> dict[str, float]:
         out = Path(folder) / "batches.json"
         hook = server_hook(HOOK, TASKORCH_BATCHES_OUT=str(out))
         with hook, taskorch_server("--workers", str(slots)) as server:
-            asyncio.run(_load(server.grpc_addr, min(500, tasks), []))  # warm-up
+            warm_up = min(500, tasks)
+            asyncio.run(echo_tasks(server.grpc_addr, warm_up, submitters=SUBMITTERS))
             pid = server.proc.pid  # the event loop's thread has the process's id
             waits: list[float] = []
             cpu, begin = cpu_seconds(pid, pid), time.perf_counter()
-            asyncio.run(_load(server.grpc_addr, tasks, waits))
+            asyncio.run(echo_tasks(server.grpc_addr, tasks, submitters=SUBMITTERS, waits=waits))
             loop_cpu, end = cpu_seconds(pid, pid) - cpu, time.perf_counter()
         # perf_counter is the machine's monotonic clock: the server's and ours agree.
         batches = [b for b in json.loads(out.read_text()) if begin <= b[0] and b[5] <= end]

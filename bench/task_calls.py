@@ -32,38 +32,19 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _harness import machine, server_hook, taskorch_server
-
-from taskorch.client import AsyncClient
+from _harness import echo_tasks, machine, server_hook, taskorch_server
 
 HOOK = Path(__file__).resolve().parent / "_calls"
-SUBMITTERS = 32
 
 Key = tuple[str, int, str]
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
-
-
-async def _load(addr: str, tasks: int) -> None:
-    client = AsyncClient(addr)
-    try:
-        left = iter(range(tasks))
-
-        async def submitter() -> None:
-            for n in left:
-                await client.create_task(task_type="echo", input_data={"n": n})
-
-        await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
-        while (await client.list_tasks(status="completed", limit=1)).total < tasks:
-            await asyncio.sleep(0.05)
-    finally:
-        await client.close()
 
 
 def _profiled_run(tasks: int, slots: int, src: Path | None, out: Path) -> dict[Key, int]:
     """Calls of each function on the loop of a server that ran ``tasks`` tasks."""
     hook = server_hook(HOOK, *([src] if src else []), TASKORCH_CALLS_OUT=str(out))
     with hook, taskorch_server("--workers", str(slots)) as server:
-        asyncio.run(_load(server.grpc_addr, tasks))
+        asyncio.run(echo_tasks(server.grpc_addr, tasks))
     stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
     return {key: int(value[1]) for key, value in stats.items()}
 
