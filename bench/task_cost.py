@@ -9,7 +9,11 @@ call from 32 coroutines (the SDK's AsyncClient) and runs them; then, per task:
 - gRPC calls the server answered (its ``taskorch_rpc_duration_seconds`` counts: CreateTask,
   the worker's reports; the submitter's own ListTasks polls are left out);
 - write transactions and the operations they held (``taskorch_db_write_*``; absent before
-  this release) and, on PostgreSQL, every transaction it committed (``pg_stat_database``).
+  this release) and, on PostgreSQL, every transaction it committed (``pg_stat_database``),
+  the CPU of PostgreSQL's processes (every process named ``postgres``: the backends, the
+  WAL writer, the checkpointer) and the WAL written (``pg_stat_wal``: bytes and full-page
+  images, the copies of a page written the first time it changes after a checkpoint) and the
+  rows of the hot tables inserted and updated (``pg_stat_user_tables``).
 
 The earlier checkout runs from its own ``src`` (PYTHONPATH) with this checkout's client and
 benchmark. Usage:
@@ -53,6 +57,39 @@ def _commits() -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def _wal() -> tuple[float, float]:
+    """WAL bytes and full-page images written so far (the whole cluster)."""
+    rows = _pg("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+    return float(rows[0][0]), float(rows[0][1])  # type: ignore[arg-type]
+
+
+def _row_writes() -> dict[str, float]:
+    """Rows inserted and updated so far in the hot tables of the benchmark's database."""
+    with psycopg.connect(f"postgresql://{PG}/{DB}", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd FROM pg_stat_user_tables "
+            "WHERE relname IN ('tasks', 'subtasks', 'task_events')"
+        ).fetchall()
+    found = {}
+    for table_name, inserted, updated in rows:
+        found[f"{table_name} inserted"] = float(inserted)
+        found[f"{table_name} updated"] = float(updated)
+    return found
+
+
+def _postgres_cpu() -> dict[int, float]:
+    """CPU seconds used so far by every process named postgres, by pid."""
+    used = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() == "postgres":
+                    used[int(proc.name)] = cpu_seconds(int(proc.name))
+            except OSError:  # ended meanwhile
+                continue
+    return used
+
+
 def _metrics(url: str) -> dict[str, float]:
     """Sums of the counters of interest, by name (RPC counts by method)."""
     text = urllib.request.urlopen(url, timeout=10).read().decode()
@@ -91,6 +128,9 @@ async def measure(backend: str, remote: bool, tasks: int, slots: int) -> dict[st
         before_cpu = [cpu_seconds(pid) for pid in pids]
         before = _metrics(server.metrics_url)
         commits = _commits() if url else 0
+        wal = _wal() if url else (0.0, 0.0)
+        writes = _row_writes() if url else {}
+        postgres_cpu = _postgres_cpu() if url else {}
         started = time.monotonic()
         cursor = 0
 
@@ -115,6 +155,18 @@ async def measure(backend: str, remote: bool, tasks: int, slots: int) -> dict[st
             result[name] = (after[name] - before.get(name, 0.0)) / tasks
         if url:
             result["pg commits"] = (_commits() - commits) / tasks
+            # Processes that ended during the run are missed; the pool's connections do not.
+            result["postgres CPU ms"] = (
+                sum(c - postgres_cpu.get(pid, 0.0) for pid, c in _postgres_cpu().items())
+                / tasks
+                * 1e3
+            )
+            wal_bytes, fpi = _wal()
+            await asyncio.sleep(1.5)  # backends report their table counts within a second
+            for name, count in _row_writes().items():
+                result[f"pg rows: {name}"] = (count - writes.get(name, 0.0)) / tasks
+            result["WAL kB"] = (wal_bytes - wal[0]) / tasks / 1e3
+            result["WAL full pages"] = (fpi - wal[1]) / tasks
         await client.close()
         for worker in workers:
             worker.stop()
@@ -189,7 +241,8 @@ async def main() -> None:
     ]
     names = sorted({name for found in results.values() for name in found})
     order = ["tasks/s", "server CPU ms", "worker CPU ms", "taskorch_db_write_transactions_total",
-             "taskorch_db_write_operations_total", "pg commits"]  # fmt: skip
+             "taskorch_db_write_operations_total", "pg commits", "postgres CPU ms", "WAL kB",
+             "WAL full pages"]  # fmt: skip
     names = [n for n in order if n in names] + [n for n in names if n not in order]
     for name in names:
         digits = 0 if name == "tasks/s" else 2
