@@ -213,11 +213,13 @@ async def echo_tasks(
     addr: str, tasks: int, *, submitters: int = 32, waits: list[float] | None = None
 ) -> None:
     """Submits ``tasks`` echo tasks, one per call, from ``submitters`` SDK coroutines (each
-    call's time appended to ``waits``); returns when all of them completed."""
+    call's time appended to ``waits``); returns when all of them completed (counted from the
+    server's completed tasks before the first, so earlier runs on it do not count)."""
     from taskorch.client import AsyncClient
 
     client = AsyncClient(addr)
     try:
+        done_before = (await client.list_tasks(status="completed", limit=1)).total
         left = iter(range(tasks))
 
         async def submitter() -> None:
@@ -228,7 +230,7 @@ async def echo_tasks(
                     waits.append(time.perf_counter() - sent)
 
         await asyncio.gather(*(submitter() for _ in range(submitters)))
-        while (await client.list_tasks(status="completed", limit=1)).total < tasks:
+        while (await client.list_tasks(status="completed", limit=1)).total < done_before + tasks:
             await asyncio.sleep(0.01)
     finally:
         await client.close()

@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
-from _harness import cpu_seconds, machine, table, taskorch_server
+from _harness import cpu_seconds, echo_tasks, machine, table, taskorch_server
 
 from taskorch.client import AsyncClient
 from tests.servers import WorkerProcess
@@ -132,17 +132,7 @@ async def measure(backend: str, remote: bool, tasks: int, slots: int) -> dict[st
         writes = _row_writes() if url else {}
         postgres_cpu = _postgres_cpu() if url else {}
         started = time.monotonic()
-        cursor = 0
-
-        async def submit() -> None:
-            nonlocal cursor
-            while cursor < tasks:
-                cursor += 1
-                await client.create_task(task_type="echo", input_data={"n": cursor})
-
-        await asyncio.gather(*(submit() for _ in range(SUBMITTERS)))
-        while (await client.list_tasks(status="completed", limit=1)).total < tasks + 20:
-            await asyncio.sleep(0.05)
+        await echo_tasks(server.grpc_addr, tasks, submitters=SUBMITTERS)
         elapsed = time.monotonic() - started
         used = [cpu_seconds(pid) - b for pid, b in zip(pids, before_cpu, strict=True)]
         after = _metrics(server.metrics_url)
